@@ -1,0 +1,41 @@
+"""The `gbdeploy` program: Invoke's Program with gbdeploy's tasks and config."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Program
+
+from . import __version__
+from .config import GbdeployConfig
+from .tasks import namespace
+
+
+class GbdeployProgram(Program):
+    def update_config(self, merge: bool = True) -> None:
+        # A built-in namespace has no tasks.py to locate the project by; the config found
+        # gbdeploy.yaml from the current directory upward when it was created.
+        self.config.load_project(merge=False)
+        super().update_config(merge=merge)
+
+
+program = GbdeployProgram(
+    name="gbdeploy",
+    binary="gbdeploy",
+    version=__version__,
+    namespace=namespace,
+    config_class=GbdeployConfig,
+)
+
+
+def help_first(argv: list[str]) -> list[str]:
+    """`gbdeploy release --help` means `gbdeploy --help release` (Invoke would take `--help` as
+    the value of the first positional option)."""
+    for index, word in enumerate(argv[1:], 1):
+        if word in namespace.task_names and any(a in ("-h", "--help") for a in argv[index + 1 :]):
+            return [argv[0], "--help", word]
+    return argv
+
+
+def main() -> None:
+    program.run(help_first(sys.argv))

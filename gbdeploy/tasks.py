@@ -1,0 +1,231 @@
+"""The tasks of DESIGN.md, the same under `gbdeploy` and under `invoke` (via a root tasks.py).
+
+Each task is a thin shell: parse options, load settings, call the module that does the work.
+Errors from the `errors` tree become `invoke.Exit` with their exit code and a redacted message.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke import Collection, Context, Exit, task
+
+from .config import Settings, load_settings, read_token
+from .errors import GbdeployError, NotBuilt, redact
+from .output import Reporter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reporting_errors(func: F) -> F:
+    """Turn gbdeploy errors into `Exit(code)` with the message (token redacted) on stderr."""
+
+    @functools.wraps(func)
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        token = read_token()
+        secret = token.reveal() if token else None
+        try:
+            return func(c, *args, **kwargs)
+        except GbdeployError as error:
+            raise Exit(redact(f"gbdeploy: error: {error}", secret), code=error.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("gbdeploy: interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings(c: Context) -> Settings:
+    return load_settings(c.config)
+
+
+def reporter() -> Reporter:
+    token = read_token()
+    return Reporter(stream=sys.stdout, secrets=(token.reveal(),) if token else ())
+
+
+def not_built(command: str) -> NotBuilt:
+    return NotBuilt(f"`{command}` is not built yet in this version of gbdeploy")
+
+
+@task(
+    help={
+        "component": "component to release, e.g. botserver",
+        "dry_run": "print every git operation and HTTP request, change nothing",
+        "no_wait": "stop after the pushes and print the root commit",
+        "no_verify": "do not verify the deployed binary after CI",
+        "dispatch": "dispatch the component's workflow instead of waiting for the push run",
+        "timeout": "seconds to wait for the CI run (default: release.timeout)",
+        "root": "the root repository (default: the one holding gbdeploy.yaml, or the current one)",
+    }
+)
+@reporting_errors
+def release(
+    c: Context,
+    component: str,
+    dry_run: bool = False,
+    no_wait: bool = False,
+    no_verify: bool = False,
+    dispatch: bool = False,
+    timeout: float | None = None,
+    root: str | None = None,
+) -> None:
+    """Push a submodule, commit its pointer, push the root, wait for CI, verify the deploy."""
+    from . import release as release_module
+
+    release_module.run_release(
+        settings(c),
+        component,
+        reporter(),
+        dry_run=dry_run,
+        no_wait=no_wait,
+        no_verify=no_verify,
+        dispatch=dispatch,
+        timeout=timeout,
+        root=root,
+    )
+
+
+@task(
+    help={
+        "component": "component to deploy",
+        "artifact": "the built binary to deploy (default: the component's `artifact`)",
+        "strategy": "staged (upload, then swap; default) or seed (stop, copy, start)",
+        "dry_run": "print the plan of remote commands, change nothing",
+        "force": "upload and restart even when the target already has this binary",
+        "commit": "the commit this binary was built from (recorded in the lock and deploy log)",
+    }
+)
+@reporting_errors
+def deploy(
+    c: Context,
+    component: str,
+    artifact: str | None = None,
+    strategy: str = "staged",
+    dry_run: bool = False,
+    force: bool = False,
+    commit: str | None = None,
+) -> None:
+    """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
+    from . import deploy as deploy_module
+
+    deploy_module.run_deploy(
+        settings(c),
+        component,
+        reporter(),
+        artifact=artifact,
+        strategy=strategy,
+        dry_run=dry_run,
+        force=force,
+        commit=commit,
+    )
+
+
+@task(
+    help={
+        "component": "component to check",
+        "commit": "expected commit (default: the submodule's HEAD in the root repo)",
+        "since": "the binary must be newer than this (ISO time, e.g. the CI run's start)",
+    }
+)
+@reporting_errors
+def verify(c: Context, component: str, commit: str | None = None, since: str | None = None) -> None:
+    """Check that the deployed binary is the expected one and the service is healthy."""
+    from . import verify as verify_module
+
+    verify_module.run_verify(settings(c), component, reporter(), commit=commit, since=since)
+
+
+@task(help={"component": "component to roll back", "dry_run": "print the plan, change nothing"})
+@reporting_errors
+def rollback(c: Context, component: str, dry_run: bool = False) -> None:
+    """Put the previous binary (`.prev`) back, restart it and check its health."""
+    from . import deploy as deploy_module
+
+    deploy_module.run_rollback(settings(c), component, reporter(), dry_run=dry_run)
+
+
+@task(help={"component": "only this component's runs", "limit": "how many runs (default 10)"})
+@reporting_errors
+def runs(c: Context, component: str | None = None, limit: int = 10) -> None:
+    """List recent CI runs of the root repository."""
+    from . import forge
+
+    forge.run_runs(settings(c), reporter(), component=component, limit=limit)
+
+
+@task(
+    help={
+        "run_id": "the run's id (as in the API and in `gbdeploy runs`)",
+        "sha": "wait for the run of this root commit instead",
+        "timeout": "seconds to wait (default: release.timeout)",
+    }
+)
+@reporting_errors
+def wait(c: Context, run_id: int | None = None, sha: str | None = None, timeout: float | None = None) -> None:
+    """Wait for a CI run to finish; exit 3 if it fails, 4 on timeout."""
+    from . import forge
+
+    forge.run_wait(settings(c), reporter(), run_id=run_id, sha=sha, timeout=timeout)
+
+
+@task(help={"component": "only this component (default: all)"})
+@reporting_errors
+def status(c: Context, component: str | None = None) -> None:
+    """Deployed binary, process, health and latest CI run of each component."""
+    from . import deploy as deploy_module
+
+    deploy_module.run_status(settings(c), reporter(), component=component)
+
+
+@task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})
+@reporting_errors
+def doctor(c: Context, fix: bool = False, json: bool = False) -> None:
+    """Check the production invariants of the operations guide (read-only unless --fix)."""
+    from . import doctor as doctor_module
+
+    doctor_module.run_doctor(settings(c), reporter(), fix=fix, as_json=json)
+
+
+@task(help={"out": "directory to write into (default: <root>/.forgejo/workflows)"})
+@reporting_errors
+def workflows(c: Context, out: str | None = None) -> None:
+    """Render the Forgejo workflow file of each configured component."""
+    from . import workflows as workflows_module
+
+    workflows_module.run_workflows(settings(c), reporter(), out=out)
+
+
+@task(
+    help={
+        "dry_run": "print what would be removed, remove nothing",
+        "max_age_days": "remove cache entries not used for this many days",
+        "max_size_gb": "then trim each cache to this size, oldest first",
+    }
+)
+@reporting_errors
+def maintain(
+    c: Context, dry_run: bool = False, max_age_days: int | None = None, max_size_gb: float | None = None
+) -> None:
+    """Runner maintenance: trim the sccache and cargo registry caches by age and size."""
+    from . import maintenance
+
+    maintenance.run_maintain(
+        settings(c), reporter(), dry_run=dry_run, max_age_days=max_age_days, max_size_gb=max_size_gb
+    )
+
+
+@task(help={"keep": "leave the sandbox running and print how to use it by hand"})
+@reporting_errors
+def demo(c: Context, keep: bool = False) -> None:
+    """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
+    from . import sandbox
+
+    sandbox.run_demo(reporter(), keep=keep)
+
+
+namespace = Collection(
+    release, deploy, verify, rollback, runs, wait, status, doctor, workflows, maintain, demo
+)

@@ -1,0 +1,11 @@
+"""Not built yet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import NotBuilt
+
+
+def run_workflows(*args: Any, **kwargs: Any) -> None:
+    raise NotBuilt("`workflows` is not built yet in this version of gbdeploy")

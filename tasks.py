@@ -1,0 +1,36 @@
+"""`invoke release botserver` etc. from here, plus the project's own dev tasks."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, Context, task
+
+from gbdeploy.tasks import namespace as gbdeploy_tasks
+
+PYTHON = sys.executable
+
+
+@task
+def test(c: Context, k: str = "") -> None:
+    """Run the test suite (the same command as README.md and CI)."""
+    selector = f" -k {k!r}" if k else ""
+    c.run(f"{PYTHON} -m pytest -q{selector}", pty=False)
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff check and format check."""
+    c.run(f"{PYTHON} -m ruff check .")
+    c.run(f"{PYTHON} -m ruff format --check .")
+
+
+@task
+def bench(c: Context) -> None:
+    """Upload and downtime benchmarks against OpenSSH scp on a loopback sshd."""
+    c.run(f"{PYTHON} bench/deploy_bench.py")
+
+
+ns = Collection(test, lint, bench)
+for name, gbdeploy_task in gbdeploy_tasks.tasks.items():
+    ns.add_task(gbdeploy_task, name)

@@ -1,0 +1,211 @@
+"""The remote layer: one `Remote` per target, over Fabric, with host keys checked.
+
+A target is an ssh Host alias resolved through the ssh config file exactly as OpenSSH resolves it
+(Fabric reads it with paramiko's SSHConfig: HostName, Port, User, IdentityFile, ProxyJump), and
+optionally an LXD container behind it, in which case every command becomes
+`lxc exec NAME -- sh -c 'COMMAND'`.
+
+Fabric trusts any host key on first use (it installs paramiko's AutoAddPolicy); `Remote` replaces
+that: keys come from the config's UserKnownHostsFile (default ~/.ssh/known_hosts) and
+GlobalKnownHostsFile, an unknown host is refused with a message that says how to add it, and a
+changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import paramiko
+from fabric import Config as FabricConfig
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from .config import SshSettings, Target
+from .errors import HostKeyError, RemoteError
+
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def quote(value: object) -> str:
+    """Every value that enters a remote shell command goes through here."""
+    return shlex.quote(str(value))
+
+
+def wrap_for_target(target: Target, command: str) -> str:
+    """The exact command line sent over ssh for `command` on `target`."""
+    if target.lxc:
+        return f"lxc exec {quote(target.lxc)} -- sh -c {quote(command)}"
+    return command
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown hosts (or, when allowed, record them as OpenSSH's accept-new does)."""
+
+    def __init__(self, alias: str, port: int, accept_new: bool, save_to: Path) -> None:
+        self.alias = alias
+        self.port = port
+        self.accept_new = accept_new
+        self.save_to = save_to
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        fingerprint = key.fingerprint
+        if not self.accept_new:
+            port = f"-p {self.port} " if self.port != 22 else ""
+            host = hostname.split("]")[0].lstrip("[")
+            raise HostKeyError(
+                f"host key of {self.alias} ({hostname}, {key.get_name()} {fingerprint}) is not in "
+                f"known_hosts ({self.save_to})",
+                hint=(
+                    f"check that fingerprint with the host's admin, then add it: "
+                    f"ssh-keyscan {port}{host} >> {self.save_to}  "
+                    f"(or once: ssh -o StrictHostKeyChecking=accept-new {self.alias} true)"
+                ),
+            )
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.save_to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.save_to, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class Remote:
+    """Commands on one target. Use as a context manager; the connection opens on first use."""
+
+    def __init__(self, target: Target, ssh: SshSettings) -> None:
+        self.target = target
+        self.settings = ssh
+        config_path = Path(os.path.expanduser(ssh.config))
+        fabric_config = FabricConfig(
+            runtime_ssh_path=str(config_path) if config_path.exists() else None
+        )
+        self.connection = Connection(
+            target.ssh, config=fabric_config, connect_timeout=int(ssh.connect_timeout)
+        )
+        options = self.connection.ssh_config
+        self.known_hosts = _known_hosts_files(options)
+        strict = str(options.get("stricthostkeychecking", "ask")).lower()
+        accept_new = ssh.accept_new_host_keys or strict in ("accept-new", "no", "off")
+        save_to = (
+            self.known_hosts[0] if self.known_hosts else Path(DEFAULT_KNOWN_HOSTS[0]).expanduser()
+        )
+        client = self.connection.client
+        for path in self.known_hosts:
+            if path.is_file():
+                client.get_host_keys().load(str(path))
+        client.set_missing_host_key_policy(
+            _HostKeyPolicy(target.ssh, self.connection.port, accept_new, save_to)
+        )
+
+    @property
+    def description(self) -> str:
+        where = f"{self.connection.user}@{self.target.ssh}"
+        return f"{where} (lxc {self.target.lxc})" if self.target.lxc else where
+
+    @property
+    def user(self) -> str:
+        """The user commands run as on the target (root inside an LXD container)."""
+        return "root" if self.target.lxc else str(self.connection.user)
+
+    def wrap(self, command: str) -> str:
+        return wrap_for_target(self.target, command)
+
+    def open(self) -> None:
+        if self.connection.is_connected:
+            return
+        try:
+            self.connection.open()
+        except HostKeyError:
+            raise
+        except paramiko.BadHostKeyException as error:
+            raise HostKeyError(
+                f"host key of {self.target.ssh} CHANGED (got {error.key.fingerprint}, "
+                f"known_hosts has {error.expected_key.fingerprint}): refusing to connect",
+                hint="if the host was really reinstalled, remove the old key with "
+                f"`ssh-keygen -R` and add the new one; otherwise treat this as an attack",
+            ) from None
+        except paramiko.AuthenticationException as error:
+            raise RemoteError(
+                f"ssh to {self.target.ssh} refused our key: {error}",
+                hint=f"authorize this machine's key on {self.target.ssh} "
+                f"(check with `ssh -o ConnectTimeout=5 {self.target.ssh} hostname`)",
+            ) from None
+        except (OSError, socket.timeout, paramiko.SSHException) as error:
+            raise RemoteError(
+                f"cannot reach {self.target.ssh} over ssh: {error}",
+                hint=f"check the Host entry for {self.target.ssh} in {self.settings.config} and "
+                f"that sshd answers: `ssh -o ConnectTimeout=5 {self.target.ssh} hostname`",
+            ) from None
+
+    def run(
+        self, command: str, *, check: bool = True, timeout: float | None = 120.0
+    ) -> CommandResult:
+        """Run `command` (already quoted) on the target; RemoteError if `check` and it fails."""
+        self.open()
+        wrapped = self.wrap(command)
+        try:
+            result = self.connection.run(
+                wrapped, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
+            )
+        except CommandTimedOut:
+            raise RemoteError(
+                f"on {self.description}: timed out after {timeout:.0f}s: {command}"
+            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise RemoteError(f"on {self.description}: connection lost: {error}") from None
+        outcome = CommandResult(command, result.exited, result.stdout, result.stderr)
+        if check and not outcome.ok:
+            detail = (outcome.stderr.strip() or outcome.stdout.strip())[-800:]
+            raise RemoteError(
+                f"on {self.description}: command failed (exit {outcome.exit_code}): {command}"
+                + (f"\n  {detail}" if detail else "")
+            )
+        return outcome
+
+    def channel(self, command: str) -> paramiko.Channel:
+        """An exec channel running `command` (wrapped for the target), for streaming data."""
+        self.open()
+        transport = self.connection.client.get_transport()
+        if transport is None:
+            raise RemoteError(f"on {self.description}: not connected")
+        session = transport.open_session()
+        session.exec_command(self.wrap(command))
+        return session
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _known_hosts_files(options: Any) -> list[Path]:
+    user_files = str(options.get("userknownhostsfile", DEFAULT_KNOWN_HOSTS[0])).split()
+    global_files = str(options.get("globalknownhostsfile", DEFAULT_KNOWN_HOSTS[1])).split()
+    return [Path(os.path.expanduser(p)) for p in [*user_files, *global_files] if p != "/dev/null"]

@@ -1,0 +1,89 @@
+/* A stand-in for botserver/botui: answers GET /health with {"status":"ok",...,"commit":COMMIT}.
+ *
+ * Built by gbdeploy.testing.service with the commit compiled in (-DGB_COMMIT), so the binary's
+ * bytes contain it as botserver's do. Fault variants for tests:
+ *   -DGB_FAIL_AT_START   exits 1 at once, as a binary that cannot start
+ *   -DGB_NEVER_HEALTHY   listens but answers 503 {"status":"degraded"}
+ *   -DGB_IGNORE_TERM     ignores SIGTERM, so only SIGKILL stops it
+ * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef GB_COMMIT
+#define GB_COMMIT "0000000"
+#endif
+#ifndef GB_SERVICE
+#define GB_SERVICE "botserver"
+#endif
+
+static const char commit_marker[] = "gbdeploy-standin-commit=" GB_COMMIT;
+
+static void on_term(int sig) {
+    (void)sig;
+    _exit(0);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+#ifdef GB_FAIL_AT_START
+    fprintf(stderr, "%s: fatal: cannot start (stand-in built to fail)\n", GB_SERVICE);
+    return 1;
+#endif
+#ifdef GB_IGNORE_TERM
+    signal(SIGTERM, SIG_IGN);
+#else
+    signal(SIGTERM, on_term);
+#endif
+    signal(SIGPIPE, SIG_IGN);
+    const char *port_text = getenv("PORT");
+    int port = port_text ? atoi(port_text) : 5858;
+    int server = socket(AF_INET, SOCK_STREAM, 0);
+    int yes = 1;
+    setsockopt(server, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    struct sockaddr_in address = {0};
+    address.sin_family = AF_INET;
+    address.sin_port = htons((unsigned short)port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(server, (struct sockaddr *)&address, sizeof address) != 0 || listen(server, 64) != 0) {
+        perror(GB_SERVICE ": listen");
+        return 1;
+    }
+    printf("%s stand-in %s listening on 127.0.0.1:%d\n", GB_SERVICE, commit_marker, port);
+    fflush(stdout);
+    char request[2048];
+    char response[512];
+    for (;;) {
+        int client = accept(server, NULL, NULL);
+        if (client < 0) continue;
+        ssize_t got = read(client, request, sizeof request - 1);
+        request[got > 0 ? got : 0] = '\0';
+        const char *body;
+        const char *status;
+        if (strncmp(request, "GET /health ", 12) == 0 || strncmp(request, "GET /api/health ", 16) == 0) {
+#ifdef GB_NEVER_HEALTHY
+            status = "503 Service Unavailable";
+            body = "{\"status\":\"degraded\",\"service\":\"" GB_SERVICE "\",\"commit\":\"" GB_COMMIT "\"}";
+#else
+            status = "200 OK";
+            body = "{\"status\":\"ok\",\"service\":\"" GB_SERVICE "\",\"version\":\"0.0.0-standin\",\"commit\":\"" GB_COMMIT "\"}";
+#endif
+        } else {
+            status = "404 Not Found";
+            body = "{\"error\":\"not found\"}";
+        }
+        int length = snprintf(response, sizeof response,
+                              "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                              "Connection: close\r\n\r\n%s",
+                              status, strlen(body), body);
+        (void)!write(client, response, (size_t)length);
+        close(client);
+    }
+}

@@ -1,0 +1,105 @@
+"""The remote layer against a real sshd: host keys, quoting, lxc wrapping, failures."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from gbdeploy.config import SshSettings, Target
+from gbdeploy.connection import Remote, quote, wrap_for_target
+from gbdeploy.errors import HostKeyError, RemoteError
+
+
+def remote_for(sshd, *, lxc=None, accept_new=False) -> Remote:
+    return Remote(
+        Target("system", sshd.alias, lxc=lxc),
+        SshSettings(config=str(sshd.ssh_config), accept_new_host_keys=accept_new),
+    )
+
+
+def test_runs_commands_as_the_configured_user(sshd):
+    with remote_for(sshd) as remote:
+        result = remote.run("id -un; printf %s 'a b'")
+    assert result.stdout.splitlines() == [sshd.user, "a b"]
+
+
+def test_a_failing_command_names_the_command_and_its_stderr(sshd):
+    with remote_for(sshd) as remote, pytest.raises(RemoteError) as raised:
+        remote.run("echo boom >&2; exit 7")
+    assert "exit 7" in str(raised.value)
+    assert "boom" in str(raised.value)
+    assert raised.value.exit_code == 1
+
+
+def test_quoted_values_reach_the_remote_unchanged(sshd):
+    hostile = "x'; touch /tmp/gbdeploy-pwned-$$; echo '$(id) `id` \"q\" \n"
+    with remote_for(sshd) as remote:
+        result = remote.run(f"printf %s {quote(hostile)}")
+    assert result.stdout == hostile
+
+
+def test_lxc_targets_run_inside_the_container(sshd, standins):
+    standins.add_container("pragmatismo-system")
+    with remote_for(sshd, lxc="pragmatismo-system") as remote:
+        result = remote.run('printf %s "$LXC_STANDIN_CONTAINER"')
+    assert result.stdout == "pragmatismo-system"
+    assert wrap_for_target(Target("s", "h", lxc="c 1"), "echo 'x'") == (
+        "lxc exec 'c 1' -- sh -c 'echo '\"'\"'x'\"'\"''"
+    )
+
+
+def test_an_unknown_container_is_a_clear_failure(sshd):
+    with remote_for(sshd, lxc="no-such-container") as remote, pytest.raises(RemoteError) as raised:
+        remote.run("true")
+    assert "Instance not found" in str(raised.value)
+
+
+def test_unknown_host_key_is_refused_with_how_to_add_it(sshd, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        sshd.ssh_config.read_text().replace(str(sshd.known_hosts), str(tmp_path / "empty"))
+    )
+    remote = Remote(Target("system", sshd.alias), SshSettings(config=str(config)))
+    with pytest.raises(HostKeyError) as raised:
+        remote.run("true")
+    assert raised.value.exit_code == 2
+    assert "ssh-keyscan -p" in str(raised.value)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_accept_new_records_the_key_then_trusts_it(sshd, tmp_path):
+    config = tmp_path / "ssh_config"
+    known = tmp_path / "known"
+    config.write_text(sshd.ssh_config.read_text().replace(str(sshd.known_hosts), str(known)))
+    settings = SshSettings(config=str(config), accept_new_host_keys=True)
+    with Remote(Target("system", sshd.alias), settings) as remote:
+        remote.run("true")
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in known.read_text()
+    strict = SshSettings(config=str(config))
+    with Remote(Target("system", sshd.alias), strict) as remote:
+        assert remote.run("echo again").stdout == "again\n"
+
+
+def test_a_changed_host_key_is_always_refused(sshd, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    algorithm, key = other.with_suffix(".pub").read_text().split()[:2]
+    known = tmp_path / "known"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {algorithm} {key}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text().replace(str(sshd.known_hosts), str(known)))
+    remote = Remote(
+        Target("system", sshd.alias), SshSettings(config=str(config), accept_new_host_keys=True)
+    )
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        remote.run("true")
+
+
+def test_an_unreachable_host_says_how_to_check_it(tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host dead\n    HostName 127.0.0.1\n    Port 1\n")
+    remote = Remote(Target("system", "dead"), SshSettings(config=str(config), connect_timeout=5))
+    with pytest.raises(RemoteError) as raised:
+        remote.run("true")
+    assert "ssh -o ConnectTimeout=5 dead hostname" in str(raised.value)

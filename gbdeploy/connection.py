@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -140,7 +139,7 @@ class Remote:
                 f"host key of {self.target.ssh} CHANGED (got {error.key.fingerprint}, "
                 f"known_hosts has {error.expected_key.fingerprint}): refusing to connect",
                 hint="if the host was really reinstalled, remove the old key with "
-                f"`ssh-keygen -R` and add the new one; otherwise treat this as an attack",
+                "`ssh-keygen -R` and add the new one; otherwise treat this as an attack",
             ) from None
         except paramiko.AuthenticationException as error:
             raise RemoteError(
@@ -148,7 +147,7 @@ class Remote:
                 hint=f"authorize this machine's key on {self.target.ssh} "
                 f"(check with `ssh -o ConnectTimeout=5 {self.target.ssh} hostname`)",
             ) from None
-        except (OSError, socket.timeout, paramiko.SSHException) as error:
+        except (TimeoutError, OSError, paramiko.SSHException) as error:
             raise RemoteError(
                 f"cannot reach {self.target.ssh} over ssh: {error}",
                 hint=f"check the Host entry for {self.target.ssh} in {self.settings.config} and "

@@ -82,14 +82,13 @@ class LoopbackSshd:
         for attempt in range(5):
             self.port = free_port()
             self._write_configs(authorized)
-            log = open(self.log, "ab")
-            self.process = subprocess.Popen(
-                [sshd, "-D", "-e", "-f", str(self.directory / "sshd_config")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-            log.close()
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(
+                    [sshd, "-D", "-e", "-f", str(self.directory / "sshd_config")],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
             if self._wait_listening():
                 return self
             self.stop()

@@ -95,7 +95,8 @@ def start(unit):
         command = ["runuser", "-u", spec["user"], "--"] + command
     log = open(spec.get("log", "/dev/null"), "ab")
     process = subprocess.Popen(command, cwd=spec.get("working_directory", "/"), env=env,
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               start_new_session=True)
     pid = process.pid
     if command[0] == "runuser":
         deadline = time.monotonic() + 5

@@ -154,8 +154,8 @@ class SshSettings:
     config: str = "~/.ssh/config"
     connect_timeout: float = 15.0
     accept_new_host_keys: bool = False
-    # Set by the CI workflow from its secrets (GBDEPLOY_SSH_IDENTITY_FILE, GBDEPLOY_SSH_KNOWN_HOSTS);
-    # unset, the ssh config's IdentityFile and ~/.ssh/known_hosts apply.
+    # Set by the CI workflow from its secrets (GBDEPLOY_SSH_IDENTITY_FILE and
+    # GBDEPLOY_SSH_KNOWN_HOSTS); unset, the ssh config's IdentityFile and ~/.ssh/known_hosts apply.
     identity_file: str | None = None
     known_hosts: str | None = None
 

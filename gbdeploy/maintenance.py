@@ -224,22 +224,32 @@ def summary(plan: CachePlan, *, dry_run: bool) -> str:
     )
 
 
+def _limit(given: float | str | None, default: float, option: str) -> float:
+    """A limit from the command line (Invoke passes an option without a typed default as text)
+    or the config default; a number of 0 or more."""
+    if given is None:
+        return default
+    try:
+        value = float(given)
+    except ValueError:
+        raise UsageError(f"{option} must be a number, got {given!r}") from None
+    if not value >= 0:  # also refuses NaN
+        raise UsageError(f"{option} must be 0 or more, got {given}")
+    return value
+
+
 def run_maintain(
     settings: Settings,
     reporter: Reporter,
     *,
     dry_run: bool = False,
-    max_age_days: float | None = None,
-    max_size_gb: float | None = None,
+    max_age_days: float | str | None = None,
+    max_size_gb: float | str | None = None,
     now: float | None = None,
 ) -> list[CachePlan]:
     """Trim the runner's caches (or, with `dry_run`, print what would go). Returns the plans."""
-    age = settings.maintenance.max_age_days if max_age_days is None else max_age_days
-    size = settings.maintenance.max_size_gb if max_size_gb is None else max_size_gb
-    if age < 0:
-        raise UsageError(f"--max-age-days must be 0 or more, got {age}")
-    if size < 0:
-        raise UsageError(f"--max-size-gb must be 0 or more, got {size}")
+    age = _limit(max_age_days, settings.maintenance.max_age_days, "--max-age-days")
+    size = _limit(max_size_gb, settings.maintenance.max_size_gb, "--max-size-gb")
     plans = plan_maintenance(
         settings, now=time.time() if now is None else now, max_age_days=age, max_size_gb=size
     )

@@ -160,7 +160,14 @@ def test_defaults_come_from_config(tmp_path, caches):
     assert caches["sc_new"].exists()
 
 
-@pytest.mark.parametrize("option", [{"max_age_days": -1}, {"max_size_gb": -0.5}])
+@pytest.mark.parametrize(
+    "option", [{"max_age_days": -1}, {"max_size_gb": "-0.5"}, {"max_age_days": "soon"}]
+)
 def test_negative_limits_are_refused(tmp_path, option):
     with pytest.raises(UsageError):
         maintain(tmp_path, **option)
+
+
+def test_command_line_limits_arrive_as_text(tmp_path, caches):
+    maintain(tmp_path, max_age_days="3", max_size_gb="10")  # as Invoke passes them
+    assert not caches["sc_mid"].exists() and caches["sc_new"].exists()

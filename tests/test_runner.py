@@ -229,3 +229,47 @@ def test_secret_values_are_masked_in_the_log(checkout, stub_gbdeploy):
     assert result.ok
     assert "t=***" in result.step("leak").output
     assert "hunter2" not in result.log
+
+
+def one_step(run: str) -> dict:
+    return {"on": "push", "jobs": {"j": {"runs-on": "x", "steps": [{"name": "s", "run": run}]}}}
+
+
+def test_the_log_streams_line_by_line(checkout, stub_gbdeploy):
+    lines: list[str] = []
+    result = run_job(
+        one_step("echo one\necho two >&2"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        on_output=lines.append,
+    )
+    assert result.ok
+    assert "one\n" in lines and "two\n" in lines
+    assert "".join(lines) == result.log
+
+
+def test_a_job_over_its_timeout_is_killed_and_fails(checkout, stub_gbdeploy):
+    result = run_job(
+        one_step("echo started\nsleep 60"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        timeout=0.5,
+    )
+    assert result.status == "failure"
+    assert "the job timed out" in result.log and "started" in result.log
+
+
+def test_a_background_process_holding_the_output_does_not_hang_the_step(
+    checkout, stub_gbdeploy, tmp_path
+):
+    pid_file = tmp_path / "pid"
+    result = run_job(
+        one_step(f"sleep 60 &\necho $! > {shlex.quote(str(pid_file))}\necho done"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        timeout=30,
+    )
+    try:
+        assert result.ok and "done" in result.log
+    finally:
+        os.kill(int(pid_file.read_text()), 9)  # the exact process the step left behind

@@ -239,7 +239,7 @@ def _select_job(data: Mapping[str, Any], job: str | None) -> tuple[str, dict[str
 
 def _check_checkout(workspace: Path, context: RunContext, step: Mapping[str, Any]) -> str:
     """The emulated actions/checkout: the checkout must already be there, at the sha."""
-    head = subprocess.run(  # noqa: S603
+    head = subprocess.run(
         ["git", "-C", str(workspace), "rev-parse", "HEAD"],
         capture_output=True,
         text=True,
@@ -253,7 +253,7 @@ def _check_checkout(workspace: Path, context: RunContext, step: Mapping[str, Any
     lines = [f"checkout {workspace} at {head.stdout.strip()} (provided by the sandbox)"]
     with_ = step.get("with") or {}
     if with_.get("submodules") in (True, "true", "recursive"):
-        status = subprocess.run(  # noqa: S603
+        status = subprocess.run(
             ["git", "-C", str(workspace), "submodule", "status", "--recursive"],
             capture_output=True,
             text=True,
@@ -275,7 +275,7 @@ def _run_script(
 ) -> tuple[int, str, bool]:
     """Run the step's script in its own process group; stream its lines to `emit`.
     Returns (exit code, output, timed out)."""
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         argv,
         cwd=cwd,
         env=dict(env),

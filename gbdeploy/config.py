@@ -276,7 +276,9 @@ class Settings:
                 hint=f"export {TOKEN_VARIABLES[0]} (or {TOKEN_VARIABLES[1]}) instead",
             )
         targets = {
-            name: _build(Target, {"name": name, **_mapping(raw, f"targets.{name}")}, f"targets.{name}")
+            name: _build(
+                Target, {"name": name, **_mapping(raw, f"targets.{name}")}, f"targets.{name}"
+            )
             for name, raw in _mapping(section["targets"], "targets").items()
         }
         components: dict[str, Component] = {}
@@ -307,14 +309,21 @@ def read_token() -> Secret | None:
 
 def _component(name: str, raw: dict[str, Any], targets: dict[str, Target]) -> Component:
     key = f"components.{name}"
-    raw = {"submodule": name, "workflow": f"{name}.yaml", "artifact": f"target/release/{name}", **raw}
+    raw = {
+        "submodule": name,
+        "workflow": f"{name}.yaml",
+        "artifact": f"target/release/{name}",
+        **raw,
+    }
     restart = raw.pop("restart", "process")
     if restart == "process":
         parsed_restart = Restart("process")
     elif isinstance(restart, typing.Mapping) and set(restart) == {"systemd"} and restart["systemd"]:
         parsed_restart = Restart("systemd", str(restart["systemd"]))
     else:
-        raise ConfigError(f"{key}.restart", f"expected `process` or `{{systemd: UNIT}}`, got {restart!r}")
+        raise ConfigError(
+            f"{key}.restart", f"expected `process` or `{{systemd: UNIT}}`, got {restart!r}"
+        )
     component = _build(Component, {"name": name, **raw}, key, restart=parsed_restart)
     if component.target not in targets:
         known = ", ".join(sorted(targets)) or "none"
@@ -442,7 +451,9 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
         where = f" (in {project})" if project else ""
-        raise ConfigError(error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint) from None
+        raise ConfigError(
+            error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
+        ) from None
 
 
 def _plain(value: Any) -> Any:

@@ -164,7 +164,9 @@ def runs(c: Context, component: str | None = None, limit: int = 10) -> None:
     }
 )
 @reporting_errors
-def wait(c: Context, run_id: int | None = None, sha: str | None = None, timeout: float | None = None) -> None:
+def wait(
+    c: Context, run_id: int | None = None, sha: str | None = None, timeout: float | None = None
+) -> None:
     """Wait for a CI run to finish; exit 3 if it fails, 4 on timeout."""
     from . import forge
 
@@ -207,7 +209,10 @@ def workflows(c: Context, out: str | None = None) -> None:
 )
 @reporting_errors
 def maintain(
-    c: Context, dry_run: bool = False, max_age_days: int | None = None, max_size_gb: float | None = None
+    c: Context,
+    dry_run: bool = False,
+    max_age_days: int | None = None,
+    max_size_gb: float | None = None,
 ) -> None:
     """Runner maintenance: trim the sccache and cargo registry caches by age and size."""
     from . import maintenance

@@ -381,3 +381,13 @@ def test_the_token_never_appears_in_output(git_world: GitWorld, run_gbdeploy):
     assert result.code == 1
     assert TEST_TOKEN not in result.text
     assert "rejected: ***" in result.err
+
+
+def test_without_config_or_root_the_superproject_of_a_submodule_is_the_root(
+    git_world: GitWorld, monkeypatch: pytest.MonkeyPatch
+):
+    from gbdeploy.git_release import find_root
+
+    monkeypatch.chdir(git_world.submodule / "src")
+    assert find_root(None, None) == git_world.root
+    assert find_root(str(git_world.root), None) == git_world.root

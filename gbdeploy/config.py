@@ -8,15 +8,19 @@ from `GBDEPLOY_FORGE_TOKEN` or `FORGEJO_TOKEN`, and lives in a `Secret` that nev
 
 from __future__ import annotations
 
+import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+import yaml
 from invoke import Config as InvokeConfig
-from invoke.config import DataProxy
+from invoke.config import AmbiguousMergeError, DataProxy
+from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar, UnknownFileType
+from invoke.util import yaml as invoke_yaml  # Invoke parses with its vendored copy of PyYAML
 
 from .errors import ConfigError, UsageError
 
@@ -204,11 +208,11 @@ class Component:
 
     @property
     def directory(self) -> str:
-        return os.path.dirname(self.binary)
+        return str(PurePosixPath(self.binary).parent)  # a path on the target: POSIX
 
     @property
     def start_command(self) -> str:
-        return self.start or f"./{os.path.basename(self.binary)}"
+        return self.start or f"./{PurePosixPath(self.binary).name}"
 
     @property
     def log_path(self) -> str:
@@ -288,7 +292,7 @@ class Settings:
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(DEFAULTS))})")
-        section = {name: dict(data.get(name) or {}) for name in DEFAULTS}
+        section = {name: _mapping(data.get(name), name) for name in DEFAULTS}
         if "token" in section["forge"]:
             raise ConfigError(
                 "forge.token",
@@ -303,9 +307,12 @@ class Settings:
         }
         components: dict[str, Component] = {}
         for name, raw in _mapping(section["components"], "components").items():
-            if raw is None:  # `botui: null` removes a default component
-                continue
-            components[name] = _component(name, _mapping(raw, f"components.{name}"), targets)
+            fields_ = _mapping(raw, f"components.{name}")
+            # `botui: {enabled: false}` drops a default component (Invoke cannot merge a null
+            # over a mapping, so `botui: null` is refused when the files are loaded).
+            enabled = _check(fields_.pop("enabled", True), bool, f"components.{name}.enabled")
+            if enabled:
+                components[name] = _component(name, fields_, targets)
         return cls(
             forge=_build(ForgeSettings, section["forge"], "forge", token=read_token()),
             git=_build(GitSettings, section["git"], "git"),
@@ -453,13 +460,83 @@ def _deep_copy(value: Any) -> Any:
 def load_config(runtime_path: str | None = None, *, start: Path | None = None) -> GbdeployConfig:
     """Every layer loaded, for callers that do not run under gbdeploy's own Program."""
     found = find_project_dir(start)
-    config = GbdeployConfig(
-        project_location=str(found) if found else None, runtime_path=runtime_path
-    )
-    config.load_project()
-    config.load_shell_env()
-    config.load_runtime()
+    config: GbdeployConfig | None = None
+    try:
+        config = GbdeployConfig(
+            project_location=str(found) if found else None, runtime_path=runtime_path
+        )
+        check_runtime_path(runtime_path)
+        config.load_project()
+        config.load_runtime()
+        config.load_shell_env()
+    except CONFIG_LOAD_ERRORS as error:
+        raise config_load_error(error, config) from None
     return config
+
+
+# What Invoke and the parsers raise for a broken file or variable, instead of a traceback.
+CONFIG_LOAD_ERRORS = (
+    yaml.YAMLError,
+    invoke_yaml.YAMLError,
+    json.JSONDecodeError,
+    AmbiguousMergeError,
+    AmbiguousEnvVar,
+    UncastableEnvVar,
+    UnknownFileType,
+)
+
+
+def check_runtime_path(path: str | None) -> None:
+    """Invoke skips a `-f FILE` that does not exist; a typo there must not go unnoticed."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError("-f", f"no such file: {path}")
+
+
+def config_load_error(error: Exception, config: InvokeConfig | None) -> ConfigError:
+    """One of CONFIG_LOAD_ERRORS as a ConfigError naming the file or the key."""
+    if isinstance(error, yaml.YAMLError | invoke_yaml.YAMLError):
+        mark = getattr(error, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
+        return ConfigError(where, f"not valid YAML: {getattr(error, 'problem', None) or error}")
+    if isinstance(error, json.JSONDecodeError):
+        return ConfigError("a config file", f"not valid JSON: {error}")
+    if isinstance(error, AmbiguousMergeError) and config is not None:
+        for layer in ("_system", "_user", "_project", "_env", "_runtime"):
+            key = _shape_mismatch(DEFAULTS, getattr(config, layer, None) or {})
+            if key:
+                drop = key.startswith("components.") and key.count(".") == 1
+                return ConfigError(
+                    key,
+                    "expected a mapping here (see the defaults)",
+                    hint=f"to drop a default component write `{key.split('.')[1]}: "
+                    "{enabled: false}`"
+                    if drop
+                    else None,
+                )
+    if isinstance(error, UncastableEnvVar | AmbiguousEnvVar):
+        names = sorted(
+            n for n in os.environ if n.startswith("GBDEPLOY_") and n not in TOKEN_VARIABLES
+        )
+        return ConfigError(
+            " ".join(names) or "environment",
+            f"{error}",
+            hint="a GBDEPLOY_* variable sets text, numbers or true/false; put lists in a file",
+        )
+    return ConfigError("config", f"{type(error).__name__}: {error}")
+
+
+def _shape_mismatch(base: typing.Mapping[str, Any], layer: typing.Mapping[str, Any]) -> str | None:
+    """The dotted key where `layer` puts a mapping over a non-mapping or the other way round."""
+    for key, value in layer.items():
+        if key not in base:
+            continue
+        if isinstance(base[key], dict) != isinstance(value, typing.Mapping):
+            return str(key)
+        if isinstance(value, typing.Mapping):
+            inner = _shape_mismatch(base[key], value)
+            if inner:
+                return f"{key}.{inner}"
+    return None
 
 
 def load_settings(config: InvokeConfig | None = None, *, start: Path | None = None) -> Settings:
@@ -467,11 +544,13 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
     if not isinstance(config, GbdeployConfig):
         config = load_config(start=start)
     project = config._project_path  # type: ignore[attr-defined]
+    runtime = getattr(config, "_runtime_path", None)
     project_dir = Path(project).parent if project else None
     try:
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
-        where = f" (in {project})" if project else ""
+        files = [str(path) for path in (project, runtime) if path]
+        where = f" (in {' or '.join(files)})" if files else ""
         raise ConfigError(
             error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
         ) from None

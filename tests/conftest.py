@@ -6,11 +6,13 @@ import os
 import pwd
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gbdeploy.testing.gitworld import GitWorld
 from gbdeploy.testing.sshd import LoopbackSshd
 from gbdeploy.testing.standins import StandinWorld
 
@@ -61,3 +63,73 @@ def remote_root() -> Iterator[Path]:
 
 
 # --- end ssh target -----------------------------------------------------------------------------
+
+
+# --- git world ---------------------------------------------------------------------------------
+TEST_TOKEN = "tok-3f9c2e7a1b5d"  # distinctive, so a leak is unmistakable in captured output
+
+WORLD_CONFIG = """\
+forge:
+  url: http://127.0.0.1:9
+git:
+  message: "Update submodule {component} to {short_sha} ({sha})"
+"""
+
+
+@pytest.fixture
+def gbdeploy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No gbdeploy or git configuration from the machine: an empty HOME, no system or global git
+    config, no GBDEPLOY_*/FORGEJO_* variables. The empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    for name in list(os.environ):
+        if name.startswith(("GBDEPLOY_", "FORGEJO_")):
+            monkeypatch.delenv(name)
+    return home
+
+
+@pytest.fixture
+def git_world(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> GitWorld:
+    """A fresh gb-like world (see gbdeploy.testing.gitworld) with a committed gbdeploy.yaml, the
+    current directory at its root clone, and GBDEPLOY_FORGE_TOKEN set to TEST_TOKEN."""
+    world = GitWorld.build(tmp_path / "world")
+    world.write_config(WORLD_CONFIG)
+    monkeypatch.chdir(world.root)
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
+    return world
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def run_gbdeploy(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run the real `gbdeploy` program in-process: `run_gbdeploy("release", "botserver")`."""
+    from gbdeploy.program import program
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            program.run(["gbdeploy", *args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+# --- end git world ---

@@ -72,7 +72,7 @@ def stub_gbdeploy(tmp_path: Path) -> Path:
 def settings(build: str = BUILD, artifact: str = "out/botserver") -> Settings:
     components = {
         "botserver": {**DEFAULTS["components"]["botserver"], "build": build, "artifact": artifact},
-        "botui": None,
+        "botui": {"enabled": False},
     }
     return Settings.from_mapping({**DEFAULTS, "components": components})
 

@@ -40,7 +40,7 @@ def default_settings() -> Settings:
 
 def systemd_settings() -> Settings:
     components = {
-        "botserver": None,
+        "botserver": {"enabled": False},
         "chat": {
             "submodule": "apps/chat",
             "binary": "/opt/gbo/bin/chat",

@@ -214,7 +214,10 @@ class ForgejoEmulator:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         serve = threading.Thread(
-            target=self._server.serve_forever, name="forgejo-emulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="forgejo-emulator",
+            daemon=True,
         )
         runner = threading.Thread(target=self._runner, name="forgejo-emulator-runner", daemon=True)
         self._threads = [serve, runner]
@@ -738,6 +741,7 @@ class ForgejoEmulator:
 class _Handler(BaseHTTPRequestHandler):
     emulator: ForgejoEmulator
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed ACK
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet in tests
         pass

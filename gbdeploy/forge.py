@@ -891,7 +891,8 @@ def wait_for_run(
                     f"{state}{why}. CI goes on without us",
                     hint=f"{resume}   (or look at {run.html_url if run else 'the Actions page'})",
                 )
-            client.sleep(min(interval, max(deadline - now, 0.0)))
+            until_heartbeat = max(last_line + heartbeat - now, 0.1)
+            client.sleep(min(interval, until_heartbeat, max(deadline - now, 0.0)))
             interval = min(interval * 1.5, cap)
     except KeyboardInterrupt:
         reporter.say(f"interrupted: CI run {run_id} goes on; resume waiting with `{resume}`")

@@ -22,7 +22,7 @@ from gbdeploy.forge import ForgeClient, find_run, wait_for_run
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
 from gbdeploy.testing.clock import FakeClock
-from gbdeploy.testing.forgejo import ForgejoEmulator, RunContext, Script
+from gbdeploy.testing.forgejo import ForgejoEmulator, ExecutorContext, Script
 
 SHA = "3f2a9c0d1e4b5a6978877665544332211000aaaa"
 OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -450,7 +450,7 @@ def test_wait_rides_out_a_forge_outage(forgejo, clock):
 
 
 def test_an_executor_drives_the_run_like_a_runner(forgejo_factory):
-    def executor(context: RunContext) -> str:
+    def executor(context: ExecutorContext) -> str:
         context.log(f"building {context.workflow} at {context.commit_sha[:7]}\n")
         context.log("deploy: health check failed\n")
         return "failure"

@@ -10,7 +10,7 @@ Runs come from `on_push(sha, ref=...)` (or `POST /_emulator/push` from a git hoo
 dispatch API. Each run's life is driven either by a `Script` — deterministic, advanced by how
 many API answers have shown the run (never by wall time) — or by an `executor` callback that a
 worker thread calls like a runner would (the demo's emulated runner runs the workflow's steps
-in it and writes the job log through `RunContext.log`).
+in it and writes the job log through `ExecutorContext.log`).
 
     with ForgejoEmulator(token="t0k", workflows=["botserver.yaml"]) as forge:
         forge.on_push(sha, ref="refs/heads/main", script=Script("failure", log="boom"))
@@ -124,11 +124,12 @@ class Exchange:
 
 
 @dataclass
-class RunContext:
+class ExecutorContext:
     """What an executor gets: the run's facts and a way to write its job log."""
 
     emulator: ForgejoEmulator
     run_id: int
+    run_number: int
     workflow: str
     commit_sha: str
     ref: str
@@ -139,7 +140,7 @@ class RunContext:
         self.emulator.append_log(self.run_id, text)
 
 
-Executor = Callable[[RunContext], str]
+Executor = Callable[[ExecutorContext], str]
 
 
 class _Reply(Exception):
@@ -415,8 +416,15 @@ class ForgejoEmulator:
             with self._lock:
                 run = self._runs[run_id]
                 self._start(run)
-                context = RunContext(
-                    self, run.id, run.workflow, run.commit_sha, run.ref, run.event, dict(run.inputs)
+                context = ExecutorContext(
+                    self,
+                    run.id,
+                    run.index,
+                    run.workflow,
+                    run.commit_sha,
+                    run.ref,
+                    run.event,
+                    dict(run.inputs),
                 )
             try:
                 assert self.executor is not None

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
         "config": "~/.ssh/config",
         "connect_timeout": 15.0,
         "accept_new_host_keys": False,
+        "identity_file": None,
+        "known_hosts": None,
     },
     "release": {
         "timeout": 1800.0,
@@ -103,6 +105,10 @@ DEFAULTS: dict[str, Any] = {
         "max_age_days": 14,
         "max_size_gb": 20.0,
     },
+    "workflows": {
+        "runs_on": "ubuntu-latest",
+        "install": "gbdeploy",
+    },
 }
 
 
@@ -148,6 +154,10 @@ class SshSettings:
     config: str = "~/.ssh/config"
     connect_timeout: float = 15.0
     accept_new_host_keys: bool = False
+    # Set by the CI workflow from its secrets (GBDEPLOY_SSH_IDENTITY_FILE and
+    # GBDEPLOY_SSH_KNOWN_HOSTS); unset, the ssh config's IdentityFile and ~/.ssh/known_hosts apply.
+    identity_file: str | None = None
+    known_hosts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,15 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    """What `gbdeploy workflows` renders: the runner label jobs run on, and the pip requirement
+    (name, path or VCS URL) the deploy job installs gbdeploy from when the runner lacks it."""
+
+    runs_on: str = "ubuntu-latest"
+    install: str = "gbdeploy"
+
+
+@dataclass(frozen=True)
 class Settings:
     forge: ForgeSettings
     git: GitSettings
@@ -245,6 +264,7 @@ class Settings:
     components: dict[str, Component]
     doctor: DoctorSettings
     maintenance: MaintenanceSettings
+    workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
     project_dir: Path | None = None
 
     def component(self, name: str) -> Component:
@@ -295,6 +315,7 @@ class Settings:
             components=components,
             doctor=_build(DoctorSettings, section["doctor"], "doctor"),
             maintenance=_build(MaintenanceSettings, section["maintenance"], "maintenance"),
+            workflows=_build(WorkflowSettings, section["workflows"], "workflows"),
             project_dir=project_dir,
         )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -970,11 +969,10 @@ def run_runs(
     reporter: Reporter,
     *,
     component: str | None,
-    limit: int | str,
+    limit: int,
     transport: httpx.BaseTransport | None = None,
 ) -> list[Run]:
     """`gbdeploy runs`: the newest runs of the root repository, or of one component's workflow."""
-    limit = _number(limit, "--limit", int)
     if limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     workflow = settings.component(component).workflow if component else None
@@ -1005,9 +1003,9 @@ def run_wait(
     settings: Settings,
     reporter: Reporter,
     *,
-    run_id: int | str | None,
+    run_id: int | None,
     sha: str | None,
-    timeout: float | str | None,
+    timeout: float | None,
     transport: httpx.BaseTransport | None = None,
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
@@ -1017,9 +1015,7 @@ def run_wait(
         raise UsageError("give either a RUN_ID or --sha SHA", hint="find ids with `gbdeploy runs`")
     if sha is not None and not _SHA.fullmatch(sha):
         raise UsageError(f"--sha: expected 7 to 40 hex digits, got {sha!r}")
-    if run_id is not None:
-        run_id = _number(run_id, "RUN_ID", int)
-    limit = settings.release.timeout if timeout is None else _number(timeout, "--timeout", float)
+    limit = settings.release.timeout if timeout is None else timeout
     with ForgeClient(settings.forge, transport=transport, sleep=sleep, clock=clock) as client:
         if run_id is not None:
             ids = [run_id]
@@ -1045,20 +1041,6 @@ def run_wait(
             reporter.say(f"{run.label} succeeded in {_duration(run, datetime.now(timezone.utc))}")
             finished.append(run)
     return finished
-
-
-_N = typing.TypeVar("_N", int, float)
-
-
-def _number(value: object, name: str, kind: type[_N]) -> _N:
-    """Invoke hands options without a typed default over as text."""
-    try:
-        number = kind(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UsageError(f"{name}: expected a number, got {value!r}") from None
-    if number < 0:
-        raise UsageError(f"{name}: must not be negative, got {value!r}")
-    return number
 
 
 def _runs_of_commit(client: ForgeClient, sha: str) -> list[Run]:

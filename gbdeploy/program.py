@@ -80,5 +80,22 @@ def help_first(argv: list[str]) -> list[str]:
     return argv
 
 
+# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
+# (DESIGN.md) become `wait --run-id 123` and `runs --component botserver`.
+OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
+
+
+def optional_positionals(argv: list[str]) -> list[str]:
+    """The word right after one of these task names, when it is not an option, gets its flag."""
+    for index, word in enumerate(argv[1:-1], 1):
+        flag = OPTIONAL_POSITIONALS.get(word)
+        following = argv[index + 1]
+        if flag and not following.startswith("-"):
+            return [*argv[: index + 1], flag, *argv[index + 1 :]]
+        if word in namespace.task_names:
+            break
+    return argv
+
+
 def main() -> None:
-    program.run(help_first(sys.argv))
+    program.run(optional_positionals(help_first(sys.argv)))

@@ -9,12 +9,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gbdeploy.testing.forgejo import ForgejoEmulator
 from gbdeploy.testing.gitworld import GitWorld
 from gbdeploy.testing.sshd import LoopbackSshd
 from gbdeploy.testing.standins import StandinWorld
+from tests.forgejo_schema import ForgejoSchema, exchange_violations
 
 
 # --- ssh target ---------------------------------------------------------------------------------
@@ -133,3 +136,41 @@ def run_gbdeploy(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]
 
 
 # --- end git world ---
+
+
+# --- forgejo ------------------------------------------------------------------------------------
+# Every emulator made here checks, when the test ends, each request it received and each answer
+# it sent against Forgejo's swagger (tests/forgejo_schema.py); a violation fails the test.
+
+
+@pytest.fixture(scope="session")
+def forgejo_schema() -> ForgejoSchema:
+    return ForgejoSchema()
+
+
+@pytest.fixture
+def forgejo_factory(forgejo_schema: ForgejoSchema) -> Iterator[Callable[..., ForgejoEmulator]]:
+    """`forgejo_factory(version="11.0.0", appear_after=2)`: a started, schema-checked emulator."""
+    made: list[ForgejoEmulator] = []
+
+    def make(**options: Any) -> ForgejoEmulator:
+        options.setdefault("token", "emulator-token-0123456789")
+        emulator = ForgejoEmulator(**options).start()
+        made.append(emulator)
+        return emulator
+
+    yield make
+    problems: list[str] = []
+    for emulator in made:
+        emulator.stop()
+        problems += exchange_violations(forgejo_schema, emulator.exchanges)
+    if problems:
+        pytest.fail("Forgejo API violations:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def forgejo(forgejo_factory: Callable[..., ForgejoEmulator]) -> ForgejoEmulator:
+    return forgejo_factory()
+
+
+# --- end forgejo --------------------------------------------------------------------------------

@@ -84,16 +84,20 @@ DEFAULTS: dict[str, Any] = {
         },
     },
     "doctor": {
-        "host": None,
-        "system": "pragmatismo-system",
+        "host": None,  # ssh Host alias of the LXD host; `doctor` refuses to run without it
+        "system": "pragmatismo-system",  # container names; null skips that container's checks
         "ci_runner": "pragmatismo-alm-ci",
         "proxy": "pragmatismo-proxy",
         "dns": "pragmatismo-dns",
-        "storage_pool": "default",
         "caddyfile": "/opt/gbo/conf/config",
+        "caddy": "caddy",
+        "caddy_storage_root": "/opt/gbo/data/caddy",
         "corefile": "/opt/gbo/conf/Corefile",
+        # The seed: "~25 vhosts; if you only see 1-2, it is a broken/partial config". 20 leaves
+        # room for removing a few dead domains and still catches a truncated file.
         "min_vhosts": 20,
         "valkey_cli": "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli",
+        "iptables_rules_file": "/etc/iptables/rules.v4",
         "botui_unit": "ui.service",
         "botserver_url": "http://localhost:5858",
         "proxy_ports": [80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53],
@@ -219,21 +223,28 @@ class Component:
         return self.log or f"{self.binary}.log"
 
 
+SEED_PROXY_PORTS = (80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53)
+
+
 @dataclass(frozen=True)
 class DoctorSettings:
+    """`doctor:` — where the seed's production invariants are checked. Sizes are GiB."""
+
     host: str | None = None
-    system: str = "pragmatismo-system"
-    ci_runner: str = "pragmatismo-alm-ci"
-    proxy: str = "pragmatismo-proxy"
-    dns: str = "pragmatismo-dns"
-    storage_pool: str = "default"
+    system: str | None = "pragmatismo-system"
+    ci_runner: str | None = "pragmatismo-alm-ci"
+    proxy: str | None = "pragmatismo-proxy"
+    dns: str | None = "pragmatismo-dns"
     caddyfile: str = "/opt/gbo/conf/config"
+    caddy: str = "caddy"
+    caddy_storage_root: str = "/opt/gbo/data/caddy"
     corefile: str = "/opt/gbo/conf/Corefile"
     min_vhosts: int = 20
     valkey_cli: str = "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli"
+    iptables_rules_file: str = "/etc/iptables/rules.v4"
     botui_unit: str = "ui.service"
     botserver_url: str = "http://localhost:5858"
-    proxy_ports: list[int] = field(default_factory=list)
+    proxy_ports: list[int] = field(default_factory=lambda: list(SEED_PROXY_PORTS))
     sccache_dir: str = "/root/.cache/sccache"
     sccache_max_gb: float = 20.0
     cargo_home: str = "/root/.cargo"

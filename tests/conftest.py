@@ -15,6 +15,7 @@ import pytest
 
 from gbdeploy.testing.forgejo import ForgejoEmulator
 from gbdeploy.testing.gitworld import GitWorld
+from gbdeploy.testing.production import ProductionWorld
 from gbdeploy.testing.sshd import LoopbackSshd
 from gbdeploy.testing.standins import StandinWorld
 from tests.forgejo_schema import ForgejoSchema, exchange_violations
@@ -174,3 +175,32 @@ def forgejo(forgejo_factory: Callable[..., ForgejoEmulator]) -> ForgejoEmulator:
 
 
 # --- end forgejo --------------------------------------------------------------------------------
+
+
+# --- doctor -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def doctor_host() -> Iterator[tuple[LoopbackSshd, StandinWorld]]:
+    """An LXD host of doctor's own (alias `pragmatismo-host`): its `lxc list` must show only the
+    containers of the production under test, and its stand-in `iptables` must be on no other
+    PATH."""
+    standins_directory = _world_directory("gbdeploy-doctor-standins-")
+    world = StandinWorld(standins_directory).install()
+    sshd_directory = _world_directory("gbdeploy-doctor-sshd-")
+    with LoopbackSshd(sshd_directory, alias="pragmatismo-host", extra_path=[world.bin]) as server:
+        yield server, world
+    shutil.rmtree(sshd_directory, ignore_errors=True)
+    shutil.rmtree(standins_directory, ignore_errors=True)
+
+
+@pytest.fixture
+def production(doctor_host, remote_root: Path, service_user: str) -> Iterator[ProductionWorld]:
+    """The seed's production under `remote_root`, empty until `make_good()`/`make_broken()`."""
+    server, standins = doctor_host
+    world = ProductionWorld(
+        standins, remote_root, service_user, ssh_alias=server.alias, ssh_config=server.ssh_config
+    ).install()
+    yield world
+    world.close()
+
+
+# --- end doctor ---------------------------------------------------------------------------------

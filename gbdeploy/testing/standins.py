@@ -90,9 +90,12 @@ def start(unit):
     if alive(pidfile):
         return
     env = dict(os.environ, **spec.get("environment", {{}}))
-    command = ["setsid", "sh", "-c", "exec " + spec["exec_start"]]
+    # Popen's start_new_session already makes the service a session leader; `setsid` is only
+    # needed under runuser (and there it does not fork: its caller is no group leader). Run
+    # directly, `setsid` would fork, and the recorded pid would be its exited parent.
+    command = ["sh", "-c", "exec " + spec["exec_start"]]
     if spec.get("user") and spec["user"] != "root":
-        command = ["runuser", "-u", spec["user"], "--"] + command
+        command = ["runuser", "-u", spec["user"], "--", "setsid"] + command
     log = open(spec.get("log", "/dev/null"), "ab")
     process = subprocess.Popen(command, cwd=spec.get("working_directory", "/"), env=env,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,

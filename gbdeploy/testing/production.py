@@ -220,12 +220,13 @@ CACHE_LIMIT_GB = 0.001  # about 1 MiB: the broken world holds 2 MiB in each cach
 def caddyfile(sites: tuple[str, ...], *, storage_root: str | None, typo: bool = False) -> str:
     """A Caddyfile in the seed's shape: global block, one site block per name (`www.` too for
     the first ones, so some blocks hold two addresses)."""
-    lines = ["{", "\temail admin@example.com"]
+    lines = ["{"]
     if storage_root:
         lines += ["\tstorage file_system {", f"\t\troot {storage_root}", "\t}"]
+    lines.append("\temail admin@example.com")
     lines += ["}", "", "(common) {", "\tencode gzip", "\tlog {", "\t\toutput stdout", "\t}", "}"]
     for index, site in enumerate(sites):
-        address = f"{site}.example.com" + (f", www.{site}.example.com" if index < 3 else "")
+        address = f"{site}.example.com" + (f", www.{site}.example.com" if site in SITES[:3] else "")
         lines += ["", f"{address} {{", "\timport common"]
         lines.append(f"\t{'reverse_prxy' if typo else 'reverse_proxy'} 10.16.164.{40 + index}:80")
         lines.append("}")

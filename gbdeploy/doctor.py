@@ -16,11 +16,13 @@ Nothing else is changed: what needs a restart, a deletion or a judgement is prin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -710,14 +712,15 @@ def _require_host(d: DoctorSettings) -> str:
 
 
 class Doctor:
-    """Runs checks over ssh: one connection to the host, one per container (via `lxc exec`);
-    a command that several checks read is run once per examination."""
+    """Runs checks over ssh: one connection to the host, one per container (via `lxc exec`).
+    A command that several checks read runs once per examination; the commands of different
+    connections run at the same time (one thread per connection, in order within it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.host = _require_host(settings.doctor)
         self._remotes: dict[str | None, Remote] = {}
-        self._results: dict[tuple[str | None, str], CommandResult] = {}
+        self._results: dict[tuple[str | None, str], CommandResult | RemoteError] = {}
 
     def remote(self, place: str | None) -> Remote:
         if place not in self._remotes:
@@ -726,12 +729,36 @@ class Doctor:
         return self._remotes[place]
 
     def run(self, place: str | None, command: str) -> CommandResult:
+        """The command's result (RemoteError if ssh failed), run once per examination."""
         key = (place, command)
         if key not in self._results:
-            self._results[key] = self.remote(place).run(
-                command, check=False, timeout=COMMAND_TIMEOUT
-            )
-        return self._results[key]
+            try:
+                self._results[key] = self.remote(place).run(
+                    command, check=False, timeout=COMMAND_TIMEOUT
+                )
+            except RemoteError as error:
+                self._results[key] = error
+        outcome = self._results[key]
+        if isinstance(outcome, RemoteError):
+            raise outcome
+        return outcome
+
+    def _run_all(self, checks: list[Check]) -> None:
+        by_place: dict[str | None, list[str]] = {}
+        for check in checks:
+            commands = by_place.setdefault(check.place, [])
+            if check.command not in commands:
+                commands.append(check.command)
+        for place in by_place:
+            self.remote(place)  # built here, not in the threads
+
+        def run_in_order(place: str | None) -> None:
+            for command in by_place[place]:
+                with contextlib.suppress(RemoteError):  # kept in _results; the check reports it
+                    self.run(place, command)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(by_place))) as pool:
+            list(pool.map(run_in_order, by_place))
 
     def examine(self, checks: list[Check]) -> list[Finding]:
         self._results.clear()
@@ -744,16 +771,18 @@ class Doctor:
                 Finding(c.name, "skip", why) for c in rest
             ]
         present = container_names(listing.stdout) if listing.ok else set()
+        runnable = [c for c in rest if not c.disabled and (c.place is None or c.place in present)]
+        self._run_all(runnable)
         findings = [self._finding(first)]
         for check in rest:
             if check.disabled:
                 findings.append(Finding(check.name, "skip", check.disabled))
-            elif check.place is not None and check.place not in present:
+            elif check in runnable:
+                findings.append(self._finding(check))
+            else:
                 findings.append(
                     Finding(check.name, "skip", f"no container {check.place} (see {first.name})")
                 )
-            else:
-                findings.append(self._finding(check))
         return findings
 
     def _finding(self, check: Check) -> Finding:
@@ -790,7 +819,7 @@ class Doctor:
             if finding.status != "fail" or check.repair is None:
                 continue
             result = self._results.get((check.place, check.command))
-            if result is None:
+            if not isinstance(result, CommandResult):
                 continue
             try:
                 repair = check.repair(result)

@@ -253,12 +253,26 @@ def gbdeploy(project, *args):
     )
 
 
-def test_cli_json_on_a_broken_production_exits_1_with_only_json_on_stdout(
+def test_cli_on_a_broken_production_prints_the_table_and_exits_1(production, gbuser, tmp_path):
+    production.make_broken()
+    (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump(production.settings_mapping()))
+    result = gbdeploy(tmp_path, "doctor")
+    assert result.returncode == 1, result.stderr
+    assert {name: status for name, (status, _) in rows(result.stdout).items()} == {
+        "host.containers": "pass",
+        **dict.fromkeys(CHECKS[1:], "FAIL"),
+    }
+    assert "gbdeploy: error: doctor: 16 of 17 checks failed" in result.stderr
+    assert "gbdeploy doctor --fix` repairs the safe ones" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr(
     production, gbuser, tmp_path
 ):
     production.make_broken()
     (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump(production.settings_mapping()))
-    result = gbdeploy(tmp_path, "doctor", "--json")
+    result = gbdeploy(tmp_path, "doctor", "--json", "--fix")
     assert result.returncode == 1, result.stderr
     findings = json.loads(result.stdout)
     assert [f["check"] for f in findings] == CHECKS
@@ -267,8 +281,11 @@ def test_cli_json_on_a_broken_production_exits_1_with_only_json_on_stdout(
         assert all(isinstance(value, str) for value in finding.values())
         assert finding["status"] in ("pass", "fail", "skip")
         assert bool(finding["fix"]) == (finding["status"] == "fail")
-    assert [f["status"] for f in findings] == ["pass"] + ["fail"] * 16
-    assert "gbdeploy: error: doctor: 16 of 17 checks failed" in result.stderr
+    passing = {f["check"] for f in findings if f["status"] == "pass"}
+    assert passing == {"host.containers", *SAFE, "system.valkey-ping"}
+    assert "changed: system.loopback-accept:" in result.stderr
+    assert "changed: system.owner.botui:" in result.stderr
+    assert "gbdeploy: error: doctor: 12 of 17 checks failed" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -102,13 +102,13 @@ def _where(place: str | None, host: str) -> str:
     return f"{host}: lxc exec {place}" if place else host
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
 def _output(result: CommandResult) -> str:
-    return _first_line(result.stderr) or _first_line(result.stdout) or f"exit {result.exit_code}"
+    return _last_line(result.stderr) or _last_line(result.stdout) or f"exit {result.exit_code}"
 
 
 # --- the LXD host ------------------------------------------------------------------------------
@@ -521,7 +521,7 @@ def caddy_valid_check(d: DoctorSettings, container: str) -> Check:
 
     def judge(result: CommandResult) -> Verdict:
         if result.ok:
-            return Verdict("pass", f"caddy validate: {_first_line(result.stdout + result.stderr)}")
+            return Verdict("pass", f"caddy validate: {_last_line(result.stdout + result.stderr)}")
         return Verdict("fail", f"caddy validate: {_output(result)}")
 
     return Check(
@@ -862,10 +862,23 @@ class Doctor:
 class DoctorReport:
     findings: list[Finding]
     changes: list[str] = field(default_factory=list)
+    repairable: frozenset[str] = frozenset()  # the checks `--fix` knows a safe repair for
 
     @property
     def failed(self) -> list[str]:
         return [f.check for f in self.findings if f.status == "fail"]
+
+    def hint(self, *, fixed: bool) -> str:
+        can_fix = [name for name in self.failed if name in self.repairable]
+        if can_fix and not fixed:
+            return (
+                "the fix column says what to do; `gbdeploy doctor --fix` repairs the safe ones "
+                f"({', '.join(can_fix)})"
+            )
+        return (
+            "the fix column says what to do; these need a person (doctor --fix changes only "
+            "what is safe to change unattended)"
+        )
 
 
 def examine(
@@ -883,7 +896,8 @@ def examine(
                     say(line)
             if any(line.startswith("changed:") for line in changes):
                 findings = doctor.examine(checks)
-    return DoctorReport(findings, changes)
+    repairable = frozenset(c.name for c in checks if c.repair is not None)
+    return DoctorReport(findings, changes, repairable)
 
 
 def render_table(findings: list[Finding]) -> list[str]:
@@ -923,10 +937,7 @@ def run_doctor(
             f"doctor: {len(report.failed)} of {len(report.findings)} checks failed: "
             + ", ".join(report.failed),
             failed=report.failed,
-            hint=None
-            if fix
-            else "each failing check says its fix; `gbdeploy doctor --fix` "
-            "repairs the safe ones (loopback rule, binary owners, Caddy storage)",
+            hint=report.hint(fixed=fix),
         )
 
 

@@ -263,7 +263,7 @@ def test_cli_on_a_broken_production_prints_the_table_and_exits_1(production, gbu
         **dict.fromkeys(CHECKS[1:], "FAIL"),
     }
     assert "gbdeploy: error: doctor: 16 of 17 checks failed" in result.stderr
-    assert "gbdeploy doctor --fix` repairs the safe ones" in result.stderr
+    assert "`gbdeploy doctor --fix` repairs the safe ones (system.loopback-accept," in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -286,6 +286,7 @@ def test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr(
     assert "changed: system.loopback-accept:" in result.stderr
     assert "changed: system.owner.botui:" in result.stderr
     assert "gbdeploy: error: doctor: 12 of 17 checks failed" in result.stderr
+    assert "these need a person" in result.stderr
     assert "Traceback" not in result.stderr
 
 

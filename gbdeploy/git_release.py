@@ -59,7 +59,7 @@ def run_git(command: GitCommand, *, timeout: float = LOCAL_TIMEOUT) -> GitResult
     """Run a git command; never prompts for credentials (a prompt would hang a release)."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     try:
-        completed = subprocess.run(  # noqa: S603 -- a git argv list, no shell
+        completed = subprocess.run(
             ["git", *command.args],
             cwd=command.cwd,
             env=env,

@@ -43,7 +43,7 @@ def isolated_git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd` (isolated from the user's config); its stdout, stripped."""
-    result = subprocess.run(  # noqa: S603 -- a git argv list, no shell
+    result = subprocess.run(
         ["git", *args],
         cwd=cwd,
         env=isolated_git_env(),
@@ -91,13 +91,19 @@ class GitWorld:
 
     @classmethod
     def build(
-        cls, base: Path, *, submodule_name: str = "botserver", branch: str = "main"
+        cls,
+        base: Path,
+        *,
+        submodule_name: str = "botserver",
+        branch: str = "main",
+        submodule_files: Mapping[str, str] | None = None,
     ) -> GitWorld:
+        """Make the world; `submodule_files` (name → text) go into the submodule's first commit."""
         world = cls(Path(base), submodule_name, branch)
-        world._build()
+        world._build(submodule_files or {})
         return world
 
-    def _build(self) -> None:
+    def _build(self, submodule_files: Mapping[str, str]) -> None:
         for remote in REMOTES:
             for repo in (ROOT_REPO, self.submodule_name):
                 path = self.bare(remote, repo)
@@ -112,6 +118,8 @@ class GitWorld:
         (sub_seed / "Cargo.toml").write_text(f'[package]\nname = "{self.submodule_name}"\n')
         (sub_seed / "src").mkdir()
         (sub_seed / "src" / "main.rs").write_text('fn main() { println!("hello"); }\n')
+        for name, text in submodule_files.items():
+            (sub_seed / name).write_text(text)
         git(sub_seed, "add", ".")
         git(sub_seed, "commit", "--quiet", "-m", f"Initial {self.submodule_name}")
         for remote in REMOTES:

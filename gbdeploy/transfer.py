@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 import paramiko
 
@@ -48,6 +49,7 @@ DEFAULT_TIMEOUT = 60.0  # seconds the link may stand still before the upload is 
 
 ZSTD = "zstd"
 STREAM = "stream"
+MARKER = "gbdeploy-receive:"
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remote_command(method: str, remote_path: str) -> str:
-    """The exact command the target runs to receive the stream (before lxc wrapping)."""
-    if method == ZSTD:
-        return f"zstd -d -q -c > {quote(remote_path)}"
-    return f"cat > {quote(remote_path)}"
+def receive_command(remote_path: str, *, offer_zstd: bool) -> str:
+    """The exact command the target runs to receive the stream (before lxc wrapping).
 
-
-def remote_has_zstd(remote: Remote, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
-    return remote.run("command -v zstd >/dev/null 2>&1", check=False, timeout=timeout).ok
+    Offering zstd, the target says which one it runs (a marker line on stdout) in the same round
+    trip, so the probe costs no extra session.
+    """
+    path = quote(remote_path)
+    if not offer_zstd:
+        return f"cat > {path}"
+    return (
+        f"if command -v zstd >/dev/null 2>&1; then echo {MARKER}{ZSTD}; "
+        f"exec zstd -d -q -c > {path}; fi; echo {MARKER}{STREAM}; exec cat > {path}"
+    )
 
 
 def worth_compressing(path: Path) -> bool:
@@ -96,12 +102,11 @@ def worth_compressing(path: Path) -> bool:
     return len(compressed) < WORTH_COMPRESSING * len(sample)
 
 
-def choose_method(remote: Remote, local: Path, compress: bool | None, timeout: float) -> str:
+def offer_zstd(local: Path, compress: bool | None) -> bool:
+    """Whether to offer the target a compressed stream (it may still answer `stream`)."""
     if compress is False or shutil.which(COMPRESSOR[0]) is None:
-        return STREAM
-    if compress is None and not worth_compressing(local):
-        return STREAM
-    return ZSTD if remote_has_zstd(remote, timeout=timeout) else STREAM
+        return False
+    return compress is True or worth_compressing(local)
 
 
 def upload(
@@ -125,10 +130,9 @@ def upload(
     started = time.monotonic()
     local = Path(local)
     remote.open()
-    method = choose_method(remote, local, compress, timeout)
-    command = remote_command(method, remote_path)
+    offered = offer_zstd(local, compress)
     try:
-        channel = remote.channel(command)
+        channel = remote.channel(receive_command(remote_path, offer_zstd=offered))
     except (OSError, EOFError, paramiko.SSHException) as error:
         raise RemoteError(
             f"on {remote.description}: cannot start the upload to {remote_path}: {error}"
@@ -136,7 +140,10 @@ def upload(
     channel.settimeout(timeout)
     reader = _ArtifactReader(local)
     sent = 0
+    method = STREAM
     try:
+        if offered:
+            method = _read_choice(channel)
         with reader.chunks(compressed=method == ZSTD) as chunks:
             for chunk in chunks:
                 channel.sendall(chunk)
@@ -154,98 +161,106 @@ def upload(
     return UploadResult(reader.sha256, reader.size, sent, time.monotonic() - started, method)
 
 
+def _read_choice(channel: paramiko.Channel) -> str:
+    """The method the target announced (skipping anything a login script printed first)."""
+    seen = b""
+    while len(seen) < 65536:
+        chunk = channel.recv(4096)
+        if not chunk:
+            raise EOFError("the target closed the stream before it was ready")
+        seen += chunk
+        for line in seen.split(b"\n")[:-1]:  # complete lines only
+            if line.startswith(MARKER.encode()):
+                return line[len(MARKER) :].decode()
+    raise EOFError("the target did not announce how it receives the stream")
+
+
 class _ArtifactReader:
-    """Reads the artifact once, hashing each block, and yields what goes on the wire."""
+    """Reads the artifact once in its own thread, hashing each block, so that reading and
+    hashing overlap with sending; `chunks` yields what goes on the wire."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = path.stat().st_size
         self.done = 0
         self._digest = hashlib.sha256()
-        self._error: BaseException | None = None
+        self._error: OperationFailed | None = None
+        self._cancelled = threading.Event()
 
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def _blocks(self) -> Iterator[bytes]:
+    def _feed(self, write: Callable[[bytes], object], close: Callable[[], object]) -> None:
         try:
             with open(self.path, "rb") as f:
-                while block := f.read(BLOCK):
+                while (block := f.read(BLOCK)) and not self._cancelled.is_set():
                     self._digest.update(block)
                     self.done += len(block)
-                    yield block
-        except OSError as error:
-            raise OperationFailed(f"cannot read the artifact {self.path}: {error}") from None
-
-    def chunks(self, *, compressed: bool) -> _Chunks:
-        return _Chunks(self, compressed)
-
-    def _feed(self, sink: IO[bytes]) -> None:
-        try:
-            for block in self._blocks():
-                sink.write(block)
-        except BaseException as error:  # reported by the consumer, which owns the thread
-            self._error = error
+                    write(block)
+        except OSError as error:  # includes a compressor that went away
+            if not self._cancelled.is_set():
+                self._error = OperationFailed(f"cannot read the artifact {self.path}: {error}")
         finally:
-            with contextlib.suppress(OSError):  # a killed compressor has closed its end
-                sink.close()
+            with contextlib.suppress(OSError):
+                close()
 
+    @contextlib.contextmanager
+    def chunks(self, *, compressed: bool) -> Iterator[Iterator[bytes]]:
+        """The chunks to send; on any exit the reader thread (and compressor) are stopped."""
+        if compressed:
+            with self._through_compressor() as chunks:
+                yield chunks
+            return
+        blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
 
-class _Chunks:
-    """Context manager yielding the byte chunks to send; cleans up the compressor on any exit."""
+        def put(item: bytes | None) -> None:
+            while not self._cancelled.is_set():
+                with contextlib.suppress(queue.Full):
+                    blocks.put(item, timeout=0.1)
+                    return
 
-    def __init__(self, reader: _ArtifactReader, compressed: bool) -> None:
-        self.reader = reader
-        self.compressed = compressed
-        self.process: subprocess.Popen[bytes] | None = None
-        self.feeder: threading.Thread | None = None
-        self.blocks: Iterator[bytes] | None = None
+        feeder = threading.Thread(target=self._feed, args=(put, lambda: put(None)), daemon=True)
+        feeder.start()
+        try:
+            yield iter(blocks.get, None)
+        finally:
+            self._cancelled.set()
+            feeder.join()
+        if self._error:
+            raise self._error
 
-    def __enter__(self) -> Iterator[bytes]:
-        if not self.compressed:
-            self.blocks = self.reader._blocks()
-            return self.blocks
-        self.process = subprocess.Popen(
+    @contextlib.contextmanager
+    def _through_compressor(self) -> Iterator[Iterator[bytes]]:
+        process = subprocess.Popen(
             COMPRESSOR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert self.process.stdin is not None
-        self.feeder = threading.Thread(
-            target=self.reader._feed, args=(self.process.stdin,), daemon=True
+        assert process.stdin and process.stdout and process.stderr
+        feeder = threading.Thread(
+            target=self._feed, args=(process.stdin.write, process.stdin.close), daemon=True
         )
-        self.feeder.start()
-        return self._compressed()
-
-    def _compressed(self) -> Iterator[bytes]:
-        assert self.process is not None and self.process.stdout is not None
-        stdout = self.process.stdout
-        while chunk := stdout.read1(BLOCK):
-            yield chunk
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if self.process is None:
-            if self.blocks is not None:
-                self.blocks.close()  # type: ignore[attr-defined]
-            return
-        if kind is not None:
-            self.process.kill()  # our own child; unblocks the feeder's write
-        assert self.feeder is not None
-        self.feeder.join()
-        self.process.wait()
-        stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
-        if kind is not None:
-            return
-        if self.reader._error is not None:
-            raise self.reader._error
-        if self.process.returncode != 0:
+        feeder.start()
+        stdout = process.stdout
+        try:
+            yield iter(lambda: stdout.read1(BLOCK), b"")
+        except BaseException:
+            self._cancelled.set()
+            process.kill()  # our own child; also unblocks the reader's write
+            raise
+        finally:
+            feeder.join()
+            process.wait()
+            stderr = process.stderr.read().decode(errors="replace").strip()
+            stdout.close()
+            process.stderr.close()
+        if process.returncode != 0:
             raise OperationFailed(
                 f"the local compressor `{' '.join(COMPRESSOR)}` failed "
-                f"(exit {self.process.returncode}): {stderr.strip()}",
-                hint="check that zstd works on this machine, or upload without compression",
+                f"(exit {process.returncode}): {stderr}",
+                hint="check that zstd works on this machine, or upload with compress=False",
             )
+        if self._error:
+            raise self._error
 
 
 def _wait_for_exit(

@@ -50,6 +50,10 @@ DEFAULT_TIMEOUT = 60.0  # seconds the link may stand still before the upload is 
 ZSTD = "zstd"
 STREAM = "stream"
 MARKER = "gbdeploy-receive:"
+REFUSED_HINT = (
+    "check on the target that the directory exists and the ssh user may write there, and that "
+    "the disk has room (df -h)"
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def receive_command(remote_path: str, *, offer_zstd: bool) -> str:
         return f"cat > {path}"
     return (
         f"if command -v zstd >/dev/null 2>&1; then echo {MARKER}{ZSTD}; "
-        f"exec zstd -d -q -c > {path}; fi; echo {MARKER}{STREAM}; exec cat > {path}"
+        f"exec zstd -d -q -c > {path}; else echo {MARKER}{STREAM}; exec cat > {path}; fi"
     )
 
 
@@ -267,8 +271,7 @@ def _wait_for_exit(
     remote: Remote, channel: paramiko.Channel, remote_path: str, timeout: float
 ) -> None:
     if not channel.status_event.wait(timeout):
-        transport = channel.get_transport()
-        if transport is None or not transport.is_active():
+        if _connection_lost(channel):
             raise EOFError("connection closed")
         raise RemoteError(
             f"on {remote.description}: no answer {timeout:.0f}s after the upload to "
@@ -276,23 +279,30 @@ def _wait_for_exit(
             hint="check the target's disk and load; the file there may be partial",
         )
     status = channel.exit_status
+    if status == -1 and _connection_lost(channel):  # paramiko's "closed without a status"
+        raise EOFError("connection closed")
     if status != 0:
-        raise RemoteError(_refused_message(remote, channel, remote_path, status))
+        raise RemoteError(_refused_message(remote, channel, remote_path, status), hint=REFUSED_HINT)
+
+
+def _connection_lost(channel: paramiko.Channel) -> bool:
+    transport = channel.get_transport()
+    return transport is None or not transport.is_active()
 
 
 def _raise_failure(
     remote: Remote, channel: paramiko.Channel, remote_path: str, error: BaseException
 ) -> None:
     """Tell a target that refused the write (it exited) from a link that broke or stalled."""
-    if channel.exit_status_ready() and channel.exit_status != 0:
+    status = channel.exit_status if channel.exit_status_ready() else 0
+    if status > 0 or (status == -1 and not _connection_lost(channel)):
         raise RemoteError(
-            _refused_message(remote, channel, remote_path, channel.exit_status)
+            _refused_message(remote, channel, remote_path, status), hint=REFUSED_HINT
         ) from None
-    transport = channel.get_transport()
-    if isinstance(error, TimeoutError):
-        what = "the link stood still"
-    elif transport is None or not transport.is_active():
+    if _connection_lost(channel):
         what = "the connection was lost"
+    elif isinstance(error, TimeoutError):
+        what = "the link stood still"
     else:
         what = str(error) or type(error).__name__
     raise RemoteError(
@@ -306,7 +316,7 @@ def _refused_message(
     remote: Remote, channel: paramiko.Channel, remote_path: str, status: int
 ) -> str:
     stderr = _drain_stderr(channel).strip()[-800:]
-    how = f"exit {status}" if status >= 0 else "killed by a signal"
+    how = f"exit {status}" if status >= 0 else "ended without an exit status: killed by a signal?"
     return f"on {remote.description}: the target refused the upload to {remote_path} ({how})" + (
         f": {stderr}" if stderr else ""
     )

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ DEFAULT_TIMEOUT = 60.0  # seconds the link may stand still before the upload is 
 
 ZSTD = "zstd"
 STREAM = "stream"
-MARKER = "gbdeploy-receive:"
+NO_ZSTD = 97  # the zstd receiver's exit status when the target has no zstd
+_WITHOUT_ZSTD: weakref.WeakSet[Remote] = weakref.WeakSet()  # targets found without zstd
 REFUSED_HINT = (
     "check on the target that the directory exists and the ssh user may write there, and that "
     "the disk has room (df -h)"
@@ -73,19 +75,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def receive_command(remote_path: str, *, offer_zstd: bool) -> str:
+def receive_command(method: str, remote_path: str) -> str:
     """The exact command the target runs to receive the stream (before lxc wrapping).
 
-    Offering zstd, the target says which one it runs (a marker line on stdout) in the same round
-    trip, so the probe costs no extra session.
+    The zstd receiver checks for zstd itself and, when it is missing, exits NO_ZSTD before it
+    touches the file; the sender does not wait for that check (it would cost a round trip plus
+    the remote shell's start-up on every upload), and starts over as a plain stream instead.
     """
     path = quote(remote_path)
-    if not offer_zstd:
-        return f"cat > {path}"
-    return (
-        f"if command -v zstd >/dev/null 2>&1; then echo {MARKER}{ZSTD}; "
-        f"exec zstd -d -q -c > {path}; else echo {MARKER}{STREAM}; exec cat > {path}; fi"
-    )
+    if method == ZSTD:
+        return (
+            f"command -v zstd >/dev/null 2>&1 || {{ echo 'no zstd on the target' >&2; "
+            f"exit {NO_ZSTD}; }}; exec zstd -d -q -c > {path}"
+        )
+    return f"cat > {path}"
 
 
 def worth_compressing(path: Path) -> bool:
@@ -106,11 +109,12 @@ def worth_compressing(path: Path) -> bool:
     return len(compressed) < WORTH_COMPRESSING * len(sample)
 
 
-def offer_zstd(local: Path, compress: bool | None) -> bool:
-    """Whether to offer the target a compressed stream (it may still answer `stream`)."""
-    if compress is False or shutil.which(COMPRESSOR[0]) is None:
-        return False
-    return compress is True or worth_compressing(local)
+def choose_method(remote: Remote, local: Path, compress: bool | None) -> str:
+    """ZSTD when this machine has zstd, the target is not known to lack it, and either
+    `compress` asks for it or a sample of the artifact shrinks; else STREAM."""
+    if compress is False or shutil.which(COMPRESSOR[0]) is None or remote in _WITHOUT_ZSTD:
+        return STREAM
+    return ZSTD if compress is True or worth_compressing(local) else STREAM
 
 
 def upload(
@@ -125,8 +129,9 @@ def upload(
     """Write `local` to `remote_path` on the target (creating or truncating it).
 
     `compress`: None (default) uses zstd when both ends have it and the artifact compresses;
-    True uses it whenever both ends have it; False never does. `timeout` is how long the link may
-    stand still (no window to send into, no answer at the end) before the upload is abandoned.
+    True uses it whenever both ends have it; False never does. A target found without zstd gets a
+    plain stream (progress then starts over once). `timeout` is how long the link may stand
+    still (no window to send into, no answer at the end) before the upload is abandoned.
 
     Raises RemoteError when the connection drops, stalls, or the target refuses the write; the
     file at `remote_path` may then be partial, so callers upload to a temporary name.
@@ -134,49 +139,55 @@ def upload(
     started = time.monotonic()
     local = Path(local)
     remote.open()
-    offered = offer_zstd(local, compress)
+    method = choose_method(remote, local, compress)
     try:
-        channel = remote.channel(receive_command(remote_path, offer_zstd=offered))
-    except (OSError, EOFError, paramiko.SSHException) as error:
-        raise RemoteError(
-            f"on {remote.description}: cannot start the upload to {remote_path}: {error}"
-        ) from None
-    channel.settimeout(timeout)
-    reader = _ArtifactReader(local)
-    sent = 0
-    method = STREAM
-    try:
-        if offered:
-            method = _read_choice(channel)
-        with reader.chunks(compressed=method == ZSTD) as chunks:
-            for chunk in chunks:
-                channel.sendall(chunk)
-                sent += len(chunk)
-                if progress:
-                    progress(min(reader.done, reader.size - 1), reader.size)
-        channel.shutdown_write()
-        _wait_for_exit(remote, channel, remote_path, timeout)
-    except (OSError, EOFError, paramiko.SSHException) as error:
-        _raise_failure(remote, channel, remote_path, error)
-    finally:
-        channel.close()
+        reader, sent = _send(remote, local, remote_path, method, progress, timeout)
+    except _TargetLacksZstd:
+        _WITHOUT_ZSTD.add(remote)
+        method = STREAM
+        reader, sent = _send(remote, local, remote_path, method, progress, timeout)
     if progress:
         progress(reader.size, reader.size)
     return UploadResult(reader.sha256, reader.size, sent, time.monotonic() - started, method)
 
 
-def _read_choice(channel: paramiko.Channel) -> str:
-    """The method the target announced (skipping anything a login script printed first)."""
-    seen = b""
-    while len(seen) < 65536:
-        chunk = channel.recv(4096)
-        if not chunk:
-            raise EOFError("the target closed the stream before it was ready")
-        seen += chunk
-        for line in seen.split(b"\n")[:-1]:  # complete lines only
-            if line.startswith(MARKER.encode()):
-                return line[len(MARKER) :].decode()
-    raise EOFError("the target did not announce how it receives the stream")
+def _send(
+    remote: Remote,
+    local: Path,
+    remote_path: str,
+    method: str,
+    progress: Progress | None,
+    timeout: float,
+) -> tuple[_ArtifactReader, int]:
+    """One attempt: the artifact onto one channel; returns the reader and the bytes sent."""
+    reader = _ArtifactReader(local)
+    sent = 0
+    # Reading (and compressing) starts while the target is still starting its receiver.
+    with reader.chunks(compressed=method == ZSTD) as chunks:
+        try:
+            channel = remote.channel(receive_command(method, remote_path))
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise RemoteError(
+                f"on {remote.description}: cannot start the upload to {remote_path}: {error}"
+            ) from None
+        channel.settimeout(timeout)
+        try:
+            for chunk in chunks:
+                channel.sendall(chunk)
+                sent += len(chunk)
+                if progress:
+                    progress(min(reader.done, reader.size - 1), reader.size)
+            channel.shutdown_write()
+            _wait_for_exit(remote, channel, remote_path, timeout)
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            _raise_failure(remote, channel, remote_path, error)
+        finally:
+            channel.close()
+    return reader, sent
+
+
+class _TargetLacksZstd(Exception):
+    pass
 
 
 class _ArtifactReader:
@@ -281,6 +292,8 @@ def _wait_for_exit(
     status = channel.exit_status
     if status == -1 and _connection_lost(channel):  # paramiko's "closed without a status"
         raise EOFError("connection closed")
+    if status == NO_ZSTD:
+        raise _TargetLacksZstd()
     if status != 0:
         raise RemoteError(_refused_message(remote, channel, remote_path, status), hint=REFUSED_HINT)
 
@@ -295,6 +308,8 @@ def _raise_failure(
 ) -> None:
     """Tell a target that refused the write (it exited) from a link that broke or stalled."""
     status = channel.exit_status if channel.exit_status_ready() else 0
+    if status == NO_ZSTD:
+        raise _TargetLacksZstd() from None
     if status > 0 or (status == -1 and not _connection_lost(channel)):
         raise RemoteError(
             _refused_message(remote, channel, remote_path, status), hint=REFUSED_HINT

@@ -248,12 +248,10 @@ def test_progress_grows_to_the_total(sshd, remote_root, artifacts):
     assert done.count(size) == 1  # 100 % only once the target confirmed the write
 
 
-def test_receive_command_offers_zstd_and_quotes_the_path():
-    assert receive_command("/opt/a b", offer_zstd=False) == "cat > '/opt/a b'"
-    offered = receive_command("/opt/a b", offer_zstd=True)
-    assert "command -v zstd" in offered
-    assert "zstd -d -q -c > '/opt/a b'" in offered
-    assert "exec cat > '/opt/a b'" in offered
+def test_receive_commands_quote_the_path_and_check_for_zstd_first():
+    assert receive_command(STREAM, "/opt/a b") == "cat > '/opt/a b'"
+    command = receive_command(ZSTD, "/opt/a b")
+    assert command.index("command -v zstd") < command.index("exec zstd -d -q -c > '/opt/a b'")
 
 
 class FakeTerminal(io.StringIO):

@@ -21,6 +21,8 @@ ones the server advertises (OpenSSH: 2 MiB, 32 KiB per session channel); the cli
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import hashlib
 import queue
 import shutil
@@ -32,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 import paramiko
 
@@ -191,8 +193,8 @@ class _TargetLacksZstd(Exception):
 
 
 class _ArtifactReader:
-    """Reads the artifact once in its own thread, hashing each block, so that reading and
-    hashing overlap with sending; `chunks` yields what goes on the wire."""
+    """Reads the artifact once, hashing each block, in threads of its own: reading, hashing and
+    compressing overlap with sending, and a slow moment on one side does not stall the other."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -201,12 +203,19 @@ class _ArtifactReader:
         self._digest = hashlib.sha256()
         self._error: OperationFailed | None = None
         self._cancelled = threading.Event()
+        self._ready: queue.Queue[bytes | None] = queue.Queue(maxsize=16)  # chunks to send
 
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def _feed(self, write: Callable[[bytes], object], close: Callable[[], object]) -> None:
+    def _put(self, chunk: bytes | None) -> None:
+        while not self._cancelled.is_set():
+            with contextlib.suppress(queue.Full):
+                self._ready.put(chunk, timeout=0.1)
+                return
+
+    def _read(self, write: Callable[[bytes], object], close: Callable[[], object]) -> None:
         try:
             with open(self.path, "rb") as f:
                 while (block := f.read(BLOCK)) and not self._cancelled.is_set():
@@ -220,55 +229,49 @@ class _ArtifactReader:
             with contextlib.suppress(OSError):
                 close()
 
+    def _drain(self, output: IO[bytes]) -> None:
+        for chunk in iter(lambda: output.read1(BLOCK), b""):
+            self._put(chunk)
+        self._put(None)
+
     @contextlib.contextmanager
     def chunks(self, *, compressed: bool) -> Iterator[Iterator[bytes]]:
-        """The chunks to send; on any exit the reader thread (and compressor) are stopped."""
+        """The chunks to send; on any exit the threads (and the compressor) are stopped."""
+        process = None
         if compressed:
-            with self._through_compressor() as chunks:
-                yield chunks
-            return
-        blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-
-        def put(item: bytes | None) -> None:
-            while not self._cancelled.is_set():
-                with contextlib.suppress(queue.Full):
-                    blocks.put(item, timeout=0.1)
-                    return
-
-        feeder = threading.Thread(target=self._feed, args=(put, lambda: put(None)), daemon=True)
-        feeder.start()
+            process = subprocess.Popen(
+                COMPRESSOR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            assert process.stdin and process.stdout and process.stderr
+            stdin, stdout = process.stdin, process.stdout
+            _widen_pipe(stdin)
+            _widen_pipe(stdout)
+            threads = [
+                threading.Thread(target=self._read, args=(stdin.write, stdin.close)),
+                threading.Thread(target=self._drain, args=(stdout,)),
+            ]
+        else:
+            end = functools.partial(self._put, None)
+            threads = [threading.Thread(target=self._read, args=(self._put, end))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
         try:
-            yield iter(blocks.get, None)
-        finally:
-            self._cancelled.set()
-            feeder.join()
-        if self._error:
-            raise self._error
-
-    @contextlib.contextmanager
-    def _through_compressor(self) -> Iterator[Iterator[bytes]]:
-        process = subprocess.Popen(
-            COMPRESSOR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert process.stdin and process.stdout and process.stderr
-        feeder = threading.Thread(
-            target=self._feed, args=(process.stdin.write, process.stdin.close), daemon=True
-        )
-        feeder.start()
-        stdout = process.stdout
-        try:
-            yield iter(lambda: stdout.read1(BLOCK), b"")
+            yield iter(self._ready.get, None)
         except BaseException:
             self._cancelled.set()
-            process.kill()  # our own child; also unblocks the reader's write
+            if process:
+                process.kill()  # our own child; unblocks both threads
             raise
         finally:
-            feeder.join()
-            process.wait()
-            stderr = process.stderr.read().decode(errors="replace").strip()
-            stdout.close()
-            process.stderr.close()
-        if process.returncode != 0:
+            for thread in threads:
+                thread.join()
+            if process:
+                process.wait()
+                stderr = process.stderr.read().decode(errors="replace").strip()
+                process.stdout.close()
+                process.stderr.close()
+        if process and process.returncode != 0:
             raise OperationFailed(
                 f"the local compressor `{' '.join(COMPRESSOR)}` failed "
                 f"(exit {process.returncode}): {stderr}",
@@ -276,6 +279,12 @@ class _ArtifactReader:
             )
         if self._error:
             raise self._error
+
+
+def _widen_pipe(pipe: IO[bytes]) -> None:
+    """A 1 MiB pipe buffer (Linux) lets the compressor run ahead in bigger steps."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, BLOCK)
 
 
 def _wait_for_exit(

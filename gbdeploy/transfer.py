@@ -107,8 +107,10 @@ def worth_compressing(path: Path) -> bool:
             sample = b"".join(blocks)
     if not sample:
         return False
-    compressed = subprocess.run(COMPRESSOR, input=sample, capture_output=True, check=True).stdout
-    return len(compressed) < WORTH_COMPRESSING * len(sample)
+    compressed = subprocess.run(COMPRESSOR, input=sample, capture_output=True, check=False)
+    if compressed.returncode != 0:  # a broken local zstd: send it plain
+        return False
+    return len(compressed.stdout) < WORTH_COMPRESSING * len(sample)
 
 
 def choose_method(remote: Remote, local: Path, compress: bool | None) -> str:
@@ -117,6 +119,21 @@ def choose_method(remote: Remote, local: Path, compress: bool | None) -> str:
     if compress is False or shutil.which(COMPRESSOR[0]) is None or remote in _WITHOUT_ZSTD:
         return STREAM
     return ZSTD if compress is True or worth_compressing(local) else STREAM
+
+
+def upload_plan(local: Path, remote_path: str, *, compress: bool | None = None) -> list[str]:
+    """What `upload` will do, for a dry-run plan, without connecting: the exact commands."""
+    local = Path(local)
+    wanted = compress is not False and shutil.which(COMPRESSOR[0]) is not None
+    if wanted and compress is None and local.is_file():
+        wanted = worth_compressing(local)
+    if not wanted:
+        return [f"on the target: {receive_command(STREAM, remote_path)}  < {local}"]
+    return [
+        f"here: {' '.join(COMPRESSOR)} < {local}",
+        f"on the target: {receive_command(ZSTD, remote_path)}",
+        f"(a target without zstd exits {NO_ZSTD}; then: {receive_command(STREAM, remote_path)})",
+    ]
 
 
 def upload(

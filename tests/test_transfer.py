@@ -23,6 +23,7 @@ from gbdeploy.transfer import (
     file_sha256,
     receive_command,
     upload,
+    upload_plan,
 )
 
 MiB = 1 << 20
@@ -252,6 +253,14 @@ def test_receive_commands_quote_the_path_and_check_for_zstd_first():
     assert receive_command(STREAM, "/opt/a b") == "cat > '/opt/a b'"
     command = receive_command(ZSTD, "/opt/a b")
     assert command.index("command -v zstd") < command.index("exec zstd -d -q -c > '/opt/a b'")
+
+
+def test_upload_plan_names_the_exact_commands(artifacts):
+    compressible = upload_plan(artifacts["compressible"], "/opt/gbo/bin/botserver.new")
+    assert compressible[0].startswith("here: zstd -1")
+    assert receive_command(ZSTD, "/opt/gbo/bin/botserver.new") in compressible[1]
+    random = upload_plan(artifacts["random"], "/opt/gbo/bin/botserver.new")
+    assert random == [f"on the target: cat > /opt/gbo/bin/botserver.new  < {artifacts['random']}"]
 
 
 class FakeTerminal(io.StringIO):

@@ -2,11 +2,13 @@
 
 The artifact is streamed over an SSH exec channel into a remote shell redirect:
 
-    zstd -d -q -c > PATH     when both ends have zstd and a sample of the artifact compresses
-    cat > PATH               otherwise (a target without zstd, an incompressible artifact)
+    zstd -d -q -c > PATH     when this machine has zstd and a sample of the artifact compresses
+    cat > PATH               otherwise, and on a target without zstd (its receiver exits 97
+                             before touching PATH; the upload starts over as a plain stream)
 
-Locally the artifact is read once: each block goes into the sha256 and into the local
-`zstd -1 -T0` (or straight onto the channel). The shell opens PATH itself, so a refused write
+Locally the artifact is read once, in a thread: each block goes into the sha256 and into the local
+`zstd -1 -T0` (or straight to the sender). Sending starts at once, while the target's login shell
+is still starting (~0.1 s on the test box). The shell opens PATH itself, so a refused write
 ("Directory nonexistent", "Is a directory", "Permission denied", "Read-only file system") comes
 back as the remote's stderr with a non-zero exit, which becomes a RemoteError. Every wait on the
 channel has a timeout, so a link that stops moving also ends in a RemoteError, never a hang.
@@ -46,7 +48,7 @@ Progress = Callable[[int, int], None]  # (bytes of the artifact done, artifact s
 
 BLOCK = 1 << 20
 COMPRESSOR = ("zstd", "-1", "-T0", "-q", "-c")  # level 1: ~3x on ELF binaries at ~700 MB/s
-SAMPLE_BLOCKS = 3  # blocks taken from the start, middle and end to judge compressibility
+SAMPLE = 256 << 10  # bytes taken from the start, middle and end to judge compressibility
 WORTH_COMPRESSING = 0.9  # compress when a sample shrinks below this fraction
 DEFAULT_TIMEOUT = 60.0  # seconds the link may stand still before the upload is abandoned
 
@@ -97,14 +99,14 @@ def worth_compressing(path: Path) -> bool:
     """Whether zstd shrinks blocks from the start, middle and end of `path` noticeably."""
     size = path.stat().st_size
     with open(path, "rb") as f:
-        if size <= SAMPLE_BLOCKS * BLOCK:
+        if size <= 3 * SAMPLE:
             sample = f.read()
         else:
-            blocks = []
-            for offset in (0, size // 2, size - BLOCK):
+            pieces = []
+            for offset in (0, size // 2, size - SAMPLE):
                 f.seek(offset)
-                blocks.append(f.read(BLOCK))
-            sample = b"".join(blocks)
+                pieces.append(f.read(SAMPLE))
+            sample = b"".join(pieces)
     if not sample:
         return False
     compressed = subprocess.run(COMPRESSOR, input=sample, capture_output=True, check=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +54,24 @@ def wrap_for_target(target: Target, command: str) -> str:
     if target.lxc:
         return f"lxc exec {quote(target.lxc)} -- sh -c {quote(command)}"
     return command
+
+
+def aead_first_transport(sock: Any, *args: Any, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport that prefers AES-GCM when the server offers it, over TCP_NODELAY.
+
+    paramiko's default choice, aes128-ctr with hmac-sha2-256, costs a separate MAC pass per packet;
+    AES-GCM (OpenSSH has offered it since 6.2) made a 150 MB upload on loopback about 1.5x faster.
+    Servers without it still get the default list. Without TCP_NODELAY, Nagle's algorithm and the
+    peer's delayed ACK hold small requests back (opening a channel took 45 ms on loopback, 0 with
+    it), and a deploy is many small requests.
+    """
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = paramiko.Transport(sock, *args, **kwargs)
+    options = transport.get_security_options()
+    aead = tuple(name for name in options.ciphers if name.endswith("-gcm@openssh.com"))
+    options.ciphers = aead + tuple(name for name in options.ciphers if name not in aead)
+    return transport
 
 
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
@@ -105,6 +124,7 @@ class Remote:
             connect_timeout=int(ssh.connect_timeout),
             connect_kwargs=connect_kwargs,
         )
+        self.connection.connect_kwargs.setdefault("transport_factory", aead_first_transport)
         options = self.connection.ssh_config
         self.known_hosts = _known_hosts_files(options)
         if ssh.known_hosts:

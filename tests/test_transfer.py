@@ -1,0 +1,297 @@
+"""Uploads against the real loopback sshd: content, bytes on the wire, fallbacks, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gbdeploy.config import SshSettings, Target
+from gbdeploy.connection import Remote, quote
+from gbdeploy.errors import RemoteError
+from gbdeploy.testing.service import build_service
+from gbdeploy.transfer import (
+    STREAM,
+    ZSTD,
+    TerminalProgress,
+    file_sha256,
+    receive_command,
+    upload,
+    upload_plan,
+)
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> dict[str, Path]:
+    """A compressible and a random binary, both bigger than the server's 2 MiB channel window."""
+    directory = tmp_path_factory.mktemp("artifacts")
+    return {
+        "compressible": build_service(directory / "compressible", "c0ffee1", pad_to=8 * MiB),
+        "random": build_service(
+            directory / "random", "c0ffee2", pad_to=6 * MiB, compressible_padding=False
+        ),
+    }
+
+
+def remote_for(sshd, *, lxc: str | None = None) -> Remote:
+    return Remote(Target("system", sshd.alias, lxc=lxc), SshSettings(config=str(sshd.ssh_config)))
+
+
+class RemoteWithoutZstd(Remote):
+    """A target whose commands run with a PATH that holds `cat` and nothing else (no zstd)."""
+
+    def __init__(self, sshd, bin_dir: Path) -> None:
+        super().__init__(Target("system", sshd.alias), SshSettings(config=str(sshd.ssh_config)))
+        self.bin_dir = bin_dir
+
+    def wrap(self, command: str) -> str:
+        return super().wrap(f"PATH={quote(self.bin_dir)}; export PATH; {command}")
+
+
+def receiver_pid(path: Path, deadline_seconds: float = 10.0) -> int:
+    """The pid of the server-side process holding `path` open (the receiver of our stream)."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                for fd in (entry / "fd").iterdir():
+                    if os.readlink(fd) == str(path):
+                        return int(entry.name)
+        time.sleep(0.01)
+    raise AssertionError(f"no process on the target holds {path} open")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_compressible_artifact_arrives_identical_with_fewer_bytes(sshd, remote_root, artifacts):
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote:
+        result = upload(remote, local, str(target))
+    assert result.method == ZSTD
+    assert result.size == local.stat().st_size
+    assert result.bytes_sent < result.size / 2
+    assert result.sha256 == file_sha256(local) == file_sha256(target)
+
+
+def test_random_artifact_arrives_identical_as_a_plain_stream(sshd, remote_root, artifacts):
+    local = artifacts["random"]
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote:
+        result = upload(remote, local, str(target))
+    assert result.method == STREAM  # the sample showed compression would not pay
+    assert result.bytes_sent == result.size == local.stat().st_size
+    assert result.sha256 == file_sha256(local) == file_sha256(target)
+
+
+def test_random_artifact_compressed_on_request_still_arrives(sshd, remote_root, artifacts):
+    local = artifacts["random"]
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote:
+        result = upload(remote, local, str(target), compress=True)
+    assert result.method == ZSTD
+    assert file_sha256(target) == file_sha256(local)
+
+
+def test_upload_replaces_an_existing_file(sshd, remote_root, artifacts):
+    target = remote_root / "botserver.new"
+    target.write_bytes(b"old contents that are longer than nothing" * 1000)
+    with remote_for(sshd) as remote:
+        upload(remote, artifacts["compressible"], str(target))
+    assert file_sha256(target) == file_sha256(artifacts["compressible"])
+
+
+def test_target_without_zstd_falls_back_to_a_plain_stream(sshd, remote_root, artifacts, tmp_path):
+    bin_dir = tmp_path / "bin-without-zstd"
+    bin_dir.mkdir()
+    (bin_dir / "cat").symlink_to("/bin/cat")
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with RemoteWithoutZstd(sshd, bin_dir) as remote:
+        assert not remote.run("command -v zstd", check=False).ok  # the target really lacks it
+        result = upload(remote, local, str(target))
+    assert result.method == STREAM
+    assert result.bytes_sent == result.size
+    assert file_sha256(target) == file_sha256(local)
+
+
+def test_lxc_target_receives_inside_the_container(sshd, standins, remote_root, artifacts):
+    standins.add_container("pragmatismo-system")
+    target = remote_root / "botserver.new"
+    with remote_for(sshd, lxc="pragmatismo-system") as remote:
+        result = upload(remote, artifacts["compressible"], str(target))
+    assert result.method == ZSTD
+    assert file_sha256(target) == file_sha256(artifacts["compressible"])
+
+
+def test_a_hostile_path_is_written_exactly_where_it_says(sshd, remote_root, artifacts):
+    directory = remote_root / "dir with space"
+    directory.mkdir()
+    target = directory / "it's $(touch pwned) `id` ; x.new"
+    with remote_for(sshd) as remote:
+        upload(remote, artifacts["compressible"], str(target))
+    assert file_sha256(target) == file_sha256(artifacts["compressible"])
+    assert sorted(p.name for p in directory.iterdir()) == [target.name]
+    assert not (remote_root / "pwned").exists()
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("no-such-dir/botserver.new", r"No such file or directory|Directory nonexistent"),
+        ("a-directory", r"Is a directory"),
+        ("/dev/full", r"No space left on device"),  # a disk that is full
+    ],
+    ids=["missing-directory", "path-is-a-directory", "disk-full"],
+)
+def test_a_write_the_target_refuses_is_a_remote_error_with_its_reason(
+    sshd, remote_root, artifacts, compress, where, reason
+):
+    (remote_root / "a-directory").mkdir()
+    target = where if where.startswith("/") else str(remote_root / where)
+    with remote_for(sshd) as remote, pytest.raises(RemoteError) as raised:
+        upload(remote, artifacts["random"], target, compress=compress)
+    message = str(raised.value)
+    assert "refused the upload" in message
+    assert target in message
+    assert re.search(reason, message), message
+    assert raised.value.exit_code == 1
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_connection_closed_mid_upload_is_a_remote_error(sshd, remote_root, artifacts, compress):
+    with remote_for(sshd) as remote:
+
+        def drop_the_connection(done: int, total: int) -> None:
+            remote.connection.client.get_transport().close()
+
+        with pytest.raises(RemoteError) as raised:
+            upload(
+                remote,
+                artifacts["random"],
+                str(remote_root / "botserver.new"),
+                progress=drop_the_connection,
+                compress=compress,
+            )
+    assert "connection was lost" in str(raised.value)
+
+
+def test_server_side_session_killed_mid_upload_is_a_remote_error(sshd, remote_root, artifacts):
+    target = remote_root / "botserver.new"
+    killed: list[int] = []
+
+    def kill_the_server_session(done: int, total: int) -> None:
+        if killed:
+            return
+        receiver = receiver_pid(target)
+        session = parent_pid(receiver)  # the sshd process serving this connection
+        assert session != os.getpid()
+        os.kill(session, signal.SIGKILL)
+        killed.append(session)
+
+    with remote_for(sshd) as remote, pytest.raises(RemoteError) as raised:
+        upload(remote, artifacts["random"], str(target), progress=kill_the_server_session)
+    assert killed
+    assert "upload to" in str(raised.value)
+
+
+def test_a_stalled_target_ends_in_a_remote_error_not_a_hang(sshd, remote_root, artifacts):
+    target = remote_root / "botserver.new"
+    stopped: list[int] = []
+
+    def stop_the_receiver(done: int, total: int) -> None:
+        if not stopped:
+            pid = receiver_pid(target)
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+
+    try:
+        with remote_for(sshd) as remote, pytest.raises(RemoteError) as raised:
+            upload(
+                remote,
+                artifacts["random"],
+                str(target),
+                progress=stop_the_receiver,
+                compress=False,
+                timeout=1.0,
+            )
+        assert "the link stood still" in str(raised.value)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_progress_grows_to_the_total(sshd, remote_root, artifacts):
+    local = artifacts["compressible"]
+    calls: list[tuple[int, int]] = []
+    with remote_for(sshd) as remote:
+        upload(remote, local, str(remote_root / "x.new"), progress=lambda *c: calls.append(c))
+    size = local.stat().st_size
+    assert len(calls) > 1
+    assert {total for _, total in calls} == {size}
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert calls[-1] == (size, size)
+    assert done.count(size) == 1  # 100 % only once the target confirmed the write
+
+
+def test_receive_commands_quote_the_path_and_check_for_zstd_first():
+    assert receive_command(STREAM, "/opt/a b") == "cat > '/opt/a b'"
+    command = receive_command(ZSTD, "/opt/a b")
+    assert command.index("command -v zstd") < command.index("exec zstd -d -q -c > '/opt/a b'")
+
+
+def test_upload_plan_names_the_exact_commands(artifacts):
+    compressible = upload_plan(artifacts["compressible"], "/opt/gbo/bin/botserver.new")
+    assert compressible[0].startswith("here: zstd -1")
+    assert receive_command(ZSTD, "/opt/gbo/bin/botserver.new") in compressible[1]
+    random = upload_plan(artifacts["random"], "/opt/gbo/bin/botserver.new")
+    assert random == [f"on the target: cat > /opt/gbo/bin/botserver.new  < {artifacts['random']}"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_progress_draws_one_throttled_line_and_ends_it():
+    now = [0.0]
+    terminal = FakeTerminal()
+    progress = TerminalProgress("upload", terminal, interval=0.5, clock=lambda: now[0])
+    progress(0, 100 * MiB)
+    now[0] = 0.1
+    progress(10 * MiB, 100 * MiB)  # within the interval: not drawn
+    now[0] = 1.0
+    progress(50 * MiB, 100 * MiB)
+    now[0] = 1.1
+    progress(100 * MiB, 100 * MiB)  # the end is always drawn
+    progress(100 * MiB, 100 * MiB)  # and only once
+    frames = terminal.getvalue().split("\r")[1:]
+    assert len(frames) == 3
+    assert "10.0 MiB" not in terminal.getvalue()
+    assert "50.0 MiB / 100.0 MiB" in frames[1] and "50%" in frames[1]
+    assert "MiB/s" in frames[1]
+    assert frames[2].endswith("100%\x1b[K\n")
+    assert terminal.getvalue().count("\n") == 1
+
+
+def test_terminal_progress_writes_nothing_when_not_a_tty():
+    stream = io.StringIO()
+    progress = TerminalProgress("upload", stream)
+    progress(1, 2)
+    progress(2, 2)
+    assert stream.getvalue() == ""

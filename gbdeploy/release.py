@@ -14,8 +14,10 @@ from pathlib import Path
 
 from . import git_release
 from .config import Settings
-from .errors import NotBuilt
+from .errors import ForgeUnavailable, PreflightError
+from .forge import ForgeClient, find_run, wait_for_run
 from .output import Reporter
+from .verify import verify_deployed
 
 
 def run_release(
@@ -39,17 +41,32 @@ def run_release(
         record.detail = f"{state.submodule_path} {state.branch} at {state.short_sha}"
     plan = git_release.plan_release(settings, state)
 
-    if not no_wait:
-        check_ci_ready(settings, component, reporter, dry_run=dry_run, dispatch=dispatch)
+    client = None if no_wait else ForgeClient(settings.forge)
+    if client is not None and not dry_run:
+        check_ci_ready(client, settings, component, reporter, dispatch=dispatch)
 
     if dry_run:
         reporter.plan(f"release {component}: git", plan.commands)
-        if not no_wait:
-            reporter.say("then: wait for the CI run of the root commit and verify the deploy")
+        if client is not None:
+            root_sha = state.root_head if not plan.message else "<new root commit>"
+            reporter.plan(
+                f"release {component}: Forgejo API",
+                client.plan_lines(
+                    sha=root_sha,
+                    workflow=settings.component(component).workflow,
+                    ref=settings.git.branch,
+                    dispatch=dispatch,
+                ),
+            )
+            if not no_verify:
+                reporter.say(
+                    f"then: verify {component} {state.short_sha} on its target over ssh "
+                    "(binary mtime, commit bytes, owner, process, health)"
+                )
         return None if plan.message else state.root_head
 
     result = git_release.execute_plan(plan, reporter)
-    if no_wait:
+    if client is None:
         reporter.say(f"root commit: {result.root_sha}")
         reporter.say(
             f"{component} {state.short_sha} is pushed; CI builds root commit {result.root_sha[:12]}"
@@ -58,6 +75,7 @@ def run_release(
         return result.root_sha
 
     wait_and_verify(
+        client,
         settings,
         component,
         reporter,
@@ -70,21 +88,27 @@ def run_release(
     return result.root_sha
 
 
-# --- the CI half: boundaries the forge client plugs into -------------------------------------
+# --- the CI half ------------------------------------------------------------------------------
 
 
 def check_ci_ready(
-    settings: Settings, component: str, reporter: Reporter, *, dry_run: bool, dispatch: bool
+    client: ForgeClient, settings: Settings, component: str, reporter: Reporter, *, dispatch: bool
 ) -> None:
-    """Before anything is pushed: the forge answers and accepts the token for the repository,
-    and the component's workflow exists. Raises (exit 2) when the CI half could not run."""
-    raise NotBuilt(
-        "waiting for CI is not built yet: use --no-wait",
-        hint=f"gbdeploy release {component} --no-wait  (nothing was pushed)",
-    )
+    """Before anything is pushed: the forge answers and accepts the token for the repository
+    (with write access when we will dispatch). Exit 2 when it does not: nothing is pushed."""
+    with reporter.step(f"forge {settings.forge.url} accepts the token for {client.repo_path}"):
+        try:
+            client.check_access(write=dispatch)
+        except ForgeUnavailable as error:
+            raise PreflightError(
+                f"{error.message} — nothing was pushed",
+                hint=f"check forge.url ({settings.forge.url}) in gbdeploy.yaml, or use "
+                f"`gbdeploy release {component} --no-wait` to push without waiting for CI",
+            ) from None
 
 
 def wait_and_verify(
+    client: ForgeClient,
     settings: Settings,
     component: str,
     reporter: Reporter,
@@ -97,7 +121,42 @@ def wait_and_verify(
 ) -> None:
     """After the pushes: find (or dispatch) the CI run of `root_sha`, wait for it, then verify
     the deployed binary carries `submodule_sha`."""
-    raise NotBuilt("waiting for CI is not built yet: use --no-wait")
+    chosen = settings.component(component)
+    with reporter.step(f"find the CI run of {root_sha[:12]} ({chosen.workflow})") as record:
+        run = find_run(
+            client,
+            root_sha,
+            chosen.workflow,
+            appear_timeout=settings.release.appear_timeout,
+            dispatch=dispatch,
+            ref=settings.git.branch,
+            reporter=reporter,
+            poll_interval=settings.release.poll_interval,
+        )
+        record.detail = f"run {run.id}" + (f" {run.html_url}" if run.html_url else "")
+    with reporter.step(f"wait for run {run.id}") as record:
+        finished = wait_for_run(
+            client,
+            run.id,
+            timeout=timeout,
+            poll_interval=settings.release.poll_interval,
+            reporter=reporter,
+        )
+        record.detail = finished.status
+    if no_verify:
+        reporter.say(
+            f"not verified (--no-verify): check with `gbdeploy verify {component} "
+            f"--commit {submodule_sha[:12]}`"
+        )
+        return
+    verify_deployed(
+        settings,
+        chosen,
+        submodule_sha,
+        since=finished.started,
+        timeout=settings.release.verify_timeout,
+        reporter=reporter,
+    )
 
 
 def root_of(settings: Settings, root: str | None = None) -> Path:

@@ -1,11 +1,436 @@
-"""Not built yet."""
+"""The sandbox behind `gbdeploy demo`: a whole General Bots release, on this machine only.
+
+    <dir>/sshd/             a real OpenSSH server on 127.0.0.1, alias `pragmatismo-system`
+    <dir>/git/              bare `origin` and `alm` remotes, the developer's clone of `gb`
+    <dir>/target/opt/gbo/   the "production" binary, its log, lock and deploy log
+    <dir>/runner/           the emulated runner's HOME (~/.ssh/config names the target) and
+                            one checkout per CI run
+
+A post-receive hook on `alm/gb.git` tells the Forgejo emulator about each push, as Forgejo would;
+the emulator's executor clones the pushed commit with its submodules and runs the `run:` steps
+of the rendered workflow (so the real `gbdeploy deploy` runs over ssh, with the key and
+known_hosts handed over as secrets); the stand-in service answers its health URL with its
+commit. Nothing here reaches beyond 127.0.0.1 and the sandbox directory.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
-from .errors import NotBuilt
+import yaml
+
+from .config import Settings, load_settings
+from .connection import Remote
+from .output import Reporter
+from .testing import runner as emulated_runner
+from .testing.forgejo import ExecutorContext, ForgejoEmulator
+from .testing.gitworld import GitWorld, git, isolated_git_env
+from .testing.service import compiler
+from .testing.sshd import LoopbackSshd, find_sshd, free_port
+
+COMPONENT = "botserver"
+BUILD_SCRIPT = """#!/bin/sh
+# The sandbox's stand-in for `cargo build`: the commit is baked in as botserver does it.
+set -eu
+mkdir -p target/debug
+cc -O2 -DGB_COMMIT="\\"${BOTSERVER_COMMIT:?}\\"" -DGB_SERVICE='"botserver"' \\
+   -o target/debug/botserver service.c
+"""
 
 
-def run_demo(*args: Any, **kwargs: Any) -> None:
-    raise NotBuilt("`demo` is not built yet in this version of gbdeploy")
+def service_user() -> str:
+    """`gbuser` where it exists (.ci/setup creates it), else whoever runs the sandbox."""
+    try:
+        return pwd.getpwnam("gbuser").pw_name
+    except KeyError:
+        return pwd.getpwuid(os.getuid()).pw_name
+
+
+@dataclass
+class Sandbox:
+    directory: Path
+    token: str
+    sshd: LoopbackSshd
+    git: GitWorld
+    forge: ForgejoEmulator
+    port: int
+
+    @property
+    def binary(self) -> Path:
+        return self.directory / "target" / "opt" / "gbo" / "bin" / COMPONENT
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "target" / "opt" / "gbo" / "logs" / "error.log"
+
+    @property
+    def runner_home(self) -> Path:
+        return self.directory / "runner" / "home"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What a shell needs to use the sandbox by hand (and what `demo` runs with)."""
+        return {
+            "GBDEPLOY_FORGE_TOKEN": self.token,
+            "GBDEPLOY_SSH_CONFIG": str(self.sshd.ssh_config),
+        }
+
+    def settings(self) -> Settings:
+        with _environment(self.environment):
+            return load_settings(start=self.git.root)
+
+    # --- the emulated runner -------------------------------------------------------------
+
+    def execute_run(self, run: ExecutorContext) -> str:
+        """What a Forgejo runner does for one run: check out the commit, run the job."""
+        checkout = self.directory / "runner" / "work" / str(run.run_id)
+        run.log(f"checkout {run.commit_sha} of {self.git.bare('alm', 'gb')}\n")
+        try:
+            _checkout(self.git.bare("alm", "gb"), run.commit_sha, checkout)
+        except RuntimeError as error:
+            run.log(f"checkout failed: {error}\n")
+            return "failure"
+        workflow = checkout / ".forgejo" / "workflows" / run.workflow
+        context = emulated_runner.RunContext(
+            sha=run.commit_sha,
+            event_name="workflow_dispatch" if run.event == "workflow_dispatch" else "push",
+            ref=run.ref,
+            inputs=run.inputs,
+            secrets={
+                "DEPLOY_SSH_KEY": self.sshd.client_key.read_text(),
+                "DEPLOY_KNOWN_HOSTS": self.sshd.known_hosts.read_text(),
+            },
+            env=self._runner_environment(),
+            server_url=self.forge.url,
+            run_id=run.run_id,
+            run_number=run.run_number,
+        )
+        try:
+            result = emulated_runner.run_job(
+                workflow, checkout, context, on_output=run.log, timeout=600
+            )
+        except emulated_runner.UnsupportedWorkflow as error:
+            run.log(f"the emulated runner cannot run {run.workflow}: {error}\n")
+            return "failure"
+        return result.status
+
+    def triggered_workflows(self, before: str, sha: str, ref: str) -> list[str]:
+        """The workflows of commit `sha` that a push from `before` starts (their `paths:`)."""
+        bare = self.git.bare("alm", "gb")
+        names = git(bare, "ls-tree", "--name-only", f"{sha}:.forgejo/workflows").split()
+        if before and set(before) != {"0"}:
+            changed = git(bare, "diff", "--name-only", before, sha).split()
+        else:
+            changed = git(bare, "ls-tree", "-r", "--name-only", sha).split()
+        return [
+            name
+            for name in names
+            if name in self.forge.workflows
+            and emulated_runner.is_triggered(
+                git(bare, "show", f"{sha}:.forgejo/workflows/{name}"),
+                "push",
+                ref=ref,
+                changed_paths=changed,
+            )
+        ]
+
+    def _runner_environment(self) -> dict[str, str]:
+        venv_bin = str(Path(sys.executable).parent)
+        return {
+            "HOME": str(self.runner_home),
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "GBDEPLOY_SSH_CONFIG": str(self.runner_home / ".ssh" / "config"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def stop_service(self) -> None:
+        """Stop the stand-in service by its exact executable path (never by name)."""
+        for pid in _pids_running(self.binary):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pids_running(self.binary) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _pids_running(self.binary):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def close(self, *, remove: bool = True) -> None:
+        self.stop_service()
+        self.forge.stop()
+        self.sshd.stop()
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def create(directory: Path | None = None, *, reporter: Reporter | None = None) -> Sandbox:
+    """Build and start a sandbox; the first version of botserver is deployed and running."""
+    find_sshd()  # no sshd: a message that says how to install it, before anything is made
+    compiler()
+    directory = Path(directory or tempfile.mkdtemp(prefix="gbdeploy-sandbox-"))
+    directory.chmod(0o755)  # the service user must reach its binary
+    say = reporter.say if reporter else (lambda text: None)
+    token = secrets.token_hex(20)
+    sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system").start()
+    say(f"  sshd        127.0.0.1:{sshd.port} (alias pragmatismo-system, own host key)")
+    forge = ForgejoEmulator(token=token, workflows=[f"{COMPONENT}.yaml"])
+    sandbox = Sandbox(directory, token, sshd, GitWorld(directory / "git"), forge, free_port())
+    try:
+        _build_world(sandbox)
+        forge.executor = sandbox.execute_run
+        forge.push_workflows = sandbox.triggered_workflows
+        forge.start()
+        _write_config(sandbox)
+        _install_push_hook(sandbox)
+        say(f"  forgejo     {forge.url} (emulator; runs the rendered workflow's steps)")
+        say(f"  git         {sandbox.git.root} (remotes origin, alm)")
+        _first_deploy(sandbox)
+        say(f"  botserver   {sandbox.binary} as {service_user()}, health :{sandbox.port}")
+    except BaseException:
+        sandbox.close()
+        raise
+    return sandbox
+
+
+def _build_world(sandbox: Sandbox) -> None:
+    source = resources.files("gbdeploy").joinpath("standin/service.c").read_text()
+    sandbox.git = GitWorld.build(
+        sandbox.directory / "git",
+        submodule_files={"service.c": source, "build.sh": BUILD_SCRIPT, "VERSION": "1\n"},
+    )
+    home = sandbox.runner_home / ".ssh"
+    home.mkdir(parents=True)
+    # The runner's ssh config names the target but holds no key: the job brings the key and
+    # known_hosts from its secrets, as in production.
+    (home / "config").write_text(
+        f"Host {sandbox.sshd.alias}\n    HostName 127.0.0.1\n    Port {sandbox.sshd.port}\n"
+        f"    User {sandbox.sshd.user}\n    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {home / 'known_hosts'}\n"
+    )
+
+
+def _write_config(sandbox: Sandbox) -> None:
+    user = service_user()
+    config = {
+        "forge": {"url": sandbox.forge.url, "owner": "GeneralBots", "repo": "gb", "timeout": 10},
+        "release": {
+            "timeout": 600,
+            "appear_timeout": 30,
+            "verify_timeout": 30,
+            "poll_interval": 0.5,
+        },
+        "targets": {"system": {"ssh": sandbox.sshd.alias}},
+        "components": {
+            COMPONENT: {
+                "binary": str(sandbox.binary),
+                "artifact": "target/debug/botserver",
+                "build": "sh build.sh",
+                "user": user,
+                "start": "./botserver --noconsole",
+                "run_as": "runuser -u {user} --",
+                "log": str(sandbox.log),
+                "restart": "process",
+                "health": f"http://127.0.0.1:{sandbox.port}/health",
+                "env": {"PORT": str(sandbox.port)},
+                "health_timeout": 30,
+            },
+            "botui": {"enabled": False},
+        },
+    }
+    root = sandbox.git.root
+    (root / "gbdeploy.yaml").write_text(
+        "# The demo sandbox's configuration (made by `gbdeploy demo`).\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    from .workflows import rendered_files
+
+    out = root / ".forgejo" / "workflows"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered_files(sandbox.settings()).items():
+        if name == f"{COMPONENT}.yaml":
+            (out / name).write_text(text)
+    git(root, "add", "gbdeploy.yaml", ".forgejo")
+    git(root, "commit", "--quiet", "-m", "gbdeploy: configuration and workflow")
+    for remote in ("origin", "alm"):
+        git(root, "push", "--quiet", remote, sandbox.git.branch)
+    sandbox.binary.parent.mkdir(parents=True, exist_ok=True)
+    sandbox.log.parent.mkdir(parents=True, exist_ok=True)
+    for path in (sandbox.binary.parent, sandbox.log.parent):
+        shutil.chown(path, user, user)
+
+
+def _install_push_hook(sandbox: Sandbox) -> None:
+    hook = sandbox.git.bare("alm", "gb") / "hooks" / "post-receive"
+    hook.write_text(
+        f"""#!{sys.executable}
+# Forgejo starts the Actions runs of a push; here, the emulator is told.
+import json, sys, urllib.request
+for line in sys.stdin:
+    old, new, ref = line.split()
+    if set(new) == {{"0"}}:
+        continue
+    body = json.dumps({{"before": old, "sha": new, "ref": ref}}).encode()
+    request = urllib.request.Request({sandbox.forge.url + "/_emulator/push"!r}, data=body,
+                                     headers={{"Content-Type": "application/json"}})
+    urllib.request.urlopen(request, timeout=10).read()
+"""
+    )
+    hook.chmod(0o755)
+
+
+def _first_deploy(sandbox: Sandbox) -> None:
+    """The version in production before the demo's release: built and deployed as CI would."""
+    from .deploy import run_deploy
+    from .testing.service import build_service
+
+    commit = git(sandbox.git.submodule, "rev-parse", "--short", "HEAD")
+    artifact = build_service(sandbox.directory / "runner" / "first" / COMPONENT, commit)
+    quiet = Reporter(stream=open(os.devnull, "w"))  # noqa: SIM115 - closed with the reporter's life
+    with _environment(sandbox.environment):
+        run_deploy(
+            sandbox.settings(),
+            COMPONENT,
+            quiet,
+            artifact=str(artifact),
+            strategy="staged",
+            dry_run=False,
+            force=False,
+            commit=commit,
+        )
+    quiet.stream.close()
+
+
+def _checkout(bare: Path, sha: str, into: Path) -> None:
+    into.parent.mkdir(parents=True, exist_ok=True)
+    git(into.parent, "-c", "protocol.file.allow=always", "clone", "--quiet", str(bare), into.name)
+    git(into, "checkout", "--quiet", "--detach", sha)
+    git(
+        into,
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "update",
+        "--init",
+        "--recursive",
+        "--quiet",
+    )
+
+
+def _pids_running(binary: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        if exe in (str(binary), f"{binary} (deleted)"):
+            pids.append(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
+    from .release import run_release
+
+    reporter.say("gbdeploy demo: a real release of botserver against a sandbox on this machine")
+    with reporter.step("build the sandbox"):
+        sandbox = create(reporter=None)
+    try:
+        for line in _describe(sandbox):
+            reporter.say(line)
+        world = sandbox.git
+        with reporter.step("developer: commit a change in botserver") as step:
+            world.switch_submodule_to_branch()
+            commit = world.commit_in_submodule("Say hello from the demo", filename="VERSION")
+            step.detail = commit[:10]
+        reporter.say(f"$ cd {world.root} && gbdeploy release {COMPONENT}")
+        with _environment(sandbox.environment), _cwd(world.root):
+            run_release(
+                sandbox.settings(),
+                COMPONENT,
+                reporter,
+                dry_run=False,
+                no_wait=False,
+                no_verify=False,
+                dispatch=False,
+                timeout=None,
+                root=None,
+            )
+        reporter.summary()
+        reporter.say(f"released and verified: botserver {commit[:7]} is live on the sandbox target")
+        if keep:
+            _keep_up(sandbox, reporter)
+    finally:
+        if not keep:
+            sandbox.close()
+
+
+def _describe(sandbox: Sandbox) -> list[str]:
+    return [
+        f"  sshd        127.0.0.1:{sandbox.sshd.port} (alias {sandbox.sshd.alias}, own host key)",
+        f"  forgejo     {sandbox.forge.url} (emulator; its runner runs the rendered workflow)",
+        f"  git         {sandbox.git.root} (remotes origin, alm)",
+        f"  botserver   {sandbox.binary}, health http://127.0.0.1:{sandbox.port}/health",
+    ]
+
+
+def _keep_up(sandbox: Sandbox, reporter: Reporter) -> None:
+    env = " ".join(
+        f"{k}=<{'token' if 'TOKEN' in k else v}>" if "TOKEN" in k else f"{k}={v}"
+        for k, v in sandbox.environment.items()
+    )
+    reporter.say("")
+    reporter.say("the sandbox stays up until you press Ctrl-C. In another shell:")
+    reporter.say(f"  cd {sandbox.git.root}")
+    reporter.say(f"  export {env}   # token: see {sandbox.directory / 'token'}")
+    reporter.say(f"  {Path(sys.executable).parent / 'gbdeploy'} status {COMPONENT}")
+    (sandbox.directory / "token").write_text(sandbox.token + "\n")
+    (sandbox.directory / "token").chmod(0o600)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.close()
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+__all__ = ["Remote", "Sandbox", "create", "isolated_git_env", "run_demo"]

@@ -10,14 +10,18 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .config import Component, Settings
-from .errors import NotBuilt, UsageError, VerificationFailed
+from .connection import Remote
+from .errors import UsageError, VerificationFailed
 from .output import Reporter
+from .probes import Runner, probe_contains, probe_health, probe_processes, probe_stat
 
 MIN_COMMIT_DIGITS = 7
+# mtimes are read in whole seconds, and the forge's clock is not the target's.
+CLOCK_TOLERANCE = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def judge(
     if facts.mtime is None:
         results.append(CheckResult("binary", False, f"no file at {component.binary}"))
     elif since is not None:
-        fresh = facts.mtime >= since
+        fresh = facts.mtime >= since - CLOCK_TOLERANCE
         saw = f"mtime {facts.mtime.isoformat(timespec='seconds')}"
         saw += " ≥ " if fresh else " older than the run's start "
         results.append(
@@ -169,6 +173,62 @@ def parse_since(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def gather(remote: Runner, component: Component, expected_commit: str) -> TargetFacts:
+    """One look at the target: the binary, the processes running it, the health URL."""
+    stat = probe_stat(component.binary).run(remote)
+    if stat is None:
+        return TargetFacts(None, None, False, [], None, "no binary")
+    contains = probe_contains(component.binary, expected_commit[:MIN_COMMIT_DIGITS]).run(remote)
+    processes = [(p.pid, p.user) for p in probe_processes(component.binary).run(remote)]
+    health = probe_health(component.health).run(remote) if component.health else None
+    return TargetFacts(
+        mtime=datetime.fromtimestamp(stat.mtime, tz=timezone.utc),
+        owner=stat.owner,
+        contains_commit=bool(contains),
+        processes=processes,
+        health=health.data if health is not None and health.http_status is not None else None,
+        health_error=health.describe() if health is not None else "",
+    )
+
+
+def verify_deployed(
+    settings: Settings,
+    component: Component,
+    commit: str,
+    *,
+    since: datetime | None,
+    timeout: float,
+    reporter: Reporter,
+) -> list[CheckResult]:
+    """Verify over ssh, retrying until `timeout`; prints each check with what it saw."""
+    expected = normalize_commit(commit)
+    target = settings.target_of(component)
+    reporter.say(f"verify {component.name} {expected[:MIN_COMMIT_DIGITS]} on {target.ssh}:")
+    with Remote(target, settings.ssh) as remote:
+        return verify_until(
+            lambda: gather(remote, component, expected),
+            component,
+            expected,
+            since,
+            timeout=timeout,
+            reporter=reporter,
+        )
+
+
+def expected_commit_of(settings: Settings, component: Component) -> str:
+    """The submodule commit the root repository records: what the last release pushed."""
+    from .git_release import GitCommand, find_root, run_git
+
+    root = find_root(None, settings.project_dir)
+    result = run_git(GitCommand(root, ("rev-parse", f"HEAD:{component.submodule}")))
+    if not result.ok:
+        raise UsageError(
+            f"cannot read the {component.submodule} pointer in {root}: {result.stderr.strip()}",
+            hint="pass --commit SHA",
+        )
+    return result.stdout.strip()
+
+
 def run_verify(
     settings: Settings,
     component: str,
@@ -177,4 +237,14 @@ def run_verify(
     commit: str | None = None,
     since: str | None = None,
 ) -> None:
-    raise NotBuilt("`verify` is not built yet in this version of gbdeploy")
+    chosen = settings.component(component)
+    expected = commit or expected_commit_of(settings, chosen)
+    verify_deployed(
+        settings,
+        chosen,
+        expected,
+        since=parse_since(since),
+        timeout=0.0,  # one look; `release` is the one that waits for a starting service
+        reporter=reporter,
+    )
+    reporter.say(f"{chosen.name} is verified: {expected[:MIN_COMMIT_DIGITS]} runs on its target")

@@ -188,6 +188,8 @@ class ForgejoEmulator:
         self.refs: dict[str, str] = {}
         self.exchanges: list[Exchange] = []
         self.on_exchange: Callable[[Exchange], None] | None = None
+        # Which workflows a push reported to /_emulator/push starts: (before, sha, ref) -> names.
+        self.push_workflows: Callable[[str, str, str], Iterable[str]] | None = None
         self._runs: dict[int, EmulatedRun] = {}
         self._jobs: dict[int, EmulatedJob] = {}
         self._next = {"run": 100, "index": 0, "job": 500, "task": 900}
@@ -486,9 +488,11 @@ class ForgejoEmulator:
     ) -> _Reply:
         if path == "/_emulator/push" and method == "POST":
             data = json.loads(body or b"{}")
-            ids = self.on_push(
-                data["sha"], ref=data.get("ref", "refs/heads/main"), title=data.get("title")
-            )
+            ref = data.get("ref", "refs/heads/main")
+            workflows = None
+            if self.push_workflows is not None:  # e.g. the workflows' `paths:` filters
+                workflows = list(self.push_workflows(data.get("before", ""), data["sha"], ref))
+            ids = self.on_push(data["sha"], ref=ref, title=data.get("title"), workflows=workflows)
             return _Reply(201, {"runs": ids})
         if path == "/api/v1/version" and method == "GET":
             return _Reply(200, {"version": self.version})

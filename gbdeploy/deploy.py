@@ -175,7 +175,7 @@ def start_command(component: Component, ssh_user: str) -> str:
         '"$detach"',
         run_as_prefix(component, ssh_user),
         f"env {env}" if env else "",
-        f"sh -c {quote('exec ' + component.start_command)}",
+        f"sh -c {quote(_exec_form(component.start_command))}",
     ]
     log = quote(component.log_path)
     launch = " ".join(word for word in words if word)
@@ -186,6 +186,13 @@ def start_command(component: Component, ssh_user: str) -> str:
         f"{launch} < /dev/null >> {log} 2>&1 &\n"
         'echo "launched $!"'
     )
+
+
+def _exec_form(command: str) -> str:
+    """`exec CMD` for a simple command, so the service itself is the session's process."""
+    if re.search(r"[;&|\n`$()<>]", command) or command.lstrip().startswith("exec "):
+        return command
+    return f"exec {command}"
 
 
 def stop_command(component: Component) -> str:
@@ -470,17 +477,25 @@ class _Run:
         if self.systemd:
             self.run(systemd_start_command(self.component))
             return f"systemctl start {self.component.restart.unit}"
-        self.run(start_command(self.component, self.remote.user))
+        launched = self.run(start_command(self.component, self.remote.user)).split()
+        launcher = int(launched[-1]) if launched and launched[-1].isdigit() else None
         deadline = time.monotonic() + min(START_SECONDS, self.component.health_timeout)
         while True:
             found = probes.probe_processes(self.component.binary).run(self.remote)
             if found:
                 return ", ".join(f"pid {p.pid} as {p.user}" for p in found)
-            if time.monotonic() > deadline:
+            # The launcher (setsid/run_as, or the service itself) is gone and left nothing running.
+            gone = launcher is not None and not self.pid_alive(launcher)
+            if gone or time.monotonic() > deadline:
                 raise DeployFailed(
                     f"{self.component.binary} did not start (no process runs it)" + self.log_tail()
                 )
             time.sleep(POLL_SECONDS)
+
+    def pid_alive(self, pid: int) -> bool:
+        """Whether `pid` runs (a zombie has no executable any more)."""
+        command = f"readlink /proc/{int(pid)}/exe >/dev/null 2>&1 && echo alive || echo gone"
+        return self.run(command).strip() == "alive"
 
     def log_tail(self) -> str:
         where = f"journalctl -u {self.component.restart.unit}" if self.systemd else ""

@@ -140,12 +140,34 @@ def world(sshd, remote_root, service_user):
     kill_pids(pids_under(remote_root))
 
 
-def deployed(world: World, artifacts: Artifacts, commit: str = OLD) -> str:
-    """Deploy `commit` as the running service (the state before the scenario); its sha256."""
-    artifact = artifacts(commit)
-    world.deploy(artifact, commit=commit)
-    assert world.health()["commit"] == commit
+def deployed(world: World, artifacts: Artifacts, commit: str = OLD, fault=Fault.NONE) -> str:
+    """Install and start `commit` by hand (the state before the scenario); its sha256."""
+    artifact = artifacts(commit, fault)
+    shutil.copyfile(artifact, world.binary)
+    world.binary.chmod(0o755)
+    shutil.chown(world.binary, user=world.user)
+    with open(world.log, "ab") as log:
+        subprocess.Popen(
+            ["runuser", "-u", world.user, "--", str(world.binary), "--noconsole"],
+            cwd=world.binary.parent,
+            env={**os.environ, "PORT": str(world.port)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    assert wait_for(lambda: (world.health() or {}).get("commit") == commit)
     return file_sha256(artifact)
+
+
+def snapshot(world: World) -> dict[str, tuple]:
+    """Every file under the target directory with its content hash, inode and mtime."""
+    files = {}
+    for path in sorted(world.root.rglob("*")):
+        st = path.lstat()
+        digest = file_sha256(path) if path.is_file() else "dir"
+        files[str(path.relative_to(world.root))] = (digest, st.st_ino, st.st_mtime_ns)
+    return files
 
 
 # --- happy paths ----------------------------------------------------------------------------------
@@ -178,3 +200,361 @@ def test_first_deploy_to_an_empty_target(world, artifacts):
     assert world.health()["commit"] == OLD
     assert not Path(f"{world.binary}.prev").exists()
     assert world.deploy_log()[-1]["result"] == "ok"
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strategy):
+    unit = f"gbtest-{world.port}.service"
+    standins.add_unit(
+        unit,
+        exec_start="./botserver --noconsole",
+        user=world.user,
+        working_directory=str(world.binary.parent),
+        environment={"PORT": str(world.port)},
+        log=str(world.log),
+    )
+    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    world.deploy(artifacts(OLD), commit=OLD, **systemd)
+    old_pid = standins.unit_pid(unit)
+    assert world.health()["commit"] == OLD and world.running() == [old_pid]
+
+    world.deploy(artifacts(NEW), strategy=strategy, **systemd)
+
+    assert world.health()["commit"] == NEW
+    new_pid = standins.unit_pid(unit)
+    assert new_pid != old_pid and world.running() == [new_pid]
+    assert executable_of(old_pid) is None
+
+
+def test_lxc_target_runs_every_command_in_the_container(world, artifacts, standins):
+    container = f"pragmatismo-system-{world.port}"
+    standins.add_container(container)
+    world.lxc = container
+    deployed(world, artifacts)
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), out=out)
+
+    assert world.health()["commit"] == NEW
+    [pid] = world.running()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"LXC_STANDIN_CONTAINER={container}".encode() in environ
+    assert f"(lxc {container})" in out.getvalue()
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
+    deployed(world, artifacts)
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), dry_run=True, out=out)
+
+    assert snapshot(world) == before and world.running() == pids
+    plan = out.getvalue()
+    assert "dry run: nothing is changed" in plan
+    binary = str(world.binary)
+    for expected in (
+        f"mkdir -- {binary}.lock",
+        f"upload {artifacts(NEW)} → {binary}.new",
+        f"mv -f -- {binary}.new {binary}",
+        f"chown -- {world.user}: {binary}",
+        "kill -TERM",
+        "runuser -u",
+        f"http://localhost:{world.port}/health",
+    ):
+        assert expected in plan
+    assert plan.index("upload") < plan.index("kill -TERM")  # staged: copy before the stop
+
+
+def test_dry_run_does_not_connect(world, artifacts, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {world.sshd.alias}\n    HostName 127.0.0.1\n    Port 1\n")
+    settings = dataclasses.replace(world.settings(), ssh=SshSettings(config=str(config)))
+    out = io.StringIO()
+    deploy.run_deploy(
+        settings,
+        "botserver",
+        Reporter(stream=out),
+        artifact=str(artifacts(NEW)),
+        strategy="seed",
+        dry_run=True,
+        force=False,
+        commit=NEW,
+    )
+    plan = out.getvalue()
+    assert plan.index("kill -TERM") < plan.index("upload")  # seed: stop first
+
+
+def test_unchanged_binary_is_not_uploaded_but_health_is_checked(world, artifacts):
+    deployed(world, artifacts)
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(OLD), commit=OLD, out=out)
+
+    assert "unchanged, nothing to do" in out.getvalue()
+    assert "→ health … ok" in out.getvalue()
+    assert world.running() == pids
+    after = snapshot(world)
+    assert after["opt/gbo/bin/botserver"] == before["opt/gbo/bin/botserver"]
+    assert world.deploy_log()[-1]["result"] == "unchanged"
+
+
+def test_force_redeploys_an_unchanged_binary(world, artifacts):
+    deployed(world, artifacts)
+    pids = world.running()
+    world.deploy(artifacts(OLD), commit=OLD, force=True)
+    assert world.health()["commit"] == OLD
+    assert world.running() and world.running() != pids
+
+
+# --- faults ---------------------------------------------------------------------------------------
+def assert_untouched(world: World, sha: str, pids: list[int], commit: str = OLD) -> None:
+    assert (world.health() or {}).get("commit") == commit
+    assert file_sha256(world.binary) == sha
+    assert world.running() == pids
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_binary_that_fails_to_start_is_rolled_back(world, artifacts):
+    old_sha = deployed(world, artifacts)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START))
+
+    assert raised.value.exit_code == 1
+    message = str(raised.value)
+    assert "rolled back" in message and "healthy" in message
+    assert "cannot start (stand-in built to fail)" in message  # the log tail
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert not Path(f"{world.binary}.lock").exists()
+    assert world.deploy_log()[-1]["result"] == "failed, rolled back"
+
+
+def test_never_healthy_binary_is_rolled_back(world, artifacts):
+    old_sha = deployed(world, artifacts)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 2.0})
+
+    assert "not healthy" in str(raised.value) and "degraded" in str(raised.value)
+    assert "rolled back" in str(raised.value)
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_old_binary_ignoring_sigterm_is_killed(world, artifacts):
+    deployed(world, artifacts, fault=Fault.IGNORE_TERM)
+    [old_pid] = world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), out=out, component={"stop_timeout": 1.0})
+
+    assert executable_of(old_pid) is None
+    assert world.health()["commit"] == NEW
+    assert f"killed after SIGTERM timeout: {old_pid}" in out.getvalue()
+
+
+def test_a_held_lock_refuses_and_changes_nothing(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    lock = Path(f"{world.binary}.lock")
+    lock.mkdir()
+    holder = json.dumps({"holder": "ci@runner-7", "pid": 4242, "time": "2026-01-01T00:00:00"})
+    (lock / "holder").write_text(holder + "\n")
+    before = snapshot(world)
+
+    with pytest.raises(LockHeld) as raised:
+        world.deploy(artifacts(NEW), force=True)
+
+    assert raised.value.exit_code == 1
+    text = str(raised.value)
+    assert "ci@runner-7" in text and "4242" in text
+    assert f"ssh {world.sshd.alias} " in text and "rmdir" in text
+    assert snapshot(world) == before and world.running() == pids
+    assert file_sha256(world.binary) == old_sha
+
+
+def test_a_shell_whose_command_line_holds_the_binary_path_survives(world, artifacts):
+    deployed(world, artifacts)
+    # An ssh session on the target whose command line contains the path (the `pkill -f` trap).
+    bystander = subprocess.Popen(
+        world.sshd.ssh_command(f"sleep 30; echo {world.binary}"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: _shell_with(str(world.binary)))
+        world.deploy(artifacts(NEW))
+        assert world.health()["commit"] == NEW
+        assert bystander.poll() is None
+        assert _shell_with(str(world.binary))
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _shell_with(text: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline and b"sleep 30" in cmdline:
+                found.append(int(name))
+    return found
+
+
+def _sshd_sessions(sshd) -> list[int]:
+    children = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == sshd.process.pid:
+                children.append(int(name))
+    return children
+
+
+def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    big = artifacts(NEW, pad_to=48 << 20)
+    new = Path(f"{world.binary}.new")
+    dropped = threading.Event()
+
+    def drop_when_half_written() -> None:
+        def partly_written() -> bool:
+            try:
+                return new.stat().st_size > 0
+            except OSError:
+                return False
+
+        if wait_for(partly_written, deadline_seconds=60, interval=0.001):
+            kill_pids(_sshd_sessions(world.sshd))  # the server side of our connection dies
+            dropped.set()
+
+    watcher = threading.Thread(target=drop_when_half_written, daemon=True)
+    watcher.start()
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(big)
+    watcher.join()
+
+    assert dropped.is_set()
+    assert raised.value.exit_code == 1
+    assert "unchanged" in str(raised.value)
+    assert_untouched(world, old_sha, pids)
+    assert not new.exists()
+
+
+def test_ctrl_c_during_upload_releases_the_lock(world, artifacts, monkeypatch):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    real_upload = deploy.transfer.upload
+
+    def upload_then_interrupt(*args, **kwargs):
+        real_upload(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy.transfer, "upload", upload_then_interrupt)
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW))
+    assert "interrupted" in str(raised.value)
+    assert_untouched(world, old_sha, pids)
+
+
+def test_a_full_disk_refuses_the_upload(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    kill_pids(pids)
+    bin_dir = world.binary.parent
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(bin_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        deployed(world, artifacts)
+        pids = world.running()
+
+        with pytest.raises(DeployFailed) as raised:
+            world.deploy(artifacts(NEW, pad_to=1 << 20))
+
+        assert raised.value.exit_code == 1
+        assert "unchanged" in str(raised.value)
+        assert_untouched(world, old_sha, pids)
+        assert not Path(f"{world.binary}.new").exists()
+    finally:
+        kill_pids(pids_under(world.root))
+        subprocess.run(["umount", str(bin_dir)], check=True)
+
+
+def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artifacts):
+    deployed(world, artifacts)
+    # A start hook that damages the kept binary, so the restore has nothing good to put back.
+    hook = "printf 'not a binary' > ./botserver.prev; exec ./botserver --noconsole"
+
+    with pytest.raises(RestoreFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START), component={"start": hook})
+
+    assert raised.value.exit_code == 5
+    text = str(raised.value)
+    assert "could NOT be restored" in text and "State now:" in text
+    assert "running: NOTHING" in text
+    assert "a person must act" in text
+    assert not Path(f"{world.binary}.lock").exists()
+    assert world.deploy_log()[-1]["result"] == "failed, restore failed"
+
+
+# --- rollback and status --------------------------------------------------------------------------
+def test_rollback_swaps_back_and_forth(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    new_sha = file_sha256(artifacts(NEW))
+    settings = world.settings()
+
+    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
+
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert file_sha256(Path(f"{world.binary}.prev")) == new_sha
+    assert world.deploy_log()[-1]["action"] == "rollback"
+    assert not Path(f"{world.binary}.lock").exists()
+
+    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
+    assert world.health()["commit"] == NEW
+
+
+def test_rollback_without_a_previous_binary_is_refused(world, artifacts):
+    deployed(world, artifacts)
+    with pytest.raises(deploy.PreflightError) as raised:
+        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+    assert raised.value.exit_code == 2
+    assert "no previous binary" in str(raised.value)
+    assert world.health()["commit"] == OLD
+
+
+def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    [pid] = world.running()
+    out = io.StringIO()
+
+    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+
+    text = out.getvalue()
+    assert file_sha256(artifacts(NEW)) in text
+    assert f"pid {pid} as {world.user}" in text
+    assert f"commit {NEW}" in text
+    assert "result ok" in text
+    assert f"owner {world.user}:" in text

@@ -6,6 +6,7 @@ those processes (by /proc/PID/exe, never by name) and stop them by pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -44,10 +45,8 @@ def pids_under(directory: str | Path) -> list[int]:
 def kill_pids(pids: list[int], *, deadline_seconds: float = 5.0) -> None:
     """SIGKILL each pid and wait until none of them runs its executable any more."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + deadline_seconds
     while any(executable_of(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.01)

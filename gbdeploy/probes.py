@@ -355,8 +355,8 @@ def parse_health(url: str, result: CommandResult) -> Health:
         if head:
             status = int(head.group(1))
             split = re.split(r"\r?\n\r?\n", out, maxsplit=1)
-            body = split[1] if out.lstrip().startswith("HTTP/") and len(split) > 1 else out
-            if not out.lstrip().startswith("HTTP/"):  # wget: headers (indented) then the body
+            body = split[1] if out.startswith("HTTP/") and len(split) > 1 else out
+            if not out.startswith("HTTP/"):  # wget: headers (indented) then the body
                 body = "\n".join(
                     line for line in out.splitlines() if line and not line.startswith(" ")
                 )

@@ -322,7 +322,11 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    dev_tcp = f"exec 3<>/dev/tcp/{host}/{port} || exit 7\nprintf %s {quote(request)} >&3\ncat <&3"
+    # bash tries only the first address: localhost may be ::1 first, services listen on IPv4.
+    tcp_host = "127.0.0.1" if host == "localhost" else host
+    dev_tcp = (
+        f"exec 3<>/dev/tcp/{tcp_host}/{port} || exit 7\nprintf %s {quote(request)} >&3\ncat <&3"
+    )
     lines = [
         "if command -v curl >/dev/null 2>&1; then",
         f"  curl -sS -k --max-time {seconds} -w '\\n{_STATUS_MARK}%{{http_code}}\\n' {u}",

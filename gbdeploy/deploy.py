@@ -92,7 +92,7 @@ def lock_command(paths: Paths, holder: str) -> str:
         f"if mkdir -- {lock} 2>/dev/null; then\n"
         f"  printf '%s\\n' {quote(holder)} > {info} || {{ rmdir -- {lock}; exit 1; }}\n"
         "  echo acquired\n"
-        f"elif [ -d {lock} ]; then echo held; cat -- {info} 2>/dev/null\n"
+        f"elif [ -d {lock} ]; then echo held; cat -- {info} 2>/dev/null; exit 0\n"
         f"else mkdir -- {lock}\n"
         "fi"
     )
@@ -772,12 +772,15 @@ def _upload_step(run: _Run, local: Path) -> Step:
         progress = _progress_printer(run.reporter, "upload") if _is_terminal(run.reporter) else None
         try:
             result = transfer.upload(run.remote, local, new, progress=progress)
-        except GbdeployError:
-            raise
-        except (OSError, EOFError, paramiko.SSHException) as error:
+        except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
+            dropped = not _transport_active(run.remote)
+            why = "the connection dropped" if dropped else (str(error) or type(error).__name__)
+            directory = quote(run.paths.directory)
             raise RemoteError(
-                f"upload of {local} to {run.remote.description}:{new} failed: "
-                f"{error or type(error).__name__}"
+                f"upload of {local} to {run.remote.description}:{new} failed: {why}",
+                hint=f"check the connection, and that {run.paths.directory} on the target is "
+                f"writable and has room for {human_bytes(local.stat().st_size)} "
+                f"(`df -h {directory}`), then deploy again",
             ) from None
         rate = result.size / result.seconds if result.seconds > 0 else 0.0
         return (

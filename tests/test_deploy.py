@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -450,6 +451,7 @@ def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artif
 
     assert dropped.is_set()
     assert raised.value.exit_code == 1
+    assert "upload of" in str(raised.value)
     assert "unchanged" in str(raised.value)
     assert_untouched(world, old_sha, pids)
     assert not new.exists()
@@ -558,3 +560,64 @@ def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
     assert f"commit {NEW}" in text
     assert "result ok" in text
     assert f"owner {world.user}:" in text
+
+
+# --- the command line -----------------------------------------------------------------------------
+def test_the_gbdeploy_command_deploys_and_exits_with_the_design_codes(world, artifacts, tmp_path):
+    deployed(world, artifacts)
+    component = world.component()
+    config = {
+        "ssh": {"config": str(world.sshd.ssh_config)},
+        "targets": {"system": {"ssh": world.sshd.alias}},
+        "components": {
+            "botserver": {
+                "binary": component.binary,
+                "user": component.user,
+                "start": component.start,
+                "run_as": component.run_as,
+                "log": component.log,
+                "health": component.health,
+                "env": component.env,
+                "stop_timeout": component.stop_timeout,
+                "health_timeout": component.health_timeout,
+            },
+        },
+    }
+    (tmp_path / "gbdeploy.yaml").write_text(json.dumps(config))
+    root = Path(__file__).resolve().parents[1]
+
+    def gbdeploy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gbdeploy", *args],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)), "--commit", NEW)
+    assert done.returncode == 0, done.stderr
+    assert world.health()["commit"] == NEW
+
+    Path(f"{world.binary}.lock").mkdir()
+    refused = gbdeploy("deploy", "botserver", "--artifact", str(artifacts(OLD)))
+    assert refused.returncode == 1
+    assert "holds the lock" in refused.stderr
+    Path(f"{world.binary}.lock").rmdir()
+
+    status = gbdeploy("status", "--component", "botserver")
+    assert status.returncode == 0, status.stderr
+    assert f"commit {NEW}" in status.stdout
+
+
+def test_upload_progress_is_shown_on_a_terminal_only(world, artifacts):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    world.deploy(artifacts(OLD), commit=OLD, out=terminal)
+    world.deploy(artifacts(NEW), out=pipe)
+    assert "\r→ upload … " in terminal.getvalue() and "KiB/s)" in terminal.getvalue()
+    assert "\r" not in pipe.getvalue()

@@ -518,6 +518,11 @@ class _Run:
         last: probes.Health | None = None
         while True:
             if not self.service_alive():
+                if self.state.unchanged:
+                    raise DeployFailed(
+                        f"{component.name}: the binary is unchanged but the service does not run",
+                        hint="`gbdeploy deploy --force` restarts it",
+                    )
                 raise DeployFailed(f"{component.binary} exited while starting" + self.log_tail())
             if probe is None:
                 return "running (no health URL configured)"

@@ -227,6 +227,29 @@ def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strateg
     assert executable_of(old_pid) is None
 
 
+def test_systemd_unit_with_a_failing_binary_is_rolled_back(world, artifacts, standins):
+    unit = f"gbtest-{world.port}.service"
+    standins.add_unit(
+        unit,
+        exec_start="./botserver",
+        user=world.user,
+        working_directory=str(world.binary.parent),
+        environment={"PORT": str(world.port)},
+        log=str(world.log),
+    )
+    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    world.deploy(artifacts(OLD), commit=OLD, **systemd)
+    old_sha = file_sha256(world.binary)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START), **systemd)
+
+    assert "rolled back" in str(raised.value)
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert world.running() == [standins.unit_pid(unit)]
+
+
 def test_lxc_target_runs_every_command_in_the_container(world, artifacts, standins):
     container = f"pragmatismo-system-{world.port}"
     standins.add_container(container)

@@ -17,6 +17,11 @@ exit 5 only if that fails too.
 
 `rollback` swaps B and B.prev (so the binary it replaces becomes B.prev, and a second rollback
 rolls forward again), restarts and checks health, with the same undo on failure.
+
+The ssh user must be root (as inside the LXD container) or the service user itself: processes are
+found through /proc/PID/exe, which only their owner and root can read, and only they can signal
+them. The service is started through `run_as` (`sudo -u {user}`, `runuser -u {user} --`) unless
+the ssh user already is the service user.
 """
 
 from __future__ import annotations
@@ -383,7 +388,7 @@ class _Run:
         return Step(
             "unlock",
             [
-                append_log_command(self.paths, {"result": "…"}),
+                append_log_command(self.paths, self.log_entry("ok")),
                 unlock_command(self.paths, self.token),
             ],
             run,
@@ -397,7 +402,10 @@ class _Run:
         return "failed, rolled back"
 
     def record(self, result: str) -> None:
-        entry = {
+        self.run_again_if_dropped(append_log_command(self.paths, self.log_entry(result)))
+
+    def log_entry(self, result: str) -> dict[str, object]:
+        return {
             "time": self.started_at,
             "component": self.component.name,
             "action": self.action,
@@ -408,7 +416,6 @@ class _Run:
             "duration": round(time.monotonic() - self.started, 2),
             "who": self.who,
         }
-        self.run_again_if_dropped(append_log_command(self.paths, entry))
 
     # -- stop / start / health
     @property

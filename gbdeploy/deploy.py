@@ -146,7 +146,8 @@ def swap_prev_command(paths: Paths) -> str:
     tmp = quote(f"{paths.binary}.swap")
     return (
         f"[ -f {prev} ] || {{ echo 'no previous binary at '{prev} >&2; exit 1; }}\n"
-        f"rm -f -- {tmp} && ln -- {b} {tmp} && mv -f -- {prev} {b} && mv -f -- {tmp} {prev}"
+        f"rm -f -- {tmp} && {{ ln -- {b} {tmp} 2>/dev/null || cp -p -- {b} {tmp}; }}"
+        f" && mv -f -- {prev} {b} && mv -f -- {tmp} {prev}"
     )
 
 
@@ -490,7 +491,14 @@ class _Run:
         while True:
             found = probes.probe_processes(self.component.binary).run(self.remote)
             if found:
-                return ", ".join(f"pid {p.pid} as {p.user}" for p in found)
+                detail = ", ".join(f"pid {p.pid} as {p.user}" for p in found)
+                if any(p.user != self.component.user for p in found):
+                    self.reporter.say(
+                        f"  warning: {self.component.binary} runs as "
+                        f"{', '.join(sorted({p.user for p in found}))}, not "
+                        f"{self.component.user}: check `run_as` in the config … "
+                    )
+                return detail
             # The launcher (setsid/run_as, or the service itself) is gone and left nothing running.
             gone = launcher is not None and not self.pid_alive(launcher)
             if gone or time.monotonic() > deadline:
@@ -658,7 +666,9 @@ def _outcome(run: _Run, error: BaseException, cause: str) -> GbdeployError:
             f"the running service and {paths.binary} are unchanged" + lock_note,
             hint=getattr(error, "hint", None) or "fix the cause above and run it again",
         )
-    if state.was_running:
+    if state.swapped and not state.kept_prev:
+        back = f"there was no binary before, so the new one was removed from {paths.binary}"
+    elif state.was_running:
         back = f"the previous binary runs again and is healthy ({state.restored_health})"
     else:
         back = "the previous binary is back (it was not running before, so it was not started)"

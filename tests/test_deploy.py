@@ -356,6 +356,14 @@ def test_binary_that_fails_to_start_is_rolled_back(world, artifacts):
     assert world.deploy_log()[-1]["result"] == "failed, rolled back"
 
 
+def test_a_failed_first_deploy_leaves_no_binary_behind(world, artifacts):
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START))
+    assert "there was no binary before" in str(raised.value)
+    assert not world.binary.exists() and world.running() == []
+    assert not Path(f"{world.binary}.lock").exists()
+
+
 def test_never_healthy_binary_is_rolled_back(world, artifacts):
     old_sha = deployed(world, artifacts)
 
@@ -558,6 +566,21 @@ def test_rollback_swaps_back_and_forth(world, artifacts):
 
     deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
     assert world.health()["commit"] == NEW
+
+
+def test_a_rollback_that_fails_is_undone(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    shutil.copyfile(artifacts(OLD, Fault.FAIL_AT_START), f"{world.binary}.prev")
+    new_sha = file_sha256(world.binary)
+
+    with pytest.raises(DeployFailed) as raised:
+        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+
+    assert raised.value.exit_code == 1 and "rolled back" in str(raised.value)
+    assert world.health()["commit"] == NEW
+    assert file_sha256(world.binary) == new_sha
+    assert not Path(f"{world.binary}.lock").exists()
 
 
 def test_rollback_without_a_previous_binary_is_refused(world, artifacts):

@@ -66,6 +66,7 @@ class ProcessInfo:
 # (deleted)", once the file was replaced). `case` with quoted patterns compares literally.
 _FIND_PIDS = r"""pids() {
   for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = "$$" ] && continue
     e=$(readlink "$p/exe" 2>/dev/null) || continue
     case $e in "$b"|"$b (deleted)") printf '%s\n' "${p#/proc/}" ;; esac
   done
@@ -126,7 +127,7 @@ def stop_processes_command(binary: str, timeout: float) -> str:
             "  done",
             '  [ -n "$left" ]',
             "}",
-            'targets=$(pids | grep -v -x -e "$$")',
+            "targets=$(pids)",
             '[ -n "$targets" ] || { echo none; exit 0; }',
             "kill -TERM $targets 2>/dev/null",
             "i=0",

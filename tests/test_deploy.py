@@ -667,3 +667,29 @@ def test_upload_progress_is_shown_on_a_terminal_only(world, artifacts):
     world.deploy(artifacts(NEW), out=pipe)
     assert "\r→ upload … " in terminal.getvalue() and "KiB/s)" in terminal.getvalue()
     assert "\r" not in pipe.getvalue()
+
+
+def test_two_deploys_at_once_never_interleave(world, artifacts):
+    deployed(world, artifacts)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def one_deploy() -> None:
+        barrier.wait()
+        try:
+            world.deploy(artifacts(NEW), force=True)
+            outcomes.append("ok")
+        except LockHeld:
+            outcomes.append("locked")
+        except Exception as error:  # any other outcome fails the test below
+            outcomes.append(repr(error))
+
+    threads = [threading.Thread(target=one_deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) in (["locked", "ok"], ["ok", "ok"])
+    assert world.health()["commit"] == NEW and len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()

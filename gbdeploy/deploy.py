@@ -31,9 +31,12 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -611,13 +614,31 @@ def execute(run: _Run, steps: list[Step]) -> None:
     """Run `steps` in order; on any failure (Ctrl-C too) undo them newest first, then raise."""
     done: list[Step] = []
     try:
-        for step in steps:
-            done.append(step)  # the failing step too: its undo copes with a partial run
-            with run.reporter.step(step.name) as record:
-                record.detail = step.run() or ""
+        with _terminate_as_interrupt():
+            for step in steps:
+                done.append(step)  # the failing step too: its undo copes with a partial run
+                with run.reporter.step(step.name) as record:
+                    record.detail = step.run() or ""
     except BaseException as error:
         undo(run, done, error)
         raise AssertionError("undo always raises") from error
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) undoes the deploy as Ctrl-C does, instead of dying mid-way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def undo(run: _Run, done: list[Step], error: BaseException) -> None:

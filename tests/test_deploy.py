@@ -609,34 +609,38 @@ def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
 
 
 # --- the command line -----------------------------------------------------------------------------
-def test_the_gbdeploy_command_deploys_and_exits_with_the_design_codes(world, artifacts, tmp_path):
-    deployed(world, artifacts)
+def command_line(world: World, directory: Path) -> list[str]:
+    """`python -m gbdeploy` of this worktree, with a gbdeploy.yaml for `world` in `directory`."""
     component = world.component()
+    fields = ("binary", "user", "start", "run_as", "log", "health", "env")
     config = {
         "ssh": {"config": str(world.sshd.ssh_config)},
         "targets": {"system": {"ssh": world.sshd.alias}},
         "components": {
             "botserver": {
-                "binary": component.binary,
-                "user": component.user,
-                "start": component.start,
-                "run_as": component.run_as,
-                "log": component.log,
-                "health": component.health,
-                "env": component.env,
+                **{name: getattr(component, name) for name in fields},
                 "stop_timeout": component.stop_timeout,
                 "health_timeout": component.health_timeout,
-            },
+            }
         },
     }
-    (tmp_path / "gbdeploy.yaml").write_text(json.dumps(config))
-    root = Path(__file__).resolve().parents[1]
+    (directory / "gbdeploy.yaml").write_text(json.dumps(config))
+    return [sys.executable, "-m", "gbdeploy"]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_the_gbdeploy_command_deploys_and_exits_with_the_design_codes(world, artifacts, tmp_path):
+    deployed(world, artifacts)
+    program = command_line(world, tmp_path)
 
     def gbdeploy(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "gbdeploy", *args],
+            [*program, *args],
             cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(root)},
+            env=cli_env(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -693,3 +697,28 @@ def test_two_deploys_at_once_never_interleave(world, artifacts):
     assert sorted(outcomes) in (["locked", "ok"], ["ok", "ok"])
     assert world.health()["commit"] == NEW and len(world.running()) == 1
     assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    new = Path(f"{world.binary}.new")
+    artifact = str(artifacts(NEW, pad_to=48 << 20))
+    process = subprocess.Popen(
+        [*command_line(world, tmp_path), "deploy", "botserver", "--artifact", artifact],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(new.exists, deadline_seconds=60, interval=0.001)
+        process.terminate()  # what a cancelled CI job sends
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1, stdout + stderr
+    assert "interrupted" in stderr
+    assert_untouched(world, old_sha, pids)
+    assert not new.exists()

@@ -283,7 +283,7 @@ class _Run:
         self.paths = Paths(component.binary)
         self.state = _State()
         self.token = secrets.token_hex(8)
-        self.who = f"{getpass.getuser()}@{socket.gethostname()}"
+        self.who = f"{_local_user()}@{socket.gethostname()}"
         self.started = time.monotonic()
         self.started_at = _now()
         self.sha256: str | None = None
@@ -1079,6 +1079,13 @@ def _transport_active(remote: Remote) -> bool:
 def _first_line(error: BaseException) -> str:
     text = getattr(error, "message", None) or str(error) or type(error).__name__
     return str(text).strip()
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a CI container without a passwd entry for its uid
+        return f"uid{os.getuid()}"
 
 
 def _now() -> str:

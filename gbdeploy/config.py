@@ -8,15 +8,19 @@ from `GBDEPLOY_FORGE_TOKEN` or `FORGEJO_TOKEN`, and lives in a `Secret` that nev
 
 from __future__ import annotations
 
+import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+import yaml
 from invoke import Config as InvokeConfig
-from invoke.config import DataProxy
+from invoke.config import AmbiguousMergeError, DataProxy
+from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar, UnknownFileType
+from invoke.util import yaml as invoke_yaml  # Invoke parses with its vendored copy of PyYAML
 
 from .errors import ConfigError, UsageError
 
@@ -40,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
         "config": "~/.ssh/config",
         "connect_timeout": 15.0,
         "accept_new_host_keys": False,
+        "identity_file": None,
+        "known_hosts": None,
     },
     "release": {
         "timeout": 1800.0,
@@ -78,16 +84,20 @@ DEFAULTS: dict[str, Any] = {
         },
     },
     "doctor": {
-        "host": None,
-        "system": "pragmatismo-system",
+        "host": None,  # ssh Host alias of the LXD host; `doctor` refuses to run without it
+        "system": "pragmatismo-system",  # container names; null skips that container's checks
         "ci_runner": "pragmatismo-alm-ci",
         "proxy": "pragmatismo-proxy",
         "dns": "pragmatismo-dns",
-        "storage_pool": "default",
         "caddyfile": "/opt/gbo/conf/config",
+        "caddy": "caddy",
+        "caddy_storage_root": "/opt/gbo/data/caddy",
         "corefile": "/opt/gbo/conf/Corefile",
+        # The seed: "~25 vhosts; if you only see 1-2, it is a broken/partial config". 20 leaves
+        # room for removing a few dead domains and still catches a truncated file.
         "min_vhosts": 20,
         "valkey_cli": "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli",
+        "iptables_rules_file": "/etc/iptables/rules.v4",
         "botui_unit": "ui.service",
         "botserver_url": "http://localhost:5858",
         "proxy_ports": [80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53],
@@ -102,6 +112,10 @@ DEFAULTS: dict[str, Any] = {
         "cargo_home": "~/.cargo",
         "max_age_days": 14,
         "max_size_gb": 20.0,
+    },
+    "workflows": {
+        "runs_on": "ubuntu-latest",
+        "install": "gbdeploy",
     },
 }
 
@@ -148,6 +162,10 @@ class SshSettings:
     config: str = "~/.ssh/config"
     connect_timeout: float = 15.0
     accept_new_host_keys: bool = False
+    # Set by the CI workflow from its secrets (GBDEPLOY_SSH_IDENTITY_FILE and
+    # GBDEPLOY_SSH_KNOWN_HOSTS); unset, the ssh config's IdentityFile and ~/.ssh/known_hosts apply.
+    identity_file: str | None = None
+    known_hosts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,32 +212,39 @@ class Component:
 
     @property
     def directory(self) -> str:
-        return os.path.dirname(self.binary)
+        return str(PurePosixPath(self.binary).parent)  # a path on the target: POSIX
 
     @property
     def start_command(self) -> str:
-        return self.start or f"./{os.path.basename(self.binary)}"
+        return self.start or f"./{PurePosixPath(self.binary).name}"
 
     @property
     def log_path(self) -> str:
         return self.log or f"{self.binary}.log"
 
 
+SEED_PROXY_PORTS = (80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53)
+
+
 @dataclass(frozen=True)
 class DoctorSettings:
+    """`doctor:` — where the seed's production invariants are checked. Sizes are GiB."""
+
     host: str | None = None
-    system: str = "pragmatismo-system"
-    ci_runner: str = "pragmatismo-alm-ci"
-    proxy: str = "pragmatismo-proxy"
-    dns: str = "pragmatismo-dns"
-    storage_pool: str = "default"
+    system: str | None = "pragmatismo-system"
+    ci_runner: str | None = "pragmatismo-alm-ci"
+    proxy: str | None = "pragmatismo-proxy"
+    dns: str | None = "pragmatismo-dns"
     caddyfile: str = "/opt/gbo/conf/config"
+    caddy: str = "caddy"
+    caddy_storage_root: str = "/opt/gbo/data/caddy"
     corefile: str = "/opt/gbo/conf/Corefile"
     min_vhosts: int = 20
     valkey_cli: str = "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli"
+    iptables_rules_file: str = "/etc/iptables/rules.v4"
     botui_unit: str = "ui.service"
     botserver_url: str = "http://localhost:5858"
-    proxy_ports: list[int] = field(default_factory=list)
+    proxy_ports: list[int] = field(default_factory=lambda: list(SEED_PROXY_PORTS))
     sccache_dir: str = "/root/.cache/sccache"
     sccache_max_gb: float = 20.0
     cargo_home: str = "/root/.cargo"
@@ -236,6 +261,15 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    """What `gbdeploy workflows` renders: the runner label jobs run on, and the pip requirement
+    (name, path or VCS URL) the deploy job installs gbdeploy from when the runner lacks it."""
+
+    runs_on: str = "ubuntu-latest"
+    install: str = "gbdeploy"
+
+
+@dataclass(frozen=True)
 class Settings:
     forge: ForgeSettings
     git: GitSettings
@@ -245,6 +279,7 @@ class Settings:
     components: dict[str, Component]
     doctor: DoctorSettings
     maintenance: MaintenanceSettings
+    workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
     project_dir: Path | None = None
 
     def component(self, name: str) -> Component:
@@ -268,7 +303,7 @@ class Settings:
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(DEFAULTS))})")
-        section = {name: dict(data.get(name) or {}) for name in DEFAULTS}
+        section = {name: _mapping(data.get(name), name) for name in DEFAULTS}
         if "token" in section["forge"]:
             raise ConfigError(
                 "forge.token",
@@ -283,9 +318,12 @@ class Settings:
         }
         components: dict[str, Component] = {}
         for name, raw in _mapping(section["components"], "components").items():
-            if raw is None:  # `botui: null` removes a default component
-                continue
-            components[name] = _component(name, _mapping(raw, f"components.{name}"), targets)
+            fields_ = _mapping(raw, f"components.{name}")
+            # `botui: {enabled: false}` drops a default component (Invoke cannot merge a null
+            # over a mapping, so `botui: null` is refused when the files are loaded).
+            enabled = _check(fields_.pop("enabled", True), bool, f"components.{name}.enabled")
+            if enabled:
+                components[name] = _component(name, fields_, targets)
         return cls(
             forge=_build(ForgeSettings, section["forge"], "forge", token=read_token()),
             git=_build(GitSettings, section["git"], "git"),
@@ -295,6 +333,7 @@ class Settings:
             components=components,
             doctor=_build(DoctorSettings, section["doctor"], "doctor"),
             maintenance=_build(MaintenanceSettings, section["maintenance"], "maintenance"),
+            workflows=_build(WorkflowSettings, section["workflows"], "workflows"),
             project_dir=project_dir,
         )
 
@@ -432,13 +471,83 @@ def _deep_copy(value: Any) -> Any:
 def load_config(runtime_path: str | None = None, *, start: Path | None = None) -> GbdeployConfig:
     """Every layer loaded, for callers that do not run under gbdeploy's own Program."""
     found = find_project_dir(start)
-    config = GbdeployConfig(
-        project_location=str(found) if found else None, runtime_path=runtime_path
-    )
-    config.load_project()
-    config.load_shell_env()
-    config.load_runtime()
+    config: GbdeployConfig | None = None
+    try:
+        config = GbdeployConfig(
+            project_location=str(found) if found else None, runtime_path=runtime_path
+        )
+        check_runtime_path(runtime_path)
+        config.load_project()
+        config.load_runtime()
+        config.load_shell_env()
+    except CONFIG_LOAD_ERRORS as error:
+        raise config_load_error(error, config) from None
     return config
+
+
+# What Invoke and the parsers raise for a broken file or variable, instead of a traceback.
+CONFIG_LOAD_ERRORS = (
+    yaml.YAMLError,
+    invoke_yaml.YAMLError,
+    json.JSONDecodeError,
+    AmbiguousMergeError,
+    AmbiguousEnvVar,
+    UncastableEnvVar,
+    UnknownFileType,
+)
+
+
+def check_runtime_path(path: str | None) -> None:
+    """Invoke skips a `-f FILE` that does not exist; a typo there must not go unnoticed."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError("-f", f"no such file: {path}")
+
+
+def config_load_error(error: Exception, config: InvokeConfig | None) -> ConfigError:
+    """One of CONFIG_LOAD_ERRORS as a ConfigError naming the file or the key."""
+    if isinstance(error, yaml.YAMLError | invoke_yaml.YAMLError):
+        mark = getattr(error, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
+        return ConfigError(where, f"not valid YAML: {getattr(error, 'problem', None) or error}")
+    if isinstance(error, json.JSONDecodeError):
+        return ConfigError("a config file", f"not valid JSON: {error}")
+    if isinstance(error, AmbiguousMergeError) and config is not None:
+        for layer in ("_system", "_user", "_project", "_env", "_runtime"):
+            key = _shape_mismatch(DEFAULTS, getattr(config, layer, None) or {})
+            if key:
+                drop = key.startswith("components.") and key.count(".") == 1
+                return ConfigError(
+                    key,
+                    "expected a mapping here (see the defaults)",
+                    hint=f"to drop a default component write `{key.split('.')[1]}: "
+                    "{enabled: false}`"
+                    if drop
+                    else None,
+                )
+    if isinstance(error, UncastableEnvVar | AmbiguousEnvVar):
+        names = sorted(
+            n for n in os.environ if n.startswith("GBDEPLOY_") and n not in TOKEN_VARIABLES
+        )
+        return ConfigError(
+            " ".join(names) or "environment",
+            f"{error}",
+            hint="a GBDEPLOY_* variable sets text, numbers or true/false; put lists in a file",
+        )
+    return ConfigError("config", f"{type(error).__name__}: {error}")
+
+
+def _shape_mismatch(base: typing.Mapping[str, Any], layer: typing.Mapping[str, Any]) -> str | None:
+    """The dotted key where `layer` puts a mapping over a non-mapping or the other way round."""
+    for key, value in layer.items():
+        if key not in base:
+            continue
+        if isinstance(base[key], dict) != isinstance(value, typing.Mapping):
+            return str(key)
+        if isinstance(value, typing.Mapping):
+            inner = _shape_mismatch(base[key], value)
+            if inner:
+                return f"{key}.{inner}"
+    return None
 
 
 def load_settings(config: InvokeConfig | None = None, *, start: Path | None = None) -> Settings:
@@ -446,11 +555,13 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
     if not isinstance(config, GbdeployConfig):
         config = load_config(start=start)
     project = config._project_path  # type: ignore[attr-defined]
+    runtime = getattr(config, "_runtime_path", None)
     project_dir = Path(project).parent if project else None
     try:
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
-        where = f" (in {project})" if project else ""
+        files = [str(path) for path in (project, runtime) if path]
+        where = f" (in {' or '.join(files)})" if files else ""
         raise ConfigError(
             error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
         ) from None

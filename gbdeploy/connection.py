@@ -96,11 +96,19 @@ class Remote:
         fabric_config = FabricConfig(
             runtime_ssh_path=str(config_path) if config_path.exists() else None
         )
+        connect_kwargs = {}
+        if ssh.identity_file:  # the CI deploy job's key, written from a secret
+            connect_kwargs["key_filename"] = [os.path.expanduser(ssh.identity_file)]
         self.connection = Connection(
-            target.ssh, config=fabric_config, connect_timeout=int(ssh.connect_timeout)
+            target.ssh,
+            config=fabric_config,
+            connect_timeout=int(ssh.connect_timeout),
+            connect_kwargs=connect_kwargs,
         )
         options = self.connection.ssh_config
         self.known_hosts = _known_hosts_files(options)
+        if ssh.known_hosts:
+            self.known_hosts.insert(0, Path(os.path.expanduser(ssh.known_hosts)))
         strict = str(options.get("stricthostkeychecking", "ask")).lower()
         accept_new = ssh.accept_new_host_keys or strict in ("accept-new", "no", "off")
         save_to = (

@@ -14,7 +14,8 @@
     │   ├── RemoteError            an SSH connection or a remote command failed
     │   ├── LockHeld               another deploy holds the target's lock
     │   ├── DeployFailed           the deploy failed and was undone
-    │   └── VerificationFailed     a post-deploy check failed (`check` names it)
+    │   ├── VerificationFailed     a post-deploy check failed (`check` names it)
+    │   └── DoctorFailed           `doctor` found production invariants broken (`failed` names them)
     ├── CIRunFailed                exit 3: the CI run finished unsuccessfully
     ├── WaitTimeout                exit 4: gave up waiting (`resume` says how to go on)
     └── RestoreFailed              exit 5: failed and could not restore; a person must act
@@ -104,6 +105,12 @@ class VerificationFailed(OperationFailed):
     def __init__(self, message: str, *, check: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.check = check
+
+
+class DoctorFailed(OperationFailed):
+    def __init__(self, message: str, *, failed: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = failed
 
 
 class CIRunFailed(GbdeployError):

@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from invoke import Program
+from invoke import Exit, ParseError, Program
 
 from . import __version__
-from .config import GbdeployConfig
+from .config import (
+    CONFIG_LOAD_ERRORS,
+    GbdeployConfig,
+    check_runtime_path,
+    config_load_error,
+)
+from .errors import ConfigError, UsageError
 from .tasks import namespace
 
 
 class GbdeployProgram(Program):
+    """Invoke's Program, with DESIGN.md's exit code 2 for bad input and bad config files (Invoke
+    exits 1 on a parse error and shows a traceback for a broken YAML file)."""
+
+    @contextmanager
+    def _config_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except CONFIG_LOAD_ERRORS as error:
+            problem = config_load_error(error, getattr(self, "config", None))
+            raise Exit(f"gbdeploy: error: {problem}", code=problem.exit_code) from None
+        except ConfigError as error:
+            raise Exit(f"gbdeploy: error: {error}", code=error.exit_code) from None
+
+    def create_config(self) -> None:
+        with self._config_errors():  # system and user files are read here
+            super().create_config()
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as error:
+            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as error:
+            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
+
     def update_config(self, merge: bool = True) -> None:
-        # A built-in namespace has no tasks.py to locate the project by; the config found
-        # gbdeploy.yaml from the current directory upward when it was created.
-        self.config.load_project(merge=False)
-        super().update_config(merge=merge)
+        with self._config_errors():
+            check_runtime_path(self.args.config.value)
+            # A built-in namespace has no tasks.py to locate the project by; the config found
+            # gbdeploy.yaml from the current directory upward when it was created.
+            self.config.load_project(merge=False)
+            super().update_config(merge=merge)
+
+    def execute(self) -> None:
+        with self._config_errors():  # GBDEPLOY_* variables are read here
+            super().execute()
 
 
 program = GbdeployProgram(
@@ -37,5 +80,22 @@ def help_first(argv: list[str]) -> list[str]:
     return argv
 
 
+# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
+# (DESIGN.md) become `wait --run-id 123` and `runs --component botserver`.
+OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
+
+
+def optional_positionals(argv: list[str]) -> list[str]:
+    """The word right after one of these task names, when it is not an option, gets its flag."""
+    for index, word in enumerate(argv[1:-1], 1):
+        flag = OPTIONAL_POSITIONALS.get(word)
+        following = argv[index + 1]
+        if flag and not following.startswith("-"):
+            return [*argv[: index + 1], flag, *argv[index + 1 :]]
+        if word in namespace.task_names:
+            break
+    return argv
+
+
 def main() -> None:
-    program.run(help_first(sys.argv))
+    program.run(optional_positionals(help_first(sys.argv)))

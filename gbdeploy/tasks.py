@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from invoke import Collection, Context, Exit, task
 
 from .config import Settings, load_settings, read_token
-from .errors import GbdeployError, NotBuilt, redact
+from .errors import GbdeployError, UsageError, redact
 from .output import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,8 +46,17 @@ def reporter() -> Reporter:
     return Reporter(stream=sys.stdout, secrets=(token.reveal(),) if token else ())
 
 
-def not_built(command: str) -> NotBuilt:
-    return NotBuilt(f"`{command}` is not built yet in this version of gbdeploy")
+def number(value: str | float | None, option: str, kind: type[float] | type[int] = float) -> Any:
+    """Invoke passes options whose default is None as text: parse them, or say which is wrong."""
+    if value is None:
+        return None
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise UsageError(f"--{option} expects a number, got {value!r}") from None
+    if parsed < 0:
+        raise UsageError(f"--{option} must not be negative, got {value!r}")
+    return parsed
 
 
 @task(
@@ -83,7 +92,7 @@ def release(
         no_wait=no_wait,
         no_verify=no_verify,
         dispatch=dispatch,
-        timeout=timeout,
+        timeout=number(timeout, "timeout"),
         root=root,
     )
 
@@ -170,7 +179,13 @@ def wait(
     """Wait for a CI run to finish; exit 3 if it fails, 4 on timeout."""
     from . import forge
 
-    forge.run_wait(settings(c), reporter(), run_id=run_id, sha=sha, timeout=timeout)
+    forge.run_wait(
+        settings(c),
+        reporter(),
+        run_id=number(run_id, "run-id", int),
+        sha=sha,
+        timeout=number(timeout, "timeout"),
+    )
 
 
 @task(help={"component": "only this component (default: all)"})

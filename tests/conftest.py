@@ -6,13 +6,19 @@ import os
 import pwd
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gbdeploy.testing.forgejo import ForgejoEmulator
+from gbdeploy.testing.gitworld import GitWorld
+from gbdeploy.testing.production import ProductionWorld
 from gbdeploy.testing.sshd import LoopbackSshd
 from gbdeploy.testing.standins import StandinWorld
+from tests.forgejo_schema import ForgejoSchema, exchange_violations
 
 
 # --- ssh target ---------------------------------------------------------------------------------
@@ -61,3 +67,140 @@ def remote_root() -> Iterator[Path]:
 
 
 # --- end ssh target -----------------------------------------------------------------------------
+
+
+# --- git world ---------------------------------------------------------------------------------
+TEST_TOKEN = "tok-3f9c2e7a1b5d"  # distinctive, so a leak is unmistakable in captured output
+
+WORLD_CONFIG = """\
+forge:
+  url: http://127.0.0.1:9
+git:
+  message: "Update submodule {component} to {short_sha} ({sha})"
+"""
+
+
+@pytest.fixture
+def gbdeploy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No gbdeploy or git configuration from the machine: an empty HOME, no system or global git
+    config, no GBDEPLOY_*/FORGEJO_* variables. The empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    for name in list(os.environ):
+        if name.startswith(("GBDEPLOY_", "FORGEJO_")):
+            monkeypatch.delenv(name)
+    return home
+
+
+@pytest.fixture
+def git_world(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> GitWorld:
+    """A fresh gb-like world (see gbdeploy.testing.gitworld) with a committed gbdeploy.yaml, the
+    current directory at its root clone, and GBDEPLOY_FORGE_TOKEN set to TEST_TOKEN."""
+    world = GitWorld.build(tmp_path / "world")
+    world.write_config(WORLD_CONFIG)
+    monkeypatch.chdir(world.root)
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
+    return world
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def run_gbdeploy(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run the real `gbdeploy` program in-process: `run_gbdeploy("release", "botserver")`."""
+    from gbdeploy.program import program
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            program.run(["gbdeploy", *args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+# --- end git world ---
+
+
+# --- forgejo ------------------------------------------------------------------------------------
+# Every emulator made here checks, when the test ends, each request it received and each answer
+# it sent against Forgejo's swagger (tests/forgejo_schema.py); a violation fails the test.
+
+
+@pytest.fixture(scope="session")
+def forgejo_schema() -> ForgejoSchema:
+    return ForgejoSchema()
+
+
+@pytest.fixture
+def forgejo_factory(forgejo_schema: ForgejoSchema) -> Iterator[Callable[..., ForgejoEmulator]]:
+    """`forgejo_factory(version="11.0.0", appear_after=2)`: a started, schema-checked emulator."""
+    made: list[ForgejoEmulator] = []
+
+    def make(**options: Any) -> ForgejoEmulator:
+        options.setdefault("token", "emulator-token-0123456789")
+        emulator = ForgejoEmulator(**options).start()
+        made.append(emulator)
+        return emulator
+
+    yield make
+    problems: list[str] = []
+    for emulator in made:
+        emulator.stop()
+        problems += exchange_violations(forgejo_schema, emulator.exchanges)
+    if problems:
+        pytest.fail("Forgejo API violations:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def forgejo(forgejo_factory: Callable[..., ForgejoEmulator]) -> ForgejoEmulator:
+    return forgejo_factory()
+
+
+# --- end forgejo --------------------------------------------------------------------------------
+
+
+# --- doctor -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def doctor_host() -> Iterator[tuple[LoopbackSshd, StandinWorld]]:
+    """An LXD host of doctor's own (alias `pragmatismo-host`): its `lxc list` must show only the
+    containers of the production under test, and its stand-in `iptables` must be on no other
+    PATH."""
+    standins_directory = _world_directory("gbdeploy-doctor-standins-")
+    world = StandinWorld(standins_directory).install()
+    sshd_directory = _world_directory("gbdeploy-doctor-sshd-")
+    with LoopbackSshd(sshd_directory, alias="pragmatismo-host", extra_path=[world.bin]) as server:
+        yield server, world
+    shutil.rmtree(sshd_directory, ignore_errors=True)
+    shutil.rmtree(standins_directory, ignore_errors=True)
+
+
+@pytest.fixture
+def production(doctor_host, remote_root: Path, service_user: str) -> Iterator[ProductionWorld]:
+    """The seed's production under `remote_root`, empty until `make_good()`/`make_broken()`."""
+    server, standins = doctor_host
+    world = ProductionWorld(
+        standins, remote_root, service_user, ssh_alias=server.alias, ssh_config=server.ssh_config
+    ).install()
+    yield world
+    world.close()
+
+
+# --- end doctor ---------------------------------------------------------------------------------

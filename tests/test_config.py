@@ -1,0 +1,298 @@
+"""Configuration and the CLI shell: defaults, validation, the token, layers, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TEST_TOKEN
+
+from gbdeploy import errors
+from gbdeploy.config import Restart, Settings, Target, load_config, load_settings
+from gbdeploy.testing.gitworld import GitWorld
+
+DESIGN_COMMANDS = (
+    "release",
+    "deploy",
+    "verify",
+    "rollback",
+    "runs",
+    "wait",
+    "status",
+    "doctor",
+    "workflows",
+    "demo",
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project directory (no git) as the current directory."""
+    directory = tmp_path / "project"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return directory
+
+
+def settings_in(directory: Path, text: str | None = None) -> Settings:
+    if text is not None:
+        (directory / "gbdeploy.yaml").write_text(text)
+    return load_settings(start=directory)
+
+
+# --- defaults (DESIGN.md) ----------------------------------------------------------------------
+
+
+def test_defaults_follow_design(project: Path):
+    settings = settings_in(project)
+
+    assert (settings.forge.url, settings.forge.owner, settings.forge.repo) == (
+        "http://alm.pragmatismo.com.br",
+        "GeneralBots",
+        "gb",
+    )
+    assert settings.forge.token is None
+    assert settings.git.branch == "main"
+    assert settings.git.submodule_remotes == ["origin", "alm"]
+    assert settings.git.root_remotes == ["alm"]
+    assert settings.git.message == "Update submodule {component} to {short_sha}"
+    assert settings.targets == {"system": Target("system", "pragmatismo-system")}
+    assert settings.project_dir is None
+
+    botserver = settings.component("botserver")
+    assert botserver.submodule == "botserver"
+    assert botserver.workflow == "botserver.yaml"
+    assert botserver.target == "system"
+    assert botserver.binary == "/opt/gbo/bin/botserver"
+    assert botserver.artifact == "target/debug/botserver"
+    assert botserver.user == "gbuser"
+    assert botserver.start == "./botserver --noconsole"
+    assert botserver.run_as == "sudo -u {user}"
+    assert botserver.log == "/opt/gbo/logs/error.log"
+    assert botserver.restart == Restart("process")
+    assert botserver.health == "http://localhost:5858/health"
+    assert botserver.directory == "/opt/gbo/bin"
+
+    botui = settings.component("botui")
+    assert botui.submodule == "botui"
+    assert botui.workflow == "botui.yaml"
+    assert botui.binary == "/opt/gbo/bin/botui"
+    assert botui.artifact == "target/release/botui"
+    assert botui.build == "cargo build --release -p botui --features embed-ui"
+    assert botui.user == "gbuser"
+    assert botui.restart == Restart("systemd", "ui.service")
+    assert botui.health == "http://localhost:5859/health"
+
+
+def test_project_values_merge_over_defaults_and_a_component_can_be_dropped(project: Path):
+    settings = settings_in(
+        project,
+        "targets:\n  box: {ssh: prod-host, lxc: pragmatismo-system}\n"
+        "components:\n  botserver: {target: box, binary: /srv/botserver}\n"
+        "  botui: {enabled: false}\n",
+    )
+    botserver = settings.component("botserver")
+    assert (botserver.target, botserver.binary, botserver.user) == (
+        "box",
+        "/srv/botserver",
+        "gbuser",
+    )
+    assert settings.target_of(botserver) == Target("box", "prod-host", "pragmatismo-system")
+    assert "botui" not in settings.components
+
+
+def test_unknown_component_is_a_usage_error(project: Path):
+    with pytest.raises(errors.UsageError, match="unknown component 'botbanana'") as caught:
+        settings_in(project).component("botbanana")
+    assert caught.value.exit_code == 2
+
+
+# --- finding the files -------------------------------------------------------------------------
+
+
+def test_gbdeploy_yaml_is_found_from_a_subdirectory_upward(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (project / "gbdeploy.yaml").write_text("git: {branch: trunk}\n")
+    deep = project / "botserver" / "src"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+
+    settings = load_settings(load_config())
+
+    assert settings.git.branch == "trunk"
+    assert settings.project_dir == project
+
+
+def test_runtime_file_and_environment_override_the_project_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (project / "gbdeploy.yaml").write_text("git: {branch: trunk, root_remotes: [alm]}\n")
+    runtime = project / "ci.yaml"
+    runtime.write_text("git: {root_remotes: [origin]}\nforge: {owner: Someone}\n")
+    monkeypatch.setenv("GBDEPLOY_FORGE_OWNER", "FromEnv")
+
+    settings = load_settings(load_config(str(runtime)))
+
+    assert settings.git.branch == "trunk"
+    assert settings.git.root_remotes == ["origin"]
+    assert settings.forge.owner == "Someone"  # -f is the highest layer, above GBDEPLOY_*
+
+    monkeypatch.setenv("GBDEPLOY_GIT_BRANCH", "dev")
+    assert load_settings(load_config()).git.branch == "dev"
+
+
+def test_dash_f_file_changes_what_release_does(git_world: GitWorld, run_gbdeploy, tmp_path: Path):
+    """The project says root_remotes [alm]; `-f` says [origin]: origin's gb.git gets the commit."""
+    runtime = tmp_path / "runtime.yaml"
+    runtime.write_text("git:\n  root_remotes: [origin]\n")
+    alm_root = git_world.ref("alm", "gb")
+    sha = git_world.commit_in_submodule()
+
+    result = run_gbdeploy("-f", str(runtime), "release", "botserver", "--no-wait")
+
+    assert result.code == 0, result.text
+    assert git_world.pointer("origin") == sha
+    assert git_world.ref("alm", "gb") == alm_root
+
+
+# --- the token ---------------------------------------------------------------------------------
+
+
+def test_token_comes_from_gbdeploy_forge_token_then_forgejo_token(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("FORGEJO_TOKEN", "from-forgejo-variable")
+    token = settings_in(project).forge.token
+    assert token is not None
+    assert token.reveal() == "from-forgejo-variable"
+
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
+    token = settings_in(project).forge.token
+    assert token is not None
+    assert token.reveal() == TEST_TOKEN
+
+
+def test_token_never_shows_in_settings_repr_or_str(project: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
+    settings = settings_in(project)
+    for text in (repr(settings), str(settings), repr(settings.forge), f"{settings.forge.token}"):
+        assert TEST_TOKEN not in text
+    assert "***" in repr(settings.forge)
+
+
+def test_token_in_a_file_is_refused(project: Path, run_gbdeploy):
+    (project / "gbdeploy.yaml").write_text("forge:\n  token: committed-secret-123\n")
+    result = run_gbdeploy("release", "botserver", "--no-wait")
+    assert result.code == 2
+    assert "config: forge.token: the token is never read from a file" in result.err
+    assert "GBDEPLOY_FORGE_TOKEN" in result.err
+    assert "committed-secret-123" not in result.text
+
+
+# --- bad config: exit 2 and the key ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("gti: {branch: main}\n", "gti"),
+        ("git: {brnch: dev}\n", "git.brnch"),
+        ("git: {submodule_remotes: origin}\n", "git.submodule_remotes"),
+        ("git: {root_remotes: [alm, [x]]}\n", "git.root_remotes[1]"),
+        ("ssh: {accept_new_host_keys: 'yes'}\n", "ssh.accept_new_host_keys"),
+        ("release: {timeout: soon}\n", "release.timeout"),
+        ("doctor: {min_vhosts: 2.5}\n", "doctor.min_vhosts"),
+        ("forge: 3\n", "forge"),
+        ("components: {botserver: {target: nowhere}}\n", "components.botserver.target"),
+        ("components: {botserver: {binary: bin/botserver}}\n", "components.botserver.binary"),
+        ("components: {botserver: {restart: reboot}}\n", "components.botserver.restart"),
+        ("components: {botcoder: {user: gbuser}}\n", "components.botcoder.binary"),
+        ("targets: {system: {host: x}}\n", "targets.system.host"),
+        ("components: {botui: null}\n", "components.botui"),
+        ("components: {botui: {enabled: 'no'}}\n", "components.botui.enabled"),
+    ],
+)
+def test_a_wrong_key_or_value_exits_2_naming_the_key(project: Path, run_gbdeploy, text, key):
+    (project / "gbdeploy.yaml").write_text(text)
+    result = run_gbdeploy("release", "botserver", "--no-wait")
+    assert result.code == 2, result.text
+    assert f"gbdeploy: error: config: {key}:" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_broken_yaml_file_exits_2_naming_the_file(project: Path, run_gbdeploy):
+    (project / "gbdeploy.yaml").write_text("git: [\n")
+    result = run_gbdeploy("release", "botserver", "--no-wait")
+    assert result.code == 2
+    assert f"config: {project / 'gbdeploy.yaml'}:2: not valid YAML" in result.err
+
+
+def test_a_missing_dash_f_file_exits_2(project: Path, run_gbdeploy):
+    result = run_gbdeploy("-f", "no-such.yaml", "release", "botserver", "--no-wait")
+    assert result.code == 2
+    assert "no such file: no-such.yaml" in result.err
+
+
+def test_a_list_from_an_environment_variable_exits_2_naming_it(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("GBDEPLOY_GIT_SUBMODULE_REMOTES", "origin")
+    result = run_gbdeploy("release", "botserver", "--no-wait")
+    assert result.code == 2
+    assert "config: GBDEPLOY_GIT_SUBMODULE_REMOTES:" in result.err
+
+
+# --- the program -------------------------------------------------------------------------------
+
+
+def test_list_shows_every_design_command(project: Path, run_gbdeploy):
+    result = run_gbdeploy("--list")
+    assert result.code == 0
+    listed = {line.split()[0] for line in result.out.splitlines() if line.startswith("  ")}
+    assert set(DESIGN_COMMANDS) <= listed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("release",), ("no-such-command",), ("--no-such-flag",), ("release", "botserver", "--bogus")],
+)
+def test_bad_command_lines_exit_2(project: Path, run_gbdeploy, args):
+    result = run_gbdeploy(*args)
+    assert result.code == 2, result.text
+    assert result.err.startswith("gbdeploy: error:")
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.NotBuilt("`verify` is not built yet in this version of gbdeploy"), 2),
+        (errors.PreflightError("not ready", hint="do this"), 2),
+        (errors.VerificationFailed("wrong binary", check="commit"), 1),
+        (errors.CIRunFailed("run 7 failed"), 3),
+        (errors.WaitTimeout("gave up"), 4),
+        (errors.RestoreFailed("both binaries gone"), 5),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_each_error_exits_with_its_design_code_and_a_redacted_message(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, error, code
+):
+    """An unbuilt command exits 2; every error class keeps its exit code; the token in a message
+    is masked."""
+    from gbdeploy import verify
+
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
+    error.message += f" (token {TEST_TOKEN})"
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(verify, "run_verify", fail)
+
+    result = run_gbdeploy("verify", "botserver")
+
+    assert result.code == code
+    assert result.err.startswith("gbdeploy: error: ")
+    assert "(token ***)" in result.err
+    assert TEST_TOKEN not in result.text

@@ -103,3 +103,20 @@ def test_an_unreachable_host_says_how_to_check_it(tmp_path):
     with pytest.raises(RemoteError) as raised:
         remote.run("true")
     assert "ssh -o ConnectTimeout=5 dead hostname" in str(raised.value)
+
+
+def test_the_ci_key_and_known_hosts_from_settings_are_used(sshd, tmp_path):
+    # The runner's ssh config names the host but holds neither key nor known_hosts: the deploy
+    # job passes those written from secrets (ssh.identity_file, ssh.known_hosts).
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host {sshd.alias}\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {sshd.user}\n"
+        f"    IdentitiesOnly yes\n    UserKnownHostsFile {tmp_path / 'none'}\n"
+    )
+    settings = SshSettings(
+        config=str(config), identity_file=str(sshd.client_key), known_hosts=str(sshd.known_hosts)
+    )
+    with Remote(Target("system", sshd.alias), settings) as remote:
+        assert remote.run("echo in").stdout == "in\n"
+    with pytest.raises(HostKeyError):
+        Remote(Target("system", sshd.alias), SshSettings(config=str(config))).run("true")

@@ -7,10 +7,10 @@ keeps their state under `directory`:
   `lxc config show NAME [--expanded]`, `lxc config device show NAME` print the YAML files of
   `containers/NAME/`; `lxc list --format csv -c n` lists the containers; `lxc file push SRC
   NAME/PATH` copies. An unknown container answers as LXD does: `Error: Instance not found`.
-- `systemctl start|stop|restart|is-active|show -p P --value|cat UNIT` manages the units described
-  in `units/UNIT.json` ({"exec_start", "user", "working_directory", "environment", "log"}),
-  starting ExecStart detached in its own session, as the unit's user, and stopping exactly the
-  recorded main pid.
+- `systemctl start|stop|restart|is-active|show -p P --value|cat UNIT` and `systemctl list-units`
+  manage the units described in `units/UNIT.json` ({"exec_start", "user", "working_directory",
+  "environment", "log"}), starting ExecStart detached in its own session, as the unit's user,
+  and stopping exactly the recorded main pid.
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ def start(unit):
     if alive(pidfile):
         return
     env = dict(os.environ, **spec.get("environment", {{}}))
-    command = ["setsid", "sh", "-c", "exec " + spec["exec_start"]]
+    # Popen's start_new_session already makes the service a session leader; `setsid` is only
+    # needed under runuser (and there it does not fork: its caller is no group leader). Run
+    # directly, `setsid` would fork, and the recorded pid would be its exited parent.
+    command = ["sh", "-c", "exec " + spec["exec_start"]]
     if spec.get("user") and spec["user"] != "root":
-        command = ["runuser", "-u", spec["user"], "--"] + command
+        command = ["runuser", "-u", spec["user"], "--", "setsid"] + command
     log = open(spec.get("log", "/dev/null"), "ab")
     process = subprocess.Popen(command, cwd=spec.get("working_directory", "/"), env=env,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -143,6 +146,13 @@ elif verb == "show":
               "ExecStart": spec["exec_start"], "User": spec.get("user", "root"),
               "ActiveState": "active" if alive(pidfile) else "inactive"}}.get(prop, "")
     print(value if "--value" in units else "%s=%s" % (prop, value))
+elif verb == "list-units":
+    # `list-units --type=service --all --plain --no-legend`: UNIT LOAD ACTIVE SUB DESCRIPTION
+    for spec in sorted(UNITS.glob("*.json")):
+        unit = spec.stem + ".service"
+        state = "active" if alive(spec.with_suffix(".pid")) else "inactive"
+        print("%s loaded %s %s %s" % (unit, state, "running" if state == "active" else "dead",
+                                      unit))
 elif verb == "cat":
     spec, _ = load(units[0])
     print("[Service]")

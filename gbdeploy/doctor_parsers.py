@@ -1,0 +1,525 @@
+"""Pure parsers for what `doctor` reads on the production machines.
+
+Each function takes the text a command printed (or a file held) and returns typed values; none of
+them runs anything, so every one is tested on real samples, good and broken.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+
+class ParseError(ValueError):
+    """The text is not what the command or file format should look like (`line` when known)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+# --- iptables -S ---------------------------------------------------------------------------------
+BLOCKING_TARGETS = ("DROP", "REJECT")
+# Options that restrict which packets a rule matches (a loopback ACCEPT with one of these does not
+# accept all loopback traffic). `-m comment --comment` restricts nothing.
+_RESTRICTING = {
+    "-p", "--protocol", "-s", "--source", "-d", "--destination", "--dport", "--sport",
+    "--dports", "--sports", "-o", "--out-interface", "--state", "--ctstate", "-f",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IptablesRule:
+    position: int  # 1-based, as `iptables -I INPUT N` counts
+    text: str
+    in_interface: str | None
+    in_negated: bool
+    target: str | None
+    restricted: bool
+
+    @property
+    def accepts_all_loopback(self) -> bool:
+        return (
+            self.in_interface == "lo"
+            and not self.in_negated
+            and self.target == "ACCEPT"
+            and not self.restricted
+        )
+
+    @property
+    def blocks(self) -> bool:
+        return self.target in BLOCKING_TARGETS
+
+
+@dataclass(frozen=True)
+class IptablesChain:
+    name: str
+    policy: str | None  # None for user-defined chains
+    rules: tuple[IptablesRule, ...]
+
+
+def parse_iptables_chain(text: str, chain: str = "INPUT") -> IptablesChain:
+    """`iptables -S CHAIN` output: `-P CHAIN POLICY` then `-A CHAIN …` lines in order."""
+    policy: str | None = None
+    rules: list[IptablesRule] = []
+    seen_chain = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):  # iptables-nft prints `# Warning: …` lines
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            raise ParseError(f"cannot split {line!r}: {error}", number) from None
+        if words[:1] in (["-P"], ["-N"]) and len(words) >= 2:
+            if words[1] == chain:
+                seen_chain = True
+                if words[0] == "-P" and len(words) >= 3:
+                    policy = words[2]
+            continue
+        if words[:1] != ["-A"] or len(words) < 2:
+            raise ParseError(f"not an `iptables -S` line: {line!r}", number)
+        if words[1] != chain:
+            continue
+        seen_chain = True
+        rules.append(_iptables_rule(len(rules) + 1, line, words[2:]))
+    if not seen_chain:
+        raise ParseError(f"no chain {chain} in the output")
+    return IptablesChain(chain, policy, tuple(rules))
+
+
+def _iptables_rule(position: int, text: str, words: list[str]) -> IptablesRule:
+    in_interface = target = None
+    in_negated = restricted = negate_next = False
+    index = 0
+    while index < len(words):
+        word = words[index]
+        value = words[index + 1] if index + 1 < len(words) else None
+        if word == "!":
+            negate_next = True
+            index += 1
+            continue
+        if word in ("-i", "--in-interface"):
+            in_interface, in_negated = value, negate_next
+        elif word in ("-j", "--jump", "-g", "--goto"):
+            target = value
+        elif word in _RESTRICTING:
+            restricted = True
+        negate_next = False
+        takes_value = word.startswith("-") and value is not None and not value.startswith("-")
+        index += 2 if takes_value else 1
+    return IptablesRule(position, text, in_interface, in_negated, target, restricted)
+
+
+@dataclass(frozen=True)
+class LoopbackVerdict:
+    ok: bool
+    saw: str
+
+
+def loopback_verdict(chain: IptablesChain) -> LoopbackVerdict:
+    """Is all loopback traffic accepted before the first DROP/REJECT rule of the chain?"""
+    accept = next((r for r in chain.rules if r.accepts_all_loopback), None)
+    block = next((r for r in chain.rules if r.blocks), None)
+    policy = f"policy {chain.policy}" if chain.policy else "no policy"
+    if accept and (block is None or accept.position < block.position):
+        after = f", before the first {block.target} at rule {block.position}" if block else ""
+        return LoopbackVerdict(True, f"rule {accept.position}: {accept.text}{after} ({policy})")
+    if accept and block:
+        return LoopbackVerdict(
+            False,
+            f"loopback ACCEPT only at rule {accept.position}, after rule {block.position}: "
+            f"{block.text}",
+        )
+    if block:
+        return LoopbackVerdict(
+            False, f"no `-i lo -j ACCEPT` before rule {block.position}: {block.text}"
+        )
+    if chain.policy in BLOCKING_TARGETS:
+        return LoopbackVerdict(False, f"no `-i lo -j ACCEPT` rule and {policy}")
+    return LoopbackVerdict(
+        True, f"no DROP/REJECT rule in {chain.name} and {policy}: loopback is not blocked"
+    )
+
+
+# --- LXD ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LxcDevice:
+    name: str
+    type: str
+    source: str | None = None
+    pool: str | None = None
+    path: str | None = None
+    listen: str | None = None
+    connect: str | None = None
+
+    @property
+    def is_host_mount(self) -> bool:
+        """A disk that is not a storage-pool volume: a path of the host (or another container)."""
+        return self.type == "disk" and bool(self.source) and not self.pool
+
+    @property
+    def listen_ports(self) -> frozenset[int]:
+        return listen_ports(self.listen) if self.type == "proxy" and self.listen else frozenset()
+
+
+@dataclass(frozen=True)
+class LxcInstanceConfig:
+    config: dict[str, str]
+    devices: tuple[LxcDevice, ...]
+
+    @property
+    def privileged(self) -> bool:
+        return self.config.get("security.privileged", "false").lower() == "true"
+
+
+def _yaml_mapping(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ParseError(f"{what} is not YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParseError(f"{what} is not a YAML mapping")
+    return data
+
+
+def _devices(data: Any, what: str) -> tuple[LxcDevice, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, dict):
+        raise ParseError(f"{what}: devices are not a mapping")
+    devices = []
+    for name, raw in data.items():
+        if not isinstance(raw, dict) or "type" not in raw:
+            raise ParseError(f"{what}: device {name!r} has no type")
+        keys = ("source", "pool", "path", "listen", "connect")
+        devices.append(
+            LxcDevice(str(name), str(raw["type"]), **{k: str(raw[k]) for k in keys if k in raw})
+        )
+    return tuple(devices)
+
+
+def parse_lxc_config(text: str) -> LxcInstanceConfig:
+    """`lxc config show NAME --expanded`: the instance's `config:` keys and `devices:`."""
+    data = _yaml_mapping(text, "lxc config show")
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ParseError("lxc config show: `config` is not a mapping")
+    # LXD writes every value as a string ("true"); a hand-edited YAML may hold a bool.
+    values = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
+    return LxcInstanceConfig(values, _devices(data.get("devices"), "lxc config show"))
+
+
+def parse_lxc_devices(text: str) -> tuple[LxcDevice, ...]:
+    """`lxc config device show NAME`: a mapping of device name to its keys."""
+    return _devices(_yaml_mapping(text, "lxc config device show"), "lxc config device show")
+
+
+CONTAINER_MARKER = "### lxc-container "
+
+
+def parse_config_dump(text: str) -> dict[str, LxcInstanceConfig]:
+    """Several `lxc config show NAME --expanded` outputs, each after a `### lxc-container NAME`
+    line (what the proxy-devices probe prints)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(CONTAINER_MARKER):
+            current = sections.setdefault(line[len(CONTAINER_MARKER) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+        elif line.strip():
+            raise ParseError(f"config dump does not start with a {CONTAINER_MARKER!r} line")
+    return {name: parse_lxc_config("\n".join(lines)) for name, lines in sections.items()}
+
+
+def listen_ports(listen: str) -> frozenset[int]:
+    """The ports of a proxy device's `listen`: `tcp:0.0.0.0:80`, `udp:[::]:53`,
+    `tcp:1.2.3.4:80,443`, `tcp:0.0.0.0:8000-8002`."""
+    _, _, address = listen.partition(":")
+    spec = address.rsplit(":", 1)[-1]
+    ports: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ParseError(f"proxy listen address {listen!r} has no port")
+        ports.update(range(int(low), int(high or low) + 1))
+    return frozenset(ports)
+
+
+# --- Caddyfile / Corefile (the same syntax) ------------------------------------------------------
+@dataclass(frozen=True)
+class Directive:
+    line: int
+    args: tuple[str, ...]  # the directive's name first; empty for a bare `{ … }` block
+    block: tuple[Directive, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.args[0] if self.args else ""
+
+    def find(self, name: str) -> Directive | None:
+        return next((d for d in self.block or () if d.name == name), None)
+
+
+def _tokens(text: str) -> list[tuple[int, str, bool]]:
+    """(line, token, quoted) with comments dropped; quotes and backticks keep spaces."""
+    tokens: list[tuple[int, str, bool]] = []
+    line, index, length = 1, 0, len(text)
+    while index < length:
+        char = text[index]
+        if char == "\n":
+            line += 1
+            index += 1
+        elif char.isspace():
+            index += 1
+        elif char == "#":
+            while index < length and text[index] != "\n":
+                index += 1
+        elif char in '"`':
+            start_line, index, value = line, index + 1, []
+            while index < length and text[index] != char:
+                if char == '"' and text[index] == "\\" and index + 1 < length:
+                    index += 1
+                if text[index] == "\n":
+                    line += 1
+                value.append(text[index])
+                index += 1
+            if index >= length:
+                raise ParseError("unterminated quoted text", start_line)
+            tokens.append((start_line, "".join(value), True))
+            index += 1
+        else:
+            start = index
+            while index < length and not text[index].isspace():
+                index += 1
+            tokens.append((line, text[start:index], False))
+    return tokens
+
+
+def parse_caddy_syntax(text: str) -> tuple[Directive, ...]:
+    """The top-level entries of a Caddyfile-format file (Caddy's and CoreDNS's config): each line of
+    tokens is a directive; one ending in a lone `{` owns the lines up to its matching `}`."""
+    tokens = _tokens(text)
+    position = 0
+
+    def entries(depth: int, opened_at: int) -> tuple[Directive, ...]:
+        nonlocal position
+        found: list[Directive] = []
+        while position < len(tokens):
+            line, token, quoted = tokens[position]
+            if token == "}" and not quoted:
+                if depth == 0:
+                    raise ParseError("`}` without a matching `{`", line)
+                position += 1
+                return tuple(found)
+            args: list[str] = []
+            block: tuple[Directive, ...] | None = None
+            while position < len(tokens) and tokens[position][0] == line:
+                _, word, is_quoted = tokens[position]
+                if word == "}" and not is_quoted:
+                    break
+                position += 1
+                if word == "{" and not is_quoted:
+                    block = entries(depth + 1, line)
+                    break
+                args.append(word)
+            found.append(Directive(line, tuple(args), block))
+        if depth:
+            raise ParseError("`{` is never closed", opened_at)
+        return tuple(found)
+
+    return entries(0, 0)
+
+
+def _is_snippet(entry: Directive) -> bool:
+    return entry.name.startswith("(") and entry.name.endswith(")")
+
+
+def _addresses(args: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(a for arg in args for a in arg.split(",") if a.strip())
+
+
+@dataclass(frozen=True)
+class CaddyStorage:
+    module: str
+    root: str | None
+
+
+@dataclass(frozen=True)
+class CaddyfileSummary:
+    global_block_line: int | None  # where the global options block starts, if there is one
+    storage: CaddyStorage | None
+    sites: tuple[tuple[str, ...], ...]  # the addresses of each site block
+    imports: tuple[str, ...]  # top-level `import` targets (sites there are not counted)
+
+    @property
+    def vhost_count(self) -> int:
+        return sum(len(addresses) for addresses in self.sites)
+
+    @property
+    def stores_on_file_system(self) -> bool:
+        return self.storage is not None and self.storage.module == "file_system"
+
+
+def parse_caddyfile(text: str) -> CaddyfileSummary:
+    """The global options block (and its `storage`), the site blocks and their addresses."""
+    entries = parse_caddy_syntax(text)
+    global_block = entries[0] if entries and not entries[0].args and entries[0].block else None
+    storage = None
+    if global_block:
+        found = global_block.find("storage")
+        if found and len(found.args) >= 2:
+            root = found.args[2] if len(found.args) >= 3 else None
+            root_directive = found.find("root")
+            if root_directive and len(root_directive.args) >= 2:
+                root = root_directive.args[1]
+            storage = CaddyStorage(found.args[1], root)
+    rest = [e for e in entries if e is not global_block]
+    imports = tuple(e.args[1] for e in rest if e.name == "import" and len(e.args) >= 2)
+    sites = tuple(
+        _addresses(e.args) for e in rest if e.block is not None and e.args and not _is_snippet(e)
+    )
+    if not sites:
+        # A file with a single site may leave out the braces: its first line is the address.
+        loose = [e for e in rest if e.block is None and e.name != "import"]
+        if loose:
+            sites = (_addresses(loose[0].args),)
+    return CaddyfileSummary(global_block.line if global_block else None, storage, sites, imports)
+
+
+def with_file_system_storage(text: str, root: str) -> str:
+    """The Caddyfile `text` with `storage file_system { root ROOT }` added to its global options
+    block (a global block is added at the top when there is none). Everything else is kept as it
+    is, byte for byte. Raises ParseError when a `storage` is already set."""
+    summary = parse_caddyfile(text)
+    if summary.storage is not None:
+        raise ParseError(f"a storage is already set ({summary.storage.module})")
+    storage = f"\tstorage file_system {{\n\t\troot {root}\n\t}}\n"
+    if summary.global_block_line is None:
+        return "{\n" + storage + "}\n\n" + text
+    lines = text.splitlines(keepends=True)
+    opening = summary.global_block_line - 1  # the line holding the global block's `{`
+    if lines[opening].strip() != "{":
+        raise ParseError("the global options block does not open on a line of its own", opening + 1)
+    return "".join([*lines[: opening + 1], storage, *lines[opening + 1 :]])
+
+
+@dataclass(frozen=True)
+class CorefileZone:
+    line: int
+    keys: tuple[str, ...]  # `example.com:53`, `.`
+    has_acl: bool
+
+
+def parse_corefile(text: str) -> tuple[CorefileZone, ...]:
+    """Every server block of a Corefile and whether it has an `acl` plugin (directly or through an
+    `import` of a snippet that has one)."""
+    entries = parse_caddy_syntax(text)
+    snippets_with_acl = {
+        e.name[1:-1] for e in entries if _is_snippet(e) and e.find("acl") is not None
+    }
+    zones = []
+    for entry in entries:
+        if _is_snippet(entry):
+            continue
+        if entry.block is None:
+            raise ParseError(f"{' '.join(entry.args)!r} is not a server block", entry.line)
+        has_acl = any(
+            d.name == "acl"
+            or (d.name == "import" and d.args[1:2] and d.args[1] in snippets_with_acl)
+            for d in entry.block
+        )
+        zones.append(CorefileZone(entry.line, _addresses(entry.args), has_acl))
+    return tuple(zones)
+
+
+# --- ZFS, du, systemd ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZfsSnapshot:
+    name: str
+    created: int  # seconds since the epoch
+    used: int  # bytes
+
+
+def parse_zfs_snapshots(text: str) -> tuple[ZfsSnapshot, ...]:
+    """`zfs list -H -p -t snapshot -o name,creation,used`: tab-separated, exact numbers."""
+    snapshots = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+            raise ParseError(
+                f"expected NAME<TAB>CREATION<TAB>USED in exact numbers: {line!r}", number
+            )
+        snapshots.append(ZfsSnapshot(fields[0], int(fields[1]), int(fields[2])))
+    return tuple(snapshots)
+
+
+def stale_snapshots(
+    snapshots: tuple[ZfsSnapshot, ...], *, now: float, retention_days: float
+) -> tuple[ZfsSnapshot, ...]:
+    """Snapshots older than the retention, largest first."""
+    cutoff = now - retention_days * 86400
+    old = [s for s in snapshots if s.created < cutoff]
+    return tuple(sorted(old, key=lambda s: s.used, reverse=True))
+
+
+def parse_du_bytes(text: str) -> int:
+    """`du -sb PATH`: `BYTES<TAB>PATH`."""
+    first = text.split(None, 1)[0] if text.strip() else ""
+    if not first.isdigit():
+        raise ParseError(f"not `du -sb` output: {text.strip()[:80]!r}")
+    return int(first)
+
+
+def parse_environment(value: str) -> dict[str, str]:
+    """`systemctl show -p Environment --value`: `A=1 "B=two words"` (systemd quotes values with
+    spaces)."""
+    try:
+        words = shlex.split(value)
+    except ValueError as error:
+        raise ParseError(f"cannot split Environment {value!r}: {error}") from None
+    return dict(w.split("=", 1) for w in words if "=" in w)
+
+
+def parse_exec_path(value: str) -> str | None:
+    """The program of `systemctl show -p ExecStart --value`: `{ path=/x ; argv[]=/x -a ; … }`, or
+    a plain command line."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("{"):
+        for part in value.strip("{} ").split(";"):
+            key, _, path = part.strip().partition("=")
+            if key == "path":
+                return path.strip()
+        return None
+    return value.split()[0].lstrip("@-:+!")
+
+
+@dataclass(frozen=True)
+class UnitExec:
+    unit: str
+    active: str
+    exec_path: str | None
+
+
+def parse_unit_table(text: str) -> tuple[UnitExec, ...]:
+    """Lines of `UNIT<TAB>ACTIVE-STATE<TAB>EXECSTART` (what the systemd probe prints)."""
+    units = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t", 2)
+        if len(fields) < 2:
+            raise ParseError(f"expected UNIT<TAB>STATE<TAB>EXECSTART: {line!r}", number)
+        exec_path = parse_exec_path(fields[2]) if len(fields) > 2 else None
+        units.append(UnitExec(fields[0], fields[1], exec_path))
+    return tuple(units)

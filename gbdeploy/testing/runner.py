@@ -1,0 +1,445 @@
+"""An emulated Forgejo runner: runs a workflow job's `run:` steps for real, in order, with bash.
+
+For the demo sandbox and end-to-end tests. It knows only what gbdeploy's rendered workflows use,
+and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
+
+- expressions `${{ secrets.X }}`, `${{ inputs.X }}`, `${{ github.event.inputs.X }}`,
+  `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
+  run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
+- `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
+  with its submodules when the step asks for them) and the step checks that it is so;
+- `shell: bash` (`bash --noprofile --norc -eo pipefail`) or no shell (`bash -e`), like the runner;
+- `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
+
+A failing step stops the job; the rest are reported as skipped. Secret values are masked as
+`***` in every output, as the real runner does. Nothing here depends on the Forgejo emulator:
+`run_job` returns a `JobResult` whose `log` is the job log and whose `status` is the run status.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import selectors
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+CONTEXT_NAMES = ("github", "forgejo", "forge")
+BASH_STRICT = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]  # `shell: bash`
+BASH_DEFAULT = ["bash", "-e"]  # no `shell:` given
+KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}
+KNOWN_JOB_KEYS = {"runs-on", "steps", "env", "defaults", "name", "timeout-minutes"}
+
+Event = Literal["push", "workflow_dispatch"]
+
+
+class UnsupportedWorkflow(Exception):
+    """The workflow uses something this emulated runner does not know: nothing was run."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the runner is given for one job: the event and its context."""
+
+    sha: str
+    event_name: Event = "push"
+    ref: str = "refs/heads/main"
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # process environment additions
+    repository: str = "GeneralBots/gb"
+    server_url: str = "http://127.0.0.1"
+    run_id: int = 1
+    run_number: int = 1
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: Literal["success", "failure", "skipped"]
+    exit_code: int | None  # None when skipped
+    output: str  # stdout and stderr interleaved, secrets masked
+
+
+@dataclass
+class JobResult:
+    job: str
+    steps: list[StepResult]
+    log: str
+
+    @property
+    def status(self) -> Literal["success", "failure"]:
+        """The run/job status Forgejo would report."""
+        ok = all(step.status != "failure" for step in self.steps)
+        return "success" if ok else "failure"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def step(self, name: str) -> StepResult:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+def load_workflow(workflow: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A workflow as a mapping, from a path, YAML text or an already-parsed mapping."""
+    if isinstance(workflow, Mapping):
+        return dict(workflow)
+    if isinstance(workflow, Path) or "\n" not in str(workflow):
+        workflow = Path(workflow).read_text()
+    data = yaml.safe_load(workflow)
+    if not isinstance(data, dict) or "jobs" not in data:
+        raise UnsupportedWorkflow("not a workflow: no `jobs:`")
+    if True in data and "on" not in data:  # YAML 1.1 reads the key `on` as true
+        data["on"] = data.pop(True)
+    return data
+
+
+def _pattern(glob: str) -> re.Pattern[str]:
+    """A workflow path filter as a regex: `*` within one directory, `**` across them."""
+    out = ""
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif glob[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif glob[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(glob[i])
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+def is_triggered(
+    workflow: str | Path | Mapping[str, Any],
+    event_name: Event,
+    *,
+    ref: str = "refs/heads/main",
+    changed_paths: Iterable[str] = (),
+) -> bool:
+    """Whether Forgejo would start this workflow for the event: for a push, the branch and (when
+    the workflow has `paths:`) one of the changed paths must match its filters."""
+    triggers = load_workflow(workflow).get("on")
+    if isinstance(triggers, str):
+        triggers = {triggers: None}
+    elif isinstance(triggers, list):
+        triggers = dict.fromkeys(triggers)
+    if not isinstance(triggers, dict) or event_name not in triggers:
+        return False
+    if event_name != "push":
+        return True
+    filters = triggers[event_name] or {}
+    unknown = set(filters) - {"branches", "paths"}
+    if unknown:
+        raise UnsupportedWorkflow(f"push filter {sorted(unknown)[0]!r} is not emulated")
+    branch = ref.removeprefix("refs/heads/")
+    if "branches" in filters and not any(
+        fnmatch.fnmatchcase(branch, b) for b in filters["branches"]
+    ):
+        return False
+    if "paths" in filters:
+        patterns = [_pattern(p) for p in filters["paths"]]
+        return any(p.match(path) for p in patterns for path in changed_paths)
+    return True
+
+
+class _Expressions:
+    def __init__(self, context: RunContext, workspace: Path, temp: Path) -> None:
+        self.context = context
+        ref = context.ref
+        self.values = {
+            "sha": context.sha,
+            "ref": ref,
+            "ref_name": ref.rsplit("/", 1)[-1] if ref.startswith("refs/") else ref,
+            "event_name": context.event_name,
+            "repository": context.repository,
+            "workspace": str(workspace),
+            "server_url": context.server_url,
+            "run_id": str(context.run_id),
+            "run_number": str(context.run_number),
+        }
+        self.runner = {"temp": str(temp), "os": "Linux"}
+
+    def evaluate(self, expression: str, env: Mapping[str, str]) -> str:
+        parts = expression.split(".")
+        head = parts[0]
+        if len(parts) == 2 and head == "secrets":
+            return self.context.secrets.get(parts[1], "")
+        if len(parts) == 2 and head == "inputs":
+            return self.context.inputs.get(parts[1], "")
+        if len(parts) == 4 and head in CONTEXT_NAMES and parts[1:3] == ["event", "inputs"]:
+            return self.context.inputs.get(parts[3], "")
+        if len(parts) == 2 and head == "env":
+            return env.get(parts[1], "")
+        if len(parts) == 2 and head in CONTEXT_NAMES and parts[1] in self.values:
+            return self.values[parts[1]]
+        if len(parts) == 2 and head == "runner" and parts[1] in self.runner:
+            return self.runner[parts[1]]
+        raise UnsupportedWorkflow(f"the emulated runner does not know `${{{{ {expression} }}}}`")
+
+    def substitute(self, text: str, env: Mapping[str, str]) -> str:
+        return EXPRESSION.sub(lambda m: self.evaluate(m.group(1), env), text)
+
+    def check(self, text: str) -> None:
+        for match in EXPRESSION.finditer(text):
+            self.evaluate(match.group(1), {})
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        for piece in {secret, *secret.splitlines()}:
+            if piece.strip():
+                text = text.replace(piece, "***")
+    return text
+
+
+def _strings(mapping: Any, where: str) -> dict[str, str]:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise UnsupportedWorkflow(f"{where}: expected a mapping")
+    return {
+        str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in mapping.items()
+    }
+
+
+def _select_job(data: Mapping[str, Any], job: str | None) -> tuple[str, dict[str, Any]]:
+    jobs = data["jobs"]
+    if job is None:
+        if len(jobs) != 1:
+            raise UnsupportedWorkflow(f"the workflow has {len(jobs)} jobs: name the one to run")
+        job = next(iter(jobs))
+    if job not in jobs:
+        raise UnsupportedWorkflow(f"no job {job!r} (jobs: {', '.join(jobs)})")
+    spec = jobs[job]
+    unknown = set(spec) - KNOWN_JOB_KEYS
+    if unknown:
+        raise UnsupportedWorkflow(f"job {job}: {sorted(unknown)[0]!r} is not emulated")
+    return job, spec
+
+
+def _check_checkout(workspace: Path, context: RunContext, step: Mapping[str, Any]) -> str:
+    """The emulated actions/checkout: the checkout must already be there, at the sha."""
+    head = subprocess.run(
+        ["git", "-C", str(workspace), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if head.returncode != 0:
+        raise RuntimeError(f"no git checkout at {workspace}: {head.stderr.strip()}")
+    if not head.stdout.strip().startswith(context.sha):
+        at = head.stdout.strip()
+        raise RuntimeError(f"checkout at {workspace} is at {at}, not {context.sha}")
+    lines = [f"checkout {workspace} at {head.stdout.strip()} (provided by the sandbox)"]
+    with_ = step.get("with") or {}
+    if with_.get("submodules") in (True, "true", "recursive"):
+        status = subprocess.run(
+            ["git", "-C", str(workspace), "submodule", "status", "--recursive"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        missing = [line.split()[1] for line in status.splitlines() if line.startswith("-")]
+        if missing:
+            raise RuntimeError(f"submodules not checked out: {', '.join(missing)}")
+        lines.append(status.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _run_script(
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    deadline: float | None,
+    emit: Callable[[str], None],
+) -> tuple[int, str, bool]:
+    """Run the step's script in its own process group; stream its lines to `emit`.
+    Returns (exit code, output, timed out)."""
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    chunks: list[str] = []
+    pending = b""
+    timed_out = False
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
+            if deadline is not None and wait == 0.0:
+                timed_out = True
+                break
+            if not selector.select(wait):
+                # The script has exited but something it started still holds the pipe: the
+                # step is over, as on the real runner, which waits for the process only.
+                if process.poll() is not None:
+                    break
+                continue
+            data = os.read(process.stdout.fileno(), 65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace") + "\n"
+                chunks.append(text)
+                emit(text)
+    if timed_out:
+        os.killpg(process.pid, signal.SIGKILL)  # the group we started, nothing else
+    if pending:
+        text = pending.decode(errors="replace") + "\n"
+        chunks.append(text)
+        emit(text)
+    process.stdout.close()
+    code = process.wait()
+    return code, "".join(chunks), timed_out
+
+
+def run_job(
+    workflow: str | Path | Mapping[str, Any],
+    checkout: str | Path,
+    context: RunContext,
+    *,
+    job: str | None = None,
+    timeout: float | None = None,
+    on_output: Callable[[str], None] | None = None,
+    temp_dir: str | Path | None = None,
+) -> JobResult:
+    """Run one job of `workflow` in `checkout` (the workspace) for the event in `context`.
+
+    `on_output` receives the log as it is written (masked), for a live job log. `timeout` bounds
+    the whole job: a step still running then is killed (its process group) and fails. HOME is a
+    fresh directory under the job's temp dir unless `context.env` sets it.
+    """
+    data = load_workflow(workflow)
+    job_name, spec = _select_job(data, job)
+    workspace = Path(checkout).resolve()
+    steps = spec.get("steps") or []
+    defaults = ((spec.get("defaults") or data.get("defaults") or {}).get("run")) or {}
+    secrets = [v for v in context.secrets.values() if v]
+
+    with tempfile.TemporaryDirectory(prefix="gbdeploy-runner-", dir=temp_dir) as temp_name:
+        temp = Path(temp_name)
+        expressions = _Expressions(context, workspace, temp)
+        # Check everything first: an unknown expression or key fails before any step runs.
+        for index, step in enumerate(steps, 1):
+            unknown = set(step) - KNOWN_STEP_KEYS
+            if unknown:
+                raise UnsupportedWorkflow(f"step {index}: {sorted(unknown)[0]!r} is not emulated")
+            uses = step.get("uses")
+            if uses is not None and not str(uses).startswith("actions/checkout@"):
+                raise UnsupportedWorkflow(f"step {index}: `uses: {uses}` is not emulated")
+            if (uses is None) == ("run" not in step):
+                raise UnsupportedWorkflow(f"step {index}: needs exactly one of `run` and `uses`")
+            shell = step.get("shell", defaults.get("shell"))
+            if shell not in (None, "bash"):
+                raise UnsupportedWorkflow(f"step {index}: shell {shell!r} is not emulated")
+            for text in (str(step.get("run", "")), *_strings(step.get("env"), "env").values()):
+                expressions.check(text)
+        for scope in (data.get("env"), spec.get("env")):
+            for value in _strings(scope, "env").values():
+                expressions.check(value)
+
+        home = temp / "home"
+        home.mkdir()
+        (temp / "tmp").mkdir()
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(home),
+            "CI": "true",
+            "GITHUB_ACTIONS": "true",
+            "FORGEJO_ACTIONS": "true",
+            "RUNNER_OS": "Linux",
+            "RUNNER_TEMP": str(temp / "tmp"),
+        }
+        for name, value in expressions.values.items():
+            base[f"GITHUB_{name.upper()}"] = value
+            base[f"FORGEJO_{name.upper()}"] = value
+        base.update(context.env)
+        job_env: dict[str, str] = {}
+        for scope in (data.get("env"), spec.get("env")):
+            for key, value in _strings(scope, "env").items():
+                job_env[key] = expressions.substitute(value, {**job_env})
+
+        log: list[str] = []
+
+        def emit(text: str) -> None:
+            masked = _mask(text, secrets)
+            log.append(masked)
+            if on_output is not None:
+                on_output(masked)
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: list[StepResult] = []
+        failed = False
+        for index, step in enumerate(steps, 1):
+            name = str(step.get("name") or step.get("uses") or step["run"].splitlines()[0])
+            if failed:
+                results.append(StepResult(name, "skipped", None, ""))
+                emit(f"==> step {index}/{len(steps)}: {name}: skipped\n")
+                continue
+            emit(f"==> step {index}/{len(steps)}: {name}\n")
+            step_log_start = len(log)
+            if "uses" in step:
+                try:
+                    emit(_check_checkout(workspace, context, step))
+                    code = 0
+                except RuntimeError as error:
+                    emit(f"error: {error}\n")
+                    code = 1
+            else:
+                env = {**job_env}
+                for key, value in _strings(step.get("env"), "env").items():
+                    env[key] = expressions.substitute(value, env)
+                script = temp / f"step-{index}.sh"
+                script.write_text(expressions.substitute(str(step["run"]), env))
+                shell = step.get("shell", defaults.get("shell"))
+                argv = [*(BASH_STRICT if shell == "bash" else BASH_DEFAULT), str(script)]
+                directory = step.get("working-directory", defaults.get("working-directory"))
+                cwd = workspace
+                if directory:
+                    cwd = workspace / expressions.substitute(str(directory), env)
+                if not cwd.is_dir():
+                    emit(f"error: working-directory {cwd} does not exist\n")
+                    code = 1
+                else:
+                    code, _, timed_out = _run_script(argv, cwd, {**base, **env}, deadline, emit)
+                    if timed_out:
+                        emit(f"error: the job timed out after {timeout}s; step killed\n")
+                        code = code if code != 0 else 1
+                script.unlink()
+            output = "".join(log[step_log_start:])
+            status: Literal["success", "failure"] = "success" if code == 0 else "failure"
+            emit(f"==> {name}: {status} (exit code {code})\n")
+            results.append(StepResult(name, status, code, output))
+            failed = code != 0
+        status_line = "failure" if failed else "success"
+        emit(f"==> job {job_name}: {status_line}\n")
+        return JobResult(job_name, results, "".join(log))

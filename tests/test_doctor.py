@@ -1,0 +1,298 @@
+"""`doctor` over a real sshd against a stand-in production (LXD host, containers, firewall, Valkey,
+Caddy, CoreDNS, CI runner caches, ZFS): every check passes on a good production, fails on a broken
+one, and `--fix` repairs exactly the safe ones."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gbdeploy.doctor import doctor_plan, run_doctor
+from gbdeploy.errors import ConfigError, DoctorFailed
+from gbdeploy.output import Reporter
+
+CHECKS = [
+    "host.containers",
+    "host.system-privileged",
+    "host.ci-runner-no-host-mounts",
+    "host.proxy-devices",
+    "host.zfs-snapshots",
+    "system.loopback-accept",
+    "system.valkey-ping",
+    "system.botui-botserver-url",
+    "system.owner.botserver",
+    "system.not-in-systemd.botserver",
+    "system.owner.botui",
+    "proxy.caddy-storage",
+    "proxy.caddy-valid",
+    "proxy.caddy-vhosts",
+    "dns.corefile-acl",
+    "ci.sccache-size",
+    "ci.cargo-size",
+]
+SAFE = ["system.loopback-accept", "system.owner.botserver", "system.owner.botui"]
+# What a user reads for each broken rule (a fragment of the `saw` column).
+BROKEN_SAW = {
+    "host.system-privileged": "security.privileged is false",
+    "host.ci-runner-no-host-mounts": "mounts host paths: gbo-bin",
+    "host.proxy-devices": "no proxy device listens on 4190, 53",
+    "host.zfs-snapshots": "pragmatismo-alm-ci@snapshot-before-mounts (40 days, 52.0 GiB)",
+    "system.loopback-accept": "no `-i lo -j ACCEPT` before rule 1",
+    "system.valkey-ping": "Connection timed out",
+    "system.botui-botserver-url": "BOTSERVER_URL=https://chat.example.com",
+    "system.owner.botserver": "is owned by root:root, not",
+    "system.not-in-systemd.botserver": "system.service (active) runs",
+    "system.owner.botui": "is owned by root:root, not",
+    "proxy.caddy-storage": "no `storage` in the global options block",
+    "proxy.caddy-valid": "unrecognized directive: reverse_prxy",
+    "proxy.caddy-vhosts": "only 2 site address(es) (minimum 20)",
+    "dns.corefile-acl": "no acl in: pragmatismo.com.br:53",
+    "ci.sccache-size": "2.0 MiB (limit 1.0 MiB)",
+    "ci.cargo-size": "2.0 MiB (limit 1.0 MiB)",
+}
+
+
+@pytest.fixture
+def gbuser(service_user):
+    if service_user == "root":
+        pytest.skip("needs a service user other than root (.ci/setup creates gbuser)")
+    return service_user
+
+
+def rows(table: str) -> dict[str, tuple[str, str]]:
+    """{check: (status, saw)} from the printed table."""
+    found = {}
+    for line in table.splitlines():
+        words = line.split(None, 2)
+        if words and words[0] in CHECKS:
+            found[words[0]] = (words[1], words[2] if len(words) > 2 else "")
+    return found
+
+
+def doctor(settings, *, fix=False, as_json=False):
+    """Run doctor as the task does; (printed text, DoctorFailed or None)."""
+    out = io.StringIO()
+    try:
+        run_doctor(settings, Reporter(stream=out), fix=fix, as_json=as_json)
+    except DoctorFailed as failed:
+        return out.getvalue(), failed
+    return out.getvalue(), None
+
+
+def test_a_good_production_passes_every_check(production, gbuser):
+    production.make_good()
+    text, failed = doctor(production.settings())
+    assert failed is None, text
+    found = rows(text)
+    assert list(found) == CHECKS
+    assert {name: status for name, (status, _) in found.items()} == dict.fromkeys(CHECKS, "pass")
+    assert "PONG" in found["system.valkey-ping"][1]
+    assert "28 site addresses in 25 blocks" in found["proxy.caddy-vhosts"][1]
+    assert "17 checks: 17 passed, 0 failed, 0 skipped" in text
+
+
+def test_a_broken_production_fails_every_rule_with_what_it_saw(production, gbuser):
+    production.make_broken()
+    text, failed = doctor(production.settings())
+    assert failed is not None and failed.exit_code == 1
+    assert failed.failed == CHECKS[1:]
+    found = rows(text)
+    assert found["host.containers"][0] == "pass"
+    for name, fragment in BROKEN_SAW.items():
+        status, saw = found[name]
+        assert status == "FAIL", name
+        assert fragment in saw, f"{name}: {saw}"
+    assert "fix: iptables -I INPUT 1 -i lo -j ACCEPT" in text
+    assert "17 checks: 1 passed, 16 failed, 0 skipped" in text
+
+
+def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
+    production.make_broken()
+    caddyfile_before = production.caddyfile.read_bytes()
+    text, failed = doctor(production.settings(), fix=True)
+
+    assert production.rules().splitlines()[3] == "-A INPUT -i lo -j ACCEPT"  # first INPUT rule
+    saved = production.rules_file.read_text()
+    assert "*filter" in saved
+    assert saved.index("-A INPUT -i lo -j ACCEPT") < saved.index("--dport 6379 -j DROP")
+    assert production.owner(production.botserver) == gbuser
+    assert production.owner(production.botui) == gbuser
+    assert production.caddyfile.read_bytes() == caddyfile_before  # a partial file is not touched
+    assert production.caddy_reloads() == []
+    assert not list(production.caddyfile.parent.glob("config.bak-*"))
+
+    assert "changed: system.loopback-accept: inserted `-A INPUT -i lo -j ACCEPT`" in text
+    assert f"changed: system.owner.botserver: chowned {production.botserver} to" in text
+    assert "not repaired: proxy.caddy-storage:" in text and "looks partial" in text
+    found = rows(text)
+    now_passing = [*SAFE, "system.valkey-ping"]  # Valkey answers once loopback is accepted
+    for name in CHECKS[1:]:
+        assert found[name][0] == ("pass" if name in now_passing else "FAIL"), name
+    assert failed is not None
+    assert sorted(failed.failed) == sorted(set(CHECKS[1:]) - set(now_passing))
+
+
+def test_fix_adds_caddy_storage_after_a_backup_validates_and_reloads(production, gbuser):
+    production.make_good()
+    full = production.caddyfile.read_text()
+    without_storage = full.replace(
+        f"\tstorage file_system {{\n\t\troot {production.caddy_storage}\n\t}}\n", ""
+    )
+    assert without_storage != full
+    production.caddyfile.write_text(without_storage)
+
+    text, failed = doctor(production.settings(), fix=True)
+
+    assert failed is None, text
+    assert "changed: proxy.caddy-storage: added `storage file_system" in text
+    assert production.caddyfile.read_text() == full  # every site kept, storage where it belongs
+    backups = list(production.caddyfile.parent.glob("config.bak-*"))
+    assert [b.read_text() for b in backups] == [without_storage]
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    assert production.caddy_reloads() == [f"{production.caddyfile} {digest}"]
+    assert not list(production.caddyfile.parent.glob("*.gbdeploy-new"))
+    assert rows(text)["proxy.caddy-storage"][0] == "pass"
+
+
+def test_fix_leaves_caddy_alone_until_the_storage_root_exists(production, gbuser):
+    production.make_good()
+    production.caddy_storage.rmdir()
+    text_without = production.caddyfile.read_text().replace(
+        f"\tstorage file_system {{\n\t\troot {production.caddy_storage}\n\t}}\n", ""
+    )
+    production.caddyfile.write_text(text_without)
+
+    text, failed = doctor(production.settings(), fix=True)
+
+    assert failed is not None and failed.failed == ["proxy.caddy-storage"]
+    assert "not repaired: proxy.caddy-storage: storage root" in text
+    assert "does not exist" in text
+    assert production.caddyfile.read_text() == text_without
+    assert not list(production.caddyfile.parent.glob("config.bak-*"))
+    assert production.caddy_reloads() == []
+
+
+def test_missing_and_disabled_containers(production, gbuser):
+    production.make_good()
+    settings = production.settings(dns="pragmatismo-coredns", proxy=None)
+    text, failed = doctor(settings)
+    found = rows(text)
+    assert found["host.containers"][0] == "FAIL"
+    assert "missing: pragmatismo-coredns (doctor.dns)" in found["host.containers"][1]
+    assert "pragmatismo-email" in found["host.containers"][1]  # what the host does have
+    assert found["dns.corefile-acl"] == (
+        "skip",
+        "no container pragmatismo-coredns (see host.containers)",
+    )
+    for name in ("proxy.caddy-storage", "proxy.caddy-valid", "proxy.caddy-vhosts"):
+        assert found[name] == ("skip", "doctor.proxy is null")
+    assert failed is not None and failed.failed == ["host.containers"]
+
+
+def test_an_unreachable_host_fails_once_and_skips_the_rest(production, tmp_path):
+    production.make_good()
+    config = tmp_path / "ssh_config"
+    config.write_text("Host nowhere\n    HostName 127.0.0.1\n    Port 1\n    ConnectTimeout 2\n")
+    settings = production.settings(host="nowhere")
+    settings = type(settings)(
+        **{**settings.__dict__, "ssh": type(settings.ssh)(config=str(config))}
+    )
+    text, failed = doctor(settings)
+    found = rows(text)
+    assert found["host.containers"][0] == "FAIL"
+    assert "cannot reach nowhere over ssh" in found["host.containers"][1]
+    assert {status for name, (status, _) in found.items() if name != "host.containers"} == {"skip"}
+    assert failed is not None and failed.failed == ["host.containers"]
+
+
+def test_without_a_host_doctor_says_to_set_it(production):
+    with pytest.raises(ConfigError) as raised:
+        run_doctor(production.settings(host=None), Reporter(stream=io.StringIO()))
+    assert raised.value.exit_code == 2
+    assert "doctor.host" in str(raised.value)
+    assert "doctor: {host: ALIAS}" in str(raised.value)
+
+
+def test_the_plan_names_every_command_quoted(production):
+    settings = production.settings(caddyfile="/opt/gbo/conf/my config", dns=None)
+    plan = doctor_plan(settings)
+    assert [line.split(":")[0] for line in plan] == CHECKS
+    assert (
+        "proxy.caddy-vhosts: on pragmatismo-host: lxc exec pragmatismo-proxy: "
+        "cat -- '/opt/gbo/conf/my config'"
+    ) in plan
+    assert "dns.corefile-acl: skipped (doctor.dns is null)" in plan
+    assert (
+        "system.loopback-accept: on pragmatismo-host: lxc exec pragmatismo-system: "
+        "iptables -S INPUT"
+    ) in plan
+
+
+# --- the command line --------------------------------------------------------------------------
+def gbdeploy(project, *args):
+    environment = {
+        **os.environ,
+        "HOME": str(project),  # no user-level ~/.gbdeploy.yaml
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),  # this checkout's gbdeploy
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gbdeploy", *args],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_on_a_broken_production_prints_the_table_and_exits_1(production, gbuser, tmp_path):
+    production.make_broken()
+    (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump(production.settings_mapping()))
+    result = gbdeploy(tmp_path, "doctor")
+    assert result.returncode == 1, result.stderr
+    assert {name: status for name, (status, _) in rows(result.stdout).items()} == {
+        "host.containers": "pass",
+        **dict.fromkeys(CHECKS[1:], "FAIL"),
+    }
+    assert "gbdeploy: error: doctor: 16 of 17 checks failed" in result.stderr
+    assert "`gbdeploy doctor --fix` repairs the safe ones (system.loopback-accept," in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr(
+    production, gbuser, tmp_path
+):
+    production.make_broken()
+    (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump(production.settings_mapping()))
+    result = gbdeploy(tmp_path, "doctor", "--json", "--fix")
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)
+    assert [f["check"] for f in findings] == CHECKS
+    for finding in findings:
+        assert set(finding) == {"check", "status", "saw", "fix"}
+        assert all(isinstance(value, str) for value in finding.values())
+        assert finding["status"] in ("pass", "fail", "skip")
+        assert bool(finding["fix"]) == (finding["status"] == "fail")
+    passing = {f["check"] for f in findings if f["status"] == "pass"}
+    assert passing == {"host.containers", *SAFE, "system.valkey-ping"}
+    assert "changed: system.loopback-accept:" in result.stderr
+    assert "changed: system.owner.botui:" in result.stderr
+    assert "gbdeploy: error: doctor: 12 of 17 checks failed" in result.stderr
+    assert "these need a person" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_without_a_host_exits_2(tmp_path):
+    (tmp_path / "gbdeploy.yaml").write_text("doctor: {min_vhosts: 20}\n")
+    result = gbdeploy(tmp_path, "doctor")
+    assert result.returncode == 2
+    assert "config: doctor.host: is not set" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,571 @@
+"""The Forgejo side: client, find_run, wait_for_run and the runs/wait tasks, against the
+loopback emulator (every exchange is checked against Forgejo's swagger by the fixture)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import pytest
+
+from gbdeploy.config import ForgeSettings, Secret
+from gbdeploy.errors import (
+    CIRunFailed,
+    ConfigError,
+    ForgeAuthError,
+    ForgeNotFound,
+    ForgeUnavailable,
+    WaitTimeout,
+)
+from gbdeploy.forge import ForgeClient, find_run, wait_for_run
+from gbdeploy.output import Reporter
+from gbdeploy.program import optional_positionals, program
+from gbdeploy.testing.clock import FakeClock
+from gbdeploy.testing.forgejo import ExecutorContext, ForgejoEmulator, Script
+
+SHA = "3f2a9c0d1e4b5a6978877665544332211000aaaa"
+OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"
+TOKEN = "emulator-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _token_env(monkeypatch):
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TOKEN)
+    monkeypatch.delenv("FORGEJO_TOKEN", raising=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def client_for(emulator, clock: FakeClock, token: str | None = None, **options) -> ForgeClient:
+    return ForgeClient(emulator.forge_settings(token), sleep=clock.sleep, clock=clock, **options)
+
+
+def capture() -> tuple[Reporter, io.StringIO]:
+    stream = io.StringIO()
+    return Reporter(stream=stream, secrets=(TOKEN,)), stream
+
+
+# ---------------------------------------------------------------------------- the client
+
+
+def test_check_access_sends_token_header_and_reads_repo(forgejo, clock):
+    repo = client_for(forgejo, clock).check_access(write=True)
+
+    assert repo["full_name"] == "GeneralBots/gb"
+    (exchange,) = forgejo.requests("/repos/GeneralBots/gb")
+    assert exchange.headers["authorization"] == "token ***"
+    assert exchange.query == {}
+
+
+def test_emulator_takes_bearer_and_refuses_query_tokens():
+    # Not the schema-checked fixture: a query-string token is itself a violation it would flag.
+    with ForgejoEmulator(token=TOKEN) as forgejo, httpx.Client() as http:
+        path = f"{forgejo.url}/api/v1/repos/GeneralBots/gb"
+        assert http.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert http.get(path, params={"token": TOKEN}).status_code == 401
+        assert http.get(path).status_code == 401
+
+
+def test_runs_by_sha_are_typed_runs_newest_first(forgejo, clock):
+    forgejo.on_push(OTHER_SHA)
+    forgejo.on_push(SHA, title="Update submodule botserver to 3f2a9c0")
+
+    page = client_for(forgejo, clock).runs(head_sha=SHA, event="push")
+
+    assert page.total_count == 2
+    assert [r.workflow_id for r in page.runs] == ["botui.yaml", "botserver.yaml"]
+    run = page.runs[1]
+    assert run.commit_sha == SHA
+    assert run.status == "waiting"
+    assert run.started is None and run.stopped is None  # 1970 means "not yet"
+    assert run.title == "Update submodule botserver to 3f2a9c0"
+    assert run.html_url.endswith(f"/GeneralBots/gb/actions/runs/{run.index_in_repo}")
+    (listing,) = forgejo.requests("/actions/runs")
+    assert listing.query["head_sha"] == [SHA] and listing.query["event"] == ["push"]
+
+
+def test_iter_runs_pages_by_total_count(forgejo_factory, clock):
+    forgejo = forgejo_factory(workflows=["botserver.yaml"])
+    for number in range(57):
+        forgejo.on_push(f"{number:040x}")
+
+    runs = list(client_for(forgejo, clock).iter_runs())
+
+    assert len(runs) == 57
+    assert [r.index_in_repo for r in runs] == list(range(57, 0, -1))
+    pages = [e.query["page"] for e in forgejo.requests("/actions/runs")]
+    assert pages == [["1"], ["2"]]
+
+
+def test_jobs_and_log_tail_use_a_range_request(forgejo, clock):
+    (run_id,) = forgejo.on_push(
+        SHA,
+        workflows=["botserver.yaml"],
+        script=Script("failure", waiting_reads=0, running_reads=0, log="x" * 500 + "\nLAST"),
+    )
+    client = client_for(forgejo, clock)
+    assert client.run(run_id).status == "failure"
+
+    (job,) = client.jobs(run_id)
+    tail = client.job_log(job.id, tail_bytes=10)
+
+    assert job.status == "failure" and job.name == "deploy"
+    assert tail == "xxxxx\nLAST"
+    (log_request,) = forgejo.requests("/logs")
+    assert log_request.headers["range"] == "bytes=-10"
+    assert log_request.status == 206
+
+
+def test_dispatch_returns_the_new_run(forgejo, clock):
+    forgejo.set_ref("main", SHA)
+    client = client_for(forgejo, clock)
+
+    dispatched = client.dispatch("botserver.yaml", "main", {"reason": "test"})
+
+    assert dispatched is not None
+    run = client.run(dispatched.id)
+    assert run.event == "workflow_dispatch" and run.commit_sha == SHA
+    assert run.index_in_repo == dispatched.run_number
+    (post,) = forgejo.requests("/dispatches", method="POST")
+    assert post.json == {"ref": "main", "inputs": {"reason": "test"}, "return_run_info": True}
+
+
+def test_dispatch_of_unknown_workflow_explains_forgejos_500(forgejo, clock):
+    forgejo.set_ref("main", SHA)
+
+    with pytest.raises(ForgeNotFound) as caught:
+        client_for(forgejo, clock).dispatch("nope.yaml", "main")
+
+    assert caught.value.exit_code == 2
+    assert ".forgejo/workflows/nope.yaml" in str(caught.value)
+    assert "'main'" in str(caught.value)
+    assert len(forgejo.requests("/dispatches")) == 1  # a POST is never retried
+
+
+def test_dispatch_with_a_read_only_token_names_the_write_scope(forgejo_factory, clock):
+    forgejo = forgejo_factory(scopes=["read:repository"])
+    forgejo.set_ref("main", SHA)
+
+    with pytest.raises(ForgeAuthError) as caught:
+        client_for(forgejo, clock).dispatch("botserver.yaml", "main")
+
+    assert caught.value.exit_code == 2
+    assert "write:repository" in str(caught.value)
+    assert "GBDEPLOY_FORGE_TOKEN" in str(caught.value)
+
+
+def test_old_server_without_runs_falls_back_to_tasks(forgejo_factory, clock):
+    forgejo = forgejo_factory(version="11.0.3", workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA, script=Script(waiting_reads=1, running_reads=1))
+    client = client_for(forgejo, clock)
+
+    first = client.runs(head_sha=SHA, event="push")  # waiting: no task yet, so no run listed
+    second = client.runs(head_sha=SHA, event="push")
+
+    assert first.runs == []
+    (run,) = second.runs
+    emulated = forgejo.run(run_id)
+    assert run.source == "tasks" and run.id == emulated.index  # the run number is the id
+    assert run.commit_sha == SHA and run.workflow_id == "botserver.yaml"
+    assert run.status == "running" and run.started is not None
+    assert client.run(run.id).status == "success"
+    assert forgejo.requests("/actions/runs")[0].status == 404
+    assert len(forgejo.requests("/actions/tasks")) >= 2
+
+
+def test_server_errors_that_recover_are_retried(forgejo, clock):
+    forgejo.on_push(SHA)
+    forgejo.fail_next(2)
+    forgejo.drop_next(1)
+
+    page = client_for(forgejo, clock).runs(head_sha=SHA)
+
+    assert page.total_count == 2
+    assert [e.status for e in forgejo.requests("/actions/runs")] == [500, 500, None, 200]
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
+def test_server_errors_that_last_are_forge_unavailable(forgejo, clock):
+    forgejo.fail_next(50, status=503)
+
+    with pytest.raises(ForgeUnavailable) as caught:
+        client_for(forgejo, clock, retries=3).runs()
+
+    assert caught.value.exit_code == 1
+    assert "after 4 attempts" in str(caught.value) and "503" in str(caught.value)
+    assert len(forgejo.exchanges) == 4
+
+
+def test_a_refused_token_is_exit_2_and_never_shown(forgejo, clock):
+    wrong = "s3cret-wrong-token-value"
+
+    with pytest.raises(ForgeAuthError) as caught:
+        client_for(forgejo, clock, token=wrong).check_access()
+
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert wrong not in message and wrong not in repr(caught.value)
+    assert "GBDEPLOY_FORGE_TOKEN" in message and "read:repository" in message
+
+
+def test_no_token_says_which_variable_to_set(forgejo, clock):
+    with pytest.raises(ForgeAuthError) as caught:
+        client_for(forgejo, clock, token="").runs()
+
+    assert "no token" in str(caught.value) and "export GBDEPLOY_FORGE_TOKEN" in str(caught.value)
+
+
+def test_unknown_repository_names_owner_and_repo(forgejo, clock):
+    settings = ForgeSettings(forgejo.url, "GeneralBots", "gb-typo", 5.0, Secret(TOKEN))
+
+    with pytest.raises(ForgeNotFound) as caught:
+        ForgeClient(settings, sleep=clock.sleep, clock=clock).runs(head_sha=SHA)
+
+    assert caught.value.exit_code == 2
+    assert "GeneralBots/gb-typo" in str(caught.value)
+    assert "forge.repo (gb-typo)" in str(caught.value)
+
+
+def test_unknown_run_id_says_where_ids_come_from(forgejo, clock):
+    forgejo.on_push(SHA)
+
+    with pytest.raises(ForgeNotFound) as caught:
+        client_for(forgejo, clock).run(99999)
+
+    assert "no run with id 99999" in str(caught.value) and "gbdeploy runs" in str(caught.value)
+
+
+def test_redirect_and_non_api_answers_are_explained():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/gb"):
+            return httpx.Response(301, headers={"Location": "https://forge.example/api/v1/x"})
+        return httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"})
+
+    settings = ForgeSettings("http://127.0.0.1:9", "GeneralBots", "gb", 5.0, Secret(TOKEN))
+    client = ForgeClient(settings, transport=httpx.MockTransport(handler))
+    with pytest.raises(ConfigError, match="redirects"):
+        client.check_access()
+    with pytest.raises(ForgeUnavailable, match="not Forgejo's API"):
+        client.runs()
+
+
+def test_the_token_is_in_no_repr_and_no_dry_run_line(forgejo, clock):
+    client = client_for(forgejo, clock)
+
+    lines = client.plan_lines(sha=SHA, workflow="botserver.yaml", ref="main", dispatch=False)
+
+    text = "\n".join(lines) + repr(client) + repr(client._http.auth) + repr(client.settings)
+    assert TOKEN not in text
+    assert "Authorization: token ***" in lines[0]
+    assert lines[1].startswith(
+        f"GET {forgejo.url}/api/v1/repos/GeneralBots/gb/actions/runs?head_sha={SHA}&event=push"
+    )
+    assert lines[2].startswith("POST ") and '"return_run_info":true' in lines[2]
+    assert forgejo.exchanges == []  # planning sends nothing
+
+
+# ---------------------------------------------------------------------------- find_run
+
+
+def test_find_run_waits_for_the_push_run_to_appear(forgejo_factory, clock):
+    forgejo = forgejo_factory(appear_after=3)
+    forgejo.on_push(SHA)
+    reporter, out = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=120,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.workflow_id == "botserver.yaml" and run.event == "push" and run.commit_sha == SHA
+    assert len(forgejo.requests("/actions/runs")) == 4
+    assert forgejo.requests("/dispatches") == []
+    assert f"found run #{run.index_in_repo} (id {run.id}) botserver.yaml" in out.getvalue()
+
+
+def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
+    forgejo.on_push(SHA, workflows=["botui.yaml"])  # the push started only the other workflow
+    reporter, out = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.event == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
+    assert run.commit_sha == SHA
+    assert clock.slept == 30
+    assert "appeared within 30s: dispatching botserver.yaml on main" in out.getvalue()
+    assert len(forgejo.requests("/dispatches", method="POST")) == 1
+
+
+def test_find_run_with_dispatch_does_not_wait(forgejo, clock):
+    forgejo.on_push(SHA)
+    reporter, _ = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=120,
+        dispatch=True,
+        ref="main",
+        reporter=reporter,
+    )
+
+    assert run.event == "workflow_dispatch"
+    assert clock.sleeps == []
+    assert forgejo.requests("head_sha") == []
+
+
+def test_find_run_on_a_server_without_run_info_finds_the_dispatched_run(forgejo_factory, clock):
+    forgejo = forgejo_factory(version="10.0.0", workflows=["botserver.yaml"])
+    forgejo.set_ref("main", SHA)
+    reporter, _ = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=60,
+        dispatch=True,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.source == "tasks" and run.event == "workflow_dispatch"
+    assert forgejo.requests("/dispatches")[0].status == 204
+
+
+# ---------------------------------------------------------------------------- wait_for_run
+
+
+def test_wait_reports_changes_and_returns_the_successful_run(forgejo, clock):
+    (run_id, _) = forgejo.on_push(SHA, script=Script(waiting_reads=3, running_reads=4))
+    reporter, out = capture()
+
+    run = wait_for_run(
+        client_for(forgejo, clock), run_id, timeout=600, poll_interval=5, reporter=reporter
+    )
+
+    assert run.succeeded and run.id == run_id
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == [
+        "waiting",
+        "waiting → running",
+        "running → success",
+    ]
+    assert len(forgejo.requests(f"/actions/runs/{run_id}")) == 8
+
+
+def test_wait_prints_a_heartbeat_while_nothing_changes(forgejo, clock):
+    (run_id, _) = forgejo.on_push(SHA, script=Script(waiting_reads=0, running_reads=40))
+    reporter, out = capture()
+
+    wait_for_run(
+        client_for(forgejo, clock), run_id, timeout=3600, poll_interval=5, reporter=reporter
+    )
+
+    heartbeats = [line for line in out.getvalue().splitlines() if "still running" in line]
+    assert heartbeats and len(heartbeats) < 40
+    assert max(clock.sleeps) <= 20  # backoff is capped
+
+
+def test_wait_on_a_failed_run_is_exit_3_with_the_log_tail(forgejo, clock):
+    log = "".join(f"step {n}\n" for n in range(100)) + "error: linking botserver failed\n"
+    (run_id, _) = forgejo.on_push(SHA, script=Script("failure", log=log))
+    reporter, _ = capture()
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), run_id, timeout=600, poll_interval=5, reporter=reporter
+        )
+
+    message = str(caught.value)
+    assert caught.value.exit_code == 3
+    assert "finished with status failure" in message
+    assert "| error: linking botserver failed" in message and "| step 99" in message
+    assert "| step 1\n" not in message  # only the tail
+    assert f"/actions/runs/{forgejo.run(run_id).index}" in message
+
+
+def test_wait_gives_up_at_the_timeout_with_the_resume_command(forgejo, clock):
+    (run_id, _) = forgejo.on_push(SHA, script=Script(hold=True))
+    reporter, _ = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), run_id, timeout=60, poll_interval=5, reporter=reporter
+        )
+
+    assert caught.value.exit_code == 4
+    assert caught.value.hint.startswith(f"gbdeploy wait {run_id}")
+    assert "still waiting" in caught.value.message
+    assert clock.slept == 60
+    assert forgejo.requests("/cancel") == []  # CI is left alone
+
+
+def test_ctrl_c_while_waiting_prints_the_resume_command(forgejo, clock):
+    (run_id, _) = forgejo.on_push(SHA, script=Script(hold=True))
+    reporter, out = capture()
+    client = client_for(forgejo, clock)
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    client.sleep = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
+
+    assert f"resume waiting with `gbdeploy wait {run_id}`" in out.getvalue()
+
+
+def test_wait_rides_out_a_forge_outage(forgejo, clock):
+    (run_id, _) = forgejo.on_push(SHA, script=Script(waiting_reads=1, running_reads=1))
+    reporter, out = capture()
+    client = client_for(forgejo, clock, retries=1)
+    forgejo.fail_next(3)
+
+    run = wait_for_run(client, run_id, timeout=600, poll_interval=5, reporter=reporter)
+
+    assert run.succeeded
+    assert "forge not answering" in out.getvalue()
+
+
+def test_an_executor_drives_the_run_like_a_runner(forgejo_factory):
+    def executor(context: ExecutorContext) -> str:
+        context.log(f"building {context.workflow} at {context.commit_sha[:7]}\n")
+        context.log("deploy: health check failed\n")
+        return "failure"
+
+    forgejo = forgejo_factory(executor=executor, workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA)
+    client = ForgeClient(forgejo.forge_settings(), sleep=lambda s: time.sleep(0.01))
+    reporter, _ = capture()
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(client, run_id, timeout=30, poll_interval=0.01, reporter=reporter)
+
+    assert "| building botserver.yaml at 3f2a9c0" in str(caught.value)
+    assert "| deploy: health check failed" in str(caught.value)
+
+
+def test_a_git_hook_can_report_a_push(forgejo, clock):
+    answer = httpx.post(
+        f"{forgejo.url}/_emulator/push", json={"sha": SHA, "ref": "refs/heads/main"}
+    )
+
+    assert answer.status_code == 201
+    page = client_for(forgejo, clock).runs(head_sha=SHA, event="push")
+    assert sorted(r.id for r in page.runs) == sorted(answer.json()["runs"])
+
+
+# ---------------------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, forgejo):
+    (tmp_path / "gbdeploy.yaml").write_text(
+        f"forge: {{url: '{forgejo.url}', owner: GeneralBots, repo: gb, timeout: 5}}\n"
+        "release: {poll_interval: 0.01, timeout: 30}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def gbdeploy(*argv: str, capsys) -> tuple[int, str, str]:
+    try:
+        program.run(optional_positionals(["gbdeploy", *argv]), exit=True)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_runs_prints_a_table(project, forgejo, capsys):
+    forgejo.on_push(SHA, title="Update submodule botserver to 3f2a9c0")
+    forgejo.on_push(OTHER_SHA)
+
+    code, out, err = gbdeploy("runs", "botserver", "--limit", "5", capsys=capsys)
+
+    assert code == 0, err
+    header, *rows = out.splitlines()[1:]
+    assert header.split()[:6] == ["ID", "#", "STATUS", "EVENT", "COMMIT", "WORKFLOW"]
+    assert len(rows) == 2 and all("botserver.yaml" in row for row in rows)
+    assert rows[0].split()[4] == OTHER_SHA[:10] and rows[1].split()[4] == SHA[:10]
+    assert "Update submodule botserver to 3f2a9c0" in rows[1]
+
+
+def test_cli_wait_for_a_run_id(project, forgejo, capsys):
+    (run_id, _) = forgejo.on_push(SHA)
+
+    code, out, _ = gbdeploy("wait", str(run_id), capsys=capsys)
+
+    assert code == 0
+    assert "running → success" in out and "succeeded" in out
+
+
+def test_cli_wait_by_sha_of_a_failed_run_exits_3(project, forgejo, capsys):
+    forgejo.on_push(SHA, workflows=["botserver.yaml"], script=Script("failure", log="boom\n"))
+
+    code, _, err = gbdeploy("wait", "--sha", SHA[:12], capsys=capsys)
+
+    assert code == 3
+    assert "| boom" in err
+
+
+def test_cli_wait_with_a_bad_token_exits_2_without_the_token(project, forgejo, capsys, monkeypatch):
+    (run_id, _) = forgejo.on_push(SHA)
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", "wrong-token-value-42")
+
+    code, out, err = gbdeploy("wait", str(run_id), capsys=capsys)
+
+    assert code == 2
+    assert "wrong-token-value-42" not in out + err
+    assert "GBDEPLOY_FORGE_TOKEN" in err
+
+
+def test_cli_wait_needs_a_run_id_or_a_sha(project, capsys):
+    code, _, err = gbdeploy("wait", capsys=capsys)
+
+    assert code == 2 and "RUN_ID or --sha" in err
+
+
+def test_optional_positionals_get_their_flag():
+    assert optional_positionals(["gbdeploy", "wait", "12"]) == [
+        "gbdeploy",
+        "wait",
+        "--run-id",
+        "12",
+    ]
+    assert optional_positionals(["gbdeploy", "runs", "botui"]) == [
+        "gbdeploy",
+        "runs",
+        "--component",
+        "botui",
+    ]
+    assert optional_positionals(["gbdeploy", "wait", "--sha", "ab"]) == [
+        "gbdeploy",
+        "wait",
+        "--sha",
+        "ab",
+    ]
+    assert optional_positionals(["gbdeploy", "release", "wait"]) == ["gbdeploy", "release", "wait"]

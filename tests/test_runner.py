@@ -1,0 +1,275 @@
+"""The emulated Forgejo runner running a rendered workflow's real `run:` steps on real git repos."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gbdeploy.config import DEFAULTS, Settings
+from gbdeploy.testing.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
+from gbdeploy.workflows import render_workflow
+
+MAIN_C = 'const char marker[] = "commit:" COMMIT;\nint main(void) { return marker[0] == 0; }\n'
+BUILD = 'mkdir -p out && cc -DCOMMIT="\\"$BOTSERVER_COMMIT\\"" -o out/botserver main.c'
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "protocol.file.allow=always", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A root repository with a `botserver` submodule holding a tiny C program."""
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    os.environ.update(env)
+    sub = tmp_path / "botserver-src"
+    sub.mkdir()
+    git(sub, "init", "-q", "-b", "main")
+    (sub / "main.c").write_text(MAIN_C)
+    git(sub, "add", "main.c")
+    git(sub, "commit", "-q", "-m", "service")
+    root = tmp_path / "gb"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "submodule", "add", "-q", str(sub), "botserver")
+    git(root, "commit", "-q", "-m", "add botserver")
+    return root
+
+
+@pytest.fixture
+def stub_gbdeploy(tmp_path: Path) -> Path:
+    """A `gbdeploy` on PATH that records how the deploy step called it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "deploy-call"
+    script = bin_dir / "gbdeploy"
+    script.write_text(
+        textwrap.dedent(f"""\
+        #!/bin/bash
+        {{ pwd; printf '%s\\n' "$@"; echo "identity=$GBDEPLOY_SSH_IDENTITY_FILE"; }} > {record}
+        """)
+    )
+    script.chmod(0o755)
+    return bin_dir
+
+
+def settings(build: str = BUILD, artifact: str = "out/botserver") -> Settings:
+    components = {
+        "botserver": {**DEFAULTS["components"]["botserver"], "build": build, "artifact": artifact},
+        "botui": {"enabled": False},
+    }
+    return Settings.from_mapping({**DEFAULTS, "components": components})
+
+
+def context(root: Path, bin_dir: Path, **given: object) -> RunContext:
+    home = bin_dir.parent / "home"
+    home.mkdir(exist_ok=True)
+    return RunContext(
+        sha=git(root, "rev-parse", "HEAD"),
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home)},
+        **given,  # type: ignore[arg-type]
+    )
+
+
+def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbdeploy, tmp_path):
+    workflow = tmp_path / "botserver.yaml"
+    workflow.write_text(render_workflow(settings(), "botserver"))
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        "c2VjcmV0LWtleS1ieXRlcw==\n"
+        "-----END OPENSSH PRIVATE KEY-----"
+    )
+    ctx = context(checkout, stub_gbdeploy, secrets={"DEPLOY_SSH_KEY": key})
+
+    result = run_job(workflow, checkout, ctx)
+
+    assert result.status == "success", result.log
+    assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0]
+    short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
+    full = git(checkout / "botserver", "rev-parse", "HEAD")
+    binary = checkout / "botserver" / "out" / "botserver"
+    assert f"commit:{short}".encode() in binary.read_bytes()  # BOTSERVER_COMMIT reached the build
+    assert f"at botserver commit {short}" in result.step("Build botserver").output
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[0] == str(checkout)  # run from the root, where gbdeploy.yaml is
+    assert call[1:9] == [
+        "deploy",
+        "botserver",
+        "--artifact",
+        "botserver/out/botserver",
+        "--commit",
+        full,
+        "--strategy",
+        "staged",
+    ]
+    identity = call[9].removeprefix("identity=")
+    assert Path(identity).read_text() == key + "\n"
+    assert Path(identity).stat().st_mode & 0o777 == 0o600
+    assert "c2VjcmV0LWtleS1ieXRlcw" not in result.log  # the secret is never in the log
+
+
+def test_dispatch_input_chooses_the_strategy(checkout, stub_gbdeploy, tmp_path):
+    workflow = render_workflow(settings(), "botserver")
+    ctx = context(
+        checkout, stub_gbdeploy, event_name="workflow_dispatch", inputs={"strategy": "seed"}
+    )
+    result = run_job(workflow, checkout, ctx)
+    assert result.ok, result.log
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[-2:] == ["seed", "identity="]  # no key secret: the runner's ~/.ssh applies
+
+
+def test_a_failing_build_stops_the_job(checkout, stub_gbdeploy, tmp_path):
+    workflow = render_workflow(settings(build="cc -o out/botserver missing.c"), "botserver")
+    result = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+
+    assert result.status == "failure"
+    build = result.step("Build botserver")
+    assert build.status == "failure" and build.exit_code != 0
+    assert "missing.c" in build.output
+    assert [s.status for s in result.steps[2:]] == ["skipped"] * 3
+    assert not (tmp_path / "deploy-call").exists()  # nothing was deployed
+    assert "==> Build botserver: failure" in result.log
+
+
+def test_a_build_without_its_artifact_fails_with_the_config_key(checkout, stub_gbdeploy):
+    workflow = render_workflow(settings(build="true"), "botserver")
+    result = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+    assert result.step("Build botserver").exit_code == 1
+    assert "components.botserver.artifact" in result.log
+
+
+def test_pipefail_is_on_with_shell_bash(checkout, stub_gbdeploy):
+    workflow = {
+        "on": "push",
+        "jobs": {
+            "j": {
+                "runs-on": "x",
+                "defaults": {"run": {"shell": "bash"}},
+                "steps": [{"name": "pipe", "run": "false | cat\necho after"}],
+            }
+        },
+    }
+    result = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+    assert result.step("pipe").exit_code == 1
+    assert "after" not in result.log
+
+
+def test_checkout_must_be_at_the_sha(checkout, stub_gbdeploy):
+    workflow = render_workflow(settings(), "botserver")
+    ctx = RunContext(sha="0" * 40, env={"PATH": f"{stub_gbdeploy}:{os.environ['PATH']}"})
+    result = run_job(workflow, checkout, ctx)
+    assert result.steps[0].status == "failure"
+    assert "not " + "0" * 40 in result.log
+
+
+def test_unknown_expressions_and_actions_fail_before_anything_runs(
+    checkout, stub_gbdeploy, tmp_path
+):
+    marker = tmp_path / "ran"
+    for step in (
+        {"run": f"touch {shlex.quote(str(marker))}; echo ${{{{ github.token }}}}"},
+        {"uses": "actions/cache@v4"},
+    ):
+        workflow = {
+            "on": "push",
+            "jobs": {
+                "j": {"runs-on": "x", "steps": [{"run": f"touch {shlex.quote(str(marker))}"}, step]}
+            },
+        }
+        with pytest.raises(UnsupportedWorkflow):
+            run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+    assert not marker.exists()
+
+
+def test_push_trigger_follows_the_branch_and_the_submodule_path():
+    workflow = render_workflow(settings(), "botserver")
+    assert is_triggered(workflow, "push", changed_paths=["botserver"])
+    assert is_triggered(workflow, "push", changed_paths=["README.md", "botserver/src/main.rs"])
+    assert not is_triggered(workflow, "push", changed_paths=["botui"])
+    assert not is_triggered(workflow, "push", changed_paths=["botserver-old"])
+    assert not is_triggered(workflow, "push", ref="refs/heads/dev", changed_paths=["botserver"])
+    assert is_triggered(workflow, "workflow_dispatch")
+
+
+def test_secret_values_are_masked_in_the_log(checkout, stub_gbdeploy):
+    workflow = {
+        "on": "push",
+        "jobs": {
+            "j": {
+                "runs-on": "x",
+                "steps": [
+                    {
+                        "name": "leak",
+                        "env": {"TOKEN": "${{ secrets.TOKEN }}"},
+                        "run": 'echo "t=$TOKEN"',
+                    }
+                ],
+            }
+        },
+    }
+    ctx = context(checkout, stub_gbdeploy, secrets={"TOKEN": "hunter2-hunter2"})
+    result = run_job(workflow, checkout, ctx)
+    assert result.ok
+    assert "t=***" in result.step("leak").output
+    assert "hunter2" not in result.log
+
+
+def one_step(run: str) -> dict:
+    return {"on": "push", "jobs": {"j": {"runs-on": "x", "steps": [{"name": "s", "run": run}]}}}
+
+
+def test_the_log_streams_line_by_line(checkout, stub_gbdeploy):
+    lines: list[str] = []
+    result = run_job(
+        one_step("echo one\necho two >&2"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        on_output=lines.append,
+    )
+    assert result.ok
+    assert "one\n" in lines and "two\n" in lines
+    assert "".join(lines) == result.log
+
+
+def test_a_job_over_its_timeout_is_killed_and_fails(checkout, stub_gbdeploy):
+    result = run_job(
+        one_step("echo started\nsleep 60"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        timeout=0.5,
+    )
+    assert result.status == "failure"
+    assert "the job timed out" in result.log and "started" in result.log
+
+
+def test_a_background_process_holding_the_output_does_not_hang_the_step(
+    checkout, stub_gbdeploy, tmp_path
+):
+    pid_file = tmp_path / "pid"
+    result = run_job(
+        one_step(f"sleep 60 &\necho $! > {shlex.quote(str(pid_file))}\necho done"),
+        checkout,
+        context(checkout, stub_gbdeploy),
+        timeout=30,
+    )
+    try:
+        assert result.ok and "done" in result.log
+    finally:
+        os.kill(int(pid_file.read_text()), 9)  # the exact process the step left behind

@@ -63,8 +63,16 @@ int main(int argc, char **argv) {
     for (;;) {
         int client = accept(server, NULL, NULL);
         if (client < 0) continue;
-        ssize_t got = read(client, request, sizeof request - 1);
-        request[got > 0 ? got : 0] = '\0';
+        /* Read the whole request head: a client may send it in several writes (bash's
+         * /dev/tcp with a line-buffered printf does), and closing early would reset it. */
+        size_t used = 0;
+        request[0] = '\0';
+        while (used < sizeof request - 1 && strstr(request, "\r\n\r\n") == NULL) {
+            ssize_t got = read(client, request + used, sizeof request - 1 - used);
+            if (got <= 0) break;
+            used += (size_t)got;
+            request[used] = '\0';
+        }
         const char *body;
         const char *status;
         if (strncmp(request, "GET /health ", 12) == 0 || strncmp(request, "GET /api/health ", 16) == 0) {

@@ -1,0 +1,378 @@
+"""Facts about a target, one probe each: the exact shell command, and a parser for its output.
+
+Each `probe_*` function returns a `Probe`: `probe.command` is the POSIX sh command line (every value
+quoted), `probe.parse(result)` turns the command's result into a value, and `probe.run(remote)` does
+both over a `Remote`. Commands look for the tools they need (`command -v`) and fall back, because a
+production container may lack curl, sha256sum or python3, so one round trip answers on any target.
+The commands never match processes by pattern: a process is found by its executable
+(/proc/PID/exe), so the ssh shell that carries the command (whose command line holds the same path)
+is never mistaken for the service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from .connection import CommandResult, quote
+from .errors import RemoteError
+
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """What a probe needs from a `connection.Remote`."""
+
+    def run(
+        self, command: str, *, check: bool = True, timeout: float | None = 120.0
+    ) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class Probe(Generic[T]):
+    """One fact: the remote command and how to read its result."""
+
+    name: str
+    command: str
+    parse: Callable[[CommandResult], T]
+    timeout: float = 30.0
+
+    def run(self, remote: Runner) -> T:
+        return self.parse(remote.run(self.command, check=False, timeout=self.timeout))
+
+
+def _failed(name: str, result: CommandResult) -> RemoteError:
+    detail = (result.stderr.strip() or result.stdout.strip())[-500:]
+    return RemoteError(
+        f"probe {name} failed (exit {result.exit_code}): {result.command}"
+        + (f"\n  {detail}" if detail else "")
+    )
+
+
+# --- processes ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    uid: int
+    user: str
+    deleted: bool  # runs a binary that has since been replaced or removed
+
+
+# Prints `PID UID USER (deleted)?` for each process whose executable is exactly "$b" (or "$b
+# (deleted)", once the file was replaced). `case` with quoted patterns compares literally.
+_FIND_PIDS = r"""pids() {
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = "$$" ] && continue
+    e=$(readlink "$p/exe" 2>/dev/null) || continue
+    case $e in "$b"|"$b (deleted)") printf '%s\n' "${p#/proc/}" ;; esac
+  done
+}"""
+
+
+def _resolve(path: str) -> str:
+    # The kernel shows the resolved path in /proc/PID/exe, so resolve symlinks in the binary's path.
+    q = quote(path)
+    return f'b=$(readlink -f -- {q} 2>/dev/null) || b={q}; [ -n "$b" ] || b={q}'
+
+
+def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
+    """Processes whose /proc/PID/exe is exactly `binary`, with their user."""
+    command = "\n".join(
+        [
+            _resolve(binary),
+            _FIND_PIDS,
+            "for pid in $(pids); do",
+            '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
+            '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',
+            '  case $e in *" (deleted)") d=deleted ;; *) d=- ;; esac',
+            '  printf "%s %s %s\\n" "$pid" "$owner" "$d"',
+            "done",
+        ]
+    )
+    return Probe("processes", command, _parse_processes, timeout=30.0)
+
+
+def _parse_processes(result: CommandResult) -> list[ProcessInfo]:
+    if not result.ok:
+        raise _failed("processes", result)
+    found = []
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0].isdigit():
+            found.append(ProcessInfo(int(parts[0]), int(parts[1]), parts[2], parts[3] == "deleted"))
+    return found
+
+
+def stop_processes_command(binary: str, timeout: float) -> str:
+    """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL.
+
+    Prints `none`, `stopped PIDS` or `killed PIDS`; exits 1 if a process survives SIGKILL. Only
+    pids found by executable path are signalled, and this shell's own pid is never among them
+    (its executable is sh), so the calling ssh session survives.
+    """
+    tenths = max(1, round(timeout * 10))
+    return "\n".join(
+        [
+            _resolve(binary),
+            _FIND_PIDS,
+            "alive() {",
+            "  left=",
+            "  for p in $targets; do",
+            '    e=$(readlink "/proc/$p/exe" 2>/dev/null) || continue',
+            '    case $e in "$b"|"$b (deleted)") left="$left $p" ;; esac',
+            "  done",
+            '  [ -n "$left" ]',
+            "}",
+            "targets=$(pids)",
+            '[ -n "$targets" ] || { echo none; exit 0; }',
+            "kill -TERM $targets 2>/dev/null",
+            "i=0",
+            f'while alive && [ "$i" -lt {tenths} ]; do sleep 0.1; i=$((i + 1)); done',
+            'alive || { echo "stopped" $targets; exit 0; }',
+            "kill -KILL $left 2>/dev/null",
+            "i=0",
+            'while alive && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done',
+            'alive && { echo "survived SIGKILL:$left" >&2; exit 1; }',
+            'echo "killed" $targets',
+        ]
+    )
+
+
+# --- files ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileStat:
+    mtime: int  # seconds since the epoch
+    size: int
+    uid: int
+    owner: str
+    group: str
+    mode: int  # permission bits, e.g. 0o755
+
+
+def probe_stat(path: str) -> Probe[FileStat | None]:
+    """mtime, size, owner and mode of `path` (None when it does not exist)."""
+    p = quote(path)
+    python = (
+        "import grp,os,pwd,sys\ns=os.stat(sys.argv[1])\n"
+        "def name(f,i):\n try: return f(i)[0]\n except KeyError: return 'UNKNOWN'\n"
+        "print(int(s.st_mtime),s.st_size,s.st_uid,name(pwd.getpwuid,s.st_uid),"
+        "name(grp.getgrgid,s.st_gid),'%o'%(s.st_mode&0o7777))"
+    )
+    command = (
+        f"[ -e {p} ] || {{ echo missing; exit 0; }}\n"
+        f"stat -c '%Y %s %u %U %G %a' -- {p} 2>/dev/null"
+        f" || python3 -c {quote(python)} {p}"
+    )
+    return Probe("stat", command, _parse_stat)
+
+
+def _parse_stat(result: CommandResult) -> FileStat | None:
+    if result.stdout.strip() == "missing":
+        return None
+    parts = result.stdout.split()
+    if not result.ok or len(parts) != 6:
+        raise _failed("stat", result)
+    mtime, size, uid, owner, group, mode = parts
+    return FileStat(int(mtime), int(size), int(uid), owner, group, int(mode, 8))
+
+
+def probe_sha256(path: str) -> Probe[str | None]:
+    """sha256 of `path` as 64 hex digits (None when it does not exist).
+
+    Uses the first of sha256sum, busybox, shasum, openssl, python3 that the target has.
+    """
+    p = quote(path)
+    python = (
+        "import hashlib,sys\nh=hashlib.sha256()\nwith open(sys.argv[1],'rb') as f:\n"
+        " for b in iter(lambda: f.read(1<<20), b''): h.update(b)\nprint(h.hexdigest())"
+    )
+    command = "\n".join(
+        [
+            f"[ -e {p} ] || {{ echo missing; exit 0; }}",
+            "if command -v sha256sum >/dev/null 2>&1; then sha256sum -- " + p,
+            "elif command -v busybox >/dev/null 2>&1; then busybox sha256sum " + p,
+            "elif command -v shasum >/dev/null 2>&1; then shasum -a 256 " + p,
+            "elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r " + p,
+            f"elif command -v python3 >/dev/null 2>&1; then python3 -c {quote(python)} {p}",
+            "else echo 'no sha256 tool (sha256sum busybox shasum openssl python3)' >&2; exit 127",
+            "fi",
+        ]
+    )
+    return Probe("sha256", command, _parse_sha256, timeout=300.0)
+
+
+_SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def _parse_sha256(result: CommandResult) -> str | None:
+    if result.stdout.strip() == "missing":
+        return None
+    found = _SHA256.search(result.stdout)
+    if not result.ok or not found:
+        raise _failed("sha256", result)
+    return found.group(0)
+
+
+def probe_contains(path: str, needle: str | bytes) -> Probe[bool | None]:
+    """Whether the bytes of `path` contain `needle` (None when the file does not exist).
+
+    `grep -a -F` (a binary file read as text, fixed string); python3 when grep is missing.
+    """
+    text = needle.decode() if isinstance(needle, bytes) else needle
+    if not text or "\n" in text:
+        raise ValueError("the needle must be a non-empty single line")
+    p, n = quote(path), quote(text)
+    python = (
+        "import sys\nn=sys.argv[2].encode();t=b''\nwith open(sys.argv[1],'rb') as f:\n"
+        " for b in iter(lambda: f.read(1<<20), b''):\n"
+        "  t+=b\n  if n in t: print('yes'); sys.exit(0)\n  t=t[-len(n):]\nprint('no')"
+    )
+    command = "\n".join(
+        [
+            f"[ -e {p} ] || {{ echo missing; exit 0; }}",
+            "if command -v grep >/dev/null 2>&1; then",
+            f"  grep -a -q -F -e {n} -- {p}; rc=$?",
+            '  case $rc in 0) echo yes ;; 1) echo no ;; *) exit "$rc" ;; esac',
+            f"else python3 -c {quote(python)} {p} {n}",
+            "fi",
+        ]
+    )
+    return Probe("contains", command, _parse_contains, timeout=300.0)
+
+
+def _parse_contains(result: CommandResult) -> bool | None:
+    answer = result.stdout.strip()
+    if answer == "missing":
+        return None
+    if not result.ok or answer not in ("yes", "no"):
+        raise _failed("contains", result)
+    return answer == "yes"
+
+
+def probe_last_line(path: str) -> Probe[str | None]:
+    """The last line of a text file (None when it does not exist or is empty)."""
+    p = quote(path)
+    command = f"[ -e {p} ] || {{ echo missing; exit 0; }}\necho present\ntail -n 1 -- {p}"
+
+    def parse(result: CommandResult) -> str | None:
+        lines = result.stdout.splitlines()
+        if lines[:1] == ["missing"]:
+            return None
+        if not result.ok or lines[:1] != ["present"]:
+            raise _failed("last line", result)
+        return lines[1] if len(lines) > 1 and lines[1] else None
+
+    return Probe("last line", command, parse)
+
+
+def probe_tail(path: str, *, lines: int = 20, from_byte: int = 0) -> Probe[str]:
+    """The last `lines` lines of `path`, reading only from byte `from_byte` (0: whole file)."""
+    p = quote(path)
+    command = f"[ -e {p} ] && tail -c +{int(from_byte) + 1} -- {p} | tail -n {int(lines)}"
+    return Probe("tail", command, lambda result: result.stdout)
+
+
+# --- health ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Health:
+    url: str
+    http_status: int | None  # None: no HTTP answer at all
+    data: dict[str, Any] = field(default_factory=dict)  # the JSON body, when it is an object
+    error: str = ""  # why there was no usable answer
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status == 200 and self.data.get("status") == "ok"
+
+    @property
+    def commit(self) -> str | None:
+        value = self.data.get("commit")
+        return str(value) if value is not None else None
+
+    @property
+    def version(self) -> str | None:
+        value = self.data.get("version")
+        return str(value) if value is not None else None
+
+    def describe(self) -> str:
+        if self.http_status is None:
+            return f"no answer from {self.url}: {self.error or 'unknown error'}"
+        body = json.dumps(self.data) if self.data else (self.error or "no JSON body")
+        return f"HTTP {self.http_status} from {self.url}: {body}"
+
+
+_STATUS_MARK = "__gbdeploy_http_status="
+
+
+def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
+    """GET `url` on the target (it names localhost there) and read its JSON answer.
+
+    curl (https allowed with verification off: the services serve their own certificate), else
+    wget, else bash's /dev/tcp for plain http.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    seconds = max(1, round(timeout))
+    u = quote(url)
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    # bash tries only the first address: localhost may be ::1 first, services listen on IPv4.
+    tcp_host = "127.0.0.1" if host == "localhost" else host
+    dev_tcp = (
+        f"exec 3<>/dev/tcp/{tcp_host}/{port} || exit 7\nprintf %s {quote(request)} >&3\ncat <&3"
+    )
+    lines = [
+        "if command -v curl >/dev/null 2>&1; then",
+        f"  curl -sS -k --max-time {seconds} -w '\\n{_STATUS_MARK}%{{http_code}}\\n' {u}",
+        "elif command -v wget >/dev/null 2>&1; then",
+        f"  wget -q -S -O - -T {seconds} --no-check-certificate {u} 2>&1",
+    ]
+    if parts.scheme == "http":
+        lines += [
+            "elif command -v bash >/dev/null 2>&1; then",
+            f"  if command -v timeout >/dev/null 2>&1; then t='timeout {seconds}'; else t=; fi",
+            f"  $t bash -c {quote(dev_tcp)}",
+        ]
+    lines += [
+        "else echo 'no HTTP client on the target (curl, wget, bash)' >&2; exit 127",
+        "fi",
+    ]
+    return Probe("health", "\n".join(lines), lambda r: parse_health(url, r), timeout=timeout + 10)
+
+
+def parse_health(url: str, result: CommandResult) -> Health:
+    out = result.stdout
+    status: int | None = None
+    body = out
+    if _STATUS_MARK in out:  # curl
+        body, _, code = out.rpartition(_STATUS_MARK)
+        body = body[:-1] if body.endswith("\n") else body
+        status = int(code.strip() or 0) or None
+    else:  # raw response (bash /dev/tcp) or wget -S headers followed by the body
+        head = re.search(r"HTTP/\d(?:\.\d)?\s+(\d{3})", out)
+        if head:
+            status = int(head.group(1))
+            split = re.split(r"\r?\n\r?\n", out, maxsplit=1)
+            body = split[1] if out.startswith("HTTP/") and len(split) > 1 else out
+            if not out.startswith("HTTP/"):  # wget: headers (indented) then the body
+                body = "\n".join(
+                    line for line in out.splitlines() if line and not line.startswith(" ")
+                )
+    data: dict[str, Any] = {}
+    error = ""
+    try:
+        parsed = json.loads(body) if body.strip() else None
+        if isinstance(parsed, dict):
+            data = parsed
+    except ValueError:
+        error = f"not JSON: {body.strip()[:200]!r}"
+    if status is None:
+        error = (result.stderr.strip() or out.strip() or f"exit {result.exit_code}")[-300:]
+    return Health(url, status, data, error)

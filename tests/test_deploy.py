@@ -1,0 +1,724 @@
+"""The deploy step, rollback and status against a real sshd, real processes and real files."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gbdeploy import deploy
+from gbdeploy.config import (
+    Component,
+    DoctorSettings,
+    ForgeSettings,
+    GitSettings,
+    MaintenanceSettings,
+    ReleaseSettings,
+    Restart,
+    Settings,
+    SshSettings,
+    Target,
+)
+from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed
+from gbdeploy.output import Reporter
+from gbdeploy.testing.procs import executable_of, kill_pids, pids_running, pids_under, wait_for
+from gbdeploy.testing.service import Fault, build_service
+from gbdeploy.testing.sshd import free_port
+from gbdeploy.transfer import file_sha256
+
+OLD, NEW = "aaaaaaa1111", "bbbbbbb2222"
+
+
+class Artifacts:
+    """Stand-in service binaries, compiled once per (commit, fault, size) for the session."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.built: dict[tuple[str, Fault, int], Path] = {}
+
+    def __call__(self, commit: str, fault: Fault = Fault.NONE, pad_to: int = 0) -> Path:
+        key = (commit, fault, pad_to)
+        if key not in self.built:
+            out = self.directory / f"{commit}-{fault.name.lower()}-{pad_to}" / "botserver"
+            self.built[key] = build_service(
+                out, commit, fault=fault, pad_to=pad_to, compressible_padding=False
+            )
+        return self.built[key]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Artifacts:
+    return Artifacts(tmp_path_factory.mktemp("artifacts"))
+
+
+@dataclasses.dataclass
+class World:
+    sshd: object
+    root: Path
+    user: str
+    port: int
+    lxc: str | None = None
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "opt/gbo/bin/botserver"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "opt/gbo/logs/error.log"
+
+    def component(self, **changes) -> Component:
+        base = Component(
+            name="botserver",
+            binary=str(self.binary),
+            user=self.user,
+            start="./botserver --noconsole",
+            run_as="runuser -u {user} --",
+            log=str(self.log),
+            restart=Restart("process"),
+            health=f"http://localhost:{self.port}/health",
+            env={"PORT": str(self.port)},
+            stop_timeout=5.0,
+            health_timeout=15.0,
+        )
+        return dataclasses.replace(base, **changes)
+
+    def settings(self, **changes) -> Settings:
+        return Settings(
+            forge=ForgeSettings(url="http://127.0.0.1:9", owner="o", repo="r"),
+            git=GitSettings("main", ["origin"], ["alm"], "m"),
+            ssh=SshSettings(config=str(self.sshd.ssh_config)),
+            release=ReleaseSettings(),
+            targets={"system": Target("system", self.sshd.alias, lxc=self.lxc)},
+            components={"botserver": self.component(**changes)},
+            doctor=DoctorSettings(),
+            maintenance=MaintenanceSettings(),
+        )
+
+    def deploy(self, artifact: Path, *, out: io.StringIO | None = None, **options):
+        changes = options.pop("component", {})
+        options.setdefault("commit", NEW)
+        return deploy.run_deploy(
+            self.settings(**changes),
+            "botserver",
+            Reporter(stream=out if out is not None else io.StringIO()),
+            artifact=str(artifact),
+            **options,
+        )
+
+    def health(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def running(self) -> list[int]:
+        return pids_running(self.binary)
+
+    def deploy_log(self) -> list[dict]:
+        path = Path(f"{self.binary}.deploys.log")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def world(sshd, remote_root, service_user):
+    """A target directory under remote_root, its own port; every process started from it is
+    stopped by pid afterwards."""
+    (remote_root / "opt/gbo/bin").mkdir(parents=True)
+    (remote_root / "opt/gbo/logs").mkdir(parents=True)
+    w = World(sshd, remote_root, service_user, free_port())
+    yield w
+    kill_pids(pids_under(remote_root))
+
+
+def deployed(world: World, artifacts: Artifacts, commit: str = OLD, fault=Fault.NONE) -> str:
+    """Install and start `commit` by hand (the state before the scenario); its sha256."""
+    artifact = artifacts(commit, fault)
+    shutil.copyfile(artifact, world.binary)
+    world.binary.chmod(0o755)
+    shutil.chown(world.binary, user=world.user)
+    with open(world.log, "ab") as log:
+        subprocess.Popen(
+            ["runuser", "-u", world.user, "--", str(world.binary), "--noconsole"],
+            cwd=world.binary.parent,
+            env={**os.environ, "PORT": str(world.port)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    assert wait_for(lambda: (world.health() or {}).get("commit") == commit)
+    return file_sha256(artifact)
+
+
+def snapshot(world: World) -> dict[str, tuple]:
+    """Every file under the target directory with its content hash, inode and mtime."""
+    files = {}
+    for path in sorted(world.root.rglob("*")):
+        st = path.lstat()
+        digest = file_sha256(path) if path.is_file() else "dir"
+        files[str(path.relative_to(world.root))] = (digest, st.st_ino, st.st_mtime_ns)
+    return files
+
+
+# --- happy paths ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_deploy_replaces_the_running_process(world, artifacts, strategy):
+    old_sha = deployed(world, artifacts)
+    old_pids = world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), strategy=strategy, out=out)
+
+    assert world.health()["commit"] == NEW
+    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert file_sha256(Path(f"{world.binary}.prev")) == old_sha
+    pids = world.running()
+    assert len(pids) == 1 and pids[0] not in old_pids
+    assert Path(f"/proc/{pids[0]}").stat().st_uid == Path(world.binary).stat().st_uid
+    assert Path(world.binary).owner() == world.user
+    assert os.stat(world.binary).st_mode & 0o777 == 0o755
+    assert not Path(f"{world.binary}.lock").exists()
+    assert not Path(f"{world.binary}.new").exists()
+    entry = world.deploy_log()[-1]
+    assert entry["result"] == "ok" and entry["strategy"] == strategy and entry["commit"] == NEW
+    assert entry["sha256"] == file_sha256(artifacts(NEW))
+    assert "→ health … ok" in out.getvalue()
+
+
+def test_first_deploy_to_an_empty_target(world, artifacts):
+    world.deploy(artifacts(OLD), commit=OLD)
+    assert world.health()["commit"] == OLD
+    assert not Path(f"{world.binary}.prev").exists()
+    assert world.deploy_log()[-1]["result"] == "ok"
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strategy):
+    unit = f"gbtest-{world.port}.service"
+    standins.add_unit(
+        unit,
+        exec_start="./botserver --noconsole",
+        user=world.user,
+        working_directory=str(world.binary.parent),
+        environment={"PORT": str(world.port)},
+        log=str(world.log),
+    )
+    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    world.deploy(artifacts(OLD), commit=OLD, **systemd)
+    old_pid = standins.unit_pid(unit)
+    assert world.health()["commit"] == OLD and world.running() == [old_pid]
+
+    world.deploy(artifacts(NEW), strategy=strategy, **systemd)
+
+    assert world.health()["commit"] == NEW
+    new_pid = standins.unit_pid(unit)
+    assert new_pid != old_pid and world.running() == [new_pid]
+    assert executable_of(old_pid) is None
+
+
+def test_systemd_unit_with_a_failing_binary_is_rolled_back(world, artifacts, standins):
+    unit = f"gbtest-{world.port}.service"
+    standins.add_unit(
+        unit,
+        exec_start="./botserver",
+        user=world.user,
+        working_directory=str(world.binary.parent),
+        environment={"PORT": str(world.port)},
+        log=str(world.log),
+    )
+    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    world.deploy(artifacts(OLD), commit=OLD, **systemd)
+    old_sha = file_sha256(world.binary)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START), **systemd)
+
+    assert "rolled back" in str(raised.value)
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert world.running() == [standins.unit_pid(unit)]
+
+
+def test_lxc_target_runs_every_command_in_the_container(world, artifacts, standins):
+    container = f"pragmatismo-system-{world.port}"
+    standins.add_container(container)
+    world.lxc = container
+    deployed(world, artifacts)
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), out=out)
+
+    assert world.health()["commit"] == NEW
+    [pid] = world.running()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"LXC_STANDIN_CONTAINER={container}".encode() in environ
+    assert f"(lxc {container})" in out.getvalue()
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
+    deployed(world, artifacts)
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), dry_run=True, out=out)
+
+    assert snapshot(world) == before and world.running() == pids
+    plan = out.getvalue()
+    assert "dry run: nothing is changed" in plan
+    binary = str(world.binary)
+    for expected in (
+        f"mkdir -- {binary}.lock",
+        f"upload {artifacts(NEW)} → {binary}.new",
+        f"mv -f -- {binary}.new {binary}",
+        f"chown -- {world.user}: {binary}",
+        "kill -TERM",
+        "runuser -u",
+        f"http://localhost:{world.port}/health",
+    ):
+        assert expected in plan
+    assert plan.index("upload") < plan.index("kill -TERM")  # staged: copy before the stop
+
+
+def test_dry_run_does_not_connect(world, artifacts, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {world.sshd.alias}\n    HostName 127.0.0.1\n    Port 1\n")
+    settings = dataclasses.replace(world.settings(), ssh=SshSettings(config=str(config)))
+    out = io.StringIO()
+    deploy.run_deploy(
+        settings,
+        "botserver",
+        Reporter(stream=out),
+        artifact=str(artifacts(NEW)),
+        strategy="seed",
+        dry_run=True,
+        force=False,
+        commit=NEW,
+    )
+    plan = out.getvalue()
+    assert plan.index("kill -TERM") < plan.index("upload")  # seed: stop first
+
+
+def test_unchanged_binary_is_not_uploaded_but_health_is_checked(world, artifacts):
+    deployed(world, artifacts)
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(OLD), commit=OLD, out=out)
+
+    assert "unchanged, nothing to do" in out.getvalue()
+    assert "→ health … ok" in out.getvalue()
+    assert world.running() == pids
+    after = snapshot(world)
+    assert after["opt/gbo/bin/botserver"] == before["opt/gbo/bin/botserver"]
+    assert world.deploy_log()[-1]["result"] == "unchanged"
+
+
+def test_force_redeploys_an_unchanged_binary(world, artifacts):
+    deployed(world, artifacts)
+    pids = world.running()
+    world.deploy(artifacts(OLD), commit=OLD, force=True)
+    assert world.health()["commit"] == OLD
+    assert world.running() and world.running() != pids
+
+
+# --- faults ---------------------------------------------------------------------------------------
+def assert_untouched(world: World, sha: str, pids: list[int], commit: str = OLD) -> None:
+    assert (world.health() or {}).get("commit") == commit
+    assert file_sha256(world.binary) == sha
+    assert world.running() == pids
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_binary_that_fails_to_start_is_rolled_back(world, artifacts):
+    old_sha = deployed(world, artifacts)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START))
+
+    assert raised.value.exit_code == 1
+    message = str(raised.value)
+    assert "rolled back" in message and "healthy" in message
+    assert "cannot start (stand-in built to fail)" in message  # the log tail
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert not Path(f"{world.binary}.lock").exists()
+    assert world.deploy_log()[-1]["result"] == "failed, rolled back"
+
+
+def test_a_failed_first_deploy_leaves_no_binary_behind(world, artifacts):
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START))
+    assert "there was no binary before" in str(raised.value)
+    assert not world.binary.exists() and world.running() == []
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_never_healthy_binary_is_rolled_back(world, artifacts):
+    old_sha = deployed(world, artifacts)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 2.0})
+
+    assert "not healthy" in str(raised.value) and "degraded" in str(raised.value)
+    assert "rolled back" in str(raised.value)
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_old_binary_ignoring_sigterm_is_killed(world, artifacts):
+    deployed(world, artifacts, fault=Fault.IGNORE_TERM)
+    [old_pid] = world.running()
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), out=out, component={"stop_timeout": 1.0})
+
+    assert executable_of(old_pid) is None
+    assert world.health()["commit"] == NEW
+    assert f"killed after SIGTERM timeout: {old_pid}" in out.getvalue()
+
+
+def test_a_held_lock_refuses_and_changes_nothing(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    lock = Path(f"{world.binary}.lock")
+    lock.mkdir()
+    holder = json.dumps({"holder": "ci@runner-7", "pid": 4242, "time": "2026-01-01T00:00:00"})
+    (lock / "holder").write_text(holder + "\n")
+    before = snapshot(world)
+
+    with pytest.raises(LockHeld) as raised:
+        world.deploy(artifacts(NEW), force=True)
+
+    assert raised.value.exit_code == 1
+    text = str(raised.value)
+    assert "ci@runner-7" in text and "4242" in text
+    assert f"ssh {world.sshd.alias} " in text and "rmdir" in text
+    assert snapshot(world) == before and world.running() == pids
+    assert file_sha256(world.binary) == old_sha
+
+
+def test_a_shell_whose_command_line_holds_the_binary_path_survives(world, artifacts):
+    deployed(world, artifacts)
+    # An ssh session on the target whose command line contains the path (the `pkill -f` trap).
+    bystander = subprocess.Popen(
+        world.sshd.ssh_command(f"sleep 30; echo {world.binary}"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: _shell_with(str(world.binary)))
+        world.deploy(artifacts(NEW))
+        assert world.health()["commit"] == NEW
+        assert bystander.poll() is None
+        assert _shell_with(str(world.binary))
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _shell_with(text: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline and b"sleep 30" in cmdline:
+                found.append(int(name))
+    return found
+
+
+def _sshd_sessions(sshd) -> list[int]:
+    children = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == sshd.process.pid:
+                children.append(int(name))
+    return children
+
+
+def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    big = artifacts(NEW, pad_to=48 << 20)
+    new = Path(f"{world.binary}.new")
+    dropped = threading.Event()
+
+    def drop_when_half_written() -> None:
+        def partly_written() -> bool:
+            try:
+                return new.stat().st_size > 0
+            except OSError:
+                return False
+
+        if wait_for(partly_written, deadline_seconds=60, interval=0.001):
+            kill_pids(_sshd_sessions(world.sshd))  # the server side of our connection dies
+            dropped.set()
+
+    watcher = threading.Thread(target=drop_when_half_written, daemon=True)
+    watcher.start()
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(big)
+    watcher.join()
+
+    assert dropped.is_set()
+    assert raised.value.exit_code == 1
+    assert "upload of" in str(raised.value)
+    assert "unchanged" in str(raised.value)
+    assert_untouched(world, old_sha, pids)
+    assert not new.exists()
+
+
+def test_ctrl_c_during_upload_releases_the_lock(world, artifacts, monkeypatch):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    real_upload = deploy.transfer.upload
+
+    def upload_then_interrupt(*args, **kwargs):
+        real_upload(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy.transfer, "upload", upload_then_interrupt)
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW))
+    assert "interrupted" in str(raised.value)
+    assert_untouched(world, old_sha, pids)
+
+
+def test_a_full_disk_refuses_the_upload(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    kill_pids(pids)
+    bin_dir = world.binary.parent
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(bin_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        deployed(world, artifacts)
+        pids = world.running()
+
+        with pytest.raises(DeployFailed) as raised:
+            world.deploy(artifacts(NEW, pad_to=1 << 20))
+
+        assert raised.value.exit_code == 1
+        assert "unchanged" in str(raised.value)
+        assert_untouched(world, old_sha, pids)
+        assert not Path(f"{world.binary}.new").exists()
+    finally:
+        kill_pids(pids_under(world.root))
+        subprocess.run(["umount", str(bin_dir)], check=True)
+
+
+def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artifacts):
+    deployed(world, artifacts)
+    # A start hook that damages the kept binary, so the restore has nothing good to put back.
+    hook = "printf 'not a binary' > ./botserver.prev; exec ./botserver --noconsole"
+
+    with pytest.raises(RestoreFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START), component={"start": hook})
+
+    assert raised.value.exit_code == 5
+    text = str(raised.value)
+    assert "could NOT be restored" in text and "State now:" in text
+    assert "running: NOTHING" in text
+    assert "a person must act" in text
+    assert not Path(f"{world.binary}.lock").exists()
+    assert world.deploy_log()[-1]["result"] == "failed, restore failed"
+
+
+# --- rollback and status --------------------------------------------------------------------------
+def test_rollback_swaps_back_and_forth(world, artifacts):
+    old_sha = deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    new_sha = file_sha256(artifacts(NEW))
+    settings = world.settings()
+
+    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
+
+    assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == old_sha
+    assert file_sha256(Path(f"{world.binary}.prev")) == new_sha
+    assert world.deploy_log()[-1]["action"] == "rollback"
+    assert not Path(f"{world.binary}.lock").exists()
+
+    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
+    assert world.health()["commit"] == NEW
+
+
+def test_a_rollback_that_fails_is_undone(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    shutil.copyfile(artifacts(OLD, Fault.FAIL_AT_START), f"{world.binary}.prev")
+    new_sha = file_sha256(world.binary)
+
+    with pytest.raises(DeployFailed) as raised:
+        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+
+    assert raised.value.exit_code == 1 and "rolled back" in str(raised.value)
+    assert world.health()["commit"] == NEW
+    assert file_sha256(world.binary) == new_sha
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_rollback_without_a_previous_binary_is_refused(world, artifacts):
+    deployed(world, artifacts)
+    with pytest.raises(deploy.PreflightError) as raised:
+        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+    assert raised.value.exit_code == 2
+    assert "no previous binary" in str(raised.value)
+    assert world.health()["commit"] == OLD
+
+
+def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    [pid] = world.running()
+    out = io.StringIO()
+
+    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+
+    text = out.getvalue()
+    assert file_sha256(artifacts(NEW)) in text
+    assert f"pid {pid} as {world.user}" in text
+    assert f"commit {NEW}" in text
+    assert "result ok" in text
+    assert f"owner {world.user}:" in text
+
+
+# --- the command line -----------------------------------------------------------------------------
+def command_line(world: World, directory: Path) -> list[str]:
+    """`python -m gbdeploy` of this worktree, with a gbdeploy.yaml for `world` in `directory`."""
+    component = world.component()
+    fields = ("binary", "user", "start", "run_as", "log", "health", "env")
+    config = {
+        "ssh": {"config": str(world.sshd.ssh_config)},
+        "targets": {"system": {"ssh": world.sshd.alias}},
+        "components": {
+            "botserver": {
+                **{name: getattr(component, name) for name in fields},
+                "stop_timeout": component.stop_timeout,
+                "health_timeout": component.health_timeout,
+            }
+        },
+    }
+    (directory / "gbdeploy.yaml").write_text(json.dumps(config))
+    return [sys.executable, "-m", "gbdeploy"]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_the_gbdeploy_command_deploys_and_exits_with_the_design_codes(world, artifacts, tmp_path):
+    deployed(world, artifacts)
+    program = command_line(world, tmp_path)
+
+    def gbdeploy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*program, *args],
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)), "--commit", NEW)
+    assert done.returncode == 0, done.stderr
+    assert world.health()["commit"] == NEW
+
+    Path(f"{world.binary}.lock").mkdir()
+    refused = gbdeploy("deploy", "botserver", "--artifact", str(artifacts(OLD)))
+    assert refused.returncode == 1
+    assert "holds the lock" in refused.stderr
+    Path(f"{world.binary}.lock").rmdir()
+
+    status = gbdeploy("status", "--component", "botserver")
+    assert status.returncode == 0, status.stderr
+    assert f"commit {NEW}" in status.stdout
+
+
+def test_upload_progress_is_shown_on_a_terminal_only(world, artifacts):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    world.deploy(artifacts(OLD), commit=OLD, out=terminal)
+    world.deploy(artifacts(NEW), out=pipe)
+    assert "\r→ upload … " in terminal.getvalue() and "KiB/s)" in terminal.getvalue()
+    assert "\r" not in pipe.getvalue()
+
+
+def test_two_deploys_at_once_never_interleave(world, artifacts):
+    deployed(world, artifacts)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def one_deploy() -> None:
+        barrier.wait()
+        try:
+            world.deploy(artifacts(NEW), force=True)
+            outcomes.append("ok")
+        except LockHeld:
+            outcomes.append("locked")
+        except Exception as error:  # any other outcome fails the test below
+            outcomes.append(repr(error))
+
+    threads = [threading.Thread(target=one_deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) in (["locked", "ok"], ["ok", "ok"])
+    assert world.health()["commit"] == NEW and len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
+    old_sha = deployed(world, artifacts)
+    pids = world.running()
+    new = Path(f"{world.binary}.new")
+    artifact = str(artifacts(NEW, pad_to=48 << 20))
+    process = subprocess.Popen(
+        [*command_line(world, tmp_path), "deploy", "botserver", "--artifact", artifact],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(new.exists, deadline_seconds=60, interval=0.001)
+        process.terminate()  # what a cancelled CI job sends
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1, stdout + stderr
+    assert "interrupted" in stderr
+    assert_untouched(world, old_sha, pids)
+    assert not new.exists()

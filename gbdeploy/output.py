@@ -26,12 +26,23 @@ class StepRecord:
 
 @dataclass
 class Reporter:
+    """`→ name … ok (1.2s)` per step. What is said while a step runs goes on its own indented
+    lines, and the step's outcome then follows them."""
+
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: tuple[str, ...] = ()
     records: list[StepRecord] = field(default_factory=list)
+    _open: str | None = field(default=None, repr=False)  # a step header awaiting its outcome
 
     def say(self, text: str = "") -> None:
-        self.stream.write(redact(text, *self.secrets) + "\n")
+        if self._open:
+            self._write("\n")
+            self._open = ""  # the header is finished; the outcome gets its own line
+        indent = "  " if self._open == "" else ""
+        self._write("".join(f"{indent}{line}\n" for line in (text.splitlines() or [""])))
+
+    def _write(self, text: str) -> None:
+        self.stream.write(redact(text, *self.secrets))
         self.stream.flush()
 
     def plan(self, title: str, lines: list[str]) -> None:
@@ -42,23 +53,29 @@ class Reporter:
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
-        """`→ name … ok (1.2s)`; on an exception the step is marked failed and it propagates."""
+        """On an exception the step is marked failed and the exception propagates."""
         record = StepRecord(name, 0.0, ok=False)
-        self.stream.write(redact(f"→ {name} … ", *self.secrets))
-        self.stream.flush()
+        self._write(f"→ {name} … ")
+        self._open = name
         started = time.monotonic()
         try:
             yield record
         except BaseException:
             record.seconds = time.monotonic() - started
             self.records.append(record)
-            self.say(f"FAILED ({record.seconds:.1f}s)")
+            self._close(f"FAILED ({record.seconds:.1f}s)")
             raise
         record.seconds = time.monotonic() - started
         record.ok = True
         self.records.append(record)
         suffix = f" {record.detail}" if record.detail else ""
-        self.say(f"ok ({record.seconds:.1f}s){suffix}")
+        self._close(f"ok ({record.seconds:.1f}s){suffix}")
+
+    def _close(self, outcome: str) -> None:
+        interrupted = self._open == ""
+        name = self.records[-1].name
+        self._open = None
+        self._write(f"  {name}: {outcome}\n" if interrupted else f"{outcome}\n")
 
     def summary(self) -> None:
         if not self.records:

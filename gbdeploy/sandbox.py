@@ -24,14 +24,14 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .config import Settings, load_settings
-from .connection import Remote
+from .connection import Remote, quote
 from .output import Reporter
 from .testing import runner as emulated_runner
 from .testing.forgejo import ExecutorContext, ForgejoEmulator
@@ -65,6 +65,7 @@ class Sandbox:
     git: GitWorld
     forge: ForgejoEmulator
     port: int
+    jobs: dict[int, emulated_runner.JobResult] = field(default_factory=dict)
 
     @property
     def binary(self) -> Path:
@@ -123,6 +124,7 @@ class Sandbox:
         except emulated_runner.UnsupportedWorkflow as error:
             run.log(f"the emulated runner cannot run {run.workflow}: {error}\n")
             return "failure"
+        self.jobs[run.run_id] = result
         return result.status
 
     def triggered_workflows(self, before: str, sha: str, ref: str) -> list[str]:
@@ -146,10 +148,19 @@ class Sandbox:
         ]
 
     def _runner_environment(self) -> dict[str, str]:
-        venv_bin = str(Path(sys.executable).parent)
+        # The runner has this very gbdeploy on its PATH, so the workflow installs nothing.
+        shim = self.directory / "runner" / "bin" / "gbdeploy"
+        if not shim.exists():
+            shim.parent.mkdir(parents=True, exist_ok=True)
+            package_parent = Path(__file__).resolve().parent.parent
+            shim.write_text(
+                f"#!/bin/sh\nPYTHONPATH={quote(str(package_parent))}${{PYTHONPATH:+:$PYTHONPATH}} "
+                f'exec {quote(sys.executable)} -m gbdeploy "$@"\n'
+            )
+            shim.chmod(0o755)
         return {
             "HOME": str(self.runner_home),
-            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{shim.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "GBDEPLOY_SSH_CONFIG": str(self.runner_home / ".ssh" / "config"),
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
@@ -386,6 +397,10 @@ def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
                 root=None,
             )
         reporter.summary()
+        for run_id, job in sandbox.jobs.items():
+            reporter.say(f"CI run {run_id}, job {job.job} (on the emulated runner):")
+            for ci_step in job.steps:
+                reporter.say(f"  {ci_step.status:<8} {ci_step.name:<40} {ci_step.seconds:7.1f}s")
         reporter.say(f"released and verified: botserver {commit[:7]} is live on the sandbox target")
         if keep:
             _keep_up(sandbox, reporter)

@@ -203,8 +203,10 @@ def verify_deployed(
     """Verify over ssh, retrying until `timeout`; prints each check with what it saw."""
     expected = normalize_commit(commit)
     target = settings.target_of(component)
-    reporter.say(f"verify {component.name} {expected[:MIN_COMMIT_DIGITS]} on {target.ssh}:")
-    with Remote(target, settings.ssh) as remote:
+    with (
+        reporter.step(f"verify {component.name} {expected[:MIN_COMMIT_DIGITS]} on {target.ssh}"),
+        Remote(target, settings.ssh) as remote,
+    ):
         return verify_until(
             lambda: gather(remote, component, expected),
             component,

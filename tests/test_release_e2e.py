@@ -6,8 +6,10 @@ remotes, the Forgejo emulator whose runner runs the rendered workflow's steps (s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +160,8 @@ def test_a_run_that_succeeds_without_deploying_fails_verification_naming_the_che
     sandbox, run_gbdeploy, monkeypatch
 ):
     sandbox.forge.executor = lambda run: "success"  # CI said yes, but deployed nothing
+    an_hour_ago = time.time() - 3600  # when the binary in production was deployed
+    os.utime(sandbox.binary, (an_hour_ago, an_hour_ago))
     monkeypatch.setenv("GBDEPLOY_RELEASE_VERIFY_TIMEOUT", "1")
     developer_commit(sandbox)
 

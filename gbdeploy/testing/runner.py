@@ -69,6 +69,7 @@ class StepResult:
     status: Literal["success", "failure", "skipped"]
     exit_code: int | None  # None when skipped
     output: str  # stdout and stderr interleaved, secrets masked
+    seconds: float = 0.0
 
 
 @dataclass
@@ -407,6 +408,7 @@ def run_job(
                 continue
             emit(f"==> step {index}/{len(steps)}: {name}\n")
             step_log_start = len(log)
+            step_started = time.monotonic()
             if "uses" in step:
                 try:
                     emit(_check_checkout(workspace, context, step))
@@ -437,8 +439,9 @@ def run_job(
                 script.unlink()
             output = "".join(log[step_log_start:])
             status: Literal["success", "failure"] = "success" if code == 0 else "failure"
-            emit(f"==> {name}: {status} (exit code {code})\n")
-            results.append(StepResult(name, status, code, output))
+            seconds = time.monotonic() - step_started
+            emit(f"==> {name}: {status} (exit code {code}, {seconds:.1f}s)\n")
+            results.append(StepResult(name, status, code, output, seconds))
             failed = code != 0
         status_line = "failure" if failed else "success"
         emit(f"==> job {job_name}: {status_line}\n")

@@ -188,16 +188,14 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def create(directory: Path | None = None, *, reporter: Reporter | None = None) -> Sandbox:
+def create(directory: Path | None = None) -> Sandbox:
     """Build and start a sandbox; the first version of botserver is deployed and running."""
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
     compiler()
     directory = Path(directory or tempfile.mkdtemp(prefix="gbdeploy-sandbox-"))
     directory.chmod(0o755)  # the service user must reach its binary
-    say = reporter.say if reporter else (lambda text: None)
     token = secrets.token_hex(20)
     sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system").start()
-    say(f"  sshd        127.0.0.1:{sshd.port} (alias pragmatismo-system, own host key)")
     forge = ForgejoEmulator(token=token, workflows=[f"{COMPONENT}.yaml"])
     sandbox = Sandbox(directory, token, sshd, GitWorld(directory / "git"), forge, free_port())
     try:
@@ -207,10 +205,7 @@ def create(directory: Path | None = None, *, reporter: Reporter | None = None) -
         forge.start()
         _write_config(sandbox)
         _install_push_hook(sandbox)
-        say(f"  forgejo     {forge.url} (emulator; runs the rendered workflow's steps)")
-        say(f"  git         {sandbox.git.root} (remotes origin, alm)")
         _first_deploy(sandbox)
-        say(f"  botserver   {sandbox.binary} as {service_user()}, health :{sandbox.port}")
     except BaseException:
         sandbox.close()
         raise
@@ -374,7 +369,8 @@ def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
 
     reporter.say("gbdeploy demo: a real release of botserver against a sandbox on this machine")
     with reporter.step("build the sandbox"):
-        sandbox = create(reporter=None)
+        sandbox = create()
+    kept = False
     try:
         for line in _describe(sandbox):
             reporter.say(line)
@@ -384,28 +380,22 @@ def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
             commit = world.commit_in_submodule("Say hello from the demo", filename="VERSION")
             step.detail = commit[:10]
         reporter.say(f"$ cd {world.root} && gbdeploy release {COMPONENT}")
-        with _environment(sandbox.environment), _cwd(world.root):
-            run_release(
-                sandbox.settings(),
-                COMPONENT,
-                reporter,
-                dry_run=False,
-                no_wait=False,
-                no_verify=False,
-                dispatch=False,
-                timeout=None,
-                root=None,
-            )
-        reporter.summary()
-        for run_id, job in sandbox.jobs.items():
-            reporter.say(f"CI run {run_id}, job {job.job} (on the emulated runner):")
-            for ci_step in job.steps:
-                reporter.say(f"  {ci_step.status:<8} {ci_step.name:<40} {ci_step.seconds:7.1f}s")
+        try:
+            with _environment(sandbox.environment), _cwd(world.root):
+                run_release(sandbox.settings(), COMPONENT, reporter)
+        finally:
+            reporter.summary()
+            for run_id, job in sandbox.jobs.items():
+                reporter.say(f"CI run {run_id}, job {job.job} (on the emulated runner):")
+                for ci_step in job.steps:
+                    line = f"{ci_step.status:<8} {ci_step.name:<40} {ci_step.seconds:7.1f}s"
+                    reporter.say(f"  {line}")
         reporter.say(f"released and verified: botserver {commit[:7]} is live on the sandbox target")
         if keep:
+            kept = True
             _keep_up(sandbox, reporter)
     finally:
-        if not keep:
+        if not kept:
             sandbox.close()
 
 
@@ -419,22 +409,30 @@ def _describe(sandbox: Sandbox) -> list[str]:
 
 
 def _keep_up(sandbox: Sandbox, reporter: Reporter) -> None:
-    env = " ".join(
-        f"{k}=<{'token' if 'TOKEN' in k else v}>" if "TOKEN" in k else f"{k}={v}"
-        for k, v in sandbox.environment.items()
-    )
+    token_file = sandbox.directory / "token"
+    token_file.write_text(sandbox.token + "\n")
+    token_file.chmod(0o600)
+    gbdeploy = Path(sys.executable).parent / "gbdeploy"
     reporter.say("")
     reporter.say("the sandbox stays up until you press Ctrl-C. In another shell:")
     reporter.say(f"  cd {sandbox.git.root}")
-    reporter.say(f"  export {env}   # token: see {sandbox.directory / 'token'}")
-    reporter.say(f"  {Path(sys.executable).parent / 'gbdeploy'} status {COMPONENT}")
-    (sandbox.directory / "token").write_text(sandbox.token + "\n")
-    (sandbox.directory / "token").chmod(0o600)
+    reporter.say(
+        f"  export GBDEPLOY_SSH_CONFIG={quote(str(sandbox.sshd.ssh_config))} "
+        f'GBDEPLOY_FORGE_TOKEN="$(cat {quote(str(token_file))})"'
+    )
+    reporter.say(f"  {gbdeploy} status {COMPONENT}")
+    reporter.say(
+        f"  git -C {COMPONENT} commit --allow-empty -m test && {gbdeploy} release {COMPONENT}"
+    )
+    reporter.say(f"  ssh -F {quote(str(sandbox.sshd.ssh_config))} {sandbox.sshd.alias}")
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        signal.pause()
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
-        pass
+        reporter.say("stopping the sandbox")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sandbox.close()
 
 

@@ -1,0 +1,101 @@
+"""`gbdeploy demo`: what a newcomer runs first, as a real program."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gbdeploy import sandbox as sandbox_module
+from gbdeploy.testing import sshd as sshd_module
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_process(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    for name in list(env):
+        if name.startswith(("GBDEPLOY_", "FORGEJO_")):
+            del env[name]
+    return subprocess.Popen(
+        [sys.executable, "-m", "gbdeploy", "demo", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def sandbox_directory(output: str) -> Path:
+    found = re.search(r"(/\S+/gbdeploy-sandbox-[^/\s]+)/", output)
+    assert found, output
+    return Path(found[1])
+
+
+def running_from(directory: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                exe = os.readlink(entry / "exe")
+            except OSError:
+                continue
+            if exe.startswith(str(directory)):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_releases_for_real_and_leaves_nothing_behind():
+    process = demo_process()
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 0, output
+    released = re.search(r"released and verified: botserver ([0-9a-f]{7}) is live", output)
+    assert released, output
+    assert f"pass  health reports the commit: status ok, commit {released[1]}" in output
+    assert re.search(r"success\s+Deploy botserver", output)
+    directory = sandbox_directory(output)
+    assert not directory.exists()
+    assert running_from(directory) == []
+
+
+def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
+    process = demo_process("--keep")
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "stays up until you press Ctrl-C" in line:
+            break
+    output = "".join(lines)
+    directory = sandbox_directory(output)
+    try:
+        assert directory.is_dir()
+        assert running_from(directory), "the released service should still run"
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output + rest
+    assert not directory.exists()
+    assert running_from(directory) == []
+
+
+def test_demo_without_sshd_says_how_to_install_it(run_gbdeploy, monkeypatch):
+    monkeypatch.setattr(sshd_module, "SSHD_CANDIDATES", ())
+    monkeypatch.setattr(sshd_module.shutil, "which", lambda name: None)
+    made = []
+    monkeypatch.setattr(sandbox_module.tempfile, "mkdtemp", lambda **kw: made.append(kw))
+
+    result = run_gbdeploy("demo")
+
+    assert result.code == 2
+    assert "apt-get install -y openssh-server" in result.err
+    assert made == []  # refused before anything was made

@@ -409,24 +409,27 @@ def _describe(sandbox: Sandbox) -> list[str]:
 
 
 def _keep_up(sandbox: Sandbox, reporter: Reporter) -> None:
-    token_file = sandbox.directory / "token"
-    token_file.write_text(sandbox.token + "\n")
-    token_file.chmod(0o600)
-    gbdeploy = Path(sys.executable).parent / "gbdeploy"
-    reporter.say("")
-    reporter.say("the sandbox stays up until you press Ctrl-C. In another shell:")
-    reporter.say(f"  cd {sandbox.git.root}")
-    reporter.say(
-        f"  export GBDEPLOY_SSH_CONFIG={quote(str(sandbox.sshd.ssh_config))} "
-        f'GBDEPLOY_FORGE_TOKEN="$(cat {quote(str(token_file))})"'
-    )
-    reporter.say(f"  {gbdeploy} status {COMPONENT}")
-    reporter.say(
-        f"  git -C {COMPONENT} commit --allow-empty -m test && {gbdeploy} release {COMPONENT}"
-    )
-    reporter.say(f"  ssh -F {quote(str(sandbox.sshd.ssh_config))} {sandbox.sshd.alias}")
+    """Print how to use the sandbox by hand, wait for Ctrl-C or SIGTERM, then clean up."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        token_file = sandbox.directory / "token"
+        token_file.write_text(sandbox.token + "\n")
+        token_file.chmod(0o600)
+        gbdeploy = Path(sys.executable).parent / "gbdeploy"
+        ssh_config = quote(str(sandbox.sshd.ssh_config))
+        reporter.say("")
+        reporter.say("to use the sandbox by hand, in another shell:")
+        reporter.say(f"  cd {sandbox.git.root}")
+        reporter.say(
+            f"  export GBDEPLOY_SSH_CONFIG={ssh_config} "
+            f'GBDEPLOY_FORGE_TOKEN="$(cat {quote(str(token_file))})"'
+        )
+        reporter.say(f"  {gbdeploy} status {COMPONENT}")
+        reporter.say(
+            f"  git -C {COMPONENT} commit --allow-empty -m test && {gbdeploy} release {COMPONENT}"
+        )
+        reporter.say(f"  ssh -F {ssh_config} {sandbox.sshd.alias}")
+        reporter.say("the sandbox stays up until you press Ctrl-C")
         while True:
             signal.pause()
     except KeyboardInterrupt:

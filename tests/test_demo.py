@@ -73,7 +73,7 @@ def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if "stays up until you press Ctrl-C" in line:
+        if "the sandbox stays up until you press Ctrl-C" in line:
             break
     output = "".join(lines)
     directory = sandbox_directory(output)

@@ -18,6 +18,7 @@ import pytest
 
 from gbdeploy import sandbox as sandbox_module
 from gbdeploy.testing.gitworld import git
+from tests.forgejo_schema import exchange_violations
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +31,12 @@ def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema)
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")
     monkeypatch.chdir(box.git.root)
-    yield box
-    problems = []
-    from tests.forgejo_schema import exchange_violations
-
+    try:
+        yield box
+    finally:
+        box.close()
+        shutil.rmtree(directory, ignore_errors=True)
     problems = exchange_violations(forgejo_schema, box.forge.exchanges)
-    box.close()
-    shutil.rmtree(directory, ignore_errors=True)
     assert not problems, "Forgejo API violations:\n" + "\n".join(problems)
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -707,7 +708,7 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     process = subprocess.Popen(
         [*command_line(world, tmp_path), "deploy", "botserver", "--artifact", artifact],
         cwd=tmp_path,
-        env=cli_env(),
+        env={**cli_env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -715,10 +716,16 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     try:
         assert wait_for(new.exists, deadline_seconds=60, interval=0.001)
         process.terminate()  # what a cancelled CI job sends
-        stdout, stderr = process.communicate(timeout=60)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+            stdout, stderr = process.communicate(timeout=10)
+            pytest.fail(f"gbdeploy did not exit after SIGTERM:\n{stdout}\n{stderr}")
     finally:
         process.kill()
-    assert process.returncode == 1, stdout + stderr
+    print(stdout, stderr)  # shown when an assertion below fails
+    assert process.returncode == 1
     assert "interrupted" in stderr
     assert_untouched(world, old_sha, pids)
     assert not new.exists()

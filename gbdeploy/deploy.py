@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import paramiko
 
 from . import probes, transfer
@@ -930,7 +931,7 @@ class ComponentStatus:
     health: probes.Health | None
     last_deploy: dict[str, object] | None
     lock: str | None
-    ci: str | None
+    ci: str
 
 
 def gather_status(settings: Settings, component: Component) -> ComponentStatus:
@@ -961,16 +962,24 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
     )
 
 
-def latest_ci_run(settings: Settings, component: Component) -> str | None:
-    """The hook for the forge client: `forge.latest_run_summary(settings, component) -> str`.
+def latest_ci_run(
+    settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
+) -> str:
+    """The newest CI run of the component's workflow, in one line; never fails `status`."""
+    from . import forge
 
-    Returns None while no forge client provides it (or no token is set); never fails `status`.
-    """
     try:
-        from . import forge
-
-        summary = getattr(forge, "latest_run_summary", None)
-        return summary(settings, component) if summary else None
+        with forge.ForgeClient(
+            settings.forge, transport=transport, retries=1, retry_budget=5.0
+        ) as client:
+            for run in client.iter_runs(max_pages=2):
+                if run.workflow_id == component.workflow:
+                    started = run.started.isoformat(timespec="seconds") if run.started else "-"
+                    return (
+                        f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, "
+                        f"started {started}"
+                    )
+        return f"no run of {component.workflow} among the newest runs"
     except GbdeployError as error:
         return f"unavailable: {_first_line(error)}"
 
@@ -1026,7 +1035,7 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         lines.append("  deployed (no deploy log yet)")
     if status.lock:
         lines.append(f"  LOCKED   {status.lock}")
-    lines.append(f"  CI       {status.ci or '(forge client not available)'}")
+    lines.append(f"  CI       {status.ci}")
     return lines
 
 

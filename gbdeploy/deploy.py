@@ -36,11 +36,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import paramiko
 
 from . import probes, transfer
@@ -299,7 +300,7 @@ class _Run:
         except RemoteError:
             if _transport_active(self.remote):
                 raise
-            self.remote.close()
+            close_quietly(self.remote)
             return self.run(command, timeout=timeout)
 
     # -- lock
@@ -614,7 +615,7 @@ def execute(run: _Run, steps: list[Step]) -> None:
     """Run `steps` in order; on any failure (Ctrl-C too) undo them newest first, then raise."""
     done: list[Step] = []
     try:
-        with _terminate_as_interrupt():
+        with _interrupts_abort(run.remote):
             for step in steps:
                 done.append(step)  # the failing step too: its undo copes with a partial run
                 with run.reporter.step(step.name) as record:
@@ -625,20 +626,30 @@ def execute(run: _Run, steps: list[Step]) -> None:
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) undoes the deploy as Ctrl-C does, instead of dying mid-way."""
+def _interrupts_abort(remote: Remote) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a cancelled CI job) cut the connection, then undo the deploy.
+
+    The interrupt may land inside paramiko, in the middle of an SFTP exchange; raising there alone
+    can leave it waiting forever for an answer. Shutting the socket first wakes every wait with an
+    error, and the undo runs on a fresh connection.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        transport = remote.connection.transport
+        if transport is not None and transport.sock is not None:
+            with suppress(OSError):
+                transport.sock.shutdown(socket.SHUT_RDWR)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def undo(run: _Run, done: list[Step], error: BaseException) -> None:
@@ -646,8 +657,8 @@ def undo(run: _Run, done: list[Step], error: BaseException) -> None:
     cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _first_line(error)
     if isinstance(error, LockHeld | UsageError) and not run.state.locked:
         raise error
-    if not _transport_active(run.remote):
-        run.remote.close()  # reconnect for the undo
+    # Undo on a fresh connection: the old one may have dropped, or been interrupted mid-exchange.
+    close_quietly(run.remote)
     reporter.say(f"undoing after: {cause}")
     restore_failed = False
     for step in reversed(done):
@@ -754,9 +765,10 @@ def run_deploy(
         f"deploy {comp.name}: {local} ({_describe_local(local, run.sha256)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"
     )
-    with run.remote:
-        steps = deploy_steps(run, local, skip_unchanged=not force)
-        execute(run, steps)
+    try:
+        execute(run, deploy_steps(run, local, skip_unchanged=not force))
+    finally:
+        close_quietly(run.remote)
     reporter.summary()
 
 
@@ -868,7 +880,7 @@ def run_rollback(
             [line for step in steps for line in step.plan_lines()],
         )
         return
-    with run.remote:
+    try:
         prev_sha = probes.probe_sha256(run.paths.prev).run(run.remote)
         if prev_sha is None:
             raise PreflightError(
@@ -879,6 +891,8 @@ def run_rollback(
         run.sha256 = prev_sha
         reporter.say(f"rollback {comp.name} to {run.paths.prev} (sha256 {prev_sha[:12]})")
         execute(run, steps)
+    finally:
+        close_quietly(run.remote)
     reporter.summary()
 
 
@@ -917,7 +931,7 @@ class ComponentStatus:
     health: probes.Health | None
     last_deploy: dict[str, object] | None
     lock: str | None
-    ci: str | None
+    ci: str
 
 
 def gather_status(settings: Settings, component: Component) -> ComponentStatus:
@@ -948,16 +962,24 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
     )
 
 
-def latest_ci_run(settings: Settings, component: Component) -> str | None:
-    """The hook for the forge client: `forge.latest_run_summary(settings, component) -> str`.
+def latest_ci_run(
+    settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
+) -> str:
+    """The newest CI run of the component's workflow, in one line; never fails `status`."""
+    from . import forge
 
-    Returns None while no forge client provides it (or no token is set); never fails `status`.
-    """
     try:
-        from . import forge
-
-        summary = getattr(forge, "latest_run_summary", None)
-        return summary(settings, component) if summary else None
+        with forge.ForgeClient(
+            settings.forge, transport=transport, retries=1, retry_budget=5.0
+        ) as client:
+            for run in client.iter_runs(max_pages=2):
+                if run.workflow_id == component.workflow:
+                    started = run.started.isoformat(timespec="seconds") if run.started else "-"
+                    return (
+                        f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, "
+                        f"started {started}"
+                    )
+        return f"no run of {component.workflow} among the newest runs"
     except GbdeployError as error:
         return f"unavailable: {_first_line(error)}"
 
@@ -1013,7 +1035,7 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         lines.append("  deployed (no deploy log yet)")
     if status.lock:
         lines.append(f"  LOCKED   {status.lock}")
-    lines.append(f"  CI       {status.ci or '(forge client not available)'}")
+    lines.append(f"  CI       {status.ci}")
     return lines
 
 
@@ -1069,6 +1091,16 @@ def _progress_printer(reporter: Reporter, name: str) -> transfer.Progress:
         reporter.stream.flush()
 
     return show
+
+
+def close_quietly(remote: Remote) -> None:
+    """Close, ignoring what a dead or interrupted connection raises while closing; the next
+    command then opens a fresh connection."""
+    with suppress(OSError, EOFError, paramiko.SSHException):
+        remote.close()
+    # Fabric closes its SFTP session first; when that raised, the ssh client is still open.
+    with suppress(OSError, EOFError, paramiko.SSHException):
+        remote.connection.client.close()
 
 
 def _transport_active(remote: Remote) -> bool:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -79,6 +80,7 @@ class World:
     def component(self, **changes) -> Component:
         base = Component(
             name="botserver",
+            workflow="botserver.yaml",
             binary=str(self.binary),
             user=self.user,
             start="./botserver --noconsole",
@@ -92,9 +94,9 @@ class World:
         )
         return dataclasses.replace(base, **changes)
 
-    def settings(self, **changes) -> Settings:
+    def settings(self, forge: ForgeSettings | None = None, **changes) -> Settings:
         return Settings(
-            forge=ForgeSettings(url="http://127.0.0.1:9", owner="o", repo="r"),
+            forge=forge or ForgeSettings(url="http://127.0.0.1:9", owner="o", repo="r", timeout=2),
             git=GitSettings("main", ["origin"], ["alm"], "m"),
             ssh=SshSettings(config=str(self.sshd.ssh_config)),
             release=ReleaseSettings(),
@@ -592,13 +594,16 @@ def test_rollback_without_a_previous_binary_is_refused(world, artifacts):
     assert world.health()["commit"] == OLD
 
 
-def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
+def test_status_shows_binary_process_health_last_deploy_and_ci(world, artifacts, forgejo):
     deployed(world, artifacts)
     world.deploy(artifacts(NEW))
     [pid] = world.running()
+    [run_id] = forgejo.on_push("c1" * 20, workflows=["botserver.yaml"])
+    forgejo.finish(run_id, "success")
     out = io.StringIO()
 
-    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+    settings = world.settings(forge=forgejo.forge_settings())
+    deploy.run_status(settings, Reporter(stream=out), component="botserver")
 
     text = out.getvalue()
     assert file_sha256(artifacts(NEW)) in text
@@ -606,6 +611,15 @@ def test_status_shows_binary_process_health_and_last_deploy(world, artifacts):
     assert f"commit {NEW}" in text
     assert "result ok" in text
     assert f"owner {world.user}:" in text
+    assert f"CI       run #1 (id {run_id}) botserver.yaml: success, commit {'c1' * 5}" in text
+
+
+def test_status_without_a_reachable_forge_still_reports_the_target(world, artifacts):
+    deployed(world, artifacts)
+    out = io.StringIO()
+    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+    assert f"commit {OLD}" in out.getvalue()
+    assert "CI       unavailable: " in out.getvalue()
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -614,6 +628,7 @@ def command_line(world: World, directory: Path) -> list[str]:
     component = world.component()
     fields = ("binary", "user", "start", "run_as", "log", "health", "env")
     config = {
+        "forge": {"url": "http://127.0.0.1:9", "timeout": 2},  # never the real forge from tests
         "ssh": {"config": str(world.sshd.ssh_config)},
         "targets": {"system": {"ssh": world.sshd.alias}},
         "components": {
@@ -707,7 +722,7 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     process = subprocess.Popen(
         [*command_line(world, tmp_path), "deploy", "botserver", "--artifact", artifact],
         cwd=tmp_path,
-        env=cli_env(),
+        env={**cli_env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -715,10 +730,16 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     try:
         assert wait_for(new.exists, deadline_seconds=60, interval=0.001)
         process.terminate()  # what a cancelled CI job sends
-        stdout, stderr = process.communicate(timeout=60)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+            stdout, stderr = process.communicate(timeout=10)
+            pytest.fail(f"gbdeploy did not exit after SIGTERM:\n{stdout}\n{stderr}")
     finally:
         process.kill()
-    assert process.returncode == 1, stdout + stderr
+    print(stdout, stderr)  # shown when an assertion below fails
+    assert process.returncode == 1
     assert "interrupted" in stderr
     assert_untouched(world, old_sha, pids)
     assert not new.exists()

@@ -203,7 +203,10 @@ def _send(
         except (OSError, EOFError, paramiko.SSHException) as error:
             _raise_failure(remote, channel, remote_path, error)
         finally:
-            channel.close()
+            # On a connection cut by Ctrl-C or SIGTERM, close() fails too; its error must not
+            # replace the interrupt that is on its way up.
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
     return reader, sent
 
 

@@ -48,7 +48,7 @@ def run_release(
     if dry_run:
         reporter.plan(f"release {component}: git", plan.commands)
         if client is not None:
-            root_sha = state.root_head if not plan.message else "<new root commit>"
+            root_sha = state.root_head if not plan.message else "NEW_ROOT_COMMIT"
             reporter.plan(
                 f"release {component}: Forgejo API",
                 client.plan_lines(

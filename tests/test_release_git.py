@@ -151,17 +151,34 @@ def test_dry_run_prints_the_exact_git_commands_and_changes_no_ref(
     assert "nothing is changed" in result.out
 
 
-def test_without_no_wait_nothing_is_pushed_while_the_ci_half_cannot_run(
+def test_an_unreachable_forge_refuses_the_release_before_any_push(
     git_world: GitWorld, run_gbdeploy
 ):
     git_world.commit_in_submodule()
     before = git_world.refs()
 
-    result = run_gbdeploy("release", "botserver")
+    result = run_gbdeploy("release", "botserver")  # forge.url is http://127.0.0.1:9
 
     assert result.code == 2
+    assert "nothing was pushed" in result.err
     assert "--no-wait" in result.err
     assert git_world.refs() == before
+
+
+def test_dry_run_also_prints_the_forge_requests_without_the_token(
+    git_world: GitWorld, run_gbdeploy
+):
+    git_world.commit_in_submodule()
+    before = git_world.refs()
+
+    result = run_gbdeploy("release", "botserver", "--dry-run")
+
+    assert result.code == 0, result.text
+    assert git_world.refs() == before
+    assert "GET http://127.0.0.1:9/api/v1/repos/GeneralBots/gb  " in result.out
+    assert "Authorization: token ***" in result.out
+    assert "/actions/workflows/botserver.yaml/dispatches" in result.out
+    assert TEST_TOKEN not in result.text
 
 
 # --- refusals (exit 2, nothing changed) --------------------------------------------------------

@@ -6,6 +6,7 @@ Facts are gathered from the target in one pass (`gather`), then judged by pure f
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -15,9 +16,17 @@ from typing import Any
 
 from .config import Component, Settings
 from .connection import Remote
+from .deploy import Paths
 from .errors import UsageError, VerificationFailed
 from .output import Reporter
-from .probes import Runner, probe_contains, probe_health, probe_processes, probe_stat
+from .probes import (
+    Runner,
+    probe_contains,
+    probe_health,
+    probe_last_line,
+    probe_processes,
+    probe_stat,
+)
 
 MIN_COMMIT_DIGITS = 7
 # mtimes are read in whole seconds, and the forge's clock is not the target's.
@@ -34,6 +43,7 @@ class TargetFacts:
     processes: list[tuple[int, str]]  # (pid, user) of processes running exactly the binary
     health: dict[str, Any] | None  # the health URL's JSON, None when it did not answer
     health_error: str = ""
+    last_deploy: dict[str, Any] | None = None  # the last line of the target's deploy log
 
 
 @dataclass(frozen=True)
@@ -69,14 +79,7 @@ def judge(
     if facts.mtime is None:
         results.append(CheckResult("binary", False, f"no file at {component.binary}"))
     elif since is not None:
-        fresh = facts.mtime >= since - CLOCK_TOLERANCE
-        saw = f"mtime {facts.mtime.isoformat(timespec='seconds')}"
-        saw += " ≥ " if fresh else " older than the run's start "
-        results.append(
-            CheckResult(
-                "binary newer than the run", fresh, saw + since.isoformat(timespec="seconds")
-            )
-        )
+        results.append(_judge_freshness(facts, expected_commit, since))
     marker = expected_commit[:MIN_COMMIT_DIGITS]
     results.append(
         CheckResult(
@@ -101,6 +104,34 @@ def judge(
     if component.health:
         results.append(_judge_health(component, expected_commit, facts))
     return results
+
+
+def _judge_freshness(facts: TargetFacts, expected_commit: str, since: datetime) -> CheckResult:
+    """The binary was written by this run; or, when the run found the very same binary already
+    there and skipped the upload, the target's deploy log says this run confirmed it."""
+    assert facts.mtime is not None
+    name = "binary newer than the run"
+    mtime = facts.mtime.isoformat(timespec="seconds")
+    start = since.isoformat(timespec="seconds")
+    if facts.mtime >= since - CLOCK_TOLERANCE:
+        return CheckResult(name, True, f"mtime {mtime} ≥ {start}")
+    record = facts.last_deploy or {}
+    try:
+        recorded = datetime.fromisoformat(str(record.get("time", "")))
+    except ValueError:
+        recorded = None
+    if (
+        record.get("action") == "deploy"
+        and record.get("result") in ("ok", "unchanged")
+        and commits_match(expected_commit, str(record.get("commit") or ""))
+        and recorded is not None
+        and recorded >= since - CLOCK_TOLERANCE
+    ):
+        when = recorded.isoformat(timespec="seconds")
+        return CheckResult(
+            name, True, f"mtime {mtime} (same binary kept), confirmed by the deploy of {when}"
+        )
+    return CheckResult(name, False, f"mtime {mtime} older than the run's start {start}")
 
 
 def _judge_health(component: Component, expected_commit: str, facts: TargetFacts) -> CheckResult:
@@ -182,6 +213,7 @@ def gather(remote: Runner, component: Component, expected_commit: str) -> Target
     processes = [(p.pid, p.user) for p in probe_processes(component.binary).run(remote)]
     health = probe_health(component.health).run(remote) if component.health else None
     return TargetFacts(
+        last_deploy=_json_object(probe_last_line(Paths(component.binary).deploy_log).run(remote)),
         mtime=datetime.fromtimestamp(stat.mtime, tz=timezone.utc),
         owner=stat.owner,
         contains_commit=bool(contains),
@@ -189,6 +221,14 @@ def gather(remote: Runner, component: Component, expected_commit: str) -> Target
         health=health.data if health is not None and health.http_status is not None else None,
         health_error=health.describe() if health is not None else "",
     )
+
+
+def _json_object(line: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line or "")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def verify_deployed(

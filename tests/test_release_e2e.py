@@ -171,3 +171,17 @@ def test_a_run_that_succeeds_without_deploying_fails_verification_naming_the_che
     assert "verification failed: binary newer than the run" in result.text
     assert "FAIL  binary contains the commit" in result.text
     assert "FAIL  health reports the commit" in result.text
+
+
+def test_release_with_dispatch_verifies_even_when_the_push_run_deployed_first(
+    sandbox, run_gbdeploy
+):
+    # The push starts the workflow too; by the time the dispatched run deploys, the binary is
+    # already the new one, so that run keeps it (no upload) and verification must still pass.
+    commit = developer_commit(sandbox)
+
+    result = run_gbdeploy("release", "botserver", "--dispatch")
+
+    assert result.code == 0, result.text
+    assert sorted(r.event for r in sandbox.forge.runs) == ["push", "workflow_dispatch"]
+    assert health(sandbox)["commit"] == commit[:7]

@@ -127,3 +127,38 @@ def test_verification_gives_up_after_the_timeout_naming_the_failed_check():
     assert raised.value.exit_code == 1
     assert "FAIL  binary contains the commit" in out.getvalue()
     assert now[0] >= 10
+
+
+def deploy_record(**changes) -> dict:
+    record = {
+        "action": "deploy",
+        "commit": COMMIT,
+        "result": "unchanged",
+        "time": (RUN_START + timedelta(minutes=8)).isoformat(),
+    }
+    record.update(changes)
+    return record
+
+
+def test_an_unchanged_binary_confirmed_by_this_runs_deploy_is_fresh():
+    # The push run deployed it; the dispatched run found the same bytes and kept them.
+    facts = good_facts(mtime=RUN_START - timedelta(minutes=3), last_deploy=deploy_record())
+    results = judge(COMPONENT, COMMIT, RUN_START, facts)
+    assert all(r.ok for r in results)
+    assert "same binary kept" in results[0].saw
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        deploy_record(time=(RUN_START - timedelta(minutes=3)).isoformat()),  # an older deploy
+        deploy_record(commit="ffffff0"),  # of another commit
+        deploy_record(result="rolled back"),
+        deploy_record(action="rollback"),
+        deploy_record(time="not a time"),
+    ],
+)
+def test_an_old_binary_is_not_fresh_without_this_runs_confirmation(record):
+    facts = good_facts(mtime=RUN_START - timedelta(minutes=3), last_deploy=record)
+    assert failed_checks(facts) == ["binary newer than the run"]

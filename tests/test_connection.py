@@ -120,3 +120,10 @@ def test_the_ci_key_and_known_hosts_from_settings_are_used(sshd, tmp_path):
         assert remote.run("echo in").stdout == "in\n"
     with pytest.raises(HostKeyError):
         Remote(Target("system", sshd.alias), SshSettings(config=str(config))).run("true")
+
+
+def test_the_test_suite_itself_cannot_reach_beyond_loopback():
+    import httpx
+
+    with pytest.raises(httpx.ConnectError, match=r"only reach 127\.0\.0\.1"):
+        httpx.get("http://alm.pragmatismo.com.br/api/v1/version", timeout=2)

@@ -21,7 +21,6 @@ import io
 import os
 import pwd
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from gbdeploy.config import (
 from gbdeploy.connection import Remote
 from gbdeploy.errors import NotBuilt
 from gbdeploy.output import Reporter
+from gbdeploy.testing.procs import kill_pids, pids_running
 from gbdeploy.testing.service import build_service
 from gbdeploy.testing.sshd import LoopbackSshd, free_port
 
@@ -240,20 +240,7 @@ class DeployWorld:
 
     def stop_service(self) -> None:
         """Stop exactly the processes running from our binary path (never by name)."""
-        for pid in pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def pids_running(executable: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                target = os.readlink(entry / "exe").removesuffix(" (deleted)")
-                if target in (str(executable), f"{executable}.prev"):
-                    found.append(int(entry.name))
-    return found
+        kill_pids(pids_running(self.binary) + pids_running(f"{self.binary}.prev"))
 
 
 @contextlib.contextmanager

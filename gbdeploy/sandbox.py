@@ -23,7 +23,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,6 +35,7 @@ from .output import Reporter
 from .testing import runner as emulated_runner
 from .testing.forgejo import ExecutorContext, ForgejoEmulator
 from .testing.gitworld import GitWorld, git, isolated_git_env
+from .testing.procs import stop_running
 from .testing.service import compiler
 from .testing.sshd import LoopbackSshd, find_sshd, free_port
 
@@ -170,15 +170,7 @@ class Sandbox:
 
     def stop_service(self) -> None:
         """Stop the stand-in service by its exact executable path (never by name)."""
-        for pid in _pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _pids_running(self.binary) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in _pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_running(self.binary)
 
     def close(self, *, remove: bool = True) -> None:
         self.stop_service()
@@ -334,20 +326,6 @@ def _checkout(bare: Path, sha: str, into: Path) -> None:
         "--recursive",
         "--quiet",
     )
-
-
-def _pids_running(binary: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-        except OSError:
-            continue
-        if exe in (str(binary), f"{binary} (deleted)"):
-            pids.append(int(entry.name))
-    return pids
 
 
 @contextlib.contextmanager

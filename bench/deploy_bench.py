@@ -51,7 +51,7 @@ from gbdeploy.connection import Remote
 from gbdeploy.errors import NotBuilt
 from gbdeploy.output import Reporter
 from gbdeploy.testing.procs import kill_pids, pids_running
-from gbdeploy.testing.service import build_service
+from gbdeploy.testing.service import build_service, service_user
 from gbdeploy.testing.sshd import LoopbackSshd, free_port
 
 MiB = 1 << 20
@@ -172,13 +172,6 @@ def bench_uploads(sshd: LoopbackSshd, artifacts: dict[str, Path], root: Path, re
 
 
 # --- deploys --------------------------------------------------------------------------------------
-def service_user() -> str:
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
-
-
 @dataclass
 class DeployWorld:
     sshd: LoopbackSshd

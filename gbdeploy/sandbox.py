@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -36,7 +35,7 @@ from .testing import runner as emulated_runner
 from .testing.forgejo import ExecutorContext, ForgejoEmulator
 from .testing.gitworld import GitWorld, git, isolated_git_env
 from .testing.procs import stop_running
-from .testing.service import compiler
+from .testing.service import compiler, service_user
 from .testing.sshd import LoopbackSshd, find_sshd, free_port
 
 COMPONENT = "botserver"
@@ -47,14 +46,6 @@ mkdir -p target/debug
 cc -O2 -DGB_COMMIT="\\"${BOTSERVER_COMMIT:?}\\"" -DGB_SERVICE='"botserver"' \\
    -o target/debug/botserver service.c
 """
-
-
-def service_user() -> str:
-    """`gbuser` where it exists (.ci/setup creates it), else whoever runs the sandbox."""
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
 
 
 @dataclass

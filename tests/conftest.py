@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gbdeploy.testing import service as testing_service
 from gbdeploy.testing.forgejo import ForgejoEmulator
 from gbdeploy.testing.gitworld import GitWorld
 from gbdeploy.testing.production import ProductionWorld
@@ -22,17 +22,9 @@ from tests.forgejo_schema import ForgejoSchema, exchange_violations
 
 
 # --- ssh target ---------------------------------------------------------------------------------
-def _service_user() -> str:
-    """`gbuser` where it exists (.ci/setup creates it), else the user running the tests."""
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
-
-
 @pytest.fixture(scope="session")
 def service_user() -> str:
-    return _service_user()
+    return testing_service.service_user()
 
 
 def _world_directory(prefix: str) -> Path:

@@ -21,7 +21,6 @@ import io
 import os
 import pwd
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,22 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gbdeploy import transfer
-from gbdeploy.config import (
-    Component,
-    DoctorSettings,
-    ForgeSettings,
-    GitSettings,
-    MaintenanceSettings,
-    ReleaseSettings,
-    Restart,
-    Settings,
-    SshSettings,
-    Target,
-)
+from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote
 from gbdeploy.errors import NotBuilt
 from gbdeploy.output import Reporter
-from gbdeploy.testing.service import build_service
+from gbdeploy.testing.procs import kill_pids, pids_running
+from gbdeploy.testing.service import build_service, service_user
+from gbdeploy.testing.settings import standin_component, target_settings
 from gbdeploy.testing.sshd import LoopbackSshd, free_port
 
 MiB = 1 << 20
@@ -172,13 +162,6 @@ def bench_uploads(sshd: LoopbackSshd, artifacts: dict[str, Path], root: Path, re
 
 
 # --- deploys --------------------------------------------------------------------------------------
-def service_user() -> str:
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
-
-
 @dataclass
 class DeployWorld:
     sshd: LoopbackSshd
@@ -191,29 +174,9 @@ class DeployWorld:
         return self.root / "opt/gbo/bin/botserver"
 
     def settings(self) -> Settings:
-        component = Component(
-            name="botserver",
-            binary=str(self.binary),
-            user=self.user,
-            start="./botserver --noconsole",
-            run_as="runuser -u {user} --",
-            log=str(self.root / "opt/gbo/logs/error.log"),
-            restart=Restart("process"),
-            health=f"http://localhost:{self.port}/health",
-            env={"PORT": str(self.port)},
-            stop_timeout=5.0,
-            health_timeout=30.0,
-        )
-        return Settings(
-            forge=ForgeSettings(url="http://127.0.0.1:9", owner="o", repo="r"),
-            git=GitSettings("main", ["origin"], ["alm"], "m"),
-            ssh=SshSettings(config=str(self.sshd.ssh_config)),
-            release=ReleaseSettings(),
-            targets={"system": Target("system", self.sshd.alias)},
-            components={"botserver": component},
-            doctor=DoctorSettings(),
-            maintenance=MaintenanceSettings(),
-        )
+        log = self.root / "opt/gbo/logs/error.log"
+        component = standin_component(self.binary, log, self.user, self.port, health_timeout=30.0)
+        return target_settings(self.sshd, component)
 
     def deploy(self, artifact: Path, commit: str, strategy: str, *, dry_run: bool = False) -> str:
         from gbdeploy import deploy
@@ -240,20 +203,7 @@ class DeployWorld:
 
     def stop_service(self) -> None:
         """Stop exactly the processes running from our binary path (never by name)."""
-        for pid in pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def pids_running(executable: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                target = os.readlink(entry / "exe").removesuffix(" (deleted)")
-                if target in (str(executable), f"{executable}.prev"):
-                    found.append(int(entry.name))
-    return found
+        kill_pids(pids_running(self.binary) + pids_running(f"{self.binary}.prev"))
 
 
 @contextlib.contextmanager

@@ -824,7 +824,7 @@ def _upload_step(run: _Run, local: Path) -> Step:
 
     def upload() -> str:
         run.run(remove_command(new))
-        progress = _progress_printer(run.reporter, "upload") if _is_terminal(run.reporter) else None
+        progress = _StepProgress("upload", run.reporter.stream, end_line=False)
         try:
             result = transfer.upload(run.remote, local, new, progress=progress)
         except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
@@ -1070,27 +1070,15 @@ def _restart_text(component: Component) -> str:
     return f"process `{component.start_command}` as {component.user}"
 
 
-def _is_terminal(reporter: Reporter) -> bool:
-    isatty = getattr(reporter.stream, "isatty", None)
-    return bool(isatty and isatty())
+class _StepProgress(transfer.TerminalProgress):
+    """The upload's progress, drawn over its step's header `→ upload … ` on a terminal; the
+    step's outcome then ends the line."""
 
-
-def _progress_printer(reporter: Reporter, name: str) -> transfer.Progress:
-    started = time.monotonic()
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.2 and done < total:
-            return
-        last[0] = now
-        rate = done / (now - started) if now > started else 0.0
-        reporter.stream.write(
-            f"\r→ {name} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return (
+            f"→ {self.label} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
         )
-        reporter.stream.flush()
-
-    return show
 
 
 def close_quietly(remote: Remote) -> None:

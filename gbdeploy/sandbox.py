@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import secrets
 import shutil
 import signal
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,7 +34,8 @@ from .output import Reporter
 from .testing import runner as emulated_runner
 from .testing.forgejo import ExecutorContext, ForgejoEmulator
 from .testing.gitworld import GitWorld, git, isolated_git_env
-from .testing.service import compiler
+from .testing.procs import stop_running
+from .testing.service import compiler, service_user
 from .testing.sshd import LoopbackSshd, find_sshd, free_port
 
 COMPONENT = "botserver"
@@ -47,14 +46,6 @@ mkdir -p target/debug
 cc -O2 -DGB_COMMIT="\\"${BOTSERVER_COMMIT:?}\\"" -DGB_SERVICE='"botserver"' \\
    -o target/debug/botserver service.c
 """
-
-
-def service_user() -> str:
-    """`gbuser` where it exists (.ci/setup creates it), else whoever runs the sandbox."""
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
 
 
 @dataclass
@@ -170,15 +161,7 @@ class Sandbox:
 
     def stop_service(self) -> None:
         """Stop the stand-in service by its exact executable path (never by name)."""
-        for pid in _pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _pids_running(self.binary) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in _pids_running(self.binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_running(self.binary)
 
     def close(self, *, remove: bool = True) -> None:
         self.stop_service()
@@ -334,20 +317,6 @@ def _checkout(bare: Path, sha: str, into: Path) -> None:
         "--recursive",
         "--quiet",
     )
-
-
-def _pids_running(binary: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-        except OSError:
-            continue
-        if exe in (str(binary), f"{binary} (deleted)"):
-            pids.append(int(entry.name))
-    return pids
 
 
 @contextlib.contextmanager

@@ -383,7 +383,9 @@ class TerminalProgress:
     """A progress callback that keeps one updating line on a terminal: bytes, rate, percent.
 
     Writes nothing when `stream` is not a TTY (CI logs, pipes); redraws at most every `interval`
-    seconds, and always once at 100 %, then ends the line.
+    seconds, and always once at 100 %, then ends the line (unless `end_line` is false: then whoever
+    owns the line finishes it). The rate counts from the moment it is made, so make it right
+    before the upload starts.
     """
 
     def __init__(
@@ -393,13 +395,15 @@ class TerminalProgress:
         *,
         interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        end_line: bool = True,
     ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.clock = clock
+        self.end_line = end_line
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.started: float | None = None
+        self.started = clock()
         self.last_draw = float("-inf")
         self.finished = False
 
@@ -407,15 +411,14 @@ class TerminalProgress:
         if not self.enabled or self.finished:
             return
         now = self.clock()
-        if self.started is None:
-            self.started = now
         complete = done >= total
         if not complete and now - self.last_draw < self.interval:
             return
         self.last_draw = now
         self.stream.write("\r" + self.line(done, total, now - self.started) + "\x1b[K")
         if complete:
-            self.stream.write("\n")
+            if self.end_line:
+                self.stream.write("\n")
             self.finished = True
         self.stream.flush()
 

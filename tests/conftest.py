@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import pwd
 import shutil
 import socket
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gbdeploy.testing import service as testing_service
 from gbdeploy.testing.forgejo import ForgejoEmulator
 from gbdeploy.testing.gitworld import GitWorld
 from gbdeploy.testing.production import ProductionWorld
@@ -73,17 +73,9 @@ def loopback_only() -> Iterator[None]:
 
 
 # --- ssh target ---------------------------------------------------------------------------------
-def _service_user() -> str:
-    """`gbuser` where it exists (.ci/setup creates it), else the user running the tests."""
-    try:
-        return pwd.getpwnam("gbuser").pw_name
-    except KeyError:
-        return pwd.getpwuid(os.getuid()).pw_name
-
-
 @pytest.fixture(scope="session")
 def service_user() -> str:
-    return _service_user()
+    return testing_service.service_user()
 
 
 def _world_directory(prefix: str) -> Path:

@@ -13,6 +13,7 @@ import pytest
 
 from gbdeploy import sandbox as sandbox_module
 from gbdeploy.testing import sshd as sshd_module
+from gbdeploy.testing.procs import pids_under
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,19 +41,6 @@ def sandbox_directory(output: str) -> Path:
     return Path(found[1])
 
 
-def running_from(directory: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                exe = os.readlink(entry / "exe")
-            except OSError:
-                continue
-            if exe.startswith(str(directory)):
-                pids.append(int(entry.name))
-    return pids
-
-
 def test_demo_releases_for_real_and_leaves_nothing_behind():
     process = demo_process()
     output, _ = process.communicate(timeout=300)
@@ -64,7 +52,7 @@ def test_demo_releases_for_real_and_leaves_nothing_behind():
     assert re.search(r"success\s+Deploy botserver", output)
     directory = sandbox_directory(output)
     assert not directory.exists()
-    assert running_from(directory) == []
+    assert pids_under(directory) == []
 
 
 def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
@@ -79,13 +67,13 @@ def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
     directory = sandbox_directory(output)
     try:
         assert directory.is_dir()
-        assert running_from(directory), "the released service should still run"
+        assert pids_under(directory), "the released service should still run"
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output + rest
     assert not directory.exists()
-    assert running_from(directory) == []
+    assert pids_under(directory) == []
 
 
 def test_demo_without_sshd_says_how_to_install_it(run_gbdeploy, monkeypatch):

@@ -17,22 +17,12 @@ from pathlib import Path
 import pytest
 
 from gbdeploy import deploy
-from gbdeploy.config import (
-    Component,
-    DoctorSettings,
-    ForgeSettings,
-    GitSettings,
-    MaintenanceSettings,
-    ReleaseSettings,
-    Restart,
-    Settings,
-    SshSettings,
-    Target,
-)
+from gbdeploy.config import Component, ForgeSettings, Restart, Settings, SshSettings
 from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed
 from gbdeploy.output import Reporter
 from gbdeploy.testing.procs import executable_of, kill_pids, pids_running, pids_under, wait_for
 from gbdeploy.testing.service import Fault, build_service
+from gbdeploy.testing.settings import standin_component, target_settings
 from gbdeploy.testing.sshd import free_port
 from gbdeploy.transfer import file_sha256
 
@@ -78,33 +68,16 @@ class World:
         return self.root / "opt/gbo/logs/error.log"
 
     def component(self, **changes) -> Component:
-        base = Component(
-            name="botserver",
-            workflow="botserver.yaml",
-            binary=str(self.binary),
-            user=self.user,
-            start="./botserver --noconsole",
-            run_as="runuser -u {user} --",
-            log=str(self.log),
-            restart=Restart("process"),
-            health=f"http://localhost:{self.port}/health",
-            env={"PORT": str(self.port)},
-            stop_timeout=5.0,
-            health_timeout=15.0,
+        return standin_component(
+            self.binary,
+            self.log,
+            self.user,
+            self.port,
+            **{"workflow": "botserver.yaml", "health_timeout": 15.0, **changes},
         )
-        return dataclasses.replace(base, **changes)
 
     def settings(self, forge: ForgeSettings | None = None, **changes) -> Settings:
-        return Settings(
-            forge=forge or ForgeSettings(url="http://127.0.0.1:9", owner="o", repo="r", timeout=2),
-            git=GitSettings("main", ["origin"], ["alm"], "m"),
-            ssh=SshSettings(config=str(self.sshd.ssh_config)),
-            release=ReleaseSettings(),
-            targets={"system": Target("system", self.sshd.alias, lxc=self.lxc)},
-            components={"botserver": self.component(**changes)},
-            doctor=DoctorSettings(),
-            maintenance=MaintenanceSettings(),
-        )
+        return target_settings(self.sshd, self.component(**changes), lxc=self.lxc, forge=forge)
 
     def deploy(self, artifact: Path, *, out: io.StringIO | None = None, **options):
         changes = options.pop("component", {})

@@ -52,6 +52,16 @@ def kill_pids(pids: list[int], *, deadline_seconds: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def stop_running(binary: str | Path, *, term_seconds: float = 10.0) -> None:
+    """SIGTERM each process running `binary`, give them `term_seconds` to exit, then SIGKILL
+    whichever still runs it."""
+    for pid in pids_running(binary):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pids_running(binary), deadline_seconds=term_seconds, interval=0.05)
+    kill_pids(pids_running(binary))
+
+
 def wait_for(condition: object, *, deadline_seconds: float = 10.0, interval: float = 0.02) -> bool:
     """Poll `condition()` until it is true or the deadline passes; returns its last truth."""
     assert callable(condition)

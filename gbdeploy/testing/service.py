@@ -7,6 +7,7 @@ in botserver) and can pad it to a realistic size: an ELF runs with trailing byte
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from enum import Enum
@@ -21,6 +22,14 @@ class Fault(Enum):
     FAIL_AT_START = "GB_FAIL_AT_START"
     NEVER_HEALTHY = "GB_NEVER_HEALTHY"
     IGNORE_TERM = "GB_IGNORE_TERM"
+
+
+def service_user() -> str:
+    """`gbuser` where it exists (.ci/setup creates it), else the user running this process."""
+    try:
+        return pwd.getpwnam("gbuser").pw_name
+    except KeyError:
+        return pwd.getpwuid(os.getuid()).pw_name
 
 
 def compiler() -> str:

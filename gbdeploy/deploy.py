@@ -845,7 +845,7 @@ def _upload_step(run: _Run, local: Path) -> Step:
 
     return Step(
         "upload",
-        [remove_command(new), f"upload {local} → {new} (transfer.upload)"],
+        [remove_command(new), *transfer.upload_plan(local, new)],
         upload,
         [remove_command(new)],
         lambda: run.run_again_if_dropped(remove_command(new)) and None,

@@ -254,7 +254,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
     binary = str(world.binary)
     for expected in (
         f"mkdir -- {binary}.lock",
-        f"upload {artifacts(NEW)} → {binary}.new",
+        f"< {artifacts(NEW)}",  # the upload reads the artifact …
+        f"> {binary}.new",  # … and the target writes it beside the binary
         f"mv -f -- {binary}.new {binary}",
         f"chown -- {world.user}: {binary}",
         "kill -TERM",

@@ -178,18 +178,23 @@ def test_first_deploy_to_an_empty_target(world, artifacts):
     assert world.deploy_log()[-1]["result"] == "ok"
 
 
-@pytest.mark.parametrize("strategy", ["staged", "seed"])
-def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strategy):
+def systemd_unit(world, standins, exec_start: str) -> tuple[str, dict]:
+    """A stand-in unit running the world's binary; the deploy options that restart through it."""
     unit = f"gbtest-{world.port}.service"
     standins.add_unit(
         unit,
-        exec_start="./botserver --noconsole",
+        exec_start=exec_start,
         user=world.user,
         working_directory=str(world.binary.parent),
         environment={"PORT": str(world.port)},
         log=str(world.log),
     )
-    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    return unit, {"component": {"restart": Restart("systemd", unit), "start": None}}
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strategy):
+    unit, systemd = systemd_unit(world, standins, "./botserver --noconsole")
     world.deploy(artifacts(OLD), commit=OLD, **systemd)
     old_pid = standins.unit_pid(unit)
     assert world.health()["commit"] == OLD and world.running() == [old_pid]
@@ -203,16 +208,7 @@ def test_systemd_unit_is_stopped_and_started(world, artifacts, standins, strateg
 
 
 def test_systemd_unit_with_a_failing_binary_is_rolled_back(world, artifacts, standins):
-    unit = f"gbtest-{world.port}.service"
-    standins.add_unit(
-        unit,
-        exec_start="./botserver",
-        user=world.user,
-        working_directory=str(world.binary.parent),
-        environment={"PORT": str(world.port)},
-        log=str(world.log),
-    )
-    systemd = {"component": {"restart": Restart("systemd", unit), "start": None}}
+    unit, systemd = systemd_unit(world, standins, "./botserver")
     world.deploy(artifacts(OLD), commit=OLD, **systemd)
     old_sha = file_sha256(world.binary)
 

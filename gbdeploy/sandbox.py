@@ -29,11 +29,11 @@ from pathlib import Path
 import yaml
 
 from .config import Settings, load_settings
-from .connection import Remote, quote
+from .connection import quote
 from .output import Reporter
 from .testing import runner as emulated_runner
 from .testing.forgejo import ExecutorContext, ForgejoEmulator
-from .testing.gitworld import GitWorld, git, isolated_git_env
+from .testing.gitworld import GitWorld, git
 from .testing.procs import stop_running
 from .testing.service import compiler, service_user
 from .testing.sshd import LoopbackSshd, find_sshd, free_port
@@ -416,6 +416,3 @@ def _cwd(path: Path):
         yield
     finally:
         os.chdir(before)
-
-
-__all__ = ["Remote", "Sandbox", "create", "isolated_git_env", "run_demo"]

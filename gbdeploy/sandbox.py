@@ -288,19 +288,15 @@ def _first_deploy(sandbox: Sandbox) -> None:
 
     commit = git(sandbox.git.submodule, "rev-parse", "--short", "HEAD")
     artifact = build_service(sandbox.directory / "runner" / "first" / COMPONENT, commit)
-    quiet = Reporter(stream=open(os.devnull, "w"))  # noqa: SIM115 - closed with the reporter's life
-    with _environment(sandbox.environment):
+    with open(os.devnull, "w") as nowhere, _environment(sandbox.environment):
         run_deploy(
             sandbox.settings(),
             COMPONENT,
-            quiet,
+            Reporter(stream=nowhere),
             artifact=str(artifact),
             strategy="staged",
-            dry_run=False,
-            force=False,
             commit=commit,
         )
-    quiet.stream.close()
 
 
 def _checkout(bare: Path, sha: str, into: Path) -> None:

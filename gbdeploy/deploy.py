@@ -289,6 +289,18 @@ class _Run:
         self.started_at = _now()
         self.sha256: str | None = None
 
+    def refuse_a_foreign_ssh_user(self) -> None:
+        """Only root or the service user can see (/proc/PID/exe) and signal the service's
+        processes; as anyone else, the stop would find nothing and leave the old service running."""
+        user = self.remote.user
+        if user not in ("root", self.component.user):
+            raise UsageError(
+                f"{self.component.name}: the ssh user {user!r} on {self.target.ssh} can neither "
+                f"see nor stop {self.component.user}'s processes; nothing was changed",
+                hint=f"connect as root or as {self.component.user} (`User` of Host "
+                f"{self.target.ssh} in {self.settings.ssh.config})",
+            )
+
     # -- remote helpers
     def run(self, command: str, *, timeout: float = 120.0) -> str:
         return self.remote.run(command, timeout=timeout).stdout
@@ -755,6 +767,7 @@ def run_deploy(
             [line for step in steps for line in step.plan_lines()],
         )
         return
+    run.refuse_a_foreign_ssh_user()
     if not local.is_file():
         raise UsageError(
             f"artifact {local} does not exist",
@@ -880,6 +893,7 @@ def run_rollback(
             [line for step in steps for line in step.plan_lines()],
         )
         return
+    run.refuse_a_foreign_ssh_user()
     try:
         prev_sha = probes.probe_sha256(run.paths.prev).run(run.remote)
         if prev_sha is None:

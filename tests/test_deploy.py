@@ -18,7 +18,7 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.config import Component, ForgeSettings, Restart, Settings, SshSettings
-from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed
+from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed, UsageError
 from gbdeploy.output import Reporter
 from gbdeploy.testing.procs import executable_of, kill_pids, pids_running, pids_under, wait_for
 from gbdeploy.testing.service import Fault, build_service
@@ -279,6 +279,31 @@ def test_dry_run_does_not_connect(world, artifacts, tmp_path):
     )
     plan = out.getvalue()
     assert plan.index("kill -TERM") < plan.index("upload")  # seed: stop first
+
+
+@pytest.mark.parametrize("action", ["deploy", "rollback"])
+def test_an_ssh_user_that_cannot_stop_the_service_is_refused_before_anything(
+    world, artifacts, tmp_path, action
+):
+    # As someone other than root or the service user, /proc/PID/exe of the service is unreadable:
+    # the stop would find no process and the old service would keep running beside the new one.
+    deployed(world, artifacts)
+    before, pids = snapshot(world), world.running()
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        world.sshd.ssh_config.read_text().replace(f"User {world.sshd.user}", "User ops")
+    )
+    settings = dataclasses.replace(world.settings(), ssh=SshSettings(config=str(config)))
+    run = deploy.run_deploy if action == "deploy" else deploy.run_rollback
+    extra = {"artifact": str(artifacts(NEW)), "commit": NEW} if action == "deploy" else {}
+
+    with pytest.raises(UsageError) as raised:
+        run(settings, "botserver", Reporter(stream=io.StringIO()), **extra)
+
+    assert raised.value.exit_code == 2
+    assert "ssh user 'ops'" in str(raised.value)
+    assert "nothing was changed" in str(raised.value)
+    assert snapshot(world) == before and world.running() == pids
 
 
 def test_unchanged_binary_is_not_uploaded_but_health_is_checked(world, artifacts):

@@ -393,9 +393,12 @@ def owner_check(component: Component, container: str) -> Check:
 UNITS_COMMAND = (
     "command -v systemctl >/dev/null || exit 127; "
     "systemctl list-units --type=service --all --plain --no-legend --no-pager | "
-    'while read -r unit load active rest; do printf \'%s\\t%s\\t%s\\n\' "$unit" "$active" '
+    "while read -r unit load active rest; do "
+    'printf \'%s\\t%s\\t%s\\t%s\\n\' "$unit" "$active" '
+    '"$(systemctl is-enabled "$unit" 2>/dev/null)" '
     '"$(systemctl show -p ExecStart --value "$unit")"; done'
 )
+ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
 def not_in_systemd_check(component: Component, container: str) -> Check:
@@ -405,20 +408,23 @@ def not_in_systemd_check(component: Component, container: str) -> Check:
         if not result.ok:
             return Verdict("fail", f"listing systemd units failed: {_output(result)}")
         runs_it = [u for u in parse_unit_table(result.stdout) if u.exec_path == binary]
-        active = [u for u in runs_it if u.active in ACTIVE_STATES]
-        if active:
-            units = ", ".join(f"{u.unit} ({u.active})" for u in active)
+        # Active, it restarts the old binary behind a deploy; enabled, it starts a second copy
+        # at the next boot.
+        managing = [u for u in runs_it if u.active in ACTIVE_STATES or u.enabled in ENABLED_STATES]
+        if managing:
+            units = ", ".join(f"{u.unit} ({u.active}, {u.enabled or '?'})" for u in managing)
             return Verdict(
                 "fail",
                 f"{units} runs {binary}, but components.{component.name}.restart is `process`: "
-                "systemd restarts the old binary behind the deploy",
+                "systemd restarts or boots the old binary beside the deployed one",
                 f"either let systemd manage it (components.{component.name}.restart: "
-                f"{{systemd: {active[0].unit}}}) or `systemctl disable --now "
-                f"{quote(active[0].unit)}` and run it as a process",
+                f"{{systemd: {managing[0].unit}}}) or `systemctl disable --now "
+                f"{quote(managing[0].unit)}` and run it as a process",
             )
-        idle = ", ".join(f"{u.unit} ({u.active})" for u in runs_it)
+        idle = ", ".join(f"{u.unit} ({u.active}, {u.enabled or '?'})" for u in runs_it)
         return Verdict(
-            "pass", f"no active unit runs {binary}" + (f"; idle: {idle}" if idle else "")
+            "pass",
+            f"no active or enabled unit runs {binary}" + (f"; idle: {idle}" if idle else ""),
         )
 
     return Check(

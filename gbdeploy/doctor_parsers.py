@@ -508,18 +508,21 @@ def parse_exec_path(value: str) -> str | None:
 class UnitExec:
     unit: str
     active: str
+    enabled: str  # `systemctl is-enabled`: enabled, disabled, static, …
     exec_path: str | None
 
 
 def parse_unit_table(text: str) -> tuple[UnitExec, ...]:
-    """Lines of `UNIT<TAB>ACTIVE-STATE<TAB>EXECSTART` (what the systemd probe prints)."""
+    """Lines of `UNIT<TAB>ACTIVE-STATE<TAB>ENABLED-STATE<TAB>EXECSTART` (the systemd probe's)."""
     units = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        fields = line.split("\t", 2)
-        if len(fields) < 2:
-            raise ParseError(f"expected UNIT<TAB>STATE<TAB>EXECSTART: {line!r}", number)
-        exec_path = parse_exec_path(fields[2]) if len(fields) > 2 else None
-        units.append(UnitExec(fields[0], fields[1], exec_path))
+        fields = line.split("\t", 3)
+        if len(fields) < 3:
+            raise ParseError(
+                f"expected UNIT<TAB>ACTIVE<TAB>ENABLED<TAB>EXECSTART: {line!r}", number
+            )
+        exec_path = parse_exec_path(fields[3]) if len(fields) > 3 else None
+        units.append(UnitExec(fields[0], fields[1], fields[2], exec_path))
     return tuple(units)

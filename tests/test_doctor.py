@@ -49,7 +49,7 @@ BROKEN_SAW = {
     "system.valkey-ping": "Connection timed out",
     "system.botui-botserver-url": "BOTSERVER_URL=https://chat.example.com",
     "system.owner.botserver": "is owned by root:root, not",
-    "system.not-in-systemd.botserver": "system.service (active) runs",
+    "system.not-in-systemd.botserver": "system.service (active, disabled) runs",
     "system.owner.botui": "is owned by root:root, not",
     "proxy.caddy-storage": "no `storage` in the global options block",
     "proxy.caddy-valid": "unrecognized directive: reverse_prxy",
@@ -178,6 +178,22 @@ def test_fix_leaves_caddy_alone_until_the_storage_root_exists(production, gbuser
     assert production.caddyfile.read_text() == text_without
     assert not list(production.caddyfile.parent.glob("config.bak-*"))
     assert production.caddy_reloads() == []
+
+
+@pytest.mark.parametrize(("enabled", "status"), [(True, "FAIL"), (False, "pass")])
+def test_a_stopped_unit_for_a_process_component_fails_only_when_enabled(
+    production, gbuser, enabled, status
+):
+    # Stopped, an enabled unit still starts a second botserver at the next boot.
+    production.make_good()
+    production.standins.add_unit(
+        "system.service", exec_start=f"{production.botserver} --noconsole", enabled=enabled
+    )
+    text, _ = doctor(production.settings())
+    found = rows(text)
+    assert found["system.not-in-systemd.botserver"][0] == status, text
+    state = "enabled" if enabled else "disabled"
+    assert f"system.service (inactive, {state})" in found["system.not-in-systemd.botserver"][1]
 
 
 def test_missing_and_disabled_containers(production, gbuser):

@@ -406,14 +406,16 @@ def test_systemd_environment_and_exec_start():
 
 def test_unit_table():
     text = (
-        "system.service\tactive\t"
+        "system.service\tactive\tenabled\t"
         "{ path=/opt/gbo/bin/botserver ; argv[]=/opt/gbo/bin/botserver ; }\n"
-        "ssh.service\tinactive\t\n"
+        "ssh.service\tinactive\tdisabled\t\n"
+        "old.service\tinactive\t\t\n"
     )
     units = parse_unit_table(text)
-    assert [(u.unit, u.active, u.exec_path) for u in units] == [
-        ("system.service", "active", "/opt/gbo/bin/botserver"),
-        ("ssh.service", "inactive", None),
+    assert [(u.unit, u.active, u.enabled, u.exec_path) for u in units] == [
+        ("system.service", "active", "enabled", "/opt/gbo/bin/botserver"),
+        ("ssh.service", "inactive", "disabled", None),
+        ("old.service", "inactive", "", None),
     ]
     with pytest.raises(ParseError):
         parse_unit_table("just one field\n")

@@ -7,10 +7,10 @@ keeps their state under `directory`:
   `lxc config show NAME [--expanded]`, `lxc config device show NAME` print the YAML files of
   `containers/NAME/`; `lxc list --format csv -c n` lists the containers; `lxc file push SRC
   NAME/PATH` copies. An unknown container answers as LXD does: `Error: Instance not found`.
-- `systemctl start|stop|restart|is-active|show -p P --value|cat UNIT` and `systemctl list-units`
+- `systemctl start|stop|restart|is-active|is-enabled|show -p P --value|cat UNIT`, `list-units`
   manage the units described in `units/UNIT.json` ({"exec_start", "user", "working_directory",
-  "environment", "log"}), starting ExecStart detached in its own session, as the unit's user,
-  and stopping exactly the recorded main pid.
+  "environment", "log", "enabled"}), starting ExecStart detached in its own session, as the
+  unit's user, and stopping exactly the recorded main pid.
 """
 
 from __future__ import annotations
@@ -133,6 +133,10 @@ if verb in ("start", "stop", "restart"):
             stop(unit)
         if verb in ("start", "restart"):
             start(unit)
+elif verb == "is-enabled":
+    states = ["enabled" if load(u)[0].get("enabled") else "disabled" for u in units]
+    print("\n".join(states))
+    sys.exit(0 if all(s == "enabled" for s in states) else 1)
 elif verb == "is-active":
     states = ["active" if alive(load(u)[1]) else "inactive" for u in units]
     print("\n".join(states))
@@ -208,6 +212,7 @@ class StandinWorld:
         working_directory: str = "/",
         environment: dict[str, str] | None = None,
         log: str = "/dev/null",
+        enabled: bool = False,
     ) -> Path:
         spec = {
             "exec_start": exec_start,
@@ -215,6 +220,7 @@ class StandinWorld:
             "working_directory": working_directory,
             "environment": environment or {},
             "log": log,
+            "enabled": enabled,
         }
         path = self.units / (unit if unit.endswith(".service") else f"{unit}.service")
         path = path.with_suffix(".json")

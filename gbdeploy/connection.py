@@ -13,6 +13,7 @@ changed key is always refused.
 
 from __future__ import annotations
 
+import glob
 import os
 import shlex
 import socket
@@ -27,7 +28,7 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from .config import SshSettings, Target
-from .errors import HostKeyError, RemoteError
+from .errors import ConfigError, HostKeyError, RemoteError
 
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
 
@@ -105,6 +106,34 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+MAX_INCLUDE_DEPTH = 16  # as OpenSSH
+
+
+def read_ssh_config(path: Path) -> paramiko.SSHConfig:
+    """The ssh config file with its `Include`s expanded in place, which paramiko's parser does not
+    do (Debian's own /etc/ssh/ssh_config starts with one). Relative patterns are taken from
+    ~/.ssh, as OpenSSH does for a user's config."""
+    return paramiko.SSHConfig.from_text(_expand_includes(path, 0))
+
+
+def _expand_includes(path: Path, depth: int) -> str:
+    if depth > MAX_INCLUDE_DEPTH:
+        raise ConfigError("ssh.config", f"Include nested deeper than {MAX_INCLUDE_DEPTH} at {path}")
+    lines = []
+    for line in path.read_text().splitlines():
+        keyword, _, rest = line.strip().replace("=", " ", 1).partition(" ")
+        if keyword.lower() != "include":
+            lines.append(line)
+            continue
+        for pattern in shlex.split(rest):
+            pattern = os.path.expanduser(pattern)
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(os.path.expanduser("~/.ssh"), pattern)
+            for included in sorted(glob.glob(pattern)):
+                lines.append(_expand_includes(Path(included), depth + 1))
+    return "\n".join(lines) + "\n"
+
+
 class Remote:
     """Commands on one target. Use as a context manager; the connection opens on first use."""
 
@@ -113,7 +142,7 @@ class Remote:
         self.settings = ssh
         config_path = Path(os.path.expanduser(ssh.config))
         fabric_config = FabricConfig(
-            runtime_ssh_path=str(config_path) if config_path.exists() else None
+            ssh_config=read_ssh_config(config_path) if config_path.exists() else None
         )
         connect_kwargs = {}
         if ssh.identity_file:  # the CI deploy job's key, written from a secret

@@ -8,7 +8,7 @@ import pytest
 
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote, wrap_for_target
-from gbdeploy.errors import HostKeyError, RemoteError
+from gbdeploy.errors import ConfigError, HostKeyError, RemoteError
 
 
 def remote_for(sshd, *, lxc=None, accept_new=False) -> Remote:
@@ -127,3 +127,24 @@ def test_the_test_suite_itself_cannot_reach_beyond_loopback():
 
     with pytest.raises(httpx.ConnectError, match=r"only reach 127\.0\.0\.1"):
         httpx.get("http://alm.pragmatismo.com.br/api/v1/version", timeout=2)
+
+
+def test_the_ssh_config_is_read_with_its_includes_as_openssh_does(sshd, tmp_path, monkeypatch):
+    # The alias lives in an included file (relative to ~/.ssh, like Debian's ssh_config.d).
+    home = tmp_path / "home"
+    (home / ".ssh" / "config.d").mkdir(parents=True)
+    (home / ".ssh" / "config.d" / "50-prod.conf").write_text(sshd.ssh_config.read_text())
+    (home / ".ssh" / "config.d" / "ignored.txt").write_text("Host *\n    Port 1\n")
+    config = home / ".ssh" / "config"
+    config.write_text("# production hosts\nInclude config.d/*.conf\n")
+    monkeypatch.setenv("HOME", str(home))
+
+    with Remote(Target("system", sshd.alias), SshSettings(config=str(config))) as remote:
+        assert remote.run("echo included").stdout == "included\n"
+
+
+def test_an_include_loop_is_a_clear_config_error(tmp_path):
+    config = tmp_path / "config"
+    config.write_text(f"Include {config}\n")
+    with pytest.raises(ConfigError, match="Include nested deeper"):
+        Remote(Target("system", "anything"), SshSettings(config=str(config)))

@@ -10,6 +10,7 @@ import pytest
 from gbdeploy.config import Component
 from gbdeploy.errors import UsageError, VerificationFailed
 from gbdeploy.output import Reporter
+from gbdeploy.testing.clock import FakeClock
 from gbdeploy.verify import TargetFacts, commits_match, judge, normalize_commit, verify_until
 
 COMMIT = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -93,7 +94,7 @@ def test_commit_prefix_matching_needs_seven_digits():
 
 def test_verification_retries_until_the_service_is_up_then_passes():
     attempts = iter([good_facts(health=None, processes=[]), good_facts(health=None), good_facts()])
-    now = [0.0]
+    clock = FakeClock()
     out = io.StringIO()
     results = verify_until(
         lambda: next(attempts),
@@ -102,15 +103,15 @@ def test_verification_retries_until_the_service_is_up_then_passes():
         RUN_START,
         timeout=60,
         reporter=Reporter(out),
-        clock=lambda: now[0],
-        sleep=lambda s: now.__setitem__(0, now[0] + s),
+        clock=clock,
+        sleep=clock.sleep,
     )
     assert all(r.ok for r in results)
     assert "pass  health reports the commit: status ok, commit 1a2b3c4" in out.getvalue()
 
 
 def test_verification_gives_up_after_the_timeout_naming_the_failed_check():
-    now = [0.0]
+    clock = FakeClock()
     out = io.StringIO()
     with pytest.raises(VerificationFailed) as raised:
         verify_until(
@@ -120,13 +121,13 @@ def test_verification_gives_up_after_the_timeout_naming_the_failed_check():
             RUN_START,
             timeout=10,
             reporter=Reporter(out),
-            clock=lambda: now[0],
-            sleep=lambda s: now.__setitem__(0, now[0] + s),
+            clock=clock,
+            sleep=clock.sleep,
         )
     assert raised.value.check == "binary contains the commit"
     assert raised.value.exit_code == 1
     assert "FAIL  binary contains the commit" in out.getvalue()
-    assert now[0] >= 10
+    assert clock.slept >= 10
 
 
 def deploy_record(**changes) -> dict:

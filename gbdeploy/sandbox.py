@@ -178,7 +178,11 @@ def create(directory: Path | None = None) -> Sandbox:
     directory = Path(directory or tempfile.mkdtemp(prefix="gbdeploy-sandbox-"))
     directory.chmod(0o755)  # the service user must reach its binary
     token = secrets.token_hex(20)
-    sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system").start()
+    try:
+        sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system").start()
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     forge = ForgejoEmulator(token=token, workflows=[f"{COMPONENT}.yaml"])
     sandbox = Sandbox(directory, token, sshd, GitWorld(directory / "git"), forge, free_port())
     try:

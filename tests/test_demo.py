@@ -87,3 +87,17 @@ def test_demo_without_sshd_says_how_to_install_it(run_gbdeploy, monkeypatch):
     assert result.code == 2
     assert "apt-get install -y openssh-server" in result.err
     assert made == []  # refused before anything was made
+
+
+def test_a_sandbox_whose_sshd_cannot_start_leaves_no_directory(tmp_path, monkeypatch):
+    def refuse(self):
+        raise RuntimeError("sshd did not start")
+
+    monkeypatch.setattr(sshd_module.LoopbackSshd, "start", refuse)
+    directory = tmp_path / "sandbox"
+    directory.mkdir()
+
+    with pytest.raises(RuntimeError, match="sshd did not start"):
+        sandbox_module.create(directory)
+
+    assert not directory.exists()

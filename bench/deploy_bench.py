@@ -39,10 +39,10 @@ from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote
 from gbdeploy.errors import NotBuilt
 from gbdeploy.output import Reporter
-from gbdeploy.testing.procs import kill_pids, pids_running
-from gbdeploy.testing.service import build_service, service_user
-from gbdeploy.testing.settings import standin_component, target_settings
-from gbdeploy.testing.sshd import LoopbackSshd, free_port
+from gbdeploy_sandbox.procs import kill_pids, pids_running
+from gbdeploy_sandbox.service import build_service, service_user
+from gbdeploy_sandbox.settings import standin_component, target_settings
+from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
 
 MiB = 1 << 20
 

@@ -241,8 +241,13 @@ def maintain(
 @reporting_errors
 def demo(c: Context, keep: bool = False) -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
-    from . import sandbox
-
+    try:
+        from gbdeploy_sandbox import sandbox
+    except ImportError:
+        raise UsageError(
+            "the demo needs the sandbox distribution, which is not installed",
+            hint="from a clone of gbdeploy: pip install ./sandbox  (or run: bash .ci/setup)",
+        ) from None
     sandbox.run_demo(reporter(), keep=keep)
 
 

@@ -26,7 +26,7 @@ optional `strategy` input. Its job:
 `runs-on` is `workflows.runs_on` (default `ubuntu-latest`, the label Forgejo/act runners register
 by default; the production runner's labels are not known here, so set it to one of them).
 Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`), and nothing uses `set -x`.
-`gbdeploy.testing.runner` executes these exact `run:` steps in the demo sandbox.
+`gbdeploy_sandbox.runner` executes these exact `run:` steps in the demo sandbox.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from gbdeploy.testing import service as testing_service
-from gbdeploy.testing.forgejo import ForgejoEmulator
-from gbdeploy.testing.gitworld import GitWorld
-from gbdeploy.testing.production import ProductionWorld
-from gbdeploy.testing.sshd import LoopbackSshd
-from gbdeploy.testing.standins import StandinWorld
+from gbdeploy_sandbox import service as testing_service
+from gbdeploy_sandbox.forgejo import ForgejoEmulator
+from gbdeploy_sandbox.gitworld import GitWorld
+from gbdeploy_sandbox.production import ProductionWorld
+from gbdeploy_sandbox.sshd import LoopbackSshd
+from gbdeploy_sandbox.standins import StandinWorld
 from tests.forgejo_schema import ForgejoSchema, exchange_violations
 
 # --- loopback only -------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def gbdeploy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def git_world(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> GitWorld:
-    """A fresh gb-like world (see gbdeploy.testing.gitworld) with a committed gbdeploy.yaml, the
+    """A fresh gb-like world (see gbdeploy_sandbox.gitworld) with a committed gbdeploy.yaml, the
     current directory at its root clone, and GBDEPLOY_FORGE_TOKEN set to TEST_TOKEN."""
     world = GitWorld.build(tmp_path / "world")
     world.write_config(WORLD_CONFIG)

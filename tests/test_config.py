@@ -9,7 +9,7 @@ from conftest import TEST_TOKEN
 
 from gbdeploy import errors
 from gbdeploy.config import Restart, Settings, Target, load_config, load_settings
-from gbdeploy.testing.gitworld import GitWorld
+from gbdeploy_sandbox.gitworld import GitWorld
 
 DESIGN_COMMANDS = (
     "release",

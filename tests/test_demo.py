@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import sandbox as sandbox_module
-from gbdeploy.testing import sshd as sshd_module
-from gbdeploy.testing.procs import pids_under
+from gbdeploy_sandbox import sandbox as sandbox_module
+from gbdeploy_sandbox import sshd as sshd_module
+from gbdeploy_sandbox.procs import pids_under
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from gbdeploy.doctor_parsers import (
     stale_snapshots,
     with_file_system_storage,
 )
-from gbdeploy.testing.production import SITES, caddyfile
+from gbdeploy_sandbox.production import SITES, caddyfile
 
 # --- iptables ----------------------------------------------------------------------------------
 # `iptables -S INPUT` in the system container after the seed's fix (nf_tables backend).

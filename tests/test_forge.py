@@ -21,8 +21,8 @@ from gbdeploy.errors import (
 from gbdeploy.forge import ForgeClient, find_run, wait_for_run
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
-from gbdeploy.testing.clock import FakeClock
-from gbdeploy.testing.forgejo import ExecutorContext, ForgejoEmulator, Script
+from gbdeploy_sandbox.clock import FakeClock
+from gbdeploy_sandbox.forgejo import ExecutorContext, ForgejoEmulator, Script
 
 SHA = "3f2a9c0d1e4b5a6978877665544332211000aaaa"
 OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"

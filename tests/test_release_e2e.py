@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import sandbox as sandbox_module
-from gbdeploy.testing.gitworld import git
+from gbdeploy_sandbox import sandbox as sandbox_module
+from gbdeploy_sandbox.gitworld import git
 from tests.forgejo_schema import exchange_violations
 
 pytestmark = pytest.mark.slow

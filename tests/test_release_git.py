@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import TEST_TOKEN
 
-from gbdeploy.testing.gitworld import GitWorld, git
+from gbdeploy_sandbox.gitworld import GitWorld, git
 
 PUSH = "push --porcelain {remote} refs/heads/main:refs/heads/main"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gbdeploy.config import DEFAULTS, Settings
-from gbdeploy.testing.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
+from gbdeploy_sandbox.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
 from gbdeploy.workflows import render_workflow
 
 MAIN_C = 'const char marker[] = "commit:" COMMIT;\nint main(void) { return marker[0] == 0; }\n'

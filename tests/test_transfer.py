@@ -15,7 +15,7 @@ import pytest
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
 from gbdeploy.errors import RemoteError
-from gbdeploy.testing.service import build_service
+from gbdeploy_sandbox.service import build_service
 from gbdeploy.transfer import (
     STREAM,
     ZSTD,

@@ -10,7 +10,7 @@ import pytest
 from gbdeploy.config import Component
 from gbdeploy.errors import UsageError, VerificationFailed
 from gbdeploy.output import Reporter
-from gbdeploy.testing.clock import FakeClock
+from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy.verify import TargetFacts, commits_match, judge, normalize_commit, verify_until
 
 COMMIT = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"

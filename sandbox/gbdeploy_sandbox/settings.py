@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from gbdeploy.config import (
     Component,
     DoctorSettings,
     ForgeSettings,

@@ -14,7 +14,7 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 
-from ..errors import UsageError
+from gbdeploy.errors import UsageError
 
 
 class Fault(Enum):
@@ -54,7 +54,7 @@ def build_service(
 
     Compressible padding repeats a text pattern (as debug sections do); otherwise it is random.
     """
-    source = resources.files("gbdeploy").joinpath("standin/service.c")
+    source = resources.files("gbdeploy_sandbox").joinpath("standin/service.c")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [
         compiler(),

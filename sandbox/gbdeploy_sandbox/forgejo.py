@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..config import ForgeSettings, Secret
+from gbdeploy.config import ForgeSettings, Secret
 
 UNSET = "1970-01-01T00:00:00Z"
 FINISHED = ("success", "failure", "cancelled", "skipped")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULTS, Settings
+from gbdeploy.config import DEFAULTS, Settings
 from .standins import StandinWorld
 
 IPTABLES = r"""#!{python}

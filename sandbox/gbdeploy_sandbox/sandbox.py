@@ -28,15 +28,15 @@ from pathlib import Path
 
 import yaml
 
-from .config import Settings, load_settings
-from .connection import quote
-from .output import Reporter
-from .testing import runner as emulated_runner
-from .testing.forgejo import ExecutorContext, ForgejoEmulator
-from .testing.gitworld import GitWorld, git
-from .testing.procs import stop_running
-from .testing.service import compiler, service_user
-from .testing.sshd import LoopbackSshd, find_sshd, free_port
+from gbdeploy.config import Settings, load_settings
+from gbdeploy.connection import quote
+from gbdeploy.output import Reporter
+from . import runner as emulated_runner
+from .forgejo import ExecutorContext, ForgejoEmulator
+from .gitworld import GitWorld, git
+from .procs import stop_running
+from .service import compiler, service_user
+from .sshd import LoopbackSshd, find_sshd, free_port
 
 COMPONENT = "botserver"
 BUILD_SCRIPT = """#!/bin/sh
@@ -200,7 +200,7 @@ def create(directory: Path | None = None) -> Sandbox:
 
 
 def _build_world(sandbox: Sandbox) -> None:
-    source = resources.files("gbdeploy").joinpath("standin/service.c").read_text()
+    source = resources.files("gbdeploy_sandbox").joinpath("standin/service.c").read_text()
     sandbox.git = GitWorld.build(
         sandbox.directory / "git",
         submodule_files={"service.c": source, "build.sh": BUILD_SCRIPT, "VERSION": "1\n"},
@@ -249,7 +249,7 @@ def _write_config(sandbox: Sandbox) -> None:
         "# The demo sandbox's configuration (made by `gbdeploy demo`).\n"
         + yaml.safe_dump(config, sort_keys=False)
     )
-    from .workflows import rendered_files
+    from gbdeploy.workflows import rendered_files
 
     out = root / ".forgejo" / "workflows"
     out.mkdir(parents=True, exist_ok=True)
@@ -287,8 +287,8 @@ for line in sys.stdin:
 
 def _first_deploy(sandbox: Sandbox) -> None:
     """The version in production before the demo's release: built and deployed as CI would."""
-    from .deploy import run_deploy
-    from .testing.service import build_service
+    from gbdeploy.deploy import run_deploy
+    from .service import build_service
 
     commit = git(sandbox.git.submodule, "rev-parse", "--short", "HEAD")
     artifact = build_service(sandbox.directory / "runner" / "first" / COMPONENT, commit)
@@ -334,7 +334,7 @@ def _environment(values: dict[str, str]):
 
 
 def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
-    from .release import run_release
+    from gbdeploy.release import run_release
 
     reporter.say("gbdeploy demo: a real release of botserver against a sandbox on this machine")
     with reporter.step("build the sandbox"):

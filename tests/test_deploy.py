@@ -20,11 +20,11 @@ from gbdeploy import deploy
 from gbdeploy.config import Component, ForgeSettings, Restart, Settings, SshSettings
 from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed, UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.transfer import file_sha256
 from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_running, pids_under, wait_for
 from gbdeploy_sandbox.service import Fault, build_service
 from gbdeploy_sandbox.settings import standin_component, target_settings
 from gbdeploy_sandbox.sshd import free_port
-from gbdeploy.transfer import file_sha256
 
 OLD, NEW = "aaaaaaa1111", "bbbbbbb2222"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gbdeploy.config import DEFAULTS, Settings
-from gbdeploy_sandbox.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
 from gbdeploy.workflows import render_workflow
+from gbdeploy_sandbox.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
 
 MAIN_C = 'const char marker[] = "commit:" COMMIT;\nint main(void) { return marker[0] == 0; }\n'
 BUILD = 'mkdir -p out && cc -DCOMMIT="\\"$BOTSERVER_COMMIT\\"" -o out/botserver main.c'

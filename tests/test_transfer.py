@@ -15,7 +15,6 @@ import pytest
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
 from gbdeploy.errors import RemoteError
-from gbdeploy_sandbox.service import build_service
 from gbdeploy.transfer import (
     STREAM,
     ZSTD,
@@ -25,6 +24,7 @@ from gbdeploy.transfer import (
     upload,
     upload_plan,
 )
+from gbdeploy_sandbox.service import build_service
 
 MiB = 1 << 20
 

@@ -10,8 +10,8 @@ import pytest
 from gbdeploy.config import Component
 from gbdeploy.errors import UsageError, VerificationFailed
 from gbdeploy.output import Reporter
-from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy.verify import TargetFacts, commits_match, judge, normalize_commit, verify_until
+from gbdeploy_sandbox.clock import FakeClock
 
 COMMIT = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 RUN_START = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)

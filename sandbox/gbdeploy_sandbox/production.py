@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gbdeploy.config import DEFAULTS, Settings
+
 from .standins import StandinWorld
 
 IPTABLES = r"""#!{python}

@@ -31,6 +31,7 @@ import yaml
 from gbdeploy.config import Settings, load_settings
 from gbdeploy.connection import quote
 from gbdeploy.output import Reporter
+
 from . import runner as emulated_runner
 from .forgejo import ExecutorContext, ForgejoEmulator
 from .gitworld import GitWorld, git
@@ -288,6 +289,7 @@ for line in sys.stdin:
 def _first_deploy(sandbox: Sandbox) -> None:
     """The version in production before the demo's release: built and deployed as CI would."""
     from gbdeploy.deploy import run_deploy
+
     from .service import build_service
 
     commit = git(sandbox.git.submodule, "rev-parse", "--short", "HEAD")

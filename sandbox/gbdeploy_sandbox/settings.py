@@ -19,6 +19,7 @@ from gbdeploy.config import (
     SshSettings,
     Target,
 )
+
 from .sshd import LoopbackSshd
 
 # Nothing listens on the discard port: a deploy never needs the forge.

@@ -6,12 +6,14 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from gbdeploy import transfer
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
 from gbdeploy.errors import RemoteError
@@ -19,6 +21,8 @@ from gbdeploy.transfer import (
     STREAM,
     ZSTD,
     TerminalProgress,
+    UploadResult,
+    choose_method,
     file_sha256,
     receive_command,
     upload,
@@ -45,8 +49,8 @@ def remote_for(sshd, *, lxc: str | None = None) -> Remote:
     return Remote(Target("system", sshd.alias, lxc=lxc), SshSettings(config=str(sshd.ssh_config)))
 
 
-class RemoteWithoutZstd(Remote):
-    """A target whose commands run with a PATH that holds `cat` and nothing else (no zstd)."""
+class RemoteWithPath(Remote):
+    """A target whose commands run with a PATH holding `bin_dir` alone."""
 
     def __init__(self, sshd, bin_dir: Path) -> None:
         super().__init__(Target("system", sshd.alias), SshSettings(config=str(sshd.ssh_config)))
@@ -76,25 +80,59 @@ def parent_pid(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def test_compressible_artifact_arrives_identical_with_fewer_bytes(sshd, remote_root, artifacts):
+def bin_dir_with(directory: Path, *programs: str, **scripts: str) -> Path:
+    """A directory for a target's PATH holding the named system programs and stand-in scripts."""
+    directory.mkdir()
+    for program in programs:
+        found = shutil.which(program)
+        assert found, program
+        (directory / program).symlink_to(found)
+    for name, body in scripts.items():
+        script = directory / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return directory
+
+
+def assert_hashed_on_target(result: UploadResult, local: Path, target: Path) -> None:
+    assert result.sha256 == file_sha256(local)
+    assert result.remote_sha256 == file_sha256(target) == result.sha256
+    assert result.verified
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_the_target_hashes_what_it_wrote(sshd, remote_root, artifacts, compress):
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote:
+        result = upload(remote, local, str(target), compress=compress)
+    assert result.method == (ZSTD if compress else STREAM)
+    assert result.receiver == "python3"
+    assert result.size == local.stat().st_size
+    if compress:
+        assert result.bytes_sent < result.size / 2
+    else:
+        assert result.bytes_sent == result.size
+    assert_hashed_on_target(result, local, target)
+
+
+def test_over_loopback_a_compressible_artifact_goes_plain(sshd, remote_root, artifacts):
     local = artifacts["compressible"]
     target = remote_root / "botserver.new"
     with remote_for(sshd) as remote:
         result = upload(remote, local, str(target))
-    assert result.method == ZSTD
-    assert result.size == local.stat().st_size
-    assert result.bytes_sent < result.size / 2
-    assert result.sha256 == file_sha256(local) == file_sha256(target)
+    assert result.method == STREAM  # nothing to save on the wire, only CPU to spend
+    assert_hashed_on_target(result, local, target)
 
 
-def test_random_artifact_arrives_identical_as_a_plain_stream(sshd, remote_root, artifacts):
-    local = artifacts["random"]
-    target = remote_root / "botserver.new"
+def test_across_a_network_a_compressible_artifact_is_compressed(sshd, artifacts, mocker):
+    mocker.patch.object(transfer, "over_loopback", return_value=False)
     with remote_for(sshd) as remote:
-        result = upload(remote, local, str(target))
-    assert result.method == STREAM  # the sample showed compression would not pay
-    assert result.bytes_sent == result.size == local.stat().st_size
-    assert result.sha256 == file_sha256(local) == file_sha256(target)
+        remote.open()
+        assert choose_method(remote, artifacts["compressible"], None) == ZSTD
+        assert choose_method(remote, artifacts["random"], None) == STREAM  # would not pay
+        plan = upload_plan(artifacts["compressible"], "/opt/b.new", remote=remote)
+    assert plan[0].startswith("here: zstd -1")
 
 
 def test_random_artifact_compressed_on_request_still_arrives(sshd, remote_root, artifacts):
@@ -103,38 +141,115 @@ def test_random_artifact_compressed_on_request_still_arrives(sshd, remote_root, 
     with remote_for(sshd) as remote:
         result = upload(remote, local, str(target), compress=True)
     assert result.method == ZSTD
-    assert file_sha256(target) == file_sha256(local)
+    assert_hashed_on_target(result, local, target)
 
 
 def test_upload_replaces_an_existing_file(sshd, remote_root, artifacts):
     target = remote_root / "botserver.new"
     target.write_bytes(b"old contents that are longer than nothing" * 1000)
     with remote_for(sshd) as remote:
-        upload(remote, artifacts["compressible"], str(target))
-    assert file_sha256(target) == file_sha256(artifacts["compressible"])
+        result = upload(remote, artifacts["compressible"], str(target))
+    assert_hashed_on_target(result, artifacts["compressible"], target)
 
 
 def test_target_without_zstd_falls_back_to_a_plain_stream(sshd, remote_root, artifacts, tmp_path):
-    bin_dir = tmp_path / "bin-without-zstd"
-    bin_dir.mkdir()
-    (bin_dir / "cat").symlink_to("/bin/cat")
+    bin_dir = bin_dir_with(tmp_path / "bin-without-zstd", "cat")
     local = artifacts["compressible"]
     target = remote_root / "botserver.new"
-    with RemoteWithoutZstd(sshd, bin_dir) as remote:
+    with RemoteWithPath(sshd, bin_dir) as remote:
         assert not remote.run("command -v zstd", check=False).ok  # the target really lacks it
-        result = upload(remote, local, str(target))
+        result = upload(remote, local, str(target), compress=True)
     assert result.method == STREAM
     assert result.bytes_sent == result.size
-    assert file_sha256(target) == file_sha256(local)
+    assert_hashed_on_target(result, local, target)
 
 
-def test_lxc_target_receives_inside_the_container(sshd, standins, remote_root, artifacts):
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_target_without_python_hashes_through_tee_and_sha256sum(
+    sshd, remote_root, artifacts, tmp_path, mocker, compress
+):
+    mocker.patch.object(transfer, "PYTHONS", ("python3",))  # not /usr/bin/python3 by its path
+    bin_dir = bin_dir_with(tmp_path / "bin", "cat", "tee", "sha256sum", "zstd")
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote:
+        assert not remote.run("command -v python3", check=False).ok
+        result = upload(remote, local, str(target), compress=compress)
+    assert result.receiver == "tee"
+    assert_hashed_on_target(result, local, target)
+
+
+def test_target_without_any_hasher_writes_and_says_it_did_not_hash(
+    sshd, remote_root, artifacts, tmp_path, mocker
+):
+    mocker.patch.object(transfer, "PYTHONS", ("python3",))
+    bin_dir = bin_dir_with(tmp_path / "bin", "cat")
+    local = artifacts["random"]
+    target = remote_root / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote:
+        result = upload(remote, local, str(target))
+    assert (result.receiver, result.remote_sha256, result.verified) == ("plain", None, False)
+    assert file_sha256(target) == result.sha256
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_container_target_receives_and_hashes_inside_the_container(
+    sshd, standins, remote_root, artifacts, compress
+):
     standins.add_container("pragmatismo-system")
+    local = artifacts["compressible"]
     target = remote_root / "botserver.new"
     with remote_for(sshd, lxc="pragmatismo-system") as remote:
-        result = upload(remote, artifacts["compressible"], str(target))
-    assert result.method == ZSTD
-    assert file_sha256(target) == file_sha256(artifacts["compressible"])
+        assert remote.wrap("true").startswith("lxc exec ")
+        result = upload(remote, local, str(target), compress=compress)
+    assert result.method == (ZSTD if compress else STREAM)
+    assert_hashed_on_target(result, local, target)
+
+
+@pytest.mark.parametrize("receiver", ["python3", "tee"])
+def test_bytes_changed_on_the_target_show_in_its_hash(
+    sshd, remote_root, artifacts, tmp_path, mocker, receiver
+):
+    """A decompressor that alters the stream (same length): the file written differs from the
+    artifact, and the hash the target reports is the file's, not the artifact's."""
+    if receiver == "tee":
+        mocker.patch.object(transfer, "PYTHONS", ("python3",))
+    real_zstd = shutil.which("zstd")
+    bin_dir = bin_dir_with(
+        tmp_path / "bin", "cat", "tee", "sha256sum", "tr", zstd=f'{real_zstd} "$@" | tr a b'
+    )
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote:
+        result = upload(remote, local, str(target), compress=True)
+    assert result.receiver == receiver
+    assert result.remote_sha256 == file_sha256(target) != result.sha256
+    assert not result.verified
+
+
+def test_a_short_stream_is_refused_and_its_file_removed(sshd, remote_root, artifacts, tmp_path):
+    real_zstd = shutil.which("zstd")
+    bin_dir = bin_dir_with(
+        tmp_path / "bin", "cat", "head", zstd=f'{real_zstd} "$@" | head -c -4096'
+    )
+    target = remote_root / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote, pytest.raises(RemoteError) as raised:
+        upload(remote, artifacts["compressible"], str(target), compress=True)
+    size = artifacts["compressible"].stat().st_size
+    assert f"the stream ended after {size - 4096} of {size} bytes" in str(raised.value)
+    assert not target.exists()
+
+
+def test_a_failing_decompressor_is_a_remote_error(sshd, remote_root, artifacts, tmp_path):
+    bin_dir = bin_dir_with(
+        tmp_path / "bin", "cat", zstd="cat >/dev/null; echo 'bad frame' >&2; exit 3"
+    )
+    target = remote_root / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote, pytest.raises(RemoteError) as raised:
+        upload(remote, artifacts["compressible"], str(target), compress=True)
+    assert "decompressing the stream failed (zstd exit 3)" in str(raised.value)
+    assert "bad frame" in str(raised.value)
+    assert not target.exists()
 
 
 def test_a_hostile_path_is_written_exactly_where_it_says(sshd, remote_root, artifacts):
@@ -170,10 +285,23 @@ def test_a_write_the_target_refuses_is_a_remote_error_with_its_reason(
     assert target in message
     assert re.search(reason, message), message
     assert raised.value.exit_code == 1
+    assert Path("/dev/full").is_char_device()  # a failed receiver removes only a file it made
+
+
+def gone_within(path: Path, seconds: float = 30.0) -> bool:
+    """Whether `path` disappears within `seconds` (the receiver ends after the session does)."""
+    deadline = time.monotonic() + seconds
+    while path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
 def test_connection_closed_mid_upload_is_a_remote_error(sshd, remote_root, artifacts, compress):
+    binary = remote_root / "botserver"
+    binary.write_bytes(b"\x7fELF the running binary")
     with remote_for(sshd) as remote:
 
         def drop_the_connection(done: int, total: int) -> None:
@@ -188,6 +316,8 @@ def test_connection_closed_mid_upload_is_a_remote_error(sshd, remote_root, artif
                 compress=compress,
             )
     assert "connection was lost" in str(raised.value)
+    assert binary.read_bytes() == b"\x7fELF the running binary"
+    assert gone_within(remote_root / "botserver.new")  # the short file was removed, not kept
 
 
 def test_server_side_session_killed_mid_upload_is_a_remote_error(sshd, remote_root, artifacts):
@@ -207,6 +337,7 @@ def test_server_side_session_killed_mid_upload_is_a_remote_error(sshd, remote_ro
         upload(remote, artifacts["random"], str(target), progress=kill_the_server_session)
     assert killed
     assert "upload to" in str(raised.value)
+    assert gone_within(target)
 
 
 def test_a_stalled_target_ends_in_a_remote_error_not_a_hang(sshd, remote_root, artifacts):
@@ -250,17 +381,25 @@ def test_progress_grows_to_the_total(sshd, remote_root, artifacts):
 
 
 def test_receive_commands_quote_the_path_and_check_for_zstd_first():
-    assert receive_command(STREAM, "/opt/a b") == "cat > '/opt/a b'"
-    command = receive_command(ZSTD, "/opt/a b")
-    assert command.index("command -v zstd") < command.index("exec zstd -d -q -c > '/opt/a b'")
+    plain = receive_command(STREAM, "/opt/a b", 123)
+    assert "command -v zstd" not in plain
+    assert "'/opt/a b' 123 stream" in plain  # the python receiver's path, size, method
+    assert "tee -- '/opt/a b'" in plain
+    assert plain.endswith("exec cat > '/opt/a b'\nfi")
+    command = receive_command(ZSTD, "/opt/a b", 123)
+    assert command.index("command -v zstd") < command.index("'/opt/a b' 123 zstd")
+    assert "exec zstd -d -q -c > '/opt/a b'" in command
 
 
 def test_upload_plan_names_the_exact_commands(artifacts):
     compressible = upload_plan(artifacts["compressible"], "/opt/gbo/bin/botserver.new")
     assert compressible[0].startswith("here: zstd -1")
-    assert receive_command(ZSTD, "/opt/gbo/bin/botserver.new") in compressible[1]
+    size = artifacts["compressible"].stat().st_size
+    assert receive_command(ZSTD, "/opt/gbo/bin/botserver.new", size) in compressible[1]
     random = upload_plan(artifacts["random"], "/opt/gbo/bin/botserver.new")
-    assert random == [f"on the target: cat > /opt/gbo/bin/botserver.new  < {artifacts['random']}"]
+    size = artifacts["random"].stat().st_size
+    plain = receive_command(STREAM, "/opt/gbo/bin/botserver.new", size)
+    assert random == [f"on the target: {plain}  < {artifacts['random']}"]
 
 
 class FakeTerminal(io.StringIO):

@@ -1,26 +1,31 @@
-"""Upload speed against OpenSSH scp, and deploy downtime, on a loopback sshd.
+"""A deploy against OpenSSH scp, on a loopback sshd, with a real large ELF.
 
-    python bench/deploy_bench.py [--size-mb 150] [--repeat 5]
+    python bench/deploy_bench.py [--runs 3] [--min-size-mb 140] [--skip-uploads]
 
-1. Uploads: for a compressible, an ELF-like (~2.5x) and a random artifact of --size-mb, each
-   repetition runs OpenSSH `scp` and gbdeploy's `transfer.upload` to the same server one after the
-   other (so both see the same machine load); medians are compared. gbdeploy's time includes
-   opening its SSH connection, as scp's does.
-2. Deploys (when `gbdeploy.deploy.run_deploy` is built): the stand-in service padded to --size-mb
-   is deployed with strategy `seed` and `staged` while a thread polls its health URL; downtime is
-   the time from the last answer before a gap to the first answer after it. Then the time of a
-   redeploy of the binary that is already there.
+Prints, from one run of this script, medians of `--runs` rounds in which gbdeploy and scp
+alternate (so both see the same machine load):
+
+- staged deploy: the whole `gbdeploy deploy` process, as a user runs it, against `scp` of the same
+  file to the same server; the downtime a health prober polling every 20 ms saw; the deploy's own
+  step lines (its exchanges with the target);
+- an unchanged redeploy (the same binary again), and `gbdeploy --list`;
+- the upload alone (`transfer.upload`, as chosen and with zstd forced) against scp;
+
+with the ratios to scp and to the goals. The artifact is the stand-in service with the biggest
+shared library found on this machine (a Rust or LLVM toolchain's) added as an ELF section: real
+machine code, compressing like a real binary, and still a program that runs and answers health.
+For a before/after comparison, run it with PYTHONPATH pointing at another checkout: the deploy
+processes inherit it, and the first line printed says which gbdeploy ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import io
+import glob
 import os
 import pwd
-import shutil
+import re
 import statistics
 import subprocess
 import sys
@@ -32,185 +37,160 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import yaml
 
-from gbdeploy import transfer
-from gbdeploy.config import Settings, SshSettings, Target
-from gbdeploy.connection import Remote
-from gbdeploy.errors import NotBuilt
-from gbdeploy.output import Reporter
+import gbdeploy
 from gbdeploy_sandbox.procs import kill_pids, pids_running
 from gbdeploy_sandbox.service import build_service, service_user
-from gbdeploy_sandbox.settings import standin_component, target_settings
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
 
 MiB = 1 << 20
+PROBE_INTERVAL = 0.02
+GOALS = {"deploy/scp": 1.5, "downtime": 0.3, "unchanged": 1.0, "list": 0.25}
+LIBRARY_PATTERNS = (
+    "~/.rustup/toolchains/*/lib/*.so*",
+    "/usr/lib/*/libLLVM*.so*",
+    "/usr/lib/llvm-*/lib/*.so*",
+    "/usr/lib/*/*.so*",
+    "/usr/local/lib/**/*.so*",
+)
+STEP_LINE = re.compile(
+    r"^\s*(?:→\s*)?(?P<name>[a-z][\w .-]*?)(?:\s*…\s*|:\s+)"
+    r"(?:ok|FAILED|skipped|done)?[^()\n]*\((?P<seconds>\d+(?:\.\d+)?)s\)",
+    re.MULTILINE,
+)
 
 
-# --- artifacts ------------------------------------------------------------------------------------
-def elf_like(out: Path, commit: str, size: int) -> Path:
-    """The stand-in padded to `size` with blocks that compress about like a real ELF (~2.5x)."""
+# --- the artifact ---------------------------------------------------------------------------------
+def big_libraries(at_least: int) -> list[Path]:
+    """Shared libraries of this machine that reach `at_least` bytes: the smallest one that does
+    alone (a binary near that size), else the biggest ones together."""
+    found: dict[Path, int] = {}
+    for pattern in LIBRARY_PATTERNS:
+        for name in glob.glob(os.path.expanduser(pattern), recursive=True):
+            path = Path(name).resolve()
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size > 8 * MiB:
+                    found[path] = path.stat().st_size
+    alone = [path for path, size in found.items() if size >= at_least]
+    if alone:
+        return [min(alone, key=found.__getitem__)]
+    chosen, total = [], 0
+    for path, size in sorted(found.items(), key=lambda item: -item[1]):
+        if total >= at_least:
+            break
+        chosen.append(path)
+        total += size
+    return chosen
+
+
+def build_big_elf(out: Path, commit: str, libraries: list[Path]) -> Path:
+    """The stand-in service built with `commit`, each library added as a section of its own."""
     build_service(out, commit)
-    text = b"".join(f"sym_{n:06d}::frame {n * 31 % 977:04d}\n".encode() for n in range(40000))
-    with open(out, "ab") as f:
-        while (remaining := size - f.tell()) > 0:
-            block = os.urandom(MiB * 4 // 10) + text[: MiB * 6 // 10]
-            f.write(block[:remaining])
+    command = ["objcopy"]
+    for number, library in enumerate(libraries):
+        section = f".gbdeploy_bench_{number}"
+        command += [f"--add-section={section}={library}", f"--set-section-flags={section}=noload"]
+    subprocess.run([*command, str(out)], check=True)
     return out
 
 
-def build_artifacts(directory: Path, size: int) -> dict[str, Path]:
-    return {
-        "compressible": build_service(directory / "compressible", "c0ffee1", pad_to=size),
-        "elf-like": elf_like(directory / "elf-like", "c0ffee2", size),
-        "random": build_service(
-            directory / "random", "c0ffee3", pad_to=size, compressible_padding=False
-        ),
-    }
+def describe_artifact(path: Path) -> str:
+    try:
+        from gbdeploy.artifact import check
+    except ImportError:  # a checkout from before artifact.py
+        return "ELF (not checked: this gbdeploy has no artifact.check)"
+    return check(path).description
 
 
-# --- uploads --------------------------------------------------------------------------------------
+# --- the target -----------------------------------------------------------------------------------
 @dataclass
-class UploadRow:
-    name: str
-    size: int
-    ours: list[float] = field(default_factory=list)
-    scp: list[float] = field(default_factory=list)
-    sent: int = 0
-    method: str = ""
-
-
-def remote_for(sshd: LoopbackSshd, **target: str | None) -> Remote:
-    return Remote(Target("system", sshd.alias, **target), SshSettings(config=str(sshd.ssh_config)))
-
-
-def time_scp(sshd: LoopbackSshd, local: Path, remote_path: Path) -> float:
-    started = time.monotonic()
-    subprocess.run(
-        ["scp", "-q", "-F", str(sshd.ssh_config), str(local), f"{sshd.alias}:{remote_path}"],
-        check=True,
-    )
-    return time.monotonic() - started
-
-
-def time_upload(sshd: LoopbackSshd, local: Path, remote_path: Path) -> transfer.UploadResult:
-    started = time.monotonic()
-    with remote_for(sshd) as remote:
-        result = transfer.upload(remote, local, str(remote_path))
-    elapsed = time.monotonic() - started
-    if transfer.file_sha256(remote_path) != result.sha256:
-        raise SystemExit(f"BUG: {remote_path} differs from {local} after the upload")
-    return dataclasses.replace(result, seconds=elapsed)
-
-
-def session_start_up(sshd: LoopbackSshd) -> tuple[float, float]:
-    """Median seconds to run `true` on an exec channel, and to open the SFTP subsystem."""
-    execs, sftps = [], []
-    with remote_for(sshd) as remote:
-        remote.open()
-        for _ in range(5):
-            started = time.monotonic()
-            remote.channel("true").recv_exit_status()
-            execs.append(time.monotonic() - started)
-            started = time.monotonic()
-            remote.connection.client.open_sftp().close()
-            sftps.append(time.monotonic() - started)
-    return statistics.median(execs), statistics.median(sftps)
-
-
-def bench_uploads(sshd: LoopbackSshd, artifacts: dict[str, Path], root: Path, repeat: int) -> None:
-    rows = []
-    for name, local in artifacts.items():
-        row = UploadRow(name, local.stat().st_size)
-        for attempt in range(repeat):
-            pair = [("scp", root / "scp.bin"), ("ours", root / "ours.bin")]
-            for who, path in pair if attempt % 2 == 0 else reversed(pair):
-                if who == "scp":
-                    row.scp.append(time_scp(sshd, local, path))
-                else:
-                    result = time_upload(sshd, local, path)
-                    row.ours.append(result.seconds)
-                    row.sent, row.method = result.bytes_sent, result.method
-                path.unlink()
-        rows.append(row)
-        print(f"  {name}: done", file=sys.stderr)
-    print(f"\nUpload, {repeat} runs each, medians (gbdeploy includes its connect, as scp does)")
-    header = (
-        f"{'artifact':<13} {'size':>9} {'method':<7} {'gbdeploy':>9} {'scp':>8} "
-        f"{'gbd/scp':>7}  {'bytes sent':>10} {'of size':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        ours, scp = statistics.median(row.ours), statistics.median(row.scp)
-        print(
-            f"{row.name:<13} {row.size / MiB:>5.0f} MiB {row.method:<7} {ours:>8.2f}s {scp:>7.2f}s "
-            f"{ours / scp:>6.2f}x  {row.sent / MiB:>6.1f} MiB {100 * row.sent / row.size:>6.1f}%"
-        )
-    exec_start, sftp_start = session_start_up(sshd)
-    print(
-        f"Start-up on this server: exec channel {exec_start:.3f}s (the login shell runs its rc "
-        f"files), SFTP subsystem {sftp_start:.3f}s; gbdeploy pays the first, scp the second."
-    )
-    print(
-        "(runs, gbdeploy: "
-        + "; ".join(f"{r.name} " + " ".join(f"{t:.2f}" for t in r.ours) for r in rows)
-        + ")\n(runs, scp:      "
-        + "; ".join(f"{r.name} " + " ".join(f"{t:.2f}" for t in r.scp) for r in rows)
-        + ")"
-    )
-
-
-# --- deploys --------------------------------------------------------------------------------------
-@dataclass
-class DeployWorld:
+class World:
     sshd: LoopbackSshd
     root: Path
+    project: Path
     port: int
     user: str
+    environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def binary(self) -> Path:
         return self.root / "opt/gbo/bin/botserver"
 
-    def settings(self) -> Settings:
-        log = self.root / "opt/gbo/logs/error.log"
-        component = standin_component(self.binary, log, self.user, self.port, health_timeout=30.0)
-        return target_settings(self.sshd, component)
+    def prepare(self) -> None:
+        uid = pwd.getpwnam(self.user).pw_uid
+        for directory in (self.binary.parent, self.root / "opt/gbo/logs"):
+            directory.mkdir(parents=True)
+            os.chown(directory, uid, -1)
+        self.project.mkdir(parents=True)
+        config = {
+            "forge": {"url": "http://127.0.0.1:9", "owner": "o", "repo": "r", "timeout": 2},
+            "ssh": {"config": str(self.sshd.ssh_config)},
+            "targets": {"system": {"ssh": self.sshd.alias}},
+            "components": {
+                "botserver": {
+                    "binary": str(self.binary),
+                    "user": self.user,
+                    "start": "./botserver --noconsole",
+                    "run_as": "runuser -u {user} --",
+                    "log": str(self.root / "opt/gbo/logs/error.log"),
+                    "restart": "process",
+                    "health": f"http://127.0.0.1:{self.port}/health",
+                    "env": {"PORT": str(self.port)},
+                    "health_timeout": 30,
+                },
+                "botui": {"enabled": False},
+            },
+        }
+        (self.project / "gbdeploy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.environment = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("GBDEPLOY_", "FORGEJO_"))
+        }
 
-    def deploy(self, artifact: Path, commit: str, strategy: str, *, dry_run: bool = False) -> str:
-        from gbdeploy import deploy
-
-        out = io.StringIO()
-        deploy.run_deploy(
-            self.settings(),
-            "botserver",
-            Reporter(stream=out),
-            artifact=str(artifact),
-            strategy=strategy,
-            dry_run=dry_run,
-            force=False,
-            commit=commit,
+    def gbdeploy(self, *args: str) -> tuple[float, str]:
+        """Runs the gbdeploy program as a user would; (seconds, its output)."""
+        command = [sys.executable, "-m", "gbdeploy", *args]
+        started = time.monotonic()
+        done = subprocess.run(
+            command,
+            cwd=self.project,
+            env=self.environment,
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        return out.getvalue()
+        seconds = time.monotonic() - started
+        if done.returncode != 0:
+            raise SystemExit(
+                f"`gbdeploy {' '.join(args)}` exited {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
+        return seconds, done.stdout + done.stderr
+
+    def deploy(self, artifact: Path, commit: str) -> tuple[float, str]:
+        return self.gbdeploy("deploy", "botserver", "--artifact", str(artifact), "--commit", commit)
 
     def answers(self) -> bool:
+        url = f"http://127.0.0.1:{self.port}/health"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=0.5) as r:
-                return r.status == 200
+            with urllib.request.urlopen(url, timeout=0.5) as answer:
+                return bool(answer.status == 200)
         except OSError:
             return False
 
     def stop_service(self) -> None:
-        """Stop exactly the processes running from our binary path (never by name)."""
-        kill_pids(pids_running(self.binary) + pids_running(f"{self.binary}.prev"))
+        """Stop exactly the processes running from our binary paths (never by name)."""
+        paths = [self.binary, *self.binary.parent.glob("botserver.*")]
+        kill_pids([pid for path in paths for pid in pids_running(path)])
 
 
 @contextlib.contextmanager
-def health_gaps(world: DeployWorld) -> Iterator[list[float]]:
-    """Polls the health URL in a thread; the yielded list receives each gap's length (s)."""
-    gaps: list[float] = []
+def downtime(world: World) -> Iterator[list[float]]:
+    """Polls the health URL every PROBE_INTERVAL; the list receives the total downtime seen."""
+    seen: list[float] = []
     stop = threading.Event()
+    gaps: list[float] = []
 
     def poll() -> None:
         last_ok: float | None = None
@@ -218,107 +198,226 @@ def health_gaps(world: DeployWorld) -> Iterator[list[float]]:
         while not stop.is_set():
             ok = world.answers()
             now = time.monotonic()
+            if ok and failing and last_ok is not None:
+                gaps.append(now - last_ok)
             if ok:
-                if failing and last_ok is not None:
-                    gaps.append(now - last_ok)
                 failing, last_ok = False, now
             else:
                 failing = True
-            stop.wait(0.005)
-        if failing and last_ok is not None:
-            gaps.append(float("inf"))  # never came back
+            stop.wait(PROBE_INTERVAL)
+        if failing:
+            gaps.append(float("inf"))  # it never came back
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
-        yield gaps
+        yield seen
     finally:
-        # let the poller see the service answer after the deploy returned
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not world.answers():
-            time.sleep(0.01)
+            stop.wait(PROBE_INTERVAL)
+        stop.wait(3 * PROBE_INTERVAL)  # let the prober see it answer
         stop.set()
         thread.join()
+        seen.append(sum(gaps))
 
 
-def deploy_is_built(world: DeployWorld, artifact: Path) -> bool:
-    try:
-        world.deploy(artifact, "aaaaaaa0000", "staged", dry_run=True)
-    except NotBuilt:
-        return False
-    return True
+def step_seconds(output: str) -> dict[str, float]:
+    """The deploy's step lines (`→ upload … ok (0.6s)`) as {step: seconds}."""
+    steps: dict[str, float] = {}
+    for match in STEP_LINE.finditer(output):
+        name = match["name"].strip()
+        steps[name] = steps.get(name, 0.0) + float(match["seconds"])
+    return steps
 
 
-def bench_deploys(sshd: LoopbackSshd, directory: Path, size: int, repeat: int) -> None:
-    print(f"\nDeploy of a {size / MiB:.0f} MiB ELF-like binary (health polled every ~5 ms)")
-    root = Path(tempfile.mkdtemp(prefix="gbdeploy-bench-target-"))
-    root.chmod(0o755)
-    world = DeployWorld(sshd, root, free_port(), service_user())
-    for directory_on_target in (world.binary.parent, root / "opt/gbo/logs"):
-        directory_on_target.mkdir(parents=True)
-        os.chown(directory_on_target, pwd.getpwnam(world.user).pw_uid, -1)
-    commits = ["aaaaaaa1111", "bbbbbbb2222"]
-    try:
-        if not deploy_is_built(world, build_service(directory / "probe" / "botserver", "0")):
-            print("skipped: deploy not built (gbdeploy.deploy.run_deploy raises NotBuilt)")
-            return
-        binaries = {c: elf_like(directory / c / "botserver", c, size) for c in commits}
-        world.deploy(binaries[commits[0]], commits[0], "staged")  # first install
-        current = 0
-        rows: dict[str, tuple[list[float], list[float]]] = {"seed": ([], []), "staged": ([], [])}
-        runs = max(1, min(repeat, 3))
-        for attempt in range(runs):
-            for strategy in ("seed", "staged") if attempt % 2 == 0 else ("staged", "seed"):
-                current = 1 - current
-                with health_gaps(world) as gaps:
-                    started = time.monotonic()
-                    world.deploy(binaries[commits[current]], commits[current], strategy)
-                    elapsed = time.monotonic() - started
-                rows[strategy][0].append(sum(gaps))
-                rows[strategy][1].append(elapsed)
-        with health_gaps(world) as gaps:
+def scp(world: World, local: Path) -> float:
+    target = world.root / "scp.bin"
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "scp",
+            "-q",
+            "-F",
+            str(world.sshd.ssh_config),
+            str(local),
+            f"{world.sshd.alias}:{target}",
+        ],
+        check=True,
+    )
+    seconds = time.monotonic() - started
+    target.unlink()
+    return seconds
+
+
+# --- rounds ---------------------------------------------------------------------------------------
+@dataclass
+class Figures:
+    deploy: list[float] = field(default_factory=list)
+    scp: list[float] = field(default_factory=list)
+    downtime: list[float] = field(default_factory=list)
+    unchanged: list[float] = field(default_factory=list)
+    unchanged_downtime: list[float] = field(default_factory=list)
+    listing: list[float] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)
+    unchanged_steps: list[dict[str, float]] = field(default_factory=list)
+    upload: dict[str, list[float]] = field(default_factory=dict)
+    upload_scp: list[float] = field(default_factory=list)
+    upload_notes: dict[str, str] = field(default_factory=dict)
+
+
+def deploy_rounds(world: World, binaries: list[Path], commits: list[str], runs: int) -> Figures:
+    figures = Figures()
+    world.deploy(binaries[0], commits[0])  # the first install
+    current = 0
+    for attempt in range(runs):
+        order = ("gbdeploy", "scp") if attempt % 2 == 0 else ("scp", "gbdeploy")
+        for who in order:
+            if who == "scp":
+                figures.scp.append(scp(world, binaries[0]))
+                continue
+            current = 1 - current
+            with downtime(world) as seen:
+                seconds, output = world.deploy(binaries[current], commits[current])
+            figures.deploy.append(seconds)
+            figures.downtime.append(seen[0])
+            figures.steps.append(step_seconds(output))
+        with downtime(world) as seen:
+            seconds, output = world.deploy(binaries[current], commits[current])
+        figures.unchanged.append(seconds)
+        figures.unchanged_downtime.append(seen[0])
+        figures.unchanged_steps.append(step_seconds(output))
+        figures.listing.append(world.gbdeploy("--list")[0])
+        print(f"  round {attempt + 1}/{runs} done", file=sys.stderr)
+    return figures
+
+
+def upload_rounds(world: World, local: Path, runs: int, figures: Figures) -> None:
+    """`transfer.upload` alone (in this process, connection included) against scp."""
+    from gbdeploy import transfer
+    from gbdeploy.config import SshSettings, Target
+    from gbdeploy.connection import Remote
+
+    sshd = world.sshd
+    target = world.root / "upload.bin"
+    for attempt in range(runs):
+        ways = [("scp", None), ("gbdeploy upload (as chosen)", None), ("... zstd forced", True)]
+        for name, compress in ways if attempt % 2 == 0 else reversed(ways):
+            if name == "scp":
+                figures.upload_scp.append(scp(world, local))
+                continue
             started = time.monotonic()
-            output = world.deploy(binaries[commits[current]], commits[current], "staged")
-            unchanged = time.monotonic() - started
-        header = f"{'strategy':<22} {'downtime':>9} {'deploy time':>12}"
-        print(f"{runs} runs each, medians")
-        print(header)
-        print("-" * len(header))
-        for strategy, (downtimes, times) in rows.items():
-            print(
-                f"{strategy:<22} {statistics.median(downtimes):>8.2f}s "
-                f"{statistics.median(times):>11.2f}s"
+            settings = SshSettings(config=str(sshd.ssh_config))
+            with Remote(Target("system", sshd.alias), settings) as remote:
+                result = transfer.upload(remote, local, str(target), compress=compress)
+            figures.upload.setdefault(name, []).append(time.monotonic() - started)
+            remote_sha = getattr(result, "remote_sha256", "n/a")
+            figures.upload_notes[name] = (
+                f"{result.method}, {result.bytes_sent / MiB:.0f} MiB sent, "
+                f"hashed on target: {'yes' if remote_sha == result.sha256 else remote_sha}"
             )
-        print(f"{'unchanged redeploy':<22} {sum(gaps):>8.2f}s {unchanged:>11.2f}s")
-        skipped = [line for line in output.splitlines() if "skip" in line.lower()]
-        if skipped:
-            print(f"  ({skipped[0].strip()})")
-    finally:
-        world.stop_service()
-        shutil.rmtree(root, ignore_errors=True)
+            target.unlink()
+
+
+# --- report ---------------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def runs_text(values: list[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def verdict(value: float, goal: float) -> str:
+    return "meets goal" if value <= goal else f"MISSES goal by {value - goal:.2f}"
+
+
+def report(figures: Figures, size: int, runs: int, load: tuple[float, float]) -> None:
+    scp_median = median(figures.scp)
+    deploy_median = median(figures.deploy)
+    ratio = deploy_median / scp_median
+    print(f"\nDeploy of a {size / MiB:.0f} MiB ELF, loopback sshd, medians of {runs} rounds")
+    print(f"(load average {load[0]:.2f} before, {load[1]:.2f} after; {os.cpu_count()} cores)")
+    scp_goal = GOALS["deploy/scp"]
+    down, unchanged, listing = (
+        median(figures.downtime),
+        median(figures.unchanged),
+        median(figures.listing),
+    )
+    rows = [
+        ("staged deploy, whole process", deploy_median, figures.deploy,
+         f"{ratio:.2f}x scp; goal <= {scp_goal}x: {verdict(ratio, scp_goal)}"),
+        ("OpenSSH scp, same file", scp_median, figures.scp, "baseline"),
+        ("downtime (prober, 20 ms)", down, figures.downtime,
+         f"goal <= {GOALS['downtime']}s: {verdict(down, GOALS['downtime'])}"),
+        ("unchanged redeploy", unchanged, figures.unchanged,
+         f"goal <= {GOALS['unchanged']}s: {verdict(unchanged, GOALS['unchanged'])}; "
+         f"downtime {median(figures.unchanged_downtime):.2f}s"),
+        ("gbdeploy --list", listing, figures.listing,
+         f"goal <= {GOALS['list']}s: {verdict(listing, GOALS['list'])}"),
+    ]  # fmt: skip
+    width = max(len(row[0]) for row in rows)
+    for name, value, values, note in rows:
+        print(f"  {name:<{width}}  {value:6.2f}s  [{runs_text(values)}]  {note}")
+    for title, samples in (
+        ("staged deploy", figures.steps),
+        ("unchanged redeploy", figures.unchanged_steps),
+    ):
+        names = list(dict.fromkeys(name for sample in samples for name in sample))
+        cells = [f"{name} {median([s.get(name, 0.0) for s in samples]):.1f}" for name in names]
+        print(f"  steps of the {title} (medians, s): " + (", ".join(cells) or "none printed"))
+    if figures.upload:
+        print(f"\nUpload alone, medians of {runs} (gbdeploy's time includes its ssh connect)")
+        upload_scp = median(figures.upload_scp)
+        print(f"  {'OpenSSH scp':<28}  {upload_scp:6.2f}s  [{runs_text(figures.upload_scp)}]")
+        for name, values in figures.upload.items():
+            value = median(values)
+            print(
+                f"  {name:<28}  {value:6.2f}s  [{runs_text(values)}]  "
+                f"{value / upload_scp:.2f}x scp; {figures.upload_notes[name]}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-mb", type=int, default=150)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--skip-deploy", action="store_true")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--min-size-mb", type=int, default=140)
+    parser.add_argument("--skip-uploads", action="store_true")
     options = parser.parse_args()
-    size = options.size_mb * MiB
+    print(f"gbdeploy from {Path(gbdeploy.__file__).parent}")
+    libraries = big_libraries(options.min_size_mb * MiB)
     with tempfile.TemporaryDirectory(prefix="gbdeploy-bench-") as scratch:
         directory = Path(scratch)
         directory.chmod(0o755)
-        print(f"building artifacts of {options.size_mb} MiB …", file=sys.stderr)
-        artifacts = build_artifacts(directory / "artifacts", size)
+        commits = ["aaaaaaa1111", "bbbbbbb2222"]
+        binaries = [build_big_elf(directory / c / "botserver", c, libraries) for c in commits]
+        size = binaries[0].stat().st_size
+        if size < options.min_size_mb * MiB:
+            raise SystemExit(
+                f"only {size / MiB:.0f} MiB of shared libraries found on this machine "
+                f"(need {options.min_size_mb} MiB): install a Rust or LLVM toolchain"
+            )
+        print(
+            f"artifact: {describe_artifact(binaries[0])}, {size / MiB:.0f} MiB "
+            f"(stand-in + {', '.join(p.name for p in libraries)})"
+        )
+        load_before = os.getloadavg()[0]
         with LoopbackSshd(directory / "sshd") as sshd:
-            uploads = directory / "uploads"
-            uploads.mkdir()
-            print(f"loopback sshd on port {sshd.port}; {os.cpu_count()} cores", file=sys.stderr)
-            bench_uploads(sshd, artifacts, uploads, options.repeat)
-            if options.skip_deploy:
-                print("\nDeploy: skipped (--skip-deploy)")
-            else:
-                bench_deploys(sshd, directory / "deploy-artifacts", size, options.repeat)
+            world = World(
+                sshd,
+                directory / "target",
+                directory / "project",
+                free_port(),
+                service_user(),
+            )
+            world.prepare()
+            try:
+                figures = deploy_rounds(world, binaries, commits, options.runs)
+                if not options.skip_uploads:
+                    upload_rounds(world, binaries[0], options.runs, figures)
+            finally:
+                world.stop_service()
+        report(figures, size, options.runs, (load_before, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import hashlib
 import ipaddress
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -219,13 +218,16 @@ def worth_compressing(path: Path) -> bool:
 
 
 def over_loopback(remote: Remote) -> bool:
-    """Whether the connection to `remote` is a TCP socket to this very machine."""
-    transport = remote.connection.client.get_transport()
-    sock = getattr(transport, "sock", None)
-    if not isinstance(sock, socket.socket):  # e.g. a ProxyJump channel: a network behind it
+    """Whether the target's address (its ssh config's HostName) is this machine, reached
+    directly: decided without connecting, so a dry-run plans what the upload will do."""
+    connection = remote.connection
+    if connection.gateway:  # ProxyJump / ProxyCommand: a network behind it
         return False
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return ipaddress.ip_address(sock.getpeername()[0]).is_loopback
+    host = str(connection.host).strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
     return False
 
 
@@ -243,11 +245,12 @@ def choose_method(remote: Remote, local: Path, compress: bool | None) -> str:
 def upload_plan(
     local: Path, remote_path: str, *, compress: bool | None = None, remote: Remote | None = None
 ) -> list[str]:
-    """What `upload` will do, for a dry-run plan: the exact commands. Without a connected
-    `remote` the plan assumes the bytes cross a network."""
+    """What `upload` will do, for a dry-run plan, without connecting: the exact commands.
+    Give the `remote` for the same choice of stream as the upload's; without it the plan
+    assumes the bytes cross a network."""
     local = Path(local)
     size = local.stat().st_size if local.is_file() else 0
-    if remote is not None and remote.connection.is_connected:
+    if remote is not None and local.is_file():
         wanted = choose_method(remote, local, compress) == ZSTD
     else:
         wanted = compress is not False and shutil.which(COMPRESSOR[0]) is not None

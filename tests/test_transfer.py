@@ -125,14 +125,29 @@ def test_over_loopback_a_compressible_artifact_goes_plain(sshd, remote_root, art
     assert_hashed_on_target(result, local, target)
 
 
-def test_across_a_network_a_compressible_artifact_is_compressed(sshd, artifacts, mocker):
-    mocker.patch.object(transfer, "over_loopback", return_value=False)
-    with remote_for(sshd) as remote:
-        remote.open()
-        assert choose_method(remote, artifacts["compressible"], None) == ZSTD
-        assert choose_method(remote, artifacts["random"], None) == STREAM  # would not pay
-        plan = upload_plan(artifacts["compressible"], "/opt/b.new", remote=remote)
+def test_across_a_network_a_compressible_artifact_is_compressed(sshd, artifacts, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        sshd.ssh_config.read_text().replace("HostName 127.0.0.1", "HostName target.invalid")
+    )
+    remote = Remote(Target("system", sshd.alias), SshSettings(config=str(config)))
+    assert not transfer.over_loopback(remote)
+    assert choose_method(remote, artifacts["compressible"], None) == ZSTD
+    assert choose_method(remote, artifacts["random"], None) == STREAM  # would not pay
+    plan = upload_plan(artifacts["compressible"], "/opt/b.new", remote=remote)
     assert plan[0].startswith("here: zstd -1")
+    assert not remote.connection.is_connected  # the choice and the plan need no connection
+
+
+def test_the_plan_names_the_stream_the_upload_uses(sshd, remote_root, artifacts):
+    local = artifacts["compressible"]
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote:
+        plan = upload_plan(local, str(target), remote=remote)
+        result = upload(remote, local, str(target))
+    assert result.method == STREAM
+    command = receive_command(STREAM, str(target), result.size)
+    assert plan == [f"on the target: {command}  < {local}"]
 
 
 def test_random_artifact_compressed_on_request_still_arrives(sshd, remote_root, artifacts):
@@ -177,6 +192,21 @@ def test_target_without_python_hashes_through_tee_and_sha256sum(
         result = upload(remote, local, str(target), compress=compress)
     assert result.receiver == "tee"
     assert_hashed_on_target(result, local, target)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_a_write_refused_to_tee_is_a_remote_error_naming_the_stage(
+    sshd, remote_root, artifacts, tmp_path, mocker, compress
+):
+    mocker.patch.object(transfer, "PYTHONS", ("python3",))
+    bin_dir = bin_dir_with(tmp_path / "bin", "cat", "tee", "sha256sum", "zstd")
+    target = remote_root / "no-such-dir" / "botserver.new"
+    with RemoteWithPath(sshd, bin_dir) as remote, pytest.raises(RemoteError) as raised:
+        upload(remote, artifacts["compressible"], str(target), compress=compress)
+    message = str(raised.value)
+    assert "refused the upload" in message
+    assert "No such file or directory" in message
+    assert "receiving failed in: tee" in message
 
 
 def test_target_without_any_hasher_writes_and_says_it_did_not_hash(

@@ -132,7 +132,7 @@ except OSError as error:
 if child is not None and child.wait() != 0:
     fail("decompressing the stream failed (zstd exit %d)" % child.returncode)
 if got != size:
-    fail("the stream ended after %d of %d bytes" % (got, size))
+    fail("the stream carried %d bytes, not the %d announced" % (got, size))
 sys.stdout.write("python3 %s\\n" % digest.hexdigest())
 """
 
@@ -345,6 +345,12 @@ def _send(
                 sent += len(chunk)
                 if progress:
                     progress(min(source.done, source.size - 1), source.size)
+        if source.done != source.size:
+            raise OperationFailed(
+                f"the artifact {local} changed while it was uploaded "
+                f"({source.size} bytes, then {source.done} read)",
+                hint="wait for the build that writes it to finish, then deploy again",
+            )
         channel.shutdown_write()
         _wait_for_exit(remote, channel, remote_path, timeout)
         answer = _read_stdout(channel)

@@ -16,7 +16,7 @@ import pytest
 from gbdeploy import transfer
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
-from gbdeploy.errors import RemoteError
+from gbdeploy.errors import OperationFailed, RemoteError
 from gbdeploy.transfer import (
     STREAM,
     ZSTD,
@@ -78,6 +78,16 @@ def receiver_pid(path: Path, deadline_seconds: float = 10.0) -> int:
 def parent_pid(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def gone_within(path: Path, seconds: float = 30.0) -> bool:
+    """Whether `path` disappears within `seconds` (the receiver ends after the session does)."""
+    deadline = time.monotonic() + seconds
+    while path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def bin_dir_with(directory: Path, *programs: str, **scripts: str) -> Path:
@@ -266,8 +276,29 @@ def test_a_short_stream_is_refused_and_its_file_removed(sshd, remote_root, artif
     with RemoteWithPath(sshd, bin_dir) as remote, pytest.raises(RemoteError) as raised:
         upload(remote, artifacts["compressible"], str(target), compress=True)
     size = artifacts["compressible"].stat().st_size
-    assert f"the stream ended after {size - 4096} of {size} bytes" in str(raised.value)
+    assert f"the stream carried {size - 4096} bytes, not the {size} announced" in str(raised.value)
     assert not target.exists()
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_an_artifact_rewritten_during_the_upload_is_refused(
+    sshd, remote_root, artifacts, tmp_path, compress
+):
+    local = tmp_path / "botserver"
+    shutil.copyfile(artifacts["random"], local)
+    grown: list[bool] = []
+
+    def the_build_appends(done: int, total: int) -> None:
+        if not grown:
+            with open(local, "ab") as f:
+                f.write(b"more of a build still running" * 1000)
+            grown.append(True)
+
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote, pytest.raises(OperationFailed) as raised:
+        upload(remote, local, str(target), progress=the_build_appends, compress=compress)
+    assert f"the artifact {local} changed while it was uploaded" in str(raised.value)
+    assert gone_within(target)
 
 
 def test_a_failing_decompressor_is_a_remote_error(sshd, remote_root, artifacts, tmp_path):
@@ -316,16 +347,6 @@ def test_a_write_the_target_refuses_is_a_remote_error_with_its_reason(
     assert re.search(reason, message), message
     assert raised.value.exit_code == 1
     assert Path("/dev/full").is_char_device()  # a failed receiver removes only a file it made
-
-
-def gone_within(path: Path, seconds: float = 30.0) -> bool:
-    """Whether `path` disappears within `seconds` (the receiver ends after the session does)."""
-    deadline = time.monotonic() + seconds
-    while path.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])

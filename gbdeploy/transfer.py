@@ -108,7 +108,8 @@ if method == "zstd":
     source = child.stdout.fileno()
     widen(source)
 try:
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    out = os.open(path, flags, 0o666)
 except OSError as error:
     fail("%s: %s" % (path, error.strerror))
 created = stat.S_ISREG(os.fstat(out).st_mode)  # never remove a device such as /dev/full
@@ -180,6 +181,9 @@ def receive_command(method: str, remote_path: str, size: int) -> str:
         )
     python = quote(RECEIVER_PROGRAM)
     lines += [
+        # A new file, never written through: not through a symlink planted there, not into an
+        # inode the running binary shares by a hard link. Devices and directories stay.
+        f"if [ -f {path} ] || [ -L {path} ]; then rm -f -- {path} || exit 1; fi",
         f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
         f"exec $p -I -S -c {python} {path} {int(size)} {method}; done",
         "if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; "
@@ -275,7 +279,9 @@ def upload(
     compress: bool | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> UploadResult:
-    """Write `local` to `remote_path` on the target (creating or truncating it), hashing it there.
+    """Write `local` to `remote_path` on the target, hashing it there. Whatever file or symlink
+    was at `remote_path` is replaced by a new file (never written through), so no separate
+    removal is needed before an upload.
 
     `compress`: None (default) uses zstd when both ends have it, the link is not loopback and the
     artifact compresses; True uses it whenever both ends have it; False never does. A target

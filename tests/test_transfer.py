@@ -177,6 +177,35 @@ def test_upload_replaces_an_existing_file(sshd, remote_root, artifacts):
     assert_hashed_on_target(result, artifacts["compressible"], target)
 
 
+@pytest.mark.parametrize("receiver", ["python3", "tee"])
+def test_upload_never_writes_through_a_link_left_at_the_path(
+    sshd, remote_root, artifacts, tmp_path, mocker, receiver
+):
+    """A symlink planted at `.new`, or a hard link to the running binary there: both stay as they
+    were, and `.new` becomes a file of its own."""
+    if receiver == "tee":
+        mocker.patch.object(transfer, "PYTHONS", ("python3",))
+    bin_dir = bin_dir_with(tmp_path / "bin", "cat", "tee", "sha256sum", "rm")
+    victim = remote_root / "etc-passwd"
+    victim.write_text("root:x:0:0\n")
+    running = remote_root / "botserver"
+    running.write_bytes(b"\x7fELF the running binary")
+    local = artifacts["random"]
+    with RemoteWithPath(sshd, bin_dir) as remote:
+        for target, link in (
+            (remote_root / "a.new", lambda t: t.symlink_to(victim)),
+            (remote_root / "b.new", lambda t: os.link(running, t)),
+        ):
+            link(target)
+            result = upload(remote, local, str(target))
+            assert result.receiver == receiver
+            assert not target.is_symlink()
+            assert_hashed_on_target(result, local, target)
+    assert victim.read_text() == "root:x:0:0\n"
+    assert running.read_bytes() == b"\x7fELF the running binary"
+    assert running.stat().st_nlink == 1
+
+
 def test_target_without_zstd_falls_back_to_a_plain_stream(sshd, remote_root, artifacts, tmp_path):
     bin_dir = bin_dir_with(tmp_path / "bin-without-zstd", "cat")
     local = artifacts["compressible"]

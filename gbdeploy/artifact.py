@@ -90,6 +90,16 @@ class ArtifactInfo:
         """Whether a machine whose `uname -m` prints `uname_m` runs this executable."""
         return uname_machine(uname_m) == self.machine
 
+    def require_machine(self, uname_m: str, target: str) -> None:
+        """UsageError (exit 2) unless `target`, whose `uname -m` prints `uname_m`, runs this."""
+        if not self.matches(uname_m):
+            raise UsageError(
+                f"artifact {self.path} is an {self.description}, but {target} is "
+                f"{uname_m.strip()} (uname -m): it cannot run there",
+                hint=f"build it for {uname_m.strip()} (e.g. cargo build --target "
+                f"{uname_m.strip()}-unknown-linux-gnu), or check the component's target",
+            )
+
     @property
     def description(self) -> str:
         kind = "PIE executable" if self.pie else "executable"
@@ -126,6 +136,8 @@ def check(path: Path) -> ArtifactInfo:
 
 def _parse(path: Path, size: int, f: BinaryIO) -> ArtifactInfo:
     def read(offset: int, count: int) -> bytes:
+        if offset >= size:  # a damaged header's offsets may point anywhere
+            return b""
         f.seek(offset)
         return f.read(count)
 

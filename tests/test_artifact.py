@@ -239,3 +239,23 @@ def test_artifact_info_describes_itself():
         info.description
         == "ELF 64-bit aarch64 PIE executable (interpreter /lib/ld-linux-aarch64.so.1)"
     )
+
+
+def test_an_artifact_for_another_machine_is_refused_naming_both(tmp_path):
+    header = elf_header(bits=64, big_endian=False, e_type=2, e_machine=183)
+    info = check(write(tmp_path / "botserver", header))
+    info.require_machine("aarch64\n", "system")  # runs there: no error
+    with pytest.raises(UsageError) as raised:
+        info.require_machine("x86_64\n", "system")
+    message = str(raised.value)
+    assert "ELF 64-bit aarch64 executable" in message
+    assert "system is x86_64 (uname -m)" in message
+    assert raised.value.exit_code == 2
+
+
+def test_offsets_past_the_end_of_a_damaged_file_are_not_followed(tmp_path):
+    header = bytearray(elf_header(bits=64, big_endian=False, e_type=3, e_machine=62))
+    struct.pack_into("<QHH", header, 32, 2**64 - 1, 0, 0)  # e_phoff far beyond the file
+    struct.pack_into("<HH", header, 54, 56, 3)
+    with pytest.raises(UsageError, match="shared library"):
+        check(write(tmp_path / "botserver", bytes(header)))

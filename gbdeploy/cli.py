@@ -232,14 +232,18 @@ def option_error(argv: list[str], error: ValueError) -> str:
 
 # --- what a command says before it reaches production ---------------------------------------------
 def project_file(config: Any) -> str | None:
-    return getattr(config, "_project_path", None) or getattr(config, "_runtime_path", None)
+    from .config_view import layer_file
+
+    return layer_file(config, "project") or layer_file(config, "runtime")
 
 
 def defaults_notice(config: Any, settings: Settings, err: TextIO | None = None) -> None:
     """With no project file (nor `-f`), say on stderr which production the command aims at."""
     if project_file(config):
         return
-    user = getattr(config, "_user_path", None)
+    from .config_view import layer_file
+
+    user = layer_file(config, "user")
     layers = "built-in production defaults" + (f" and {user}" if user else "")
     targets = ", ".join(f"{name} = ssh {t.ssh}" for name, t in sorted(settings.targets.items()))
     forge = f"{settings.forge.url} {settings.forge.owner}/{settings.forge.repo}"
@@ -253,13 +257,13 @@ def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def confirm(question: str, *, yes: bool, ask: Callable[[str], str] = input) -> None:
+def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None) -> None:
     """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, or no terminal
     (CI), goes on without asking."""
     if yes or not is_terminal():
         return
     try:
-        answer = ask(f"{question} [y/N] ")
+        answer = (ask or input)(f"{question} [y/N] ")
     except EOFError:
         answer = ""
     if answer.strip().lower() not in ("y", "yes"):

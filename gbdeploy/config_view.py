@@ -74,7 +74,7 @@ def _source(config: InvokeConfig, path: tuple[str, ...]) -> tuple[str, str]:
         if found:
             if layer == "env":
                 return layer, "GBDEPLOY_" + "_".join(path).upper()
-            return layer, str(getattr(config, f"_{layer}_path", None) or layer)
+            return layer, layer_file(config, layer) or layer
     return "default", "built-in"
 
 
@@ -85,11 +85,15 @@ def token_state() -> dict[str, Any]:
     return {"set": False, "from": None}
 
 
+def layer_file(config: InvokeConfig, layer: str) -> str | None:
+    """The file a layer was read from. Invoke records a missing `.py` candidate as read (it
+    loads as empty), so only a file that exists counts."""
+    path = getattr(config, f"_{layer}_path", None)
+    return str(path) if path and os.path.isfile(path) else None
+
+
 def files(config: InvokeConfig) -> dict[str, str | None]:
-    return {
-        layer: getattr(config, f"_{layer}_path", None)
-        for layer in ("system", "user", "project", "runtime")
-    }
+    return {layer: layer_file(config, layer) for layer in ("system", "user", "project", "runtime")}
 
 
 def as_json(config: InvokeConfig) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class Reporter:
     verbosity: int = field(default_factory=lambda: options.verbosity)
     color: bool | None = None  # None: decided from the stream and NO_COLOR
     _open: str | None = field(default=None, repr=False)  # a step header awaiting its outcome
+    _reader_gone: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.color is None:
@@ -103,8 +104,16 @@ class Reporter:
         return f"{colour}{text}{RESET}" if self.color else text
 
     def _write(self, text: str) -> None:
-        self.stream.write(redact(text, *self.secrets))
-        self.stream.flush()
+        if self._reader_gone:
+            return
+        try:
+            self.stream.write(redact(text, *self.secrets))
+            self.stream.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): the operation itself must go on to its end (a
+            # deploy half done is worse than output lost), so stop writing instead of failing.
+            self._reader_gone = True
+            _silence(self.stream)
 
     def plan(self, title: str, lines: list[str], *, brief: bool = False) -> None:
         """A dry-run plan: the exact operations, one per line, nothing executed. With `brief`,
@@ -172,6 +181,18 @@ class Reporter:
                 mark = self.paint("FAIL", RED)
             detail = f"  {r.detail}" if r.detail else ""
             self.say(f"  {mark} {r.name:<{width}}  {r.seconds:7.1f}s{detail}")
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe's file descriptor at /dev/null, so the interpreter's final flush does
+    not complain either."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 def human_bytes(count: float) -> str:

@@ -6,7 +6,10 @@ import hashlib
 import io
 import json
 import os
+import re
 from pathlib import Path
+
+import pytest
 
 from gbdeploy import history
 from gbdeploy.output import Reporter
@@ -158,3 +161,74 @@ def test_no_log_and_no_binary_is_an_empty_history_not_an_error(sshd, remote_root
     settings, _binary = settings_for(sshd, remote_root, service_user)
     built = history.read_history(settings, settings.components["botserver"])
     assert built.entries == [] and built.running_sha256 is None
+
+
+# --- real deploys, then history, rollback and logs through the command line --------------------
+def _world_config(tmp_path: Path, sshd, root: Path, user: str, port: int) -> Path:
+    binary, log = root / "opt/gbo/bin/botserver", root / "opt/gbo/logs/error.log"
+    binary.parent.mkdir(parents=True)
+    log.parent.mkdir(parents=True)
+    path = tmp_path / "gbdeploy.yaml"
+    path.write_text(
+        "forge: {url: 'http://127.0.0.1:9'}\n"
+        f"ssh: {{config: '{sshd.ssh_config}'}}\n"
+        f"targets: {{system: {{ssh: {sshd.alias}}}}}\n"
+        "components:\n"
+        "  botui: {enabled: false}\n"
+        "  botserver:\n"
+        f"    binary: '{binary}'\n"
+        f"    log: '{log}'\n"
+        f"    user: {user}\n"
+        "    start: ./botserver --noconsole\n"
+        "    run_as: 'runuser -u {user} --'\n"
+        f"    health: 'http://localhost:{port}/health'\n"
+        f"    env: {{PORT: '{port}'}}\n"
+        "    stop_timeout: 5\n"
+        "    health_timeout: 30\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_three_deploys_are_listed_newest_first_and_a_rollback_is_marked_as_running(
+    sshd, remote_root, service_user, tmp_path, gbdeploy_env, run_gbdeploy, monkeypatch
+):
+    from gbdeploy_sandbox.procs import kill_pids, pids_under
+    from gbdeploy_sandbox.service import build_service
+    from gbdeploy_sandbox.sshd import free_port
+
+    config = _world_config(tmp_path, sshd, remote_root, service_user, free_port())
+    monkeypatch.chdir(tmp_path)
+    commits = ["1" * 10, "2" * 10, "3" * 10]
+    builds = [build_service(tmp_path / c / "botserver", c) for c in commits]
+    try:
+        for commit, build in zip(commits, builds, strict=True):
+            result = run_gbdeploy(
+                "deploy", "botserver", "--artifact", str(build), "--commit", commit, "--yes"
+            )
+            assert result.code == 0, result.text
+
+        listed = run_gbdeploy("history", "botserver", "--json")
+        assert listed.code == 0, listed.text
+        entries = json.loads(listed.out)["entries"]
+        assert [e["commit"] for e in entries] == commits[::-1]
+        assert [e["current"] for e in entries] == [True, False, False]
+        assert {e["result"] for e in entries} == {"ok"}
+
+        assert run_gbdeploy("rollback", "botserver", "--yes").code == 0
+        table = run_gbdeploy("history", "botserver", "--limit", "2")
+        assert table.code == 0, table.text
+        rows = [line for line in table.out.splitlines() if re.search(r"\d{4}-\d\d-\d\d ", line)]
+        assert len(rows) == 2, table.out
+        assert rows[0].lstrip().startswith("*") and "rollback" in rows[0], table.out
+        second = hashlib.sha256(builds[1].read_bytes()).hexdigest()
+        assert f"sha256 {second[:12]}" in table.out.splitlines()[-1]
+
+        tail = run_gbdeploy("logs", "botserver", "-n", "3")  # one line per start of the service
+        assert tail.code == 0, tail.text
+        log_lines = (remote_root / "opt/gbo/logs/error.log").read_text().splitlines()
+        assert len(log_lines) > 3 and tail.out.splitlines() == log_lines[-3:]
+        assert commits[1] in log_lines[-1]  # the rollback started the second build again
+    finally:
+        kill_pids(pids_under(remote_root))
+    assert config.exists()

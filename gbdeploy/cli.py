@@ -248,8 +248,8 @@ def defaults_notice(config: Any, settings: Settings, err: TextIO | None = None) 
     targets = ", ".join(f"{name} = ssh {t.ssh}" for name, t in sorted(settings.targets.items()))
     forge = f"{settings.forge.url} {settings.forge.owner}/{settings.forge.repo}"
     (err or sys.stderr).write(
-        f"gbdeploy: no gbdeploy.yaml in {Path.cwd()} or above: using the {layers} "
-        f"(forge {forge}; targets {targets}); `gbdeploy config` shows every value\n"
+        f"gbdeploy: no gbdeploy.yaml in {Path.cwd()} or above: using the {layers}: "
+        f"forge {forge}, targets {targets} (`gbdeploy config` shows every value)\n"
     )
 
 

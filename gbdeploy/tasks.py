@@ -191,9 +191,10 @@ def history(c: Context, component: str, limit: int | None = None, json: bool = F
     """The target's deploys and rollbacks, newest first, and which one runs now."""
     from . import history as history_module
 
-    history_module.run_history(
-        production(c), reporter(), component, limit=number(limit, "limit", int), as_json=json
-    )
+    count = number(limit, "limit", int)
+    if count == 0:
+        raise UsageError("--limit must be at least 1 (without it, every entry is shown)")
+    history_module.run_history(production(c), reporter(), component, limit=count, as_json=json)
 
 
 @task(
@@ -208,9 +209,8 @@ def logs(c: Context, component: str, lines: int = 20, follow: bool = False) -> N
     """The component's log on its target (its `log` file, or its systemd unit's journal)."""
     from . import logs as logs_module
 
-    logs_module.run_logs(
-        production(c), reporter(), component, lines=number(lines, "lines", int), follow=follow
-    )
+    count = number(lines, "lines", int)
+    logs_module.run_logs(production(c), reporter(), component, lines=count, follow=follow)
 
 
 @task(name="config", help={"json": "print JSON: {files, token, values: {KEY: {value, source}}}"})

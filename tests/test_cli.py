@@ -84,6 +84,7 @@ def test_each_short_flag_has_one_meaning_in_every_command():
         (["runs", "--limit=x"], "--limit expects a whole number, got 'x'"),
         (["logs", "botserver", "-n", "many"], "-n expects a whole number, got 'many'"),
         (["history", "botserver", "--limit", "-3"], "--limit must not be negative"),
+        (["history", "botserver", "--limit", "0"], "--limit must be at least 1"),
         (["runs", "--no-such-option"], "--no-such-option"),
     ],
 )

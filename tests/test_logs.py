@@ -144,3 +144,26 @@ def test_follow_prints_what_is_appended_and_ctrl_c_ends_cleanly(
     while _followers(log) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _followers(log) == []  # the remote follower ended with us
+
+
+def test_logs_and_history_go_into_the_targets_container(sshd, standins, remote_root, service_user):
+    from gbdeploy import history
+
+    log = remote_root / "error.log"
+    log.write_text("inside\n")
+    component = standin_component(remote_root / "botserver", log, service_user, 1)
+    standins.add_container("pragmatismo-system")
+    inside = target_settings(sshd, component, lxc="pragmatismo-system")
+    out = io.StringIO()
+    logs.run_logs(inside, Reporter(stream=out), "botserver", lines=1)
+    assert out.getvalue() == "inside\n"
+    assert "(lxc pragmatismo-system)" in history.read_history(inside, component).target
+
+    elsewhere = target_settings(sshd, component, lxc="no-such-container")
+    for read in (
+        lambda: logs.run_logs(elsewhere, Reporter(stream=io.StringIO()), "botserver", lines=1),
+        lambda: history.read_history(elsewhere, component),
+    ):
+        with pytest.raises(RemoteError) as raised:
+            read()
+        assert "Instance not found" in str(raised.value)

@@ -161,6 +161,11 @@ def format_history(history: History, limit: int | None = None) -> list[str]:
     return lines
 
 
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def describe_running(history: History, limit: int | None = None) -> str:
     sha = history.running_sha256
     if sha is None:
@@ -168,7 +173,8 @@ def describe_running(history: History, limit: int | None = None) -> str:
     if history.current is None:
         return f"runs now: sha256 {short_sha(sha, 12)}, which no successful deploy here recorded"
     entry = history.entries[history.current]
-    where = "*" if not limit or history.current < limit else f"entry {history.current + 1}"
+    shown = not limit or history.current < limit
+    where = "*" if shown else f"the {ordinal(history.current + 1)} newest entry (beyond --limit)"
     return (
         f"runs now: {where} — commit {short_sha(entry.get('commit'))}, sha256 {short_sha(sha, 12)}"
     )

@@ -84,6 +84,8 @@ def test_limit_shows_the_newest_and_says_how_many_are_older():
     lines = history.format_history(built, limit=2)
     assert sum("2026-11-28" in row for row in lines) == 2
     assert any("2 older" in row for row in lines)
+    running = history.format_history(history.build_history("botserver", "t", SAMPLE, B), limit=2)
+    assert "the 3rd newest entry (beyond --limit)" in running[-1]
 
 
 def test_a_binary_no_deploy_recorded_is_said_so():

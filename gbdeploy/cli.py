@@ -18,9 +18,13 @@ from typing import Any, TextIO
 from invoke import Argument, Exit, Program, Task
 from invoke import task as invoke_task
 
-from .config import Settings
+from .config import Settings, Target
+from .config_view import layer_file
 from .errors import OperationFailed
 from .output import options
+
+VERBOSE = "more detail: e.g. the full remote scripts of a --dry-run plan"
+QUIET = "only results and errors"
 
 # One meaning per short flag, in every command. Options not named here have only a long name.
 SHORT_FLAGS = {
@@ -116,18 +120,8 @@ class CliProgram(Program):
     def core_args(self) -> list[Argument]:
         return [
             *super().core_args(),
-            Argument(
-                names=("verbose", "v"),
-                kind=bool,
-                default=False,
-                help="more detail: e.g. the full remote scripts of a --dry-run plan",
-            ),
-            Argument(
-                names=("quiet", "q"),
-                kind=bool,
-                default=False,
-                help="only results and errors",
-            ),
+            Argument(names=("verbose", "v"), kind=bool, default=False, help=VERBOSE),
+            Argument(names=("quiet", "q"), kind=bool, default=False, help=QUIET),
         ]
 
     def parse_core(self, argv: list[str] | None) -> None:
@@ -184,8 +178,8 @@ class CliProgram(Program):
 
 GLOBAL_OPTIONS = (
     ("-f FILE, --config=FILE", "a configuration file, read over every other layer"),
-    ("-v, --verbose", "more detail: e.g. the full remote scripts of a --dry-run plan"),
-    ("-q, --quiet", "only results and errors"),
+    ("-v, --verbose", VERBOSE),
+    ("-q, --quiet", QUIET),
     ("-h, --help [COMMAND]", "this help, or a command's"),
     ("-V, --version", "the version"),
     ("-l, --list", "the commands, one a line"),
@@ -232,8 +226,6 @@ def option_error(argv: list[str], error: ValueError) -> str:
 
 # --- what a command says before it reaches production ---------------------------------------------
 def project_file(config: Any) -> str | None:
-    from .config_view import layer_file
-
     return layer_file(config, "project") or layer_file(config, "runtime")
 
 
@@ -241,11 +233,9 @@ def defaults_notice(config: Any, settings: Settings, err: TextIO | None = None) 
     """With no project file (nor `-f`), say on stderr which production the command aims at."""
     if project_file(config):
         return
-    from .config_view import layer_file
-
     user = layer_file(config, "user")
     layers = "built-in production defaults" + (f" and {user}" if user else "")
-    targets = ", ".join(f"{name} = ssh {t.ssh}" for name, t in sorted(settings.targets.items()))
+    targets = ", ".join(f"{name} = {where(t)}" for name, t in sorted(settings.targets.items()))
     forge = f"{settings.forge.url} {settings.forge.owner}/{settings.forge.repo}"
     (err or sys.stderr).write(
         f"gbdeploy: no gbdeploy.yaml in {Path.cwd()} or above: using the {layers}: "
@@ -270,9 +260,13 @@ def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None
         raise OperationFailed("not confirmed: nothing was changed", hint="--yes skips the question")
 
 
+def where(target: Target) -> str:
+    """`ssh HOST`, and the container behind it when there is one."""
+    inner = getattr(target, "container", None) or getattr(target, "lxc", None)
+    return f"ssh {target.ssh}" + (f", container {inner}" if inner else "")
+
+
 def describe_target(settings: Settings, component: str) -> str:
     comp = settings.component(component)
     target = settings.target_of(comp)
-    inner = getattr(target, "container", None) or getattr(target, "lxc", None)
-    where = f"ssh {target.ssh}" + (f", container {inner}" if inner else "")
-    return f"{comp.binary} on target {target.name} ({where})"
+    return f"{comp.binary} on target {target.name} ({where(target)})"

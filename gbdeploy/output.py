@@ -65,6 +65,7 @@ class Reporter:
     color: bool | None = None  # None: decided from the stream and NO_COLOR
     _open: str | None = field(default=None, repr=False)  # a step header awaiting its outcome
     _reader_gone: bool = field(default=False, repr=False)
+    _held: list[str] | None = field(default=None, repr=False)  # quiet: what a running step said
 
     def __post_init__(self) -> None:
         if self.color is None:
@@ -79,7 +80,10 @@ class Reporter:
         return self.verbosity < 0
 
     def say(self, text: str = "") -> None:
-        """A line the user always sees (results, answers)."""
+        """A line the user sees: at once, or with `-q` only if the step it belongs to fails."""
+        if self._held is not None:
+            self._held += [f"  {line}\n" for line in (text.splitlines() or [""])]
+            return
         if self._open:
             self._write("\n")
             self._open = ""  # the header is finished; the outcome gets its own line
@@ -133,9 +137,13 @@ class Reporter:
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
         """On an exception the step is marked failed (interrupted, for Ctrl-C) and the exception
-        propagates."""
+        propagates. With `-q` nothing is written unless the step fails: then its header, what
+        was said under it, and the outcome."""
         record = StepRecord(name, 0.0, ok=False)
-        if not self.quiet:
+        holding = self.quiet and self._held is None
+        if holding:
+            self._held = []
+        elif not self.quiet:
             self._write(f"→ {name} … ")
             self._open = name
         started = time.monotonic()
@@ -147,20 +155,29 @@ class Reporter:
             self.records.append(record)
             outcome = "interrupted" if record.interrupted else "FAILED"
             colour = YELLOW if record.interrupted else RED
-            self._close(f"{self.paint(outcome, colour)} ({record.seconds:.1f}s)", always=True)
+            self._fail(name, f"{self.paint(outcome, colour)} ({record.seconds:.1f}s)", holding)
             raise
+        finally:
+            if holding:
+                self._held = None  # a success says nothing with -q
         record.seconds = time.monotonic() - started
         record.ok = True
         self.records.append(record)
         suffix = f" {record.detail}" if record.detail else ""
-        self._close(f"{self.paint('ok', GREEN)} ({record.seconds:.1f}s){suffix}")
+        if not self.quiet:
+            self._close(f"{self.paint('ok', GREEN)} ({record.seconds:.1f}s){suffix}")
 
-    def _close(self, outcome: str, *, always: bool = False) -> None:
-        name = self.records[-1].name
-        if self._open is None:  # quiet: no header was written
-            if always:
-                self._write(f"→ {name} … {outcome}\n")
-            return
+    def _fail(self, name: str, outcome: str, holding: bool) -> None:
+        if not self.quiet:
+            self._close(outcome)
+        elif not holding and self._held is not None:  # a step inside a held one
+            self._held.append(f"  → {name} … {outcome}\n")
+        elif self._held:
+            self._write(f"→ {name} …\n" + "".join(self._held) + f"  ↳ {outcome}\n")
+        else:
+            self._write(f"→ {name} … {outcome}\n")
+
+    def _close(self, outcome: str) -> None:
         header_broken = self._open == ""
         self._open = None
         # Lines were said under the header: the outcome goes on its own line, without the

@@ -92,12 +92,25 @@ def test_quiet_hides_progress_but_never_a_failure_or_a_result():
     reporter = Reporter(stream=out, verbosity=-1, color=False)
     reporter.info("progress")
     with reporter.step("quiet step"):
-        pass
+        reporter.say("waiting for the run …")
     with pytest.raises(RuntimeError), reporter.step("broken step"):
+        reporter.say("pass  binary owner")
+        with reporter.step("inner"):
+            pass
+        reporter.say("FAIL  health: connection refused")
+        raise RuntimeError
+    with pytest.raises(RuntimeError), reporter.step("silent failure"):
         raise RuntimeError
     reporter.say("the result")
     reporter.summary()
-    assert out.getvalue() == "→ broken step … FAILED (0.0s)\nthe result\n"
+    assert out.getvalue() == (
+        "→ broken step …\n"
+        "  pass  binary owner\n"
+        "  FAIL  health: connection refused\n"
+        "  ↳ FAILED (0.0s)\n"
+        "→ silent failure … FAILED (0.0s)\n"
+        "the result\n"
+    )
 
 
 def test_verbose_adds_details_and_brief_plans_hide_scripts_without_it():

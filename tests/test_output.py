@@ -136,3 +136,21 @@ def test_table_aligns_columns():
         "a    bb  c",
         "ccc  d   e",
     ]
+
+
+def test_a_reader_that_went_away_does_not_stop_the_operation():
+    class ClosedPipe(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            ClosedPipe.writes += 1
+            raise BrokenPipeError
+
+    reporter = Reporter(stream=ClosedPipe(), color=False)
+    finished = []
+    with reporter.step("swap the binary"):  # e.g. `gbdeploy deploy … | head -1`
+        reporter.say("moving")
+        finished.append(True)
+    reporter.summary()
+    assert finished == [True]
+    assert ClosedPipe.writes == 1  # tried once, then stopped writing

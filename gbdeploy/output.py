@@ -1,11 +1,15 @@
 """What the user reads while gbdeploy works: steps with durations, plans, and a summary.
 
 Everything goes through one `Reporter`, so the token is redacted in one place and tests can
-capture exactly what a user would see.
+capture exactly what a user would see. `verbosity` is -1 (`-q`), 0, or 1 and more (`-v`): quiet
+hides progress but never a result or a failure; verbose adds the full remote scripts of a plan.
+Colour is used on a terminal unless NO_COLOR is set (https://no-color.org), and only to make
+ok / FAILED / interrupted stand out: the words are the same without it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +19,30 @@ from typing import TextIO
 
 from .errors import redact
 
+GREEN, RED, YELLOW, BOLD, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
+
+
+@dataclass
+class OutputOptions:
+    """Set once per command line by the program (`-v`, `-q`); read by every new Reporter."""
+
+    verbosity: int = 0
+
+
+options = OutputOptions()
+
+
+def wants_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def short_sha(sha: object, length: int = 10) -> str:
+    """A commit or sha256 as tables show it; `?` when unknown."""
+    return str(sha)[:length] if sha else "?"
+
 
 @dataclass
 class StepRecord:
@@ -22,6 +50,7 @@ class StepRecord:
     seconds: float
     ok: bool
     detail: str = ""
+    interrupted: bool = False
 
 
 @dataclass
@@ -32,60 +61,155 @@ class Reporter:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: tuple[str, ...] = ()
     records: list[StepRecord] = field(default_factory=list)
+    verbosity: int = field(default_factory=lambda: options.verbosity)
+    color: bool | None = None  # None: decided from the stream and NO_COLOR
     _open: str | None = field(default=None, repr=False)  # a step header awaiting its outcome
+    _reader_gone: bool = field(default=False, repr=False)
+    _held: list[str] | None = field(default=None, repr=False)  # quiet: what a running step said
+
+    def __post_init__(self) -> None:
+        if self.color is None:
+            self.color = wants_color(self.stream)
+
+    @property
+    def verbose(self) -> bool:
+        return self.verbosity > 0
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
 
     def say(self, text: str = "") -> None:
+        """A line the user sees: at once, or with `-q` only if the step it belongs to fails."""
+        if self._held is not None:
+            self._held += [f"  {line}\n" for line in (text.splitlines() or [""])]
+            return
         if self._open:
             self._write("\n")
             self._open = ""  # the header is finished; the outcome gets its own line
         indent = "  " if self._open == "" else ""
         self._write("".join(f"{indent}{line}\n" for line in (text.splitlines() or [""])))
 
-    def _write(self, text: str) -> None:
-        self.stream.write(redact(text, *self.secrets))
-        self.stream.flush()
+    def info(self, text: str = "") -> None:
+        """Progress that `-q` hides."""
+        if not self.quiet:
+            self.say(text)
 
-    def plan(self, title: str, lines: list[str]) -> None:
-        """A dry-run plan: the exact operations, one per line, nothing executed."""
+    def detail(self, text: str = "") -> None:
+        """What only `-v` shows."""
+        if self.verbose:
+            self.say(text)
+
+    def write(self, text: str) -> None:
+        """Text as it is (e.g. a remote log), redacted like everything else."""
+        self._write(text)
+
+    def paint(self, text: str, colour: str) -> str:
+        return f"{colour}{text}{RESET}" if self.color else text
+
+    def _write(self, text: str) -> None:
+        if self._reader_gone:
+            return
+        try:
+            self.stream.write(redact(text, *self.secrets))
+            self.stream.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): the operation itself must go on to its end (a
+            # deploy half done is worse than output lost), so stop writing instead of failing.
+            self._reader_gone = True
+            _silence(self.stream)
+
+    def plan(self, title: str, lines: list[str], *, brief: bool = False) -> None:
+        """A dry-run plan: the exact operations, one per line, nothing executed. With `brief`,
+        an operation that is a multi-line remote script shows only its first line unless `-v`."""
         self.say(f"{title} (dry run: nothing is changed)")
+        hidden = 0
         for number, line in enumerate(lines, 1):
-            self.say(f"  {number:2}. {line}")
+            first, *rest = line.splitlines() or [""]
+            if brief and rest and not self.verbose:
+                hidden += len(rest)
+                self.say(f"  {number:2}. {first}  [+{len(rest)} lines]")
+            else:
+                self.say(f"  {number:2}. {line}")
+        if hidden:
+            self.say(f"({hidden} more lines of remote script: -v shows every command in full)")
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
-        """On an exception the step is marked failed and the exception propagates."""
+        """On an exception the step is marked failed (interrupted, for Ctrl-C) and the exception
+        propagates. With `-q` nothing is written unless the step fails: then its header, what
+        was said under it, and the outcome."""
         record = StepRecord(name, 0.0, ok=False)
-        self._write(f"→ {name} … ")
-        self._open = name
+        holding = self.quiet and self._held is None
+        if holding:
+            self._held = []
+        elif not self.quiet:
+            self._write(f"→ {name} … ")
+            self._open = name
         started = time.monotonic()
         try:
             yield record
-        except BaseException:
+        except BaseException as error:
             record.seconds = time.monotonic() - started
+            record.interrupted = isinstance(error, KeyboardInterrupt)
             self.records.append(record)
-            self._close(f"FAILED ({record.seconds:.1f}s)")
+            outcome = "interrupted" if record.interrupted else "FAILED"
+            colour = YELLOW if record.interrupted else RED
+            self._fail(name, f"{self.paint(outcome, colour)} ({record.seconds:.1f}s)", holding)
             raise
+        finally:
+            if holding:
+                self._held = None  # a success says nothing with -q
         record.seconds = time.monotonic() - started
         record.ok = True
         self.records.append(record)
         suffix = f" {record.detail}" if record.detail else ""
-        self._close(f"ok ({record.seconds:.1f}s){suffix}")
+        if not self.quiet:
+            self._close(f"{self.paint('ok', GREEN)} ({record.seconds:.1f}s){suffix}")
+
+    def _fail(self, name: str, outcome: str, holding: bool) -> None:
+        if not self.quiet:
+            self._close(outcome)
+        elif not holding and self._held is not None:  # a step inside a held one
+            self._held.append(f"  → {name} … {outcome}\n")
+        elif self._held:
+            self._write(f"→ {name} …\n" + "".join(self._held) + f"  ↳ {outcome}\n")
+        else:
+            self._write(f"→ {name} … {outcome}\n")
 
     def _close(self, outcome: str) -> None:
-        interrupted = self._open == ""
-        name = self.records[-1].name
+        header_broken = self._open == ""
         self._open = None
-        self._write(f"  {name}: {outcome}\n" if interrupted else f"{outcome}\n")
+        # Lines were said under the header: the outcome goes on its own line, without the
+        # step's name a second time.
+        self._write(f"  ↳ {outcome}\n" if header_broken else f"{outcome}\n")
 
     def summary(self) -> None:
-        if not self.records:
+        if not self.records or self.quiet:
             return
         width = max(len(r.name) for r in self.records)
         self.say("summary:")
         for r in self.records:
-            mark = "ok  " if r.ok else "FAIL"
+            if r.ok:
+                mark = self.paint("ok  ", GREEN)
+            elif r.interrupted:
+                mark = self.paint("INT ", YELLOW)
+            else:
+                mark = self.paint("FAIL", RED)
             detail = f"  {r.detail}" if r.detail else ""
             self.say(f"  {mark} {r.name:<{width}}  {r.seconds:7.1f}s{detail}")
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe's file descriptor at /dev/null, so the interpreter's final flush does
+    not complain either."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 def human_bytes(count: float) -> str:
@@ -94,3 +218,17 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+def table(rows: list[list[str]], *, header: list[str] | None = None) -> list[str]:
+    """Rows as left-aligned columns two spaces apart (the last column is not padded)."""
+    every = ([header] if header else []) + rows
+    if not every:
+        return []
+    widths = [max(len(row[i]) for row in every) for i in range(len(every[0]) - 1)]
+    return [
+        "  ".join(
+            [*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
+        for row in every
+    ]

@@ -6,9 +6,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from invoke import Exit, ParseError, Program
+from invoke import Exit, ParseError
 
 from . import __version__
+from .cli import CliProgram
 from .config import (
     CONFIG_LOAD_ERRORS,
     GbdeployConfig,
@@ -19,7 +20,7 @@ from .errors import ConfigError, UsageError
 from .tasks import namespace
 
 
-class GbdeployProgram(Program):
+class GbdeployProgram(CliProgram):
     """Invoke's Program, with DESIGN.md's exit code 2 for bad input and bad config files (Invoke
     exits 1 on a parse error and shows a traceback for a broken YAML file)."""
 

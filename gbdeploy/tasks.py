@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, Exit, task
+from invoke import Collection, Context, Exit
 
+from .cli import confirm, defaults_notice, describe_target, task
 from .config import Settings, load_settings, read_token
 from .errors import GbdeployError, UsageError, redact
 from .output import Reporter
@@ -39,6 +40,14 @@ def reporting_errors(func: F) -> F:
 
 def settings(c: Context) -> Settings:
     return load_settings(c.config)
+
+
+def production(c: Context) -> Settings:
+    """Settings for a command that reaches a host or the forge: with no project file, it says
+    which built-in production defaults it aims at."""
+    loaded = settings(c)
+    defaults_notice(c.config, loaded)
+    return loaded
 
 
 def reporter() -> Reporter:
@@ -85,7 +94,7 @@ def release(
     from . import release as release_module
 
     release_module.run_release(
-        settings(c),
+        production(c),
         component,
         reporter(),
         dry_run=dry_run,
@@ -105,6 +114,7 @@ def release(
         "dry_run": "print the plan of remote commands, change nothing",
         "force": "upload and restart even when the target already has this binary",
         "commit": "the commit this binary was built from (recorded in the lock and deploy log)",
+        "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
     }
 )
 @reporting_errors
@@ -116,12 +126,16 @@ def deploy(
     dry_run: bool = False,
     force: bool = False,
     commit: str | None = None,
+    yes: bool = False,
 ) -> None:
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
     from . import deploy as deploy_module
 
+    loaded = production(c)
+    if not dry_run:
+        confirm(f"deploy {component} to {describe_target(loaded, component)}?", yes=yes)
     deploy_module.run_deploy(
-        settings(c),
+        loaded,
         component,
         reporter(),
         artifact=artifact,
@@ -144,16 +158,68 @@ def verify(c: Context, component: str, commit: str | None = None, since: str | N
     """Check that the deployed binary is the expected one and the service is healthy."""
     from . import verify as verify_module
 
-    verify_module.run_verify(settings(c), component, reporter(), commit=commit, since=since)
+    verify_module.run_verify(production(c), component, reporter(), commit=commit, since=since)
 
 
-@task(help={"component": "component to roll back", "dry_run": "print the plan, change nothing"})
+@task(
+    help={
+        "component": "component to roll back",
+        "dry_run": "print the plan, change nothing",
+        "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
+    }
+)
 @reporting_errors
-def rollback(c: Context, component: str, dry_run: bool = False) -> None:
+def rollback(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
     """Put the previous binary (`.prev`) back, restart it and check its health."""
     from . import deploy as deploy_module
 
-    deploy_module.run_rollback(settings(c), component, reporter(), dry_run=dry_run)
+    loaded = production(c)
+    if not dry_run:
+        confirm(f"roll back {component} on {describe_target(loaded, component)}?", yes=yes)
+    deploy_module.run_rollback(loaded, component, reporter(), dry_run=dry_run)
+
+
+@task(
+    help={
+        "component": "whose deploys to list",
+        "limit": "show only the newest N (default: all)",
+        "json": "print JSON: {component, target, running_sha256, entries: [...]}",
+    }
+)
+@reporting_errors
+def history(c: Context, component: str, limit: int | None = None, json: bool = False) -> None:
+    """The target's deploys and rollbacks, newest first, and which one runs now."""
+    from . import history as history_module
+
+    count = number(limit, "limit", int)
+    if count == 0:
+        raise UsageError("--limit must be at least 1 (without it, every entry is shown)")
+    history_module.run_history(production(c), reporter(), component, limit=count, as_json=json)
+
+
+@task(
+    help={
+        "component": "whose log to show",
+        "lines": "how many of the last lines (default 20)",
+        "follow": "keep printing what is appended, until Ctrl-C",
+    }
+)
+@reporting_errors
+def logs(c: Context, component: str, lines: int = 20, follow: bool = False) -> None:
+    """The component's log on its target (its `log` file, or its systemd unit's journal)."""
+    from . import logs as logs_module
+
+    count = number(lines, "lines", int)
+    logs_module.run_logs(production(c), reporter(), component, lines=count, follow=follow)
+
+
+@task(name="config", help={"json": "print JSON: {files, token, values: {KEY: {value, source}}}"})
+@reporting_errors
+def config_(c: Context, json: bool = False) -> None:
+    """The effective configuration, and the file or variable that gave each value."""
+    from . import config_view
+
+    config_view.run_config(c.config, reporter(), as_json_output=json)
 
 
 @task(help={"component": "only this component's runs", "limit": "how many runs (default 10)"})
@@ -162,7 +228,7 @@ def runs(c: Context, component: str | None = None, limit: int = 10) -> None:
     """List recent CI runs of the root repository."""
     from . import forge
 
-    forge.run_runs(settings(c), reporter(), component=component, limit=limit)
+    forge.run_runs(production(c), reporter(), component=component, limit=limit)
 
 
 @task(
@@ -180,7 +246,7 @@ def wait(
     from . import forge
 
     forge.run_wait(
-        settings(c),
+        production(c),
         reporter(),
         run_id=number(run_id, "run-id", int),
         sha=sha,
@@ -194,7 +260,7 @@ def status(c: Context, component: str | None = None) -> None:
     """Deployed binary, process, health and latest CI run of each component."""
     from . import deploy as deploy_module
 
-    deploy_module.run_status(settings(c), reporter(), component=component)
+    deploy_module.run_status(production(c), reporter(), component=component)
 
 
 @task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})
@@ -254,3 +320,6 @@ def demo(c: Context, keep: bool = False) -> None:
 namespace = Collection(
     release, deploy, verify, rollback, runs, wait, status, doctor, workflows, maintain, demo
 )
+namespace.add_task(history)
+namespace.add_task(logs)
+namespace.add_task(config_)

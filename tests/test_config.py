@@ -293,6 +293,6 @@ def test_each_error_exits_with_its_design_code_and_a_redacted_message(
     result = run_gbdeploy("verify", "botserver")
 
     assert result.code == code
-    assert result.err.startswith("gbdeploy: error: ")
+    assert "\ngbdeploy: error: " in "\n" + result.err  # after the built-in defaults notice
     assert "(token ***)" in result.err
     assert TEST_TOKEN not in result.text

@@ -1,0 +1,272 @@
+"""The command line around the tasks: short flags with one meaning each, `-v`/`-q`, help that
+shows gbdeploy first, option errors as exit 2, the production-defaults notice and the
+confirmation before a deploy or rollback from a terminal.
+
+Kept apart from program.py (Invoke's Program and its error handling) so each can change alone:
+`CliProgram` is a mixin placed before `invoke.Program`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from invoke import Argument, Exit, Program, Task
+from invoke import task as invoke_task
+
+from .config import Settings, Target
+from .config_view import layer_file
+from .errors import OperationFailed
+from .output import options
+
+VERBOSE = "more detail: e.g. the full remote scripts of a --dry-run plan"
+QUIET = "only results and errors"
+
+# One meaning per short flag, in every command. Options not named here have only a long name.
+SHORT_FLAGS = {
+    "dry_run": "d",
+    "lines": "n",
+    "limit": "n",
+    "follow": "f",
+    "timeout": "t",
+    "commit": "c",
+    "artifact": "a",
+    "strategy": "s",
+    "json": "j",
+    "yes": "y",
+    "root": "r",
+}
+
+# Invoke's own options that gbdeploy does not use: accepted (Invoke reads them), never shown.
+HIDDEN_CORE = {
+    "command-timeout",
+    "complete",
+    "debug",
+    "dry",
+    "echo",
+    "hide",
+    "list-depth",
+    "list-format",
+    "prompt-for-sudo-password",
+    "pty",
+    "warn-only",
+    "write-pyc",
+}
+
+# The order commands are shown in (any other task follows, by name).
+COMMAND_ORDER = (
+    "release",
+    "deploy",
+    "verify",
+    "rollback",
+    "history",
+    "logs",
+    "status",
+    "runs",
+    "wait",
+    "config",
+    "doctor",
+    "workflows",
+    "maintain",
+    "demo",
+)
+
+EXIT_CODES = (
+    (0, "done"),
+    (1, "failed, and the system was left safe (nothing changed, or rolled back)"),
+    (2, "bad input, bad configuration, or a refused preflight"),
+    (3, "the CI run finished unsuccessfully"),
+    (4, "timed out waiting"),
+    (5, "failed AND could not restore the previous state: a person must act"),
+)
+
+EXIT_CODES_BRIEF = (
+    "0 done, 1 failed (left safe), 2 bad input or config, 3 CI run failed, 4 timed out, "
+    "5 could not restore (act now)"
+)
+
+COMPLETION = (
+    'completion: eval "$(gbdeploy --print-completion-script bash)"  '
+    "(in ~/.bashrc; zsh and fish likewise)"
+)
+
+
+class GbdeployTask(Task):
+    """A task whose options take their short flag from SHORT_FLAGS only, so `-c` is `--commit`
+    wherever it exists and never something else."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["auto_shortflags"] = False
+        super().__init__(*args, **kwargs)
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short and not opts["positional"] and short not in taken_names:
+            opts["names"].append(short)
+        return opts
+
+
+task = functools.partial(invoke_task, klass=GbdeployTask)
+
+
+class CliProgram(Program):
+    """What gbdeploy changes in Invoke's Program for its users (see the module docstring)."""
+
+    def core_args(self) -> list[Argument]:
+        return [
+            *super().core_args(),
+            Argument(names=("verbose", "v"), kind=bool, default=False, help=VERBOSE),
+            Argument(names=("quiet", "q"), kind=bool, default=False, help=QUIET),
+        ]
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        super().parse_core(argv)
+        self._set_verbosity()
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ValueError as error:  # Invoke casting `--limit x` to int
+            raise Exit(f"gbdeploy: error: {option_error(self.argv, error)}", code=2) from None
+        self._set_verbosity()  # -v/-q may also follow the command
+
+    def _set_verbosity(self) -> None:
+        verbose, quiet = self.args.verbose.value, self.args.quiet.value
+        options.verbosity = 1 if verbose else -1 if quiet else 0
+
+    # -- help
+    def print_help(self) -> None:
+        out = sys.stdout
+        out.write(f"{self.name} {self.version}: release, deploy, verify General Bots services\n")
+        out.write(f"\nUsage: {self.binary} [-v|-q] [-f FILE] COMMAND [ARGUMENTS] [OPTIONS]\n")
+        out.write(f"       {self.binary} COMMAND --help      (every option of COMMAND)\n")
+        out.write("\nCommands:\n")
+        out.write(columns(command_summaries(self.collection)))
+        out.write("\nOptions (before the command):\n")
+        out.write(columns(GLOBAL_OPTIONS))
+        out.write("\nExit codes:\n")
+        out.write(columns([(str(code), text) for code, text in EXIT_CODES]))
+        out.write(f"\n{COMPLETION}\n")
+
+    def print_task_help(self, name: str) -> None:
+        context = self.parser.contexts[name]
+        positional = [arg.name for arg in context.positional_args]
+        words = " ".join(p.upper() for p in positional)
+        out = sys.stdout
+        out.write(f"Usage: {self.binary} {name} {words + ' ' if words else ''}[OPTIONS]\n\n")
+        doc = self.collection[name].__doc__ or ""
+        for line in doc.strip().splitlines():
+            out.write(f"  {line.strip()}\n" if line.strip() else "\n")
+        if context.positional_args:
+            out.write("\nArguments:\n")
+            out.write(columns([(a.name.upper(), a.help or "") for a in context.positional_args]))
+        tuples = [
+            (flags, text or "")
+            for flags, text in context.help_tuples()
+            if not any(flags.startswith(f"--{p.replace('_', '-')}=") for p in positional)
+        ]
+        out.write("\nOptions:\n")
+        out.write(columns(tuples) if tuples else "  none\n")
+        out.write("\nBefore the command: -v (more detail), -q (only results), -f FILE (config)\n")
+        out.write(f"Exit codes: {EXIT_CODES_BRIEF}\n")
+
+
+GLOBAL_OPTIONS = (
+    ("-f FILE, --config=FILE", "a configuration file, read over every other layer"),
+    ("-v, --verbose", VERBOSE),
+    ("-q, --quiet", QUIET),
+    ("-h, --help [COMMAND]", "this help, or a command's"),
+    ("-V, --version", "the version"),
+    ("-l, --list", "the commands, one a line"),
+    ("--print-completion-script=SHELL", "the completion script for bash, zsh or fish"),
+)
+
+
+def columns(rows: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+    width = max(len(left) for left, _ in rows)
+    return "".join(f"  {left:<{width}}   {right}\n" for left, right in rows)
+
+
+def command_summaries(collection: Any) -> list[tuple[str, str]]:
+    names = sorted(collection.task_names, key=_command_rank)
+    return [(name, _first_line(collection[name].__doc__)) for name in names]
+
+
+def _command_rank(name: str) -> tuple[int, str]:
+    return (COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER), name)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+_INVALID = re.compile(r"invalid literal for (\w+)\(\)(?: with base \d+)?: (.*)$")
+
+
+def option_error(argv: list[str], error: ValueError) -> str:
+    """`--limit expects a whole number, got 'x'` for Invoke's ValueError while casting."""
+    found = _INVALID.search(str(error))
+    if not found:
+        return f"invalid option value: {error}"
+    kind, shown = found.groups()
+    expected = "a whole number" if kind == "int" else "a number"
+    value = shown.strip("'\"")
+    for index, word in enumerate(argv):
+        if word.startswith("-") and "=" in word and word.split("=", 1)[1] == value:
+            return f"{word.split('=', 1)[0]} expects {expected}, got {shown}"
+        if word.startswith("-") and index + 1 < len(argv) and argv[index + 1] == value:
+            return f"{word} expects {expected}, got {shown}"
+    return f"an option expects {expected}, got {shown}"
+
+
+# --- what a command says before it reaches production ---------------------------------------------
+def project_file(config: Any) -> str | None:
+    return layer_file(config, "project") or layer_file(config, "runtime")
+
+
+def defaults_notice(config: Any, settings: Settings, err: TextIO | None = None) -> None:
+    """With no project file (nor `-f`), say on stderr which production the command aims at."""
+    if project_file(config):
+        return
+    user = layer_file(config, "user")
+    layers = "built-in production defaults" + (f" and {user}" if user else "")
+    targets = ", ".join(f"{name} = {where(t)}" for name, t in sorted(settings.targets.items()))
+    forge = f"{settings.forge.url} {settings.forge.owner}/{settings.forge.repo}"
+    (err or sys.stderr).write(
+        f"gbdeploy: no gbdeploy.yaml in {Path.cwd()} or above: using the {layers}: "
+        f"forge {forge}, targets {targets} (`gbdeploy config` shows every value)\n"
+    )
+
+
+def is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None) -> None:
+    """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, or no terminal
+    (CI), goes on without asking."""
+    if yes or not is_terminal():
+        return
+    try:
+        answer = (ask or input)(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise OperationFailed("not confirmed: nothing was changed", hint="--yes skips the question")
+
+
+def where(target: Target) -> str:
+    """`ssh HOST`, and the container behind it when there is one."""
+    inner = getattr(target, "container", None) or getattr(target, "lxc", None)
+    return f"ssh {target.ssh}" + (f", container {inner}" if inner else "")
+
+
+def describe_target(settings: Settings, component: str) -> str:
+    comp = settings.component(component)
+    target = settings.target_of(comp)
+    return f"{comp.binary} on target {target.name} ({where(target)})"

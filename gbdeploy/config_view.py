@@ -1,0 +1,136 @@
+"""`config`: the effective configuration, and which layer gave each value.
+
+Invoke merges, lowest first: the defaults, `/etc/gbdeploy.yaml`, `~/.gbdeploy.yaml`, the project's
+`gbdeploy.yaml`, `GBDEPLOY_*` variables, and the `-f` file. A value's source is the highest layer
+that holds its key. The token never comes from a file and is shown only as set or unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from invoke import Config as InvokeConfig
+
+from .config import TOKEN_VARIABLES, load_settings
+from .output import Reporter, table
+
+# Highest first: the first layer holding a key is where its value came from.
+LAYERS = (("runtime", "-f file"), ("env", "environment"), ("project", "project file"))
+LAYERS += (("user", "user file"), ("system", "system file"))
+
+
+@dataclass(frozen=True)
+class Value:
+    key: str
+    value: Any
+    source: str  # default | system | user | project | env | runtime
+    origin: str  # the file, the variable, or "built-in"
+
+
+def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key in data:
+        value = data[key]
+        if isinstance(value, Mapping) and value:
+            paths += _leaves(value, (*prefix, str(key)))
+        else:
+            paths.append((*prefix, str(key)))
+    return paths
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data:
+            return False, None
+        data = data[key]
+    return True, data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(value[k]) for k in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def effective_values(config: InvokeConfig) -> list[Value]:
+    """Every gbdeploy key of the merged configuration (Invoke's own sections left out)."""
+    merged = _plain(config)
+    ours = {k: v for k, v in merged.items() if k not in InvokeConfig.global_defaults()}
+    values = []
+    for path in _leaves(ours):
+        values.append(Value(".".join(path), _lookup(ours, path)[1], *_source(config, path)))
+    return values
+
+
+def _source(config: InvokeConfig, path: tuple[str, ...]) -> tuple[str, str]:
+    for layer, _ in LAYERS:
+        found, _value = _lookup(getattr(config, f"_{layer}", None) or {}, path)
+        if found:
+            if layer == "env":
+                return layer, "GBDEPLOY_" + "_".join(path).upper()
+            return layer, layer_file(config, layer) or layer
+    return "default", "built-in"
+
+
+def token_state() -> dict[str, Any]:
+    for variable in TOKEN_VARIABLES:
+        if os.environ.get(variable, "").strip():
+            return {"set": True, "from": variable}
+    return {"set": False, "from": None}
+
+
+def layer_file(config: InvokeConfig, layer: str) -> str | None:
+    """The file a layer was read from. Invoke records a missing `.py` candidate as read (it
+    loads as empty), so only a file that exists counts."""
+    path = getattr(config, f"_{layer}_path", None)
+    return str(path) if path and os.path.isfile(path) else None
+
+
+def files(config: InvokeConfig) -> dict[str, str | None]:
+    return {layer: layer_file(config, layer) for layer in ("system", "user", "project", "runtime")}
+
+
+def as_json(config: InvokeConfig) -> dict[str, Any]:
+    return {
+        "files": files(config),
+        "token": token_state(),
+        "values": {
+            v.key: {"value": v.value, "source": v.source, "from": v.origin}
+            for v in effective_values(config)
+        },
+    }
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def format_config(config: InvokeConfig) -> list[str]:
+    found = files(config)
+    lines = ["files read (lowest first):"]
+    for layer in ("system", "user", "project", "runtime"):
+        lines.append(f"  {layer:8} {found[layer] or '(none)'}")
+    token = token_state()
+    variables = " or ".join(TOKEN_VARIABLES)
+    lines.append(
+        f"token: set (from {token['from']})" if token["set"] else f"token: unset ({variables})"
+    )
+    lines.append("")
+    rows = [[v.key, _shown(v.value), v.origin] for v in effective_values(config)]
+    lines += table(rows, header=["key", "value", "from"])
+    return lines
+
+
+def run_config(config: InvokeConfig, reporter: Reporter, *, as_json_output: bool = False) -> None:
+    if as_json_output:
+        reporter.say(json.dumps(as_json(config), indent=2, sort_keys=True))
+    else:
+        for line in format_config(config):
+            reporter.say(line)
+    load_settings(config)  # a wrong key or value: after the listing, the error (exit 2)

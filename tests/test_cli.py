@@ -1,0 +1,228 @@
+"""The command line as a user meets it: help, short flags, option errors, `config`, the notice
+about production defaults, the confirmation before a deploy, `-v`/`-q`, a light `--list`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gbdeploy import output
+from gbdeploy.cli import SHORT_FLAGS, confirm
+from gbdeploy.errors import OperationFailed
+from gbdeploy.tasks import namespace
+
+
+@pytest.fixture
+def run_gbdeploy(run_gbdeploy):
+    """As `gbdeploy` runs from a shell: through main()'s rewriting of the command line."""
+    from gbdeploy.program import help_first, optional_positionals
+
+    def run(*args: str):
+        return run_gbdeploy(*optional_positionals(help_first(["gbdeploy", *args]))[1:])
+
+    return run
+
+
+@pytest.fixture
+def empty_dir(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "empty"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return directory
+
+
+# --- help ---------------------------------------------------------------------------------------
+def test_help_shows_gbdeploys_commands_options_exit_codes_and_completion(run_gbdeploy, empty_dir):
+    result = run_gbdeploy("--help")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines.index("Commands:") < 8  # gbdeploy's commands come first
+    for name in ("release", "deploy", "history", "logs", "config", "rollback"):
+        assert any(line.startswith(f"  {name} ") for line in lines), name
+    for noise in ("--pty", "--echo", "--warn-only", "--write-pyc", "Core options"):
+        assert noise not in result.out
+    assert "-v, --verbose" in result.out and "-q, --quiet" in result.out
+    assert "  5   failed AND could not restore" in result.out
+    assert "--print-completion-script bash" in result.out
+
+
+@pytest.mark.parametrize("argv", [["release", "--help"], ["--help", "release"]])
+def test_command_help_shows_the_component_as_an_argument_without_invoke_noise(
+    run_gbdeploy, empty_dir, argv
+):
+    result = run_gbdeploy(*argv)
+    assert result.code == 0
+    assert result.out.startswith("Usage: gbdeploy release COMPONENT [OPTIONS]")
+    assert "Docstring:" not in result.out and "[other tasks here" not in result.out
+    assert "--component" not in result.out
+    assert "-d, --dry-run" in result.out
+    assert "Exit codes:" in result.out
+
+
+def test_each_short_flag_has_one_meaning_in_every_command():
+    meanings: dict[str, set[str]] = {}
+    for name in namespace.task_names:
+        for argument in namespace[name].get_arguments():
+            for short in (n for n in argument.names if len(n) == 1):
+                assert SHORT_FLAGS.get(argument.name) == short, (name, short)
+                meanings.setdefault(short, set()).add(argument.name)
+    assert meanings["c"] == {"commit"}
+    assert meanings["d"] == {"dry_run"}
+    assert meanings["n"] <= {"lines", "limit"}  # a count, wherever it exists
+    assert "o" not in meanings  # --no-verify and --commit no longer share it
+
+
+# --- option errors ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["runs", "--limit", "x"], "--limit expects a whole number, got 'x'"),
+        (["runs", "--limit=x"], "--limit expects a whole number, got 'x'"),
+        (["logs", "botserver", "-n", "many"], "-n expects a whole number, got 'many'"),
+        (["history", "botserver", "--limit", "-3"], "--limit must not be negative"),
+        (["history", "botserver", "--limit", "0"], "--limit must be at least 1"),
+        (["runs", "--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_a_bad_option_value_is_exit_2_with_no_traceback(run_gbdeploy, empty_dir, argv, said):
+    result = run_gbdeploy(*argv)
+    assert result.code == 2, result.text
+    assert said in result.err
+    assert "Traceback" not in result.text
+
+
+# --- config -------------------------------------------------------------------------------------
+def test_config_names_the_file_or_variable_behind_each_value(
+    run_gbdeploy, empty_dir, gbdeploy_env, monkeypatch
+):
+    (gbdeploy_env / ".gbdeploy.yaml").write_text("targets: {system: {ssh: my-host}}\n")
+    project = empty_dir / "gbdeploy.yaml"
+    project.write_text("forge: {owner: Someone}\ngit: {branch: trunk}\n")
+    runtime = empty_dir / "extra.yaml"
+    runtime.write_text("git: {branch: release}\n")
+    monkeypatch.setenv("GBDEPLOY_FORGE_URL", "http://127.0.0.1:3000")
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", "tok-secret-value-123")
+
+    result = run_gbdeploy("-f", str(runtime), "config", "--json")
+
+    assert result.code == 0, result.text
+    assert "tok-secret-value-123" not in result.text
+    data = json.loads(result.out)
+    values = data["values"]
+    assert values["forge.owner"] == {"value": "Someone", "source": "project", "from": str(project)}
+    assert values["forge.url"]["from"] == "GBDEPLOY_FORGE_URL"
+    assert values["forge.url"]["value"] == "http://127.0.0.1:3000"
+    assert values["git.branch"] == {"value": "release", "source": "runtime", "from": str(runtime)}
+    assert values["targets.system.ssh"]["source"] == "user"
+    assert values["forge.repo"] == {"value": "gb", "source": "default", "from": "built-in"}
+    assert data["token"] == {"set": True, "from": "GBDEPLOY_FORGE_TOKEN"}
+    assert data["files"]["project"] == str(project)
+    assert data["files"]["system"] is None
+
+    table = run_gbdeploy("config")
+    assert table.code == 0
+    assert "token: set (from GBDEPLOY_FORGE_TOKEN)" in table.out
+    assert "tok-secret-value-123" not in table.text
+    row = next(line for line in table.out.splitlines() if line.startswith("forge.owner "))
+    assert row.split() == ["forge.owner", "Someone", str(project)]
+
+
+def test_config_lists_a_bad_value_then_fails_with_exit_2(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("release: {timeout: soon}\n")
+    result = run_gbdeploy("config")
+    assert result.code == 2
+    assert "release.timeout" in result.out  # shown, with where it came from
+    assert "release.timeout" in result.err and "expected a number" in result.err
+
+
+# --- built-in production defaults, confirmation -------------------------------------------------
+def test_with_no_project_file_a_command_says_it_aims_at_the_built_in_production(
+    run_gbdeploy, empty_dir
+):
+    result = run_gbdeploy("deploy", "botserver", "--dry-run")
+    assert result.code == 0, result.text
+    notice = [line for line in result.err.splitlines() if "built-in production defaults" in line]
+    assert len(notice) == 1
+    assert "ssh pragmatismo-system" in notice[0] and "alm.pragmatismo.com.br" in notice[0]
+    assert "built-in production" not in run_gbdeploy("config").err
+
+
+def test_status_in_an_empty_directory_says_so_too(run_gbdeploy, empty_dir):
+    result = run_gbdeploy("status", "botserver")  # pragmatismo-system is out of reach in tests
+    assert "using the built-in production defaults" in result.err
+    assert "Traceback" not in result.text
+
+
+def test_a_project_file_silences_the_notice(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("forge: {url: 'http://127.0.0.1:9'}\n")
+    result = run_gbdeploy("deploy", "botserver", "--dry-run")
+    assert result.code == 0, result.text
+    assert "built-in production" not in result.err
+
+
+def test_deploy_from_a_terminal_asks_first_and_a_no_changes_nothing(
+    run_gbdeploy, empty_dir, mocker
+):
+    mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    ask = mocker.patch("builtins.input", return_value="n")
+    run_deploy = mocker.patch("gbdeploy.deploy.run_deploy")
+
+    result = run_gbdeploy("deploy", "botserver", "--artifact", "/bin/true")
+
+    assert result.code == 1
+    assert "not confirmed: nothing was changed" in result.err
+    question = ask.call_args.args[0]
+    assert "/opt/gbo/bin/botserver on target system (ssh pragmatismo-system)" in question
+    run_deploy.assert_not_called()
+
+
+@pytest.mark.parametrize("argv", [["--yes"], ["-y"]])
+def test_yes_skips_the_question(run_gbdeploy, empty_dir, mocker, argv):
+    mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    ask = mocker.patch("builtins.input")
+    run_rollback = mocker.patch("gbdeploy.deploy.run_rollback")
+    result = run_gbdeploy("rollback", "botserver", *argv)
+    assert result.code == 0, result.text
+    ask.assert_not_called()
+    run_rollback.assert_called_once()
+
+
+def test_without_a_terminal_nothing_is_asked(mocker):
+    mocker.patch("gbdeploy.cli.is_terminal", return_value=False)
+    confirm("deploy?", yes=False, ask=lambda _: pytest.fail("asked"))
+    mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    confirm("deploy?", yes=False, ask=lambda _: "yes")
+    with pytest.raises(OperationFailed):
+        confirm("deploy?", yes=False, ask=lambda _: "")
+
+
+# --- verbosity, --list ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "verbosity"),
+    [([], 0), (["-v"], 1), (["-q"], -1), (["--quiet"], -1), (["config", "-v"], 1)],
+)
+def test_v_and_q_set_the_reporters_verbosity(run_gbdeploy, empty_dir, argv, verbosity):
+    args = argv if "config" in argv else [*argv, "config"]
+    assert run_gbdeploy(*args).code == 0
+    assert output.options.verbosity == verbosity
+    assert output.Reporter().verbosity == verbosity
+    output.options.verbosity = 0
+
+
+def test_list_loads_no_network_ssh_or_git_library(empty_dir):
+    probe = (
+        "import sys\n"
+        "from gbdeploy.program import program\n"
+        "program.run(['gbdeploy', '--list'], exit=False)\n"
+        "heavy = ('httpx', 'paramiko', 'fabric', 'git', 'gbdeploy_sandbox')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=empty_dir
+    )
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert "history" in result.stdout and "logs" in result.stdout

@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gbdeploy import transfer
 from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote
-from gbdeploy.errors import NotBuilt
 from gbdeploy.output import Reporter
 from gbdeploy_sandbox.procs import kill_pids, pids_running
 from gbdeploy_sandbox.service import build_service, service_user
@@ -241,14 +240,6 @@ def health_gaps(world: DeployWorld) -> Iterator[list[float]]:
         thread.join()
 
 
-def deploy_is_built(world: DeployWorld, artifact: Path) -> bool:
-    try:
-        world.deploy(artifact, "aaaaaaa0000", "staged", dry_run=True)
-    except NotBuilt:
-        return False
-    return True
-
-
 def bench_deploys(sshd: LoopbackSshd, directory: Path, size: int, repeat: int) -> None:
     print(f"\nDeploy of a {size / MiB:.0f} MiB ELF-like binary (health polled every ~5 ms)")
     root = Path(tempfile.mkdtemp(prefix="gbdeploy-bench-target-"))
@@ -259,9 +250,6 @@ def bench_deploys(sshd: LoopbackSshd, directory: Path, size: int, repeat: int) -
         os.chown(directory_on_target, pwd.getpwnam(world.user).pw_uid, -1)
     commits = ["aaaaaaa1111", "bbbbbbb2222"]
     try:
-        if not deploy_is_built(world, build_service(directory / "probe" / "botserver", "0")):
-            print("skipped: deploy not built (gbdeploy.deploy.run_deploy raises NotBuilt)")
-            return
         binaries = {c: elf_like(directory / c / "botserver", c, size) for c in commits}
         world.deploy(binaries[commits[0]], commits[0], "staged")  # first install
         current = 0

@@ -14,14 +14,24 @@ from .config import (
     GbdeployConfig,
     check_runtime_path,
     config_load_error,
+    token_values,
 )
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, UsageError, internal_error
 from .tasks import namespace
 
 
 class GbdeployProgram(Program):
-    """Invoke's Program, with DESIGN.md's exit code 2 for bad input and bad config files (Invoke
-    exits 1 on a parse error and shows a traceback for a broken YAML file)."""
+    """Invoke's Program, with exit code 2 for bad input and bad config files (Invoke exits 1 on a
+    parse error and shows a traceback for a broken YAML file), and no traceback ever: anything
+    unexpected is reported as a bug, exit 1."""
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        try:
+            super().run(argv, exit)
+        except Exception as error:  # every expected error became an Exit below or in the tasks
+            print(internal_error(error, *token_values()), file=sys.stderr)
+            if exit:
+                sys.exit(1)
 
     @contextmanager
     def _config_errors(self) -> Iterator[None]:
@@ -81,7 +91,7 @@ def help_first(argv: list[str]) -> list[str]:
 
 
 # Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
-# (DESIGN.md) become `wait --run-id 123` and `runs --component botserver`.
+# become `wait --run-id 123` and `runs --component botserver`.
 OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
 
 

@@ -74,8 +74,8 @@ def _http_url(*, port_required: bool) -> Callable[[str], bool]:
     def accepts(value: str) -> bool:
         if not _URL.fullmatch(value):
             return False
-        parts = urlsplit(value)
         try:
+            parts = urlsplit(value)
             port = parts.port
         except ValueError:
             return False

@@ -4,6 +4,12 @@ Layers, lowest first: the defaults below, `/etc/gbdeploy.yaml`, `~/.gbdeploy.yam
 `gbdeploy.yaml` (found from the current directory upward, like Invoke finds `tasks.py`),
 `GBDEPLOY_*` environment variables, and a runtime file given with `-f`. The forge token comes only
 from `GBDEPLOY_FORGE_TOKEN` or `FORGEJO_TOKEN`, and lives in a `Secret` that never prints itself.
+
+Each key is written once: as a field of its section's dataclass, whose type carries the rule its
+value must follow and whose default is the default (`keep_releases: Count = 3` in `Component`).
+`DEFAULTS`, Invoke's lowest layer, is derived from those fields; the targets and components that
+exist without any config file are `BUILT_IN_TARGETS` and `BUILT_IN_COMPONENTS`, holding only
+what differs from the field defaults. A new section is a dataclass plus one field of `Settings`.
 """
 
 from __future__ import annotations
@@ -575,6 +581,11 @@ def _check(value: Any, hint: Any, key: str) -> Any:
             if not rule.accepts(checked):
                 raise ConfigError(key, f"expected {rule.expected}, got {_shown(value)}")
         return checked
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(key, f"expected one of {choices}, got {_shown(value)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -1,5 +1,5 @@
-"""`gbdeploy maintain`: trim the CI runner's sccache and cargo caches (operations guide: "sccache +
-cargo registry cache accumulates — daily cleanup cron required").
+"""`gbdeploy maintain`: trim the CI runner's sccache and cargo caches, which grow with every build
+until the runner's disk is full; a daily run (cron or a timer) keeps them bounded.
 
 Runs on the runner's own filesystem. Each cache is a set of removable units:
 

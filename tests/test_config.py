@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from conftest import TEST_TOKEN
 
 from gbdeploy import errors
-from gbdeploy.config import Restart, Settings, Target, load_config, load_settings
+from gbdeploy.config import (
+    Count,
+    Restart,
+    Settings,
+    Target,
+    _build,
+    load_config,
+    load_settings,
+)
 from gbdeploy_sandbox.gitworld import GitWorld
 
-DESIGN_COMMANDS = (
+DOCUMENTED_COMMANDS = (
     "release",
     "deploy",
     "verify",
@@ -40,10 +50,10 @@ def settings_in(directory: Path, text: str | None = None) -> Settings:
     return load_settings(start=directory)
 
 
-# --- defaults (DESIGN.md) ----------------------------------------------------------------------
+# --- defaults ----------------------------------------------------------------------------------
 
 
-def test_defaults_follow_design(project: Path):
+def test_the_defaults_are_general_bots_production(project: Path):
     settings = settings_in(project)
 
     assert (settings.forge.url, settings.forge.owner, settings.forge.repo) == (
@@ -351,6 +361,22 @@ def test_the_defaults_are_written_once_and_every_key_is_a_layer_key():
     assert DEFAULTS["components"]["botui"]["submodule"] == "botui"
 
 
+@dataclass(frozen=True)
+class Section:
+    via: Literal["lxc", "incus"] = "lxc"
+    keep: Count = 3
+
+
+def test_a_key_is_one_typed_field_whose_type_carries_its_rule():
+    """How a key is added: one field; its type's rule refuses bad values at load."""
+    assert _build(Section, {}, "s") == Section("lxc", 3)
+    assert _build(Section, {"via": "incus", "keep": 5}, "s") == Section("incus", 5)
+    with pytest.raises(errors.ConfigError, match=r"s\.via: expected one of lxc, incus, got 'lx'"):
+        _build(Section, {"via": "lx"}, "s")
+    with pytest.raises(errors.ConfigError, match=r"s\.keep: expected a whole number from 0"):
+        _build(Section, {"keep": -1}, "s")
+
+
 def test_any_component_key_can_be_set_from_the_environment(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -390,7 +416,7 @@ def test_list_shows_every_design_command(project: Path, run_gbdeploy):
     result = run_gbdeploy("--list")
     assert result.code == 0
     listed = {line.split()[0] for line in result.out.splitlines() if line.startswith("  ")}
-    assert set(DESIGN_COMMANDS) <= listed
+    assert set(DOCUMENTED_COMMANDS) <= listed
 
 
 @pytest.mark.parametrize(
@@ -415,7 +441,7 @@ def test_bad_command_lines_exit_2(project: Path, run_gbdeploy, args):
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
 )
-def test_each_error_exits_with_its_design_code_and_a_redacted_message(
+def test_each_error_exits_with_its_code_and_a_redacted_message(
     project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, mocker, error, code
 ):
     """Every error class keeps its exit code; the token in a message is masked."""

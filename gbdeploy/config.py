@@ -150,8 +150,8 @@ BranchName = Annotated[
 TargetPath = Annotated[
     str,
     _matching(
-        "an absolute path to a file (letters, digits, `._+@-`), e.g. /opt/gbo/bin/botserver",
-        r"/" + _SAFE_PATH,
+        "an absolute path to a file, without quotes, `$` or backslashes, e.g. /opt/gbo/bin/x",
+        r"/[^\x00-\x1f\x7f$`\"'\\]*",
         _target_path,
     ),
 ]

@@ -48,16 +48,12 @@ class GbdeployProgram(Program):
             super().create_config()
 
     def parse_core(self, argv: list[str] | None) -> None:
-        try:
+        with _usage_errors():
             super().parse_core(argv)
-        except ParseError as error:
-            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
 
     def parse_tasks(self) -> None:
-        try:
+        with _usage_errors():
             super().parse_tasks()
-        except ParseError as error:
-            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
 
     def update_config(self, merge: bool = True) -> None:
         with self._config_errors():
@@ -70,6 +66,21 @@ class GbdeployProgram(Program):
     def execute(self) -> None:
         with self._config_errors():  # GBDEPLOY_* variables are read here
             super().execute()
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A bad command line is exit 2. Invoke casts a typed option's value (`--limit abc`) while
+    parsing, and lets the cast's ValueError through."""
+    try:
+        yield
+    except ParseError as error:
+        raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
+    except ValueError as error:
+        raise Exit(
+            f"gbdeploy: error: an option's value is not of its type: {error}",
+            code=UsageError.exit_code,
+        ) from None
 
 
 program = GbdeployProgram(

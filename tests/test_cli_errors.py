@@ -131,6 +131,8 @@ def test_hostile_config_exits_2_at_load_in_a_real_process(
         ("wait", "--run-id", "7", "--timeout", "nan"),
         ("wait", "--run-id", "7", "--timeout", "-1"),
         ("release", "botserver", "--timeout", "inf"),
+        ("runs", "--limit", "abc"),
+        ("maintain", "--dry-run", "--max-size-gb", "inf"),
     ],
 )
 def test_hostile_numbers_on_the_command_line_exit_2(project: Path, run_gbdeploy, args):

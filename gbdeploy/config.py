@@ -810,8 +810,12 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
     try:
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
-        files = [str(path) for path in (project, runtime) if path]
-        where = f" (in {' or '.join(files)})" if files else ""
+        if error.key in TOKEN_VARIABLES:
+            raise
+        sources = [str(path) for path in (project, runtime) if path]
+        if any(n.startswith("GBDEPLOY_") and n not in TOKEN_VARIABLES for n in os.environ):
+            sources.append("the GBDEPLOY_* environment")
+        where = f" (in {' or '.join(sources)})" if sources else ""
         raise ConfigError(
             error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
         ) from None

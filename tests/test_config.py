@@ -309,6 +309,17 @@ def test_a_python_config_file_is_refused_not_run(project: Path, run_gbdeploy):
     assert not (project / "ran").exists()
 
 
+def test_a_bad_value_from_the_environment_says_it_may_come_from_there(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
+    monkeypatch.setenv("GBDEPLOY_RELEASE_TIMEOUT", "-5")
+    result = run_gbdeploy("runs")
+    assert result.code == 2, result.text
+    assert "config: release.timeout: expected a number of seconds above 0" in result.err
+    assert "or the GBDEPLOY_* environment)" in result.err
+
+
 def test_a_number_variable_that_is_text_exits_2_naming_it(
     project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
 ):
@@ -335,10 +346,12 @@ def test_a_systemd_restart_can_replace_the_process_default_and_back(project: Pat
 def test_a_token_that_cannot_be_one_exits_2_and_is_never_shown(
     project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, token: str
 ):
+    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
     monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", token)
     result = run_gbdeploy("runs")
     assert result.code == 2, result.text
     assert "config: GBDEPLOY_FORGE_TOKEN: holds a character no token has" in result.err
+    assert "gbdeploy.yaml" not in result.err  # the token comes from the environment only
     for shown in (token, repr(token), repr(token.encode()), TEST_TOKEN, "tök", "t\\xf6k"):
         assert shown not in result.text
 

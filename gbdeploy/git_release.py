@@ -21,7 +21,7 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -187,7 +187,6 @@ class ReleaseState:
     short_sha: str
     recorded: str  # the submodule commit the root's HEAD records
     root_head: str
-    remote_tips: dict[str, str | None] = field(default_factory=dict)  # "sub:origin" -> sha
 
     @property
     def submodule(self) -> Path:
@@ -220,7 +219,7 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
                 hint=_line(root, "submodule", "update", "--init", "--", path),
             )
         with _opened(submodule, f"the submodule {path}") as sub_repo:
-            state = _check_submodule(settings, sub_repo, root_repo, path, recorded)
+            sha, short_sha = _check_submodule(settings, sub_repo, root_repo, path, recorded)
         _require_remotes(root_repo, settings.git.root_remotes, what=root_label)
         other = [line for line in _root_changes(root_repo) if line[3:] != path]
         if other:
@@ -230,37 +229,28 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
                 hint="commit or stash them first (`git stash`): the release commit records only "
                 f"the {path} pointer",
             )
-        if recorded != state.sha:
+        if recorded != sha:
             _require_identity(root_repo, what=root_label)
         root_head = root_repo.head.commit.hexsha
-        tips = dict(state.remote_tips)
         for remote in settings.git.root_remotes:
-            tips[f"root:{remote}"] = _require_fast_forward(
-                root_repo, root_label, remote, branch, root_head
-            )
+            _require_fast_forward(root_repo, root_label, remote, branch, root_head)
     return ReleaseState(
         component=component.name,
         root=root,
         submodule_path=path,
         branch=branch,
-        sha=state.sha,
-        short_sha=state.short_sha,
+        sha=sha,
+        short_sha=short_sha,
         recorded=recorded,
         root_head=root_head,
-        remote_tips=tips,
     )
-
-
-@dataclass(frozen=True)
-class _SubmoduleState:
-    sha: str
-    short_sha: str
-    remote_tips: dict[str, str | None]
 
 
 def _check_submodule(
     settings: Settings, repo: Repo, root_repo: Repo, path: str, recorded: str
-) -> _SubmoduleState:
+) -> tuple[str, str]:
+    """The submodule's HEAD (full and short) once it is ready to push: clean, on the branch,
+    with every remote, containing the recorded commit, and fast-forwarding every remote."""
     submodule = Path(str(repo.working_tree_dir))
     branch = settings.git.branch
     if repo.is_dirty(untracked_files=True):
@@ -285,11 +275,9 @@ def _check_submodule(
             hint=f"bring them in (`{_line(submodule, 'merge', recorded[:12])}`, after a fetch "
             "if it is missing), then run release again",
         )
-    tips = {
-        f"{path}:{remote}": _require_fast_forward(repo, path, remote, branch, sha)
-        for remote in settings.git.submodule_remotes
-    }
-    return _SubmoduleState(sha, short_sha, tips)
+    for remote in settings.git.submodule_remotes:
+        _require_fast_forward(repo, path, remote, branch, sha)
+    return sha, short_sha
 
 
 def _listing(lines: Sequence[str], limit: int = 10) -> str:
@@ -419,11 +407,9 @@ def _require_identity(repo: Repo, *, what: str) -> None:
         )
 
 
-def _require_fast_forward(
-    repo: Repo, label: str, remote: str, branch: str, head: str
-) -> str | None:
-    """The remote's branch tip (None when it has no such branch); refuse if pushing `head` there
-    would not fast-forward."""
+def _require_fast_forward(repo: Repo, label: str, remote: str, branch: str, head: str) -> None:
+    """Refuse if pushing `head` to the remote's branch would not fast-forward (a remote without
+    the branch gets it new)."""
     where = _workdir(repo)
     listed = _git(where, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     if not listed.ok:
@@ -433,7 +419,7 @@ def _require_fast_forward(
         )
     fields_ = listed.stdout.split()
     if not fields_:
-        return None
+        return
     tip = fields_[0]
     if tip != head and not _contains(repo, head, tip):
         behind = _count(repo, f"{head}..{tip}")
@@ -444,7 +430,6 @@ def _require_fast_forward(
             hint=f"{_line(where, 'pull', '--rebase', remote, branch)}  (or merge), "
             "then run release again",
         )
-    return tip
 
 
 def _count(repo: Repo, revisions: str) -> int | None:

@@ -445,12 +445,14 @@ class Settings:
                 hint=f"export {TOKEN_VARIABLES[0]} (or {TOKEN_VARIABLES[1]}) instead",
             )
         targets: dict[str, Target] = {}
-        for name, raw in section["targets"].items():
-            key = f"targets.{_check(name, Name, 'targets')}"
+        for given_name, raw in section["targets"].items():
+            name = _check(given_name, Name, "targets")
+            key = f"targets.{name}"
             targets[name] = _build(Target, {"name": name, **_mapping(raw, key)}, key)
         components: dict[str, Component] = {}
-        for name, raw in section["components"].items():
-            key = f"components.{_check(name, Name, 'components')}"
+        for given_name, raw in section["components"].items():
+            name = _check(given_name, Name, "components")
+            key = f"components.{name}"
             fields_ = _mapping(raw, key)
             # `botui: {enabled: false}` drops a default component (Invoke cannot merge a null
             # over a mapping, so `botui: null` is refused when the files are loaded).
@@ -707,7 +709,16 @@ def _top_level(path: str, load: Callable[[], Any]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(path, _top_level_problem(data))
-    return data
+    return _string_keys(data)
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML reads `2024:` as a number; every key is a name, and Invoke needs them as text."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def _deep_copy(value: Any) -> Any:

@@ -330,6 +330,14 @@ def test_a_number_variable_that_is_text_exits_2_naming_it(
     assert "Traceback" not in result.text
 
 
+def test_a_name_yaml_reads_as_a_number_is_the_name(project: Path):
+    settings = settings_in(
+        project, "targets: {2024: {ssh: box}}\ncomponents: {7: {binary: /opt/x, target: 2024}}\n"
+    )
+    assert settings.component("7").target == "2024"
+    assert settings.target_of(settings.component("7")) == Target("2024", "box")
+
+
 def test_a_systemd_restart_can_replace_the_process_default_and_back(project: Path):
     settings = settings_in(
         project,

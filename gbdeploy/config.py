@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -335,10 +335,12 @@ PROXY_PORTS = (80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53)
 
 @dataclass(frozen=True)
 class DoctorSettings:
-    """`doctor:` — where the production invariants are checked. Sizes are GiB."""
+    """`doctor:` — where the production invariants are checked. Sizes are GiB. `host` is the ssh
+    Host alias of the LXD host (`doctor` refuses to run without it); a container set to null
+    skips that container's checks."""
 
-    host: SshHost | None = None  # ssh Host alias of the LXD host; `doctor` refuses to run without
-    system: ContainerName | None = "pragmatismo-system"  # null skips that container's checks
+    host: SshHost | None = None
+    system: ContainerName | None = "pragmatismo-system"
     ci_runner: ContainerName | None = "pragmatismo-alm-ci"
     proxy: ContainerName | None = "pragmatismo-proxy"
     dns: ContainerName | None = "pragmatismo-dns"
@@ -460,14 +462,9 @@ class Settings:
             if enabled:
                 components[name] = _component(name, fields_, targets)
         sections = {
-            name: _build(
-                hint,
-                section[name],
-                name,
-                **({"token": read_token()} if hint is ForgeSettings else {}),
-            )
-            for name, hint in _section_types().items()
+            name: _build(kind, section[name], name) for name, kind in _section_types().items()
         }
+        sections["forge"] = replace(sections["forge"], token=read_token())
         return cls(**sections, targets=targets, components=components, project_dir=project_dir)
 
 

@@ -4,17 +4,28 @@ Layers, lowest first: the defaults below, `/etc/gbdeploy.yaml`, `~/.gbdeploy.yam
 `gbdeploy.yaml` (found from the current directory upward, like Invoke finds `tasks.py`),
 `GBDEPLOY_*` environment variables, and a runtime file given with `-f`. The forge token comes only
 from `GBDEPLOY_FORGE_TOKEN` or `FORGEJO_TOKEN`, and lives in a `Secret` that never prints itself.
+
+Each key is written once: as a field of its section's dataclass, whose type carries the rule its
+value must follow and whose default is the default (`keep_releases: Count = 3` in `Component`).
+`DEFAULTS`, Invoke's lowest layer, is derived from those fields; the targets and components that
+exist without any config file are `BUILT_IN_TARGETS` and `BUILT_IN_COMPONENTS`, holding only
+what differs from the field defaults. A new section is a dataclass plus one field of `Settings`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from invoke import Config as InvokeConfig
@@ -27,97 +38,183 @@ from .errors import ConfigError, UsageError
 CONFIG_NAMES = ("gbdeploy.yaml", "gbdeploy.yml", "gbdeploy.json")
 TOKEN_VARIABLES = ("GBDEPLOY_FORGE_TOKEN", "FORGEJO_TOKEN")
 
-DEFAULTS: dict[str, Any] = {
-    "forge": {
-        "url": "http://alm.pragmatismo.com.br",
-        "owner": "GeneralBots",
-        "repo": "gb",
-        "timeout": 30.0,
-    },
-    "git": {
-        "branch": "main",
-        "submodule_remotes": ["origin", "alm"],
-        "root_remotes": ["alm"],
-        "message": "Update submodule {component} to {short_sha}",
-    },
-    "ssh": {
-        "config": "~/.ssh/config",
-        "connect_timeout": 15.0,
-        "accept_new_host_keys": False,
-        "identity_file": None,
-        "known_hosts": None,
-    },
-    "release": {
-        "timeout": 1800.0,
-        "appear_timeout": 120.0,
-        "verify_timeout": 120.0,
-        "poll_interval": 5.0,
-    },
-    "targets": {
-        "system": {"ssh": "pragmatismo-system"},
-    },
-    "components": {
-        "botserver": {
-            "submodule": "botserver",
-            "workflow": "botserver.yaml",
-            "target": "system",
-            "binary": "/opt/gbo/bin/botserver",
-            "artifact": "target/debug/botserver",
-            "build": "cargo build -p botserver",
-            "user": "gbuser",
-            "start": "./botserver --noconsole",
-            "run_as": "sudo -u {user}",
-            "log": "/opt/gbo/logs/error.log",
-            "restart": "process",
-            "health": "http://localhost:5858/health",
-        },
-        "botui": {
-            "submodule": "botui",
-            "workflow": "botui.yaml",
-            "target": "system",
-            "binary": "/opt/gbo/bin/botui",
-            "artifact": "target/release/botui",
-            "build": "cargo build --release -p botui --features embed-ui",
-            "user": "gbuser",
-            "restart": {"systemd": "ui.service"},
-            "health": "http://localhost:5859/health",
-        },
-    },
-    "doctor": {
-        "host": None,  # ssh Host alias of the LXD host; `doctor` refuses to run without it
-        "system": "pragmatismo-system",  # container names; null skips that container's checks
-        "ci_runner": "pragmatismo-alm-ci",
-        "proxy": "pragmatismo-proxy",
-        "dns": "pragmatismo-dns",
-        "caddyfile": "/opt/gbo/conf/config",
-        "caddy": "caddy",
-        "caddy_storage_root": "/opt/gbo/data/caddy",
-        "corefile": "/opt/gbo/conf/Corefile",
-        # The seed: "~25 vhosts; if you only see 1-2, it is a broken/partial config". 20 leaves
-        # room for removing a few dead domains and still catches a truncated file.
-        "min_vhosts": 20,
-        "valkey_cli": "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli",
-        "iptables_rules_file": "/etc/iptables/rules.v4",
-        "botui_unit": "ui.service",
-        "botserver_url": "http://localhost:5858",
-        "proxy_ports": [80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53],
-        "sccache_dir": "/root/.cache/sccache",
-        "sccache_max_gb": 20.0,
-        "cargo_home": "/root/.cargo",
-        "cargo_max_gb": 20.0,
-        "snapshot_retention_days": 7,
-    },
-    "maintenance": {
-        "sccache_dir": "~/.cache/sccache",
-        "cargo_home": "~/.cargo",
-        "max_age_days": 14,
-        "max_size_gb": 20.0,
-    },
-    "workflows": {
-        "runs_on": "ubuntu-latest",
-        "install": "gbdeploy",
-    },
-}
+
+# --- what a value must be, beyond its type ----------------------------------------------------
+# A field's type says it: `stop_timeout: Seconds = 20.0`. `_check` applies the rule after the
+# type, so a mistake is refused when the config is loaded, naming the key.
+
+
+@dataclass(frozen=True)
+class Rule:
+    expected: str  # completes "expected …, got VALUE"
+    accepts: Callable[[Any], bool]
+
+
+def _matching(expected: str, regex: str, also: Callable[[str], bool] = lambda _: True) -> Rule:
+    compiled = re.compile(regex)
+    return Rule(expected, lambda value: bool(compiled.fullmatch(value)) and also(value))
+
+
+def _between(low: float, high: float, expected: str) -> Rule:
+    return Rule(expected, lambda value: low <= value <= high)  # NaN fails both comparisons
+
+
+def _target_path(value: str) -> bool:
+    """An absolute path naming a file or directory below `/`: no empty, `.` or `..` part."""
+    parts = value.split("/")[1:]
+    return all(part not in ("", ".", "..") and not part.startswith("-") for part in parts)
+
+
+def _formats_with(*names: str) -> Callable[[str], bool]:
+    def formats(value: str) -> bool:
+        try:
+            value.format(**dict.fromkeys(names, "x"))
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return False
+        return True
+
+    return formats
+
+
+def _http_url(*, port_required: bool) -> Callable[[str], bool]:
+    def accepts(value: str) -> bool:
+        if not _URL.fullmatch(value):
+            return False
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            return False
+        host = parts.hostname or ""
+        return (
+            parts.scheme in ("http", "https")
+            and bool(_HOST.fullmatch(host))
+            and parts.username is None
+            and (port is not None or not port_required)
+            and (port is None or 0 < port < 65536)
+        )
+
+    return accepts
+
+
+_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")  # no quotes, spaces, `$` or backticks
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|[0-9A-Fa-f:.]+")
+_NO_CONTROL = r"[^\x00-\x1f\x7f]*"
+_SAFE_PATH = r"[A-Za-z0-9._+@/~-]*"
+WEEK = 7 * 86400.0
+
+Seconds = Annotated[float, _between(1e-3, WEEK, "a number of seconds above 0, at most a week")]
+Count = Annotated[int, _between(0, 1_000_000, "a whole number from 0 to 1000000")]
+Gigabytes = Annotated[float, _between(0, 1_000_000, "a size in GiB from 0 to 1000000")]
+Port = Annotated[int, _between(1, 65535, "a port number from 1 to 65535")]
+Name = Annotated[
+    str,
+    _matching(
+        "a name of letters, digits, `.`, `_` and `-` that starts with a letter, digit or `_`",
+        r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}",
+    ),
+]
+UserName = Annotated[
+    str,
+    _matching(
+        "a user name (letters, digits, `_`, `.`, `-`, starting with a letter or `_`)",
+        r"[A-Za-z_][A-Za-z0-9_.-]{0,31}",
+    ),
+]
+UnitName = Annotated[
+    str,
+    _matching("a systemd unit name, e.g. ui.service", r"[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,250}"),
+]
+ContainerName = Annotated[
+    str,
+    _matching(
+        "a container name (letters, digits, `-`), optionally after a remote (`bot:system`)",
+        r"(?:[A-Za-z0-9][A-Za-z0-9._-]*:)?[A-Za-z][A-Za-z0-9-]{0,62}",
+    ),
+]
+SshHost = Annotated[
+    str,
+    _matching(
+        "an ssh Host alias or host name (letters, digits, `._@:-`)",
+        r"[A-Za-z0-9_][A-Za-z0-9._@:%+-]{0,252}",
+    ),
+]
+BranchName = Annotated[
+    str,
+    _matching(
+        "a branch name (letters, digits, `._/-`, no `..`)",
+        r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}",
+        lambda v: ".." not in v and "//" not in v and not v.endswith(("/", ".", ".lock")),
+    ),
+]
+TargetPath = Annotated[
+    str,
+    _matching(
+        "an absolute path to a file, without quotes, `$` or backslashes, e.g. /opt/gbo/bin/x",
+        r"/[^\x00-\x1f\x7f$`\"'\\]*",
+        _target_path,
+    ),
+]
+RelativePath = Annotated[
+    str,
+    _matching(
+        "a path inside the root repository (letters, digits, `._+@/-`, no `..`)",
+        r"[A-Za-z0-9_][A-Za-z0-9._+@/-]{0,250}",
+        lambda v: ".." not in v.split("/") and "" not in v.rstrip("/").split("/"),
+    ),
+]
+ArtifactPath = Annotated[
+    str,
+    _matching(
+        "a file path of letters, digits and `._+@/~-` (no spaces, quotes or `$`)",
+        r"[A-Za-z0-9_./~+@]" + _SAFE_PATH,
+    ),
+]
+LocalPath = Annotated[str, _matching("a path on one line", r"[^\x00-\x1f\x7f]{1,4096}")]
+WorkflowFile = Annotated[
+    str,
+    _matching(
+        "a workflow file name ending in .yaml or .yml, e.g. botserver.yaml",
+        r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.ya?ml",
+    ),
+]
+OneLine = Annotated[str, _matching("text on one line", _NO_CONTROL)]
+ForgeUrl = Annotated[
+    str,
+    _matching(
+        "an http:// or https:// URL with a host and no user or password in it",
+        r".+",
+        _http_url(port_required=False),
+    ),
+]
+HealthUrl = Annotated[
+    str,
+    _matching(
+        "an http:// or https:// URL with host and port, e.g. http://localhost:5858/health",
+        r".+",
+        _http_url(port_required=True),
+    ),
+]
+CommitMessage = Annotated[
+    str,
+    _matching(
+        "text whose only placeholders are {component}, {short_sha} and {sha}",
+        r"(?s).+",
+        _formats_with("component", "short_sha", "sha"),
+    ),
+]
+RunAs = Annotated[
+    str,
+    _matching(
+        "a command prefix on one line whose only placeholder is {user}, e.g. sudo -u {user}",
+        _NO_CONTROL,
+        _formats_with("user"),
+    ),
+]
+EnvName = Annotated[
+    str, _matching("an environment variable name, e.g. PORT", r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+]
+TokenText = re.compile(r"[\x21-\x7e]{1,4096}")  # visible ASCII: what a forge token is made of
 
 
 class Secret:
@@ -140,49 +237,56 @@ class Secret:
         return bool(self._value)
 
 
+# --- the settings, each key once with its default ---------------------------------------------
+# A section's dataclass is the only place its keys and defaults are written: DEFAULTS (Invoke's
+# lowest layer) is derived from it. `metadata=NOT_A_KEY` marks a field that no file sets.
+
+NOT_A_KEY = {"key": False}
+
+
 @dataclass(frozen=True)
 class ForgeSettings:
-    url: str
-    owner: str
-    repo: str
-    timeout: float = 30.0
-    token: Secret | None = field(default=None, compare=False)
+    url: ForgeUrl = "http://alm.pragmatismo.com.br"
+    owner: Name = "GeneralBots"
+    repo: Name = "gb"
+    timeout: Seconds = 30.0
+    token: Secret | None = field(default=None, compare=False, metadata=NOT_A_KEY)
 
 
 @dataclass(frozen=True)
 class GitSettings:
-    branch: str
-    submodule_remotes: list[str]
-    root_remotes: list[str]
-    message: str
+    branch: BranchName = "main"
+    submodule_remotes: list[Name] = field(default_factory=lambda: ["origin", "alm"])
+    root_remotes: list[Name] = field(default_factory=lambda: ["alm"])
+    message: CommitMessage = "Update submodule {component} to {short_sha}"
 
 
 @dataclass(frozen=True)
 class SshSettings:
-    config: str = "~/.ssh/config"
-    connect_timeout: float = 15.0
+    config: LocalPath = "~/.ssh/config"
+    connect_timeout: Seconds = 15.0
     accept_new_host_keys: bool = False
     # Set by the CI workflow from its secrets (GBDEPLOY_SSH_IDENTITY_FILE and
     # GBDEPLOY_SSH_KNOWN_HOSTS); unset, the ssh config's IdentityFile and ~/.ssh/known_hosts apply.
-    identity_file: str | None = None
-    known_hosts: str | None = None
+    identity_file: LocalPath | None = None
+    known_hosts: LocalPath | None = None
 
 
 @dataclass(frozen=True)
 class ReleaseSettings:
-    timeout: float = 1800.0
-    appear_timeout: float = 120.0
-    verify_timeout: float = 120.0
-    poll_interval: float = 5.0
+    timeout: Seconds = 1800.0
+    appear_timeout: Seconds = 120.0
+    verify_timeout: Seconds = 120.0
+    poll_interval: Seconds = 5.0
 
 
 @dataclass(frozen=True)
 class Target:
     """Where a component runs: an ssh Host alias, optionally an LXD container behind it."""
 
-    name: str
-    ssh: str
-    lxc: str | None = None
+    name: Name = field(metadata=NOT_A_KEY)
+    ssh: SshHost
+    lxc: ContainerName | None = None
 
 
 @dataclass(frozen=True)
@@ -193,22 +297,25 @@ class Restart:
 
 @dataclass(frozen=True)
 class Component:
-    name: str
-    binary: str
-    submodule: str = ""
-    workflow: str = ""
-    target: str = "system"
-    artifact: str = ""
+    """A service gbdeploy deploys. `submodule`, `workflow` and `artifact` left empty follow the
+    component's name (see `_component`)."""
+
+    name: Name = field(metadata=NOT_A_KEY)
+    binary: TargetPath
+    submodule: RelativePath = ""
+    workflow: WorkflowFile = ""
+    target: Name = "system"
+    artifact: ArtifactPath = ""
     build: str | None = None
-    user: str = "gbuser"
-    start: str | None = None
-    run_as: str | None = "sudo -u {user}"
-    log: str | None = None
-    restart: Restart = Restart("process")
-    health: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    stop_timeout: float = 20.0
-    health_timeout: float = 60.0
+    user: UserName = "gbuser"
+    start: OneLine | None = None
+    run_as: RunAs | None = "sudo -u {user}"
+    log: TargetPath | None = None
+    restart: Restart = field(default=Restart("process"), metadata=NOT_A_KEY)
+    health: HealthUrl | None = None
+    env: dict[EnvName, str] = field(default_factory=dict)
+    stop_timeout: Seconds = 20.0
+    health_timeout: Seconds = 60.0
 
     @property
     def directory(self) -> str:
@@ -223,41 +330,45 @@ class Component:
         return self.log or f"{self.binary}.log"
 
 
-SEED_PROXY_PORTS = (80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53)
+PROXY_PORTS = (80, 443, 25, 465, 587, 993, 995, 143, 110, 4190, 53)
 
 
 @dataclass(frozen=True)
 class DoctorSettings:
-    """`doctor:` — where the seed's production invariants are checked. Sizes are GiB."""
+    """`doctor:` — where the production invariants are checked. Sizes are GiB. `host` is the ssh
+    Host alias of the LXD host (`doctor` refuses to run without it); a container set to null
+    skips that container's checks."""
 
-    host: str | None = None
-    system: str | None = "pragmatismo-system"
-    ci_runner: str | None = "pragmatismo-alm-ci"
-    proxy: str | None = "pragmatismo-proxy"
-    dns: str | None = "pragmatismo-dns"
-    caddyfile: str = "/opt/gbo/conf/config"
-    caddy: str = "caddy"
-    caddy_storage_root: str = "/opt/gbo/data/caddy"
-    corefile: str = "/opt/gbo/conf/Corefile"
-    min_vhosts: int = 20
-    valkey_cli: str = "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli"
-    iptables_rules_file: str = "/etc/iptables/rules.v4"
-    botui_unit: str = "ui.service"
-    botserver_url: str = "http://localhost:5858"
-    proxy_ports: list[int] = field(default_factory=lambda: list(SEED_PROXY_PORTS))
-    sccache_dir: str = "/root/.cache/sccache"
-    sccache_max_gb: float = 20.0
-    cargo_home: str = "/root/.cargo"
-    cargo_max_gb: float = 20.0
-    snapshot_retention_days: int = 7
+    host: SshHost | None = None
+    system: ContainerName | None = "pragmatismo-system"
+    ci_runner: ContainerName | None = "pragmatismo-alm-ci"
+    proxy: ContainerName | None = "pragmatismo-proxy"
+    dns: ContainerName | None = "pragmatismo-dns"
+    caddyfile: TargetPath = "/opt/gbo/conf/config"
+    caddy: OneLine = "caddy"
+    caddy_storage_root: TargetPath = "/opt/gbo/data/caddy"
+    corefile: TargetPath = "/opt/gbo/conf/Corefile"
+    # A full proxy config has about 25 sites; 1 or 2 means a truncated or partial file. 20 leaves
+    # room for removing a few dead domains.
+    min_vhosts: Count = 20
+    valkey_cli: TargetPath = "/opt/gbo/bin/botserver-stack/bin/cache/bin/valkey-cli"
+    iptables_rules_file: TargetPath = "/etc/iptables/rules.v4"
+    botui_unit: UnitName = "ui.service"
+    botserver_url: ForgeUrl = "http://localhost:5858"
+    proxy_ports: list[Port] = field(default_factory=lambda: list(PROXY_PORTS))
+    sccache_dir: TargetPath = "/root/.cache/sccache"
+    sccache_max_gb: Gigabytes = 20.0
+    cargo_home: TargetPath = "/root/.cargo"
+    cargo_max_gb: Gigabytes = 20.0
+    snapshot_retention_days: Count = 7
 
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
-    sccache_dir: str = "~/.cache/sccache"
-    cargo_home: str = "~/.cargo"
-    max_age_days: int = 14
-    max_size_gb: float = 20.0
+    sccache_dir: LocalPath = "~/.cache/sccache"
+    cargo_home: LocalPath = "~/.cargo"
+    max_age_days: Count = 14
+    max_size_gb: Gigabytes = 20.0
 
 
 @dataclass(frozen=True)
@@ -267,6 +378,29 @@ class WorkflowSettings:
 
     runs_on: str = "ubuntu-latest"
     install: str = "gbdeploy"
+
+
+# The targets and components General Bots has, as gbdeploy knows them without a config file.
+# Only what differs from the dataclass defaults (and from the name-derived ones) is written.
+BUILT_IN_TARGETS: dict[str, dict[str, Any]] = {
+    "system": {"ssh": "pragmatismo-system"},
+}
+BUILT_IN_COMPONENTS: dict[str, dict[str, Any]] = {
+    "botserver": {
+        "binary": "/opt/gbo/bin/botserver",
+        "artifact": "target/debug/botserver",
+        "build": "cargo build -p botserver",
+        "start": "./botserver --noconsole",
+        "log": "/opt/gbo/logs/error.log",
+        "health": "http://localhost:5858/health",
+    },
+    "botui": {
+        "binary": "/opt/gbo/bin/botui",
+        "build": "cargo build --release -p botui --features embed-ui",
+        "restart": {"systemd": "ui.service"},
+        "health": "http://localhost:5859/health",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -280,7 +414,7 @@ class Settings:
     doctor: DoctorSettings
     maintenance: MaintenanceSettings
     workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
-    project_dir: Path | None = None
+    project_dir: Path | None = field(default=None, metadata=NOT_A_KEY)
 
     def component(self, name: str) -> Component:
         try:
@@ -299,6 +433,8 @@ class Settings:
     def from_mapping(
         cls, data: typing.Mapping[str, Any], *, project_dir: Path | None = None
     ) -> Settings:
+        if not isinstance(data, typing.Mapping):
+            raise ConfigError("config", _top_level_problem(data))
         unknown = set(data) - set(DEFAULTS) - set(InvokeConfig.global_defaults())
         if unknown:
             key = sorted(unknown)[0]
@@ -310,58 +446,77 @@ class Settings:
                 "the token is never read from a file",
                 hint=f"export {TOKEN_VARIABLES[0]} (or {TOKEN_VARIABLES[1]}) instead",
             )
-        targets = {
-            name: _build(
-                Target, {"name": name, **_mapping(raw, f"targets.{name}")}, f"targets.{name}"
-            )
-            for name, raw in _mapping(section["targets"], "targets").items()
-        }
+        targets: dict[str, Target] = {}
+        for given_name, raw in section["targets"].items():
+            name = _check(given_name, Name, "targets")
+            key = f"targets.{name}"
+            targets[name] = _build(Target, {"name": name, **_mapping(raw, key)}, key)
         components: dict[str, Component] = {}
-        for name, raw in _mapping(section["components"], "components").items():
-            fields_ = _mapping(raw, f"components.{name}")
+        for given_name, raw in section["components"].items():
+            name = _check(given_name, Name, "components")
+            key = f"components.{name}"
+            fields_ = _mapping(raw, key)
             # `botui: {enabled: false}` drops a default component (Invoke cannot merge a null
             # over a mapping, so `botui: null` is refused when the files are loaded).
-            enabled = _check(fields_.pop("enabled", True), bool, f"components.{name}.enabled")
+            enabled = _check(fields_.pop("enabled", True), bool, f"{key}.enabled")
             if enabled:
                 components[name] = _component(name, fields_, targets)
-        return cls(
-            forge=_build(ForgeSettings, section["forge"], "forge", token=read_token()),
-            git=_build(GitSettings, section["git"], "git"),
-            ssh=_build(SshSettings, section["ssh"], "ssh"),
-            release=_build(ReleaseSettings, section["release"], "release"),
-            targets=targets,
-            components=components,
-            doctor=_build(DoctorSettings, section["doctor"], "doctor"),
-            maintenance=_build(MaintenanceSettings, section["maintenance"], "maintenance"),
-            workflows=_build(WorkflowSettings, section["workflows"], "workflows"),
-            project_dir=project_dir,
-        )
+        sections = {
+            name: _build(kind, section[name], name) for name, kind in _section_types().items()
+        }
+        sections["forge"] = replace(sections["forge"], token=read_token())
+        return cls(**sections, targets=targets, components=components, project_dir=project_dir)
+
+
+def _section_types() -> dict[str, type]:
+    """Settings' fields that are a section of their own: name -> its dataclass."""
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings) if is_dataclass(hints[f.name])}
 
 
 def read_token() -> Secret | None:
+    """The forge token from the environment; one that could not be a token is refused without
+    showing any of it."""
     for variable in TOKEN_VARIABLES:
         value = os.environ.get(variable, "").strip()
-        if value:
-            return Secret(value)
+        if not value:
+            continue
+        if not TokenText.fullmatch(value):
+            raise ConfigError(
+                variable,
+                "holds a character no token has (a newline, a space, or another control or "
+                "non-ASCII character); its value is not shown",
+                hint=f'set it again from the token alone, e.g. export {variable}="$(cat FILE)"',
+            )
+        return Secret(value)
     return None
+
+
+def token_values() -> tuple[str, ...]:
+    """Whatever the token variables hold, unchecked: what must never be printed."""
+    values = (os.environ.get(variable, "") for variable in TOKEN_VARIABLES)
+    return tuple(value.strip() for value in values if value.strip())
 
 
 def _component(name: str, raw: dict[str, Any], targets: dict[str, Target]) -> Component:
     key = f"components.{name}"
+    # What follows from the name when not given.
     raw = {
         "submodule": name,
         "workflow": f"{name}.yaml",
         "artifact": f"target/release/{name}",
         **raw,
     }
-    restart = raw.pop("restart", "process")
+    default_restart = BUILT_IN_COMPONENTS.get(name, {}).get("restart", "process")
+    restart = raw.pop("restart", default_restart)
     if restart == "process":
         parsed_restart = Restart("process")
     elif isinstance(restart, typing.Mapping) and set(restart) == {"systemd"} and restart["systemd"]:
-        parsed_restart = Restart("systemd", str(restart["systemd"]))
+        unit = _check(restart["systemd"], UnitName, f"{key}.restart.systemd")
+        parsed_restart = Restart("systemd", unit)
     else:
         raise ConfigError(
-            f"{key}.restart", f"expected `process` or `{{systemd: UNIT}}`, got {restart!r}"
+            f"{key}.restart", f"expected `process` or `{{systemd: UNIT}}`, got {_shown(restart)}"
         )
     component = _build(Component, {"name": name, **raw}, key, restart=parsed_restart)
     if component.target not in targets:
@@ -369,8 +524,6 @@ def _component(name: str, raw: dict[str, Any], targets: dict[str, Target]) -> Co
         raise ConfigError(
             f"{key}.target", f"no target named {component.target!r} (targets: {known})"
         )
-    if not component.binary.startswith("/"):
-        raise ConfigError(f"{key}.binary", f"must be an absolute path, got {component.binary!r}")
     return component
 
 
@@ -382,19 +535,33 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _top_level_problem(data: Any) -> str:
+    return (
+        f"the top level must be a mapping of sections (forge:, git:, components:, …), "
+        f"not {'a list' if isinstance(data, list) else type(data).__name__}"
+    )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 _T = typing.TypeVar("_T")
 
 
 def _build(cls: type[_T], raw: dict[str, Any], key: str, **given: Any) -> _T:
-    """Build dataclass `cls` from `raw`, checking every key and every value's type."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    for unknown in sorted(set(raw) - names):
+    """Build dataclass `cls` from `raw`, checking every key and every value's type and rule."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    names = {f.name for f in fields(cls) if f.metadata.get("key", True)}  # type: ignore[arg-type]
+    for unknown in sorted(set(raw) - names - set(given) - {"name"}):
         raise ConfigError(f"{key}.{unknown}", f"unknown key (known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name in given:
             values[f.name] = given[f.name]
+        elif f.name == "name" and "name" in raw:
+            values[f.name] = raw[f.name]
         elif f.name in raw:
             values[f.name] = _check(raw[f.name], hints[f.name], f"{key}.{f.name}")
     try:
@@ -407,6 +574,17 @@ def _build(cls: type[_T], raw: dict[str, Any], key: str, **given: Any) -> _T:
 def _check(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:
+        checked = _check(value, args[0], key)
+        for rule in args[1:]:
+            if not rule.accepts(checked):
+                raise ConfigError(key, f"expected {rule.expected}, got {_shown(value)}")
+        return checked
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(key, f"expected one of {choices}, got {_shown(value)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -414,23 +592,61 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         return _check(value, inner[0], key)
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(key, f"expected a list, got {value!r}")
+            raise ConfigError(key, f"expected a list, got {_shown(value)}")
         return [_check(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, typing.Mapping):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
-        return {str(k): _check(v, args[1], f"{key}.{k}") for k, v in value.items()}
+            raise ConfigError(key, f"expected a mapping, got {_shown(value)}")
+        return {
+            _check(k, args[0], f"{key}.{k}"): _check(v, args[1], f"{key}.{k}")
+            for k, v in value.items()
+        }
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > 1e15:
+            raise ConfigError(key, f"expected a finite number of usual size, got {_shown(value)}")
         return float(value)
     if hint is bool and not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {_shown(value)}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(key, f"expected a whole number, got {value!r}")
+        raise ConfigError(key, f"expected a whole number, got {_shown(value)}")
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # YAML reads `branch: 2024` as a number
     if hint in (str, float) and not isinstance(value, hint):
-        raise ConfigError(key, f"expected a {'text' if hint is str else 'number'}, got {value!r}")
+        what = "text" if hint is str else "number"
+        raise ConfigError(key, f"expected {what}, got {_shown(value)}")
     return value
+
+
+# Invoke's lowest layer: every key of every section with its default, the built-in targets and
+# components filled in the same way, so that a GBDEPLOY_* variable can set any of them.
+
+
+def _defaults_of(cls: type) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if not f.metadata.get("key", True):
+            continue
+        if f.default is not MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+    return values
+
+
+def _component_defaults(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    # `restart` is not a layer key: Invoke cannot merge `{systemd: UNIT}` over `process` or back,
+    # so a component's built-in restart is applied when the typed settings are built.
+    derived = {"submodule": name, "workflow": f"{name}.yaml", "artifact": f"target/release/{name}"}
+    merged = {**_defaults_of(Component), **derived, **given}
+    merged.pop("restart", None)
+    return merged
+
+
+DEFAULTS: dict[str, Any] = {
+    **{name: _defaults_of(cls) for name, cls in _section_types().items()},
+    "targets": {name: {**_defaults_of(Target), **t} for name, t in BUILT_IN_TARGETS.items()},
+    "components": {name: _component_defaults(name, c) for name, c in BUILT_IN_COMPONENTS.items()},
+}
 
 
 def find_project_dir(start: Path | None = None) -> Path | None:
@@ -458,6 +674,48 @@ class GbdeployConfig(InvokeConfig):
         base = InvokeConfig.global_defaults()
         base.update(_deep_copy(DEFAULTS))
         return base
+
+    def _load_yaml(self, path: str) -> Any:
+        return _top_level(path, lambda: super(GbdeployConfig, self)._load_yaml(path))
+
+    def _load_json(self, path: str) -> Any:
+        return _top_level(path, lambda: super(GbdeployConfig, self)._load_json(path))
+
+    def load_shell_env(self) -> None:
+        try:
+            super().load_shell_env()
+        except ValueError as error:  # Invoke casts a variable with the default's type
+            raise UncastableEnvVar(f"{error}") from None
+
+    def _load_py(self, path: str) -> Any:
+        # Invoke would execute a gbdeploy.py beside the project file; a config is data.
+        if Path(path).exists():
+            raise ConfigError(path, "gbdeploy reads YAML or JSON config files, not Python")
+        raise FileNotFoundError(errno.ENOENT, "no such file", path)
+
+
+def _top_level(path: str, load: Callable[[], Any]) -> dict[str, Any]:
+    """A config file's contents, which must be a mapping (an empty file is an empty one)."""
+    try:
+        data = load()
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            raise  # Invoke skips a file that is not there
+        raise ConfigError(path, f"cannot be read: {error.strerror or error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, _top_level_problem(data))
+    return _string_keys(data)
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML reads `2024:` as a number; every key is a name, and Invoke needs them as text."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def _deep_copy(value: Any) -> Any:
@@ -560,8 +818,12 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
     try:
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
-        files = [str(path) for path in (project, runtime) if path]
-        where = f" (in {' or '.join(files)})" if files else ""
+        if error.key in TOKEN_VARIABLES:
+            raise
+        sources = [str(path) for path in (project, runtime) if path]
+        if any(n.startswith("GBDEPLOY_") and n not in TOKEN_VARIABLES for n in os.environ):
+            sources.append("the GBDEPLOY_* environment")
+        where = f" (in {' or '.join(sources)})" if sources else ""
         raise ConfigError(
             error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
         ) from None

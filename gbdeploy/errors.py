@@ -1,4 +1,4 @@
-"""Every error gbdeploy raises, and the exit code each one means (DESIGN.md).
+"""Every error gbdeploy raises, and the exit code each one means.
 
     GbdeployError                  exit 1 unless a subclass says otherwise
     ├── UsageError                 exit 2: bad input, bad config, refused preflight
@@ -6,8 +6,7 @@
     │   ├── PreflightError         the repos or the target are not in a state to release
     │   ├── ForgeAuthError         the forge refused the token (401/403)
     │   ├── ForgeNotFound          owner/repo/workflow/run does not exist (404)
-    │   ├── HostKeyError           the target's host key is unknown or does not match
-    │   └── NotBuilt               a command that this version does not implement yet
+    │   └── HostKeyError           the target's host key is unknown or does not match
     ├── OperationFailed            exit 1: failed, and the system was left safe
     │   ├── PushRejected           a remote refused a push (`pushed_to` says who has it)
     │   ├── ForgeUnavailable       the forge did not answer, or kept answering 5xx
@@ -20,10 +19,15 @@
     ├── WaitTimeout                exit 4: gave up waiting (`resume` says how to go on)
     └── RestoreFailed              exit 5: failed and could not restore; a person must act
 
-Messages never contain the forge token: `redact` is applied to every message at the CLI.
+Messages never contain the forge token: `redact` is applied to every message at the CLI. Any
+other exception is a bug: `internal_error` says so (exit 1), with the traceback only on request.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import traceback
 
 
 class GbdeployError(Exception):
@@ -65,10 +69,6 @@ class ForgeNotFound(UsageError):
 
 
 class HostKeyError(UsageError):
-    pass
-
-
-class NotBuilt(UsageError):
     pass
 
 
@@ -126,8 +126,40 @@ class RestoreFailed(GbdeployError):
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each non-empty secret with `***`."""
+    """Replace every occurrence of each non-empty secret with `***`, also where it appears
+    escaped (as in a repr of the text or of its bytes)."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret:
+            continue
+        forms = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
     return text
+
+
+DEBUG_VARIABLE = "GBDEPLOY_DEBUG"
+
+
+def tracebacks_wanted() -> bool:
+    """GBDEPLOY_DEBUG=1, or debug logging on (Invoke's --debug, or the `gbdeploy` logger)."""
+    if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+        return True
+    return any(
+        logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in ("gbdeploy", "invoke")
+    )
+
+
+def internal_error(error: BaseException, *secrets: str | None) -> str:
+    """The message for an exception nothing in gbdeploy expected: a bug, not the user's input.
+    With `tracebacks_wanted()` the traceback comes first. Secrets are redacted throughout."""
+    text = (
+        f"gbdeploy: internal error: {type(error).__name__}: {error}\n"
+        "  this is a bug in gbdeploy, not a problem with your input: please report it to the "
+        "gbdeploy maintainers (the issue tracker of the repository you installed gbdeploy from) "
+        "with the command you ran"
+    )
+    if tracebacks_wanted():
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__)) + text
+    else:
+        text += f" and its output with {DEBUG_VARIABLE}=1 (which adds the traceback)"
+    return redact(text, *secrets)

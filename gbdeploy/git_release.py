@@ -5,6 +5,10 @@ declare the exact git command they run (so `--dry-run` prints them), then their 
     plan_release(settings, state)         -> ReleasePlan    pure
     execute_plan(plan, reporter)          -> ReleaseResult  pushes, commits, pushes
 
+Repositories are read through GitPython (`git.Repo`: HEAD, branches, the submodule's recorded
+commit, remotes and their URLs, ancestry); what changes them is a `GitCommand`, an exact git
+command line that GitPython's `Git` runs and `--dry-run` prints.
+
 The order is the safety: the submodule commit reaches every submodule remote before the root
 repo records it, so no root commit ever points at a commit a remote lacks. A failed step leaves a
 state that running release again finishes (pushes of what is there are no-ops, the pointer is
@@ -15,11 +19,19 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from git import Git, Repo
+from git.exc import (
+    GitCommandError,
+    GitCommandNotFound,
+    InvalidGitRepositoryError,
+    NoSuchPathError,
+)
 
 from .config import Settings
 from .errors import ConfigError, OperationFailed, PreflightError, PushRejected
@@ -27,6 +39,8 @@ from .output import Reporter
 
 LOCAL_TIMEOUT = 60.0
 NETWORK_TIMEOUT = 300.0
+# Never prompt for credentials: a prompt would hang a release.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
 
 
 @dataclass(frozen=True)
@@ -56,21 +70,19 @@ class GitResult:
 
 
 def run_git(command: GitCommand, *, timeout: float = LOCAL_TIMEOUT) -> GitResult:
-    """Run a git command; never prompts for credentials (a prompt would hang a release)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    """Run exactly `command` with GitPython's `Git`; a timeout kills it (exit status -9)."""
     try:
-        completed = subprocess.run(
+        status, stdout, stderr = Git(command.cwd).execute(
             ["git", *command.args],
-            cwd=command.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
+            with_extended_output=True,
+            with_exceptions=False,
+            kill_after_timeout=timeout,
+            env=GIT_ENV,
+            strip_newline_in_stdout=False,
         )
-    except subprocess.TimeoutExpired:
-        return GitResult(command, 124, "", f"`{command}` did not finish within {timeout:.0f}s")
-    return GitResult(command, completed.returncode, completed.stdout, completed.stderr)
+    except GitCommandNotFound:
+        raise PreflightError("git is not installed (or not on PATH)") from None
+    return GitResult(command, int(status or 0), str(stdout), str(stderr))
 
 
 def _git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> GitResult:
@@ -90,6 +102,44 @@ def _shown(path: Path) -> str:
     return str(relative)
 
 
+@contextmanager
+def _opened(path: Path, what: str) -> Iterator[Repo]:
+    """The repository at `path` (GitPython), closed afterwards."""
+    try:
+        repo = Repo(path)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        raise PreflightError(f"{what} ({path}) is not a git repository") from None
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+# --- reading repositories (also for other commands) -------------------------------------------
+
+
+def recorded_commit(root: Path, path: str) -> str | None:
+    """The commit the root repository's HEAD records for the submodule at `path`, or None when
+    HEAD has no submodule there."""
+    with _opened(root, "the root repository") as repo:
+        return _recorded(repo, path)
+
+
+def _recorded(repo: Repo, path: str) -> str | None:
+    try:
+        item = repo.head.commit.tree / path
+    except (KeyError, ValueError):
+        return None
+    return item.hexsha if item.type == "submodule" else None
+
+
+def remote_url(repo_path: Path, remote: str) -> str | None:
+    """The URL of `remote` in the repository at `repo_path`, or None when it has no such remote."""
+    with _opened(repo_path, "the repository") as repo:
+        names = {r.name for r in repo.remotes}
+        return repo.remote(remote).url if remote in names else None
+
+
 # --- finding the root repository ------------------------------------------------------------
 
 
@@ -104,17 +154,22 @@ def find_root(root: str | Path | None, project_dir: Path | None) -> Path:
         start, why = Path.cwd(), "the current directory"
     if not start.is_dir():
         raise PreflightError(f"{why} ({start}) is not a directory", hint="pass --root PATH")
-    top = _git(start, "rev-parse", "--show-toplevel")
-    if not top.ok:
+    try:
+        repo = Repo(start, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        repo = None
+    if repo is None or repo.working_tree_dir is None:
         raise PreflightError(
             f"{why} ({start}) is not inside a git repository",
             hint="run release from the root repository, or pass --root PATH",
         )
-    if root is None and project_dir is None:
-        superproject = _git(start, "rev-parse", "--show-superproject-working-tree")
-        if superproject.ok and superproject.stdout.strip():
-            return Path(superproject.stdout.strip())
-    return Path(top.stdout.strip())
+    with repo:
+        top = Path(repo.working_tree_dir)
+        if root is None and project_dir is None:
+            superproject = repo.git.rev_parse("--show-superproject-working-tree")
+            if superproject.strip():
+                return Path(superproject.strip())
+    return top
 
 
 # --- preflight --------------------------------------------------------------------------------
@@ -132,7 +187,6 @@ class ReleaseState:
     short_sha: str
     recorded: str  # the submodule commit the root's HEAD records
     root_head: str
-    remote_tips: dict[str, str | None] = field(default_factory=dict)  # "sub:origin" -> sha
 
     @property
     def submodule(self) -> Path:
@@ -150,63 +204,36 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
     submodule = root / path
     root_label = f"the root repository ({root.name})"
 
-    _require_on_branch(root, branch, what=root_label)
-
-    entry = _git(root, "ls-files", "--stage", "--", path).stdout.split()
-    if not entry or entry[0] != "160000":
-        raise PreflightError(
-            f"{path!r} is not a submodule of {root} (components.{component.name}.submodule)",
-            hint=f"set components.{component.name}.submodule to the submodule's path in the "
-            "root repository, or pass --root with the right repository",
-        )
-    if not (submodule / ".git").exists():
-        raise PreflightError(
-            f"the submodule {path} is not checked out",
-            hint=_line(root, "submodule", "update", "--init", "--", path),
-        )
-
-    changes = _git(submodule, "status", "--porcelain=v1").stdout.splitlines()
-    if changes:
-        raise PreflightError(
-            f"{path} has uncommitted changes:\n" + _listing(changes),
-            hint=f"commit them (or `{_line(submodule, 'stash', '-u')}`), then run release again",
-        )
-
-    _require_on_branch(submodule, branch, what=f"the submodule {path}")
-    _require_remotes(root, settings.git.root_remotes, what=root_label)
-    _require_remotes(
-        submodule,
-        settings.git.submodule_remotes,
-        what=f"the submodule {path}",
-        suggest_from=(root, path),
-    )
-
-    other = [line for line in _root_changes(root) if line[3:] != path]
-    if other:
-        raise PreflightError(
-            f"the root repository has changes other than the {path} pointer:\n" + _listing(other),
-            hint="commit or stash them first (`git stash`): the release commit records only the "
-            f"{path} pointer",
-        )
-
-    sha = _git(submodule, "rev-parse", "HEAD").stdout.strip()
-    short_sha = _git(submodule, "rev-parse", "--short", "HEAD").stdout.strip()
-    root_head = _git(root, "rev-parse", "HEAD").stdout.strip()
-    recorded = _git(root, "rev-parse", f"HEAD:{path}").stdout.strip()
-    if recorded != sha and not _contains(submodule, sha, recorded):
-        raise PreflightError(
-            f"{path} at {short_sha} does not contain {recorded[:12]}, the commit the root "
-            "repository records for it: releasing would drop commits",
-            hint=f"bring them in (`{_line(submodule, 'merge', recorded[:12])}`, after a fetch "
-            "if it is missing), then run release again",
-        )
-
-    tips: dict[str, str | None] = {}
-    for remote in settings.git.submodule_remotes:
-        tips[f"{path}:{remote}"] = _require_fast_forward(submodule, path, remote, branch, sha)
-    for remote in settings.git.root_remotes:
-        tips[f"root:{remote}"] = _require_fast_forward(root, root_label, remote, branch, root_head)
-
+    with _opened(root, root_label) as root_repo:
+        _require_on_branch(root_repo, branch, what=root_label)
+        recorded = _recorded(root_repo, path)
+        if recorded is None:
+            raise PreflightError(
+                f"{path!r} is not a submodule of {root} (components.{component.name}.submodule)",
+                hint=f"set components.{component.name}.submodule to the submodule's path in the "
+                "root repository, or pass --root with the right repository",
+            )
+        if not (submodule / ".git").exists():
+            raise PreflightError(
+                f"the submodule {path} is not checked out",
+                hint=_line(root, "submodule", "update", "--init", "--", path),
+            )
+        with _opened(submodule, f"the submodule {path}") as sub_repo:
+            sha, short_sha = _check_submodule(settings, sub_repo, root_repo, path, recorded)
+        _require_remotes(root_repo, settings.git.root_remotes, what=root_label)
+        other = [line for line in _root_changes(root_repo) if line[3:] != path]
+        if other:
+            raise PreflightError(
+                f"the root repository has changes other than the {path} pointer:\n"
+                + _listing(other),
+                hint="commit or stash them first (`git stash`): the release commit records only "
+                f"the {path} pointer",
+            )
+        if recorded != sha:
+            _require_identity(root_repo, what=root_label)
+        root_head = root_repo.head.commit.hexsha
+        for remote in settings.git.root_remotes:
+            _require_fast_forward(root_repo, root_label, remote, branch, root_head)
     return ReleaseState(
         component=component.name,
         root=root,
@@ -216,8 +243,41 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
         short_sha=short_sha,
         recorded=recorded,
         root_head=root_head,
-        remote_tips=tips,
     )
+
+
+def _check_submodule(
+    settings: Settings, repo: Repo, root_repo: Repo, path: str, recorded: str
+) -> tuple[str, str]:
+    """The submodule's HEAD (full and short) once it is ready to push: clean, on the branch,
+    with every remote, containing the recorded commit, and fast-forwarding every remote."""
+    submodule = Path(str(repo.working_tree_dir))
+    branch = settings.git.branch
+    if repo.is_dirty(untracked_files=True):
+        changes = repo.git.status("--porcelain=v1").splitlines()
+        raise PreflightError(
+            f"{path} has uncommitted changes:\n" + _listing(changes),
+            hint=f"commit them (or `{_line(submodule, 'stash', '-u')}`), then run release again",
+        )
+    _require_on_branch(repo, branch, what=f"the submodule {path}")
+    _require_remotes(
+        repo,
+        settings.git.submodule_remotes,
+        what=f"the submodule {path}",
+        suggest_from=(root_repo, path),
+    )
+    sha = repo.head.commit.hexsha
+    short_sha = repo.git.rev_parse("--short", "HEAD")
+    if recorded != sha and not _contains(repo, sha, recorded):
+        raise PreflightError(
+            f"{path} at {short_sha} does not contain {recorded[:12]}, the commit the root "
+            "repository records for it: releasing would drop commits",
+            hint=f"bring them in (`{_line(submodule, 'merge', recorded[:12])}`, after a fetch "
+            "if it is missing), then run release again",
+        )
+    for remote in settings.git.submodule_remotes:
+        _require_fast_forward(repo, path, remote, branch, sha)
+    return sha, short_sha
 
 
 def _listing(lines: Sequence[str], limit: int = 10) -> str:
@@ -227,32 +287,37 @@ def _listing(lines: Sequence[str], limit: int = 10) -> str:
     return "\n".join(shown)
 
 
-def _require_on_branch(repo: Path, branch: str, *, what: str) -> None:
-    head = _git(repo, "symbolic-ref", "--quiet", "HEAD")
-    if head.ok and head.stdout.strip() == f"refs/heads/{branch}":
-        return
-    if not head.ok:
-        sha = _git(repo, "rev-parse", "--short", "HEAD").stdout.strip()
-        on_branch = _contains(repo, f"refs/heads/{branch}", "HEAD")
-        hint = _line(repo, "switch", branch)
+def _workdir(repo: Repo) -> Path:
+    return Path(str(repo.working_tree_dir))
+
+
+def _require_on_branch(repo: Repo, branch: str, *, what: str) -> None:
+    where = _workdir(repo)
+    if repo.head.is_detached:
+        sha = repo.git.rev_parse("--short", "HEAD")
+        local = f"refs/heads/{branch}"
+        on_branch = local in {ref.path for ref in repo.branches} and _contains(repo, local, "HEAD")
+        hint = _line(where, "switch", branch)
         if not on_branch:
-            hint += f" && {_line(repo, 'merge', '--ff-only', sha)}  (keeps the commits made there)"
+            hint += f" && {_line(where, 'merge', '--ff-only', sha)}  (keeps the commits made there)"
         raise PreflightError(f"{what} is on a detached HEAD ({sha}), not on {branch}", hint=hint)
-    current = head.stdout.strip().removeprefix("refs/heads/")
+    current = repo.active_branch.name
+    if current == branch:
+        return
     raise PreflightError(
         f"{what} is on branch {current!r}, not on {branch!r} (git.branch)",
-        hint=f"{_line(repo, 'switch', branch)}  (and merge {current} into it if it should ship)",
+        hint=f"{_line(where, 'switch', branch)}  (and merge {current} into it if it should ship)",
     )
 
 
 def _require_remotes(
-    repo: Path,
+    repo: Repo,
     remotes: Sequence[str],
     *,
     what: str,
-    suggest_from: tuple[Path, str] | None = None,
+    suggest_from: tuple[Repo, str] | None = None,
 ) -> None:
-    present = set(_git(repo, "remote").stdout.split())
+    present = {remote.name for remote in repo.remotes}
     for remote in remotes:
         if remote in present:
             continue
@@ -261,19 +326,20 @@ def _require_remotes(
         raise PreflightError(
             f"{what} has no remote {remote!r} (from {key}; it has: "
             f"{', '.join(sorted(present)) or 'none'})",
-            hint=_line(repo, "remote", "add", remote, url or "URL"),
+            hint=_line(_workdir(repo), "remote", "add", remote, url or "URL"),
         )
 
 
-def _suggest_url(root: Path, path: str, remote: str) -> str | None:
+def _suggest_url(root: Repo, path: str, remote: str) -> str | None:
     """The submodule's URL on `remote`, when .gitmodules has a relative URL (as gb does) and the
     root repository has that remote: resolved the way git resolves it against `origin`."""
-    key = f"submodule.{path}.url"
-    configured = _git(root, "config", "--file", ".gitmodules", "--get", key).stdout.strip()
-    base = _git(root, "remote", "get-url", remote)
-    if not configured.startswith(("./", "../")) or not base.ok:
+    try:
+        configured = next((sm.url for sm in root.submodules if sm.path == path), "")
+    except (ValueError, KeyError, OSError):  # no or unreadable .gitmodules
         return None
-    url = base.stdout.strip().rstrip("/")
+    if not configured.startswith(("./", "../")) or remote not in {r.name for r in root.remotes}:
+        return None
+    url = root.remote(remote).url.rstrip("/")
     for part in configured.split("/"):
         if part == "..":
             if "/" not in url:
@@ -284,12 +350,12 @@ def _suggest_url(root: Path, path: str, remote: str) -> str | None:
     return url
 
 
-def _root_changes(root: Path) -> list[str]:
+def _root_changes(root: Repo) -> list[str]:
     """Changes to tracked files and submodule pointers (porcelain v1 lines, `XY path`); untracked
     files and dirty submodule working trees are not in a commit of the pointer, so not listed."""
-    raw = _git(
-        root, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=dirty"
-    ).stdout
+    raw = root.git.status(
+        "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=dirty"
+    )
     entries = raw.split("\0")
     lines: list[str] = []
     index = 0
@@ -304,34 +370,74 @@ def _root_changes(root: Path) -> list[str]:
     return lines
 
 
-def _contains(repo: Path, descendant: str, ancestor: str) -> bool:
+def _contains(repo: Repo, descendant: str, ancestor: str) -> bool:
     """Whether `ancestor` is in the history of `descendant` (False when either is unknown)."""
-    return _git(repo, "merge-base", "--is-ancestor", ancestor, descendant).ok
+    try:
+        return repo.is_ancestor(ancestor, descendant)
+    except GitCommandError:
+        return False
 
 
-def _require_fast_forward(
-    repo: Path, label: str, remote: str, branch: str, head: str
-) -> str | None:
-    """The remote's branch tip (None when it has no such branch); refuse if pushing `head` there
-    would not fast-forward."""
-    listed = _git(repo, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
+IDENTITY = (
+    ("user.name", "Your Name", ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME")),
+    ("user.email", "you@example.com", ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL")),
+)
+
+
+def _require_identity(repo: Repo, *, what: str) -> None:
+    """The pointer commit needs an author and committer set by the user, not guessed by git from
+    the host name: from git config, or from git's environment variables."""
+    missing: list[tuple[str, str]] = []
+    for key, example, variables in IDENTITY:
+        configured = repo.git.config("--get", key, with_exceptions=False).strip()
+        from_env = all(
+            os.environ.get(v) or (v.endswith("EMAIL") and os.environ.get("EMAIL"))
+            for v in variables
+        )
+        if not configured and not from_env:
+            missing.append((key, example))
+    if missing:
+        keys = " and ".join(key for key, _ in missing)
+        fix = " && ".join(
+            _line(_workdir(repo), "config", "--global", key, example) for key, example in missing
+        )
+        raise PreflightError(
+            f"git has no {keys} for {what}: the release commit needs an author; nothing was pushed",
+            hint=f"{fix}  (with your own name and address)",
+        )
+
+
+def _require_fast_forward(repo: Repo, label: str, remote: str, branch: str, head: str) -> None:
+    """Refuse if pushing `head` to the remote's branch would not fast-forward (a remote without
+    the branch gets it new)."""
+    where = _workdir(repo)
+    listed = _git(where, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     if not listed.ok:
         raise PreflightError(
             f"cannot read remote {remote!r} of {label}: {listed.stderr.strip()}",
-            hint=f"check its URL (`{_line(repo, 'remote', 'get-url', remote)}`) and your access",
+            hint=f"check its URL (`{_line(where, 'remote', 'get-url', remote)}`) and your access",
         )
     fields_ = listed.stdout.split()
     if not fields_:
-        return None
+        return
     tip = fields_[0]
     if tip != head and not _contains(repo, head, tip):
+        behind = _count(repo, f"{head}..{tip}")
+        by = f" by {behind} commit{'s' if behind != 1 else ''}" if behind else ""
         raise PreflightError(
-            f"{label} {branch} is behind {remote} ({remote} has {tip[:12]}, which {head[:12]} "
-            "does not contain): a push would not fast-forward",
-            hint=f"{_line(repo, 'pull', '--rebase', remote, branch)}  (or merge), "
+            f"{label} {branch} is behind {remote}{by} ({remote} has {tip[:12]}, which "
+            f"{head[:12]} does not contain): a push would not fast-forward",
+            hint=f"{_line(where, 'pull', '--rebase', remote, branch)}  (or merge), "
             "then run release again",
         )
-    return tip
+
+
+def _count(repo: Repo, revisions: str) -> int | None:
+    """How many commits `A..B` holds; None when a commit is not known locally (never fetched)."""
+    try:
+        return sum(1 for _ in repo.iter_commits(revisions))
+    except (GitCommandError, ValueError):
+        return None
 
 
 # --- the plan ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""`gbdeploy maintain`: trim the CI runner's sccache and cargo caches (operations guide: "sccache +
-cargo registry cache accumulates — daily cleanup cron required").
+"""`gbdeploy maintain`: trim the CI runner's sccache and cargo caches, which grow with every build
+until the runner's disk is full; a daily run (cron or a timer) keeps them bounded.
 
 Runs on the runner's own filesystem. Each cache is a set of removable units:
 
@@ -33,6 +33,7 @@ from .output import Reporter, human_bytes
 
 GIB = 1024**3
 DAY = 86400.0
+MAX_LIMIT = 1_000_000  # days or GiB: far above any cache, far below an overflow
 # (directory under CARGO_HOME, depth of its units below it)
 CARGO_CACHES = (("registry/cache", 2), ("registry/src", 2), ("git/checkouts", 2), ("git/db", 1))
 
@@ -233,8 +234,8 @@ def _limit(given: float | str | None, default: float, option: str) -> float:
         value = float(given)
     except ValueError:
         raise UsageError(f"{option} must be a number, got {given!r}") from None
-    if not value >= 0:  # also refuses NaN
-        raise UsageError(f"{option} must be 0 or more, got {given}")
+    if not 0 <= value <= MAX_LIMIT:  # also refuses NaN and infinity
+        raise UsageError(f"{option} must be a number from 0 to {MAX_LIMIT}, got {given}")
     return value
 
 

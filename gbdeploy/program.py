@@ -15,14 +15,24 @@ from .config import (
     GbdeployConfig,
     check_runtime_path,
     config_load_error,
+    token_values,
 )
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, UsageError, internal_error
 from .tasks import namespace
 
 
 class GbdeployProgram(CliProgram):
-    """Invoke's Program, with DESIGN.md's exit code 2 for bad input and bad config files (Invoke
-    exits 1 on a parse error and shows a traceback for a broken YAML file)."""
+    """Invoke's Program, with exit code 2 for bad input and bad config files (Invoke exits 1 on a
+    parse error and shows a traceback for a broken YAML file), and no traceback ever: anything
+    unexpected is reported as a bug, exit 1."""
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        try:
+            super().run(argv, exit)
+        except Exception as error:  # every expected error became an Exit below or in the tasks
+            print(internal_error(error, *token_values()), file=sys.stderr)
+            if exit:
+                sys.exit(1)
 
     @contextmanager
     def _config_errors(self) -> Iterator[None]:
@@ -39,16 +49,12 @@ class GbdeployProgram(CliProgram):
             super().create_config()
 
     def parse_core(self, argv: list[str] | None) -> None:
-        try:
+        with _usage_errors():
             super().parse_core(argv)
-        except ParseError as error:
-            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
 
     def parse_tasks(self) -> None:
-        try:
+        with _usage_errors():
             super().parse_tasks()
-        except ParseError as error:
-            raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
 
     def update_config(self, merge: bool = True) -> None:
         with self._config_errors():
@@ -61,6 +67,21 @@ class GbdeployProgram(CliProgram):
     def execute(self) -> None:
         with self._config_errors():  # GBDEPLOY_* variables are read here
             super().execute()
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A bad command line is exit 2. Invoke casts a typed option's value (`--limit abc`) while
+    parsing, and lets the cast's ValueError through."""
+    try:
+        yield
+    except ParseError as error:
+        raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
+    except ValueError as error:
+        raise Exit(
+            f"gbdeploy: error: an option's value is not of its type: {error}",
+            code=UsageError.exit_code,
+        ) from None
 
 
 program = GbdeployProgram(
@@ -82,7 +103,7 @@ def help_first(argv: list[str]) -> list[str]:
 
 
 # Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
-# (DESIGN.md) become `wait --run-id 123` and `runs --component botserver`.
+# become `wait --run-id 123` and `runs --component botserver`.
 OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
 
 

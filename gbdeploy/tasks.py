@@ -11,29 +11,35 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, Exit
+from invoke import Collection, Context, Exit, UnexpectedExit
 
 from .cli import confirm, defaults_notice, describe_target, task
-from .config import Settings, load_settings, read_token
-from .errors import GbdeployError, UsageError, redact
+from .config import Settings, load_settings, token_values
+from .errors import GbdeployError, UsageError, internal_error, redact
 from .output import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reporting_errors(func: F) -> F:
-    """Turn gbdeploy errors into `Exit(code)` with the message (token redacted) on stderr."""
+    """Turn gbdeploy errors into `Exit(code)` with the message (token redacted) on stderr, and
+    any other exception into the internal-error message, exit 1: never a bare traceback."""
 
     @functools.wraps(func)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
-        token = read_token()
-        secret = token.reveal() if token else None
+        secrets = token_values()
         try:
             return func(c, *args, **kwargs)
         except GbdeployError as error:
-            raise Exit(redact(f"gbdeploy: error: {error}", secret), code=error.exit_code) from None
+            raise Exit(
+                redact(f"gbdeploy: error: {error}", *secrets), code=error.exit_code
+            ) from None
         except KeyboardInterrupt:
             raise Exit("gbdeploy: interrupted", code=130) from None
+        except (Exit, UnexpectedExit):
+            raise
+        except Exception as error:
+            raise Exit(internal_error(error, *secrets), code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -51,8 +57,10 @@ def production(c: Context) -> Settings:
 
 
 def reporter() -> Reporter:
-    token = read_token()
-    return Reporter(stream=sys.stdout, secrets=(token.reveal(),) if token else ())
+    return Reporter(stream=sys.stdout, secrets=token_values())
+
+
+NUMBER_LIMIT = 10**9  # above any timeout in seconds or run id a command takes
 
 
 def number(value: str | float | None, option: str, kind: type[float] | type[int] = float) -> Any:
@@ -61,10 +69,10 @@ def number(value: str | float | None, option: str, kind: type[float] | type[int]
         return None
     try:
         parsed = kind(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"--{option} expects a number, got {value!r}") from None
-    if parsed < 0:
-        raise UsageError(f"--{option} must not be negative, got {value!r}")
+    if not 0 <= parsed <= NUMBER_LIMIT:  # also refuses nan and inf
+        raise UsageError(f"--{option} expects a number from 0 to {NUMBER_LIMIT}, got {value!r}")
     return parsed
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from conftest import TEST_TOKEN
 
 from gbdeploy import errors
-from gbdeploy.config import Restart, Settings, Target, load_config, load_settings
+from gbdeploy.config import (
+    Count,
+    Restart,
+    Settings,
+    Target,
+    _build,
+    load_config,
+    load_settings,
+)
 from gbdeploy_sandbox.gitworld import GitWorld
 
-DESIGN_COMMANDS = (
+DOCUMENTED_COMMANDS = (
     "release",
     "deploy",
     "verify",
@@ -40,10 +50,10 @@ def settings_in(directory: Path, text: str | None = None) -> Settings:
     return load_settings(start=directory)
 
 
-# --- defaults (DESIGN.md) ----------------------------------------------------------------------
+# --- defaults ----------------------------------------------------------------------------------
 
 
-def test_defaults_follow_design(project: Path):
+def test_the_defaults_are_general_bots_production(project: Path):
     settings = settings_in(project)
 
     assert (settings.forge.url, settings.forge.owner, settings.forge.repo) == (
@@ -211,6 +221,65 @@ def test_token_in_a_file_is_refused(project: Path, run_gbdeploy):
         ("targets: {system: {host: x}}\n", "targets.system.host"),
         ("components: {botui: null}\n", "components.botui"),
         ("components: {botui: {enabled: 'no'}}\n", "components.botui.enabled"),
+        # URLs: a scheme, a host and (for health) a port
+        (
+            "components: {botserver: {health: '127.0.0.1:5858/health'}}\n",
+            "components.botserver.health",
+        ),
+        (
+            "components: {botserver: {health: 'ftp://localhost:21/x'}}\n",
+            "components.botserver.health",
+        ),
+        (
+            "components: {botserver: {health: 'http://localhost/health'}}\n",
+            "components.botserver.health",
+        ),
+        (
+            "components: {botserver: {health: 'http://localhost:99999/'}}\n",
+            "components.botserver.health",
+        ),
+        (
+            "components: {botserver: {health: 'http://x$(touch y)z:1/'}}\n",
+            "components.botserver.health",
+        ),
+        ("forge: {url: 'alm.example:3000'}\n", "forge.url"),
+        ("forge: {url: 'https://user:pw@alm.example'}\n", "forge.url"),
+        # numbers and their ranges
+        ("components: {botserver: {stop_timeout: -5}}\n", "components.botserver.stop_timeout"),
+        ("components: {botserver: {health_timeout: 0}}\n", "components.botserver.health_timeout"),
+        ("release: {timeout: .inf}\n", "release.timeout"),
+        ("release: {poll_interval: .nan}\n", "release.poll_interval"),
+        ("forge: {timeout: 1e30}\n", "forge.timeout"),
+        ("doctor: {min_vhosts: -1}\n", "doctor.min_vhosts"),
+        ("doctor: {proxy_ports: [80, 70000]}\n", "doctor.proxy_ports[1]"),
+        (
+            "maintenance: {max_age_days: 1000000000000000000000000000000}\n",
+            "maintenance.max_age_days",
+        ),
+        # names safe in paths and shells
+        ("components: {botserver: {user: 123}}\n", "components.botserver.user"),
+        ("components: {botserver: {user: 'gb user'}}\n", "components.botserver.user"),
+        ("components: {'x$(touch pwned)y': {binary: /opt/x}}\n", "components"),
+        ("components: {botserver: {artifact: 'target/$(id)'}}\n", "components.botserver.artifact"),
+        ("components: {botserver: {submodule: ../elsewhere}}\n", "components.botserver.submodule"),
+        ("components: {botserver: {workflow: 'build.sh'}}\n", "components.botserver.workflow"),
+        (
+            "components: {botserver: {restart: {systemd: 'ui; reboot'}}}\n",
+            "components.botserver.restart.systemd",
+        ),
+        ("components: {botserver: {env: {'A B': x}}}\n", "components.botserver.env.A B"),
+        ("components: {botserver: {run_as: 'sudo -u {usr}'}}\n", "components.botserver.run_as"),
+        ("targets: {system: {ssh: '-oProxyCommand=x'}}\n", "targets.system.ssh"),
+        ("targets: {system: {ssh: h, lxc: 'c 1'}}\n", "targets.system.lxc"),
+        ("doctor: {botui_unit: '--now'}\n", "doctor.botui_unit"),
+        ("git: {branch: '--force'}\n", "git.branch"),
+        ("git: {root_remotes: ['-u']}\n", "git.root_remotes[0]"),
+        ("git: {message: 'Bump {component} to {version}'}\n", "git.message"),
+        # paths that name no file
+        ("components: {botserver: {binary: /}}\n", "components.botserver.binary"),
+        ("components: {botserver: {binary: /opt/gbo/bin/}}\n", "components.botserver.binary"),
+        ("components: {botserver: {binary: /opt/../etc/passwd}}\n", "components.botserver.binary"),
+        ("components: {botserver: {log: relative.log}}\n", "components.botserver.log"),
     ],
 )
 def test_a_wrong_key_or_value_exits_2_naming_the_key(project: Path, run_gbdeploy, text, key):
@@ -219,6 +288,124 @@ def test_a_wrong_key_or_value_exits_2_naming_the_key(project: Path, run_gbdeploy
     assert result.code == 2, result.text
     assert f"gbdeploy: error: config: {key}:" in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("text", ["- forge\n- git\n", "just text\n", "42\n"])
+def test_a_file_whose_top_level_is_not_a_mapping_exits_2_naming_the_file(
+    project: Path, run_gbdeploy, text: str
+):
+    (project / "gbdeploy.yaml").write_text(text)
+    result = run_gbdeploy("status")
+    assert result.code == 2, result.text
+    assert f"config: {project / 'gbdeploy.yaml'}: the top level must be a mapping" in result.err
+    assert "Traceback" not in result.text
+
+
+def test_a_python_config_file_is_refused_not_run(project: Path, run_gbdeploy):
+    (project / "ci.py").write_text("open('ran', 'w').close()\n")
+    result = run_gbdeploy("-f", "ci.py", "status")
+    assert result.code == 2, result.text
+    assert "YAML or JSON config files, not Python" in result.err
+    assert not (project / "ran").exists()
+
+
+def test_a_bad_value_from_the_environment_says_it_may_come_from_there(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
+    monkeypatch.setenv("GBDEPLOY_RELEASE_TIMEOUT", "-5")
+    result = run_gbdeploy("runs")
+    assert result.code == 2, result.text
+    assert "config: release.timeout: expected a number of seconds above 0" in result.err
+    assert "or the GBDEPLOY_* environment)" in result.err
+
+
+def test_a_number_variable_that_is_text_exits_2_naming_it(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("GBDEPLOY_FORGE_TIMEOUT", "soon")
+    result = run_gbdeploy("runs")
+    assert result.code == 2, result.text
+    assert "config: GBDEPLOY_FORGE_TIMEOUT:" in result.err
+    assert "Traceback" not in result.text
+
+
+def test_a_name_yaml_reads_as_a_number_is_the_name(project: Path):
+    settings = settings_in(
+        project, "targets: {2024: {ssh: box}}\ncomponents: {7: {binary: /opt/x, target: 2024}}\n"
+    )
+    assert settings.component("7").target == "2024"
+    assert settings.target_of(settings.component("7")) == Target("2024", "box")
+
+
+def test_a_systemd_restart_can_replace_the_process_default_and_back(project: Path):
+    settings = settings_in(
+        project,
+        "components:\n  botserver: {restart: {systemd: system.service}}\n"
+        "  botui: {restart: process}\n",
+    )
+    assert settings.component("botserver").restart == Restart("systemd", "system.service")
+    assert settings.component("botui").restart == Restart("process")
+
+
+@pytest.mark.parametrize(
+    "token", [f"{TEST_TOKEN}\nX-Injected: 1", f"{TEST_TOKEN} tail", f"{TEST_TOKEN}\x7f", "tök-ü"]
+)
+def test_a_token_that_cannot_be_one_exits_2_and_is_never_shown(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, token: str
+):
+    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", token)
+    result = run_gbdeploy("runs")
+    assert result.code == 2, result.text
+    assert "config: GBDEPLOY_FORGE_TOKEN: holds a character no token has" in result.err
+    assert "gbdeploy.yaml" not in result.err  # the token comes from the environment only
+    for shown in (token, repr(token), repr(token.encode()), TEST_TOKEN, "tök", "t\\xf6k"):
+        assert shown not in result.text
+
+
+def test_the_defaults_are_written_once_and_every_key_is_a_layer_key():
+    """DEFAULTS holds every key of every section, with the dataclass's default."""
+    from dataclasses import fields
+
+    from gbdeploy.config import DEFAULTS, DoctorSettings, ForgeSettings, GitSettings
+
+    assert DEFAULTS["forge"] == {
+        "url": ForgeSettings.url,
+        "owner": ForgeSettings.owner,
+        "repo": ForgeSettings.repo,
+        "timeout": ForgeSettings.timeout,
+    }
+    assert DEFAULTS["git"]["branch"] == GitSettings.branch
+    assert set(DEFAULTS["doctor"]) == {f.name for f in fields(DoctorSettings)}
+    assert DEFAULTS["components"]["botserver"]["user"] == "gbuser"
+    assert DEFAULTS["components"]["botui"]["submodule"] == "botui"
+
+
+@dataclass(frozen=True)
+class Section:
+    via: Literal["lxc", "incus"] = "lxc"
+    keep: Count = 3
+
+
+def test_a_key_is_one_typed_field_whose_type_carries_its_rule():
+    """How a key is added: one field; its type's rule refuses bad values at load."""
+    assert _build(Section, {}, "s") == Section("lxc", 3)
+    assert _build(Section, {"via": "incus", "keep": 5}, "s") == Section("incus", 5)
+    with pytest.raises(errors.ConfigError, match=r"s\.via: expected one of lxc, incus, got 'lx'"):
+        _build(Section, {"via": "lx"}, "s")
+    with pytest.raises(errors.ConfigError, match=r"s\.keep: expected a whole number from 0"):
+        _build(Section, {"keep": -1}, "s")
+
+
+def test_any_component_key_can_be_set_from_the_environment(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("GBDEPLOY_COMPONENTS_BOTUI_USER", "uiuser")
+    monkeypatch.setenv("GBDEPLOY_COMPONENTS_BOTSERVER_STOP_TIMEOUT", "7")
+    settings = load_settings(load_config())
+    assert settings.component("botui").user == "uiuser"
+    assert settings.component("botserver").stop_timeout == 7.0
 
 
 def test_a_broken_yaml_file_exits_2_naming_the_file(project: Path, run_gbdeploy):
@@ -250,7 +437,7 @@ def test_list_shows_every_design_command(project: Path, run_gbdeploy):
     result = run_gbdeploy("--list")
     assert result.code == 0
     listed = {line.split()[0] for line in result.out.splitlines() if line.startswith("  ")}
-    assert set(DESIGN_COMMANDS) <= listed
+    assert set(DOCUMENTED_COMMANDS) <= listed
 
 
 @pytest.mark.parametrize(
@@ -266,7 +453,7 @@ def test_bad_command_lines_exit_2(project: Path, run_gbdeploy, args):
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (errors.NotBuilt("`verify` is not built yet in this version of gbdeploy"), 2),
+        (errors.UsageError("--since expects an ISO time"), 2),
         (errors.PreflightError("not ready", hint="do this"), 2),
         (errors.VerificationFailed("wrong binary", check="commit"), 1),
         (errors.CIRunFailed("run 7 failed"), 3),
@@ -275,20 +462,13 @@ def test_bad_command_lines_exit_2(project: Path, run_gbdeploy, args):
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
 )
-def test_each_error_exits_with_its_design_code_and_a_redacted_message(
-    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, error, code
+def test_each_error_exits_with_its_code_and_a_redacted_message(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, mocker, error, code
 ):
-    """An unbuilt command exits 2; every error class keeps its exit code; the token in a message
-    is masked."""
-    from gbdeploy import verify
-
+    """Every error class keeps its exit code; the token in a message is masked."""
     monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
     error.message += f" (token {TEST_TOKEN})"
-
-    def fail(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(verify, "run_verify", fail)
+    mocker.patch("gbdeploy.verify.run_verify", side_effect=error)
 
     result = run_gbdeploy("verify", "botserver")
 

@@ -161,7 +161,15 @@ def test_defaults_come_from_config(tmp_path, caches):
 
 
 @pytest.mark.parametrize(
-    "option", [{"max_age_days": -1}, {"max_size_gb": "-0.5"}, {"max_age_days": "soon"}]
+    "option",
+    [
+        {"max_age_days": -1},
+        {"max_size_gb": "-0.5"},
+        {"max_age_days": "soon"},
+        {"max_size_gb": "inf"},
+        {"max_age_days": "1e400"},
+        {"max_size_gb": "nan"},
+    ],
 )
 def test_negative_limits_are_refused(tmp_path, option):
     with pytest.raises(UsageError):

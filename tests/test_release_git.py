@@ -408,3 +408,85 @@ def test_without_config_or_root_the_superproject_of_a_submodule_is_the_root(
     monkeypatch.chdir(git_world.submodule / "src")
     assert find_root(None, None) == git_world.root
     assert find_root(str(git_world.root), None) == git_world.root
+
+
+# --- the git identity, checked before any push ------------------------------------------------
+
+
+@pytest.mark.parametrize("keys", [("user.name",), ("user.email",), ("user.name", "user.email")])
+def test_a_missing_git_identity_is_refused_before_any_push_with_the_config_line(
+    git_world: GitWorld, run_gbdeploy, keys: tuple[str, ...]
+):
+    git_world.commit_in_submodule()
+    for key in keys:
+        git(git_world.root, "config", "--unset", key)
+    before = git_world.refs()
+    head = git(git_world.root, "rev-parse", "HEAD")
+
+    result = release(run_gbdeploy)
+
+    assert_refused(git_world, result, f"git has no {' and '.join(keys)}", "nothing was pushed")
+    if "user.name" in keys:
+        assert "git config --global user.name 'Your Name'" in result.err
+    if "user.email" in keys:
+        assert "git config --global user.email you@example.com" in result.err
+    assert git_world.refs() == before
+    assert git(git_world.root, "rev-parse", "HEAD") == head
+
+
+def test_an_identity_from_gits_environment_variables_is_enough(
+    git_world: GitWorld, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    sha = git_world.commit_in_submodule()
+    git(git_world.root, "config", "--unset", "user.name")
+    git(git_world.root, "config", "--unset", "user.email")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "CI")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "CI")
+    monkeypatch.setenv("EMAIL", "ci@example.invalid")
+
+    result = release(run_gbdeploy)
+
+    assert result.code == 0, result.text
+    assert git_world.pointer("alm") == sha
+    assert git(git_world.bare("alm", "gb"), "log", "-1", "--format=%an <%ae>") == (
+        "CI <ci@example.invalid>"
+    )
+
+
+def test_no_identity_is_needed_when_the_pointer_is_already_committed(
+    git_world: GitWorld, run_gbdeploy
+):
+    sha = git_world.commit_in_submodule()
+    git(git_world.root, "commit", "-q", "-m", "pointer by hand", "--", "botserver")
+    git(git_world.root, "config", "--unset", "user.name")
+
+    result = release(run_gbdeploy)
+
+    assert result.code == 0, result.text
+    assert git_world.pointer("alm") == sha
+
+
+def test_behind_a_fetched_remote_says_by_how_many_commits(git_world: GitWorld, run_gbdeploy):
+    git_world.commit_in_submodule()
+    git_world.commit_in_bare("alm", "botserver", "one")
+    git_world.commit_in_bare("alm", "botserver", "two")
+    git(git_world.submodule, "fetch", "-q", "alm")
+    before = git_world.refs()
+
+    result = release(run_gbdeploy)
+
+    assert_refused(git_world, result, "is behind alm by 2 commits")
+    assert git_world.refs() == before
+
+
+def test_recorded_commit_and_remote_url_read_the_repositories(git_world: GitWorld):
+    from gbdeploy.git_release import recorded_commit, remote_url
+
+    sha = git_world.commit_in_submodule()
+    git(git_world.root, "commit", "-q", "-m", "pointer", "--", "botserver")
+
+    assert recorded_commit(git_world.root, "botserver") == sha
+    assert recorded_commit(git_world.root, "README.md") is None
+    assert recorded_commit(git_world.root, "nothere") is None
+    assert remote_url(git_world.submodule, "alm") == str(git_world.bare("alm", "botserver"))
+    assert remote_url(git_world.submodule, "nowhere") is None

@@ -145,8 +145,8 @@ def test_runs_on_comes_from_config():
 )
 def test_bad_component_values_are_config_errors(key, value):
     component = {**DEFAULTS["components"]["botserver"], key: value}
-    settings = Settings.from_mapping({**DEFAULTS, "components": {"botserver": component}})
     with pytest.raises(ConfigError, match=f"components.botserver.{key}"):
+        settings = Settings.from_mapping({**DEFAULTS, "components": {"botserver": component}})
         render_workflow(settings, "botserver")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -197,6 +198,7 @@ class Component:
     binary: str
     submodule: str = ""
     workflow: str = ""
+    workflow_repo: str = "root"  # root | component | OWNER/REPO (forge/placement.py)
     target: str = "system"
     artifact: str = ""
     build: str | None = None
@@ -371,6 +373,13 @@ def _component(name: str, raw: dict[str, Any], targets: dict[str, Target]) -> Co
         )
     if not component.binary.startswith("/"):
         raise ConfigError(f"{key}.binary", f"must be an absolute path, got {component.binary!r}")
+    if component.workflow_repo not in ("root", "component") and not re.fullmatch(
+        r"[\w.-]+/[\w.-]+", component.workflow_repo
+    ):
+        raise ConfigError(
+            f"{key}.workflow_repo",
+            f"expected root, component or OWNER/REPO, got {component.workflow_repo!r}",
+        )
     return component
 
 

@@ -18,7 +18,7 @@ from gbdeploy.errors import (
     ForgeUnavailable,
     WaitTimeout,
 )
-from gbdeploy.forge import ForgeClient, find_run, wait_for_run
+from gbdeploy.forge import ForgeClient, RunSearch, find_run, planned_requests, wait_for_run
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
 from gbdeploy_sandbox.clock import FakeClock
@@ -53,7 +53,7 @@ def capture() -> tuple[Reporter, io.StringIO]:
 
 
 def test_check_access_sends_token_header_and_reads_repo(forgejo, clock):
-    repo = client_for(forgejo, clock).check_access(write=True)
+    repo = client_for(forgejo, clock).check_access()
 
     assert repo["full_name"] == "GeneralBots/gb"
     (exchange,) = forgejo.requests("/repos/GeneralBots/gb")
@@ -256,7 +256,8 @@ def test_redirect_and_non_api_answers_are_explained():
 def test_the_token_is_in_no_repr_and_no_dry_run_line(forgejo, clock):
     client = client_for(forgejo, clock)
 
-    lines = client.plan_lines(sha=SHA, workflow="botserver.yaml", ref="main", dispatch=False)
+    search = RunSearch(SHA, "botserver.yaml", "main", dispatch=False)
+    lines = [str(line) for line in planned_requests(client, search)]
 
     text = "\n".join(lines) + repr(client) + repr(client._http.auth) + repr(client.settings)
     assert TOKEN not in text
@@ -434,7 +435,7 @@ def test_ctrl_c_while_waiting_prints_the_resume_command(forgejo, clock):
     with pytest.raises(KeyboardInterrupt):
         wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
 
-    assert f"resume waiting with `gbdeploy wait {run_id}`" in out.getvalue()
+    assert f"resume with `gbdeploy wait {run_id}`" in out.getvalue()
 
 
 def test_wait_rides_out_a_forge_outage(forgejo, clock):

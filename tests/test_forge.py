@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from gbdeploy.errors import (
     ForgeAuthError,
     ForgeNotFound,
     ForgeUnavailable,
+    GbdeployError,
     WaitTimeout,
 )
 from gbdeploy.forge import ForgeClient, RunSearch, find_run, planned_requests, wait_for_run
@@ -67,7 +69,9 @@ def test_emulator_takes_bearer_and_refuses_query_tokens():
         path = f"{forgejo.url}/api/v1/repos/GeneralBots/gb"
         assert http.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert http.get(path, params={"token": TOKEN}).status_code == 401
-        assert http.get(path).status_code == 401
+        assert http.get(path).status_code == 404  # anonymous: a private repository is not there
+        dispatch = f"{path}/actions/workflows/botserver.yaml/dispatches"
+        assert http.post(dispatch, json={"ref": "main"}).status_code == 401
 
 
 def test_runs_by_sha_are_typed_runs_newest_first(forgejo, clock):
@@ -128,7 +132,8 @@ def test_dispatch_returns_the_new_run(forgejo, clock):
 
     assert dispatched is not None
     run = client.run(dispatched.id)
-    assert run.event == "workflow_dispatch" and run.commit_sha == SHA
+    assert run.event == "" and run.trigger_event == "workflow_dispatch"  # as Forgejo stores it
+    assert run.cause == "workflow_dispatch" and run.commit_sha == SHA
     assert run.index_in_repo == dispatched.run_number
     (post,) = forgejo.requests("/dispatches", method="POST")
     assert post.json == {"ref": "main", "inputs": {"reason": "test"}, "return_run_info": True}
@@ -212,9 +217,24 @@ def test_a_refused_token_is_exit_2_and_never_shown(forgejo, clock):
     assert "GBDEPLOY_FORGE_TOKEN" in message and "read:repository" in message
 
 
-def test_no_token_says_which_variable_to_set(forgejo, clock):
-    with pytest.raises(ForgeAuthError) as caught:
+def test_no_token_on_a_private_repository_says_its_404_means_no_token(forgejo, clock):
+    with pytest.raises(ForgeNotFound) as caught:
         client_for(forgejo, clock, token="").runs()
+
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "no token was given" in message and "private repository" in message
+    assert "export GBDEPLOY_FORGE_TOKEN" in message
+
+
+def test_no_token_on_a_public_repository_reads_but_may_not_dispatch(forgejo_factory, clock):
+    forgejo = forgejo_factory(private=False)
+    forgejo.set_ref("main", SHA)
+    client = client_for(forgejo, clock, token="")
+
+    assert client.runs().runs == []
+    with pytest.raises(ForgeAuthError) as caught:
+        client.dispatch("botserver.yaml", "main")
 
     assert "no token" in str(caught.value) and "export GBDEPLOY_FORGE_TOKEN" in str(caught.value)
 
@@ -309,7 +329,7 @@ def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
         poll_interval=5,
     )
 
-    assert run.event == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
+    assert run.cause == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
     assert run.commit_sha == SHA
     assert clock.slept == 30
     assert "appeared within 30s: dispatching botserver.yaml on main" in out.getvalue()
@@ -330,7 +350,7 @@ def test_find_run_with_dispatch_does_not_wait(forgejo, clock):
         reporter=reporter,
     )
 
-    assert run.event == "workflow_dispatch"
+    assert run.cause == "workflow_dispatch"
     assert clock.sleeps == []
     assert forgejo.requests("head_sha") == []
 
@@ -351,7 +371,7 @@ def test_find_run_on_a_server_without_run_info_finds_the_dispatched_run(forgejo_
         poll_interval=5,
     )
 
-    assert run.source == "tasks" and run.event == "workflow_dispatch"
+    assert run.source == "tasks" and run.commit_sha == SHA
     assert forgejo.requests("/dispatches")[0].status == 204
 
 
@@ -570,3 +590,251 @@ def test_optional_positionals_get_their_flag():
         "ab",
     ]
     assert optional_positionals(["gbdeploy", "release", "wait"]) == ["gbdeploy", "release", "wait"]
+
+
+# ---------------------------------------------------------------------------- real Forgejo's ways
+
+GBO_WORKFLOW = """
+on: {push: {branches: [main]}, workflow_dispatch: {}}
+jobs:
+  deploy:
+    runs-on: gbo
+    steps: [{run: "true"}]
+"""
+QUEUEING = GBO_WORKFLOW + "concurrency: {group: deploy-botserver, cancel-in-progress: false}\n"
+UNLIMITED = GBO_WORKFLOW + "concurrency: {cancel-in-progress: false}\n"
+
+
+def test_a_read_only_token_is_refused_by_the_write_probe_without_a_run(forgejo_factory, clock):
+    forgejo = forgejo_factory(scopes=["read:repository"])
+    forgejo.set_ref("main", SHA)
+    client = client_for(forgejo, clock)
+
+    assert (
+        client.check_access()["permissions"]["push"] is True
+    )  # the user's access, not the token's
+    with pytest.raises(ForgeAuthError) as caught:
+        client.check_write_scope("botserver.yaml")
+
+    assert caught.value.exit_code == 2 and "write:repository" in str(caught.value)
+    assert forgejo.runs == []
+    (probe,) = forgejo.requests("/dispatches", method="POST")
+    assert probe.json["ref"] == "" and probe.status == 403
+
+
+def test_a_write_token_passes_the_probe_and_nothing_is_dispatched(forgejo, clock):
+    forgejo.set_ref("main", SHA)
+
+    client_for(forgejo, clock).check_write_scope("botserver.yaml")
+
+    assert forgejo.runs == []
+    assert [e.status for e in forgejo.requests("/dispatches")] == [400]
+
+
+def test_times_in_the_servers_zone_and_its_unset_epoch(forgejo_factory, clock):
+    new_york = timezone(timedelta(hours=-5))
+    forgejo = forgejo_factory(zone=new_york, workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA, script=Script(waiting_reads=1, running_reads=5))
+    client = client_for(forgejo, clock)
+
+    waiting = client.run(run_id)
+    running = client.run(run_id)
+
+    (first,) = [e for e in forgejo.requests(f"/runs/{run_id}")][:1]
+    assert first.response_json["started"] == "1969-12-31T19:00:00-05:00"
+    assert waiting.started is None and waiting.stopped is None
+    assert running.started is not None and running.started.utcoffset() == timedelta(0)
+    assert abs(running.started - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+def test_a_newer_push_cancels_a_workflow_without_concurrency_and_wait_names_it(
+    forgejo_factory, clock
+):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": GBO_WORKFLOW}, runner_labels=["gbo"])
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+    reporter, _ = capture()
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), first, timeout=60, poll_interval=5, reporter=reporter
+        )
+
+    assert caught.value.exit_code == 3
+    assert f"(id {second})" in str(caught.value) and OTHER_SHA[:12] in str(caught.value)
+    assert f"gbdeploy wait {second}" in str(caught.value)
+
+
+def test_concurrency_with_a_group_and_no_cancel_queues_the_later_run(forgejo_factory):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"])
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert (forgejo.run(first).status, forgejo.run(second).status) == ("waiting", "blocked")
+    forgejo.finish(first, "success")
+    assert forgejo.run(second).status == "waiting"
+
+
+def test_cancel_in_progress_false_without_a_group_is_no_limit(forgejo_factory):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": UNLIMITED}, runner_labels=["gbo"])
+    runs = [forgejo.on_push(sha, script=Script(hold=True))[0] for sha in (SHA, OTHER_SHA)]
+
+    assert [forgejo.run(r).status for r in runs] == ["waiting", "waiting"]
+
+
+def test_before_v13_a_push_cancels_even_a_queueing_workflow(forgejo_factory):
+    forgejo = forgejo_factory(
+        version="12.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]
+    )
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert forgejo.run(first).status == "cancelled"
+
+
+def test_a_run_no_runner_may_take_is_reported_with_its_label(forgejo_factory, clock):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": GBO_WORKFLOW})  # runner: `docker`
+    (run_id,) = forgejo.on_push(SHA, script=Script(waiting_reads=0, running_reads=0))
+    reporter, out = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_run(
+            client_for(forgejo, clock),
+            run_id,
+            timeout=600,
+            poll_interval=5,
+            reporter=reporter,
+            pickup_timeout=120,
+            runner_label="ubuntu-latest",
+        )
+
+    assert forgejo.run(run_id).status == "waiting"
+    assert "no runner with label gbo has taken it" in out.getvalue()  # the job's own runs-on
+    assert "no runner with label gbo has taken it" in str(caught.value)
+    assert out.getvalue().count("no runner with label") == 1
+
+
+@pytest.mark.parametrize(
+    ("workflow", "ref", "error", "status"),
+    [
+        ("nope.yaml", "main", ForgeNotFound, 500),
+        ("botserver.yaml", "no-such-branch", ForgeNotFound, 500),
+        ("botserver.yaml", "refs/heads/no-such-branch", ForgeNotFound, 404),
+        ("broken.yaml", "main", ForgeNotFound, 500),
+    ],
+)
+def test_dispatch_errors_are_forgejos(forgejo_factory, clock, workflow, ref, error, status):
+    forgejo = forgejo_factory(
+        workflows={"botserver.yaml": GBO_WORKFLOW, "broken.yaml": "jobs: [not, a, mapping]\n"}
+    )
+    forgejo.set_ref("main", SHA)
+
+    with pytest.raises(error):
+        client_for(forgejo, clock).dispatch(workflow, ref)
+
+    assert [e.status for e in forgejo.requests("/dispatches")] == [status]
+    assert forgejo.runs == []
+
+
+def test_a_workflow_without_workflow_dispatch_is_dispatched_anyway(forgejo_factory, clock):
+    push_only = GBO_WORKFLOW.replace(", workflow_dispatch: {}", "")
+    forgejo = forgejo_factory(workflows={"botserver.yaml": push_only})
+    forgejo.set_ref("main", SHA)
+
+    dispatched = client_for(forgejo, clock).dispatch("botserver.yaml", "main")
+
+    assert (
+        dispatched is not None and forgejo.run(dispatched.id).trigger_event == "workflow_dispatch"
+    )
+
+
+@pytest.mark.parametrize("words", ["[skip ci]", "[ci skip]", "[no ci]", "[skip actions]"])
+def test_a_push_saying_skip_ci_starts_nothing(forgejo, words):
+    assert forgejo.on_push(SHA, message=f"Update botserver {words}") == []
+    assert forgejo.on_push(OTHER_SHA, message="Update botserver") != []
+
+
+def test_tasks_fallback_never_dispatches_while_a_run_may_wait_for_a_runner(forgejo_factory, clock):
+    forgejo = forgejo_factory(version="11.0.0", workflows={"botserver.yaml": GBO_WORKFLOW})
+    forgejo.set_ref("main", SHA)
+    (run_id,) = forgejo.on_push(SHA, script=Script())  # runs-on gbo, runner has `docker`
+    reporter, _ = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        find_run(
+            client_for(forgejo, clock),
+            SHA,
+            "botserver.yaml",
+            appear_timeout=60,
+            dispatch=False,
+            ref="main",
+            reporter=reporter,
+        )
+
+    assert "not dispatching" in str(caught.value)
+    assert forgejo.requests("/dispatches") == []
+    assert forgejo.run(run_id).status == "waiting"
+    assert all(not e.response_json["workflow_runs"] for e in forgejo.requests("/actions/tasks"))
+
+
+def test_the_job_token_reaches_only_its_own_and_public_repositories(forgejo):
+    forgejo.add_repository("GeneralBots", "BotServer", private=True)
+    forgejo.add_repository("GeneralBots", "botlib", private=False)
+    (run_id, _) = forgejo.on_push(SHA)
+
+    assert forgejo.job_token_may_read(run_id, "GeneralBots/gb")
+    assert forgejo.job_token_may_read(run_id, "GeneralBots/botlib")
+    assert not forgejo.job_token_may_read(run_id, "GeneralBots/BotServer")
+
+
+HOSTILE_RUNS = [
+    {"workflow_runs": [{"id": 10**30, "duration": 10**30, "started": "9999-99-99T99:99:99Z"}]},
+    {"workflow_runs": [{"id": "12", "status": 5, "started": "2026-01-01T00:00:00+99:00"}]},
+    {"workflow_runs": "many", "total_count": "lots"},
+    {"workflow_runs": 7},
+    [1, 2, 3],
+    "just a string",
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE_RUNS)
+def test_hostile_run_lists_never_raise_anything_but_gbdeploy_errors(answer):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    settings = ForgeSettings("http://127.0.0.1:9", "GeneralBots", "gb", 5.0, Secret(TOKEN))
+    client = ForgeClient(settings, transport=httpx.MockTransport(handler))
+    try:
+        page = client.runs()
+    except GbdeployError as error:
+        assert "not the object Forgejo's API sends" in str(error)
+    else:
+        for run in page.runs:
+            assert run.duration is None and run.started is None
+            assert isinstance(run.id, int) and run.id < 2**63
+
+
+def test_hostile_answers_through_the_cli_are_a_message_not_a_traceback(
+    tmp_path, monkeypatch, capsys, mocker
+):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/runs"):
+            return httpx.Response(
+                200, text="<html>Sign in</html>", headers={"Content-Type": "text/html"}
+            )
+        return httpx.Response(200, json={"id": 1, "duration": 10**30, "status": {"x": 1}})
+
+    real_client = httpx.Client
+
+    def client_with_handler(*args, **kwargs):
+        kwargs["transport"] = httpx.MockTransport(handler)
+        return real_client(*args, **kwargs)
+
+    mocker.patch("gbdeploy.forge.client.httpx.Client", side_effect=client_with_handler)
+    (tmp_path / "gbdeploy.yaml").write_text("forge: {url: 'http://127.0.0.1:9'}\n")
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = gbdeploy("runs", capsys=capsys)
+
+    assert code == 1
+    assert "not Forgejo's API (text/html)" in err and "Traceback" not in out + err

@@ -12,8 +12,10 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 - `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
 
 A failing step stops the job; the rest are reported as skipped. Secret values are masked as
-`***` in every output, as the real runner does. Nothing here depends on the Forgejo emulator:
-`run_job` returns a `JobResult` whose `log` is the job log and whose `status` is the run status.
+`***` in the job log, as the real runner does; each step's `raw_output` keeps what the step
+really wrote, unmasked, so a test can tell that a secret never reached the output at all.
+Nothing here depends on the Forgejo emulator: `run_job` returns a `JobResult` whose `log` is
+the job log and whose `status` is the run status.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import yaml
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 CONTEXT_NAMES = ("github", "forgejo", "forge")
-BASH_STRICT = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]  # `shell: bash`
-BASH_DEFAULT = ["bash", "-e"]  # no `shell:` given
+# forgejo-runner runs `shell: bash` and a step without `shell:` alike (FACTS.md).
+BASH_STRICT = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
+BASH_DEFAULT = BASH_STRICT
 KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}
 KNOWN_JOB_KEYS = {"runs-on", "steps", "env", "defaults", "name", "timeout-minutes"}
 
@@ -70,6 +73,7 @@ class StepResult:
     exit_code: int | None  # None when skipped
     output: str  # stdout and stderr interleaved, secrets masked
     seconds: float = 0.0
+    raw_output: str = ""  # the same, unmasked: what the step itself wrote
 
 
 @dataclass
@@ -110,7 +114,9 @@ def load_workflow(workflow: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pattern(glob: str) -> re.Pattern[str]:
-    """A workflow path filter as a regex: `*` within one directory, `**` across them."""
+    """A workflow filter pattern as act (and so Forgejo) reads it: `*` any characters but `/`,
+    `**` any characters, `?` zero or one of the preceding character, `+` one or more of it,
+    `[…]` a class; the pattern matches the whole path."""
     out = ""
     i = 0
     while i < len(glob):
@@ -120,13 +126,29 @@ def _pattern(glob: str) -> re.Pattern[str]:
         elif glob[i] == "*":
             out += "[^/]*"
             i += 1
-        elif glob[i] == "?":
-            out += "[^/]"
+        elif glob[i] in "?+":
+            out += glob[i]
             i += 1
+        elif glob[i] == "[":
+            end = glob.find("]", i)
+            if end < 0:
+                raise UnsupportedWorkflow(f"unclosed `[` in path filter {glob!r}")
+            out += glob[i : end + 1]
+            i = end + 1
         else:
             out += re.escape(glob[i])
             i += 1
     return re.compile(out + r"\Z")
+
+
+def _matches(patterns: list[str], path: str) -> bool:
+    """The last matching pattern decides; a `!` pattern excludes what it matches."""
+    matched = False
+    for raw in patterns:
+        negated = raw.startswith("!")
+        if _pattern(raw[1:] if negated else raw).match(path):
+            matched = not negated
+    return matched
 
 
 def is_triggered(
@@ -148,7 +170,7 @@ def is_triggered(
     if event_name != "push":
         return True
     filters = triggers[event_name] or {}
-    unknown = set(filters) - {"branches", "paths"}
+    unknown = set(filters) - {"branches", "paths", "paths-ignore"}
     if unknown:
         raise UnsupportedWorkflow(f"push filter {sorted(unknown)[0]!r} is not emulated")
     branch = ref.removeprefix("refs/heads/")
@@ -156,9 +178,14 @@ def is_triggered(
         fnmatch.fnmatchcase(branch, b) for b in filters["branches"]
     ):
         return False
+    changed = list(changed_paths)
+    if "paths-ignore" in filters:
+        ignored = [str(p) for p in filters["paths-ignore"]]
+        if changed and all(_matches(ignored, path) for path in changed):
+            return False
     if "paths" in filters:
-        patterns = [_pattern(p) for p in filters["paths"]]
-        return any(p.match(path) for p in patterns for path in changed_paths)
+        wanted = [str(p) for p in filters["paths"]]
+        return any(_matches(wanted, path) for path in changed)
     return True
 
 
@@ -390,8 +417,10 @@ def run_job(
                 job_env[key] = expressions.substitute(value, {**job_env})
 
         log: list[str] = []
+        raw: list[str] = []
 
         def emit(text: str) -> None:
+            raw.append(text)
             masked = _mask(text, secrets)
             log.append(masked)
             if on_output is not None:
@@ -408,6 +437,7 @@ def run_job(
                 continue
             emit(f"==> step {index}/{len(steps)}: {name}\n")
             step_log_start = len(log)
+            step_raw_start = len(raw)
             step_started = time.monotonic()
             if "uses" in step:
                 try:
@@ -438,10 +468,11 @@ def run_job(
                         code = code if code != 0 else 1
                 script.unlink()
             output = "".join(log[step_log_start:])
+            raw_output = "".join(raw[step_raw_start:])
             status: Literal["success", "failure"] = "success" if code == 0 else "failure"
             seconds = time.monotonic() - step_started
             emit(f"==> {name}: {status} (exit code {code}, {seconds:.1f}s)\n")
-            results.append(StepResult(name, status, code, output, seconds))
+            results.append(StepResult(name, status, code, output, seconds, raw_output))
             failed = code != 0
         status_line = "failure" if failed else "success"
         emit(f"==> job {job_name}: {status_line}\n")

@@ -258,9 +258,14 @@ def maintain(
     )
 
 
-@task(help={"keep": "leave the sandbox running and print how to use it by hand"})
+@task(
+    help={
+        "keep": "leave the sandbox running and print how to use it by hand",
+        "placement": "where botserver's workflow lives: root (gb, default) or component",
+    }
+)
 @reporting_errors
-def demo(c: Context, keep: bool = False) -> None:
+def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -269,7 +274,9 @@ def demo(c: Context, keep: bool = False) -> None:
             "the demo needs the sandbox distribution, which is not installed",
             hint="from a clone of gbdeploy: pip install ./sandbox  (or run: bash .ci/setup)",
         ) from None
-    sandbox.run_demo(reporter(), keep=keep)
+    if placement not in ("root", "component"):
+        raise UsageError(f"--placement: expected root or component, got {placement!r}")
+    sandbox.run_demo(reporter(), keep=keep, placement=placement)
 
 
 namespace = Collection(

@@ -49,11 +49,11 @@ def run_release(
     text = check_single_placement(
         home, chosen, root=root_dir, submodule=state.submodule, sha=state.sha
     )
-    dispatch = _decide_dispatch(home, chosen, text, settings.git.branch, dispatch, reporter)
-
     client = None if no_wait else ForgeClient(home.forge(settings.forge))
+    may_dispatch = True
     if client is not None and not dry_run:
-        check_ci_ready(client, settings, chosen, reporter, dispatch=dispatch)
+        may_dispatch = check_ci_ready(client, settings, chosen, reporter, dispatch=dispatch)
+    dispatch = _decide_dispatch(home, chosen, text, settings.git.branch, dispatch, reporter)
 
     if dry_run:
         reporter.plan(f"release {component}: git", plan.commands)
@@ -98,6 +98,7 @@ def run_release(
             run_sha=run_sha,
             submodule_sha=result.submodule_sha,
             dispatch=dispatch,
+            may_dispatch=may_dispatch,
             no_verify=no_verify,
             timeout=timeout if timeout is not None else settings.release.timeout,
         )
@@ -135,15 +136,26 @@ def check_ci_ready(
     reporter: Reporter,
     *,
     dispatch: bool,
-) -> None:
+) -> bool:
     """Before anything is pushed: the forge answers and accepts the token for the repository
-    where the workflow runs, and — when a dispatch is the plan — the token may dispatch (asked
-    without dispatching). Exit 2 when it does not: nothing is pushed."""
+    where the workflow runs, and whether the token may dispatch (asked without dispatching).
+    Exit 2 when it does not answer, refuses the token, or `--dispatch` was asked of a read-only
+    token: nothing is pushed. Whether a dispatch is possible (the fallback when no push run
+    appears)."""
     with reporter.step(f"forge {settings.forge.url} accepts the token for {client.repo_path}"):
         try:
             client.check_access()
-            if dispatch:
+            try:
                 client.check_write_scope(component.workflow)
+            except ForgeAuthError:
+                if dispatch:
+                    raise
+                reporter.say(
+                    "this token may not dispatch workflows (it lacks write:repository): if no "
+                    "push run appears, release stops instead of dispatching one"
+                )
+                return False
+            return True
         except ForgeUnavailable as error:
             raise PreflightError(
                 f"{error.message} — nothing was pushed",
@@ -165,6 +177,7 @@ def wait_and_verify(
     dispatch: bool,
     no_verify: bool,
     timeout: float,
+    may_dispatch: bool = True,
 ) -> None:
     """After the pushes: find (or dispatch) the CI run of `run_sha`, wait for it, then verify
     the deployed binary carries `submodule_sha`."""
@@ -182,6 +195,7 @@ def wait_and_verify(
             ref=settings.git.branch,
             reporter=reporter,
             poll_interval=settings.release.poll_interval,
+            may_dispatch=may_dispatch,
         )
         record.detail = f"run {run.id}" + (f" {run.html_url}" if run.html_url else "")
     with reporter.step(f"wait for run {run.id}") as record:

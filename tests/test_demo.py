@@ -55,6 +55,27 @@ def test_demo_releases_for_real_and_leaves_nothing_behind():
     assert pids_under(directory) == []
 
 
+def test_demo_with_the_workflow_in_the_component_repository():
+    process = demo_process("--placement", "component")
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 0, output
+    assert "workflow in the botserver repository" in output
+    assert re.search(
+        r"find the CI run of [0-9a-f]{12} \(botserver.yaml in GeneralBots/botserver\)", output
+    )
+    assert re.search(r"released and verified: botserver [0-9a-f]{7} is live", output)
+    assert not sandbox_directory(output).exists()
+
+
+def test_demo_refuses_an_unknown_placement():
+    process = demo_process("--placement", "elsewhere")
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 2
+    assert "--placement: expected root or component" in output
+
+
 def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
     process = demo_process("--keep")
     assert process.stdout is not None

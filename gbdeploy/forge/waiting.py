@@ -95,9 +95,11 @@ def find_run(
     reporter: Reporter,
     poll_interval: float = 5.0,
     inputs: dict[str, str] | None = None,
+    may_dispatch: bool = True,
 ) -> Run:
     """The run of `workflow` for commit `sha`: the push run once it appears, else (after
-    `appear_timeout`, or at once with `dispatch`) a run dispatched on `ref`."""
+    `appear_timeout`, or at once with `dispatch`) a run dispatched on `ref` — unless the token
+    may not dispatch (`may_dispatch`)."""
     if not dispatch:
         deadline = client.clock() + appear_timeout
         reporter.say(
@@ -120,6 +122,14 @@ def find_run(
                 "dispatching another, which could deploy twice",
                 hint=f"look at the Actions page of {client.repo_path}, then "
                 f"`gbdeploy wait --sha {sha}`",
+            )
+        if not may_dispatch:
+            raise WaitTimeout(
+                f"no push run of {workflow} for {sha[:12]} appeared in {client.repo_path} within "
+                f"{format_seconds(appear_timeout)}, and the token may not dispatch one",
+                hint="check the workflow's push trigger (and `[skip ci]` in the commit message); "
+                "dispatch it from the Actions page, or release again with a token that has "
+                "scope write:repository",
             )
         reporter.say(
             f"no push run of {workflow} for {sha[:12]} appeared within "

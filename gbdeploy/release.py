@@ -147,12 +147,12 @@ def check_ci_ready(
             client.check_access()
             try:
                 client.check_write_scope(component.workflow)
-            except ForgeAuthError:
+            except (ForgeAuthError, ForgeNotFound) as error:
                 if dispatch:
                     raise
                 reporter.say(
-                    "this token may not dispatch workflows (it lacks write:repository): if no "
-                    "push run appears, release stops instead of dispatching one"
+                    f"no dispatch possible ({error.message}): if no push run appears, release "
+                    "stops instead of dispatching one"
                 )
                 return False
             return True

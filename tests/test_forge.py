@@ -4,13 +4,15 @@ loopback emulator (every exchange is checked against Forgejo's swagger by the fi
 from __future__ import annotations
 
 import io
+import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from gbdeploy.config import ForgeSettings, Secret
+from gbdeploy.config import DEFAULTS, ForgeSettings, Secret, Settings
 from gbdeploy.errors import (
     CIRunFailed,
     ConfigError,
@@ -18,11 +20,14 @@ from gbdeploy.errors import (
     ForgeNotFound,
     ForgeUnavailable,
     GbdeployError,
+    UsageError,
     WaitTimeout,
 )
 from gbdeploy.forge import ForgeClient, RunSearch, find_run, planned_requests, wait_for_run
+from gbdeploy.forge.placement import repository_of_url, workflow_home
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
+from gbdeploy.runs import latest_run_line, run_runs, run_wait
 from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy_sandbox.forgejo import ExecutorContext, ForgejoEmulator, Script
 
@@ -282,11 +287,46 @@ def test_the_token_is_in_no_repr_and_no_dry_run_line(forgejo, clock):
     text = "\n".join(lines) + repr(client) + repr(client._http.auth) + repr(client.settings)
     assert TOKEN not in text
     assert "Authorization: token ***" in lines[0]
-    assert lines[1].startswith(
+    assert lines[1].startswith("POST ") and '{"ref":"","inputs":{}' in lines[1]
+    assert lines[2].startswith(
         f"GET {forgejo.url}/api/v1/repos/GeneralBots/gb/actions/runs?head_sha={SHA}&event=push"
     )
-    assert lines[2].startswith("POST ") and '"return_run_info":true' in lines[2]
+    assert lines[3].startswith("POST ") and '"ref":"main"' in lines[3]
     assert forgejo.exchanges == []  # planning sends nothing
+
+
+def test_the_dry_run_plan_is_what_the_release_then_sends(forgejo_factory, clock):
+    forgejo = forgejo_factory(workflows=["botserver.yaml"], appear_after=1)
+    forgejo.on_push(SHA, script=Script("failure", waiting_reads=0, running_reads=0))
+    client = client_for(forgejo, clock)
+    search = RunSearch(SHA, "botserver.yaml", "main", dispatch=False)
+    planned = {
+        re.sub(r"\d+", "N", line.split("  [")[0].split(" {")[0].replace("{run_id}", "1"))
+        for line in map(str, planned_requests(client, search))
+    }
+    reporter, _ = capture()
+
+    client.check_access()
+    client.check_write_scope("botserver.yaml")
+    run = find_run(
+        client,
+        SHA,
+        "botserver.yaml",
+        appear_timeout=60,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+    )
+    with pytest.raises(CIRunFailed):
+        wait_for_run(client, run.id, timeout=60, poll_interval=5, reporter=reporter)
+
+    sent = set()
+    for exchange in forgejo.exchanges:
+        query = "&".join(f"{k}={v[0]}" for k, v in exchange.query.items())
+        url = f"{exchange.method} {forgejo.url}{exchange.path}" + (f"?{query}" if query else "")
+        sent.add(re.sub(r"\d+", "N", url))
+    unplanned = {u for u in sent - planned if "/actions/jobs/" not in u}  # the log: in a note
+    assert not unplanned
 
 
 # ---------------------------------------------------------------------------- find_run
@@ -838,3 +878,67 @@ def test_hostile_answers_through_the_cli_are_a_message_not_a_traceback(
 
     assert code == 1
     assert "not Forgejo's API (text/html)" in err and "Traceback" not in out + err
+
+
+# ---------------------------------------------------------------------------- workflow placement
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("../BotServer.git", ("GeneralBots", "BotServer")),
+        ("./botlib", ("gb", "botlib")),
+        ("../../Other/botui.git", ("Other", "botui")),
+        ("https://alm.example/GeneralBots/BotServer.git", ("GeneralBots", "BotServer")),
+        ("ssh://git@alm.example:2222/GeneralBots/botui.git", ("GeneralBots", "botui")),
+        ("git@alm.example:GeneralBots/BotServer.git", ("GeneralBots", "BotServer")),
+    ],
+)
+def test_a_submodule_url_names_its_repository_on_the_forge(url, expected):
+    forge = ForgeSettings("http://alm.example", "GeneralBots", "gb")
+
+    assert repository_of_url(url, forge) == expected
+
+
+def test_a_url_without_owner_and_name_is_a_clear_error():
+    with pytest.raises(UsageError, match="cannot tell the forge repository"):
+        repository_of_url("https://alm.example/lonely.git", ForgeSettings("http://x", "o", "r"))
+
+
+def settings_with(forgejo, **component: object) -> Settings:
+    return Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "forge": {"url": forgejo.url, "owner": "GeneralBots", "repo": "gb", "timeout": 5},
+            "release": {"poll_interval": 0.01, "timeout": 30, "appear_timeout": 30},
+            "components": {
+                "botserver": {**DEFAULTS["components"]["botserver"], **component},
+                "botui": {"enabled": False},
+            },
+        }
+    )
+
+
+def test_workflow_repo_must_be_root_component_or_owner_slash_repo(forgejo):
+    with pytest.raises(ConfigError, match=r"components\.botserver\.workflow_repo"):
+        settings_with(forgejo, workflow_repo="somewhere else")
+    settings = settings_with(forgejo, workflow_repo="generalbots/GB")
+    assert workflow_home(settings, settings.component("botserver"), None).placement == "root"
+
+
+def test_runs_wait_and_status_follow_the_component_repository(forgejo, capsys):
+    forgejo.add_repository("GeneralBots", "BotServer", workflows=["botserver.yaml"])
+    forgejo.on_push(OTHER_SHA)  # a root run: not this component's
+    (run_id,) = forgejo.on_push(SHA, repo="GeneralBots/BotServer")
+    settings = settings_with(forgejo, workflow_repo="GeneralBots/BotServer")
+    reporter, out = capture()
+
+    listed = run_runs(settings, reporter, component="botserver", limit=5, as_json=True)
+    waited = run_wait(settings, reporter, run_id=None, sha=SHA, timeout=30, sleep=lambda s: None)
+    line = latest_run_line(settings, settings.component("botserver"))
+
+    assert [r.id for r in listed] == [run_id]
+    assert json.loads(out.getvalue().split("\nrun #")[0])[0]["commit_sha"] == SHA
+    assert [r.id for r in waited] == [run_id] and waited[0].succeeded
+    assert f"(id {run_id}) botserver.yaml in GeneralBots/BotServer: success" in line
+    assert forgejo.requests("/repos/GeneralBots/BotServer/actions/runs")

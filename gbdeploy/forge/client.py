@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -394,12 +394,18 @@ class ForgeClient:
         say. A dispatch with an empty ref is answered by the scope middleware (403) when the
         token lacks write:repository, else by the handler (400: the ref is required): no run
         is ever made."""
-        request = self.dispatch_request(workflow, "")
+        request = replace(self.dispatch_request(workflow, ""), passthrough=(400, 403, 404, 500))
         response = self.send(request)
         status = response.status_code
         if status == 400:
             return
         said = _server_message(response)
+        if status == 404:
+            raise ForgeNotFound(
+                f"Forgejo at {self.base_url} has no workflow dispatch API for {self.repo_path} "
+                f"(404{said}; it needs Forgejo 8, and Actions enabled for the repository)",
+                hint="release without --dispatch, and let the push start the run",
+            )
         if status == 403:
             raise ForgeAuthError(
                 f"the token from {token_variable() or 'the environment'} may read "

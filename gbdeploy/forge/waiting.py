@@ -53,13 +53,15 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
         )
     ]
     dispatch = client.dispatch_request(search.workflow, search.ref)
-    if search.dispatch:
-        plan.append(
-            client.plan(
-                client.dispatch_request(search.workflow, ""),
-                "write-scope check before any push: 400 = may dispatch, 403 = read-only token",
-            )
+    plan.append(
+        client.plan(
+            client.dispatch_request(search.workflow, ""),
+            "may the token dispatch? asked before any push, and nothing is dispatched: "
+            "400 = yes (the ref is empty), 403 = a read-only token"
+            + (" (refused: nothing pushed)" if search.dispatch else ""),
         )
+    )
+    if search.dispatch:
         plan.append(client.plan(dispatch, "dispatch the workflow and take the run id it returns"))
     else:
         plan.append(
@@ -150,7 +152,7 @@ def find_run(
 def _newest_run(client: ForgeClient, sha: str, workflow: str, *, cause: str) -> Run | None:
     """The newest run of `workflow` for `sha` started by `cause`. Dispatched runs are listed
     without an event filter: their `event` is empty."""
-    event = cause if cause == "push" and not client.uses_tasks() else None
+    event = cause if cause == "push" else None
     page = client.runs(head_sha=sha, event=event, limit=PAGE_LIMIT)
     matching = [
         r

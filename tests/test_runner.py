@@ -320,3 +320,39 @@ def test_a_background_process_holding_the_output_does_not_hang_the_step(
         assert result.ok and "done" in result.log
     finally:
         os.kill(int(pid_file.read_text()), 9)  # the exact process the step left behind
+
+
+def test_a_cancelled_run_kills_its_running_step_and_skips_the_rest(
+    checkout, stub_gbdeploy, tmp_path
+):
+    marker = tmp_path / "deployed"
+    workflow = {
+        "on": "push",
+        "jobs": {
+            "j": {
+                "runs-on": "gbo",
+                "steps": [
+                    {"name": "deploy", "run": "echo stopping the service\nsleep 600"},
+                    {"name": "start", "run": f"touch {shlex.quote(str(marker))}"},
+                ],
+            }
+        },
+    }
+    cancelled = False
+
+    def watch(text: str) -> None:
+        nonlocal cancelled
+        cancelled = cancelled or "stopping the service" in text  # a newer push arrives now
+
+    result = run_job(
+        workflow,
+        checkout,
+        context(checkout, stub_gbdeploy),
+        on_output=watch,
+        cancelled=lambda: cancelled,
+        timeout=300,
+    )
+
+    assert result.status == "cancelled"
+    assert result.step("deploy").exit_code != 0 and "the run was cancelled" in result.log
+    assert result.step("start").status == "skipped" and not marker.exists()

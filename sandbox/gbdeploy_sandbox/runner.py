@@ -81,10 +81,13 @@ class JobResult:
     job: str
     steps: list[StepResult]
     log: str
+    cancelled: bool = False
 
     @property
-    def status(self) -> Literal["success", "failure"]:
+    def status(self) -> Literal["success", "failure", "cancelled"]:
         """The run/job status Forgejo would report."""
+        if self.cancelled:
+            return "cancelled"
         ok = all(step.status != "failure" for step in self.steps)
         return "success" if ok else "failure"
 
@@ -300,9 +303,11 @@ def _run_script(
     env: Mapping[str, str],
     deadline: float | None,
     emit: Callable[[str], None],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[int, str, bool]:
-    """Run the step's script in its own process group; stream its lines to `emit`.
-    Returns (exit code, output, timed out)."""
+    """Run the step's script in its own process group; stream its lines to `emit`. A step
+    past `deadline`, or whose job is `cancelled`, is killed (its process group).
+    Returns (exit code, output, killed)."""
     process = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -320,7 +325,7 @@ def _run_script(
         selector.register(process.stdout, selectors.EVENT_READ)
         while True:
             wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            if deadline is not None and wait == 0.0:
+            if (deadline is not None and wait == 0.0) or cancelled():
                 timed_out = True
                 break
             if not selector.select(wait):
@@ -358,12 +363,15 @@ def run_job(
     timeout: float | None = None,
     on_output: Callable[[str], None] | None = None,
     temp_dir: str | Path | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> JobResult:
     """Run one job of `workflow` in `checkout` (the workspace) for the event in `context`.
 
     `on_output` receives the log as it is written (masked), for a live job log. `timeout` bounds
-    the whole job: a step still running then is killed (its process group) and fails. HOME is a
-    fresh directory under the job's temp dir unless `context.env` sets it.
+    the whole job: a step still running then is killed (its process group) and fails. When
+    `cancelled()` turns true (Forgejo cancelled the run, e.g. a newer push superseded it), the
+    running step is killed and the rest are skipped, as forgejo-runner does. HOME is a fresh
+    directory under the job's temp dir unless `context.env` sets it.
     """
     data = load_workflow(workflow)
     job_name, spec = _select_job(data, job)
@@ -431,7 +439,7 @@ def run_job(
         failed = False
         for index, step in enumerate(steps, 1):
             name = str(step.get("name") or step.get("uses") or step["run"].splitlines()[0])
-            if failed:
+            if failed or cancelled():
                 results.append(StepResult(name, "skipped", None, ""))
                 emit(f"==> step {index}/{len(steps)}: {name}: skipped\n")
                 continue
@@ -462,8 +470,13 @@ def run_job(
                     emit(f"error: working-directory {cwd} does not exist\n")
                     code = 1
                 else:
-                    code, _, timed_out = _run_script(argv, cwd, {**base, **env}, deadline, emit)
-                    if timed_out:
+                    code, _, killed = _run_script(
+                        argv, cwd, {**base, **env}, deadline, emit, cancelled
+                    )
+                    if killed and cancelled():
+                        emit("the run was cancelled; step killed\n")
+                        code = code if code != 0 else 1
+                    elif killed:
                         emit(f"error: the job timed out after {timeout}s; step killed\n")
                         code = code if code != 0 else 1
                 script.unlink()
@@ -474,6 +487,7 @@ def run_job(
             emit(f"==> {name}: {status} (exit code {code}, {seconds:.1f}s)\n")
             results.append(StepResult(name, status, code, output, seconds, raw_output))
             failed = code != 0
-        status_line = "failure" if failed else "success"
-        emit(f"==> job {job_name}: {status_line}\n")
-        return JobResult(job_name, results, "".join(log))
+        result = JobResult(job_name, results, "", cancelled=cancelled())
+        emit(f"==> job {job_name}: {result.status}\n")
+        result.log = "".join(log)
+        return result

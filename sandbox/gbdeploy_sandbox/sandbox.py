@@ -171,7 +171,12 @@ class Sandbox:
         )
         try:
             result = emulated_runner.run_job(
-                workflow, checkout, context, on_output=run.log, timeout=600
+                workflow,
+                checkout,
+                context,
+                on_output=run.log,
+                timeout=600,
+                cancelled=lambda: run.cancelled,
             )
         except emulated_runner.UnsupportedWorkflow as error:
             run.log(f"the emulated runner cannot run {run.workflow}: {error}\n")

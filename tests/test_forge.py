@@ -942,3 +942,24 @@ def test_runs_wait_and_status_follow_the_component_repository(forgejo, capsys):
     assert [r.id for r in waited] == [run_id] and waited[0].succeeded
     assert f"(id {run_id}) botserver.yaml in GeneralBots/BotServer: success" in line
     assert forgejo.requests("/repos/GeneralBots/BotServer/actions/runs")
+
+
+def test_a_group_without_cancel_in_progress_cancels_on_push_but_not_on_dispatch(forgejo_factory):
+    per_ref = GBO_WORKFLOW + "concurrency: {group: '${{ github.workflow }}-${{ github.ref }}'}\n"
+    forgejo = forgejo_factory(workflows={"botserver.yaml": per_ref}, runner_labels=["gbo"])
+    forgejo.set_ref("main", OTHER_SHA)
+    (on_dev,) = forgejo.on_push(SHA, ref="refs/heads/dev", script=Script(hold=True))
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    dispatched = ForgeClient(forgejo.forge_settings()).dispatch("botserver.yaml", "main")
+    assert dispatched is not None
+    assert forgejo.run(first).status == "waiting"  # a dispatch without cancel-in-progress: no limit
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert forgejo.run(on_dev).status == "waiting"  # another ref: another group
+    assert forgejo.run(first).status == "cancelled" and forgejo.run(first).cancelled_by == second
+    assert forgejo.run(dispatched.id).status == "cancelled"  # same group, whatever started it
+
+
+def test_skip_strings_are_matched_as_forgejo_does_case_and_all(forgejo):
+    assert forgejo.on_push(SHA, message="Release [SKIP CI]") != []
+    assert forgejo.on_push(OTHER_SHA, title="[skip ci] in the title only") != []

@@ -88,21 +88,22 @@ class Script:
 
 @dataclass(frozen=True)
 class Concurrency:
-    """A workflow's `concurrency:` as Forgejo reads it."""
+    """A workflow's `concurrency:` as Forgejo reads it (`cancel_in_progress` None: not said)."""
 
     group: str | None
-    cancel_in_progress: bool
+    cancel_in_progress: bool | None
 
     @classmethod
     def of(cls, workflow: dict[str, Any] | None) -> Concurrency | None:
         spec = (workflow or {}).get("concurrency")
-        if spec is None:
-            return None
         if isinstance(spec, str):
-            return cls(spec, True)
+            return cls(spec, None)
         if isinstance(spec, dict):
-            cancel = spec.get("cancel-in-progress", True)
-            return cls(str(spec["group"]) if spec.get("group") else None, cancel is not False)
+            cancel = spec.get("cancel-in-progress")
+            return cls(
+                str(spec["group"]) if spec.get("group") else None,
+                None if cancel is None else cancel is not False and cancel != "false",
+            )
         return None
 
 
@@ -160,6 +161,8 @@ class EmulatedRun:
     hidden_for: int = 0  # list requests still to answer without this run
     concurrency: Concurrency | None = None
     cancelled_by: int | None = None
+    group: str = ""  # the concurrency group Forgejo computed for it
+    mode: str = "unlimited"  # cancel | queue | unlimited
 
     @property
     def finished(self) -> bool:
@@ -410,12 +413,12 @@ class ForgejoEmulator:
         repo: str | None = None,
     ) -> list[int]:
         """A push of `sha` to `ref` of `repo` (default: the first repository): one run per
-        workflow (default: all), event `push`; none when the head commit says `[skip ci]`."""
+        workflow (default: all), event `push`; none when the head commit's `message` holds one
+        of Forgejo's skip strings (case matters, as in Forgejo)."""
         with self._lock:
             repository = self.repository(repo)
             repository.refs[_full_ref(ref)] = sha
-            said = f"{title or ''}\n{message or ''}".lower()
-            if any(skip in said for skip in SKIP_CI):
+            if any(skip in (message or "") for skip in SKIP_CI):
                 return []
             names = repository.workflows if workflows is None else workflows
             return [
@@ -544,50 +547,71 @@ class ForgejoEmulator:
             run.jobs.append(job)
             self._jobs[job.id] = job
         self._runs[run.id] = run
-        if event == "push":
-            self._apply_concurrency(run)
+        self._apply_concurrency(run)
         if run.status == "waiting":
             self._offer(run)
         return run.id
 
-    def _apply_concurrency(self, run: EmulatedRun) -> None:
-        """A new push run and the unfinished push runs of its group (FACTS.md)."""
+    def _configure_concurrency(self, run: EmulatedRun) -> None:
+        """Forgejo's group and mode for a new run: an explicit group (its `github.workflow`,
+        `github.ref` and `github.event_name` evaluated) or `<ref>_<workflow>_<event>__auto`;
+        `cancel-in-progress` unsaid cancels on push only, true cancels, false queues behind the
+        group, false without a group sets no limit. Before v13 only the push default exists."""
         spec = run.concurrency if self.major >= 13 else None
-        if spec is not None and spec.group is None and not spec.cancel_in_progress:
-            return  # cancel-in-progress: false without a group: no limit at all
-        for other in self._runs.values():
-            if other is run or other.finished or other.repo != run.repo:
-                continue
-            if spec is not None and spec.group is not None:
-                same = other.concurrency is not None and other.concurrency.group == spec.group
-            else:
-                same = (other.workflow, other.ref, other.event) == (run.workflow, run.ref, "push")
-            if not same:
-                continue
-            if spec is not None and spec.group is not None and not spec.cancel_in_progress:
+        group = spec.group if spec is not None else None
+        for name, value in (
+            ("workflow", run.workflow),
+            ("ref", run.ref),
+            ("event_name", run.trigger_event),
+        ):
+            for context in ("github", "forgejo", "forge"):
+                group = group and re.sub(
+                    r"\$\{\{\s*" + context + r"\." + name + r"\s*\}\}", value, group
+                )
+        run.group = group or f"{run.ref}_{run.workflow}_{run.trigger_event}__auto"
+        cancel = spec.cancel_in_progress if spec is not None else None
+        if cancel is None:
+            run.mode = "cancel" if run.trigger_event == "push" else "unlimited"
+        elif cancel:
+            run.mode = "cancel"
+        else:
+            run.mode = "queue" if group else "unlimited"
+
+    def _apply_concurrency(self, run: EmulatedRun) -> None:
+        """A new run and the unfinished runs of its group (FACTS.md)."""
+        self._configure_concurrency(run)
+        if run.mode == "unlimited":
+            return
+        others = [
+            r
+            for r in self._runs.values()
+            if r is not run and not r.finished and r.repo == run.repo and r.group == run.group
+        ]
+        if run.mode == "queue":
+            if others:
                 run.status = "blocked"  # queues behind the one in progress
                 for job in run.jobs:
                     job.status = "blocked"
-                return
+            return
+        for other in others:
             other.cancelled_by = run.id
             self._finish(other, "cancelled")
 
     def _unblock(self, finished: EmulatedRun) -> None:
-        spec = finished.concurrency
-        if spec is None or spec.group is None:
-            return
         blocked = sorted(
             (
                 r
                 for r in self._runs.values()
-                if r.status == "blocked"
-                and r.repo == finished.repo
-                and r.concurrency is not None
-                and r.concurrency.group == spec.group
+                if r.status == "blocked" and r.repo == finished.repo and r.group == finished.group
             ),
             key=lambda r: r.id,
         )
-        if blocked:
+        if blocked and not any(
+            r.group == finished.group
+            and r.repo == finished.repo
+            and r.status in ("waiting", "running")
+            for r in self._runs.values()
+        ):
             first = blocked[0]
             first.status = "waiting"
             for job in first.jobs:

@@ -284,20 +284,22 @@ def expected_commit_of(settings: Settings, component: Component) -> str:
 
 
 def run_start_of(settings: Settings, component: Component, commit: str) -> datetime | None:
-    """When the newest successful run of the component's workflow for `commit` started, in the
-    repository where the workflow runs (root commit or submodule commit); None when unknown."""
+    """When the newest successful run of the component's workflow for `commit` started, where
+    the workflow runs in the component's repository (its runs carry the submodule commit); None
+    when unknown."""
     from .errors import GbdeployError
     from .forge.client import ForgeClient
     from .runs import home_of
 
     try:
         home = home_of(settings, component)
+        if home.placement != "component":
+            return None
         with ForgeClient(home.forge(settings.forge), retries=1, retry_budget=5.0) as client:
             for run in client.iter_runs(max_pages=2):
                 if (
                     run.workflow_id == component.workflow
                     and run.succeeded
-                    and home.placement == "component"
                     and commits_match(commit, run.commit_sha)
                 ):
                     return run.started

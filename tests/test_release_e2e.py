@@ -286,6 +286,11 @@ def test_release_with_the_workflow_in_the_component_repository(component_sandbox
     before = health(box)["commit"]
     commit = developer_commit(box)
 
+    plan = run_gbdeploy("release", "botserver", "--dry-run")
+    assert plan.code == 0, plan.text
+    assert "Forgejo API (GeneralBots/botserver, the submodule's repository" in plan.out
+    assert f"/repos/GeneralBots/botserver/actions/runs?head_sha={commit}&event=push" in plan.out
+
     result = run_gbdeploy("release", "botserver")
 
     assert result.code == 0, result.text
@@ -301,3 +306,6 @@ def test_release_with_the_workflow_in_the_component_repository(component_sandbox
     assert listed["commit_sha"] == commit and listed["event"] == "push"
     waited = run_gbdeploy("wait", "--sha", commit)
     assert waited.code == 0 and "succeeded" in waited.out
+    verified = run_gbdeploy("verify", "botserver")  # its run's start found where the run is
+    assert verified.code == 0, verified.text
+    assert "pass  binary newer than the run" in verified.out

@@ -315,7 +315,7 @@ def _write_config(sandbox: Sandbox) -> None:
         "release": {
             "timeout": 600,
             "appear_timeout": 30,
-            "verify_timeout": 30,
+            "verify_timeout": 60,
             "poll_interval": 0.5,
         },
         "targets": {"system": {"ssh": sandbox.sshd.alias}},

@@ -214,8 +214,8 @@ def latest_run_line(
                 if run.workflow_id == component.workflow:
                     started = run.started.isoformat(timespec="seconds") if run.started else "-"
                     return (
-                        f"{run.label} in {home.full_name}: {run.status}, commit "
-                        f"{run.commit_sha[:10]}, started {started}"
+                        f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, started "
+                        f"{started}, in {home.full_name}"
                     )
         return f"no run of {component.workflow} among the newest runs of {home.full_name}"
     except GbdeployError as error:

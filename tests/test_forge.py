@@ -940,7 +940,8 @@ def test_runs_wait_and_status_follow_the_component_repository(forgejo, capsys):
     assert [r.id for r in listed] == [run_id]
     assert json.loads(out.getvalue().split("\nrun #")[0])[0]["commit_sha"] == SHA
     assert [r.id for r in waited] == [run_id] and waited[0].succeeded
-    assert f"(id {run_id}) botserver.yaml in GeneralBots/BotServer: success" in line
+    assert f"(id {run_id}) botserver.yaml: success, commit {SHA[:10]}" in line
+    assert line.endswith("in GeneralBots/BotServer")
     assert forgejo.requests("/repos/GeneralBots/BotServer/actions/runs")
 
 

@@ -12,8 +12,6 @@ Order, so that nothing is pushed unless the whole release can run:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from . import git_release
 from .config import Component, Settings
 from .errors import ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
@@ -224,8 +222,3 @@ def wait_and_verify(
         timeout=settings.release.verify_timeout,
         reporter=reporter,
     )
-
-
-def root_of(settings: Settings, root: str | None = None) -> Path:
-    """The root repository release would use (for other commands that need it)."""
-    return git_release.find_root(root, settings.project_dir)

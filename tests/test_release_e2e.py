@@ -101,6 +101,18 @@ def test_a_failed_ci_run_exits_3_with_the_build_error_and_the_old_service_untouc
     assert health(sandbox)["commit"] == before
 
 
+def test_private_submodules_are_beyond_the_job_tokens_reach(sandbox, run_gbdeploy):
+    sandbox.forge.repository("GeneralBots/botserver").private = True
+    before = health(sandbox)["commit"]
+    developer_commit(sandbox)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 3, result.text
+    assert "the job token may not read a private repository (HTTP 403)" in result.text
+    assert health(sandbox)["commit"] == before
+
+
 def test_a_run_that_never_appears_is_dispatched(sandbox, run_gbdeploy, monkeypatch):
     sandbox.forge.push_workflows = lambda before, sha, ref: []  # the push starts nothing
     monkeypatch.setenv("GBDEPLOY_RELEASE_APPEAR_TIMEOUT", "1")

@@ -51,7 +51,9 @@ def run_release(
     may_dispatch = True
     if client is not None and not dry_run:
         may_dispatch = check_ci_ready(client, settings, chosen, reporter, dispatch=dispatch)
-    dispatch = _decide_dispatch(home, chosen, text, settings.git.branch, dispatch, reporter)
+    dispatch = _decide_dispatch(
+        home, chosen, text, settings.git.branch, dispatch, reporter, pushes=_pushes(home, plan)
+    )
 
     if dry_run:
         reporter.plan(f"release {component}: git", plan.commands)
@@ -103,6 +105,16 @@ def run_release(
     return run_sha
 
 
+def _pushes(home: WorkflowHome, plan: git_release.ReleasePlan) -> bool:
+    """Whether this release pushes something new to the repository where the workflow runs."""
+    state = plan.state
+    if home.placement == "root":
+        tips = [v for k, v in state.remote_tips.items() if k.startswith("root:")]
+        return plan.message is not None or any(tip != state.root_head for tip in tips)
+    tips = [v for k, v in state.remote_tips.items() if not k.startswith("root:")]
+    return any(tip != state.sha for tip in tips)
+
+
 def _decide_dispatch(
     home: WorkflowHome,
     component: Component,
@@ -110,10 +122,13 @@ def _decide_dispatch(
     branch: str,
     dispatch: bool,
     reporter: Reporter,
+    *,
+    pushes: bool,
 ) -> bool:
-    """One release deploys once: with `--dispatch`, a workflow that the push itself starts is
-    not dispatched again — its push run is the one to follow."""
-    if dispatch and workflow_text and starts_on_push(workflow_text, branch):
+    """One release deploys once: with `--dispatch`, a workflow that this release's push starts
+    is not dispatched again — its push run is the one to follow. When nothing new is pushed
+    (a retry), the dispatch is the only run."""
+    if dispatch and pushes and workflow_text and starts_on_push(workflow_text, branch):
         pusher = "pointer" if home.placement == "root" else "submodule"
         reporter.say(
             f"not dispatching {component.workflow}: it runs on a push to {branch} in "

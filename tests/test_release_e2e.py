@@ -214,6 +214,20 @@ def test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice(
     assert health(sandbox)["commit"] == commit[:7]
 
 
+def test_dispatch_after_everything_is_pushed_runs_the_workflow_again(sandbox, run_gbdeploy):
+    commit = developer_commit(sandbox, "Break the build", **{"service.c": "not C\n"})
+    assert run_gbdeploy("release", "botserver").code == 3
+    git(sandbox.git.root, "checkout", "--quiet", "--", ".")  # nothing left to commit
+    fixed = sandbox.directory / "git" / "work" / "gb" / "botserver" / "service.c"
+    assert fixed.read_text() == "not C\n" and commit
+
+    retry = run_gbdeploy("release", "botserver", "--dispatch")
+
+    assert retry.code == 3, retry.text  # the same broken commit, built again by the dispatch
+    assert "not dispatching" not in retry.out
+    assert [r.trigger_event for r in sandbox.forge.runs] == ["push", "workflow_dispatch"]
+
+
 def test_a_read_only_token_with_dispatch_is_refused_before_any_push(sandbox, run_gbdeploy):
     sandbox.forge.tokens[sandbox.token] = {"read:repository"}
     refs_before = sandbox.git.refs()

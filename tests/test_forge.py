@@ -964,3 +964,27 @@ def test_a_group_without_cancel_in_progress_cancels_on_push_but_not_on_dispatch(
 def test_skip_strings_are_matched_as_forgejo_does_case_and_all(forgejo):
     assert forgejo.on_push(SHA, message="Release [SKIP CI]") != []
     assert forgejo.on_push(OTHER_SHA, title="[skip ci] in the title only") != []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"id": 1, "status": ["success"], "duration": 10**30, "started": 5, "stopped": None},
+        {"id": True, "status": "success\x00", "index_in_repo": -3, "duration": "1s"},
+        {"id": 1, "status": "running", "started": "1969-12-31T19:00:00-05:00", "duration": 1e300},
+    ],
+)
+def test_waiting_on_a_hostile_run_ends_in_a_timeout_not_a_traceback(answer, clock):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    settings = ForgeSettings("http://127.0.0.1:9", "GeneralBots", "gb", 5.0, Secret(TOKEN))
+    client = ForgeClient(
+        settings, transport=httpx.MockTransport(handler), sleep=clock.sleep, clock=clock
+    )
+    reporter, _ = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_run(client, 1, timeout=60, poll_interval=5, reporter=reporter)
+
+    assert caught.value.exit_code == 4

@@ -710,9 +710,10 @@ def test_concurrency_with_a_group_and_no_cancel_queues_the_later_run(forgejo_fac
     (first,) = forgejo.on_push(SHA, script=Script(hold=True))
     (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
 
-    assert (forgejo.run(first).status, forgejo.run(second).status) == ("waiting", "blocked")
+    assert (forgejo.run(first).status, forgejo.run(second).status) == ("waiting", "waiting")
+    assert forgejo.run(second).queued and not forgejo.run(first).queued
     forgejo.finish(first, "success")
-    assert forgejo.run(second).status == "waiting"
+    assert not forgejo.run(second).queued
 
 
 def test_cancel_in_progress_false_without_a_group_is_no_limit(forgejo_factory):

@@ -304,7 +304,8 @@ def _unclaimed(client: ForgeClient, run: Run, label: str | None, waited: float) 
     shown = ", ".join(labels) or label or "?"
     return (
         f"{run.label} is still waiting after {format_seconds(waited)}: no runner with label "
-        f"{shown} has taken it (is a runner with that label registered and online, or busy?)"
+        f"{shown} has taken it (is one registered and online? it may also be busy, or the run "
+        "may queue behind another of its concurrency group)"
     )
 
 

@@ -14,7 +14,8 @@ is harsh, so is this:
   required scope(s)`), and `permissions.push` is the *user's* access, whatever the scopes;
 - a push run cancels the unfinished push runs of its group (repository + ref + workflow),
   unless the workflow says `concurrency: {group, cancel-in-progress: false}` (v13+: later runs
-  wait `blocked` behind it; without a group: no limit); before v13, always;
+  stay `waiting`, and no runner gets them, until it is done; without a group: no limit);
+  before v13, always;
 - the runner takes a job only when its `runs-on` is among `runner_labels` (default `docker`,
   forgejo-runner's registration default): otherwise the run stays `waiting`;
 - dispatched runs have an empty `event` and `trigger_event: workflow_dispatch`; dispatch answers
@@ -163,6 +164,7 @@ class EmulatedRun:
     cancelled_by: int | None = None
     group: str = ""  # the concurrency group Forgejo computed for it
     mode: str = "unlimited"  # cancel | queue | unlimited
+    queued: bool = False  # waits behind an unfinished run of its group
 
     @property
     def finished(self) -> bool:
@@ -588,39 +590,28 @@ class ForgejoEmulator:
             if r is not run and not r.finished and r.repo == run.repo and r.group == run.group
         ]
         if run.mode == "queue":
-            if others:
-                run.status = "blocked"  # queues behind the one in progress
-                for job in run.jobs:
-                    job.status = "blocked"
+            run.queued = bool(others)  # still `waiting`, but no runner is given it
             return
         for other in others:
             other.cancelled_by = run.id
             self._finish(other, "cancelled")
 
     def _unblock(self, finished: EmulatedRun) -> None:
-        blocked = sorted(
-            (
-                r
-                for r in self._runs.values()
-                if r.status == "blocked" and r.repo == finished.repo and r.group == finished.group
-            ),
-            key=lambda r: r.id,
-        )
-        if blocked and not any(
-            r.group == finished.group
-            and r.repo == finished.repo
-            and r.status in ("waiting", "running")
+        """The oldest run queued behind `finished`'s group goes to the runner."""
+        group = [
+            r
             for r in self._runs.values()
-        ):
-            first = blocked[0]
-            first.status = "waiting"
-            for job in first.jobs:
-                job.status = "waiting"
-            self._offer(first)
+            if r.repo == finished.repo and r.group == finished.group and not r.finished
+        ]
+        queued = sorted((r for r in group if r.queued), key=lambda r: r.id)
+        if queued and not any(not r.queued for r in group):
+            queued[0].queued = False
+            self._offer(queued[0])
 
     def _takes(self, run: EmulatedRun) -> bool:
-        """The runner takes a job only when its `runs-on` labels are all among the runner's."""
-        return all(set(job.runs_on) <= self.runner_labels for job in run.jobs)
+        """The runner takes a job only when its `runs-on` labels are all among the runner's, and
+        its run does not wait behind another of its concurrency group."""
+        return not run.queued and all(set(job.runs_on) <= self.runner_labels for job in run.jobs)
 
     def _offer(self, run: EmulatedRun) -> None:
         if run.script is None and self._takes(run):
@@ -651,9 +642,9 @@ class ForgejoEmulator:
 
     def _observe(self, run: EmulatedRun) -> None:
         """An answer shows this run: a scripted run moves on by one read (a run no runner may
-        take, or one blocked behind another, stays where it is)."""
+        take, or one queued behind another, stays where it is)."""
         script = run.script
-        if script is None or script.hold or run.finished or run.status == "blocked":
+        if script is None or script.hold or run.finished:
             return
         if not self._takes(run):
             return

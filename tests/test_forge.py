@@ -989,3 +989,17 @@ def test_waiting_on_a_hostile_run_ends_in_a_timeout_not_a_traceback(answer, cloc
         wait_for_run(client, 1, timeout=60, poll_interval=5, reporter=reporter)
 
     assert caught.value.exit_code == 4
+
+
+def test_wait_for_a_run_id_finds_it_in_the_component_repository(forgejo):
+    forgejo.add_repository("GeneralBots", "BotServer", workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA, repo="GeneralBots/BotServer")
+    settings = settings_with(forgejo, workflow_repo="GeneralBots/BotServer")
+    reporter, _ = capture()
+
+    (run,) = run_wait(settings, reporter, run_id=run_id, sha=None, timeout=30, sleep=lambda s: None)
+
+    assert run.id == run_id and run.succeeded
+    assert [e.status for e in forgejo.requests(f"/gb/actions/runs/{run_id}")] == [404]
+    with pytest.raises(ForgeNotFound, match="no run with id 99999"):
+        run_wait(settings, reporter, run_id=99999, sha=None, timeout=30, sleep=lambda s: None)

@@ -82,7 +82,6 @@ class ApiRequest:
     headers: dict[str, str] = field(default_factory=dict)
     ok: tuple[int, ...] = (200,)
     passthrough: tuple[int, ...] = ()
-    note: str = ""  # why `release` makes it, for the dry-run plan
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ class ForgeClient:
             headers["Content-Type"] = "application/json"
         body = built.content.decode() if request.json is not None else None
         url = str(built.url).replace("%7B", "{").replace("%7D", "}")  # {run_id} placeholders
-        return PlannedRequest(request.method, url, headers, body, note or request.note)
+        return PlannedRequest(request.method, url, headers, body, note)
 
     # ---- the request machinery
 

@@ -26,6 +26,7 @@ import yaml
 
 from ..config import Component, ForgeSettings, Settings
 from ..errors import PreflightError, UsageError
+from ..git_release import GitCommand, run_git
 
 WORKFLOW_DIR = ".forgejo/workflows"
 Placement = Literal["root", "component"]
@@ -72,8 +73,6 @@ def workflow_home(settings: Settings, component: Component, root: Path | None) -
 
 
 def submodule_url(root: Path | None, component: Component) -> str:
-    from ..git_release import GitCommand, run_git
-
     key = f"components.{component.name}.workflow_repo"
     if root is None:
         raise UsageError(
@@ -125,8 +124,6 @@ def repository_of_url(url: str, forge: ForgeSettings) -> tuple[str, str]:
 
 def workflow_text(repo: Path, commit: str, workflow: str) -> str | None:
     """`.forgejo/workflows/<workflow>` at `commit` of the repository at `repo`, or None."""
-    from ..git_release import GitCommand, run_git
-
     shown = run_git(GitCommand(repo, ("show", f"{commit}:{WORKFLOW_DIR}/{workflow}")))
     return shown.stdout if shown.ok else None
 

@@ -1003,3 +1003,13 @@ def test_wait_for_a_run_id_finds_it_in_the_component_repository(forgejo):
     assert [e.status for e in forgejo.requests(f"/gb/actions/runs/{run_id}")] == [404]
     with pytest.raises(ForgeNotFound, match="no run with id 99999"):
         run_wait(settings, reporter, run_id=99999, sha=None, timeout=30, sleep=lambda s: None)
+
+
+def test_a_server_requiring_sign_in_answers_403_to_no_token(forgejo_factory, clock):
+    forgejo = forgejo_factory(private=False, require_signin=True)
+
+    with pytest.raises(ForgeAuthError) as caught:
+        client_for(forgejo, clock, token="").check_access()
+
+    assert "without a token" in str(caught.value) and "requires sign-in" in str(caught.value)
+    assert [e.status for e in forgejo.exchanges] == [403]

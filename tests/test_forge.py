@@ -1013,3 +1013,22 @@ def test_a_server_requiring_sign_in_answers_403_to_no_token(forgejo_factory, clo
 
     assert "without a token" in str(caught.value) and "requires sign-in" in str(caught.value)
     assert [e.status for e in forgejo.exchanges] == [403]
+
+
+def test_a_servers_text_cannot_drive_the_terminal(forgejo, clock):
+    (run_id,) = forgejo.on_push(
+        SHA,
+        workflows=["botserver.yaml"],
+        title="Update \x1b]0;pwned\x07botserver\x1b[2J",
+        script=Script(
+            "failure", waiting_reads=0, running_reads=0, log="\x1b[31merror\x1b[0m: boom\x1b[2J\n"
+        ),
+    )
+    reporter, _ = capture()
+    client = client_for(forgejo, clock)
+
+    assert client.run(run_id).title == "Update botserver"
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
+
+    assert "| error: boom" in str(caught.value) and "\x1b" not in str(caught.value)

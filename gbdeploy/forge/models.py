@@ -25,6 +25,11 @@ _UNSET_BEFORE = datetime(1971, 1, 1, tzinfo=timezone.utc)
 # Longer than any CI run could last; a larger `duration` is junk.
 _MAX_DURATION = timedelta(days=3650)
 _MAX_ID = 2**63 - 1  # Forgejo's ids are int64
+# Terminal control sequences (ANSI CSI/OSC) and other control characters: a server's text must
+# not drive the user's terminal.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 _RFC3339 = re.compile(
     r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))?(?P<tz>Z|z|[+-]\d\d:\d\d)$"
 )
@@ -141,7 +146,14 @@ def as_int(value: Any) -> int:
 
 
 def as_str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    """Text from the server, without control characters (a newline stays)."""
+    return printable(value) if isinstance(value, str) else ""
+
+
+def printable(text: str) -> str:
+    """`text` without terminal escape sequences and control characters (tabs and newlines
+    stay), as it is shown to the user."""
+    return _CONTROL.sub("", text)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -150,6 +162,11 @@ def as_list(value: Any) -> list[Any]:
 
 def as_dicts(value: Any) -> list[dict[str, Any]]:
     return [item for item in as_list(value) if isinstance(item, dict)]
+
+
+def as_status(value: Any) -> str:
+    """One of Forgejo's statuses, exactly; anything else is `unknown` (still pending)."""
+    return value if isinstance(value, str) and value in PENDING | FINISHED else "unknown"
 
 
 def parse_duration(nanoseconds: Any) -> timedelta | None:
@@ -164,7 +181,7 @@ def parse_duration(nanoseconds: Any) -> timedelta | None:
 def run_from_api(data: dict[str, Any]) -> Run:
     return Run(
         id=as_int(data.get("id")),
-        status=as_str(data.get("status")) or "unknown",
+        status=as_status(data.get("status")),
         commit_sha=as_str(data.get("commit_sha")),
         workflow_id=as_str(data.get("workflow_id")),
         index_in_repo=as_int(data.get("index_in_repo")),
@@ -185,7 +202,7 @@ def job_from_api(data: dict[str, Any]) -> Job:
         id=as_int(data.get("id")),
         run_id=as_int(data.get("run_id")),
         name=as_str(data.get("name")),
-        status=as_str(data.get("status")) or "unknown",
+        status=as_status(data.get("status")),
         attempt=as_int(data.get("attempt")),
         task_id=as_int(data.get("task_id")),
         runs_on=tuple(as_str(label) for label in as_list(data.get("runs_on")) if as_str(label)),
@@ -198,7 +215,7 @@ def run_from_tasks(tasks: list[dict[str, Any]]) -> Run:
     for task in sorted(tasks, key=lambda t: as_int(t.get("id"))):
         latest[as_str(task.get("name"))] = task
     jobs = list(latest.values())
-    statuses = [as_str(t.get("status")) or "unknown" for t in jobs]
+    statuses = [as_status(t.get("status")) for t in jobs]
     if any(s in ("failure", "cancelled") for s in statuses):
         status = next(s for s in ("failure", "cancelled") if s in statuses)
         if any(s in PENDING for s in statuses):

@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..output import Reporter
 from .client import PAGE_LIMIT, ForgeClient, PlannedRequest
-from .models import DISPATCH_EVENT, Run
+from .models import DISPATCH_EVENT, Run, printable
 
 LOG_TAIL_LINES = 40
 
@@ -340,6 +340,6 @@ def _failure_details(client: ForgeClient, run: Run) -> str:
         tail = client.job_log(job.id)
     except (ForgeUnavailable, ForgeNotFound, ForgeAuthError, UsageError) as error:
         return f"\n  (could not fetch the failed job's log: {error.message})"
-    lines = tail.splitlines()[-LOG_TAIL_LINES:]
+    lines = printable(tail).splitlines()[-LOG_TAIL_LINES:]
     body = "\n".join(f"  | {line}" for line in lines) or "  | (the log is empty)"
     return f"\n  job {job.name!r} ({job.status}), last lines of its log:\n{body}"

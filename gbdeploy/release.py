@@ -12,6 +12,8 @@ Order, so that nothing is pushed unless the whole release can run:
 
 from __future__ import annotations
 
+import contextlib
+
 from . import git_release
 from .config import Component, Settings
 from .errors import ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
@@ -47,49 +49,32 @@ def run_release(
     text = check_single_placement(
         home, chosen, root=root_dir, submodule=state.submodule, sha=state.sha
     )
-    client = None if no_wait else ForgeClient(home.forge(settings.forge))
-    may_dispatch = True
-    if client is not None and not dry_run:
-        may_dispatch = check_ci_ready(client, settings, chosen, reporter, dispatch=dispatch)
-    dispatch = _decide_dispatch(
-        home, chosen, text, settings.git.branch, dispatch, reporter, pushes=_pushes(home, plan)
-    )
-
-    if dry_run:
-        reporter.plan(f"release {component}: git", plan.commands)
-        if client is not None:
-            root_sha = state.root_head if not plan.message else "NEW_ROOT_COMMIT"
-            search = RunSearch(
-                home.run_sha(root_sha=root_sha, submodule_sha=state.sha),
-                chosen.workflow,
-                settings.git.branch,
-                dispatch,
-            )
-            reporter.plan(
-                f"release {component}: Forgejo API ({home.full_name}, {home.why})",
-                [str(line) for line in planned_requests(client, search)],
-            )
-            if not no_verify:
-                reporter.say(
-                    f"then: verify {component} {state.short_sha} on its target over ssh "
-                    "(binary mtime, commit bytes, owner, process, health)"
-                )
-        if home.placement == "component":
-            return state.sha
-        return None if plan.message else state.root_head
-
-    result = git_release.execute_plan(plan, reporter)
-    run_sha = home.run_sha(root_sha=result.root_sha, submodule_sha=result.submodule_sha)
-    if client is None:
-        reporter.say(f"root commit: {result.root_sha}")
-        built = "root commit" if home.placement == "root" else f"{component} commit"
-        reporter.say(
-            f"{component} {state.short_sha} is pushed; CI in {home.full_name} builds {built} "
-            f"{run_sha[:12]} (follow it with `gbdeploy wait --sha {run_sha}`)"
+    with contextlib.ExitStack() as stack:
+        client = None if no_wait else stack.enter_context(ForgeClient(home.forge(settings.forge)))
+        may_dispatch = True
+        if client is not None and not dry_run:
+            may_dispatch = check_ci_ready(client, settings, chosen, reporter, dispatch=dispatch)
+        dispatch = _decide_dispatch(
+            home, chosen, text, settings.git.branch, dispatch, reporter, pushes=_pushes(home, plan)
         )
-        return run_sha
 
-    with client:
+        if dry_run:
+            _print_plan(plan, home, client, settings, chosen, reporter, dispatch, no_verify)
+            if home.placement == "component":
+                return state.sha
+            return None if plan.message else state.root_head
+
+        result = git_release.execute_plan(plan, reporter)
+        run_sha = home.run_sha(root_sha=result.root_sha, submodule_sha=result.submodule_sha)
+        if client is None:
+            reporter.say(f"root commit: {result.root_sha}")
+            built = "root commit" if home.placement == "root" else f"{component} commit"
+            reporter.say(
+                f"{component} {state.short_sha} is pushed; CI in {home.full_name} builds {built} "
+                f"{run_sha[:12]} (follow it with `gbdeploy wait --sha {run_sha}`)"
+            )
+            return run_sha
+
         wait_and_verify(
             client,
             settings,
@@ -102,7 +87,40 @@ def run_release(
             no_verify=no_verify,
             timeout=timeout if timeout is not None else settings.release.timeout,
         )
-    return run_sha
+        return run_sha
+
+
+def _print_plan(
+    plan: git_release.ReleasePlan,
+    home: WorkflowHome,
+    client: ForgeClient | None,
+    settings: Settings,
+    component: Component,
+    reporter: Reporter,
+    dispatch: bool,
+    no_verify: bool,
+) -> None:
+    """`--dry-run`: the git commands, then the API requests, then what verify would check."""
+    state = plan.state
+    reporter.plan(f"release {component.name}: git", plan.commands)
+    if client is None:
+        return
+    root_sha = state.root_head if not plan.message else "NEW_ROOT_COMMIT"
+    search = RunSearch(
+        home.run_sha(root_sha=root_sha, submodule_sha=state.sha),
+        component.workflow,
+        settings.git.branch,
+        dispatch,
+    )
+    reporter.plan(
+        f"release {component.name}: Forgejo API ({home.full_name}, {home.why})",
+        [str(line) for line in planned_requests(client, search)],
+    )
+    if not no_verify:
+        reporter.say(
+            f"then: verify {component.name} {state.short_sha} on its target over ssh "
+            "(binary mtime, commit bytes, owner, process, health)"
+        )
 
 
 def _pushes(home: WorkflowHome, plan: git_release.ReleasePlan) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,3 +123,22 @@ def test_a_sandbox_whose_sshd_cannot_start_leaves_no_directory(tmp_path, monkeyp
         sandbox_module.create(directory)
 
     assert not directory.exists()
+
+
+def test_demo_without_node_says_how_to_install_it(run_gbdeploy, mocker):
+    real_which = shutil.which
+    mocker.patch.object(
+        sandbox_module.shutil,
+        "which",
+        side_effect=lambda name, **kw: (
+            None if name in ("node", "nodejs") else real_which(name, **kw)
+        ),
+    )
+    made = mocker.patch.object(sandbox_module.tempfile, "mkdtemp")
+
+    result = run_gbdeploy("demo")
+
+    assert result.code == 2
+    assert "runs actions/checkout with it" in result.err
+    assert "apt-get install -y nodejs" in result.err
+    made.assert_not_called()  # refused before anything was made

@@ -356,3 +356,13 @@ def test_a_cancelled_run_kills_its_running_step_and_skips_the_rest(
     assert result.status == "cancelled"
     assert result.step("deploy").exit_code != 0 and "the run was cancelled" in result.log
     assert result.step("start").status == "skipped" and not marker.exists()
+
+
+def test_checkout_on_a_host_mode_runner_needs_node(checkout, stub_gbdeploy):
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"PATH": str(stub_gbdeploy)})
+
+    result = run_job(render_workflow(settings(), "botserver"), checkout, ctx)
+
+    assert result.steps[0].status == "failure"
+    assert "needs `node` on PATH" in result.log
+    assert all(step.status == "skipped" for step in result.steps[1:])

@@ -7,7 +7,8 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
   run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
-  with its submodules when the step asks for them) and the step checks that it is so;
+  with its submodules when the step asks for them) and the step checks that it is so, and that
+  `node` is on the job's PATH, as a host-mode runner needs it for a JavaScript action;
 - `shell: bash` (`bash --noprofile --norc -eo pipefail`) or no shell (`bash -e`), like the runner;
 - `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
 
@@ -24,6 +25,7 @@ import fnmatch
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -268,8 +270,16 @@ def _select_job(data: Mapping[str, Any], job: str | None) -> tuple[str, dict[str
     return job, spec
 
 
-def _check_checkout(workspace: Path, context: RunContext, step: Mapping[str, Any]) -> str:
-    """The emulated actions/checkout: the checkout must already be there, at the sha."""
+def _check_checkout(
+    workspace: Path, context: RunContext, step: Mapping[str, Any], path: str
+) -> str:
+    """The emulated actions/checkout: a JavaScript action, so a host-mode runner needs `node`
+    on the job's PATH; the checkout must already be there, at the sha."""
+    if shutil.which("node", path=path) is None:
+        raise RuntimeError(
+            f"{step.get('uses')} is a JavaScript action: the host-mode runner needs `node` on "
+            f"PATH ({path})"
+        )
     head = subprocess.run(
         ["git", "-C", str(workspace), "rev-parse", "HEAD"],
         capture_output=True,
@@ -449,7 +459,7 @@ def run_job(
             step_started = time.monotonic()
             if "uses" in step:
                 try:
-                    emit(_check_checkout(workspace, context, step))
+                    emit(_check_checkout(workspace, context, step, base["PATH"]))
                     code = 0
                 except RuntimeError as error:
                     emit(f"error: {error}\n")

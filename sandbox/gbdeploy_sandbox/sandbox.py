@@ -35,6 +35,7 @@ import yaml
 
 from gbdeploy.config import Settings, load_settings
 from gbdeploy.connection import quote
+from gbdeploy.errors import UsageError
 from gbdeploy.output import Reporter
 
 from . import runner as emulated_runner
@@ -257,6 +258,7 @@ def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
     compiler()
+    _find_node()
     directory = Path(directory or tempfile.mkdtemp(prefix="gbdeploy-sandbox-"))
     directory.chmod(0o755)  # the service user must reach its binary
     token = secrets.token_hex(20)
@@ -289,6 +291,17 @@ def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox
         sandbox.close()
         raise
     return sandbox
+
+
+def _find_node() -> str:
+    """The emulated runner is host-mode: `actions/checkout` is a JavaScript action run by node."""
+    found = shutil.which("node") or shutil.which("nodejs")
+    if not found:
+        raise UsageError(
+            "no node on this machine: the sandbox's host-mode runner runs actions/checkout with it",
+            hint="apt-get update && apt-get install -y nodejs",
+        )
+    return found
 
 
 def _build_world(sandbox: Sandbox) -> None:

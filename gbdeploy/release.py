@@ -47,7 +47,12 @@ def run_release(
     plan = git_release.plan_release(settings, state)
     home = workflow_home(settings, chosen, root_dir)
     text = check_single_placement(
-        home, chosen, root=root_dir, submodule=state.submodule, sha=state.sha
+        home,
+        chosen,
+        root=root_dir,
+        submodule=state.submodule,
+        sha=state.sha,
+        branch=settings.git.branch,
     )
     with contextlib.ExitStack() as stack:
         client = None if no_wait else stack.enter_context(ForgeClient(home.forge(settings.forge)))

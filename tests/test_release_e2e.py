@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gbdeploy_sandbox import sandbox as sandbox_module
 from gbdeploy_sandbox.gitworld import git
@@ -272,6 +273,24 @@ def test_a_workflow_in_both_placements_is_refused_before_any_push(sandbox, run_g
     assert "is in both placements" in result.text and "deploying this release twice" in result.text
     assert sandbox.git.ref("alm", "botserver") != commit
     assert sandbox.forge.runs == []
+
+
+def test_a_dispatch_only_copy_in_the_component_repository_is_no_second_deploy(
+    sandbox, run_gbdeploy
+):
+    workflow = yaml.safe_load(
+        (sandbox.git.root / ".forgejo" / "workflows" / "botserver.yaml").read_text()
+    )
+    workflow.pop(True, None)  # YAML 1.1 reads the key `on` as true
+    dispatch_only = yaml.safe_dump({"on": {"workflow_dispatch": None}, **workflow})
+    commit = developer_commit(
+        sandbox, "Add a manual workflow", **{".forgejo/workflows/botserver.yaml": dispatch_only}
+    )
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 0, result.text
+    assert health(sandbox)["commit"] == commit[:7]
 
 
 def test_ctrl_c_while_waiting_says_to_run_release_again(sandbox, run_gbdeploy, mocker):

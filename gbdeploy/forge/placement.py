@@ -129,23 +129,35 @@ def workflow_text(repo: Path, commit: str, workflow: str) -> str | None:
 
 
 def check_single_placement(
-    home: WorkflowHome, component: Component, *, root: Path, submodule: Path, sha: str
+    home: WorkflowHome,
+    component: Component,
+    *,
+    root: Path,
+    submodule: Path,
+    sha: str,
+    branch: str,
 ) -> str:
-    """Refuse a release that would deploy twice, or whose workflow is missing from its home;
-    the workflow's text."""
+    """Refuse a release that would deploy twice (the workflow in both repositories, each
+    started by a push to `branch`), or whose workflow is missing from its home; the workflow's
+    text."""
     workflow = component.workflow
     in_root = workflow_text(root, "HEAD", workflow)
     in_component = workflow_text(submodule, sha, workflow)
     root_file = f"{WORKFLOW_DIR}/{workflow} in the root repository"
     component_file = f"{component.submodule}/{WORKFLOW_DIR}/{workflow} (the submodule's repository)"
     key = f"components.{component.name}.workflow_repo"
-    if in_root is not None and in_component is not None:
+    if (
+        in_root is not None
+        and in_component is not None
+        and starts_on_push(in_root, branch)
+        and starts_on_push(in_component, branch)
+    ):
         keep = "root" if home.placement == "root" else "component"
         drop = component_file if keep == "root" else root_file
         raise PreflightError(
-            f"{workflow} is in both placements: {root_file} and {component_file}. The submodule "
-            "push would start one run and the pointer push the other, deploying this release "
-            f"twice; nothing was pushed",
+            f"{workflow} is in both placements, each started by a push to {branch}: {root_file} "
+            f"and {component_file}. The submodule push would start one run and the pointer push "
+            "the other, deploying this release twice; nothing was pushed",
             hint=f"{key} is {component.workflow_repo}: remove {drop} (or its push trigger), "
             "then release again",
         )

@@ -179,6 +179,13 @@ WorkflowFile = Annotated[
     ),
 ]
 OneLine = Annotated[str, _matching("text on one line", _NO_CONTROL)]
+WorkflowRepo = Annotated[
+    str,
+    _matching(
+        "root, component or OWNER/REPO (where the component's workflow lives and runs)",
+        r"root|component|[A-Za-z0-9_][A-Za-z0-9._-]{0,99}/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}",
+    ),
+]
 ForgeUrl = Annotated[
     str,
     _matching(
@@ -304,6 +311,7 @@ class Component:
     binary: TargetPath
     submodule: RelativePath = ""
     workflow: WorkflowFile = ""
+    workflow_repo: WorkflowRepo = "root"
     target: Name = "system"
     artifact: ArtifactPath = ""
     build: str | None = None

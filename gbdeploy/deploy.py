@@ -980,22 +980,9 @@ def latest_ci_run(
     settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
 ) -> str:
     """The newest CI run of the component's workflow, in one line; never fails `status`."""
-    from . import forge
+    from .runs import latest_run_line
 
-    try:
-        with forge.ForgeClient(
-            settings.forge, transport=transport, retries=1, retry_budget=5.0
-        ) as client:
-            for run in client.iter_runs(max_pages=2):
-                if run.workflow_id == component.workflow:
-                    started = run.started.isoformat(timespec="seconds") if run.started else "-"
-                    return (
-                        f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, "
-                        f"started {started}"
-                    )
-        return f"no run of {component.workflow} among the newest runs"
-    except GbdeployError as error:
-        return f"unavailable: {_first_line(error)}"
+    return latest_run_line(settings, component, transport=transport)
 
 
 def run_status(settings: Settings, reporter: Reporter, *, component: str | None = None) -> None:

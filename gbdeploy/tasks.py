@@ -159,14 +159,23 @@ def deploy(
         "component": "component to check",
         "commit": "expected commit (default: the submodule's HEAD in the root repo)",
         "since": "the binary must be newer than this (ISO time, e.g. the CI run's start)",
+        "json": "print the checks as a JSON list of {check, ok, saw}",
     }
 )
 @reporting_errors
-def verify(c: Context, component: str, commit: str | None = None, since: str | None = None) -> None:
+def verify(
+    c: Context,
+    component: str,
+    commit: str | None = None,
+    since: str | None = None,
+    json: bool = False,
+) -> None:
     """Check that the deployed binary is the expected one and the service is healthy."""
     from . import verify as verify_module
 
-    verify_module.run_verify(production(c), component, reporter(), commit=commit, since=since)
+    verify_module.run_verify(
+        production(c), component, reporter(), commit=commit, since=since, as_json=json
+    )
 
 
 @task(
@@ -230,13 +239,19 @@ def config_(c: Context, json: bool = False) -> None:
     config_view.run_config(c.config, reporter(), as_json_output=json)
 
 
-@task(help={"component": "only this component's runs", "limit": "how many runs (default 10)"})
+@task(
+    help={
+        "component": "only this component's runs (in the repository its workflow runs in)",
+        "limit": "how many runs (default 10)",
+        "json": "print the runs as a JSON list",
+    }
+)
 @reporting_errors
-def runs(c: Context, component: str | None = None, limit: int = 10) -> None:
-    """List recent CI runs of the root repository."""
-    from . import forge
+def runs(c: Context, component: str | None = None, limit: int = 10, json: bool = False) -> None:
+    """List recent CI runs of the root repository (or of a component's workflow)."""
+    from . import runs as runs_module
 
-    forge.run_runs(production(c), reporter(), component=component, limit=limit)
+    runs_module.run_runs(production(c), reporter(), component=component, limit=limit, as_json=json)
 
 
 @task(
@@ -244,21 +259,27 @@ def runs(c: Context, component: str | None = None, limit: int = 10) -> None:
         "run_id": "the run's id (as in the API and in `gbdeploy runs`)",
         "sha": "wait for the run of this root commit instead",
         "timeout": "seconds to wait (default: release.timeout)",
+        "component": "look in the repository this component's workflow runs in",
     }
 )
 @reporting_errors
 def wait(
-    c: Context, run_id: int | None = None, sha: str | None = None, timeout: float | None = None
+    c: Context,
+    run_id: int | None = None,
+    sha: str | None = None,
+    timeout: float | None = None,
+    component: str | None = None,
 ) -> None:
     """Wait for a CI run to finish; exit 3 if it fails, 4 on timeout."""
-    from . import forge
+    from . import runs as runs_module
 
-    forge.run_wait(
+    runs_module.run_wait(
         production(c),
         reporter(),
         run_id=number(run_id, "run-id", int),
         sha=sha,
         timeout=number(timeout, "timeout"),
+        component=component,
     )
 
 
@@ -311,9 +332,14 @@ def maintain(
     )
 
 
-@task(help={"keep": "leave the sandbox running and print how to use it by hand"})
+@task(
+    help={
+        "keep": "leave the sandbox running and print how to use it by hand",
+        "placement": "where botserver's workflow lives: root (gb, default) or component",
+    }
+)
 @reporting_errors
-def demo(c: Context, keep: bool = False) -> None:
+def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -322,7 +348,9 @@ def demo(c: Context, keep: bool = False) -> None:
             "the demo needs the sandbox distribution, which is not installed",
             hint="from a clone of gbdeploy: pip install ./sandbox  (or run: bash .ci/setup)",
         ) from None
-    sandbox.run_demo(reporter(), keep=keep)
+    if placement not in ("root", "component"):
+        raise UsageError(f"--placement: expected root or component, got {placement!r}")
+    sandbox.run_demo(reporter(), keep=keep, placement=placement)
 
 
 namespace = Collection(

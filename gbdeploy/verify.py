@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -167,6 +167,12 @@ def verify_until(
         sleep(interval)
     for r in results:
         reporter.say(f"  {'pass' if r.ok else 'FAIL'}  {r.check}: {r.saw}")
+    raise_for_failed(component, results)
+    return results
+
+
+def raise_for_failed(component: Component, results: list[CheckResult]) -> None:
+    """VerificationFailed naming the first failed check, if any failed."""
     failed = [r for r in results if not r.ok]
     if failed:
         first = failed[0]
@@ -175,7 +181,6 @@ def verify_until(
             check=first.check,
             hint=_hint(first.check, component),
         )
-    return results
 
 
 def _hint(check: str, component: Component) -> str:
@@ -261,7 +266,14 @@ def expected_commit_of(settings: Settings, component: Component) -> str:
     """The submodule commit the root repository records: what the last release pushed."""
     from .git_release import GitCommand, find_root, run_git
 
-    root = find_root(None, settings.project_dir)
+    try:
+        root = find_root(None, settings.project_dir)
+    except UsageError as error:
+        raise UsageError(
+            f"no expected commit: {error.message}",
+            hint=f"pass --commit SHA (the {component.submodule or component.name} commit that "
+            "should run), or run from the root repository",
+        ) from None
     result = run_git(GitCommand(root, ("rev-parse", f"HEAD:{component.submodule}")))
     if not result.ok:
         raise UsageError(
@@ -271,6 +283,31 @@ def expected_commit_of(settings: Settings, component: Component) -> str:
     return result.stdout.strip()
 
 
+def run_start_of(settings: Settings, component: Component, commit: str) -> datetime | None:
+    """When the newest successful run of the component's workflow for `commit` started, where
+    the workflow runs in the component's repository (its runs carry the submodule commit); None
+    when unknown."""
+    from .errors import GbdeployError
+    from .forge.client import ForgeClient
+    from .runs import home_of
+
+    try:
+        home = home_of(settings, component)
+        if home.placement != "component":
+            return None
+        with ForgeClient(home.forge(settings.forge), retries=1, retry_budget=5.0) as client:
+            for run in client.iter_runs(max_pages=2):
+                if (
+                    run.workflow_id == component.workflow
+                    and run.succeeded
+                    and commits_match(commit, run.commit_sha)
+                ):
+                    return run.started
+    except GbdeployError:
+        return None
+    return None
+
+
 def run_verify(
     settings: Settings,
     component: str,
@@ -278,14 +315,25 @@ def run_verify(
     *,
     commit: str | None = None,
     since: str | None = None,
+    as_json: bool = False,
 ) -> None:
     chosen = settings.component(component)
     expected = commit or expected_commit_of(settings, chosen)
+    moment = parse_since(since)
+    if moment is None and chosen.workflow_repo != "root":
+        moment = run_start_of(settings, chosen, normalize_commit(expected))
+    if as_json:
+        normalized = normalize_commit(expected)
+        with Remote(settings.target_of(chosen), settings.ssh) as remote:
+            results = judge(chosen, normalized, moment, gather(remote, chosen, normalized))
+        reporter.say(json.dumps([asdict(r) for r in results], indent=2))
+        raise_for_failed(chosen, results)
+        return
     verify_deployed(
         settings,
         chosen,
         expected,
-        since=parse_since(since),
+        since=moment,
         timeout=0.0,  # one look; `release` is the one that waits for a starting service
         reporter=reporter,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,27 @@ def test_demo_releases_for_real_and_leaves_nothing_behind():
     assert pids_under(directory) == []
 
 
+def test_demo_with_the_workflow_in_the_component_repository():
+    process = demo_process("--placement", "component")
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 0, output
+    assert "workflow in the botserver repository" in output
+    assert re.search(
+        r"find the CI run of [0-9a-f]{12} \(botserver.yaml in GeneralBots/botserver\)", output
+    )
+    assert re.search(r"released and verified: botserver [0-9a-f]{7} is live", output)
+    assert not sandbox_directory(output).exists()
+
+
+def test_demo_refuses_an_unknown_placement():
+    process = demo_process("--placement", "elsewhere")
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 2
+    assert "--placement: expected root or component" in output
+
+
 def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
     process = demo_process("--keep")
     assert process.stdout is not None
@@ -101,3 +123,22 @@ def test_a_sandbox_whose_sshd_cannot_start_leaves_no_directory(tmp_path, monkeyp
         sandbox_module.create(directory)
 
     assert not directory.exists()
+
+
+def test_demo_without_node_says_how_to_install_it(run_gbdeploy, mocker):
+    real_which = shutil.which
+    mocker.patch.object(
+        sandbox_module.shutil,
+        "which",
+        side_effect=lambda name, **kw: (
+            None if name in ("node", "nodejs") else real_which(name, **kw)
+        ),
+    )
+    made = mocker.patch.object(sandbox_module.tempfile, "mkdtemp")
+
+    result = run_gbdeploy("demo")
+
+    assert result.code == 2
+    assert "runs actions/checkout with it" in result.err
+    assert "apt-get install -y nodejs" in result.err
+    made.assert_not_called()  # refused before anything was made

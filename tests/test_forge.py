@@ -4,23 +4,30 @@ loopback emulator (every exchange is checked against Forgejo's swagger by the fi
 from __future__ import annotations
 
 import io
+import json
+import re
 import time
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from gbdeploy.config import ForgeSettings, Secret
+from gbdeploy.config import DEFAULTS, ForgeSettings, Secret, Settings
 from gbdeploy.errors import (
     CIRunFailed,
     ConfigError,
     ForgeAuthError,
     ForgeNotFound,
     ForgeUnavailable,
+    GbdeployError,
+    UsageError,
     WaitTimeout,
 )
-from gbdeploy.forge import ForgeClient, find_run, wait_for_run
+from gbdeploy.forge import ForgeClient, RunSearch, find_run, planned_requests, wait_for_run
+from gbdeploy.forge.placement import repository_of_url, workflow_home
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
+from gbdeploy.runs import latest_run_line, run_runs, run_wait
 from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy_sandbox.forgejo import ExecutorContext, ForgejoEmulator, Script
 
@@ -53,7 +60,7 @@ def capture() -> tuple[Reporter, io.StringIO]:
 
 
 def test_check_access_sends_token_header_and_reads_repo(forgejo, clock):
-    repo = client_for(forgejo, clock).check_access(write=True)
+    repo = client_for(forgejo, clock).check_access()
 
     assert repo["full_name"] == "GeneralBots/gb"
     (exchange,) = forgejo.requests("/repos/GeneralBots/gb")
@@ -67,7 +74,9 @@ def test_emulator_takes_bearer_and_refuses_query_tokens():
         path = f"{forgejo.url}/api/v1/repos/GeneralBots/gb"
         assert http.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert http.get(path, params={"token": TOKEN}).status_code == 401
-        assert http.get(path).status_code == 401
+        assert http.get(path).status_code == 404  # anonymous: a private repository is not there
+        dispatch = f"{path}/actions/workflows/botserver.yaml/dispatches"
+        assert http.post(dispatch, json={"ref": "main"}).status_code == 401
 
 
 def test_runs_by_sha_are_typed_runs_newest_first(forgejo, clock):
@@ -128,7 +137,8 @@ def test_dispatch_returns_the_new_run(forgejo, clock):
 
     assert dispatched is not None
     run = client.run(dispatched.id)
-    assert run.event == "workflow_dispatch" and run.commit_sha == SHA
+    assert run.event == "" and run.trigger_event == "workflow_dispatch"  # as Forgejo stores it
+    assert run.cause == "workflow_dispatch" and run.commit_sha == SHA
     assert run.index_in_repo == dispatched.run_number
     (post,) = forgejo.requests("/dispatches", method="POST")
     assert post.json == {"ref": "main", "inputs": {"reason": "test"}, "return_run_info": True}
@@ -212,9 +222,24 @@ def test_a_refused_token_is_exit_2_and_never_shown(forgejo, clock):
     assert "GBDEPLOY_FORGE_TOKEN" in message and "read:repository" in message
 
 
-def test_no_token_says_which_variable_to_set(forgejo, clock):
-    with pytest.raises(ForgeAuthError) as caught:
+def test_no_token_on_a_private_repository_says_its_404_means_no_token(forgejo, clock):
+    with pytest.raises(ForgeNotFound) as caught:
         client_for(forgejo, clock, token="").runs()
+
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "no token was given" in message and "private repository" in message
+    assert "export GBDEPLOY_FORGE_TOKEN" in message
+
+
+def test_no_token_on_a_public_repository_reads_but_may_not_dispatch(forgejo_factory, clock):
+    forgejo = forgejo_factory(private=False)
+    forgejo.set_ref("main", SHA)
+    client = client_for(forgejo, clock, token="")
+
+    assert client.runs().runs == []
+    with pytest.raises(ForgeAuthError) as caught:
+        client.dispatch("botserver.yaml", "main")
 
     assert "no token" in str(caught.value) and "export GBDEPLOY_FORGE_TOKEN" in str(caught.value)
 
@@ -256,16 +281,52 @@ def test_redirect_and_non_api_answers_are_explained():
 def test_the_token_is_in_no_repr_and_no_dry_run_line(forgejo, clock):
     client = client_for(forgejo, clock)
 
-    lines = client.plan_lines(sha=SHA, workflow="botserver.yaml", ref="main", dispatch=False)
+    search = RunSearch(SHA, "botserver.yaml", "main", dispatch=False)
+    lines = [str(line) for line in planned_requests(client, search)]
 
     text = "\n".join(lines) + repr(client) + repr(client._http.auth) + repr(client.settings)
     assert TOKEN not in text
     assert "Authorization: token ***" in lines[0]
-    assert lines[1].startswith(
+    assert lines[1].startswith("POST ") and '{"ref":"","inputs":{}' in lines[1]
+    assert lines[2].startswith(
         f"GET {forgejo.url}/api/v1/repos/GeneralBots/gb/actions/runs?head_sha={SHA}&event=push"
     )
-    assert lines[2].startswith("POST ") and '"return_run_info":true' in lines[2]
+    assert lines[3].startswith("POST ") and '"ref":"main"' in lines[3]
     assert forgejo.exchanges == []  # planning sends nothing
+
+
+def test_the_dry_run_plan_is_what_the_release_then_sends(forgejo_factory, clock):
+    forgejo = forgejo_factory(workflows=["botserver.yaml"], appear_after=1)
+    forgejo.on_push(SHA, script=Script("failure", waiting_reads=0, running_reads=0))
+    client = client_for(forgejo, clock)
+    search = RunSearch(SHA, "botserver.yaml", "main", dispatch=False)
+    planned = {
+        re.sub(r"\d+", "N", line.split("  [")[0].split(" {")[0].replace("{run_id}", "1"))
+        for line in map(str, planned_requests(client, search))
+    }
+    reporter, _ = capture()
+
+    client.check_access()
+    client.check_write_scope("botserver.yaml")
+    run = find_run(
+        client,
+        SHA,
+        "botserver.yaml",
+        appear_timeout=60,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+    )
+    with pytest.raises(CIRunFailed):
+        wait_for_run(client, run.id, timeout=60, poll_interval=5, reporter=reporter)
+
+    sent = set()
+    for exchange in forgejo.exchanges:
+        query = "&".join(f"{k}={v[0]}" for k, v in exchange.query.items())
+        url = f"{exchange.method} {forgejo.url}{exchange.path}" + (f"?{query}" if query else "")
+        sent.add(re.sub(r"\d+", "N", url))
+    unplanned = {u for u in sent - planned if "/actions/jobs/" not in u}  # the log: in a note
+    assert not unplanned
 
 
 # ---------------------------------------------------------------------------- find_run
@@ -308,7 +369,7 @@ def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
         poll_interval=5,
     )
 
-    assert run.event == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
+    assert run.cause == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
     assert run.commit_sha == SHA
     assert clock.slept == 30
     assert "appeared within 30s: dispatching botserver.yaml on main" in out.getvalue()
@@ -329,7 +390,7 @@ def test_find_run_with_dispatch_does_not_wait(forgejo, clock):
         reporter=reporter,
     )
 
-    assert run.event == "workflow_dispatch"
+    assert run.cause == "workflow_dispatch"
     assert clock.sleeps == []
     assert forgejo.requests("head_sha") == []
 
@@ -350,7 +411,7 @@ def test_find_run_on_a_server_without_run_info_finds_the_dispatched_run(forgejo_
         poll_interval=5,
     )
 
-    assert run.source == "tasks" and run.event == "workflow_dispatch"
+    assert run.source == "tasks" and run.commit_sha == SHA
     assert forgejo.requests("/dispatches")[0].status == 204
 
 
@@ -434,7 +495,7 @@ def test_ctrl_c_while_waiting_prints_the_resume_command(forgejo, clock):
     with pytest.raises(KeyboardInterrupt):
         wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
 
-    assert f"resume waiting with `gbdeploy wait {run_id}`" in out.getvalue()
+    assert f"resume with `gbdeploy wait {run_id}`" in out.getvalue()
 
 
 def test_wait_rides_out_a_forge_outage(forgejo, clock):
@@ -569,3 +630,405 @@ def test_optional_positionals_get_their_flag():
         "ab",
     ]
     assert optional_positionals(["gbdeploy", "release", "wait"]) == ["gbdeploy", "release", "wait"]
+
+
+# ---------------------------------------------------------------------------- real Forgejo's ways
+
+GBO_WORKFLOW = """
+on: {push: {branches: [main]}, workflow_dispatch: {}}
+jobs:
+  deploy:
+    runs-on: gbo
+    steps: [{run: "true"}]
+"""
+QUEUEING = GBO_WORKFLOW + "concurrency: {group: deploy-botserver, cancel-in-progress: false}\n"
+UNLIMITED = GBO_WORKFLOW + "concurrency: {cancel-in-progress: false}\n"
+
+
+def test_a_read_only_token_is_refused_by_the_write_probe_without_a_run(forgejo_factory, clock):
+    forgejo = forgejo_factory(scopes=["read:repository"])
+    forgejo.set_ref("main", SHA)
+    client = client_for(forgejo, clock)
+
+    assert (
+        client.check_access()["permissions"]["push"] is True
+    )  # the user's access, not the token's
+    with pytest.raises(ForgeAuthError) as caught:
+        client.check_write_scope("botserver.yaml")
+
+    assert caught.value.exit_code == 2 and "write:repository" in str(caught.value)
+    assert forgejo.runs == []
+    (probe,) = forgejo.requests("/dispatches", method="POST")
+    assert probe.json["ref"] == "" and probe.status == 403
+
+
+def test_a_write_token_passes_the_probe_and_nothing_is_dispatched(forgejo, clock):
+    forgejo.set_ref("main", SHA)
+
+    client_for(forgejo, clock).check_write_scope("botserver.yaml")
+
+    assert forgejo.runs == []
+    assert [e.status for e in forgejo.requests("/dispatches")] == [400]
+
+
+def test_times_in_the_servers_zone_and_its_unset_epoch(forgejo_factory, clock):
+    new_york = timezone(timedelta(hours=-5))
+    forgejo = forgejo_factory(zone=new_york, workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA, script=Script(waiting_reads=1, running_reads=5))
+    client = client_for(forgejo, clock)
+
+    waiting = client.run(run_id)
+    running = client.run(run_id)
+
+    (first,) = [e for e in forgejo.requests(f"/runs/{run_id}")][:1]
+    assert first.response_json["started"] == "1969-12-31T19:00:00-05:00"
+    assert waiting.started is None and waiting.stopped is None
+    assert running.started is not None and running.started.utcoffset() == timedelta(0)
+    assert abs(running.started - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+def test_a_newer_push_cancels_a_workflow_without_concurrency_and_wait_names_it(
+    forgejo_factory, clock
+):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": GBO_WORKFLOW}, runner_labels=["gbo"])
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+    reporter, _ = capture()
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), first, timeout=60, poll_interval=5, reporter=reporter
+        )
+
+    assert caught.value.exit_code == 3
+    assert f"(id {second})" in str(caught.value) and OTHER_SHA[:12] in str(caught.value)
+    assert f"gbdeploy wait {second}" in str(caught.value)
+
+
+def test_concurrency_with_a_group_and_no_cancel_queues_the_later_run(forgejo_factory):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"])
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert (forgejo.run(first).status, forgejo.run(second).status) == ("waiting", "waiting")
+    assert forgejo.run(second).queued and not forgejo.run(first).queued
+    forgejo.finish(first, "success")
+    assert not forgejo.run(second).queued
+
+
+def test_cancel_in_progress_false_without_a_group_is_no_limit(forgejo_factory):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": UNLIMITED}, runner_labels=["gbo"])
+    runs = [forgejo.on_push(sha, script=Script(hold=True))[0] for sha in (SHA, OTHER_SHA)]
+
+    assert [forgejo.run(r).status for r in runs] == ["waiting", "waiting"]
+
+
+def test_before_v13_a_push_cancels_even_a_queueing_workflow(forgejo_factory):
+    forgejo = forgejo_factory(
+        version="12.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]
+    )
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert forgejo.run(first).status == "cancelled"
+
+
+def test_a_run_no_runner_may_take_is_reported_with_its_label(forgejo_factory, clock):
+    forgejo = forgejo_factory(workflows={"botserver.yaml": GBO_WORKFLOW})  # runner: `docker`
+    (run_id,) = forgejo.on_push(SHA, script=Script(waiting_reads=0, running_reads=0))
+    reporter, out = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_run(
+            client_for(forgejo, clock),
+            run_id,
+            timeout=600,
+            poll_interval=5,
+            reporter=reporter,
+            pickup_timeout=120,
+            runner_label="ubuntu-latest",
+        )
+
+    assert forgejo.run(run_id).status == "waiting"
+    assert "no runner with label gbo has taken it" in out.getvalue()  # the job's own runs-on
+    assert "no runner with label gbo has taken it" in str(caught.value)
+    assert out.getvalue().count("no runner with label") == 1
+
+
+@pytest.mark.parametrize(
+    ("workflow", "ref", "error", "status"),
+    [
+        ("nope.yaml", "main", ForgeNotFound, 500),
+        ("botserver.yaml", "no-such-branch", ForgeNotFound, 500),
+        ("botserver.yaml", "refs/heads/no-such-branch", ForgeNotFound, 404),
+        ("broken.yaml", "main", ForgeNotFound, 500),
+    ],
+)
+def test_dispatch_errors_are_forgejos(forgejo_factory, clock, workflow, ref, error, status):
+    forgejo = forgejo_factory(
+        workflows={"botserver.yaml": GBO_WORKFLOW, "broken.yaml": "jobs: [not, a, mapping]\n"}
+    )
+    forgejo.set_ref("main", SHA)
+
+    with pytest.raises(error):
+        client_for(forgejo, clock).dispatch(workflow, ref)
+
+    assert [e.status for e in forgejo.requests("/dispatches")] == [status]
+    assert forgejo.runs == []
+
+
+def test_a_workflow_without_workflow_dispatch_is_dispatched_anyway(forgejo_factory, clock):
+    push_only = GBO_WORKFLOW.replace(", workflow_dispatch: {}", "")
+    forgejo = forgejo_factory(workflows={"botserver.yaml": push_only})
+    forgejo.set_ref("main", SHA)
+
+    dispatched = client_for(forgejo, clock).dispatch("botserver.yaml", "main")
+
+    assert (
+        dispatched is not None and forgejo.run(dispatched.id).trigger_event == "workflow_dispatch"
+    )
+
+
+@pytest.mark.parametrize("words", ["[skip ci]", "[ci skip]", "[no ci]", "[skip actions]"])
+def test_a_push_saying_skip_ci_starts_nothing(forgejo, words):
+    assert forgejo.on_push(SHA, message=f"Update botserver {words}") == []
+    assert forgejo.on_push(OTHER_SHA, message="Update botserver") != []
+
+
+def test_tasks_fallback_never_dispatches_while_a_run_may_wait_for_a_runner(forgejo_factory, clock):
+    forgejo = forgejo_factory(version="11.0.0", workflows={"botserver.yaml": GBO_WORKFLOW})
+    forgejo.set_ref("main", SHA)
+    (run_id,) = forgejo.on_push(SHA, script=Script())  # runs-on gbo, runner has `docker`
+    reporter, _ = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        find_run(
+            client_for(forgejo, clock),
+            SHA,
+            "botserver.yaml",
+            appear_timeout=60,
+            dispatch=False,
+            ref="main",
+            reporter=reporter,
+        )
+
+    assert "not dispatching" in str(caught.value)
+    assert forgejo.requests("/dispatches") == []
+    assert forgejo.run(run_id).status == "waiting"
+    assert all(not e.response_json["workflow_runs"] for e in forgejo.requests("/actions/tasks"))
+
+
+def test_the_job_token_reaches_only_its_own_and_public_repositories(forgejo):
+    forgejo.add_repository("GeneralBots", "BotServer", private=True)
+    forgejo.add_repository("GeneralBots", "botlib", private=False)
+    (run_id, _) = forgejo.on_push(SHA)
+
+    assert forgejo.job_token_may_read(run_id, "GeneralBots/gb")
+    assert forgejo.job_token_may_read(run_id, "GeneralBots/botlib")
+    assert not forgejo.job_token_may_read(run_id, "GeneralBots/BotServer")
+
+
+HOSTILE_RUNS = [
+    {"workflow_runs": [{"id": 10**30, "duration": 10**30, "started": "9999-99-99T99:99:99Z"}]},
+    {"workflow_runs": [{"id": "12", "status": 5, "started": "2026-01-01T00:00:00+99:00"}]},
+    {"workflow_runs": "many", "total_count": "lots"},
+    {"workflow_runs": 7},
+    [1, 2, 3],
+    "just a string",
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE_RUNS)
+def test_hostile_run_lists_never_raise_anything_but_gbdeploy_errors(answer):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    settings = ForgeSettings("http://127.0.0.1:9", "GeneralBots", "gb", 5.0, Secret(TOKEN))
+    client = ForgeClient(settings, transport=httpx.MockTransport(handler))
+    try:
+        page = client.runs()
+    except GbdeployError as error:
+        assert "not the object Forgejo's API sends" in str(error)
+    else:
+        for run in page.runs:
+            assert run.duration is None and run.started is None
+            assert isinstance(run.id, int) and run.id < 2**63
+
+
+def test_hostile_answers_through_the_cli_are_a_message_not_a_traceback(
+    tmp_path, monkeypatch, capsys, mocker
+):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/runs"):
+            return httpx.Response(
+                200, text="<html>Sign in</html>", headers={"Content-Type": "text/html"}
+            )
+        return httpx.Response(200, json={"id": 1, "duration": 10**30, "status": {"x": 1}})
+
+    real_client = httpx.Client
+
+    def client_with_handler(*args, **kwargs):
+        kwargs["transport"] = httpx.MockTransport(handler)
+        return real_client(*args, **kwargs)
+
+    mocker.patch("gbdeploy.forge.client.httpx.Client", side_effect=client_with_handler)
+    (tmp_path / "gbdeploy.yaml").write_text("forge: {url: 'http://127.0.0.1:9'}\n")
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = gbdeploy("runs", capsys=capsys)
+
+    assert code == 1
+    assert "not Forgejo's API (text/html)" in err and "Traceback" not in out + err
+
+
+# ---------------------------------------------------------------------------- workflow placement
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("../BotServer.git", ("GeneralBots", "BotServer")),
+        ("./botlib", ("gb", "botlib")),
+        ("../../Other/botui.git", ("Other", "botui")),
+        ("https://alm.example/GeneralBots/BotServer.git", ("GeneralBots", "BotServer")),
+        ("ssh://git@alm.example:2222/GeneralBots/botui.git", ("GeneralBots", "botui")),
+        ("git@alm.example:GeneralBots/BotServer.git", ("GeneralBots", "BotServer")),
+    ],
+)
+def test_a_submodule_url_names_its_repository_on_the_forge(url, expected):
+    forge = ForgeSettings("http://alm.example", "GeneralBots", "gb")
+
+    assert repository_of_url(url, forge) == expected
+
+
+def test_a_url_without_owner_and_name_is_a_clear_error():
+    with pytest.raises(UsageError, match="cannot tell the forge repository"):
+        repository_of_url("https://alm.example/lonely.git", ForgeSettings("http://x", "o", "r"))
+
+
+def settings_with(forgejo, **component: object) -> Settings:
+    return Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "forge": {"url": forgejo.url, "owner": "GeneralBots", "repo": "gb", "timeout": 5},
+            "release": {"poll_interval": 0.01, "timeout": 30, "appear_timeout": 30},
+            "components": {
+                "botserver": {**DEFAULTS["components"]["botserver"], **component},
+                "botui": {"enabled": False},
+            },
+        }
+    )
+
+
+def test_workflow_repo_must_be_root_component_or_owner_slash_repo(forgejo):
+    with pytest.raises(ConfigError, match=r"components\.botserver\.workflow_repo"):
+        settings_with(forgejo, workflow_repo="somewhere else")
+    settings = settings_with(forgejo, workflow_repo="generalbots/GB")
+    assert workflow_home(settings, settings.component("botserver"), None).placement == "root"
+
+
+def test_runs_wait_and_status_follow_the_component_repository(forgejo, capsys):
+    forgejo.add_repository("GeneralBots", "BotServer", workflows=["botserver.yaml"])
+    forgejo.on_push(OTHER_SHA)  # a root run: not this component's
+    (run_id,) = forgejo.on_push(SHA, repo="GeneralBots/BotServer")
+    settings = settings_with(forgejo, workflow_repo="GeneralBots/BotServer")
+    reporter, out = capture()
+
+    listed = run_runs(settings, reporter, component="botserver", limit=5, as_json=True)
+    waited = run_wait(settings, reporter, run_id=None, sha=SHA, timeout=30, sleep=lambda s: None)
+    line = latest_run_line(settings, settings.component("botserver"))
+
+    assert [r.id for r in listed] == [run_id]
+    assert json.loads(out.getvalue().split("\nrun #")[0])[0]["commit_sha"] == SHA
+    assert [r.id for r in waited] == [run_id] and waited[0].succeeded
+    assert f"(id {run_id}) botserver.yaml: success, commit {SHA[:10]}" in line
+    assert line.endswith("in GeneralBots/BotServer")
+    assert forgejo.requests("/repos/GeneralBots/BotServer/actions/runs")
+
+
+def test_a_group_without_cancel_in_progress_cancels_on_push_but_not_on_dispatch(forgejo_factory):
+    per_ref = GBO_WORKFLOW + "concurrency: {group: '${{ github.workflow }}-${{ github.ref }}'}\n"
+    forgejo = forgejo_factory(workflows={"botserver.yaml": per_ref}, runner_labels=["gbo"])
+    forgejo.set_ref("main", OTHER_SHA)
+    (on_dev,) = forgejo.on_push(SHA, ref="refs/heads/dev", script=Script(hold=True))
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    dispatched = ForgeClient(forgejo.forge_settings()).dispatch("botserver.yaml", "main")
+    assert dispatched is not None
+    assert forgejo.run(first).status == "waiting"  # a dispatch without cancel-in-progress: no limit
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    assert forgejo.run(on_dev).status == "waiting"  # another ref: another group
+    assert forgejo.run(first).status == "cancelled" and forgejo.run(first).cancelled_by == second
+    assert forgejo.run(dispatched.id).status == "cancelled"  # same group, whatever started it
+
+
+def test_skip_strings_are_matched_as_forgejo_does_case_and_all(forgejo):
+    assert forgejo.on_push(SHA, message="Release [SKIP CI]") != []
+    assert forgejo.on_push(OTHER_SHA, title="[skip ci] in the title only") != []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"id": 1, "status": ["success"], "duration": 10**30, "started": 5, "stopped": None},
+        {"id": True, "status": "success\x00", "index_in_repo": -3, "duration": "1s"},
+        {"id": 1, "status": "running", "started": "1969-12-31T19:00:00-05:00", "duration": 1e300},
+    ],
+)
+def test_waiting_on_a_hostile_run_ends_in_a_timeout_not_a_traceback(answer, clock):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    settings = ForgeSettings("http://127.0.0.1:9", "GeneralBots", "gb", 5.0, Secret(TOKEN))
+    client = ForgeClient(
+        settings, transport=httpx.MockTransport(handler), sleep=clock.sleep, clock=clock
+    )
+    reporter, _ = capture()
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_run(client, 1, timeout=60, poll_interval=5, reporter=reporter)
+
+    assert caught.value.exit_code == 4
+
+
+def test_wait_for_a_run_id_finds_it_in_the_component_repository(forgejo):
+    forgejo.add_repository("GeneralBots", "BotServer", workflows=["botserver.yaml"])
+    (run_id,) = forgejo.on_push(SHA, repo="GeneralBots/BotServer")
+    settings = settings_with(forgejo, workflow_repo="GeneralBots/BotServer")
+    reporter, _ = capture()
+
+    (run,) = run_wait(settings, reporter, run_id=run_id, sha=None, timeout=30, sleep=lambda s: None)
+
+    assert run.id == run_id and run.succeeded
+    assert [e.status for e in forgejo.requests(f"/gb/actions/runs/{run_id}")] == [404]
+    with pytest.raises(ForgeNotFound, match="no run with id 99999"):
+        run_wait(settings, reporter, run_id=99999, sha=None, timeout=30, sleep=lambda s: None)
+
+
+def test_a_server_requiring_sign_in_answers_403_to_no_token(forgejo_factory, clock):
+    forgejo = forgejo_factory(private=False, require_signin=True)
+
+    with pytest.raises(ForgeAuthError) as caught:
+        client_for(forgejo, clock, token="").check_access()
+
+    assert "without a token" in str(caught.value) and "requires sign-in" in str(caught.value)
+    assert [e.status for e in forgejo.exchanges] == [403]
+
+
+def test_a_servers_text_cannot_drive_the_terminal(forgejo, clock):
+    (run_id,) = forgejo.on_push(
+        SHA,
+        workflows=["botserver.yaml"],
+        title="Update \x1b]0;pwned\x07botserver\x1b[2J",
+        script=Script(
+            "failure", waiting_reads=0, running_reads=0, log="\x1b[31merror\x1b[0m: boom\x1b[2J\n"
+        ),
+    )
+    reporter, _ = capture()
+    client = client_for(forgejo, clock)
+
+    assert client.run(run_id).title == "Update botserver"
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
+
+    assert "| error: boom" in str(caught.value) and "\x1b" not in str(caught.value)

@@ -12,9 +12,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gbdeploy_sandbox import sandbox as sandbox_module
 from gbdeploy_sandbox.gitworld import git
@@ -23,10 +25,9 @@ from tests.forgejo_schema import exchange_violations
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
+def make_sandbox(placement: str, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
     directory = Path(sandbox_module.tempfile.mkdtemp(prefix="gbdeploy-e2e-"))
-    box = sandbox_module.create(directory)
+    box = sandbox_module.create(directory, placement=placement)
     for key, value in box.environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")
@@ -40,6 +41,18 @@ def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema)
     assert not problems, "Forgejo API violations:\n" + "\n".join(problems)
 
 
+@pytest.fixture
+def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
+    yield from make_sandbox("root", monkeypatch, forgejo_schema)
+
+
+@pytest.fixture
+def component_sandbox(
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema
+) -> Iterator:
+    yield from make_sandbox("component", monkeypatch, forgejo_schema)
+
+
 def health(box) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{box.port}/health", timeout=5) as answer:
         return json.loads(answer.read())
@@ -49,6 +62,7 @@ def developer_commit(box, message: str = "A change", **files: str) -> str:
     world = box.git
     world.switch_submodule_to_branch()
     for name, text in files.items():
+        (world.submodule / name).parent.mkdir(parents=True, exist_ok=True)
         (world.submodule / name).write_text(text)
         git(world.submodule, "add", name)
     if files:
@@ -88,6 +102,18 @@ def test_a_failed_ci_run_exits_3_with_the_build_error_and_the_old_service_untouc
     assert health(sandbox)["commit"] == before
 
 
+def test_private_submodules_are_beyond_the_job_tokens_reach(sandbox, run_gbdeploy):
+    sandbox.forge.repository("GeneralBots/botserver").private = True
+    before = health(sandbox)["commit"]
+    developer_commit(sandbox)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 3, result.text
+    assert "the job token may not read a private repository (HTTP 403)" in result.text
+    assert health(sandbox)["commit"] == before
+
+
 def test_a_run_that_never_appears_is_dispatched(sandbox, run_gbdeploy, monkeypatch):
     sandbox.forge.push_workflows = lambda before, sha, ref: []  # the push starts nothing
     monkeypatch.setenv("GBDEPLOY_RELEASE_APPEAR_TIMEOUT", "1")
@@ -96,7 +122,7 @@ def test_a_run_that_never_appears_is_dispatched(sandbox, run_gbdeploy, monkeypat
     result = run_gbdeploy("release", "botserver")
 
     assert result.code == 0, result.text
-    assert [r.event for r in sandbox.forge.runs] == ["workflow_dispatch"]
+    assert [(r.event, r.trigger_event) for r in sandbox.forge.runs] == [("", "workflow_dispatch")]
     assert health(sandbox)["commit"] == commit[:7]
 
 
@@ -105,7 +131,7 @@ def test_a_run_that_does_not_finish_in_time_exits_4_and_says_how_to_resume(
 ):
     release_runner = threading.Event()
     sandbox.forge.executor = lambda run: "success" if release_runner.wait(60) else "failure"
-    monkeypatch.setenv("GBDEPLOY_RELEASE_TIMEOUT", "2")
+    monkeypatch.setenv("GBDEPLOY_RELEASE_TIMEOUT", "2")  # a window the run is held past
     developer_commit(sandbox)
 
     try:
@@ -115,7 +141,9 @@ def test_a_run_that_does_not_finish_in_time_exits_4_and_says_how_to_resume(
 
     assert result.code == 4, result.text
     run_id = sandbox.forge.runs[0].id
-    assert f"gbdeploy wait {run_id}" in result.text
+    assert f"gbdeploy release botserver   (it pushes nothing new, waits for run {run_id}" in (
+        result.text
+    )
 
 
 def test_a_bad_token_exits_2_and_pushes_nothing(sandbox, run_gbdeploy, monkeypatch):
@@ -173,15 +201,156 @@ def test_a_run_that_succeeds_without_deploying_fails_verification_naming_the_che
     assert "FAIL  health reports the commit" in result.text
 
 
-def test_release_with_dispatch_verifies_even_when_the_push_run_deployed_first(
+def test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice(
     sandbox, run_gbdeploy
 ):
-    # The push starts the workflow too; by the time the dispatched run deploys, the binary is
-    # already the new one, so that run keeps it (no upload) and verification must still pass.
     commit = developer_commit(sandbox)
 
     result = run_gbdeploy("release", "botserver", "--dispatch")
 
     assert result.code == 0, result.text
-    assert sorted(r.event for r in sandbox.forge.runs) == ["push", "workflow_dispatch"]
+    assert "not dispatching botserver.yaml: it runs on a push to main" in result.out
+    assert [r.trigger_event for r in sandbox.forge.runs] == ["push"]
+    assert sandbox.forge.requests("/dispatches", method="POST")[0].json["ref"] == ""  # the probe
     assert health(sandbox)["commit"] == commit[:7]
+
+
+def test_dispatch_after_everything_is_pushed_runs_the_workflow_again(sandbox, run_gbdeploy):
+    commit = developer_commit(sandbox, "Break the build", **{"service.c": "not C\n"})
+    assert run_gbdeploy("release", "botserver").code == 3
+    git(sandbox.git.root, "checkout", "--quiet", "--", ".")  # nothing left to commit
+    fixed = sandbox.directory / "git" / "work" / "gb" / "botserver" / "service.c"
+    assert fixed.read_text() == "not C\n" and commit
+
+    retry = run_gbdeploy("release", "botserver", "--dispatch")
+
+    assert retry.code == 3, retry.text  # the same broken commit, built again by the dispatch
+    assert "not dispatching" not in retry.out
+    assert [r.trigger_event for r in sandbox.forge.runs] == ["push", "workflow_dispatch"]
+
+
+def test_a_read_only_token_with_dispatch_is_refused_before_any_push(sandbox, run_gbdeploy):
+    sandbox.forge.tokens[sandbox.token] = {"read:repository"}
+    refs_before = sandbox.git.refs()
+    developer_commit(sandbox)
+
+    result = run_gbdeploy("release", "botserver", "--dispatch")
+
+    assert result.code == 2, result.text
+    assert "may read GeneralBots/gb but not dispatch" in result.text
+    assert "nothing was pushed" in result.text and "write:repository" in result.text
+    after = sandbox.git.refs()
+    assert {k: v for k, v in after.items() if not k.startswith("work/")} == {
+        k: v for k, v in refs_before.items() if not k.startswith("work/")
+    }
+    assert sandbox.forge.runs == []
+
+
+def test_a_read_only_token_without_push_run_stops_instead_of_dispatching(
+    sandbox, run_gbdeploy, monkeypatch
+):
+    sandbox.forge.tokens[sandbox.token] = {"read:repository"}
+    sandbox.forge.push_workflows = lambda before, sha, ref: []  # the push starts nothing
+    monkeypatch.setenv("GBDEPLOY_RELEASE_APPEAR_TIMEOUT", "1")
+    developer_commit(sandbox)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 4, result.text
+    assert "the token may not dispatch one" in result.text
+    assert [e.json["ref"] for e in sandbox.forge.requests("/dispatches")] == [""]
+
+
+def test_a_workflow_in_both_placements_is_refused_before_any_push(sandbox, run_gbdeploy):
+    workflow = (sandbox.git.root / ".forgejo" / "workflows" / "botserver.yaml").read_text()
+    commit = developer_commit(
+        sandbox, "Add its own workflow", **{".forgejo/workflows/botserver.yaml": workflow}
+    )
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 2, result.text
+    assert "is in both placements" in result.text and "deploying this release twice" in result.text
+    assert sandbox.git.ref("alm", "botserver") != commit
+    assert sandbox.forge.runs == []
+
+
+def test_a_dispatch_only_copy_in_the_component_repository_is_no_second_deploy(
+    sandbox, run_gbdeploy
+):
+    workflow = yaml.safe_load(
+        (sandbox.git.root / ".forgejo" / "workflows" / "botserver.yaml").read_text()
+    )
+    workflow.pop(True, None)  # YAML 1.1 reads the key `on` as true
+    dispatch_only = yaml.safe_dump({"on": {"workflow_dispatch": None}, **workflow})
+    commit = developer_commit(
+        sandbox, "Add a manual workflow", **{".forgejo/workflows/botserver.yaml": dispatch_only}
+    )
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 0, result.text
+    assert health(sandbox)["commit"] == commit[:7]
+
+
+def test_ctrl_c_while_waiting_says_to_run_release_again(sandbox, run_gbdeploy, mocker):
+    from gbdeploy.forge.client import ForgeClient
+
+    developer_commit(sandbox)
+    mocker.patch.object(ForgeClient, "run", side_effect=KeyboardInterrupt)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 130, result.text
+    assert "resume with `gbdeploy release botserver" in result.text
+    assert "gbdeploy wait" not in result.text
+
+
+def test_verify_on_its_own_checks_the_running_commit_and_its_age(sandbox, run_gbdeploy):
+    running = health(sandbox)["commit"]
+    deployed = sandbox.binary.stat().st_mtime
+    before = datetime.fromtimestamp(deployed - 3600, tz=timezone.utc).isoformat()
+    after = datetime.fromtimestamp(deployed + 3600, tz=timezone.utc).isoformat()
+
+    fresh = run_gbdeploy("verify", "botserver", "--commit", running, "--since", before)
+    stale = run_gbdeploy("verify", "botserver", "--commit", running, "--since", after)
+    wrong = run_gbdeploy("verify", "botserver", "--commit", "0badc0ffee", "--json")
+
+    assert fresh.code == 0, fresh.text
+    assert "pass  binary newer than the run" in fresh.out
+    assert f"botserver is verified: {running}" in fresh.out
+    assert stale.code == 1 and "verification failed: binary newer than the run" in stale.err
+    assert wrong.code == 1
+    checks = json.loads(wrong.out)
+    assert {c["check"]: c["ok"] for c in checks}["binary contains the commit"] is False
+    assert {c["check"]: c["ok"] for c in checks}["process runs the binary"] is True
+
+
+def test_release_with_the_workflow_in_the_component_repository(component_sandbox, run_gbdeploy):
+    box = component_sandbox
+    before = health(box)["commit"]
+    commit = developer_commit(box)
+
+    plan = run_gbdeploy("release", "botserver", "--dry-run")
+    assert plan.code == 0, plan.text
+    assert "Forgejo API (GeneralBots/botserver, the submodule's repository" in plan.out
+    assert f"/repos/GeneralBots/botserver/actions/runs?head_sha={commit}&event=push" in plan.out
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 0, result.text
+    assert health(box)["commit"] == commit[:7] != before
+    (run,) = box.forge.runs
+    assert box.forge.repositories[run.repo].full_name == "GeneralBots/botserver"
+    assert run.commit_sha == commit and run.status == "success"  # the submodule commit
+    assert "botserver.yaml in GeneralBots/botserver" in result.out
+    assert "pass  health reports the commit: status ok, commit " + commit[:7] in result.out
+    runs = run_gbdeploy("runs", "--component", "botserver", "--json")
+    assert runs.code == 0, runs.text
+    (listed,) = json.loads(runs.out)
+    assert listed["commit_sha"] == commit and listed["event"] == "push"
+    waited = run_gbdeploy("wait", "--sha", commit)
+    assert waited.code == 0 and "succeeded" in waited.out
+    verified = run_gbdeploy("verify", "botserver")  # its run's start found where the run is
+    assert verified.code == 0, verified.text
+    assert "pass  binary newer than the run" in verified.out

@@ -29,15 +29,12 @@ def git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def checkout(tmp_path: Path) -> Path:
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A root repository with a `botserver` submodule holding a tiny C program."""
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    os.environ.update(env)
+    for name in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(name, "t")
+    for name in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(name, "t@example.invalid")
     sub = tmp_path / "botserver-src"
     sub.mkdir()
     git(sub, "init", "-q", "-b", "main")
@@ -171,6 +168,15 @@ def test_pipefail_is_on_with_shell_bash(checkout, stub_gbdeploy):
     assert "after" not in result.log
 
 
+def test_a_step_without_shell_runs_with_pipefail_too(checkout, stub_gbdeploy):
+    result = run_job(
+        one_step("false | cat\necho after"), checkout, context(checkout, stub_gbdeploy)
+    )
+
+    assert result.step("s").exit_code == 1
+    assert "after" not in result.log
+
+
 def test_checkout_must_be_at_the_sha(checkout, stub_gbdeploy):
     workflow = render_workflow(settings(), "botserver")
     ctx = RunContext(sha="0" * 40, env={"PATH": f"{stub_gbdeploy}:{os.environ['PATH']}"})
@@ -208,6 +214,29 @@ def test_push_trigger_follows_the_branch_and_the_submodule_path():
     assert is_triggered(workflow, "workflow_dispatch")
 
 
+def paths_workflow(**filters: list[str]) -> dict:
+    return {"on": {"push": filters}, "jobs": {"j": {"runs-on": "gbo", "steps": [{"run": "true"}]}}}
+
+
+def test_path_filters_follow_acts_rules():
+    pointer_change = ["botserver"]  # what `git diff-tree --name-only -r` lists for a submodule
+    assert not is_triggered(
+        paths_workflow(paths=["botserver/**"]), "push", changed_paths=pointer_change
+    )
+    assert is_triggered(
+        paths_workflow(paths=["botserver", "botserver/**"]), "push", changed_paths=pointer_change
+    )
+    negated = paths_workflow(paths=["botserver/**", "!botserver/docs/**"])
+    assert not is_triggered(negated, "push", changed_paths=["botserver/docs/a.md"])
+    assert is_triggered(negated, "push", changed_paths=["botserver/docs/a.md", "botserver/x.rs"])
+    ignored = paths_workflow(**{"paths-ignore": ["**.md"]})
+    assert not is_triggered(ignored, "push", changed_paths=["README.md", "botserver/a.md"])
+    assert is_triggered(ignored, "push", changed_paths=["README.md", "botserver"])
+    optional = paths_workflow(paths=["botservers?"])  # `?`: zero or one of the preceding char
+    assert is_triggered(optional, "push", changed_paths=["botserver"])
+    assert not is_triggered(optional, "push", changed_paths=["botserverX"])
+
+
 def test_secret_values_are_masked_in_the_log(checkout, stub_gbdeploy):
     workflow = {
         "on": "push",
@@ -229,6 +258,24 @@ def test_secret_values_are_masked_in_the_log(checkout, stub_gbdeploy):
     assert result.ok
     assert "t=***" in result.step("leak").output
     assert "hunter2" not in result.log
+    assert "t=hunter2-hunter2" in result.step("leak").raw_output  # what the step really wrote
+
+
+def test_the_rendered_workflow_never_writes_a_secret_to_any_steps_raw_output(
+    checkout, stub_gbdeploy
+):
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-secret\n-----END-----"
+    hosts = "127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyValue"
+    ctx = context(
+        checkout, stub_gbdeploy, secrets={"DEPLOY_SSH_KEY": key, "DEPLOY_KNOWN_HOSTS": hosts}
+    )
+
+    result = run_job(render_workflow(settings(), "botserver"), checkout, ctx)
+
+    assert result.ok, result.log
+    for step in result.steps:
+        for piece in ("b3BlbnNzaC1rZXktdjEAAAAA-secret", "AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyValue"):
+            assert piece not in step.raw_output, step.name
 
 
 def one_step(run: str) -> dict:
@@ -250,10 +297,10 @@ def test_the_log_streams_line_by_line(checkout, stub_gbdeploy):
 
 def test_a_job_over_its_timeout_is_killed_and_fails(checkout, stub_gbdeploy):
     result = run_job(
-        one_step("echo started\nsleep 60"),
+        one_step("echo started\nsleep 600"),
         checkout,
         context(checkout, stub_gbdeploy),
-        timeout=0.5,
+        timeout=10,  # bounds a 600 s step; long enough for bash to start on a loaded machine
     )
     assert result.status == "failure"
     assert "the job timed out" in result.log and "started" in result.log
@@ -273,3 +320,49 @@ def test_a_background_process_holding_the_output_does_not_hang_the_step(
         assert result.ok and "done" in result.log
     finally:
         os.kill(int(pid_file.read_text()), 9)  # the exact process the step left behind
+
+
+def test_a_cancelled_run_kills_its_running_step_and_skips_the_rest(
+    checkout, stub_gbdeploy, tmp_path
+):
+    marker = tmp_path / "deployed"
+    workflow = {
+        "on": "push",
+        "jobs": {
+            "j": {
+                "runs-on": "gbo",
+                "steps": [
+                    {"name": "deploy", "run": "echo stopping the service\nsleep 600"},
+                    {"name": "start", "run": f"touch {shlex.quote(str(marker))}"},
+                ],
+            }
+        },
+    }
+    cancelled = False
+
+    def watch(text: str) -> None:
+        nonlocal cancelled
+        cancelled = cancelled or "stopping the service" in text  # a newer push arrives now
+
+    result = run_job(
+        workflow,
+        checkout,
+        context(checkout, stub_gbdeploy),
+        on_output=watch,
+        cancelled=lambda: cancelled,
+        timeout=300,
+    )
+
+    assert result.status == "cancelled"
+    assert result.step("deploy").exit_code != 0 and "the run was cancelled" in result.log
+    assert result.step("start").status == "skipped" and not marker.exists()
+
+
+def test_checkout_on_a_host_mode_runner_needs_node(checkout, stub_gbdeploy):
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"PATH": str(stub_gbdeploy)})
+
+    result = run_job(render_workflow(settings(), "botserver"), checkout, ctx)
+
+    assert result.steps[0].status == "failure"
+    assert "needs `node` on PATH" in result.log
+    assert all(step.status == "skipped" for step in result.steps[1:])

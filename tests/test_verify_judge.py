@@ -163,3 +163,23 @@ def test_an_unchanged_binary_confirmed_by_this_runs_deploy_is_fresh():
 def test_an_old_binary_is_not_fresh_without_this_runs_confirmation(record):
     facts = good_facts(mtime=RUN_START - timedelta(minutes=3), last_deploy=record)
     assert failed_checks(facts) == ["binary newer than the run"]
+
+
+def test_verify_outside_a_repository_says_to_pass_the_commit(tmp_path, monkeypatch, run_gbdeploy):
+    (tmp_path / "gbdeploy.yaml").write_text("targets: {system: {ssh: nowhere.invalid}}\n")
+    monkeypatch.chdir(tmp_path)
+
+    result = run_gbdeploy("verify", "botserver")
+
+    assert result.code == 2
+    assert "not inside a git repository" in result.err
+    assert "pass --commit SHA" in result.err and "--root" not in result.err
+
+
+@pytest.mark.parametrize(
+    "since", ["2026-11-27T16:00:00-05:00", "2026-11-27T22:00:00+01:00", "2026-11-27T21:00:00Z"]
+)
+def test_since_is_read_in_any_zone(since):
+    from gbdeploy.verify import parse_since
+
+    assert parse_since(since) == RUN_START

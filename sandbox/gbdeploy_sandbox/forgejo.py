@@ -2,9 +2,27 @@
 
 No Forgejo can run here, so this answers like one (FACTS.md, forgejo/swagger.v1.json): runs are
 `ActionRun` objects (`status` carries the result, `commit_sha`, `index_in_repo`), unset times are
-1970-01-01, lists page by `total_count` with no Link or X-Total-Count header, tokens are taken
-from `Authorization: token X` or `Bearer X` and refused in the query string, dispatch answers 500
-for an unknown ref or workflow file, and servers before v12 (`version="11.0.0"`) have no `/runs`.
+the epoch in the server's time zone (`zone`), lists page by `total_count` with no Link or
+X-Total-Count header, tokens are taken from `Authorization: token X` or `Bearer X` and refused in
+the query string, and servers before v12 (`version="11.0.0"`) have no `/runs`. Where the real one
+is harsh, so is this:
+
+- several repositories (`add_repository`), each private or not: an anonymous GET of a private one
+  is 404, an anonymous POST 401 (403 everywhere with `require_signin`); the job token of a run
+  may read only its own repository and public ones (`job_token_may_read`);
+- a token's scopes are checked before the handler (403 `token does not have at least one of
+  required scope(s)`), and `permissions.push` is the *user's* access, whatever the scopes;
+- a push run cancels the unfinished push runs of its group (repository + ref + workflow),
+  unless the workflow says `concurrency: {group, cancel-in-progress: false}` (v13+: later runs
+  stay `waiting`, and no runner gets them, until it is done; without a group: no limit);
+  before v13, always;
+- the runner takes a job only when its `runs-on` is among `runner_labels` (default `docker`,
+  forgejo-runner's registration default): otherwise the run stays `waiting`;
+- dispatched runs have an empty `event` and `trigger_event: workflow_dispatch`; dispatch answers
+  500 for an unknown workflow, an unknown short ref or an invalid workflow, 404 for an unknown
+  full `refs/…` ref, and runs a workflow without `on: workflow_dispatch` all the same;
+- a push whose head commit message holds `[skip ci]` (or the other skip strings) starts nothing;
+- `/tasks` lists a job only once a runner has picked it up.
 
 Runs come from `on_push(sha, ref=...)` (or `POST /_emulator/push` from a git hook) and from the
 dispatch API. Each run's life is driven either by a `Script` — deterministic, advanced by how
@@ -26,14 +44,19 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 from gbdeploy.config import ForgeSettings, Secret
 
-UNSET = "1970-01-01T00:00:00Z"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DISPATCH = "workflow_dispatch"
+SKIP_CI = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
+DEFAULT_RUNNER_LABELS = ("docker",)
 FINISHED = ("success", "failure", "cancelled", "skipped")
 STATUSES = (
     "unknown",
@@ -64,11 +87,51 @@ class Script:
     hold: bool = False
 
 
+@dataclass(frozen=True)
+class Concurrency:
+    """A workflow's `concurrency:` as Forgejo reads it (`cancel_in_progress` None: not said)."""
+
+    group: str | None
+    cancel_in_progress: bool | None
+
+    @classmethod
+    def of(cls, workflow: dict[str, Any] | None) -> Concurrency | None:
+        spec = (workflow or {}).get("concurrency")
+        if isinstance(spec, str):
+            return cls(spec, None)
+        if isinstance(spec, dict):
+            cancel = spec.get("cancel-in-progress")
+            return cls(
+                str(spec["group"]) if spec.get("group") else None,
+                None if cancel is None else cancel is not False and cancel != "false",
+            )
+        return None
+
+
+@dataclass
+class Repository:
+    owner: str
+    name: str
+    workflows: dict[str, dict[str, Any] | None]  # file name → parsed workflow (None: unknown)
+    private: bool = True
+    refs: dict[str, str] = field(default_factory=dict)
+    next_index: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        return self.full_name.lower()
+
+
 @dataclass
 class EmulatedJob:
     id: int
     run_id: int
     name: str
+    runs_on: list[str] = field(default_factory=lambda: list(DEFAULT_RUNNER_LABELS))
     status: str = "waiting"
     attempt: int = 1
     task_id: int = 0
@@ -81,10 +144,12 @@ class EmulatedJob:
 class EmulatedRun:
     id: int
     index: int
+    repo: str  # Repository.key
     workflow: str
     commit_sha: str
     ref: str
-    event: str
+    event: str  # "" for a dispatched run, as Forgejo stores it
+    trigger_event: str
     title: str
     created: datetime
     status: str = "waiting"
@@ -95,6 +160,11 @@ class EmulatedRun:
     script: Script | None = None
     reads: int = 0
     hidden_for: int = 0  # list requests still to answer without this run
+    concurrency: Concurrency | None = None
+    cancelled_by: int | None = None
+    group: str = ""  # the concurrency group Forgejo computed for it
+    mode: str = "unlimited"  # cancel | queue | unlimited
+    queued: bool = False  # waits behind an unfinished run of its group
 
     @property
     def finished(self) -> bool:
@@ -133,11 +203,16 @@ class ExecutorContext:
     workflow: str
     commit_sha: str
     ref: str
-    event: str
+    event: str  # what started it: push or workflow_dispatch
     inputs: dict[str, str]
+    repository: str = ""  # OWNER/NAME the run belongs to
 
     def log(self, text: str) -> None:
         self.emulator.append_log(self.run_id, text)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.emulator.run(self.run_id).status == "cancelled"
 
 
 Executor = Callable[[ExecutorContext], str]
@@ -161,6 +236,28 @@ class _Reply(Exception):
         self.headers = headers or {}
 
 
+def parse_workflow(text: str) -> dict[str, Any]:
+    """A workflow file as Forgejo would read it (`on` stays `on`); ValueError when invalid."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"invalid workflow: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict) or not data["jobs"]:
+        raise ValueError("invalid workflow: no jobs")
+    if True in data and "on" not in data:  # YAML 1.1 reads the key `on` as true
+        data["on"] = data.pop(True)
+    return data
+
+
+def _runs_on(job: Any) -> list[str]:
+    labels = job.get("runs-on") if isinstance(job, dict) else None
+    if isinstance(labels, str):
+        return [labels]
+    if isinstance(labels, list):
+        return [str(label) for label in labels]
+    return list(DEFAULT_RUNNER_LABELS)
+
+
 class ForgejoEmulator:
     def __init__(
         self,
@@ -170,34 +267,43 @@ class ForgejoEmulator:
         token: str = "emulator-token",
         scopes: Iterable[str] = (WRITE,),
         version: str = "16.0.0",
-        workflows: Iterable[str] = ("botserver.yaml", "botui.yaml"),
+        workflows: Iterable[str] | dict[str, str] = ("botserver.yaml", "botui.yaml"),
         jobs: Iterable[str] = ("deploy",),
         appear_after: int = 0,
         executor: Executor | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        zone: tzinfo = timezone.utc,
+        private: bool = True,
+        require_signin: bool = False,
+        runner_labels: Iterable[str] = DEFAULT_RUNNER_LABELS,
     ) -> None:
         self.owner = owner
         self.repo = repo
         self.tokens: dict[str, set[str]] = {token: set(scopes)}
         self.version = version
-        self.workflows = list(workflows)
         self.job_names = list(jobs)
         self.appear_after = appear_after
         self.executor = executor
         self.now = now
-        self.refs: dict[str, str] = {}
+        self.zone = zone
+        self.require_signin = require_signin
+        self.runner_labels = set(runner_labels)
+        self.repositories: dict[str, Repository] = {}
         self.exchanges: list[Exchange] = []
         self.on_exchange: Callable[[Exchange], None] | None = None
-        # Which workflows a push reported to /_emulator/push starts: (before, sha, ref) -> names.
+        # Which workflows a push reported to /_emulator/push starts: (before, sha, ref) -> names;
+        # `push_workflows_of[repo key]` for the other repositories.
         self.push_workflows: Callable[[str, str, str], Iterable[str]] | None = None
+        self.push_workflows_of: dict[str, Callable[[str, str, str], Iterable[str]]] = {}
         self._runs: dict[int, EmulatedRun] = {}
         self._jobs: dict[int, EmulatedJob] = {}
-        self._next = {"run": 100, "index": 0, "job": 500, "task": 900}
+        self._next = {"run": 100, "job": 500, "task": 900}
         self._faults: list[str] = []  # "500", "503", "drop" ... consumed one per request
         self._lock = threading.RLock()
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        self.add_repository(owner, repo, workflows=workflows, private=private)
 
     # ---- lifecycle
 
@@ -245,6 +351,57 @@ class ForgejoEmulator:
 
     # ---- what tests and the sandbox drive
 
+    def add_repository(
+        self,
+        owner: str,
+        name: str,
+        *,
+        workflows: Iterable[str] | dict[str, str] = (),
+        private: bool = True,
+    ) -> Repository:
+        """A repository with its workflow files: names only, or name → YAML text (then its
+        `concurrency`, `runs-on` and validity count)."""
+        parsed: dict[str, dict[str, Any] | None] = {}
+        if isinstance(workflows, dict):
+            for file, text in workflows.items():
+                try:
+                    parsed[file] = parse_workflow(text)
+                except ValueError:
+                    parsed[file] = {"invalid": True}
+        else:
+            parsed = dict.fromkeys(workflows)
+        repository = Repository(owner, name, parsed, private)
+        with self._lock:
+            self.repositories[repository.key] = repository
+        return repository
+
+    def repository(self, full_name: str | None = None) -> Repository:
+        key = (full_name or f"{self.owner}/{self.repo}").lower()
+        return self.repositories[key]
+
+    @property
+    def workflows(self) -> list[str]:
+        """The workflow files of the first repository."""
+        return list(self.repository().workflows)
+
+    def set_workflow(self, file: str, text: str, *, repo: str | None = None) -> None:
+        with self._lock:
+            try:
+                self.repository(repo).workflows[file] = parse_workflow(text)
+            except ValueError:
+                self.repository(repo).workflows[file] = {"invalid": True}
+
+    def add_token(self, token: str, scopes: Iterable[str]) -> None:
+        with self._lock:
+            self.tokens[token] = set(scopes)
+
+    def job_token_may_read(self, run_id: int, full_name: str) -> bool:
+        """A run's automatic token reads its own repository and public ones, nothing else."""
+        with self._lock:
+            own = self._runs[run_id].repo
+            other = self.repositories.get(full_name.lower())
+            return full_name.lower() == own or (other is not None and not other.private)
+
     def on_push(
         self,
         sha: str,
@@ -252,14 +409,23 @@ class ForgejoEmulator:
         ref: str = "refs/heads/main",
         workflows: Iterable[str] | None = None,
         title: str | None = None,
+        message: str | None = None,
         script: Script | None = None,
         appear_after: int | None = None,
+        repo: str | None = None,
     ) -> list[int]:
-        """A push of `sha` to `ref`: one run per workflow (default: all), event `push`."""
+        """A push of `sha` to `ref` of `repo` (default: the first repository): one run per
+        workflow (default: all), event `push`; none when the head commit's `message` holds one
+        of Forgejo's skip strings (case matters, as in Forgejo)."""
         with self._lock:
-            self.refs[_full_ref(ref)] = sha
+            repository = self.repository(repo)
+            repository.refs[_full_ref(ref)] = sha
+            if any(skip in (message or "") for skip in SKIP_CI):
+                return []
+            names = repository.workflows if workflows is None else workflows
             return [
                 self._create_run(
+                    repository,
                     workflow,
                     sha=sha,
                     ref=_full_ref(ref),
@@ -268,24 +434,27 @@ class ForgejoEmulator:
                     script=script,
                     appear_after=self.appear_after if appear_after is None else appear_after,
                 )
-                for workflow in (self.workflows if workflows is None else workflows)
+                for workflow in names
             ]
 
-    def forge_settings(self, token: str | None = None, *, timeout: float = 5.0) -> ForgeSettings:
+    def forge_settings(
+        self, token: str | None = None, *, timeout: float = 5.0, repo: str | None = None
+    ) -> ForgeSettings:
         """Settings for a client of this emulator (its first token unless `token` is given;
         `token=""` for none)."""
         token = next(iter(self.tokens)) if token is None else token
+        repository = self.repository(repo)
         return ForgeSettings(
             url=self.url,
-            owner=self.owner,
-            repo=self.repo,
+            owner=repository.owner,
+            repo=repository.name,
             timeout=timeout,
             token=Secret(token) if token else None,
         )
 
-    def set_ref(self, ref: str, sha: str) -> None:
+    def set_ref(self, ref: str, sha: str, *, repo: str | None = None) -> None:
         with self._lock:
-            self.refs[_full_ref(ref)] = sha
+            self.repository(repo).refs[_full_ref(ref)] = sha
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` API requests answer `status` (an Internal Server Error body)."""
@@ -341,6 +510,7 @@ class ForgejoEmulator:
 
     def _create_run(
         self,
+        repository: Repository,
         workflow: str,
         *,
         sha: str,
@@ -352,29 +522,100 @@ class ForgejoEmulator:
         inputs: dict[str, str] | None = None,
     ) -> int:
         self._next["run"] += 1
-        self._next["index"] += 1
+        repository.next_index += 1
+        spec = repository.workflows.get(workflow) or {}
         run = EmulatedRun(
             id=self._next["run"],
-            index=self._next["index"],
+            index=repository.next_index,
+            repo=repository.key,
             workflow=workflow,
             commit_sha=sha,
             ref=ref,
-            event=event,
+            event="" if event == DISPATCH else event,
+            trigger_event=event,
             title=title,
             created=self.now(),
             inputs=dict(inputs or {}),
             script=script if script is not None or self.executor else Script(),
             hidden_for=appear_after,
+            concurrency=Concurrency.of(spec),
         )
-        for name in self.job_names:
+        specs = spec.get("jobs") if isinstance(spec.get("jobs"), dict) else None
+        names = list(specs) if specs else self.job_names
+        for name in names:
             self._next["job"] += 1
-            job = EmulatedJob(id=self._next["job"], run_id=run.id, name=name)
+            labels = _runs_on(specs[name]) if specs else list(DEFAULT_RUNNER_LABELS)
+            job = EmulatedJob(id=self._next["job"], run_id=run.id, name=name, runs_on=labels)
             run.jobs.append(job)
             self._jobs[job.id] = job
         self._runs[run.id] = run
-        if run.script is None:
-            self._queue.put(run.id)
+        self._apply_concurrency(run)
+        if run.status == "waiting":
+            self._offer(run)
         return run.id
+
+    def _configure_concurrency(self, run: EmulatedRun) -> None:
+        """Forgejo's group and mode for a new run: an explicit group (its `github.workflow`,
+        `github.ref` and `github.event_name` evaluated) or `<ref>_<workflow>_<event>__auto`;
+        `cancel-in-progress` unsaid cancels on push only, true cancels, false queues behind the
+        group, false without a group sets no limit. Before v13 only the push default exists."""
+        spec = run.concurrency if self.major >= 13 else None
+        group = spec.group if spec is not None else None
+        for name, value in (
+            ("workflow", run.workflow),
+            ("ref", run.ref),
+            ("event_name", run.trigger_event),
+        ):
+            for context in ("github", "forgejo", "forge"):
+                group = group and re.sub(
+                    r"\$\{\{\s*" + context + r"\." + name + r"\s*\}\}", value, group
+                )
+        run.group = group or f"{run.ref}_{run.workflow}_{run.trigger_event}__auto"
+        cancel = spec.cancel_in_progress if spec is not None else None
+        if cancel is None:
+            run.mode = "cancel" if run.trigger_event == "push" else "unlimited"
+        elif cancel:
+            run.mode = "cancel"
+        else:
+            run.mode = "queue" if group else "unlimited"
+
+    def _apply_concurrency(self, run: EmulatedRun) -> None:
+        """A new run and the unfinished runs of its group (FACTS.md)."""
+        self._configure_concurrency(run)
+        if run.mode == "unlimited":
+            return
+        others = [
+            r
+            for r in self._runs.values()
+            if r is not run and not r.finished and r.repo == run.repo and r.group == run.group
+        ]
+        if run.mode == "queue":
+            run.queued = bool(others)  # still `waiting`, but no runner is given it
+            return
+        for other in others:
+            other.cancelled_by = run.id
+            self._finish(other, "cancelled")
+
+    def _unblock(self, finished: EmulatedRun) -> None:
+        """The oldest run queued behind `finished`'s group goes to the runner."""
+        group = [
+            r
+            for r in self._runs.values()
+            if r.repo == finished.repo and r.group == finished.group and not r.finished
+        ]
+        queued = sorted((r for r in group if r.queued), key=lambda r: r.id)
+        if queued and not any(not r.queued for r in group):
+            queued[0].queued = False
+            self._offer(queued[0])
+
+    def _takes(self, run: EmulatedRun) -> bool:
+        """The runner takes a job only when its `runs-on` labels are all among the runner's, and
+        its run does not wait behind another of its concurrency group."""
+        return not run.queued and all(set(job.runs_on) <= self.runner_labels for job in run.jobs)
+
+    def _offer(self, run: EmulatedRun) -> None:
+        if run.script is None and self._takes(run):
+            self._queue.put(run.id)
 
     def _start(self, run: EmulatedRun) -> None:
         if run.status != "waiting":
@@ -390,16 +631,22 @@ class ForgejoEmulator:
     def _finish(self, run: EmulatedRun, status: str) -> None:
         if status not in FINISHED:
             raise ValueError(f"not a finished status: {status!r}")
+        if run.finished:
+            return  # e.g. cancelled while its executor still ran
         run.status = status
         run.stopped = self.now()
         for job in run.jobs:
             job.status = status
             job.updated = run.stopped
+        self._unblock(run)
 
     def _observe(self, run: EmulatedRun) -> None:
-        """An answer shows this run: a scripted run moves on by one read."""
+        """An answer shows this run: a scripted run moves on by one read (a run no runner may
+        take, or one queued behind another, stays where it is)."""
         script = run.script
         if script is None or script.hold or run.finished:
+            return
+        if not self._takes(run):
             return
         run.reads += 1
         if run.reads > script.waiting_reads:
@@ -417,6 +664,8 @@ class ForgejoEmulator:
                 return
             with self._lock:
                 run = self._runs[run_id]
+                if run.status != "waiting":
+                    continue  # cancelled before a runner took it
                 self._start(run)
                 context = ExecutorContext(
                     self,
@@ -425,8 +674,9 @@ class ForgejoEmulator:
                     run.workflow,
                     run.commit_sha,
                     run.ref,
-                    run.event,
+                    run.trigger_event,
                     dict(run.inputs),
+                    self.repositories[run.repo].full_name,
                 )
             try:
                 assert self.executor is not None
@@ -489,23 +739,35 @@ class ForgejoEmulator:
         if path == "/_emulator/push" and method == "POST":
             data = json.loads(body or b"{}")
             ref = data.get("ref", "refs/heads/main")
+            repository = self.repository(data.get("repo"))
+            choose = self.push_workflows_of.get(repository.key)
+            if choose is None and repository.key == self.repository().key:
+                choose = self.push_workflows
             workflows = None
-            if self.push_workflows is not None:  # e.g. the workflows' `paths:` filters
-                workflows = list(self.push_workflows(data.get("before", ""), data["sha"], ref))
-            ids = self.on_push(data["sha"], ref=ref, title=data.get("title"), workflows=workflows)
+            if choose is not None:  # e.g. the workflows' `paths:` filters
+                workflows = list(choose(data.get("before", ""), data["sha"], ref))
+            ids = self.on_push(
+                data["sha"],
+                ref=ref,
+                title=data.get("title"),
+                message=data.get("message"),
+                workflows=workflows,
+                repo=repository.full_name,
+            )
             return _Reply(201, {"runs": ids})
         if path == "/api/v1/version" and method == "GET":
             return _Reply(200, {"version": self.version})
         match = re.fullmatch(r"/api/v1/repos/([^/]+)/([^/]+)(/.*)?", path)
         if not match:
             raise _Reply(404, self._not_found())
-        scopes = self._authorize(headers, query)
-        if (match[1].lower(), match[2].lower()) != (self.owner.lower(), self.repo.lower()):
-            raise _Reply(404, self._not_found())
+        scopes = self._authorize(method, headers, query)
+        repository = self.repositories.get(f"{match[1]}/{match[2]}".lower())
+        if repository is None or (scopes is None and repository.private):
+            raise _Reply(404, self._not_found())  # anonymous: a private repository is not there
         rest = match[3] or ""
         if rest == "" and method == "GET":
             self._need(scopes, READ)
-            return _Reply(200, self._repository_json(WRITE in scopes))
+            return _Reply(200, self._repository_json(repository))
         routes: list[tuple[str, str, int, Callable[..., _Reply]]] = [
             ("GET", r"/actions/runs", 12, self._list_runs),
             ("GET", r"/actions/runs/(\d+)", 12, self._get_run),
@@ -518,20 +780,37 @@ class ForgejoEmulator:
             found = re.fullmatch(pattern, rest)
             if found and verb == method and self.major >= since:
                 self._need(scopes, WRITE if verb == "POST" else READ)
-                return route(*found.groups(), query=query, headers=headers, body=body)
+                return route(
+                    *found.groups(),
+                    repository=repository,
+                    query=query,
+                    headers=headers,
+                    body=body,
+                )
         raise _Reply(404, self._not_found())
 
-    def _authorize(self, headers: dict[str, str], query: dict[str, list[str]]) -> set[str]:
+    def _authorize(
+        self, method: str, headers: dict[str, str], query: dict[str, list[str]]
+    ) -> set[str] | None:
+        """The token's scopes; None for an anonymous read (allowed on public repositories)."""
         if any(name in query for name in ("token", "access_token")):
             raise _Reply(401, {"message": "token in query string is not accepted", "url": ""})
         value = headers.get("authorization", "")
+        if not value:
+            if self.require_signin:
+                raise _Reply(403, {"message": "Only signed in user is allowed", "url": ""})
+            if method != "GET":
+                raise _Reply(401, {"message": "token is required", "url": ""})
+            return None
         scheme, _, token = value.partition(" ")
         if scheme.lower() not in ("token", "bearer") or token.strip() not in self.tokens:
-            message = "token is required" if not value else "user does not exist [uid: 0, name: ]"
-            raise _Reply(401, {"message": message, "url": ""})
+            raise _Reply(401, {"message": "user does not exist [uid: 0, name: ]", "url": ""})
         return self.tokens[token.strip()]
 
-    def _need(self, scopes: set[str], scope: str) -> None:
+    def _need(self, scopes: set[str] | None, scope: str) -> None:
+        if scopes is None and scope == READ:
+            return  # anonymous read of a public repository
+        scopes = scopes or set()
         if scope in scopes or (scope == READ and WRITE in scopes):
             return
         raise _Reply(
@@ -547,22 +826,33 @@ class ForgejoEmulator:
 
     # ---- routes
 
-    def _visible_runs(self) -> list[EmulatedRun]:
-        return sorted((r for r in self._runs.values() if r.hidden_for <= 0), key=lambda r: -r.id)
+    def _visible_runs(self, repository: Repository) -> list[EmulatedRun]:
+        return sorted(
+            (r for r in self._runs.values() if r.hidden_for <= 0 and r.repo == repository.key),
+            key=lambda r: -r.id,
+        )
 
-    def _count_list_request(self) -> None:
+    def _count_list_request(self, repository: Repository) -> None:
         for run in self._runs.values():
-            if run.hidden_for > 0:
+            if run.hidden_for > 0 and run.repo == repository.key:
                 run.hidden_for -= 1
 
-    def _list_runs(self, *, query: dict[str, list[str]], **_: Any) -> _Reply:
+    def _run_of(self, repository: Repository, run_id: str) -> EmulatedRun:
+        run = self._runs.get(int(run_id))
+        if run is None or run.hidden_for > 0 or run.repo != repository.key:
+            raise _Reply(404, self._not_found())
+        return run
+
+    def _list_runs(
+        self, *, repository: Repository, query: dict[str, list[str]], **_: Any
+    ) -> _Reply:
         page, limit = _paging(query)
         statuses = query.get("status", [])
         for status in statuses:
             if status not in STATUSES:
                 raise _Reply(400, {"message": f"unknown status: {status}", "url": ""})
-        runs = self._visible_runs()
-        self._count_list_request()
+        runs = self._visible_runs(repository)
+        self._count_list_request(repository)
         events = query.get("event", [])
         heads = query.get("head_sha", [])
         numbers = query.get("run_number", [])
@@ -585,22 +875,20 @@ class ForgejoEmulator:
             200, {"workflow_runs": [self._run_json(r) for r in shown], "total_count": len(selected)}
         )
 
-    def _get_run(self, run_id: str, **_: Any) -> _Reply:
-        run = self._runs.get(int(run_id))
-        if run is None or run.hidden_for > 0:
-            raise _Reply(404, self._not_found())
+    def _get_run(self, run_id: str, *, repository: Repository, **_: Any) -> _Reply:
+        run = self._run_of(repository, run_id)
         self._observe(run)
         return _Reply(200, self._run_json(run))
 
-    def _list_jobs(self, run_id: str, **_: Any) -> _Reply:
-        run = self._runs.get(int(run_id))
-        if run is None or run.hidden_for > 0:
-            raise _Reply(404, self._not_found())
+    def _list_jobs(self, run_id: str, *, repository: Repository, **_: Any) -> _Reply:
+        run = self._run_of(repository, run_id)
         return _Reply(200, [self._job_json(j) for j in run.jobs])
 
-    def _job_logs(self, job_id: str, *, headers: dict[str, str], **_: Any) -> _Reply:
+    def _job_logs(
+        self, job_id: str, *, repository: Repository, headers: dict[str, str], **_: Any
+    ) -> _Reply:
         job = self._jobs.get(int(job_id))
-        if job is None or job.task_id == 0:
+        if job is None or job.task_id == 0 or self._runs[job.run_id].repo != repository.key:
             raise _Reply(404, self._not_found())
         content = bytes(job.log)
         wanted = _byte_range(headers.get("range", ""), len(content))
@@ -613,10 +901,12 @@ class ForgejoEmulator:
             headers={"Content-Range": f"bytes {start}-{end}/{len(content)}"},
         )
 
-    def _list_tasks(self, *, query: dict[str, list[str]], **_: Any) -> _Reply:
+    def _list_tasks(
+        self, *, repository: Repository, query: dict[str, list[str]], **_: Any
+    ) -> _Reply:
         page, limit = _paging(query)
-        runs = self._visible_runs()
-        self._count_list_request()
+        runs = self._visible_runs(repository)
+        self._count_list_request(repository)
         for run in runs:  # a task exists only once a runner took the job: observe waiting runs too
             self._observe(run)
         tasks = [
@@ -635,7 +925,7 @@ class ForgejoEmulator:
             },
         )
 
-    def _dispatch(self, workflow: str, *, body: bytes, **_: Any) -> _Reply:
+    def _dispatch(self, workflow: str, *, repository: Repository, body: bytes, **_: Any) -> _Reply:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
@@ -643,16 +933,26 @@ class ForgejoEmulator:
         ref = data.get("ref") or ""
         if not ref:
             raise _Reply(400, {"message": "ref is required", "url": ""})
-        sha = self.refs.get(_full_ref(ref)) or self.refs.get(f"refs/tags/{ref}")
-        if workflow not in self.workflows:
+        if ref.startswith("refs/"):
+            sha = repository.refs.get(ref)
+            if sha is None:
+                raise _Reply(404, self._not_found())
+        else:
+            sha = repository.refs.get(f"refs/heads/{ref}") or repository.refs.get(
+                f"refs/tags/{ref}"
+            )
+        if workflow not in repository.workflows:
             raise _Reply(500, {"message": f"workflow {workflow!r} not found", "url": ""})
         if sha is None:
             raise _Reply(500, {"message": f"ref {ref!r} not found", "url": ""})
+        if (repository.workflows[workflow] or {}).get("invalid"):
+            raise _Reply(500, {"message": f"workflow {workflow!r} is invalid", "url": ""})
         run_id = self._create_run(
+            repository,
             workflow,
             sha=sha,
             ref=_full_ref(ref),
-            event="workflow_dispatch",
+            event=DISPATCH,
             title=workflow.rsplit(".", 1)[0],
             script=None,
             appear_after=0,
@@ -667,28 +967,43 @@ class ForgejoEmulator:
 
     # ---- JSON shapes (swagger definitions)
 
-    def _html(self, suffix: str = "") -> str:
-        return f"{self.url}/{self.owner}/{self.repo}{suffix}"
+    def _html(self, repository: Repository, suffix: str = "") -> str:
+        return f"{self.url}/{repository.full_name}{suffix}"
 
-    def _user_json(self) -> dict[str, Any]:
-        return {"id": 1, "login": self.owner, "full_name": self.owner, "html_url": self._html()}
-
-    def _repository_json(self, can_push: bool) -> dict[str, Any]:
+    def _user_json(self, repository: Repository) -> dict[str, Any]:
         return {
             "id": 1,
-            "name": self.repo,
-            "full_name": f"{self.owner}/{self.repo}",
-            "owner": self._user_json(),
-            "default_branch": "main",
-            "empty": False,
-            "private": True,
-            "has_actions": True,
-            "html_url": self._html(),
-            "clone_url": self._html(".git"),
-            "permissions": {"admin": False, "push": can_push, "pull": True},
+            "login": repository.owner,
+            "full_name": repository.owner,
+            "html_url": f"{self.url}/{repository.owner}",
         }
 
+    def _repository_json(self, repository: Repository) -> dict[str, Any]:
+        return {
+            "id": 1,
+            "name": repository.name,
+            "full_name": repository.full_name,
+            "owner": self._user_json(repository),
+            "default_branch": "main",
+            "empty": False,
+            "private": repository.private,
+            "has_actions": True,
+            "html_url": self._html(repository),
+            "clone_url": self._html(repository, ".git"),
+            # The *user's* access: a read-only token still shows push (FACTS.md).
+            "permissions": {"admin": False, "push": True, "pull": True},
+        }
+
+    def _time(self, value: datetime | None) -> str:
+        """RFC 3339 in the server's zone; unset is the epoch in that zone."""
+        moment = (value or EPOCH).astimezone(self.zone)
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if text.endswith("+0000"):
+            return text[:-5] + "Z"
+        return f"{text[:-2]}:{text[-2:]}"
+
     def _run_json(self, run: EmulatedRun) -> dict[str, Any]:
+        repository = self.repositories[run.repo]
         end = run.stopped or self.now()
         duration = int((end - run.started).total_seconds() * 1e9) if run.started else 0
         updated = max(t for t in (run.created, run.started, run.stopped) if t)
@@ -700,21 +1015,21 @@ class ForgejoEmulator:
             "commit_sha": run.commit_sha,
             "workflow_id": run.workflow,
             "event": run.event,
-            "trigger_event": run.event,
+            "trigger_event": run.trigger_event,
             "event_payload": "{}",
             "prettyref": run.ref.removeprefix("refs/heads/"),
             "title": run.title,
             "status": run.status,
-            "html_url": self._html(f"/actions/runs/{run.index}"),
+            "html_url": self._html(repository, f"/actions/runs/{run.index}"),
             "is_fork_pull_request": False,
             "is_ref_deleted": False,
             "need_approval": False,
-            "created": _time(run.created),
-            "updated": _time(updated),
-            "started": _time(run.started),
-            "stopped": _time(run.stopped),
+            "created": self._time(run.created),
+            "updated": self._time(updated),
+            "started": self._time(run.started),
+            "stopped": self._time(run.stopped),
             "duration": duration,
-            "trigger_user": self._user_json(),
+            "trigger_user": self._user_json(repository),
         }
 
     def _job_json(self, job: EmulatedJob) -> dict[str, Any]:
@@ -725,7 +1040,7 @@ class ForgejoEmulator:
             "owner_id": 1,
             "name": job.name,
             "needs": [],
-            "runs_on": ["docker"],
+            "runs_on": list(job.runs_on),
             "task_id": job.task_id,
             "status": job.status,
             "attempt": job.attempt,
@@ -733,6 +1048,7 @@ class ForgejoEmulator:
         }
 
     def _task_json(self, job: EmulatedJob, run: EmulatedRun) -> dict[str, Any]:
+        repository = self.repositories[run.repo]
         return {
             "id": job.task_id,
             "name": job.name,
@@ -743,10 +1059,10 @@ class ForgejoEmulator:
             "display_title": run.title,
             "status": job.status,
             "workflow_id": run.workflow,
-            "url": self._html(f"/actions/runs/{run.index}"),
-            "created_at": _time(run.created),
-            "updated_at": _time(job.updated),
-            "run_started_at": _time(job.started),
+            "url": self._html(repository, f"/actions/runs/{run.index}"),
+            "created_at": self._time(run.created),
+            "updated_at": self._time(job.updated),
+            "run_started_at": self._time(job.started),
         }
 
 
@@ -780,10 +1096,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _full_ref(ref: str) -> str:
     return ref if ref.startswith("refs/") else f"refs/heads/{ref}"
-
-
-def _time(value: datetime | None) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else UNSET
 
 
 def _redacted(headers: dict[str, str]) -> dict[str, str]:

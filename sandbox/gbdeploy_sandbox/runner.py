@@ -7,13 +7,16 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
   run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
-  with its submodules when the step asks for them) and the step checks that it is so;
+  with its submodules when the step asks for them) and the step checks that it is so, and that
+  `node` is on the job's PATH, as a host-mode runner needs it for a JavaScript action;
 - `shell: bash` (`bash --noprofile --norc -eo pipefail`) or no shell (`bash -e`), like the runner;
 - `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
 
 A failing step stops the job; the rest are reported as skipped. Secret values are masked as
-`***` in every output, as the real runner does. Nothing here depends on the Forgejo emulator:
-`run_job` returns a `JobResult` whose `log` is the job log and whose `status` is the run status.
+`***` in the job log, as the real runner does; each step's `raw_output` keeps what the step
+really wrote, unmasked, so a test can tell that a secret never reached the output at all.
+Nothing here depends on the Forgejo emulator: `run_job` returns a `JobResult` whose `log` is
+the job log and whose `status` is the run status.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import fnmatch
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -35,8 +39,9 @@ import yaml
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 CONTEXT_NAMES = ("github", "forgejo", "forge")
-BASH_STRICT = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]  # `shell: bash`
-BASH_DEFAULT = ["bash", "-e"]  # no `shell:` given
+# forgejo-runner runs `shell: bash` and a step without `shell:` alike (FACTS.md).
+BASH_STRICT = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
+BASH_DEFAULT = BASH_STRICT
 KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}
 KNOWN_JOB_KEYS = {"runs-on", "steps", "env", "defaults", "name", "timeout-minutes"}
 
@@ -70,6 +75,7 @@ class StepResult:
     exit_code: int | None  # None when skipped
     output: str  # stdout and stderr interleaved, secrets masked
     seconds: float = 0.0
+    raw_output: str = ""  # the same, unmasked: what the step itself wrote
 
 
 @dataclass
@@ -77,10 +83,13 @@ class JobResult:
     job: str
     steps: list[StepResult]
     log: str
+    cancelled: bool = False
 
     @property
-    def status(self) -> Literal["success", "failure"]:
+    def status(self) -> Literal["success", "failure", "cancelled"]:
         """The run/job status Forgejo would report."""
+        if self.cancelled:
+            return "cancelled"
         ok = all(step.status != "failure" for step in self.steps)
         return "success" if ok else "failure"
 
@@ -110,7 +119,9 @@ def load_workflow(workflow: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pattern(glob: str) -> re.Pattern[str]:
-    """A workflow path filter as a regex: `*` within one directory, `**` across them."""
+    """A workflow filter pattern as act (and so Forgejo) reads it: `*` any characters but `/`,
+    `**` any characters, `?` zero or one of the preceding character, `+` one or more of it,
+    `[…]` a class; the pattern matches the whole path."""
     out = ""
     i = 0
     while i < len(glob):
@@ -120,13 +131,29 @@ def _pattern(glob: str) -> re.Pattern[str]:
         elif glob[i] == "*":
             out += "[^/]*"
             i += 1
-        elif glob[i] == "?":
-            out += "[^/]"
+        elif glob[i] in "?+":
+            out += glob[i]
             i += 1
+        elif glob[i] == "[":
+            end = glob.find("]", i)
+            if end < 0:
+                raise UnsupportedWorkflow(f"unclosed `[` in path filter {glob!r}")
+            out += glob[i : end + 1]
+            i = end + 1
         else:
             out += re.escape(glob[i])
             i += 1
     return re.compile(out + r"\Z")
+
+
+def _matches(patterns: list[str], path: str) -> bool:
+    """The last matching pattern decides; a `!` pattern excludes what it matches."""
+    matched = False
+    for raw in patterns:
+        negated = raw.startswith("!")
+        if _pattern(raw[1:] if negated else raw).match(path):
+            matched = not negated
+    return matched
 
 
 def is_triggered(
@@ -148,7 +175,7 @@ def is_triggered(
     if event_name != "push":
         return True
     filters = triggers[event_name] or {}
-    unknown = set(filters) - {"branches", "paths"}
+    unknown = set(filters) - {"branches", "paths", "paths-ignore"}
     if unknown:
         raise UnsupportedWorkflow(f"push filter {sorted(unknown)[0]!r} is not emulated")
     branch = ref.removeprefix("refs/heads/")
@@ -156,9 +183,14 @@ def is_triggered(
         fnmatch.fnmatchcase(branch, b) for b in filters["branches"]
     ):
         return False
+    changed = list(changed_paths)
+    if "paths-ignore" in filters:
+        ignored = [str(p) for p in filters["paths-ignore"]]
+        if changed and all(_matches(ignored, path) for path in changed):
+            return False
     if "paths" in filters:
-        patterns = [_pattern(p) for p in filters["paths"]]
-        return any(p.match(path) for p in patterns for path in changed_paths)
+        wanted = [str(p) for p in filters["paths"]]
+        return any(_matches(wanted, path) for path in changed)
     return True
 
 
@@ -238,8 +270,16 @@ def _select_job(data: Mapping[str, Any], job: str | None) -> tuple[str, dict[str
     return job, spec
 
 
-def _check_checkout(workspace: Path, context: RunContext, step: Mapping[str, Any]) -> str:
-    """The emulated actions/checkout: the checkout must already be there, at the sha."""
+def _check_checkout(
+    workspace: Path, context: RunContext, step: Mapping[str, Any], path: str
+) -> str:
+    """The emulated actions/checkout: a JavaScript action, so a host-mode runner needs `node`
+    on the job's PATH; the checkout must already be there, at the sha."""
+    if shutil.which("node", path=path) is None:
+        raise RuntimeError(
+            f"{step.get('uses')} is a JavaScript action: the host-mode runner needs `node` on "
+            f"PATH ({path})"
+        )
     head = subprocess.run(
         ["git", "-C", str(workspace), "rev-parse", "HEAD"],
         capture_output=True,
@@ -273,9 +313,11 @@ def _run_script(
     env: Mapping[str, str],
     deadline: float | None,
     emit: Callable[[str], None],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[int, str, bool]:
-    """Run the step's script in its own process group; stream its lines to `emit`.
-    Returns (exit code, output, timed out)."""
+    """Run the step's script in its own process group; stream its lines to `emit`. A step
+    past `deadline`, or whose job is `cancelled`, is killed (its process group).
+    Returns (exit code, output, killed)."""
     process = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -293,7 +335,7 @@ def _run_script(
         selector.register(process.stdout, selectors.EVENT_READ)
         while True:
             wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            if deadline is not None and wait == 0.0:
+            if (deadline is not None and wait == 0.0) or cancelled():
                 timed_out = True
                 break
             if not selector.select(wait):
@@ -331,12 +373,15 @@ def run_job(
     timeout: float | None = None,
     on_output: Callable[[str], None] | None = None,
     temp_dir: str | Path | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> JobResult:
     """Run one job of `workflow` in `checkout` (the workspace) for the event in `context`.
 
     `on_output` receives the log as it is written (masked), for a live job log. `timeout` bounds
-    the whole job: a step still running then is killed (its process group) and fails. HOME is a
-    fresh directory under the job's temp dir unless `context.env` sets it.
+    the whole job: a step still running then is killed (its process group) and fails. When
+    `cancelled()` turns true (Forgejo cancelled the run, e.g. a newer push superseded it), the
+    running step is killed and the rest are skipped, as forgejo-runner does. HOME is a fresh
+    directory under the job's temp dir unless `context.env` sets it.
     """
     data = load_workflow(workflow)
     job_name, spec = _select_job(data, job)
@@ -390,8 +435,10 @@ def run_job(
                 job_env[key] = expressions.substitute(value, {**job_env})
 
         log: list[str] = []
+        raw: list[str] = []
 
         def emit(text: str) -> None:
+            raw.append(text)
             masked = _mask(text, secrets)
             log.append(masked)
             if on_output is not None:
@@ -402,16 +449,17 @@ def run_job(
         failed = False
         for index, step in enumerate(steps, 1):
             name = str(step.get("name") or step.get("uses") or step["run"].splitlines()[0])
-            if failed:
+            if failed or cancelled():
                 results.append(StepResult(name, "skipped", None, ""))
                 emit(f"==> step {index}/{len(steps)}: {name}: skipped\n")
                 continue
             emit(f"==> step {index}/{len(steps)}: {name}\n")
             step_log_start = len(log)
+            step_raw_start = len(raw)
             step_started = time.monotonic()
             if "uses" in step:
                 try:
-                    emit(_check_checkout(workspace, context, step))
+                    emit(_check_checkout(workspace, context, step, base["PATH"]))
                     code = 0
                 except RuntimeError as error:
                     emit(f"error: {error}\n")
@@ -432,17 +480,24 @@ def run_job(
                     emit(f"error: working-directory {cwd} does not exist\n")
                     code = 1
                 else:
-                    code, _, timed_out = _run_script(argv, cwd, {**base, **env}, deadline, emit)
-                    if timed_out:
+                    code, _, killed = _run_script(
+                        argv, cwd, {**base, **env}, deadline, emit, cancelled
+                    )
+                    if killed and cancelled():
+                        emit("the run was cancelled; step killed\n")
+                        code = code if code != 0 else 1
+                    elif killed:
                         emit(f"error: the job timed out after {timeout}s; step killed\n")
                         code = code if code != 0 else 1
                 script.unlink()
             output = "".join(log[step_log_start:])
+            raw_output = "".join(raw[step_raw_start:])
             status: Literal["success", "failure"] = "success" if code == 0 else "failure"
             seconds = time.monotonic() - step_started
             emit(f"==> {name}: {status} (exit code {code}, {seconds:.1f}s)\n")
-            results.append(StepResult(name, status, code, output, seconds))
+            results.append(StepResult(name, status, code, output, seconds, raw_output))
             failed = code != 0
-        status_line = "failure" if failed else "success"
-        emit(f"==> job {job_name}: {status_line}\n")
-        return JobResult(job_name, results, "".join(log))
+        result = JobResult(job_name, results, "", cancelled=cancelled())
+        emit(f"==> job {job_name}: {result.status}\n")
+        result.log = "".join(log)
+        return result

@@ -6,9 +6,13 @@
     <dir>/runner/           the emulated runner's HOME (~/.ssh/config names the target) and
                             one checkout per CI run
 
-A post-receive hook on `alm/gb.git` tells the Forgejo emulator about each push, as Forgejo would;
-the emulator's executor clones the pushed commit with its submodules and runs the `run:` steps
-of the rendered workflow (so the real `gbdeploy deploy` runs over ssh, with the key and
+Two placements of the workflow (`workflow_repo`): `root` puts the rendered workflow in `gb`, and
+the pointer push starts the run; `component` puts it (with a copy of gbdeploy.yaml, which its
+deploy step reads) in the botserver repository, and the submodule push starts the run there.
+Post-receive hooks on `alm/gb.git` and `alm/botserver.git` tell the Forgejo emulator about each
+push, as Forgejo would; its runner (registered with the label `gbo`) clones the pushed commit of
+that repository (the root's private submodules only when the job token may read them) and runs
+the `run:` steps of the workflow (so the real `gbdeploy deploy` runs over ssh, with the key and
 known_hosts handed over as secrets); the stand-in service answers its health URL with its
 commit. Nothing here reaches beyond 127.0.0.1 and the sandbox directory.
 """
@@ -22,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +35,7 @@ import yaml
 
 from gbdeploy.config import Settings, load_settings
 from gbdeploy.connection import quote
+from gbdeploy.errors import UsageError
 from gbdeploy.output import Reporter
 
 from . import runner as emulated_runner
@@ -40,6 +46,50 @@ from .service import compiler, service_user
 from .sshd import LoopbackSshd, find_sshd, free_port
 
 COMPONENT = "botserver"
+OWNER = "GeneralBots"
+RUNNER_LABEL = "gbo"
+PLACEMENTS = ("root", "component")
+# The component's own workflow: what `gbdeploy workflows` renders for the root, run from the
+# component repository's checkout (the build happens at its top; gbdeploy.yaml is beside it).
+COMPONENT_WORKFLOW = """\
+name: "botserver: build and deploy"
+on:
+  push:
+    branches: [main]
+  workflow_dispatch:
+concurrency:
+  group: gbdeploy-botserver
+  cancel-in-progress: false
+jobs:
+  deploy:
+    runs-on: {runs_on}
+    defaults:
+      run:
+        shell: bash
+    steps:
+      - name: Check out
+        uses: actions/checkout@v4
+      - name: Build botserver
+        run: |
+          BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"
+          export BOTSERVER_COMMIT
+          sh build.sh
+      - name: Write the deploy SSH key
+        env:
+          DEPLOY_SSH_KEY: ${{{{ secrets.DEPLOY_SSH_KEY }}}}
+          DEPLOY_KNOWN_HOSTS: ${{{{ secrets.DEPLOY_KNOWN_HOSTS }}}}
+        run: |
+          umask 077
+          mkdir -p "$HOME/.ssh/gbdeploy"
+          printf '%s\\n' "$DEPLOY_SSH_KEY" > "$HOME/.ssh/gbdeploy/deploy_key"
+          printf '%s\\n' "$DEPLOY_KNOWN_HOSTS" > "$HOME/.ssh/gbdeploy/known_hosts"
+      - name: Deploy botserver
+        run: |
+          export GBDEPLOY_SSH_IDENTITY_FILE="$HOME/.ssh/gbdeploy/deploy_key"
+          export GBDEPLOY_SSH_KNOWN_HOSTS="$HOME/.ssh/gbdeploy/known_hosts"
+          COMMIT="$(git rev-parse HEAD)"
+          gbdeploy deploy botserver --artifact target/debug/botserver --commit "$COMMIT"
+"""
 BUILD_SCRIPT = """#!/bin/sh
 # The sandbox's stand-in for `cargo build`: the commit is baked in as botserver does it.
 set -eu
@@ -58,6 +108,15 @@ class Sandbox:
     forge: ForgejoEmulator
     port: int
     jobs: dict[int, emulated_runner.JobResult] = field(default_factory=dict)
+    placement: str = "root"
+
+    @property
+    def workflow_repo(self) -> str:
+        """The repository the workflow runs in, OWNER/NAME."""
+        return f"{OWNER}/{'gb' if self.placement == 'root' else COMPONENT}"
+
+    def bare_of(self, full_name: str) -> Path:
+        return self.git.bare("alm", full_name.split("/")[1].lower())
 
     @property
     def binary(self) -> Path:
@@ -88,9 +147,10 @@ class Sandbox:
     def execute_run(self, run: ExecutorContext) -> str:
         """What a Forgejo runner does for one run: check out the commit, run the job."""
         checkout = self.directory / "runner" / "work" / str(run.run_id)
-        run.log(f"checkout {run.commit_sha} of {self.git.bare('alm', 'gb')}\n")
+        bare = self.bare_of(run.repository)
+        run.log(f"checkout {run.commit_sha} of {run.repository}\n")
         try:
-            _checkout(self.git.bare("alm", "gb"), run.commit_sha, checkout)
+            _checkout(bare, run.commit_sha, checkout, may_read=self._job_token_reach(run))
         except RuntimeError as error:
             run.log(f"checkout failed: {error}\n")
             return "failure"
@@ -105,13 +165,19 @@ class Sandbox:
                 "DEPLOY_KNOWN_HOSTS": self.sshd.known_hosts.read_text(),
             },
             env=self._runner_environment(),
+            repository=run.repository,
             server_url=self.forge.url,
             run_id=run.run_id,
             run_number=run.run_number,
         )
         try:
             result = emulated_runner.run_job(
-                workflow, checkout, context, on_output=run.log, timeout=600
+                workflow,
+                checkout,
+                context,
+                on_output=run.log,
+                timeout=600,
+                cancelled=lambda: run.cancelled,
             )
         except emulated_runner.UnsupportedWorkflow as error:
             run.log(f"the emulated runner cannot run {run.workflow}: {error}\n")
@@ -119,25 +185,38 @@ class Sandbox:
         self.jobs[run.run_id] = result
         return result.status
 
-    def triggered_workflows(self, before: str, sha: str, ref: str) -> list[str]:
+    def _job_token_reach(self, run: ExecutorContext) -> Callable[[str], bool]:
+        """Which submodule URLs the run's automatic token may clone: its own repository and
+        public ones (a private sibling answers 403 to it)."""
+
+        def may_read(url: str) -> bool:
+            name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+            return self.forge.job_token_may_read(run.run_id, f"{OWNER}/{name}")
+
+        return may_read
+
+    def triggered_workflows(self, before: str, sha: str, ref: str, *, repo: str = "") -> list[str]:
         """The workflows of commit `sha` that a push from `before` starts (their `paths:`)."""
-        bare = self.git.bare("alm", "gb")
-        names = git(bare, "ls-tree", "--name-only", f"{sha}:.forgejo/workflows").split()
+        full_name = repo or f"{OWNER}/gb"
+        bare = self.bare_of(full_name)
+        try:
+            names = git(bare, "ls-tree", "--name-only", f"{sha}:.forgejo/workflows").split()
+        except RuntimeError:
+            return []  # no workflows in this repository
         if before and set(before) != {"0"}:
-            changed = git(bare, "diff", "--name-only", before, sha).split()
+            changed = git(bare, "diff-tree", "--name-only", "-r", before, sha).split()
         else:
             changed = git(bare, "ls-tree", "-r", "--name-only", sha).split()
-        return [
-            name
-            for name in names
-            if name in self.forge.workflows
-            and emulated_runner.is_triggered(
-                git(bare, "show", f"{sha}:.forgejo/workflows/{name}"),
-                "push",
-                ref=ref,
-                changed_paths=changed,
-            )
-        ]
+        known = self.forge.repository(full_name).workflows
+        started = []
+        for name in names:
+            text = git(bare, "show", f"{sha}:.forgejo/workflows/{name}")
+            if name not in known:
+                continue
+            self.forge.set_workflow(name, text, repo=full_name)
+            if emulated_runner.is_triggered(text, "push", ref=ref, changed_paths=changed):
+                started.append(name)
+        return started
 
     def _runner_environment(self) -> dict[str, str]:
         # The runner has this very gbdeploy on its PATH, so the workflow installs nothing.
@@ -172,10 +251,14 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def create(directory: Path | None = None) -> Sandbox:
-    """Build and start a sandbox; the first version of botserver is deployed and running."""
+def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox:
+    """Build and start a sandbox; the first version of botserver is deployed and running.
+    `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
     compiler()
+    _find_node()
     directory = Path(directory or tempfile.mkdtemp(prefix="gbdeploy-sandbox-"))
     directory.chmod(0o755)  # the service user must reach its binary
     token = secrets.token_hex(20)
@@ -184,12 +267,22 @@ def create(directory: Path | None = None) -> Sandbox:
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    forge = ForgejoEmulator(token=token, workflows=[f"{COMPONENT}.yaml"])
-    sandbox = Sandbox(directory, token, sshd, GitWorld(directory / "git"), forge, free_port())
+    root_workflows = [f"{COMPONENT}.yaml"] if placement == "root" else []
+    forge = ForgejoEmulator(
+        token=token, owner=OWNER, workflows=root_workflows, runner_labels=[RUNNER_LABEL]
+    )
+    component_workflows = [f"{COMPONENT}.yaml"] if placement == "component" else []
+    forge.add_repository(OWNER, COMPONENT, workflows=component_workflows, private=False)
+    sandbox = Sandbox(
+        directory, token, sshd, GitWorld(directory / "git"), forge, free_port(), {}, placement
+    )
     try:
         _build_world(sandbox)
         forge.executor = sandbox.execute_run
         forge.push_workflows = sandbox.triggered_workflows
+        forge.push_workflows_of[f"{OWNER}/{COMPONENT}".lower()] = lambda before, sha, ref: (
+            sandbox.triggered_workflows(before, sha, ref, repo=f"{OWNER}/{COMPONENT}")
+        )
         forge.start()
         _write_config(sandbox)
         _install_push_hook(sandbox)
@@ -198,6 +291,17 @@ def create(directory: Path | None = None) -> Sandbox:
         sandbox.close()
         raise
     return sandbox
+
+
+def _find_node() -> str:
+    """The emulated runner is host-mode: `actions/checkout` is a JavaScript action run by node."""
+    found = shutil.which("node") or shutil.which("nodejs")
+    if not found:
+        raise UsageError(
+            "no node on this machine: the sandbox's host-mode runner runs actions/checkout with it",
+            hint="apt-get update && apt-get install -y nodejs",
+        )
+    return found
 
 
 def _build_world(sandbox: Sandbox) -> None:
@@ -220,16 +324,18 @@ def _build_world(sandbox: Sandbox) -> None:
 def _write_config(sandbox: Sandbox) -> None:
     user = service_user()
     config = {
-        "forge": {"url": sandbox.forge.url, "owner": "GeneralBots", "repo": "gb", "timeout": 10},
+        "forge": {"url": sandbox.forge.url, "owner": OWNER, "repo": "gb", "timeout": 10},
         "release": {
             "timeout": 600,
             "appear_timeout": 30,
-            "verify_timeout": 30,
+            "verify_timeout": 60,
             "poll_interval": 0.5,
         },
         "targets": {"system": {"ssh": sandbox.sshd.alias}},
+        "workflows": {"runs_on": RUNNER_LABEL},
         "components": {
             COMPONENT: {
+                "workflow_repo": sandbox.placement,
                 "binary": str(sandbox.binary),
                 "artifact": "target/debug/botserver",
                 "build": "sh build.sh",
@@ -246,18 +352,24 @@ def _write_config(sandbox: Sandbox) -> None:
         },
     }
     root = sandbox.git.root
-    (root / "gbdeploy.yaml").write_text(
-        "# The demo sandbox's configuration (made by `gbdeploy demo`).\n"
-        + yaml.safe_dump(config, sort_keys=False)
+    text = "# The demo sandbox's configuration (made by `gbdeploy demo`).\n" + yaml.safe_dump(
+        config, sort_keys=False
     )
-    from gbdeploy.workflows import rendered_files
+    (root / "gbdeploy.yaml").write_text(text)
+    if sandbox.placement == "component":
+        _commit_component_workflow(sandbox, text)
+        paths = ["gbdeploy.yaml", COMPONENT]
+    else:
+        from gbdeploy.workflows import rendered_files
 
-    out = root / ".forgejo" / "workflows"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered_files(sandbox.settings()).items():
-        if name == f"{COMPONENT}.yaml":
-            (out / name).write_text(text)
-    git(root, "add", "gbdeploy.yaml", ".forgejo")
+        out = root / ".forgejo" / "workflows"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, rendered in rendered_files(sandbox.settings()).items():
+            if name == f"{COMPONENT}.yaml":
+                (out / name).write_text(rendered)
+                sandbox.forge.set_workflow(name, rendered)
+        paths = ["gbdeploy.yaml", ".forgejo"]
+    git(root, "add", *paths)
     git(root, "commit", "--quiet", "-m", "gbdeploy: configuration and workflow")
     for remote in ("origin", "alm"):
         git(root, "push", "--quiet", remote, sandbox.git.branch)
@@ -267,17 +379,41 @@ def _write_config(sandbox: Sandbox) -> None:
         shutil.chown(path, user, user)
 
 
+def _commit_component_workflow(sandbox: Sandbox, config_text: str) -> None:
+    """The component placement: the workflow and gbdeploy.yaml live in botserver's repository."""
+    world = sandbox.git
+    world.switch_submodule_to_branch()
+    out = world.submodule / ".forgejo" / "workflows"
+    out.mkdir(parents=True, exist_ok=True)
+    workflow = COMPONENT_WORKFLOW.format(runs_on=RUNNER_LABEL)
+    (out / f"{COMPONENT}.yaml").write_text(workflow)
+    (world.submodule / "gbdeploy.yaml").write_text(config_text)
+    sandbox.forge.set_workflow(f"{COMPONENT}.yaml", workflow, repo=f"{OWNER}/{COMPONENT}")
+    git(world.submodule, "add", ".forgejo", "gbdeploy.yaml")
+    git(world.submodule, "commit", "--quiet", "-m", "gbdeploy: workflow and configuration")
+    for remote in ("origin", "alm"):
+        git(world.submodule, "push", "--quiet", remote, world.branch)
+
+
 def _install_push_hook(sandbox: Sandbox) -> None:
-    hook = sandbox.git.bare("alm", "gb") / "hooks" / "post-receive"
+    for repo in ("gb", COMPONENT):
+        _install_hook(sandbox, repo)
+
+
+def _install_hook(sandbox: Sandbox, repo: str) -> None:
+    hook = sandbox.git.bare("alm", repo) / "hooks" / "post-receive"
     hook.write_text(
         f"""#!{sys.executable}
 # Forgejo starts the Actions runs of a push; here, the emulator is told.
-import json, sys, urllib.request
+import json, subprocess, sys, urllib.request
 for line in sys.stdin:
     old, new, ref = line.split()
     if set(new) == {{"0"}}:
         continue
-    body = json.dumps({{"before": old, "sha": new, "ref": ref}}).encode()
+    message = subprocess.run(["git", "log", "-1", "--format=%B", new],
+                             capture_output=True, text=True).stdout
+    body = json.dumps({{"before": old, "sha": new, "ref": ref, "message": message,
+                       "repo": {f"{OWNER}/{repo}"!r}}}).encode()
     request = urllib.request.Request({sandbox.forge.url + "/_emulator/push"!r}, data=body,
                                      headers={{"Content-Type": "application/json"}})
     urllib.request.urlopen(request, timeout=10).read()
@@ -305,10 +441,22 @@ def _first_deploy(sandbox: Sandbox) -> None:
         )
 
 
-def _checkout(bare: Path, sha: str, into: Path) -> None:
+def _checkout(
+    bare: Path, sha: str, into: Path, *, may_read: Callable[[str], bool] = lambda url: True
+) -> None:
     into.parent.mkdir(parents=True, exist_ok=True)
     git(into.parent, "-c", "protocol.file.allow=always", "clone", "--quiet", str(bare), into.name)
     git(into, "checkout", "--quiet", "--detach", sha)
+    if not (into / ".gitmodules").exists():
+        return
+    urls = git(into, "config", "--file", ".gitmodules", "--get-regexp", r"\.url$").splitlines()
+    for line in urls:
+        url = line.split(" ", 1)[1]
+        if not may_read(url):
+            raise RuntimeError(
+                f"submodule {url}: the job token may not read a private repository (HTTP 403); "
+                "give actions/checkout a token that can"
+            )
     git(
         into,
         "-c",
@@ -335,12 +483,15 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
+def run_demo(reporter: Reporter, *, keep: bool = False, placement: str = "root") -> None:
     from gbdeploy.release import run_release
 
-    reporter.say("gbdeploy demo: a real release of botserver against a sandbox on this machine")
+    reporter.say(
+        "gbdeploy demo: a real release of botserver against a sandbox on this machine "
+        f"(workflow in the {'root' if placement == 'root' else 'botserver'} repository)"
+    )
     with reporter.step("build the sandbox"):
-        sandbox = create()
+        sandbox = create(placement=placement)
     kept = False
     try:
         for line in _describe(sandbox):
@@ -373,7 +524,8 @@ def run_demo(reporter: Reporter, *, keep: bool = False) -> None:
 def _describe(sandbox: Sandbox) -> list[str]:
     return [
         f"  sshd        127.0.0.1:{sandbox.sshd.port} (alias {sandbox.sshd.alias}, own host key)",
-        f"  forgejo     {sandbox.forge.url} (emulator; its runner runs the rendered workflow)",
+        f"  forgejo     {sandbox.forge.url} (emulator; its runner, label {RUNNER_LABEL}, runs "
+        f"the workflow of {sandbox.workflow_repo})",
         f"  git         {sandbox.git.root} (remotes origin, alm)",
         f"  botserver   {sandbox.binary}, health http://127.0.0.1:{sandbox.port}/health",
     ]

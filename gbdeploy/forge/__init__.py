@@ -1,0 +1,27 @@
+"""Forgejo Actions, split like httpx: typed answers (`models`), the client (`client`), finding
+and waiting for runs (`waiting`), and where a component's workflow runs (`placement`). The
+`runs` and `wait` commands live in `gbdeploy.runs`."""
+
+from .client import ApiRequest, ForgeClient, PlannedRequest, token_variable
+from .models import DispatchedRun, Job, Run, RunPage, parse_time
+from .placement import WorkflowHome, workflow_home
+from .waiting import RunSearch, dispatch_run, find_run, planned_requests, wait_for_run
+
+__all__ = [
+    "ApiRequest",
+    "DispatchedRun",
+    "ForgeClient",
+    "Job",
+    "PlannedRequest",
+    "Run",
+    "RunPage",
+    "RunSearch",
+    "WorkflowHome",
+    "dispatch_run",
+    "find_run",
+    "parse_time",
+    "planned_requests",
+    "token_variable",
+    "wait_for_run",
+    "workflow_home",
+]

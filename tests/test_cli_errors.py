@@ -46,7 +46,7 @@ def assert_clean(result, *, code: int) -> None:
 def test_an_unexpected_exception_is_reported_as_a_bug_with_exit_1(
     project: Path, run_gbdeploy, mocker
 ):
-    mocker.patch("gbdeploy.forge.run_runs", side_effect=KeyError(f"state for token {TEST_TOKEN}"))
+    mocker.patch("gbdeploy.runs.run_runs", side_effect=KeyError(f"state for token {TEST_TOKEN}"))
 
     result = run_gbdeploy("runs")
 
@@ -61,7 +61,7 @@ def test_gbdeploy_debug_shows_the_traceback_still_without_the_token(
     project: Path, run_gbdeploy, mocker, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("GBDEPLOY_DEBUG", "1")
-    mocker.patch("gbdeploy.forge.run_runs", side_effect=RuntimeError(f"broke near {TEST_TOKEN!r}"))
+    mocker.patch("gbdeploy.runs.run_runs", side_effect=RuntimeError(f"broke near {TEST_TOKEN!r}"))
 
     result = run_gbdeploy("runs")
 

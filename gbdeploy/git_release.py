@@ -21,7 +21,7 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -187,6 +187,9 @@ class ReleaseState:
     short_sha: str
     recorded: str  # the submodule commit the root's HEAD records
     root_head: str
+    # each remote's tip of the branch before the release ("PATH:REMOTE" or "root:REMOTE"), None
+    # where the remote has no such branch: what this release pushes anew
+    remote_tips: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def submodule(self) -> Path:
@@ -204,6 +207,7 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
     submodule = root / path
     root_label = f"the root repository ({root.name})"
 
+    tips: dict[str, str | None] = {}
     with _opened(root, root_label) as root_repo:
         _require_on_branch(root_repo, branch, what=root_label)
         recorded = _recorded(root_repo, path)
@@ -219,7 +223,7 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
                 hint=_line(root, "submodule", "update", "--init", "--", path),
             )
         with _opened(submodule, f"the submodule {path}") as sub_repo:
-            sha, short_sha = _check_submodule(settings, sub_repo, root_repo, path, recorded)
+            sha, short_sha = _check_submodule(settings, sub_repo, root_repo, path, recorded, tips)
         _require_remotes(root_repo, settings.git.root_remotes, what=root_label)
         other = [line for line in _root_changes(root_repo) if line[3:] != path]
         if other:
@@ -233,7 +237,9 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
             _require_identity(root_repo, what=root_label)
         root_head = root_repo.head.commit.hexsha
         for remote in settings.git.root_remotes:
-            _require_fast_forward(root_repo, root_label, remote, branch, root_head)
+            tips[f"root:{remote}"] = _require_fast_forward(
+                root_repo, root_label, remote, branch, root_head
+            )
     return ReleaseState(
         component=component.name,
         root=root,
@@ -243,11 +249,17 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
         short_sha=short_sha,
         recorded=recorded,
         root_head=root_head,
+        remote_tips=tips,
     )
 
 
 def _check_submodule(
-    settings: Settings, repo: Repo, root_repo: Repo, path: str, recorded: str
+    settings: Settings,
+    repo: Repo,
+    root_repo: Repo,
+    path: str,
+    recorded: str,
+    tips: dict[str, str | None],
 ) -> tuple[str, str]:
     """The submodule's HEAD (full and short) once it is ready to push: clean, on the branch,
     with every remote, containing the recorded commit, and fast-forwarding every remote."""
@@ -276,7 +288,7 @@ def _check_submodule(
             "if it is missing), then run release again",
         )
     for remote in settings.git.submodule_remotes:
-        _require_fast_forward(repo, path, remote, branch, sha)
+        tips[f"{path}:{remote}"] = _require_fast_forward(repo, path, remote, branch, sha)
     return sha, short_sha
 
 
@@ -407,9 +419,11 @@ def _require_identity(repo: Repo, *, what: str) -> None:
         )
 
 
-def _require_fast_forward(repo: Repo, label: str, remote: str, branch: str, head: str) -> None:
+def _require_fast_forward(
+    repo: Repo, label: str, remote: str, branch: str, head: str
+) -> str | None:
     """Refuse if pushing `head` to the remote's branch would not fast-forward (a remote without
-    the branch gets it new)."""
+    the branch gets it new). Returns the remote's tip, None when it has no such branch."""
     where = _workdir(repo)
     listed = _git(where, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     if not listed.ok:
@@ -419,7 +433,7 @@ def _require_fast_forward(repo: Repo, label: str, remote: str, branch: str, head
         )
     fields_ = listed.stdout.split()
     if not fields_:
-        return
+        return None
     tip = fields_[0]
     if tip != head and not _contains(repo, head, tip):
         behind = _count(repo, f"{head}..{tip}")
@@ -430,6 +444,7 @@ def _require_fast_forward(repo: Repo, label: str, remote: str, branch: str, head
             hint=f"{_line(where, 'pull', '--rebase', remote, branch)}  (or merge), "
             "then run release again",
         )
+    return tip
 
 
 def _count(repo: Repo, revisions: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -114,8 +115,15 @@ DEFAULTS: dict[str, Any] = {
         "max_size_gb": 20.0,
     },
     "workflows": {
-        "runs_on": "ubuntu-latest",
-        "install": "gbdeploy",
+        "runs_on": "gbo",
+        # A pinned source: `git+URL@<40 hex>` or `PATH#sha256=<64 hex>`; empty = the commit this
+        # gbdeploy runs from, at `source` (empty: the forge's OWNER/gbdeploy.git).
+        "install": "",
+        "source": "",
+        "cargo_target_dir": "/opt/gbo/ci/{component}/target",
+        "sccache_dir": "/opt/gbo/cache/sccache",
+        "cargo_home": "/opt/gbo/cache/cargo",
+        "logs_dir": "/opt/gbo/logs",
     },
 }
 
@@ -176,13 +184,43 @@ class ReleaseSettings:
     poll_interval: float = 5.0
 
 
+CONTAINER_TOOLS = ("lxc", "incus")
+# An LXD/Incus instance name, optionally behind a remote (`bot:system`).
+_CONTAINER_NAME = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,62}:)?[A-Za-z][A-Za-z0-9-]{0,62}")
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where a component runs: an ssh Host alias, optionally an LXD container behind it."""
+    """Where a component runs: an ssh Host alias, optionally a container behind it, reached with
+    `via` (lxc or incus, behind sudo when `sudo`). `lxc: NAME` is the older spelling of
+    `container: NAME` with `via: lxc`."""
 
     name: str
     ssh: str
     lxc: str | None = None
+    container: str | None = None
+    via: str = "lxc"
+    sudo: bool = False
+
+    def __post_init__(self) -> None:
+        key = f"targets.{self.name}"
+        if self.via not in CONTAINER_TOOLS:
+            raise ConfigError(f"{key}.via", f"must be lxc or incus, got {self.via!r}")
+        if self.lxc:
+            if self.container not in (None, self.lxc) or self.via != "lxc":
+                raise ConfigError(
+                    f"{key}.lxc", "give either `lxc: NAME` or `container: NAME` with `via`"
+                )
+            object.__setattr__(self, "container", self.lxc)
+        elif self.container and self.via == "lxc":
+            object.__setattr__(self, "lxc", self.container)  # what older readers look at
+        if self.container is not None and not _CONTAINER_NAME.fullmatch(self.container):
+            raise ConfigError(
+                f"{key}.container",
+                f"not a container name ([REMOTE:]NAME, letters, digits, -): {self.container!r}",
+            )
+        if self.sudo and not self.container:
+            raise ConfigError(f"{key}.sudo", "applies to the container tool: set `container`")
 
 
 @dataclass(frozen=True)
@@ -197,6 +235,7 @@ class Component:
     binary: str
     submodule: str = ""
     workflow: str = ""
+    workflow_repo: str = "root"  # root | component | OWNER/REPO (forge/placement.py)
     target: str = "system"
     artifact: str = ""
     build: str | None = None
@@ -262,11 +301,18 @@ class MaintenanceSettings:
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    """What `gbdeploy workflows` renders: the runner label jobs run on, and the pip requirement
-    (name, path or VCS URL) the deploy job installs gbdeploy from when the runner lacks it."""
+    """What `gbdeploy workflows` renders: the runner label jobs run on, the pinned source the job
+    installs gbdeploy from (a VCS URL at an exact commit, or a file with its sha256; empty: the
+    commit this gbdeploy runs from, at `source`), and the runner's persistent build caches and
+    build-log directory (`{component}` is replaced by the component's name)."""
 
-    runs_on: str = "ubuntu-latest"
-    install: str = "gbdeploy"
+    runs_on: str = "gbo"
+    install: str = ""
+    source: str = ""
+    cargo_target_dir: str = "/opt/gbo/ci/{component}/target"
+    sccache_dir: str = "/opt/gbo/cache/sccache"
+    cargo_home: str = "/opt/gbo/cache/cargo"
+    logs_dir: str = "/opt/gbo/logs"
 
 
 @dataclass(frozen=True)

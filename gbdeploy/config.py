@@ -216,7 +216,7 @@ class Target:
             object.__setattr__(self, "lxc", self.container)  # what older readers look at
         if self.container is not None and not _CONTAINER_NAME.fullmatch(self.container):
             raise ConfigError(
-                f"{key}.container",
+                f"{key}.{'lxc' if self.lxc else 'container'}",
                 f"not a container name ([REMOTE:]NAME, letters, digits, -): {self.container!r}",
             )
         if self.sudo and not self.container:

@@ -154,6 +154,10 @@ def test_deploy_verify_and_rollback_through_sudo_incus_on_the_host(
     assert b"SUDO_USER=root" in environ  # through sudo
     assert binary.read_bytes() == new.read_bytes()  # the upload went through the same wrap
 
+    status = run_gbdeploy("status", "--component", "botserver")
+    assert status.code == 0, status.text
+    assert NEW in status.text
+
     verified = run_gbdeploy("verify", "botserver", "--commit", NEW)
     assert verified.code == 0, verified.text
     assert "botserver is verified" in verified.text

@@ -228,6 +228,13 @@ def _write_config(sandbox: Sandbox) -> None:
             "poll_interval": 0.5,
         },
         "targets": {"system": {"ssh": sandbox.sshd.alias}},
+        # The runner's persistent disk (build caches, build logs) inside the sandbox, not /opt.
+        "workflows": {
+            "cargo_target_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "target"),
+            "sccache_dir": str(sandbox.directory / "runner" / "cache" / "sccache"),
+            "cargo_home": str(sandbox.directory / "runner" / "cache" / "cargo"),
+            "logs_dir": str(sandbox.directory / "runner" / "logs"),
+        },
         "components": {
             COMPONENT: {
                 "binary": str(sandbox.binary),

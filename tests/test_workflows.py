@@ -26,7 +26,7 @@ from gbdeploy.workflows import (
     secret_exposures,
 )
 from tests.test_runner import checkout as root_checkout  # noqa: F401 (a fixture)
-from tests.test_runner import git
+from tests.test_runner import git, stub_gbdeploy  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted((REPO / ".forgejo" / "workflows").glob("*.y*ml"))
@@ -420,6 +420,7 @@ def test_run_workflows_uses_the_git_toplevel(tmp_path, monkeypatch):
 
 def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_disk(
     root_checkout,  # noqa: F811 (the imported fixture)
+    stub_gbdeploy,  # noqa: F811
     tmp_path,
 ):
     checkout = root_checkout
@@ -447,17 +448,9 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
         "echo compiled",
     )
     settings = dataclasses.replace(settings, components={hostile: component})
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    record = tmp_path / "deploy-call"
-    stub = bin_dir / "gbdeploy"
-    stub.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\n")
-    stub.chmod(0o755)
-    home = tmp_path / "home"
-    home.mkdir()
     context = RunContext(
         sha=git(checkout, "rev-parse", "HEAD"),
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home)},
+        env={"PATH": f"{stub_gbdeploy}:/usr/bin:/bin", "HOME": str(tmp_path)},
     )
 
     result = run_job(render_workflow(settings, hostile), checkout, context)
@@ -467,8 +460,55 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
     target = disk / "ci" / hostile / "target" / "debug" / "bot$(touch pwned3)"
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     assert target.read_text() == short  # built into the persistent target dir
-    call = record.read_text().splitlines()
-    assert call[:4] == ["deploy", hostile, "--artifact", str(target)]
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[1:5] == ["deploy", hostile, "--artifact", str(target)]
     (log,) = (disk / "logs").iterdir()  # the build log, by component and UTC time
     assert re.fullmatch(re.escape(hostile) + r"-build-\d{8}T\d{6}Z-1\.log", log.name)
     assert "compiled" in log.read_text()
+
+
+def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
+    root_checkout,  # noqa: F811 (the imported fixture)
+    stub_gbdeploy,  # noqa: F811
+    tmp_path,
+):
+    from gbdeploy_sandbox.runner import RunContext, run_job
+
+    component_repo = root_checkout / "botserver"  # a clone of the component's own repository
+    disk = tmp_path / "disk"
+    settings = Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "components": {
+                "botserver": {
+                    **DEFAULTS["components"]["botserver"],
+                    "workflow_repo": "component",
+                    "build": 'mkdir -p out && printf "$BOTSERVER_COMMIT" > out/botserver',
+                    "artifact": "out/botserver",
+                },
+                "botui": {"enabled": False},
+            },
+            "workflows": {"logs_dir": str(disk / "logs")},
+        }
+    )
+    context = RunContext(
+        sha=git(component_repo, "rev-parse", "HEAD"),
+        env={"PATH": f"{stub_gbdeploy}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        repository="GeneralBots/botserver",
+    )
+
+    result = run_job(render_workflow(settings, "botserver"), component_repo, context)
+
+    assert result.status == "success", result.log
+    short = git(component_repo, "rev-parse", "--short", "HEAD")
+    assert (component_repo / "out" / "botserver").read_text() == short
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[0] == str(component_repo)  # where the copy of gbdeploy.yaml is
+    assert call[1:7] == [
+        "deploy",
+        "botserver",
+        "--artifact",
+        "out/botserver",
+        "--commit",
+        git(component_repo, "rev-parse", "HEAD"),
+    ]

@@ -154,7 +154,14 @@ def _own_commit() -> tuple[str | None, str]:
     )
     if head.returncode != 0 or not re.fullmatch(_COMMIT, head.stdout.strip()):
         return None, f"{directory} is not a git clone"
-    return head.stdout.strip(), f"runs from ({directory}, HEAD)"
+    changed = subprocess.run(
+        ["git", "-C", str(directory), "status", "--porcelain", "--", "gbdeploy", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    uncommitted = "; its uncommitted changes are NOT in the jobs" if changed else ""
+    return head.stdout.strip(), f"runs from ({directory}, HEAD{uncommitted})"
 
 
 def _yaml(value: str) -> str:

@@ -399,6 +399,10 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
         "runner-maintenance.yaml",
     ]
     assert f"wrote {directory / 'botserver.yaml'}" in out.getvalue()
+    pin = pinned_install(settings).requirement
+    assert (
+        f"gbdeploy is installed in the jobs from {pin} (the commit this gbdeploy" in out.getvalue()
+    )
     again = io.StringIO()
     run_workflows(settings, Reporter(stream=again))
     assert f"unchanged {directory / 'botui.yaml'}" in again.getvalue()

@@ -204,6 +204,7 @@ class Target:
 
     def __post_init__(self) -> None:
         key = f"targets.{self.name}"
+        given = "lxc" if self.lxc else "container"
         if self.via not in CONTAINER_TOOLS:
             raise ConfigError(f"{key}.via", f"must be lxc or incus, got {self.via!r}")
         if self.lxc:
@@ -216,7 +217,7 @@ class Target:
             object.__setattr__(self, "lxc", self.container)  # what older readers look at
         if self.container is not None and not _CONTAINER_NAME.fullmatch(self.container):
             raise ConfigError(
-                f"{key}.{'lxc' if self.lxc else 'container'}",
+                f"{key}.{given}",
                 f"not a container name ([REMOTE:]NAME, letters, digits, -): {self.container!r}",
             )
         if self.sudo and not self.container:

@@ -78,12 +78,16 @@ def test_a_bad_target_is_a_config_error_naming_the_key(fields, key):
 
 
 def test_commands_run_in_the_container_through_sudo(incus_host):
-    sshd, _ = incus_host
+    sshd, world = incus_host
     with Remote(incus_target(sshd), SshSettings(config=str(sshd.ssh_config))) as remote:
-        result = remote.run('printf "%s %s" "$INCUS_STANDIN_CONTAINER" "$SUDO_USER"')
+        result = remote.run("printf %s \"$INCUS_STANDIN_CONTAINER\"; printf ' %s' 'a b'")
         assert remote.description.endswith("(sudo incus bot:system)")
         assert remote.user == "root"
-    assert result.stdout == f"{CONTAINER} {sshd.user}"
+    assert result.stdout == f"{CONTAINER} a b"
+    assert sudo_log_lines(world)[-1] == (
+        f"{sshd.user} : USER=root ; COMMAND=incus exec {CONTAINER} -- sh -c "
+        "printf %s \"$INCUS_STANDIN_CONTAINER\"; printf ' %s' 'a b'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,6 +100,11 @@ def test_an_unknown_container_or_remote_is_a_clear_failure(incus_host, container
     with remote, pytest.raises(RemoteError) as raised:
         remote.run("true")
     assert says in str(raised.value) and container in str(raised.value)
+
+
+def sudo_log_lines(world: StandinWorld) -> list[str]:
+    path = world.directory / "sudo.log"
+    return path.read_text().splitlines() if path.exists() else []
 
 
 @pytest.fixture
@@ -130,7 +139,7 @@ def incus_project(incus_host, tmp_path, gbdeploy_env, service_user, monkeypatch)
     }
     (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
-    yield root / "opt/gbo/bin/botserver"
+    yield root / "opt/gbo/bin/botserver", incus_host[1]
     kill_pids(pids_under(root))
     shutil.rmtree(root, ignore_errors=True)
 
@@ -138,7 +147,8 @@ def incus_project(incus_host, tmp_path, gbdeploy_env, service_user, monkeypatch)
 def test_deploy_verify_and_rollback_through_sudo_incus_on_the_host(
     incus_project, run_gbdeploy, tmp_path
 ):
-    binary = incus_project
+    binary, world = incus_project
+    logged = len(sudo_log_lines(world))
     old = build_service(tmp_path / "old" / "botserver", OLD)
     new = build_service(tmp_path / "new" / "botserver", NEW)
 
@@ -151,7 +161,7 @@ def test_deploy_verify_and_rollback_through_sudo_incus_on_the_host(
     [pid] = pids_running(binary)
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert f"INCUS_STANDIN_CONTAINER={CONTAINER}".encode() in environ  # started in the container
-    assert b"SUDO_USER=root" in environ  # through sudo
+    assert not [v for v in environ if v.startswith(b"SUDO_")]  # nothing of the host's went in
     assert binary.read_bytes() == new.read_bytes()  # the upload went through the same wrap
 
     status = run_gbdeploy("status", "--component", "botserver")
@@ -169,3 +179,12 @@ def test_deploy_verify_and_rollback_through_sudo_incus_on_the_host(
     assert back.code == 0, back.text
     assert wait_for(lambda: binary.read_bytes() == old.read_bytes() and pids_running(binary))
     assert run_gbdeploy("verify", "botserver", "--commit", OLD).code == 0
+
+    # Every command of all of that (the upload's receiving end included) ran through sudo.
+    commands = sudo_log_lines(world)[logged:]
+    assert len(commands) > 10
+    assert [
+        c
+        for c in commands
+        if not c.startswith(f"root : USER=root ; COMMAND=incus exec {CONTAINER} -- sh -c ")
+    ] == []

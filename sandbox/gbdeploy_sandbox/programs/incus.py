@@ -4,8 +4,9 @@ State lives under ROOT/containers/NAME (the same directories as the `lxc` stand-
 one of the two). Names may carry a remote, `bot:system`: its directory is `containers/bot:system`,
 and a remote with no container at all answers as Incus does for a remote it does not know.
 
-- `incus exec [REMOTE:]NAME [--] CMD…` runs CMD on this machine with
-  `INCUS_STANDIN_CONTAINER=NAME` in its environment, stdin and exit code passed through;
+- `incus exec [REMOTE:]NAME [--] CMD…` runs CMD on this machine, stdin and exit code passed
+  through, in an environment of its own as Incus gives one (PATH, HOME=/root, USER=root,
+  LANG=C.UTF-8, and `INCUS_STANDIN_CONTAINER=NAME`): nothing of the caller's reaches it;
 - `incus file push SRC [REMOTE:]NAME/PATH` copies SRC to /PATH;
 - `incus list --format csv -c n` lists the containers.
 
@@ -43,9 +44,16 @@ def main(root: str, argv: list[str]) -> int:
         if not command:
             sys.stderr.write("Error: A command is required\n")
             return 1
-        os.environ["INCUS_STANDIN_CONTAINER"] = name
+        # Nothing of the caller's environment enters an instance: Incus sets its own.
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"),
+            "HOME": "/root",
+            "USER": "root",
+            "LANG": "C.UTF-8",
+            "INCUS_STANDIN_CONTAINER": name,
+        }
         try:
-            os.execvp(command[0], command)
+            os.execvpe(command[0], command, environment)
         except OSError:
             sys.stderr.write(f'Error: Command not found: "{command[0]}"\n')
             return 127

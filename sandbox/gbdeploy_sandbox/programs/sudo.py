@@ -1,8 +1,9 @@
 """Stand-in `sudo`, for a host where the ssh user reaches its containers through sudo.
 
 `sudo [-n] [-u USER] [--] CMD…` runs CMD (as USER through `runuser` when given) with
-SUDO_USER, SUDO_UID and SUDO_COMMAND set, as sudo sets them. root may always;
-another user only when listed in ROOT/sudoers (one name a line, as a NOPASSWD rule). Anyone else
+SUDO_USER, SUDO_UID and SUDO_COMMAND set, and logs it to ROOT/sudo.log, as sudo does both.
+root may always; another user only when listed in ROOT/sudoers (one name a line, as a NOPASSWD
+rule). Anyone else
 is asked for a password, which a non-interactive session cannot give: with `-n` sudo says
 `sudo: a password is required`, without a terminal it says that a terminal is required, both
 with exit 1, as sudo does.
@@ -55,6 +56,10 @@ def main(root: str, argv: list[str]) -> int:
             sys.stderr.write(TERMINAL_REQUIRED + PASSWORD_REQUIRED)
         return 1
     caller = pwd.getpwuid(os.getuid())
+    with open(Path(root) / "sudo.log", "a") as log:  # as sudo logs each command it runs
+        # One line per command: control characters as syslog writes them (#012 for a newline).
+        command = "".join(c if c.isprintable() else f"#{ord(c):03o}" for c in " ".join(args))
+        log.write(f"{caller.pw_name} : USER={user or 'root'} ; COMMAND={command}\n")
     os.environ.update(
         SUDO_USER=caller.pw_name, SUDO_UID=str(caller.pw_uid), SUDO_COMMAND=" ".join(args)
     )

@@ -289,11 +289,29 @@ class ReleaseSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a component runs: an ssh Host alias, optionally an LXD container behind it."""
+    """Where a component runs: an ssh Host alias, optionally a container behind it, reached with
+    `via` (lxc or incus, behind sudo when `sudo`). `lxc: NAME` is the older spelling of
+    `container: NAME` with `via: lxc`."""
 
     name: Name = field(metadata=NOT_A_KEY)
     ssh: SshHost
     lxc: ContainerName | None = None
+    container: ContainerName | None = None
+    via: Literal["lxc", "incus"] = "lxc"
+    sudo: bool = False
+
+    def __post_init__(self) -> None:
+        key = f"targets.{self.name}"
+        if self.lxc:
+            if self.container not in (None, self.lxc) or self.via != "lxc":
+                raise ConfigError(
+                    f"{key}.lxc", "give either `lxc: NAME` or `container: NAME` with `via`"
+                )
+            object.__setattr__(self, "container", self.lxc)
+        elif self.container and self.via == "lxc":
+            object.__setattr__(self, "lxc", self.container)  # what older readers look at
+        if self.sudo and not self.container:
+            raise ConfigError(f"{key}.sudo", "applies to the container tool: set `container`")
 
 
 @dataclass(frozen=True)
@@ -381,11 +399,18 @@ class MaintenanceSettings:
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    """What `gbdeploy workflows` renders: the runner label jobs run on, and the pip requirement
-    (name, path or VCS URL) the deploy job installs gbdeploy from when the runner lacks it."""
+    """What `gbdeploy workflows` renders: the runner label jobs run on, the pinned source the job
+    installs gbdeploy from (a VCS URL at an exact commit, or a file with its sha256; empty: the
+    commit this gbdeploy runs from, at `source`), and the runner's persistent build caches and
+    build-log directory (`{component}` is replaced by the component's name)."""
 
-    runs_on: str = "ubuntu-latest"
-    install: str = "gbdeploy"
+    runs_on: Name = "gbo"
+    install: OneLine = ""
+    source: OneLine = ""
+    cargo_target_dir: TargetPath = "/opt/gbo/ci/{component}/target"
+    sccache_dir: TargetPath = "/opt/gbo/cache/sccache"
+    cargo_home: TargetPath = "/opt/gbo/cache/cargo"
+    logs_dir: TargetPath = "/opt/gbo/logs"
 
 
 # The targets and components General Bots has, as gbdeploy knows them without a config file.

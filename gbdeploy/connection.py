@@ -2,8 +2,14 @@
 
 A target is an ssh Host alias resolved through the ssh config file exactly as OpenSSH resolves it
 (Fabric reads it with paramiko's SSHConfig: HostName, Port, User, IdentityFile, ProxyJump), and
-optionally an LXD container behind it, in which case every command becomes
-`lxc exec NAME -- sh -c 'COMMAND'`.
+optionally a container behind that host, in which case every command (the upload's receiving end
+included) becomes `[sudo -n] lxc|incus exec [REMOTE:]NAME -- sh -c 'COMMAND'` (`Remote.wrap`).
+`sudo -n` never waits for a password: a host whose sudo wants one fails at once, with sudo's
+own message.
+
+Before connecting, the alias is checked: a config file given in `ssh.config` must exist, and the
+host name must resolve (unless a ProxyJump/ProxyCommand reaches it), so a typo is exit 2 with the
+alias or the file named, not a retry loop against DNS.
 
 Fabric trusts any host key on first use (it installs paramiko's AutoAddPolicy); `Remote` replaces
 that: keys come from the config's UserKnownHostsFile (default ~/.ssh/known_hosts) and
@@ -13,6 +19,7 @@ changed key is always refused.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import shlex
@@ -28,9 +35,10 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from .config import SshSettings, Target
-from .errors import ConfigError, HostKeyError, RemoteError
+from .errors import ConfigError, HostKeyError, PreflightError, RemoteError
 
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
+DEFAULT_SSH_CONFIG = SshSettings.config
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,19 @@ def quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def container_prefix(target: Target) -> str:
+    """What runs a command in the target's container (`sudo -n incus exec bot:system --`), or ""
+    for a target that is the ssh host itself."""
+    if not target.container:
+        return ""
+    sudo = "sudo -n " if target.sudo else ""
+    return f"{sudo}{target.via} exec {quote(target.container)} --"
+
+
 def wrap_for_target(target: Target, command: str) -> str:
     """The exact command line sent over ssh for `command` on `target`."""
-    if target.lxc:
-        return f"lxc exec {quote(target.lxc)} -- sh -c {quote(command)}"
-    return command
+    prefix = container_prefix(target)
+    return f"{prefix} sh -c {quote(command)}" if prefix else command
 
 
 def aead_first_transport(sock: Any, *args: Any, **kwargs: Any) -> paramiko.Transport:
@@ -141,9 +157,15 @@ class Remote:
         self.target = target
         self.settings = ssh
         config_path = Path(os.path.expanduser(ssh.config))
-        fabric_config = FabricConfig(
-            ssh_config=read_ssh_config(config_path) if config_path.exists() else None
-        )
+        if not config_path.is_file() and ssh.config != DEFAULT_SSH_CONFIG:
+            raise ConfigError(
+                "ssh.config",
+                f"{ssh.config} does not exist"
+                + (f" (as {config_path})" if str(config_path) != ssh.config else ""),
+                hint="name the ssh config file that holds the targets' Host entries",
+            )
+        self.ssh_config = read_ssh_config(config_path) if config_path.is_file() else None
+        fabric_config = FabricConfig(ssh_config=self.ssh_config)
         connect_kwargs = {}
         if ssh.identity_file:  # the CI deploy job's key, written from a secret
             connect_kwargs["key_filename"] = [os.path.expanduser(ssh.identity_file)]
@@ -174,19 +196,56 @@ class Remote:
     @property
     def description(self) -> str:
         where = f"{self.connection.user}@{self.target.ssh}"
-        return f"{where} (lxc {self.target.lxc})" if self.target.lxc else where
+        if not self.target.container:
+            return where
+        tool = f"sudo {self.target.via}" if self.target.sudo else self.target.via
+        return f"{where} ({tool} {self.target.container})"
 
     @property
     def user(self) -> str:
-        """The user commands run as on the target (root inside an LXD container)."""
-        return "root" if self.target.lxc else str(self.connection.user)
+        """The user commands run as on the target (root inside a container)."""
+        return "root" if self.target.container else str(self.connection.user)
 
     def wrap(self, command: str) -> str:
         return wrap_for_target(self.target, command)
 
+    def check_address(self) -> None:
+        """Refuse, before any connection attempt, an alias that names no host: no Host entry in
+        the ssh config and not a resolvable name, or a HostName that does not resolve."""
+        options = self.connection.ssh_config
+        if options.get("proxyjump") or options.get("proxycommand"):
+            return  # the name is resolved by the jump host, not here
+        host = self.connection.host
+        try:
+            socket.getaddrinfo(host, self.connection.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            alias = self.target.ssh
+            where = self.settings.config
+            if host == alias and not self._alias_in_ssh_config():
+                raise ConfigError(
+                    f"targets.{self.target.name}.ssh",
+                    f"{alias!r} is not a Host in the ssh config ({where}) and does not resolve "
+                    f"as a host name ({error})",
+                    hint=f"add `Host {alias}` with its HostName, User and Port to {where}, or "
+                    "point ssh.config at the file that has it",
+                ) from None
+            raise PreflightError(
+                f"host name {host!r} of ssh target {alias} does not resolve ({error})",
+                hint=f"check HostName under `Host {alias}` in {where}, and the DNS of this machine",
+            ) from None
+
+    def _alias_in_ssh_config(self) -> bool:
+        if self.ssh_config is None:
+            return False
+        patterns = [p for p in self.ssh_config.get_hostnames() if p not in ("*", "")]
+        return any(
+            fnmatch.fnmatchcase(self.target.ssh, p) for p in patterns if not p.startswith("!")
+        )
+
     def open(self) -> None:
         if self.connection.is_connected:
             return
+        self.check_address()
         try:
             self.connection.open()
         except HostKeyError:

@@ -1,44 +1,56 @@
-"""`gbdeploy workflows`: the Forgejo workflow files of the root repository.
+"""`gbdeploy workflows`: the Forgejo workflow files that build and deploy each component.
 
-One workflow per component, `.forgejo/workflows/<component.workflow>`, plus
-`runner-maintenance.yaml`. A component's workflow runs on a push to `git.branch` that changes the
-component's submodule (a pointer change is a change of the path `botserver`; `botserver/**` covers
-a root repository that holds the code as a plain directory), and on `workflow_dispatch` with an
-optional `strategy` input. Its job:
+Where a component's workflow lives follows `components.NAME.workflow_repo`:
 
-1. `actions/checkout@v4` with `submodules: recursive` (Forgejo resolves `actions/…` through its
-   DEFAULT_ACTIONS_URL, code.forgejo.org by default, which mirrors actions/checkout). Every
-   submodule is checked out because a component may build against its siblings (`../botlib`).
-2. Build in the submodule directory with the component's `build` command. `CARGO_TARGET_DIR` is
-   pinned to `<submodule>/target`, so `component.artifact` is always relative to the submodule
-   directory, whether or not the root repository is a cargo workspace. `BOTSERVER_COMMIT` is the
-   submodule's `git rev-parse --short HEAD`, the marker the binary embeds and `verify` looks for.
-   When the runner has sccache, it is used through `RUSTC_WRAPPER`.
-3. Install gbdeploy into `~/.cache/gbdeploy/venv` unless the runner already has it
-   (`workflows.install` is the pip requirement).
-4. Write the deploy SSH key and known_hosts from the secrets `DEPLOY_SSH_KEY` and
-   `DEPLOY_KNOWN_HOSTS` (both optional: without them the runner's own ~/.ssh setup applies) to
-   `~/.ssh/gbdeploy/`, mode 0600, never echoed. The secrets reach the shell through `env:`, so
-   their values never appear in the script text.
-5. `gbdeploy deploy COMPONENT --artifact <submodule>/<artifact> --commit <submodule sha>` from the
-   root of the checkout, where gbdeploy.yaml is.
+- `root` (and the root repository named as OWNER/REPO): `.forgejo/workflows/<workflow>` in the
+  root repository, run on a push to `git.branch` that changes the submodule (a pointer change is a
+  change of the path `botserver`, which `botserver/**` alone does not match under act's rules, so
+  both are listed), checked out with its submodules, built in the submodule directory.
+- `component` (or another OWNER/REPO): the file to commit in the component's own repository
+  (written to `<submodule>/.forgejo/workflows/`, with a copy of gbdeploy.yaml beside it, which
+  the deploy step reads): run on any push to its `git.branch`, no `paths` filter (the whole
+  repository is the component), built at the top of its checkout.
 
-`runs-on` is `workflows.runs_on` (default `ubuntu-latest`, the label Forgejo/act runners register
-by default; the production runner's labels are not known here, so set it to one of them).
-Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`), and nothing uses `set -x`.
+Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
+
+- `concurrency: {group: gbdeploy-deploy-<component>, cancel-in-progress: false}`: a later push
+  queues behind a deploy in progress instead of cancelling it (a `group` is required: without
+  one, `cancel-in-progress: false` means no limit at all);
+- `runs-on: <workflows.runs_on>` (default `gbo`, the label of General Bots' host-mode runner);
+- `CARGO_TARGET_DIR`, `SCCACHE_DIR` and `CARGO_HOME` on the runner's persistent disk
+  (`workflows.*`), so a small change is an incremental build; an artifact under `target/` is
+  taken from `CARGO_TARGET_DIR` when the build put it there;
+- the build's output saved as `<workflows.logs_dir>/<component>-build-<UTC time>-<run>.log`;
+- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`) into a
+  venv keyed by that pin, unless the runner already has `gbdeploy` on its PATH;
+- every value from the configuration reaches the shell through `env:` (a JSON string, which is a
+  YAML scalar) and is used as "$VARIABLE": nothing in a name, path or artifact is ever parsed as
+  shell; only `build` is shell by design;
+- the deploy key and known_hosts come from the secrets `DEPLOY_SSH_KEY`/`DEPLOY_KNOWN_HOSTS`
+  through `env:`, are written under `$RUNNER_TEMP` with mode 0600 and removed when the deploy
+  step ends; `secret_exposures` checks the rendered text itself for any step that could print
+  them, and rendering refuses a workflow that has one.
+
+Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`).
 `gbdeploy_sandbox.runner` executes these exact `run:` steps in the demo sandbox.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import posixpath
-import shlex
+import re
+import shutil
 import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Component, Settings
+import yaml
+
+from .config import CONFIG_NAMES, Component, Settings
 from .errors import ConfigError, UsageError
 from .output import Reporter
 
@@ -46,9 +58,110 @@ CHECKOUT_ACTION = "actions/checkout@v4"
 MAINTENANCE_WORKFLOW = "runner-maintenance.yaml"
 MAINTENANCE_CRON = "17 3 * * *"
 STRATEGIES = ("staged", "seed")
-GBDEPLOY_VENV = "$HOME/.cache/gbdeploy/venv"
-SSH_DIR = "$HOME/.ssh/gbdeploy"
+VENV_ROOT = "$HOME/.cache/gbdeploy"
+SSH_DIR = "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh"
+SECRET_NAMES = ("DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS")
 HEADER = "# Rendered by `gbdeploy workflows`. Do not edit: change gbdeploy.yaml and render again.\n"
+
+_COMMIT = r"[0-9a-f]{40}|[0-9a-f]{64}"
+_VCS = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*)?"
+    r"git\+(?P<scheme>https|http|ssh|file)://(?P<rest>[^\s#'\"]+)@(?P<commit>" + _COMMIT + ")"
+    r"(?:#(?P<fragment>[A-Za-z0-9_=&./-]+))?"
+)
+_FILE = re.compile(r"(?P<path>[A-Za-z0-9_][A-Za-z0-9_./+-]*)#sha256=(?P<sha256>[0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256."""
+
+    requirement: str
+    sha256: str | None = None  # set for a file in the repository: checked before pip sees it
+    why: str = ""  # how an automatic pin was found, for the report
+
+    @property
+    def key(self) -> str:
+        """A short name for the venv built from this pin (a new pin, a new venv)."""
+        return hashlib.sha256(self.requirement.encode()).hexdigest()[:16]
+
+
+def parse_pin(value: str, key: str = "workflows.install") -> Pin:
+    """`git+URL@<full commit>` (optionally `gbdeploy @ …`), or `PATH#sha256=<hex>` of a file in
+    the repository; anything else (a bare name, a version, a branch or tag) is refused."""
+    value = value.strip()
+    if _VCS.fullmatch(value):
+        return Pin(value)
+    found = _FILE.fullmatch(value)
+    if found:
+        path = found["path"]
+        if ".." in path.split("/") or path.startswith("/"):
+            raise ConfigError(key, f"the file must be inside the repository, got {path!r}")
+        return Pin(path, found["sha256"])
+    raise ConfigError(
+        key,
+        f"{value!r} is not a pinned source: a name (or a version, branch or tag) is whatever is "
+        "published under it when the job runs, and the job holds the production deploy key",
+        hint="use git+https://HOST/OWNER/gbdeploy.git@<40-hex commit>, or a wheel committed in "
+        "the repository as PATH#sha256=<its sha256> (or leave it empty: the commit this gbdeploy "
+        "runs from)",
+    )
+
+
+def pinned_install(settings: Settings) -> Pin:
+    """`workflows.install` checked, or when empty the commit this gbdeploy was installed from
+    (PEP 610 `direct_url.json`, or the git clone it runs from) at `workflows.source`."""
+    if settings.workflows.install:
+        return parse_pin(settings.workflows.install)
+    forge = settings.forge
+    source = settings.workflows.source or f"{forge.url.rstrip('/')}/{forge.owner}/gbdeploy.git"
+    commit, where = _own_commit()
+    if commit is None:
+        raise ConfigError(
+            "workflows.install",
+            f"is empty and this gbdeploy's commit cannot be found ({where})",
+            hint="set it to git+URL@<40-hex commit> or PATH#sha256=<hex>",
+        )
+    if where.startswith("installed from ") and not settings.workflows.source:
+        source = where.removeprefix("installed from ")
+    source = source.removeprefix("git+")
+    pin = parse_pin(f"gbdeploy @ git+{source}@{commit}", "workflows.source")
+    return Pin(pin.requirement, why=f"the commit this gbdeploy {where}")
+
+
+def _own_commit() -> tuple[str | None, str]:
+    """This gbdeploy's commit and how it was found."""
+    directory = Path(__file__).resolve().parent.parent
+    try:
+        text = importlib.metadata.distribution("gbdeploy").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        text = None
+    data = json.loads(text) if text else {}
+    vcs = data.get("vcs_info") or {}
+    commit = str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and re.fullmatch(_COMMIT, commit):
+        return commit, f"installed from {data.get('url', '')}"
+    url = str(data.get("url", ""))
+    if url.startswith("file://") and not (directory / "pyproject.toml").is_file():
+        directory = Path(url.removeprefix("file://"))
+    if not (directory / "pyproject.toml").is_file():
+        return None, "installed without VCS information"
+    head = subprocess.run(
+        ["git", "-C", str(directory), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if head.returncode != 0 or not re.fullmatch(_COMMIT, head.stdout.strip()):
+        return None, f"{directory} is not a git clone"
+    changed = subprocess.run(
+        ["git", "-C", str(directory), "status", "--porcelain", "--", "gbdeploy", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    uncommitted = "; its uncommitted changes are NOT in the jobs" if changed else ""
+    return head.stdout.strip(), f"runs from ({directory}, HEAD{uncommitted})"
 
 
 def _yaml(value: str) -> str:
@@ -61,13 +174,33 @@ def _block(text: str, indent: int) -> str:
     return textwrap.indent(text.rstrip("\n") + "\n", " " * indent)
 
 
+def _env(values: dict[str, str], indent: int) -> str:
+    pad = " " * indent
+    return "".join(f"{pad}{name}: {_yaml(value)}\n" for name, value in values.items())
+
+
 def _refuse_expressions(key: str, value: str) -> None:
     if "${{" in value:
         raise ConfigError(key, "must not contain `${{`: it would be evaluated by the runner")
 
 
-def _checked(component: Component) -> tuple[str, str]:
-    """The component's submodule path and its artifact path relative to the checkout root."""
+def placement(settings: Settings, component: Component) -> str:
+    """`root` when the workflow lives in the root repository, else `component` (its own, or
+    another OWNER/REPO, started by the submodule push)."""
+    where = component.workflow_repo
+    if where in ("root", f"{settings.forge.owner}/{settings.forge.repo}"):
+        return "root"
+    if where != "component" and not re.fullmatch(r"[\w.-]+/[\w.-]+", where):
+        raise ConfigError(
+            f"components.{component.name}.workflow_repo",
+            f"expected root, component or OWNER/REPO, got {where!r}",
+        )
+    return "component"
+
+
+def _checked(component: Component, in_root: bool) -> tuple[str, str]:
+    """The component's submodule path and its artifact path relative to the build directory's
+    repository top (the root checkout, or the component's own checkout)."""
     key = f"components.{component.name}"
     submodule = component.submodule.strip("/")
     parts = submodule.split("/") if submodule else []
@@ -77,97 +210,196 @@ def _checked(component: Component) -> tuple[str, str]:
         )
     if not component.build:
         raise ConfigError(f"{key}.build", "is required to render its workflow (the build command)")
-    if not component.artifact or component.artifact.startswith("/"):
+    artifact = posixpath.normpath(component.artifact or "")
+    if not component.artifact or artifact.startswith(("/", "../")) or artifact in (".", ".."):
         raise ConfigError(
             f"{key}.artifact",
             f"must be a path relative to the submodule directory, got {component.artifact!r}",
         )
-    for name in ("submodule", "artifact", "build", "workflow"):
+    for name in ("submodule", "artifact", "build", "workflow", "name"):
         _refuse_expressions(f"{key}.{name}", getattr(component, name))
-    artifact = posixpath.normpath(posixpath.join(submodule, component.artifact))
-    if not artifact.startswith(submodule + "/"):
-        raise ConfigError(f"{key}.artifact", f"must stay inside {submodule}/, got {artifact!r}")
-    return submodule, artifact
+    return submodule, (posixpath.join(submodule, artifact) if in_root else artifact)
 
 
-def _install_step() -> str:
-    return "      - name: Install gbdeploy\n        run: |\n" + _block(
-        f'export PATH="$PATH:{GBDEPLOY_VENV}/bin"\n'
-        "if command -v gbdeploy >/dev/null 2>&1; then\n"
-        '  echo "gbdeploy: $(command -v gbdeploy)"\n'
-        "  exit 0\n"
+def _job_env(settings: Settings, component: Component, build_dir: str, artifact: str) -> str:
+    name = component.name
+    w = settings.workflows
+    values = {
+        "GBDEPLOY_COMPONENT": name,
+        "GBDEPLOY_BUILD_DIR": build_dir,
+        "GBDEPLOY_ARTIFACT": artifact,
+        "GBDEPLOY_BUILT": posixpath.normpath(component.artifact),
+        "CARGO_TARGET_DIR": w.cargo_target_dir.replace("{component}", name),
+        "SCCACHE_DIR": w.sccache_dir.replace("{component}", name),
+        "CARGO_HOME": w.cargo_home.replace("{component}", name),
+        "GBDEPLOY_LOGS_DIR": w.logs_dir.replace("{component}", name),
+    }
+    for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir"):
+        value = getattr(w, key)
+        _refuse_expressions(f"workflows.{key}", value)
+        if not value.startswith("/"):
+            raise ConfigError(f"workflows.{key}", f"must be an absolute path, got {value!r}")
+    return "    env:\n" + _env(values, 6)
+
+
+def _build_script(component: Component) -> str:
+    assert component.build is not None  # _checked
+    in_target = posixpath.normpath(component.artifact).startswith("target/")
+    # The artifact as the deploy step gets it: from CARGO_TARGET_DIR when cargo put it there.
+    pick = (
+        'found="$CARGO_TARGET_DIR/${GBDEPLOY_BUILT#target/}"\n'
+        'if [ ! -f "$found" ]; then found="$PWD/$GBDEPLOY_BUILT"; fi\n'
+        if in_target
+        else 'found="$PWD/$GBDEPLOY_BUILT"\n'
+    )
+    return (
+        "if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi\n"
+        'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
+        "export BOTSERVER_COMMIT\n"
+        'if ! mkdir -p "$GBDEPLOY_LOGS_DIR"; then\n'
+        '  echo "cannot create the build-log directory $GBDEPLOY_LOGS_DIR (workflows.logs_dir)"'
+        " >&2\n"
+        "  exit 1\n"
         "fi\n"
-        f'python3 -m venv "{GBDEPLOY_VENV}"\n'
-        f'"{GBDEPLOY_VENV}/bin/pip" install --quiet --disable-pip-version-check '
-        '"$GBDEPLOY_INSTALL"\n',
-        10,
+        'log="$GBDEPLOY_LOGS_DIR/$GBDEPLOY_COMPONENT-build-$(date -u +%Y%m%dT%H%M%SZ)'
+        '-${GITHUB_RUN_NUMBER:-0}.log"\n'
+        'echo "building $GBDEPLOY_COMPONENT at $GBDEPLOY_BUILD_DIR commit $BOTSERVER_COMMIT"\n'
+        'echo "build log: $log"\n'
+        "(\n" + component.build.strip() + "\n"
+        ') 2>&1 | tee "$log"\n' + pick + 'if [ ! -f "$found" ]; then\n'
+        '  echo "the build did not produce $GBDEPLOY_ARTIFACT'
+        ' (components.$GBDEPLOY_COMPONENT.artifact)" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        'printf \'%s\\n\' "$found" > "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact"\n'
+        'echo "artifact: $found"\n'
+    )
+
+
+def _install_step(pin: Pin) -> str:
+    venv = f"{VENV_ROOT}/venv-{pin.key}"
+    check = (
+        '    if ! printf \'%s  %s\\n\' "$GBDEPLOY_INSTALL_SHA256" "$GBDEPLOY_INSTALL"'
+        " | sha256sum --check --strict --quiet -; then\n"
+        '      echo "$GBDEPLOY_INSTALL does not have the sha256 of workflows.install" >&2\n'
+        "      exit 1\n"
+        "    fi\n"
+        if pin.sha256
+        else ""
+    )
+    source = '"./$GBDEPLOY_INSTALL"' if pin.sha256 else '"$GBDEPLOY_INSTALL"'
+    env = {"GBDEPLOY_INSTALL": pin.requirement}
+    if pin.sha256:
+        env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256
+    return (
+        "      - name: Install gbdeploy (pinned)\n"
+        "        env:\n"
+        + _env(env, 10)
+        + "        run: |\n"
+        + _block(
+            "if command -v gbdeploy >/dev/null 2>&1; then\n"
+            '  echo "gbdeploy: $(command -v gbdeploy) (provided by the runner)"\n'
+            "  exit 0\n"
+            "fi\n"
+            f'venv="{venv}"\n'
+            f'mkdir -p "{VENV_ROOT}"\n'
+            "(\n"
+            "  flock 9  # jobs of other components may install the same pin at the same time\n"
+            '  if [ ! -e "$venv/.installed" ]; then\n'
+            '    rm -rf "$venv"\n' + check + '    python3 -m venv "$venv"\n'
+            '    "$venv/bin/pip" install --quiet --disable-pip-version-check ' + source + "\n"
+            '    touch "$venv/.installed"\n'
+            "  fi\n"
+            ') 9>"$venv.lock"\n'
+            'echo "gbdeploy: $venv (from $GBDEPLOY_INSTALL)"\n',
+            10,
+        )
+    )
+
+
+def _ssh_step() -> str:
+    return (
+        "      - name: Write the deploy SSH key\n"
+        "        env:\n"
+        "          DEPLOY_SSH_KEY: ${{ secrets.DEPLOY_SSH_KEY }}\n"
+        "          DEPLOY_KNOWN_HOSTS: ${{ secrets.DEPLOY_KNOWN_HOSTS }}\n"
+        "        run: |\n"
+        + _block(
+            "umask 077\n"
+            f'mkdir -p "{SSH_DIR}"\n'
+            f'rm -f "{SSH_DIR}/deploy_key" "{SSH_DIR}/known_hosts"\n'
+            'if [ -n "$DEPLOY_SSH_KEY" ]; then\n'
+            f'  printf \'%s\\n\' "$DEPLOY_SSH_KEY" > "{SSH_DIR}/deploy_key"\n'
+            '  echo "deploy key written"\n'
+            "fi\n"
+            'if [ -n "$DEPLOY_KNOWN_HOSTS" ]; then\n'
+            f'  printf \'%s\\n\' "$DEPLOY_KNOWN_HOSTS" > "{SSH_DIR}/known_hosts"\n'
+            '  echo "known_hosts written"\n'
+            "fi\n",
+            10,
+        )
+    )
+
+
+def _deploy_step(pin: Pin, name: str) -> str:
+    return (
+        f"      - name: {_yaml(f'Deploy {name}')}\n"
+        "        env:\n"
+        "          STRATEGY: ${{ inputs.strategy }}\n"
+        "        run: |\n"
+        + _block(
+            f"trap 'rm -f \"{SSH_DIR}/deploy_key\"' EXIT\n"
+            f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\n'
+            f'if [ -s "{SSH_DIR}/deploy_key" ]; then\n'
+            f'  export GBDEPLOY_SSH_IDENTITY_FILE="{SSH_DIR}/deploy_key"\n'
+            "fi\n"
+            f'if [ -s "{SSH_DIR}/known_hosts" ]; then\n'
+            f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\n'
+            "fi\n"
+            'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"\n'
+            'artifact="$GBDEPLOY_ARTIFACT"\n'
+            'if [ "$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")" != '
+            '"$PWD/$GBDEPLOY_ARTIFACT" ]; then\n'
+            '  artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
+            "fi\n"
+            'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
+            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"\n',
+            10,
+        )
     )
 
 
 def render_workflow(settings: Settings, component: Component | str) -> str:
-    """The workflow file (text) that builds and deploys `component` on the CI runner."""
+    """The workflow file (text) that builds and deploys `component` on the CI runner, for the
+    repository its `workflow_repo` names."""
     if isinstance(component, str):
         component = settings.component(component)
-    submodule, artifact = _checked(component)
-    assert component.build is not None  # _checked
+    in_root = placement(settings, component) == "root"
+    submodule, artifact = _checked(component, in_root)
     branch = settings.git.branch
     runs_on = settings.workflows.runs_on
-    install = settings.workflows.install
     _refuse_expressions("git.branch", branch)
     _refuse_expressions("workflows.runs_on", runs_on)
-    _refuse_expressions("workflows.install", install)
+    pin = pinned_install(settings)
     name = component.name
-    q_sub = shlex.quote(submodule)
-    q_artifact_in_sub = shlex.quote(component.artifact)
-    build = (
-        "if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi\n"
-        'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
-        "export BOTSERVER_COMMIT\n"
-        'export CARGO_TARGET_DIR="$PWD/target"\n'
-        f'echo "building {name} at {submodule} commit $BOTSERVER_COMMIT"\n'
-        f"{component.build.strip()}\n"
-        f"if [ ! -f {q_artifact_in_sub} ]; then\n"
-        f'  echo "the build did not produce {artifact} (components.{name}.artifact)" >&2\n'
-        "  exit 1\n"
-        "fi\n"
-    )
-    ssh = (
-        "umask 077\n"
-        f'mkdir -p "{SSH_DIR}"\n'
-        f'rm -f "{SSH_DIR}/deploy_key" "{SSH_DIR}/known_hosts"\n'
-        'if [ -n "$DEPLOY_SSH_KEY" ]; then\n'
-        f'  printf \'%s\\n\' "$DEPLOY_SSH_KEY" > "{SSH_DIR}/deploy_key"\n'
-        '  echo "deploy key written"\n'
-        "fi\n"
-        'if [ -n "$DEPLOY_KNOWN_HOSTS" ]; then\n'
-        f'  printf \'%s\\n\' "$DEPLOY_KNOWN_HOSTS" > "{SSH_DIR}/known_hosts"\n'
-        '  echo "known_hosts written"\n'
-        "fi\n"
-    )
-    deploy = (
-        f'export PATH="$PATH:{GBDEPLOY_VENV}/bin"\n'
-        f'if [ -s "{SSH_DIR}/deploy_key" ]; then\n'
-        f'  export GBDEPLOY_SSH_IDENTITY_FILE="{SSH_DIR}/deploy_key"\n'
-        "fi\n"
-        f'if [ -s "{SSH_DIR}/known_hosts" ]; then\n'
-        f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\n'
-        "fi\n"
-        f'COMMIT="$(git -C {q_sub} rev-parse HEAD)"\n'
-        f"gbdeploy deploy {shlex.quote(name)} --artifact {shlex.quote(artifact)}"
-        ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"\n'
-    )
     options = "".join(f"          - {s}\n" for s in STRATEGIES)
-    return (
+    paths = f"    paths:\n      - {_yaml(submodule)}\n      - {_yaml(submodule + '/**')}\n"
+    checkout = (
+        "      - name: Check out with submodules\n"
+        f"        uses: {CHECKOUT_ACTION}\n"
+        "        with:\n"
+        "          submodules: recursive\n"
+        if in_root
+        else f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n"
+    )
+    build_dir = submodule if in_root else "."
+    text = (
         HEADER + f"name: {_yaml(f'{name}: build and deploy')}\n"
         "\n"
         "on:\n"
         "  push:\n"
         "    branches:\n"
-        f"      - {_yaml(branch)}\n"
-        "    paths:\n"
-        f"      - {_yaml(submodule)}\n"
-        f"      - {_yaml(submodule + '/**')}\n"
-        "  workflow_dispatch:\n"
+        f"      - {_yaml(branch)}\n" + (paths if in_root else "") + "  workflow_dispatch:\n"
         "    inputs:\n"
         "      strategy:\n"
         "        description: staged (upload, then swap) or seed (stop, copy, start)\n"
@@ -177,42 +409,38 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         "        options:\n"
         f"{options}"
         "\n"
-        "env:\n"
-        f"  GBDEPLOY_INSTALL: {_yaml(install)}\n"
+        "# One deploy of a component at a time: a later run waits, a running deploy is never\n"
+        "# cancelled (without `group`, `cancel-in-progress: false` would allow any number).\n"
+        "concurrency:\n"
+        f"  group: {_yaml(f'gbdeploy-deploy-{name}')}\n"
+        "  cancel-in-progress: false\n"
         "\n"
         "jobs:\n"
         "  deploy:\n"
         f"    runs-on: {_yaml(runs_on)}\n"
-        "    defaults:\n"
+        + _job_env(settings, component, build_dir, artifact)
+        + "    defaults:\n"
         "      run:\n"
         "        shell: bash\n"
         "    steps:\n"
-        "      - name: Check out with submodules\n"
-        f"        uses: {CHECKOUT_ACTION}\n"
-        "        with:\n"
-        "          submodules: recursive\n"
-        f"      - name: {_yaml(f'Build {name}')}\n"
-        f"        working-directory: {_yaml(submodule)}\n"
-        "        run: |\n"
-        + _block(build, 10)
-        + _install_step()
-        + "      - name: Write the deploy SSH key\n"
-        "        env:\n"
-        "          DEPLOY_SSH_KEY: ${{ secrets.DEPLOY_SSH_KEY }}\n"
-        "          DEPLOY_KNOWN_HOSTS: ${{ secrets.DEPLOY_KNOWN_HOSTS }}\n"
-        "        run: |\n" + _block(ssh, 10) + f"      - name: {_yaml(f'Deploy {name}')}\n"
-        "        env:\n"
-        "          STRATEGY: ${{ inputs.strategy }}\n"
-        "        run: |\n" + _block(deploy, 10)
+        + checkout
+        + f"      - name: {_yaml(f'Build {name}')}\n"
+        + (f"        working-directory: {_yaml(submodule)}\n" if in_root else "")
+        + "        run: |\n"
+        + _block(_build_script(component), 10)
+        + _install_step(pin)
+        + _ssh_step()
+        + _deploy_step(pin, name)
     )
+    _refuse_exposures(text, f"components.{name}.build")
+    return text
 
 
 def render_maintenance_workflow(settings: Settings) -> str:
     """A daily job on the runner that trims the sccache and cargo caches (`gbdeploy maintain`)."""
     runs_on = settings.workflows.runs_on
-    install = settings.workflows.install
     _refuse_expressions("workflows.runs_on", runs_on)
-    _refuse_expressions("workflows.install", install)
+    pin = pinned_install(settings)
     return (
         HEADER + "name: runner maintenance\n"
         "\n"
@@ -221,41 +449,134 @@ def render_maintenance_workflow(settings: Settings) -> str:
         f"    - cron: {_yaml(MAINTENANCE_CRON)}\n"
         "  workflow_dispatch:\n"
         "\n"
-        "env:\n"
-        f"  GBDEPLOY_INSTALL: {_yaml(install)}\n"
+        "concurrency:\n"
+        '  group: "gbdeploy-runner-maintenance"\n'
+        "  cancel-in-progress: false\n"
         "\n"
         "jobs:\n"
         "  maintain:\n"
         f"    runs-on: {_yaml(runs_on)}\n"
-        "    defaults:\n"
+        "    env:\n"
+        + _env(
+            {  # trim the caches the deploy jobs fill (workflows.*), not maintenance's defaults
+                "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": settings.workflows.sccache_dir,
+                "GBDEPLOY_MAINTENANCE_CARGO_HOME": settings.workflows.cargo_home,
+            },
+            6,
+        )
+        + "    defaults:\n"
         "      run:\n"
         "        shell: bash\n"
         "    steps:\n"
         "      - name: Check out (for gbdeploy.yaml)\n"
         f"        uses: {CHECKOUT_ACTION}\n"
-        + _install_step()
+        + _install_step(pin)
         + "      - name: Trim the sccache and cargo caches\n"
         "        run: |\n"
-        + _block(f'export PATH="$PATH:{GBDEPLOY_VENV}/bin"\ngbdeploy maintain\n', 10)
+        + _block(f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\ngbdeploy maintain\n', 10)
     )
 
 
+# --- the secret check on a rendered workflow's own text ---------------------------------------
+# Commands that print what they are given or read, and shell settings that print every command.
+_PRINTERS = re.compile(
+    r"(?:^\s*|[;&|({]\s*|\b(?:then|do|else)\s+)"
+    r"(cat|echo|printf|tee|head|tail|less|more|base64|xxd|od|hexdump|strings|env|printenv|"
+    r"declare|typeset|export\s+-p|set|logger|curl|wget|nc)\b"
+)
+_TRACE = re.compile(r"\bset\s+(?:-[a-zA-Z]*[xv]|-o\s+(?:xtrace|verbose))|\bbash\s+-[a-zA-Z]*x")
+_FILE_REDIRECT = re.compile(r"(?<![0-9&])>\s*(?!&|\s*/dev/(?:stdout|stderr|tty|fd/[12]))\"?[$/\w]")
+
+
+def secret_exposures(text: str) -> list[str]:
+    """Every line of the workflow's `run:` scripts that could print a secret or the key file:
+    tracing (`set -x`, `set -v`), a secret's variable or the key file given to a command that
+    prints (echo, printf, cat, tee, env, …) unless its output goes to a file, a pipe carrying
+    one, or a secret interpolated into a script by `${{ secrets.… }}`. Empty when clean."""
+    data = yaml.safe_load(text)
+    problems: list[str] = []
+    jobs = data.get("jobs") or {}
+    names = set(SECRET_NAMES)
+    for scope in [data, *jobs.values()]:
+        for key, value in (scope.get("env") or {}).items():
+            if "secrets." in str(value):
+                names.add(str(key))
+    outer_secrets = len(names) > len(SECRET_NAMES)  # a secret in the workflow's or job's env
+    for job_name, job in jobs.items():
+        for step in job.get("steps") or []:
+            for key, value in (step.get("env") or {}).items():
+                if "secrets." in str(value):
+                    names.add(str(key))
+        for index, step in enumerate(job.get("steps") or [], 1):
+            script = str(step.get("run", ""))
+            where = f"jobs.{job_name}.steps[{index}] ({step.get('name', '')})"
+            if "secrets." in script:
+                problems.append(f"{where}: a secret is written into the script text")
+            secret = re.compile(
+                r"\$\{?(?:" + "|".join(sorted(names)) + r")\b|deploy_key|\$\{?\w*SSH_IDENTITY"
+            )
+            step_secrets = any("secrets." in str(v) for v in (step.get("env") or {}).values())
+            exposed = step_secrets or outer_secrets or bool(secret.search(script))
+            for number, line in enumerate(script.splitlines(), 1):
+                code = line.split(" #", 1)[0]
+                if exposed and _TRACE.search(code):
+                    problems.append(f"{where} line {number}: traces commands: {line.strip()}")
+                    continue
+                if re.fullmatch(r"\s*(?:env|printenv|set|export\s+-p|declare\s+-p)\s*", code):
+                    problems.append(f"{where} line {number}: prints the environment")
+                    continue
+                if not secret.search(code):
+                    continue
+                if re.search(r"(?<!\|)\|(?!\|)", code):
+                    problems.append(f"{where} line {number}: pipes a secret: {line.strip()}")
+                elif _PRINTERS.search(code) and not _FILE_REDIRECT.search(code):
+                    problems.append(f"{where} line {number}: prints a secret: {line.strip()}")
+    return problems
+
+
+def _refuse_exposures(text: str, key: str) -> None:
+    problems = secret_exposures(text)
+    if problems:
+        raise ConfigError(key, "the rendered workflow could print a secret: " + problems[0])
+
+
+# --- writing the files --------------------------------------------------------------------------
+def _workflow_filename(component: Component) -> str:
+    filename = component.workflow or f"{component.name}.yaml"
+    if "/" in filename or not filename.endswith((".yaml", ".yml")):
+        raise ConfigError(
+            f"components.{component.name}.workflow",
+            f"must be a file name ending in .yaml or .yml, got {filename!r}",
+        )
+    return filename
+
+
 def rendered_files(settings: Settings) -> dict[str, str]:
-    """File name → text of every workflow `gbdeploy workflows` writes."""
+    """File name → text of every workflow of the root repository (`.forgejo/workflows/`)."""
     files: dict[str, str] = {}
     for component in settings.components.values():
-        filename = component.workflow or f"{component.name}.yaml"
-        if "/" in filename or not filename.endswith((".yaml", ".yml")):
-            raise ConfigError(
-                f"components.{component.name}.workflow",
-                f"must be a file name ending in .yaml or .yml, got {filename!r}",
-            )
+        if placement(settings, component) != "root":
+            continue
+        filename = _workflow_filename(component)
         if filename in files or filename == MAINTENANCE_WORKFLOW:
             raise ConfigError(
                 f"components.{component.name}.workflow", f"{filename!r} is used twice"
             )
         files[filename] = render_workflow(settings, component)
     files[MAINTENANCE_WORKFLOW] = render_maintenance_workflow(settings)
+    return files
+
+
+def component_files(settings: Settings) -> dict[str, dict[str, str]]:
+    """Submodule path → {file name → text} of the workflows that live in a component's own
+    repository (`workflow_repo: component` or another OWNER/REPO)."""
+    files: dict[str, dict[str, str]] = {}
+    for component in settings.components.values():
+        if placement(settings, component) == "component":
+            submodule, _ = _checked(component, False)
+            files.setdefault(submodule, {})[_workflow_filename(component)] = render_workflow(
+                settings, component
+            )
     return files
 
 
@@ -279,17 +600,52 @@ def default_out_dir(settings: Settings, cwd: Path | None = None) -> Path:
     return Path(found.stdout.strip()) / ".forgejo" / "workflows"
 
 
+def _write(path: Path, text: str, reporter: Reporter) -> None:
+    before = path.read_text() if path.is_file() else None
+    if before == text:
+        reporter.say(f"unchanged {path}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    reporter.say(f"{'wrote' if before is None else 'updated'} {path}")
+
+
 def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | None = None) -> None:
-    """Write every rendered workflow into `out` and print each file and whether it changed."""
+    """Write every rendered workflow and print each file and whether it changed: the root's into
+    `out` (default `<root>/.forgejo/workflows`), a component's into its submodule's
+    `.forgejo/workflows/` (under `out/<submodule>/` when `out` is given)."""
     files = rendered_files(settings)  # all rendered before anything is written
+    elsewhere = component_files(settings)
+    pin = pinned_install(settings)
     directory = Path(out) if out is not None else default_out_dir(settings)
+    root = directory.parent.parent
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in files.items():
-        path = directory / filename
-        before = path.read_text() if path.is_file() else None
-        if before == text:
-            reporter.say(f"unchanged {path}")
-            continue
-        path.write_text(text)
-        reporter.say(f"{'wrote' if before is None else 'updated'} {path}")
+        _write(directory / filename, text, reporter)
     reporter.say("commit them in the root repository and push to make Forgejo use them")
+    config = next(
+        (
+            settings.project_dir / n
+            for n in CONFIG_NAMES
+            if settings.project_dir is not None and (settings.project_dir / n).is_file()
+        ),
+        None,
+    )
+    for submodule, texts in elsewhere.items():
+        target = directory / submodule if out is not None else root / submodule
+        for filename, text in texts.items():
+            _write(target / ".forgejo" / "workflows" / filename, text, reporter)
+        if config is not None:
+            copy = target / config.name
+            if not copy.is_file() or copy.read_bytes() != config.read_bytes():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(config, copy)
+                reporter.say(f"copied {config} to {copy} (its deploy step reads it)")
+        reporter.say(
+            f"commit {target / '.forgejo'} and {config.name if config else 'gbdeploy.yaml'} in "
+            f"the repository of submodule {submodule} (its push starts the run)"
+        )
+    reporter.say(
+        f"gbdeploy is installed in the jobs from {pin.requirement}"
+        + (f" ({pin.why}: make sure that commit is pushed there)" if pin.why else "")
+    )

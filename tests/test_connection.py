@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import paramiko
 import pytest
 
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote, wrap_for_target
-from gbdeploy.errors import ConfigError, HostKeyError, RemoteError
+from gbdeploy.errors import ConfigError, HostKeyError, PreflightError, RemoteError
 
 
 def remote_for(sshd, *, lxc=None, accept_new=False) -> Remote:
@@ -44,9 +45,11 @@ def test_lxc_targets_run_inside_the_container(sshd, standins):
     with remote_for(sshd, lxc="pragmatismo-system") as remote:
         result = remote.run('printf %s "$LXC_STANDIN_CONTAINER"')
     assert result.stdout == "pragmatismo-system"
-    assert wrap_for_target(Target("s", "h", lxc="c 1"), "echo 'x'") == (
-        "lxc exec 'c 1' -- sh -c 'echo '\"'\"'x'\"'\"''"
+    assert wrap_for_target(Target("s", "h", lxc="bot:c-1"), "echo 'x'") == (
+        "lxc exec bot:c-1 -- sh -c 'echo '\"'\"'x'\"'\"''"
     )
+    with pytest.raises(ConfigError, match=r"targets\.s\.lxc"):
+        Target("s", "h", lxc="c 1")
 
 
 def test_an_unknown_container_is_a_clear_failure(sshd):
@@ -148,3 +151,49 @@ def test_an_include_loop_is_a_clear_config_error(tmp_path):
     config.write_text(f"Include {config}\n")
     with pytest.raises(ConfigError, match="Include nested deeper"):
         Remote(Target("system", "anything"), SshSettings(config=str(config)))
+
+
+def test_an_alias_missing_from_the_ssh_config_is_exit_2_naming_it(sshd, mocker):
+    connect = mocker.spy(paramiko.SSHClient, "connect")
+    remote = Remote(Target("system", "pragmatismo-sytem"), SshSettings(config=str(sshd.ssh_config)))
+    with pytest.raises(ConfigError) as raised:
+        remote.run("true")
+    assert raised.value.exit_code == 2
+    assert raised.value.key == "targets.system.ssh"
+    assert "'pragmatismo-sytem' is not a Host in the ssh config" in str(raised.value)
+    assert str(sshd.ssh_config) in str(raised.value)
+    assert connect.call_count == 0  # refused before any connection attempt
+
+
+def test_an_ssh_config_that_does_not_exist_is_exit_2_naming_the_file(tmp_path):
+    missing = tmp_path / "no-such-config"
+    with pytest.raises(ConfigError) as raised:
+        Remote(Target("system", "pragmatismo-system"), SshSettings(config=str(missing)))
+    assert raised.value.exit_code == 2
+    assert raised.value.key == "ssh.config" and str(missing) in str(raised.value)
+
+
+def test_a_host_name_that_does_not_resolve_fails_before_connecting(tmp_path, mocker):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host prod\n    HostName prod.example.invalid\n    User admin\n")
+    connect = mocker.spy(paramiko.SSHClient, "connect")
+    remote = Remote(Target("system", "prod"), SshSettings(config=str(config)))
+    with pytest.raises(PreflightError) as raised:
+        remote.run("true")
+    assert raised.value.exit_code == 2
+    assert "host name 'prod.example.invalid' of ssh target prod does not resolve" in str(
+        raised.value
+    )
+    assert "HostName under `Host prod`" in str(raised.value)
+    assert connect.call_count == 0
+
+
+def test_a_jump_host_resolves_the_name_itself(tmp_path, mocker):
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host prod\n    HostName prod.internal.invalid\n    ProxyJump bastion\n"
+        "Host bastion\n    HostName 127.0.0.1\n    Port 1\n"
+    )
+    remote = Remote(Target("system", "prod"), SshSettings(config=str(config), connect_timeout=5))
+    with pytest.raises(RemoteError, match="cannot reach prod"):  # got as far as connecting
+        remote.run("true")

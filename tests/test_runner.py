@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def stub_gbdeploy(tmp_path: Path) -> Path:
         textwrap.dedent(f"""\
         #!/bin/bash
         {{ pwd; printf '%s\\n' "$@"; echo "identity=$GBDEPLOY_SSH_IDENTITY_FILE"; }} > {record}
+        cp -p "$GBDEPLOY_SSH_IDENTITY_FILE" {record}.key 2>/dev/null || true
         """)
     )
     script.chmod(0o755)
@@ -71,7 +73,16 @@ def settings(build: str = BUILD, artifact: str = "out/botserver") -> Settings:
         "botserver": {**DEFAULTS["components"]["botserver"], "build": build, "artifact": artifact},
         "botui": {"enabled": False},
     }
-    return Settings.from_mapping({**DEFAULTS, "components": components})
+    # The runner's persistent disk (workflows.*) in a temp dir, not the real /opt/gbo.
+    disk = Path(tempfile.gettempdir()) / "gbdeploy-test-runner-disk"
+    workflows = {k: f"{disk}/{k}" for k in ("cargo_target_dir", "sccache_dir", "cargo_home")}
+    return Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "components": components,
+            "workflows": {**workflows, "logs_dir": f"{disk}/logs"},
+        }
+    )
 
 
 def context(root: Path, bin_dir: Path, **given: object) -> RunContext:
@@ -116,8 +127,10 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
         "staged",
     ]
     identity = call[9].removeprefix("identity=")
-    assert Path(identity).read_text() == key + "\n"
-    assert Path(identity).stat().st_mode & 0o777 == 0o600
+    held = tmp_path / "deploy-call.key"  # the key as the deploy saw it
+    assert held.read_text() == key + "\n"
+    assert held.stat().st_mode & 0o777 == 0o600
+    assert not Path(identity).exists()  # removed when the deploy step ended
     assert "c2VjcmV0LWtleS1ieXRlcw" not in result.log  # the secret is never in the log
 
 

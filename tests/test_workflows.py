@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +18,15 @@ import yaml
 from gbdeploy.config import DEFAULTS, Settings
 from gbdeploy.errors import ConfigError, UsageError
 from gbdeploy.output import Reporter
-from gbdeploy.workflows import render_workflow, rendered_files, run_workflows
+from gbdeploy.workflows import (
+    pinned_install,
+    render_workflow,
+    rendered_files,
+    run_workflows,
+    secret_exposures,
+)
+from tests.test_runner import checkout as root_checkout  # noqa: F401 (a fixture)
+from tests.test_runner import git, stub_gbdeploy  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted((REPO / ".forgejo" / "workflows").glob("*.y*ml"))
@@ -28,10 +40,21 @@ def actionlint() -> str:
     return found
 
 
-def lint(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [actionlint(), "-no-color", str(path)], capture_output=True, text=True, check=False
-    )
+def lint(
+    path: Path, labels: tuple[str, ...] = ("gbo", "docker")
+) -> subprocess.CompletedProcess[str]:
+    # The runner labels are custom (self-hosted) labels, declared to actionlint as such.
+    config = path.parent / f".actionlint-{path.stem}.yaml"
+    config.write_text(yaml.safe_dump({"self-hosted-runner": {"labels": list(labels)}}))
+    try:
+        return subprocess.run(
+            [actionlint(), "-no-color", "-config-file", str(config), str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        config.unlink()
 
 
 def default_settings() -> Settings:
@@ -54,11 +77,25 @@ def systemd_settings() -> Settings:
     )
 
 
-@pytest.mark.parametrize("make", [default_settings, systemd_settings], ids=["default", "systemd"])
+def component_settings(**workflows: str) -> Settings:
+    components = {
+        **DEFAULTS["components"],
+        "botui": {**DEFAULTS["components"]["botui"], "workflow_repo": "component"},
+    }
+    return Settings.from_mapping(
+        {**DEFAULTS, "components": components, "workflows": {**DEFAULTS["workflows"], **workflows}}
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [default_settings, systemd_settings, component_settings],
+    ids=["default", "systemd", "component"],
+)
 def test_every_rendered_workflow_passes_actionlint(make, tmp_path):
     run_workflows(make(), Reporter(stream=io.StringIO()), out=tmp_path)
-    files = sorted(tmp_path.iterdir())
-    assert files
+    files = sorted(tmp_path.rglob("*.yaml"))
+    assert len(files) >= 2
     for path in files:
         result = lint(path)
         assert result.returncode == 0, f"{path.name}:\n{result.stdout}{result.stderr}"
@@ -96,8 +133,8 @@ def test_component_workflow_triggers_build_and_deploy():
     on = data[True]
     assert on["push"] == {"branches": ["release"], "paths": ["apps/chat", "apps/chat/**"]}
     assert on["workflow_dispatch"]["inputs"]["strategy"]["options"] == ["staged", "seed"]
-    steps = data["jobs"]["deploy"]["steps"]
-    checkout, build, _install, ssh, deploy = steps
+    job = data["jobs"]["deploy"]
+    checkout, build, _install, ssh, deploy = job["steps"]
     assert checkout["uses"] == "actions/checkout@v4"
     assert checkout["with"] == {"submodules": "recursive"}
     assert build["working-directory"] == "apps/chat"
@@ -107,31 +144,232 @@ def test_component_workflow_triggers_build_and_deploy():
     assert "cargo build --release -p chat\ncargo test -p chat --release\n" in build["run"]
     assert ssh["env"]["DEPLOY_SSH_KEY"] == "${{ secrets.DEPLOY_SSH_KEY }}"
     assert "umask 077" in ssh["run"]
-    assert 'COMMIT="$(git -C apps/chat rev-parse HEAD)"' in deploy["run"]
+    assert job["env"]["GBDEPLOY_BUILD_DIR"] == "apps/chat"
+    assert job["env"]["GBDEPLOY_ARTIFACT"] == "apps/chat/target/release/chat"
+    assert 'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"' in deploy["run"]
     assert (
-        "gbdeploy deploy chat --artifact apps/chat/target/release/chat"
+        'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
         ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"'
     ) in deploy["run"]
-    assert data["jobs"]["deploy"]["runs-on"] == "ubuntu-latest"
 
 
-@pytest.mark.parametrize("make", [default_settings, systemd_settings], ids=["default", "systemd"])
-def test_secrets_are_never_echoed(make):
-    for text in rendered_files(make()).values():
-        assert "set -x" not in text
-        for line in text.splitlines():
-            if "secrets." in line:  # secrets only reach steps through env:, never a script
-                assert line.strip().startswith(("DEPLOY_SSH_KEY:", "DEPLOY_KNOWN_HOSTS:")), line
-        assert "echo $DEPLOY" not in text and 'echo "$DEPLOY' not in text
+def test_the_default_workflow_runs_on_the_real_forge_and_runner():
+    data = yaml.safe_load(render_workflow(default_settings(), "botserver"))
+    # A later push queues behind a deploy in progress; without `group`, `false` means no limit.
+    assert data["concurrency"] == {
+        "group": "gbdeploy-deploy-botserver",
+        "cancel-in-progress": False,
+    }
+    job = data["jobs"]["deploy"]
+    assert job["runs-on"] == "gbo"  # the real runner's label (forgejo-runner's default is docker)
+    assert {k: job["env"][k] for k in ("CARGO_TARGET_DIR", "SCCACHE_DIR", "CARGO_HOME")} == {
+        "CARGO_TARGET_DIR": "/opt/gbo/ci/botserver/target",
+        "SCCACHE_DIR": "/opt/gbo/cache/sccache",
+        "CARGO_HOME": "/opt/gbo/cache/cargo",
+    }
+    assert job["env"]["GBDEPLOY_LOGS_DIR"] == "/opt/gbo/logs"
+    build = job["steps"][1]["run"]
+    assert "$(date -u +%Y%m%dT%H%M%SZ)" in build and 'tee "$log"' in build
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    install = job["steps"][2]
+    assert install["env"]["GBDEPLOY_INSTALL"] == (
+        f"gbdeploy @ git+http://alm.pragmatismo.com.br/GeneralBots/gbdeploy.git@{head}"
+    )
+    maintenance = yaml.safe_load(rendered_files(default_settings())["runner-maintenance.yaml"])
+    assert maintenance["jobs"]["maintain"]["env"] == {
+        "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": "/opt/gbo/cache/sccache",
+        "GBDEPLOY_MAINTENANCE_CARGO_HOME": "/opt/gbo/cache/cargo",
+    }
+
+
+def test_a_pointer_change_matches_the_paths_filter():
+    from gbdeploy_sandbox.runner import is_triggered
+
+    text = render_workflow(default_settings(), "botserver")
+    assert is_triggered(text, "push", changed_paths=["botserver"])  # what diff-tree lists
+    assert is_triggered(text, "push", changed_paths=["botserver/src/main.rs"])
+    assert not is_triggered(text, "push", changed_paths=["botui", "botserverx"])
+
+
+def test_the_pin_follows_the_vcs_commit_gbdeploy_was_installed_from(mocker):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    direct_url = json.dumps(
+        {
+            "url": "https://forge.example/me/gbdeploy.git",
+            "vcs_info": {"vcs": "git", "commit_id": commit},
+        }
+    )
+    distribution = mocker.patch("importlib.metadata.distribution")
+    distribution.return_value.read_text.return_value = direct_url
+    assert pinned_install(default_settings()).requirement == (
+        f"gbdeploy @ git+https://forge.example/me/gbdeploy.git@{commit}"
+    )
+    chosen = Settings.from_mapping(
+        {**DEFAULTS, "workflows": {"source": "https://git.example/gb/gbdeploy.git"}}
+    )
+    assert pinned_install(chosen).requirement == (
+        f"gbdeploy @ git+https://git.example/gb/gbdeploy.git@{commit}"
+    )
+
+
+@pytest.mark.parametrize(
+    "install",
+    [
+        "gbdeploy",
+        "gbdeploy==0.1.0",
+        "git+https://forge.example/gb/gbdeploy.git",
+        "git+https://forge.example/gb/gbdeploy.git@main",
+        "git+https://forge.example/gb/gbdeploy.git@v0.1.0",
+        "git+https://forge.example/gb/gbdeploy.git@2351643",
+        "dist/gbdeploy-0.1.0-py3-none-any.whl",
+        "https://evil.example/gbdeploy.whl#sha256=" + "a" * 64,
+        "../gbdeploy.whl#sha256=" + "a" * 64,
+    ],
+)
+def test_an_unpinned_install_is_refused_with_exit_2(
+    install, tmp_path, gbdeploy_env, run_gbdeploy, monkeypatch
+):
+    (tmp_path / "gbdeploy.yaml").write_text(yaml.safe_dump({"workflows": {"install": install}}))
+    monkeypatch.chdir(tmp_path)
+    result = run_gbdeploy("workflows", "--out", str(tmp_path / "out"))
+    assert result.code == 2
+    assert "workflows.install" in result.err and "not a pinned source" in result.err
+    assert "Traceback" not in result.text
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_pinned_sources_render(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for install in (
+        f"git+https://forge.example/gb/gbdeploy.git@{commit}",
+        f"gbdeploy @ git+ssh://git@forge.example/gb/gbdeploy.git@{commit}",
+        "ci/gbdeploy-0.1.0-py3-none-any.whl#sha256=" + "b" * 64,
+    ):
+        settings = Settings.from_mapping({**DEFAULTS, "workflows": {"install": install}})
+        data = yaml.safe_load(render_workflow(settings, "botui"))
+        env = data["jobs"]["deploy"]["steps"][2]["env"]
+        assert env["GBDEPLOY_INSTALL"] == install.split("#")[0]
+
+
+def run_install_step(text: str, workspace: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    step = yaml.safe_load(text)["jobs"]["deploy"]["steps"][2]
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=workspace,
+        env={**step["env"], "HOME": str(workspace), "PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_pinned_file_with_another_hash_is_never_installed(tmp_path):
+    wheel = tmp_path / "ci" / "gbdeploy-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"the reviewed wheel")
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    settings = Settings.from_mapping(
+        {**DEFAULTS, "workflows": {"install": f"ci/{wheel.name}#sha256={good}"}}
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "python3-called"
+    fake = bin_dir / "python3"  # records that an install began; creates nothing
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {record}\nexit 1\n')
+    fake.chmod(0o755)
+    text = render_workflow(settings, "botui")
+
+    wheel.write_bytes(b"a wheel someone swapped in")
+    result = run_install_step(text, tmp_path, bin_dir)
+    assert result.returncode == 1
+    assert "does not have the sha256 of workflows.install" in result.stderr
+    assert not record.exists()  # pip never saw it
+
+    wheel.write_bytes(b"the reviewed wheel")
+    result = run_install_step(text, tmp_path, bin_dir)
+    assert record.read_text().startswith("-m venv")  # the hash matched: installing began
+
+
+def test_secrets_are_never_echoed_by_the_rendered_text():
+    for make in (default_settings, systemd_settings, component_settings):
+        for text in rendered_files(make()).values():
+            assert secret_exposures(text) == []
+            assert "set -x" not in text
+            for line in text.splitlines():
+                if "secrets." in line:  # secrets only reach steps through env:, never a script
+                    assert line.strip().startswith(("DEPLOY_SSH_KEY:", "DEPLOY_KNOWN_HOSTS:"))
+
+
+SSH_WRITE = 'printf \'%s\\n\' "$DEPLOY_SSH_KEY" > "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh/deploy_key"'
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("umask 077", 'umask 077\ncat "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh/deploy_key"'),
+        ("umask 077", "umask 077\nset -x"),
+        ("umask 077", "set -o xtrace; umask 077"),
+        ("umask 077", "umask 077\necho $DEPLOY_SSH_KEY"),
+        ("umask 077", 'umask 077\necho "key: ${DEPLOY_KNOWN_HOSTS}" >&2'),
+        ("umask 077", "umask 077\nenv"),
+        (SSH_WRITE, SSH_WRITE.replace(" > ", " | tee ")),
+        (SSH_WRITE, 'printf %s "${{ secrets.DEPLOY_SSH_KEY }}" > /tmp/k'),
+        ("trap ", 'base64 "$GBDEPLOY_SSH_IDENTITY_FILE"\ntrap '),
+    ],
+    ids=["cat-key", "set-x", "xtrace", "echo", "stderr", "env", "tee", "interpolated", "base64"],
+)
+def test_the_secret_check_catches_a_step_that_prints_a_secret(old, new):
+    text = render_workflow(default_settings(), "botserver")
+    assert old in text
+    broken = text.replace(old, new.replace("\n", "\n          "), 1)
+    assert secret_exposures(broken), new
+
+
+def test_a_build_that_would_print_the_key_is_refused():
+    component = {
+        **DEFAULTS["components"]["botserver"],
+        "build": 'cargo build\ncat "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh/deploy_key"',
+    }
+    settings = Settings.from_mapping({**DEFAULTS, "components": {"botserver": component}})
+    with pytest.raises(ConfigError, match=r"components\.botserver\.build.*could print a secret"):
+        render_workflow(settings, "botserver")
 
 
 def test_runs_on_comes_from_config():
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    install = f"git+https://forge.example/gb/gbdeploy.git@{commit}"
     settings = Settings.from_mapping(
-        {**DEFAULTS, "workflows": {"runs_on": "self-hosted", "install": "gbdeploy==0.1.0"}}
+        {**DEFAULTS, "workflows": {"runs_on": "self-hosted", "install": install}}
     )
     data = yaml.safe_load(render_workflow(settings, "botui"))
     assert data["jobs"]["deploy"]["runs-on"] == "self-hosted"
-    assert data["env"]["GBDEPLOY_INSTALL"] == "gbdeploy==0.1.0"
+
+
+def test_the_component_placement_renders_the_file_for_the_component_repository(tmp_path):
+    settings = component_settings()
+    data = yaml.safe_load(render_workflow(settings, "botui"))
+    assert data[True]["push"] == {"branches": ["main"]}  # any push to its main: no paths filter
+    job = data["jobs"]["deploy"]
+    checkout, build = job["steps"][:2]
+    assert "with" not in checkout and "working-directory" not in build
+    assert job["env"]["GBDEPLOY_ARTIFACT"] == "target/release/botui"
+    assert job["env"]["GBDEPLOY_BUILD_DIR"] == "."
+    assert data["concurrency"]["group"] == "gbdeploy-deploy-botui"
+
+    project = tmp_path / "gb"
+    project.mkdir()
+    (project / "gbdeploy.yaml").write_text("components:\n  botui: {workflow_repo: component}\n")
+    settings = dataclasses.replace(settings, project_dir=project)
+    out = io.StringIO()
+    run_workflows(settings, Reporter(stream=out))
+    assert (project / "botui" / ".forgejo" / "workflows" / "botui.yaml").is_file()
+    assert (project / "botui" / "gbdeploy.yaml").read_text() == (
+        project / "gbdeploy.yaml"
+    ).read_text()
+    assert not (project / ".forgejo" / "workflows" / "botui.yaml").exists()
+    assert "in the repository of submodule botui" in out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -161,6 +399,10 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
         "runner-maintenance.yaml",
     ]
     assert f"wrote {directory / 'botserver.yaml'}" in out.getvalue()
+    pin = pinned_install(settings).requirement
+    assert (
+        f"gbdeploy is installed in the jobs from {pin} (the commit this gbdeploy" in out.getvalue()
+    )
     again = io.StringIO()
     run_workflows(settings, Reporter(stream=again))
     assert f"unchanged {directory / 'botui.yaml'}" in again.getvalue()
@@ -178,3 +420,99 @@ def test_run_workflows_uses_the_git_toplevel(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "sub")
     run_workflows(default_settings(), Reporter(stream=io.StringIO()))
     assert (tmp_path / ".forgejo" / "workflows" / "botserver.yaml").is_file()
+
+
+def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_disk(
+    root_checkout,  # noqa: F811 (the imported fixture)
+    stub_gbdeploy,  # noqa: F811
+    tmp_path,
+):
+    checkout = root_checkout
+    from gbdeploy_sandbox.runner import RunContext, run_job
+
+    disk = tmp_path / "runner-disk"
+    hostile = "x$(touch pwned)`touch pwned2`"
+    settings = Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "workflows": {
+                "cargo_target_dir": f"{disk}/ci/{{component}}/target",
+                "sccache_dir": f"{disk}/cache/sccache",
+                "cargo_home": f"{disk}/cache/cargo",
+                "logs_dir": f"{disk}/logs",
+            },
+        }
+    )
+    component = dataclasses.replace(
+        settings.components["botserver"],
+        name=hostile,  # what load-time validation refuses; the renderer must be safe regardless
+        artifact="target/debug/bot$(touch pwned3)",
+        build='mkdir -p "$CARGO_TARGET_DIR/debug"\n'
+        'printf "$BOTSERVER_COMMIT" > "$CARGO_TARGET_DIR/${GBDEPLOY_BUILT#target/}"\n'
+        "echo compiled",
+    )
+    settings = dataclasses.replace(settings, components={hostile: component})
+    context = RunContext(
+        sha=git(checkout, "rev-parse", "HEAD"),
+        env={"PATH": f"{stub_gbdeploy}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+
+    result = run_job(render_workflow(settings, hostile), checkout, context)
+
+    assert result.status == "success", result.log
+    assert not list(checkout.rglob("pwned*"))  # nothing in a value ran
+    target = disk / "ci" / hostile / "target" / "debug" / "bot$(touch pwned3)"
+    short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
+    assert target.read_text() == short  # built into the persistent target dir
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[1:5] == ["deploy", hostile, "--artifact", str(target)]
+    (log,) = (disk / "logs").iterdir()  # the build log, by component and UTC time
+    assert re.fullmatch(re.escape(hostile) + r"-build-\d{8}T\d{6}Z-1\.log", log.name)
+    assert "compiled" in log.read_text()
+
+
+def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
+    root_checkout,  # noqa: F811 (the imported fixture)
+    stub_gbdeploy,  # noqa: F811
+    tmp_path,
+):
+    from gbdeploy_sandbox.runner import RunContext, run_job
+
+    component_repo = root_checkout / "botserver"  # a clone of the component's own repository
+    disk = tmp_path / "disk"
+    settings = Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "components": {
+                "botserver": {
+                    **DEFAULTS["components"]["botserver"],
+                    "workflow_repo": "component",
+                    "build": 'mkdir -p out && printf "$BOTSERVER_COMMIT" > out/botserver',
+                    "artifact": "out/botserver",
+                },
+                "botui": {"enabled": False},
+            },
+            "workflows": {"logs_dir": str(disk / "logs")},
+        }
+    )
+    context = RunContext(
+        sha=git(component_repo, "rev-parse", "HEAD"),
+        env={"PATH": f"{stub_gbdeploy}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        repository="GeneralBots/botserver",
+    )
+
+    result = run_job(render_workflow(settings, "botserver"), component_repo, context)
+
+    assert result.status == "success", result.log
+    short = git(component_repo, "rev-parse", "--short", "HEAD")
+    assert (component_repo / "out" / "botserver").read_text() == short
+    call = (tmp_path / "deploy-call").read_text().splitlines()
+    assert call[0] == str(component_repo)  # where the copy of gbdeploy.yaml is
+    assert call[1:7] == [
+        "deploy",
+        "botserver",
+        "--artifact",
+        "out/botserver",
+        "--commit",
+        git(component_repo, "rev-parse", "HEAD"),
+    ]

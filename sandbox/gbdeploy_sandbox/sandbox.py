@@ -332,7 +332,14 @@ def _write_config(sandbox: Sandbox) -> None:
             "poll_interval": 0.5,
         },
         "targets": {"system": {"ssh": sandbox.sshd.alias}},
-        "workflows": {"runs_on": RUNNER_LABEL},
+        # The runner's persistent disk (build caches, build logs) inside the sandbox, not /opt.
+        "workflows": {
+            "runs_on": RUNNER_LABEL,
+            "cargo_target_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "target"),
+            "sccache_dir": str(sandbox.directory / "runner" / "cache" / "sccache"),
+            "cargo_home": str(sandbox.directory / "runner" / "cache" / "cargo"),
+            "logs_dir": str(sandbox.directory / "runner" / "logs"),
+        },
         "components": {
             COMPONENT: {
                 "workflow_repo": sandbox.placement,

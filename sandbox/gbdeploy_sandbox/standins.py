@@ -185,6 +185,15 @@ class StandinWorld:
         )
         return self
 
+    def add_program(self, name: str) -> Path:
+        """Add the stand-in `gbdeploy_sandbox.programs.<name>` to `bin/` (e.g. incus, sudo)."""
+        return self.write_executable(
+            name,
+            f"#!{sys.executable}\nimport sys\n"
+            f"from gbdeploy_sandbox.programs.{name} import main\n"
+            f"sys.exit(main({str(self.directory)!r}, sys.argv[1:]))\n",
+        )
+
     def write_executable(self, name: str, text: str) -> Path:
         """Add a stand-in executable to `bin/` (tests add e.g. `iptables` or `caddy`)."""
         path = self.bin / name

@@ -7,7 +7,7 @@ import subprocess
 import paramiko
 import pytest
 
-from gbdeploy.config import SshSettings, Target
+from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote, quote, wrap_for_target
 from gbdeploy.errors import ConfigError, HostKeyError, PreflightError, RemoteError
 
@@ -49,7 +49,7 @@ def test_lxc_targets_run_inside_the_container(sshd, standins):
         "lxc exec bot:c-1 -- sh -c 'echo '\"'\"'x'\"'\"''"
     )
     with pytest.raises(ConfigError, match=r"targets\.s\.lxc"):
-        Target("s", "h", lxc="c 1")
+        Settings.from_mapping({"targets": {"s": {"ssh": "h", "lxc": "c 1"}}})
 
 
 def test_an_unknown_container_is_a_clear_failure(sshd):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gbdeploy.config import SshSettings, Target
+from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote, wrap_for_target
 from gbdeploy.errors import ConfigError, RemoteError
 from gbdeploy_sandbox.procs import kill_pids, pids_running, pids_under, wait_for
@@ -73,7 +73,7 @@ def test_the_command_goes_through_sudo_and_incus_with_every_value_quoted():
 )
 def test_a_bad_target_is_a_config_error_naming_the_key(fields, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as raised:
-        Target("system", "host", **fields)
+        Settings.from_mapping({"targets": {"system": {"ssh": "host", **fields}}})
     assert raised.value.exit_code == 2
 
 

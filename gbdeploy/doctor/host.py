@@ -1,0 +1,175 @@
+"""Checks on the LXD host itself: its containers, their LXD config, proxy devices, ZFS, the
+firewall (ufw, the persisted forward rule) and fail2ban."""
+
+from __future__ import annotations
+
+from ..config import DoctorSettings
+from ..connection import CommandResult, quote
+from ..doctor_parsers import (
+    CONTAINER_MARKER,
+    ParseError,
+    parse_config_dump,
+    parse_lxc_config,
+    parse_zfs_snapshots,
+    stale_snapshots,
+)
+from ..output import human_bytes
+from .model import LIST_CONTAINERS, Check, Verdict, output_of
+
+
+def containers_check(d: DoctorSettings) -> Check:
+    wanted = {
+        role: name for role in ("system", "ci_runner", "proxy", "dns") if (name := getattr(d, role))
+    }
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"`{LIST_CONTAINERS}` failed: {output_of(result)}")
+        present = container_names(result.stdout)
+        missing = {role: name for role, name in wanted.items() if name not in present}
+        if not missing:
+            return Verdict("pass", f"present: {', '.join(wanted.values())}")
+        listed = ", ".join(sorted(present)) or "none"
+        return Verdict(
+            "fail",
+            f"missing: {', '.join(f'{n} (doctor.{r})' for r, n in missing.items())}; "
+            f"the host has: {listed}",
+            f"set {', '.join(f'doctor.{r}' for r in missing)} to the container's real name, or to "
+            "null to skip its checks",
+        )
+
+    return Check(
+        "host.containers",
+        None,
+        LIST_CONTAINERS,
+        judge,
+        "make sure the ssh user on doctor.host is in the `lxd` group (`lxc list` must work)",
+    )
+
+
+def container_names(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def privileged_check(name: str) -> Check:
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"lxc config show failed: {output_of(result)}")
+        config = parse_lxc_config(result.stdout)
+        value = config.config.get("security.privileged", "unset")
+        if config.privileged:
+            return Verdict("pass", f"{name}: security.privileged: {value}")
+        return Verdict(
+            "fail",
+            f"{name}: security.privileged is {value} (botserver must own the /opt/gbo mounts)",
+        )
+
+    return Check(
+        "host.system-privileged",
+        None,
+        f"lxc config show {quote(name)} --expanded",
+        judge,
+        f"lxc config set {quote(name)} security.privileged true && lxc restart {quote(name)}  "
+        "(restarts botserver and botui: pick a quiet moment)",
+    )
+
+
+def runner_mounts_check(name: str) -> Check:
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"lxc config show failed: {output_of(result)}")
+        disks = [d for d in parse_lxc_config(result.stdout).devices if d.type == "disk"]
+        mounts = [d for d in disks if d.is_host_mount]
+        if not mounts:
+            return Verdict("pass", f"{name}: {len(disks)} disk device(s), all from storage pools")
+        return Verdict(
+            "fail",
+            f"{name} mounts host paths: "
+            + ", ".join(f"{d.name} ({d.source} -> {d.path})" for d in mounts),
+            "; ".join(f"lxc config device remove {quote(name)} {quote(d.name)}" for d in mounts)
+            + "  (deploy over ssh instead; then delete the snapshots taken while they were "
+            "mounted, see host.zfs-snapshots)",
+        )
+
+    return Check(
+        "host.ci-runner-no-host-mounts",
+        None,
+        f"lxc config show {quote(name)} --expanded",
+        judge,
+        "remove the disk devices that are not storage-pool volumes",
+    )
+
+
+def proxy_devices_check(d: DoctorSettings) -> Check:
+    command = (
+        f"for c in $({LIST_CONTAINERS}); do printf '{CONTAINER_MARKER}%s\\n' \"$c\"; "
+        'lxc config show "$c" --expanded; done'
+    )
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"listing devices failed: {output_of(result)}")
+        where: dict[int, list[str]] = {}
+        for container, config in parse_config_dump(result.stdout).items():
+            for device in config.devices:
+                for port in device.listen_ports:
+                    where.setdefault(port, []).append(container)
+        required = list(dict.fromkeys(d.proxy_ports))
+        missing = [p for p in required if p not in where]
+        by_container: dict[str, list[int]] = {}
+        for port in required:
+            for container in where.get(port, []):
+                by_container.setdefault(container, []).append(port)
+        found = "; ".join(
+            f"{', '.join(map(str, ports))} on {c}" for c, ports in sorted(by_container.items())
+        )
+        if not missing:
+            return Verdict("pass", f"all {len(required)} ports: {found}")
+        return Verdict(
+            "fail",
+            f"no proxy device listens on {', '.join(map(str, missing))}"
+            + (f" (found: {found})" if found else ""),
+            "for each missing port, on the container that serves it: lxc config device add "
+            "CONTAINER NAME proxy listen=tcp:0.0.0.0:PORT connect=tcp:127.0.0.1:PORT (port 53 "
+            "needs a udp one too); never remove these devices",
+        )
+
+    return Check("host.proxy-devices", None, command, judge, "")
+
+
+def snapshots_check(d: DoctorSettings) -> Check:
+    days = d.snapshot_retention_days
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"zfs list failed: {output_of(result)}")
+        now_line, _, listing = result.stdout.partition("\n")
+        if not now_line.strip().isdigit():
+            raise ParseError(f"expected the host's time first, got {now_line!r}")
+        snapshots = parse_zfs_snapshots(listing)
+        stale = stale_snapshots(snapshots, now=int(now_line), retention_days=days)
+        if not stale:
+            return Verdict("pass", f"{len(snapshots)} snapshot(s), none older than {days} days")
+        held = human_bytes(sum(s.used for s in stale))
+        shown = ", ".join(
+            f"{s.name} ({(int(now_line) - s.created) // 86400} days, {human_bytes(s.used)})"
+            for s in stale[:5]
+        )
+        more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        return Verdict(
+            "fail",
+            f"{len(stale)} snapshot(s) older than {days} days hold {held}: {shown}{more}",
+            "; ".join(f"zfs destroy {quote(s.name)}" for s in stale[:5])
+            + (" …" if more else "")
+            + "  (check each is not needed first; the daily cron should keep "
+            f"{days} days)",
+        )
+
+    return Check(
+        "host.zfs-snapshots",
+        None,
+        "date +%s && zfs list -H -p -t snapshot -o name,creation,used",
+        judge,
+        "",
+        when_missing="skip",
+    )

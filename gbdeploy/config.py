@@ -106,6 +106,18 @@ DEFAULTS: dict[str, Any] = {
         "cargo_home": "/root/.cargo",
         "cargo_max_gb": 20.0,
         "snapshot_retention_days": 7,
+        "email": "pragmatismo-email",
+        "ufw_defaults": "/etc/default/ufw",
+        "lxd_bridge": "lxdbr0",
+        "fail2ban_dir": "/etc/fail2ban",
+        "flood_jail": "caddy-http-flood",
+        "flood_maxretry": 100,
+        "flood_findtime": 60,
+        "flood_bantime": 3600,
+        "caddy_access_log": "/opt/gbo/logs/access.log",
+        "mail_jails": ["stalwart", "stalwart-mail", "postfix", "postfix-sasl", "dovecot"],
+        "cron_etc": "/etc",
+        "vault_init": "/opt/gbo/bin/botserver-stack/conf/vault/init.json",
     },
     "maintenance": {
         "sccache_dir": "~/.cache/sccache",
@@ -250,6 +262,20 @@ class DoctorSettings:
     cargo_home: str = "/root/.cargo"
     cargo_max_gb: float = 20.0
     snapshot_retention_days: int = 7
+    email: str | None = "pragmatismo-email"
+    ufw_defaults: str = "/etc/default/ufw"
+    lxd_bridge: str = "lxdbr0"  # the bridge whose FORWARD rule a systemd service must restore
+    fail2ban_dir: str = "/etc/fail2ban"
+    flood_jail: str = "caddy-http-flood"  # in the proxy: 4xx from Caddy's JSON access log
+    flood_maxretry: int = 100
+    flood_findtime: int = 60
+    flood_bantime: int = 3600
+    caddy_access_log: str = "/opt/gbo/logs/access.log"
+    mail_jails: list[str] = field(
+        default_factory=lambda: ["stalwart", "stalwart-mail", "postfix", "postfix-sasl", "dovecot"]
+    )  # in the email container, one of these must run
+    cron_etc: str = "/etc"  # where crontab, cron.d/ and cron.daily/ are
+    vault_init: str = "/opt/gbo/bin/botserver-stack/conf/vault/init.json"
 
 
 @dataclass(frozen=True)

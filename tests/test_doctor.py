@@ -25,38 +25,64 @@ CHECKS = [
     "host.ci-runner-no-host-mounts",
     "host.proxy-devices",
     "host.zfs-snapshots",
+    "host.zfs-snapshot-schedule",
+    "host.ufw-forward-policy",
+    "host.lxd-forward-rule-persisted",
+    "host.fail2ban-sshd",
     "system.loopback-accept",
     "system.valkey-ping",
     "system.botui-botserver-url",
+    "system.vault-init-protected",
     "system.owner.botserver",
     "system.not-in-systemd.botserver",
+    "system.ssh-user-signals.botserver",
     "system.owner.botui",
     "proxy.caddy-storage",
     "proxy.caddy-valid",
     "proxy.caddy-vhosts",
+    "proxy.caddy-dead-domains",
+    "proxy.fail2ban-caddy-http-flood",
+    "proxy.fail2ban-sshd-disabled",
     "dns.corefile-acl",
+    "email.fail2ban-mail",
     "ci.sccache-size",
     "ci.cargo-size",
+    "ci.cache-cleanup-daily",
 ]
-SAFE = ["system.loopback-accept", "system.owner.botserver", "system.owner.botui"]
+SAFE = [
+    "system.loopback-accept",
+    "system.owner.botserver",
+    "system.owner.botui",
+]
 # What a user reads for each broken rule (a fragment of the `saw` column).
 BROKEN_SAW = {
     "host.system-privileged": "security.privileged is false",
     "host.ci-runner-no-host-mounts": "mounts host paths: gbo-bin",
     "host.proxy-devices": "no proxy device listens on 4190, 53",
     "host.zfs-snapshots": "pragmatismo-alm-ci@snapshot-before-mounts (40 days, 52.0 GiB)",
+    "host.zfs-snapshot-schedule": "takes daily snapshots but no daily job removes old ones",
+    "host.ufw-forward-policy": 'DEFAULT_FORWARD_POLICY is "DROP"',
+    "host.lxd-forward-rule-persisted": "adds a FORWARD rule for lxdbr0",
+    "host.fail2ban-sshd": "fail2ban is not running in the LXD host",
     "system.loopback-accept": "no `-i lo -j ACCEPT` before rule 1",
     "system.valkey-ping": "Connection timed out",
     "system.botui-botserver-url": "BOTSERVER_URL=https://chat.example.com",
+    "system.vault-init-protected": "mode 644, owner root:root",
     "system.owner.botserver": "is owned by root:root, not",
     "system.not-in-systemd.botserver": "system.service (active, disabled) runs",
+    "system.ssh-user-signals.botserver": "(deployer) is neither root nor",
     "system.owner.botui": "is owned by root:root, not",
     "proxy.caddy-storage": "no `storage` in the global options block",
     "proxy.caddy-valid": "unrecognized directive: reverse_prxy",
     "proxy.caddy-vhosts": "only 2 site address(es) (minimum 20)",
+    "proxy.caddy-dead-domains": "no DNS record for mail.example.com (1 of 2 site domains",
+    "proxy.fail2ban-caddy-http-flood": "maxretry 10 (want 100); bantime 600 (want 3600)",
+    "proxy.fail2ban-sshd-disabled": "[sshd] enabled = true",
     "dns.corefile-acl": "no acl in: pragmatismo.com.br:53",
+    "email.fail2ban-mail": "without a stalwart or stalwart-mail or postfix",
     "ci.sccache-size": "2.0 MiB (limit 1.0 MiB)",
     "ci.cargo-size": "2.0 MiB (limit 1.0 MiB)",
+    "ci.cache-cleanup-daily": "no daily cleanup of the sccache and cargo cache",
 }
 
 
@@ -96,7 +122,7 @@ def test_a_good_production_passes_every_check(production, gbuser):
     assert {name: status for name, (status, _) in found.items()} == dict.fromkeys(CHECKS, "pass")
     assert "PONG" in found["system.valkey-ping"][1]
     assert "28 site addresses in 25 blocks" in found["proxy.caddy-vhosts"][1]
-    assert "17 checks: 17 passed, 0 failed, 0 skipped" in text
+    assert "28 checks: 28 passed, 0 failed, 0 skipped" in text
 
 
 def test_a_broken_production_fails_every_rule_with_what_it_saw(production, gbuser):
@@ -111,7 +137,7 @@ def test_a_broken_production_fails_every_rule_with_what_it_saw(production, gbuse
         assert status == "FAIL", name
         assert fragment in saw, f"{name}: {saw}"
     assert "fix: iptables -I INPUT 1 -i lo -j ACCEPT" in text
-    assert "17 checks: 1 passed, 16 failed, 0 skipped" in text
+    assert "28 checks: 1 passed, 27 failed, 0 skipped" in text
 
 
 def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
@@ -125,6 +151,7 @@ def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
     assert saved.index("-A INPUT -i lo -j ACCEPT") < saved.index("--dport 6379 -j DROP")
     assert production.owner(production.botserver) == gbuser
     assert production.owner(production.botui) == gbuser
+    assert production.vault_init.stat().st_mode & 0o777 == 0o600
     assert production.caddyfile.read_bytes() == caddyfile_before  # a partial file is not touched
     assert production.caddy_reloads() == []
     assert not list(production.caddyfile.parent.glob("config.bak-*"))
@@ -132,6 +159,9 @@ def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
     assert "changed: system.loopback-accept: inserted `-A INPUT -i lo -j ACCEPT`" in text
     assert f"changed: system.owner.botserver: chowned {production.botserver} to" in text
     assert "not repaired: proxy.caddy-storage:" in text and "looks partial" in text
+    assert "changed: system.vault-init-protected: made" in text
+    # still failing: the file sits in a git work tree, which only a person can change
+    assert "inside the git work tree" in rows(text)["system.vault-init-protected"][1]
     found = rows(text)
     now_passing = [*SAFE, "system.valkey-ping"]  # Valkey answers once loopback is accepted
     for name in CHECKS[1:]:
@@ -278,7 +308,7 @@ def test_cli_on_a_broken_production_prints_the_table_and_exits_1(production, gbu
         "host.containers": "pass",
         **dict.fromkeys(CHECKS[1:], "FAIL"),
     }
-    assert "gbdeploy: error: doctor: 16 of 17 checks failed" in result.stderr
+    assert "gbdeploy: error: doctor: 27 of 28 checks failed" in result.stderr
     assert "`gbdeploy doctor --fix` repairs the safe ones (system.loopback-accept," in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -301,7 +331,7 @@ def test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr(
     assert passing == {"host.containers", *SAFE, "system.valkey-ping"}
     assert "changed: system.loopback-accept:" in result.stderr
     assert "changed: system.owner.botui:" in result.stderr
-    assert "gbdeploy: error: doctor: 12 of 17 checks failed" in result.stderr
+    assert "gbdeploy: error: doctor: 23 of 28 checks failed" in result.stderr
     assert "these need a person" in result.stderr
     assert "Traceback" not in result.stderr
 

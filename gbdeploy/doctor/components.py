@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..config import Component
 from ..connection import CommandResult, quote
-from ..doctor_parsers import parse_unit_table
+from ..doctor_parsers import parse_process_owners, parse_unit_table
 from .model import ACTIVE_STATES, Check, Repair, Verdict, output_of
 
 
@@ -87,4 +87,51 @@ def not_in_systemd_check(component: Component, container: str) -> Check:
         judge,
         "",
         when_missing="skip",
+    )
+
+
+def process_owners_command(binary: str) -> str:
+    """`PID USER` of every process running exactly `binary` (by /proc/PID/exe)."""
+    return (
+        "for p in /proc/[0-9]*; do "
+        f'[ "$(readlink -- "$p/exe" 2>/dev/null)" = {quote(binary)} ] || continue; '
+        'printf \'%s %s\\n\' "${p#/proc/}" "$(stat -c %U -- "$p")"; done; true'
+    )
+
+
+def ssh_user_check(component: Component, container: str, ssh_user: str, target: str) -> Check:
+    """The deploy stops the service as the target's ssh user: that must be root or the service
+    user, and a service user can signal only its own processes."""
+    name, user, binary = component.name, component.user, component.binary
+    who = f"the ssh user of target {target} ({ssh_user})"
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"listing processes failed: {output_of(result)}")
+        owners = parse_process_owners(result.stdout)
+        running = ", ".join(f"pid {pid} as {owner}" for pid, owner in owners) or "not running"
+        if ssh_user == "root":
+            return Verdict("pass", f"{who} can signal any process; {binary}: {running}")
+        if ssh_user != user:
+            return Verdict(
+                "fail",
+                f"{who} is neither root nor {user}: the deploy cannot stop {name} "
+                f"({binary}: {running})",
+            )
+        foreign = [(pid, owner) for pid, owner in owners if owner != user]
+        if foreign:
+            return Verdict(
+                "fail",
+                f"{who} cannot signal {binary} running as "
+                + ", ".join(f"{owner} (pid {pid})" for pid, owner in foreign),
+                f"stop it as root and start it as {user} (gbdeploy deploy does), or ssh as root",
+            )
+        return Verdict("pass", f"{who} is the service user; {binary}: {running}")
+
+    return Check(
+        f"system.ssh-user-signals.{name}",
+        container,
+        process_owners_command(binary),
+        judge,
+        f"ssh to target {target} as root or as {user} (User in the ssh config's Host entry)",
     )

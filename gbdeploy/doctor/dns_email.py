@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import DoctorSettings
 from ..connection import CommandResult
 from ..doctor_parsers import parse_corefile
+from .daemons import fail2ban_jail_check
 from .model import Check, Verdict, output_of, read_command
 
 
@@ -37,3 +38,7 @@ def corefile_acl_check(d: DoctorSettings, container: str) -> Check:
         "add to each server block: acl { allow type ANY net 10.0.0.0/8 127.0.0.0/8; allow type "
         "A|AAAA|MX net 0.0.0.0/0; block } (one `allow` per line), then send CoreDNS SIGHUP",
     )
+
+
+def mail_jail_check(d: DoctorSettings, container: str) -> Check:
+    return fail2ban_jail_check("email.fail2ban-mail", container, container, list(d.mail_jails))

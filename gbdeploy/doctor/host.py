@@ -3,23 +3,31 @@ firewall (ufw, the persisted forward rule) and fail2ban."""
 
 from __future__ import annotations
 
+import re
+
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
 from ..doctor_parsers import (
     CONTAINER_MARKER,
     ParseError,
+    ScheduledJob,
     parse_config_dump,
     parse_lxc_config,
+    parse_service_commands,
+    parse_shell_assignments,
     parse_zfs_snapshots,
     stale_snapshots,
 )
 from ..output import human_bytes
-from .model import LIST_CONTAINERS, Check, Verdict, output_of
+from .daemons import describe, fail2ban_jail_check, schedule_check
+from .model import LIST_CONTAINERS, Check, Verdict, output_of, read_command
 
 
 def containers_check(d: DoctorSettings) -> Check:
     wanted = {
-        role: name for role in ("system", "ci_runner", "proxy", "dns") if (name := getattr(d, role))
+        role: name
+        for role in ("system", "ci_runner", "proxy", "dns", "email")
+        if (name := getattr(d, role))
     }
 
     def judge(result: CommandResult) -> Verdict:
@@ -173,3 +181,104 @@ def snapshots_check(d: DoctorSettings) -> Check:
         "",
         when_missing="skip",
     )
+
+
+def zfs_schedule_check(d: DoctorSettings) -> Check:
+    days = d.snapshot_retention_days
+
+    def judge(jobs: tuple[ScheduledJob, ...]) -> Verdict:
+        takes = [j for j in jobs if re.search(r"zfs(-auto)?[- ]snapshot|sanoid", j.command)]
+        daily = [j for j in takes if j.daily]
+        keeps = [int(n) for j in daily for n in re.findall(r"--keep[= ](\d+)", j.command)]
+        prunes = [j for j in jobs if j.daily and "zfs destroy" in j.command]
+        if not daily:
+            seen = "; ".join(describe(j) for j in takes) or "no job takes ZFS snapshots"
+            return Verdict("fail", f"no daily ZFS snapshot job ({seen})")
+        if keeps and all(n > days for n in keeps):
+            return Verdict(
+                "fail",
+                f"{describe(daily[0])} keeps {min(keeps)} snapshots, more than {days} days",
+            )
+        if not keeps and not prunes:
+            return Verdict(
+                "fail",
+                f"{describe(daily[0])} takes daily snapshots but no daily job removes old ones "
+                f"(no `--keep={days}` and no `zfs destroy`)",
+            )
+        kept = f"keeps {min(keeps)}" if keeps else f"pruned by {describe(prunes[0])}"
+        return Verdict("pass", f"{describe(daily[0])}; {kept}")
+
+    return schedule_check(
+        "host.zfs-snapshot-schedule",
+        None,
+        d.cron_etc,
+        judge,
+        f"a daily cron job that snapshots the containers and keeps {days} days, e.g. "
+        f"/etc/cron.daily/zfs-auto-snapshot running `zfs-auto-snapshot --label=daily "
+        f"--keep={days} //`",
+    )
+
+
+def ufw_forward_check(d: DoctorSettings) -> Check:
+    path = d.ufw_defaults
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"cannot read {path}: {output_of(result)} (is ufw installed?)")
+        policy = parse_shell_assignments(result.stdout).get("DEFAULT_FORWARD_POLICY")
+        if policy == "ACCEPT":
+            return Verdict("pass", f'{path}: DEFAULT_FORWARD_POLICY="ACCEPT"')
+        saw = f'"{policy}"' if policy is not None else "not set (ufw drops forwarded packets)"
+        return Verdict(
+            "fail", f"{path}: DEFAULT_FORWARD_POLICY is {saw}: the containers have no internet"
+        )
+
+    return Check(
+        "host.ufw-forward-policy",
+        None,
+        read_command(path),
+        judge,
+        f"sed -i 's/^DEFAULT_FORWARD_POLICY=.*/DEFAULT_FORWARD_POLICY=\"ACCEPT\"/' "
+        f"{quote(path)} && ufw reload",
+    )
+
+
+ENABLED_SERVICES = (
+    "command -v systemctl >/dev/null || exit 127; "
+    "systemctl list-unit-files --type=service --state=enabled --no-legend --no-pager | "
+    "while read -r unit state rest; do "
+    "printf '%s\\t%s\\n' \"$unit\" "
+    '"$(systemctl show -p ExecStart --value "$unit" | tr "\\n" " ")"; done'
+)
+
+
+def forward_rule_check(d: DoctorSettings) -> Check:
+    bridge = d.lxd_bridge
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"listing enabled services failed: {output_of(result)}")
+        units = parse_service_commands(result.stdout)
+        for unit, command in units:
+            if "FORWARD" in command and bridge in command.split():
+                return Verdict("pass", f"enabled {unit} runs: {' '.join(command.split())[:120]}")
+        return Verdict(
+            "fail",
+            f"none of the {len(units)} enabled services adds a FORWARD rule for {bridge}: "
+            "the rule is lost at the next reboot",
+        )
+
+    return Check(
+        "host.lxd-forward-rule-persisted",
+        None,
+        ENABLED_SERVICES,
+        judge,
+        f"a oneshot unit (e.g. lxd-forward.service: Type=oneshot, ExecStart=iptables -I FORWARD "
+        f"-i {bridge} -j ACCEPT and one for -o {bridge}, WantedBy=multi-user.target), then "
+        "`systemctl enable --now lxd-forward.service`",
+        when_missing="skip",
+    )
+
+
+def fail2ban_sshd_check() -> Check:
+    return fail2ban_jail_check("host.fail2ban-sshd", None, "the LXD host", ["sshd"])

@@ -2,78 +2,112 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..config import Component, DoctorSettings, Settings
+from ..connection import Remote
 from ..errors import ConfigError
-from .ci_runner import cache_size_check
-from .components import not_in_systemd_check, owner_check
-from .dns_email import corefile_acl_check
+from .ci_runner import cache_cleanup_check, cache_size_check
+from .components import not_in_systemd_check, owner_check, ssh_user_check
+from .dns_email import corefile_acl_check, mail_jail_check
 from .host import (
     containers_check,
+    fail2ban_sshd_check,
+    forward_rule_check,
     privileged_check,
     proxy_devices_check,
     runner_mounts_check,
     snapshots_check,
+    ufw_forward_check,
+    zfs_schedule_check,
 )
 from .model import Check, disabled_check, where
-from .proxy import caddy_storage_check, caddy_valid_check, caddy_vhosts_check
-from .system import botui_url_check, loopback_check, valkey_check
+from .proxy import (
+    caddy_storage_check,
+    caddy_valid_check,
+    caddy_vhosts_check,
+    dead_domains_check,
+    flood_jail_check,
+    proxy_sshd_jail_check,
+)
+from .system import botui_url_check, loopback_check, valkey_check, vault_init_check
+
+
+def in_container(
+    role: str, container: str | None, make: Callable[[str], list[Check]]
+) -> list[Check]:
+    """The checks `make` builds for a container, or each of them skipped when `doctor.ROLE` is
+    null (built with a placeholder name only to know their names)."""
+    if container:
+        return make(container)
+    return [disabled_check(check.name, role) for check in make("-")]
 
 
 def build_checks(settings: Settings) -> list[Check]:
     """Every check, in the order they run and print. The first lists the host's containers."""
     d = settings.doctor
     checks = [containers_check(d)]
-    checks.append(
-        privileged_check(d.system)
-        if d.system
-        else disabled_check("host.system-privileged", "system")
+    checks += in_container("system", d.system, lambda c: [privileged_check(c)])
+    checks += in_container("ci_runner", d.ci_runner, lambda c: [runner_mounts_check(c)])
+    checks += [
+        proxy_devices_check(d),
+        snapshots_check(d),
+        zfs_schedule_check(d),
+        ufw_forward_check(d),
+        forward_rule_check(d),
+        fail2ban_sshd_check(),
+    ]
+    checks += in_container(
+        "system",
+        d.system,
+        lambda c: [
+            loopback_check(d, c),
+            valkey_check(d, c),
+            botui_url_check(d, c),
+            vault_init_check(d, c),
+        ],
     )
-    checks.append(
-        runner_mounts_check(d.ci_runner)
-        if d.ci_runner
-        else disabled_check("host.ci-runner-no-host-mounts", "ci_runner")
-    )
-    checks += [proxy_devices_check(d), snapshots_check(d)]
-    if d.system:
-        checks += [
-            loopback_check(d, d.system),
-            valkey_check(d, d.system),
-            botui_url_check(d, d.system),
-        ]
-    else:
-        checks += [
-            disabled_check(n, "system")
-            for n in ("system.loopback-accept", "system.valkey-ping", "system.botui-botserver-url")
-        ]
     for component in settings.components.values():
-        container = container_of(settings, component)
-        if container is None:
-            checks.append(disabled_check(f"system.owner.{component.name}", "system"))
-            continue
-        checks.append(owner_check(component, container))
-        if component.restart.mode == "process":
-            checks.append(not_in_systemd_check(component, container))
-    if d.proxy:
-        checks += [
-            caddy_storage_check(d, d.proxy),
-            caddy_valid_check(d, d.proxy),
-            caddy_vhosts_check(d, d.proxy),
-        ]
-    else:
-        checks += [
-            disabled_check(n, "proxy")
-            for n in ("proxy.caddy-storage", "proxy.caddy-valid", "proxy.caddy-vhosts")
-        ]
-    checks.append(
-        corefile_acl_check(d, d.dns) if d.dns else disabled_check("dns.corefile-acl", "dns")
+        checks += in_container(
+            "system",
+            container_of(settings, component),
+            lambda c, component=component: component_checks(settings, component, c),
+        )
+    checks += in_container(
+        "proxy",
+        d.proxy,
+        lambda c: [
+            caddy_storage_check(d, c),
+            caddy_valid_check(d, c),
+            caddy_vhosts_check(d, c),
+            dead_domains_check(d, c),
+            flood_jail_check(d, c),
+            proxy_sshd_jail_check(d, c),
+        ],
     )
-    if d.ci_runner:
+    checks += in_container("dns", d.dns, lambda c: [corefile_acl_check(d, c)])
+    checks += in_container("email", d.email, lambda c: [mail_jail_check(d, c)])
+    checks += in_container(
+        "ci_runner",
+        d.ci_runner,
+        lambda c: [
+            cache_size_check("sccache", d.sccache_dir, d.sccache_max_gb, c),
+            cache_size_check("cargo", d.cargo_home, d.cargo_max_gb, c),
+            cache_cleanup_check(d, c),
+        ],
+    )
+    return checks
+
+
+def component_checks(settings: Settings, component: Component, container: str) -> list[Check]:
+    checks = [owner_check(component, container)]
+    if component.restart.mode == "process":
+        target = settings.target_of(component)
+        ssh_user = Remote(target, settings.ssh).user  # from the ssh config; nothing connects
         checks += [
-            cache_size_check("sccache", d.sccache_dir, d.sccache_max_gb, d.ci_runner),
-            cache_size_check("cargo", d.cargo_home, d.cargo_max_gb, d.ci_runner),
+            not_in_systemd_check(component, container),
+            ssh_user_check(component, container, ssh_user, target.name),
         ]
-    else:
-        checks += [disabled_check(n, "ci_runner") for n in ("ci.sccache-size", "ci.cargo-size")]
     return checks
 
 

@@ -7,8 +7,17 @@ import hashlib
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import parse_caddyfile, with_file_system_storage
-from .model import Check, Repair, Verdict, last_line, output_of, read_command
+from ..doctor_parsers import (
+    fail2ban_regex_host,
+    jail_enabled,
+    parse_caddyfile,
+    parse_fail2ban_list,
+    parse_resolutions,
+    site_domains,
+    with_file_system_storage,
+)
+from .daemons import fail2ban_trouble
+from .model import Check, FollowUp, Repair, Verdict, last_line, output_of, read_command
 
 
 def caddy_storage_check(d: DoctorSettings, container: str) -> Check:
@@ -140,4 +149,162 @@ def caddy_vhosts_check(d: DoctorSettings, container: str) -> Check:
         judge,
         f"this is a partial config: do not reload it. Restore the full one (ls -t {path}.bak-*), "
         f"validate, reload; lower doctor.min_vhosts only if sites were really removed",
+    )
+
+
+def resolve_command(names: tuple[str, ...]) -> str:
+    """Each name resolved here with getent (the system resolver, as Caddy's ACME client uses)."""
+    quoted = " ".join(quote(n) for n in names)
+    return (
+        f'for n in {quoted}; do printf \'### %s\\n\' "$n"; getent hosts "$n"; '
+        "printf '## exit %s\\n' \"$?\"; done"
+    )
+
+
+def dead_domains_check(d: DoctorSettings, container: str) -> Check:
+    path = d.caddyfile
+
+    def judge(result: CommandResult) -> Verdict | FollowUp:
+        if not result.ok:
+            return Verdict("fail", f"cannot read {path}: {output_of(result)}")
+        names = site_domains(parse_caddyfile(result.stdout).sites)
+        if not names:
+            return Verdict("pass", f"{path} names no DNS domain")
+        return FollowUp(resolve_command(names), lambda looked_up: resolved(names, looked_up))
+
+    def resolved(names: tuple[str, ...], result: CommandResult) -> Verdict:
+        codes = parse_resolutions(result.stdout)
+        unknown = [n for n in names if n not in codes]
+        if unknown:
+            return Verdict("fail", f"no answer for {', '.join(unknown)}: {output_of(result)}")
+        dead = [n for n in names if codes[n] == 2]
+        failed = [n for n in names if codes[n] not in (0, 2)]
+        if failed:
+            return Verdict(
+                "fail",
+                f"the lookup failed (not just empty) for {', '.join(failed)}: is DNS reachable "
+                f"from {container}?",
+                "check /etc/resolv.conf in the proxy container, then run doctor again",
+            )
+        if dead:
+            return Verdict(
+                "fail",
+                f"no DNS record for {', '.join(dead)} ({len(dead)} of {len(names)} site domains "
+                "in the Caddyfile): Caddy keeps failing to get their certificates, which breaks "
+                "TLS for every site",
+            )
+        return Verdict("pass", f"all {len(names)} site domains resolve")
+
+    return Check(
+        "proxy.caddy-dead-domains",
+        container,
+        read_command(path),
+        judge,
+        f"remove the site blocks of the dead domains from a copy of {path} (back it up first), "
+        "validate, then restart Caddy (a reload keeps their ACME state)",
+    )
+
+
+def flood_jail_command(jail: str) -> str:
+    j = quote(jail)
+    return (
+        f"fail2ban-client status {j} >/dev/null && for k in maxretry findtime bantime logpath "
+        f'failregex; do printf \'### %s\\n\' "$k"; fail2ban-client get {j} "$k" || exit $?; done'
+    )
+
+
+# What Caddy writes to its JSON access log for a request (one line; only `status` differs).
+CADDY_ACCESS_LINE = (
+    '{"level":"info","ts":1732780800.5,"logger":"http.log.access.log0","msg":"handled request",'
+    '"request":{"remote_ip":"203.0.113.7","remote_port":"51234","client_ip":"203.0.113.7",'
+    '"proto":"HTTP/2.0","method":"GET","host":"chat.example.com","uri":"/wp-login.php",'
+    '"headers":{"User-Agent":["Mozilla/5.0"]}},"bytes_read":0,"user_id":"",'
+    '"duration":0.000412,"size":0,"status":STATUS,"resp_headers":{"Server":["Caddy"]}}'
+)
+
+
+def flood_jail_check(d: DoctorSettings, container: str) -> Check:
+    jail, log = d.flood_jail, d.caddy_access_log
+    wanted = {
+        "maxretry": d.flood_maxretry,
+        "findtime": d.flood_findtime,
+        "bantime": d.flood_bantime,
+    }
+
+    def judge(result: CommandResult) -> Verdict:
+        trouble = fail2ban_trouble(result, container)
+        if trouble:
+            return Verdict("fail", trouble)
+        sections = split_sections(result.stdout)
+        problems = []
+        for key, value in wanted.items():
+            got = sections.get(key, "").strip()
+            if got != str(value):
+                problems.append(f"{key} {got or '?'} (want {value})")
+        files = parse_fail2ban_list(sections.get("logpath", ""))
+        if log not in files:
+            problems.append(f"logpath {', '.join(files) or 'none'} (want {log})")
+        regexes = parse_fail2ban_list(sections.get("failregex", ""))
+        error_line = CADDY_ACCESS_LINE.replace("STATUS", "404")
+        ok_line = CADDY_ACCESS_LINE.replace("STATUS", "200")
+        catches = [r for r in regexes if fail2ban_regex_host(r, error_line) == "203.0.113.7"]
+        if not catches:
+            problems.append("its failregex finds no client address in a 404 line of Caddy's log")
+        elif any(fail2ban_regex_host(r, ok_line) is not None for r in regexes):
+            problems.append("its failregex also matches a 200 line (it would ban normal visitors)")
+        if problems:
+            return Verdict("fail", f"jail {jail}: " + "; ".join(problems))
+        return Verdict(
+            "pass",
+            f"jail {jail}: {d.flood_maxretry} 4xx in {d.flood_findtime}s from {log} → ban "
+            f"{d.flood_bantime}s",
+        )
+
+    return Check(
+        "proxy.fail2ban-caddy-http-flood",
+        container,
+        flood_jail_command(jail),
+        judge,
+        f'a filter matching 4xx in Caddy\'s JSON log (failregex = "client_ip":"<HOST>".*'
+        f'"status":4\\d\\d) and a jail [{jail}] with logpath = {log}, maxretry = '
+        f"{d.flood_maxretry}, findtime = {d.flood_findtime}, bantime = {d.flood_bantime}; then "
+        "`fail2ban-client reload`",
+    )
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """`### KEY` sections of a probe's output → {KEY: text}."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = sections.setdefault(line[4:].strip(), [])
+        else:
+            current.append(line)
+    return {key: "\n".join(lines) for key, lines in sections.items()}
+
+
+def proxy_sshd_jail_check(d: DoctorSettings, container: str) -> Check:
+    path = f"{d.fail2ban_dir.rstrip('/')}/jail.d/defaults-debian.conf"
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            if "No such file" in result.stderr:
+                return Verdict("pass", f"no {path}: Debian's default sshd jail is not installed")
+            return Verdict("fail", f"cannot read {path}: {output_of(result)}")
+        enabled = jail_enabled(result.stdout, "sshd")
+        if enabled is False:
+            return Verdict("pass", f"{path}: [sshd] enabled = false")
+        said = "enabled = true" if enabled else "no `enabled` line (on by Debian's default)"
+        return Verdict(
+            "fail",
+            f"{path}: [sshd] {said}: the proxy has no ssh, the jail only fails or watches nothing",
+        )
+
+    return Check(
+        "proxy.fail2ban-sshd-disabled",
+        container,
+        read_command(path),
+        judge,
+        f"set `enabled = false` under [sshd] in {path}, then `fail2ban-client reload`",
     )

@@ -7,7 +7,12 @@ import os
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import loopback_verdict, parse_environment, parse_iptables_chain
+from ..doctor_parsers import (
+    loopback_verdict,
+    parse_environment,
+    parse_file_guard,
+    parse_iptables_chain,
+)
 from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, output_of
 
 
@@ -93,4 +98,71 @@ def botui_url_check(d: DoctorSettings, container: str) -> Check:
         f"systemctl edit {quote(unit)}: [Service] Environment=BOTSERVER_URL={expected}; then "
         f"systemctl restart {quote(unit)}",
         when_missing="skip",
+    )
+
+
+def file_guard_command(path: str) -> str:
+    """`MODE OWNER GROUP` of `path`, then `git DIR` for each directory at or above it that holds
+    a `.git` (a git work tree), or `missing`."""
+    p = quote(path)
+    return (
+        f"[ -e {p} ] || {{ echo missing; exit 0; }}; stat -c '%a %U %G' -- {p} && "
+        f"d=$(dirname -- {p}) && while :; do "
+        'if [ -e "$d/.git" ]; then printf \'git %s\\n\' "$d"; fi; '
+        '[ "$d" = / ] && break; d=$(dirname -- "$d"); done'
+    )
+
+
+def vault_init_check(d: DoctorSettings, container: str) -> Check:
+    path = d.vault_init
+    protect = f"chown root:root -- {quote(path)} && chmod go= -- {quote(path)}"
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("fail", f"cannot examine {path}: {output_of(result)}")
+        guard = parse_file_guard(result.stdout)
+        if guard is None:
+            return Verdict(
+                "skip", f"no {path} (Vault not initialised here, or set doctor.vault_init)"
+            )
+        problems = []
+        if not guard.root_only:
+            problems.append(
+                f"mode {guard.mode:o}, owner {guard.owner}:{guard.group} (others can read the "
+                "unseal keys)"
+            )
+        if guard.git_work_trees:
+            problems.append(f"inside the git work tree {guard.git_work_trees[0]}")
+        if not problems:
+            return Verdict(
+                "pass", f"{path}: mode {guard.mode:o}, {guard.owner}, in no git work tree"
+            )
+        fixes = []
+        if not guard.root_only:
+            fixes.append(f"{protect}  (gbdeploy doctor --fix does this)")
+        if guard.git_work_trees:
+            fixes.append(
+                f"move it out of {guard.git_work_trees[0]} (or add it to .gitignore) and check "
+                "`git log --all -- init.json` that it was never committed; if it was, rotate the "
+                "unseal keys"
+            )
+        return Verdict("fail", f"{path}: " + "; ".join(problems), "; ".join(fixes))
+
+    def repair(result: CommandResult) -> Repair | str:
+        guard = parse_file_guard(result.stdout) if result.ok else None
+        if guard is None or guard.root_only:
+            return "the permissions are not what is wrong"
+        return Repair(
+            f"made {path} readable by root only (was mode {guard.mode:o}, "
+            f"{guard.owner}:{guard.group})",
+            protect,
+        )
+
+    return Check(
+        "system.vault-init-protected",
+        container,
+        file_guard_command(path),
+        judge,
+        f"{protect}; keep it out of every git work tree",
+        repair=repair,
     )

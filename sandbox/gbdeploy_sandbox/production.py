@@ -21,6 +21,7 @@ each rule of the seed is broken.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -92,6 +93,86 @@ SITES = (
     "grafana",
     "office",
 )
+DEPLOYER_ALIAS = "pragmatismo-system-deployer"
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+UFW_DEFAULTS = """# /etc/default/ufw
+#
+
+# Set to yes to apply rules to support IPv6 (no means only IPv6 on loopback
+# accepted). You will need to 'disable' and then 'enable' the firewall for
+# the changes to take affect.
+IPV6=yes
+
+# Set the default input policy to ACCEPT, DROP, or REJECT. Please note that if
+# you change this you will most likely want to adjust your rules.
+DEFAULT_INPUT_POLICY="DROP"
+
+# Set the default output policy to ACCEPT, DROP, or REJECT. Please note that if
+# you change this you will most likely want to adjust your rules.
+DEFAULT_OUTPUT_POLICY="ACCEPT"
+
+# Set the default forward policy to ACCEPT, DROP or REJECT.  Please note that
+# if you change this you will most likely want to adjust your rules
+DEFAULT_FORWARD_POLICY="FORWARD_POLICY_VALUE"
+
+# Set the default application policy to ACCEPT, DROP, REJECT or SKIP. Please
+# note that setting this to ACCEPT may be a security risk. See 'man ufw' for
+# details
+DEFAULT_APPLICATION_POLICY="SKIP"
+
+# By default, ufw only touches its own chains. Set this to 'yes' to have ufw
+# manage the built-in chains too. Warning: setting this to 'yes' will break
+# non-ufw managed firewall rules
+MANAGE_BUILTINS=no
+
+IPT_SYSCTL=/etc/ufw/sysctl.conf
+
+IPT_MODULES=""
+"""
+SSHD_JAIL = {
+    "maxretry": 5,
+    "findtime": 600,
+    "bantime": 600,
+    "logpath": [],
+    "failregex": ["^[aA]uthentication (?:failure|error|failed) for .* from <HOST>( via \\S+)?"],
+}
+FLOOD_JAIL = {
+    "maxretry": 100,
+    "findtime": 60,
+    "bantime": 3600,
+    "failregex": ['^.*"client_ip":"<HOST>".*"status":4\\d\\d'],
+}
+MAIL_JAIL = {
+    "maxretry": 5,
+    "findtime": 600,
+    "bantime": 3600,
+    "logpath": ["/opt/gbo/logs/stalwart.log"],
+    "failregex": ["Authentication failed.*remote.ip = <HOST>"],
+}
+SYSTEM_CRONTAB = """# /etc/crontab: system-wide crontab
+SHELL=/bin/sh
+PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
+
+# Example of job definition:
+# .---------------- minute (0 - 59)
+# |  .------------- hour (0 - 23)
+# |  |  .---------- day of month (1 - 31)
+# |  |  |  .------- month (1 - 12) OR jan,feb,mar,apr ...
+# |  |  |  |  .---- day of week (0 - 6) (Sunday=0 or 7) OR sun,mon,tue,wed,thu,fri,sat
+# |  |  |  |  |
+# *  *  *  *  * user-name command to be executed
+17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly
+25 6\t* * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }
+47 6\t* * 7\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.weekly; }
+52 6\t1 * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.monthly; }
+"""
+ZFS_AUTO_SNAPSHOT = """#!/bin/sh
+
+# Only call zfs-auto-snapshot if it's available
+which zfs-auto-snapshot > /dev/null || exit 0
+
+exec zfs-auto-snapshot --quiet --syslog --label=daily --keep=7 //
+"""
 CACHE_LIMIT_GB = 0.001  # about 1 MiB: the broken world holds 2 MiB in each cache
 
 
@@ -191,6 +272,10 @@ class ProductionWorld:
         self.rules_file = self.root / "etc/iptables/rules.v4"
         self.sccache = self.root / "ci/root/.cache/sccache"
         self.cargo = self.root / "ci/root/.cargo"
+        self.etc = self.root / "etc"
+        self.vault_init = self.root / "opt/gbo/bin/botserver-stack/conf/vault/init.json"
+        self.own_ssh_config = self.root / "ssh_config"
+        self.target_ssh = ssh_alias  # the broken production reaches its target as `deployer`
 
     # --- setup -----------------------------------------------------------------------------
     def install(self) -> ProductionWorld:
@@ -205,13 +290,19 @@ class ProductionWorld:
         self.valkey_cli.parent.mkdir(parents=True, exist_ok=True)
         self.valkey_cli.write_text(launcher("valkey_cli", self.state))
         self.valkey_cli.chmod(0o755)
+        # The sshd's own config, and a Host entry that logs in as `deployer` (never used to
+        # connect: doctor reads from it which user a deploy to that target would be).
+        self.own_ssh_config.write_text(
+            self.ssh_config.read_text()
+            + f"\nHost {DEPLOYER_ALIAS}\n    HostName 127.0.0.1\n    User deployer\n"
+        )
         return self
 
     def settings_mapping(self) -> dict[str, Any]:
         """What a gbdeploy.yaml for this production holds."""
         return {
-            "ssh": {"config": str(self.ssh_config)},
-            "targets": {"system": {"ssh": self.ssh_alias, "lxc": SYSTEM}},
+            "ssh": {"config": str(self.own_ssh_config)},
+            "targets": {"system": self._target()},
             "components": {
                 "botserver": {"binary": str(self.botserver), "user": self.service_user},
                 "botui": {
@@ -231,8 +322,18 @@ class ProductionWorld:
                 "sccache_max_gb": CACHE_LIMIT_GB,
                 "cargo_home": str(self.cargo),
                 "cargo_max_gb": CACHE_LIMIT_GB,
+                "ufw_defaults": str(self.etc / "default/ufw"),
+                "fail2ban_dir": str(self.etc / "fail2ban"),
+                "cron_etc": str(self.etc),
+                "vault_init": str(self.vault_init),
+                "caddy_access_log": str(self.root / "opt/gbo/logs/access.log"),
             },
         }
+
+    def _target(self) -> dict[str, str]:
+        if self.target_ssh == self.ssh_alias:
+            return {"ssh": self.ssh_alias, "lxc": SYSTEM}
+        return {"ssh": self.target_ssh}
 
     def settings(self, **doctor: Any) -> Settings:
         """Typed settings: the defaults with this production's sections (and `doctor` overrides)."""
@@ -262,6 +363,11 @@ class ProductionWorld:
         self._cache(self.sccache, 4096)
         self._cache(self.cargo / "registry/cache", 4096)
         self._snapshots(stale=False)
+        self._host(good=True)
+        self._fail2ban(good=True)
+        self._schedules(good=True)
+        self._vault(good=True)
+        self._dns(dead=())
         return self
 
     def make_broken(self) -> ProductionWorld:
@@ -274,14 +380,87 @@ class ProductionWorld:
             user=self.service_user,
             environment={"BOTSERVER_URL": "https://chat.example.com", "PORT": "5859"},
         )
-        self.standins.add_unit("system.service", exec_start=f"{self.botserver} --noconsole")
+        self.standins.add_unit("system.service", exec_start=f"{self.botserver} 300")
         self.start_unit("system.service")
         self._write(self.caddyfile, caddyfile(SITES[5:7], storage_root=None, typo=True))
         self._write(self.corefile, corefile(every_zone_acl=False))
         self._cache(self.sccache, 2 * 1024 * 1024)
         self._cache(self.cargo / "registry/cache", 2 * 1024 * 1024)
         self._snapshots(stale=True)
+        self._host(good=False)
+        self._fail2ban(good=False)
+        self._schedules(good=False)
+        self._vault(good=False)
+        self._dns(dead=(f"{SITES[6]}.example.com",))
+        self.target_ssh = DEPLOYER_ALIAS
         return self
+
+    def _host(self, *, good: bool) -> None:
+        policy = "ACCEPT" if good else "DROP"
+        self._write(self.etc / "default/ufw", UFW_DEFAULTS.replace("FORWARD_POLICY_VALUE", policy))
+        self.standins.add_unit(
+            "lxd-forward.service",
+            exec_start="/usr/sbin/iptables -I FORWARD -i lxdbr0 -j ACCEPT",
+            enabled=good,
+        )
+
+    def _fail2ban(self, *, good: bool) -> None:
+        directory = self.state / "fail2ban"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
+        flood = dict(FLOOD_JAIL, logpath=[str(self.root / "opt/gbo/logs/access.log")])
+        if good:
+            places = {"host": {"sshd": SSHD_JAIL}, PROXY: {"caddy-http-flood": flood}}
+            places[EMAIL] = {"stalwart": MAIL_JAIL}
+        else:
+            sloppy = dict(flood, maxretry=10, bantime=600, failregex=['"client_ip":"<HOST>"'])
+            places = {PROXY: {"caddy-http-flood": sloppy, "sshd": SSHD_JAIL}}
+            places[EMAIL] = {"sshd": SSHD_JAIL}  # running, but nothing watches the mail server
+        for place, jails in places.items():
+            (directory / f"{place}.json").write_text(json.dumps({"jails": jails}, indent=2))
+        enabled = "false" if good else "true"
+        self._write(
+            self.etc / "fail2ban/jail.d/defaults-debian.conf",
+            f"[sshd]\nenabled = {enabled}\nbackend = systemd\n",
+        )
+
+    def _schedules(self, *, good: bool) -> None:
+        crontabs = self.state / "crontab"
+        shutil.rmtree(crontabs, ignore_errors=True)
+        crontabs.mkdir()
+        for directory in ("cron.d", "cron.daily"):
+            shutil.rmtree(self.etc / directory, ignore_errors=True)
+        self._write(self.etc / "crontab", SYSTEM_CRONTAB)
+        if good:
+            self.standins.add_unit(
+                "cache-cleanup.service", exec_start="/usr/local/bin/gbdeploy maintain"
+            )
+            self.standins.add_timer(
+                "cache-cleanup.timer", on_calendar="*-*-* 03:17:00", unit="cache-cleanup.service"
+            )
+            self._write(self.etc / "cron.daily/zfs-auto-snapshot", ZFS_AUTO_SNAPSHOT)
+        else:
+            (crontabs / CI_RUNNER).write_text(
+                f"# m h dom mon dow command\n0 4 * * 0 rm -rf {self.sccache}/*\n"
+            )
+            self._write(
+                self.etc / "cron.d/zfs-snapshots",
+                "0 2 * * * root zfs snapshot -r default/containers@daily-$(date +\\%F)\n",
+            )
+
+    def _vault(self, *, good: bool) -> None:
+        self._write(self.vault_init, '{"unseal_keys_b64": ["c2VjcmV0"], "root_token": "s.x"}\n')
+        self.vault_init.chmod(0o600 if good else 0o644)
+        stack_git = self.root / "opt/gbo/bin/botserver-stack/.git"
+        if good:
+            shutil.rmtree(stack_git, ignore_errors=True)
+        else:
+            stack_git.mkdir(parents=True, exist_ok=True)
+
+    def _dns(self, *, dead: tuple[str, ...]) -> None:
+        names = [f"{prefix}{site}.example.com" for site in SITES for prefix in ("", "www.")]
+        records = {n: [f"203.0.113.{i % 250 + 1}"] for i, n in enumerate(names) if n not in dead}
+        (self.state / "dns.json").write_text(json.dumps(records, indent=2))
 
     def _containers(self, *, broken: bool) -> None:
         host_mount = {
@@ -324,7 +503,8 @@ class ProductionWorld:
     def _binaries(self, *, owner: str) -> None:
         record = pwd.getpwnam(owner)
         for binary in (self.botserver, self.botui):
-            self._write(binary, "#!/bin/sh\nexec sleep 300\n")
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(SLEEP, binary)  # an ELF: /proc/PID/exe names the binary itself
             binary.chmod(0o755)
             os.chown(binary, record.pw_uid, record.pw_gid)
 

@@ -551,12 +551,10 @@ def parse_shell_assignments(text: str) -> dict[str, str]:
 
 def _tree_items(text: str) -> list[str]:
     """The `|- item` / `` `- item `` lines of fail2ban-client's answers, without the branch."""
-    items = []
-    for line in text.splitlines():
-        stripped = line.lstrip(" |")
-        if stripped.startswith(("|- ", "`- ")):
-            items.append(stripped[3:])
-    return items
+    return [m.group(1) for line in text.splitlines() if (m := _TREE_ITEM.match(line))]
+
+
+_TREE_ITEM = re.compile(r"(?:\|  |   )*[|`]- (.*)")
 
 
 def parse_fail2ban_status(text: str) -> tuple[str, ...]:

@@ -210,6 +210,85 @@ def test_fix_leaves_caddy_alone_until_the_storage_root_exists(production, gbuser
     assert production.caddy_reloads() == []
 
 
+def test_json_in_the_every_rule_broken_production_fails_each_rule_by_name(production, gbuser):
+    production.make_broken()
+    text, failed = doctor(production.settings(), as_json=True)
+    findings = json.loads(text)
+    failing = {f["check"] for f in findings if f["status"] == "fail"}
+    assert failing == set(CHECKS) - {"host.containers"}
+    assert failing >= {
+        "host.ufw-forward-policy",
+        "host.lxd-forward-rule-persisted",
+        "host.fail2ban-sshd",
+        "proxy.fail2ban-caddy-http-flood",
+        "proxy.fail2ban-sshd-disabled",
+        "proxy.caddy-dead-domains",
+        "email.fail2ban-mail",
+        "ci.cache-cleanup-daily",
+        "host.ci-runner-no-host-mounts",
+        "host.zfs-snapshot-schedule",
+        "system.vault-init-protected",
+        "system.ssh-user-signals.botserver",
+        "system.not-in-systemd.botserver",
+    }
+    assert failed is not None and sorted(failed.failed) == sorted(failing)
+
+
+@pytest.mark.parametrize(("runs_as", "status"), [("root", "FAIL"), ("service", "pass")])
+def test_an_ssh_user_that_is_the_service_user_must_own_the_running_service(
+    production, gbuser, runs_as, status
+):
+    production.make_good()
+    production.reach_target_as(gbuser)
+    user = gbuser if runs_as == "service" else "root"
+    production.standins.add_unit(
+        "botserver.service", exec_start=f"{production.botserver} 300", user=user
+    )
+    production.start_unit("botserver.service")
+    text, _ = doctor(production.settings())
+    status_seen, saw = rows(text)["system.ssh-user-signals.botserver"]
+    assert status_seen == status, text
+    pid = production.standins.unit_pid("botserver.service")
+    if status == "FAIL":
+        assert f"({gbuser}) cannot signal {production.botserver} running as root (pid {pid})" in saw
+    else:
+        assert f"pid {pid} as {gbuser}" in saw
+
+
+def test_a_daily_crontab_entry_cleans_the_caches_too(production, gbuser):
+    production.make_good()
+    production.standins.add_timer(
+        "cache-cleanup.timer", on_calendar="Sun *-*-* 03:17:00", unit="cache-cleanup.service"
+    )
+    text, _ = doctor(production.settings())
+    assert rows(text)["ci.cache-cleanup-daily"][0] == "FAIL"  # weekly is not enough
+    (production.state / "crontab" / "pragmatismo-alm-ci").write_text(
+        "@daily /usr/local/bin/gbdeploy maintain\n"
+    )
+    text, failed = doctor(production.settings())
+    assert failed is None, text
+    assert "crontab -l (@daily): /usr/local/bin/gbdeploy maintain" in text
+
+
+@pytest.mark.parametrize(
+    ("state", "saw"),
+    [
+        ("no jail", "Sorry but the jail 'caddy-http-flood' does not exist"),
+        ("not running", "fail2ban is not running in pragmatismo-proxy"),
+    ],
+)
+def test_the_flood_jail_missing_or_fail2ban_stopped_in_the_proxy(production, gbuser, state, saw):
+    production.make_good()
+    jails = production.state / "fail2ban" / "pragmatismo-proxy.json"
+    if state == "no jail":
+        jails.write_text(json.dumps({"jails": {}}))
+    else:
+        jails.unlink()
+    text, failed = doctor(production.settings())
+    assert failed is not None and failed.failed == ["proxy.fail2ban-caddy-http-flood"]
+    assert saw in rows(text)["proxy.fail2ban-caddy-http-flood"][1]
+
+
 @pytest.mark.parametrize(("enabled", "status"), [(True, "FAIL"), (False, "pass")])
 def test_a_stopped_unit_for_a_process_component_fails_only_when_enabled(
     production, gbuser, enabled, status

@@ -93,7 +93,6 @@ SITES = (
     "grafana",
     "office",
 )
-DEPLOYER_ALIAS = "pragmatismo-system-deployer"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 UFW_DEFAULTS = """# /etc/default/ufw
 #
@@ -275,7 +274,7 @@ class ProductionWorld:
         self.etc = self.root / "etc"
         self.vault_init = self.root / "opt/gbo/bin/botserver-stack/conf/vault/init.json"
         self.own_ssh_config = self.root / "ssh_config"
-        self.target_ssh = ssh_alias  # the broken production reaches its target as `deployer`
+        self.target_ssh = ssh_alias  # see reach_target_as
 
     # --- setup -----------------------------------------------------------------------------
     def install(self) -> ProductionWorld:
@@ -290,13 +289,16 @@ class ProductionWorld:
         self.valkey_cli.parent.mkdir(parents=True, exist_ok=True)
         self.valkey_cli.write_text(launcher("valkey_cli", self.state))
         self.valkey_cli.chmod(0o755)
-        # The sshd's own config, and a Host entry that logs in as `deployer` (never used to
-        # connect: doctor reads from it which user a deploy to that target would be).
-        self.own_ssh_config.write_text(
-            self.ssh_config.read_text()
-            + f"\nHost {DEPLOYER_ALIAS}\n    HostName 127.0.0.1\n    User deployer\n"
-        )
+        self.own_ssh_config.write_text(self.ssh_config.read_text())
         return self
+
+    def reach_target_as(self, user: str) -> None:
+        """Make the system target a plain ssh Host entry that logs in as `user` (never used to
+        connect: doctor reads from it which user a deploy to that target would be)."""
+        alias = f"{self.ssh_alias}-as-{user}"
+        with open(self.own_ssh_config, "a") as config:
+            config.write(f"\nHost {alias}\n    HostName 127.0.0.1\n    User {user}\n")
+        self.target_ssh = alias
 
     def settings_mapping(self) -> dict[str, Any]:
         """What a gbdeploy.yaml for this production holds."""
@@ -392,7 +394,7 @@ class ProductionWorld:
         self._schedules(good=False)
         self._vault(good=False)
         self._dns(dead=(f"{SITES[6]}.example.com",))
-        self.target_ssh = DEPLOYER_ALIAS
+        self.reach_target_as("deployer")
         return self
 
     def _host(self, *, good: bool) -> None:

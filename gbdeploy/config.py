@@ -118,6 +118,8 @@ DEFAULTS: dict[str, Any] = {
         "mail_jails": ["stalwart", "stalwart-mail", "postfix", "postfix-sasl", "dovecot"],
         "cron_etc": "/etc",
         "vault_init": "/opt/gbo/bin/botserver-stack/conf/vault/init.json",
+        "via": "lxc",
+        "sudo": False,
     },
     "maintenance": {
         "sccache_dir": "~/.cache/sccache",
@@ -276,6 +278,8 @@ class DoctorSettings:
     )  # in the email container, one of these must run
     cron_etc: str = "/etc"  # where crontab, cron.d/ and cron.daily/ are
     vault_init: str = "/opt/gbo/bin/botserver-stack/conf/vault/init.json"
+    via: str = "lxc"  # the container tool on doctor.host: lxc or incus
+    sudo: bool = False  # run that tool with sudo (an ssh user outside the lxd/incus group)
 
 
 @dataclass(frozen=True)

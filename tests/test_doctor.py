@@ -1,6 +1,7 @@
 """`doctor` over a real sshd against a stand-in production (LXD host, containers, firewall, Valkey,
-Caddy, CoreDNS, CI runner caches, ZFS): every check passes on a good production, fails on a broken
-one, and `--fix` repairs exactly the safe ones."""
+Caddy, CoreDNS, fail2ban, cron and timers, Vault's keys, CI runner caches, ZFS): every check passes
+on a good production, fails by name on a broken one, and `--fix` repairs exactly the safe ones.
+"""
 
 from __future__ import annotations
 
@@ -359,6 +360,41 @@ def test_the_plan_names_every_command_quoted(production):
         "system.loopback-accept: on pragmatismo-host: lxc exec pragmatismo-system: "
         "iptables -S INPUT"
     ) in plan
+
+
+def test_through_incus_with_sudo_the_plan_calls_sudo_incus(production):
+    plan = doctor_plan(production.settings(via="incus", sudo=True))
+    assert "host.containers: on pragmatismo-host: sudo incus list --format csv -c n" in plan
+    assert (
+        "host.system-privileged: on pragmatismo-host: "
+        "sudo incus config show pragmatismo-system --expanded"
+    ) in plan
+    assert (
+        "system.loopback-accept: on pragmatismo-host: sudo incus exec pragmatismo-system: "
+        "iptables -S INPUT"
+    ) in plan
+
+
+def test_through_incus_every_check_runs_in_its_container(production, gbuser):
+    # incus's command line has lxc's subcommands and output formats; this host has only incus.
+    production.standins.install_program("incus", "lxc")
+    lxc = production.standins.bin / "lxc"
+    lxc.rename(lxc.with_suffix(".hidden"))
+    try:
+        production.make_good()
+        text, failed = doctor(production.settings(via="incus"), fix=False)
+    finally:
+        lxc.with_suffix(".hidden").rename(lxc)
+        (production.standins.bin / "incus").unlink()
+    assert failed is None, text
+    assert "28 checks: 28 passed" in text
+
+
+def test_an_unknown_container_tool_is_a_config_error(production):
+    with pytest.raises(ConfigError) as raised:
+        run_doctor(production.settings(via="docker"), Reporter(stream=io.StringIO()))
+    assert raised.value.exit_code == 2
+    assert "doctor.via: must be lxc or incus, got 'docker'" in str(raised.value)
 
 
 # --- the command line --------------------------------------------------------------------------

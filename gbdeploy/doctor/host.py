@@ -20,10 +20,11 @@ from ..doctor_parsers import (
 )
 from ..output import human_bytes
 from .daemons import describe, fail2ban_jail_check, schedule_check
-from .model import LIST_CONTAINERS, Check, Verdict, output_of, read_command
+from .model import Check, Verdict, container_tool, list_containers, output_of, read_command
 
 
 def containers_check(d: DoctorSettings) -> Check:
+    listing = list_containers(container_tool(d))
     wanted = {
         role: name
         for role in ("system", "ci_runner", "proxy", "dns", "email")
@@ -32,7 +33,7 @@ def containers_check(d: DoctorSettings) -> Check:
 
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
-            return Verdict("fail", f"`{LIST_CONTAINERS}` failed: {output_of(result)}")
+            return Verdict("fail", f"`{listing}` failed: {output_of(result)}")
         present = container_names(result.stdout)
         missing = {role: name for role, name in wanted.items() if name not in present}
         if not missing:
@@ -49,9 +50,10 @@ def containers_check(d: DoctorSettings) -> Check:
     return Check(
         "host.containers",
         None,
-        LIST_CONTAINERS,
+        listing,
         judge,
-        "make sure the ssh user on doctor.host is in the `lxd` group (`lxc list` must work)",
+        f"make sure the ssh user on doctor.host may use {d.via} (in the `lxd`/`incus-admin` "
+        f"group, or doctor.sudo: true): `{listing}` must work",
     )
 
 
@@ -59,10 +61,10 @@ def container_names(text: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
-def privileged_check(name: str) -> Check:
+def privileged_check(name: str, tool: str = "lxc") -> Check:
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
-            return Verdict("fail", f"lxc config show failed: {output_of(result)}")
+            return Verdict("fail", f"{tool} config show failed: {output_of(result)}")
         config = parse_lxc_config(result.stdout)
         value = config.config.get("security.privileged", "unset")
         if config.privileged:
@@ -75,17 +77,18 @@ def privileged_check(name: str) -> Check:
     return Check(
         "host.system-privileged",
         None,
-        f"lxc config show {quote(name)} --expanded",
+        f"{tool} config show {quote(name)} --expanded",
         judge,
-        f"lxc config set {quote(name)} security.privileged true && lxc restart {quote(name)}  "
+        f"{tool} config set {quote(name)} security.privileged true && "
+        f"{tool} restart {quote(name)}  "
         "(restarts botserver and botui: pick a quiet moment)",
     )
 
 
-def runner_mounts_check(name: str) -> Check:
+def runner_mounts_check(name: str, tool: str = "lxc") -> Check:
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
-            return Verdict("fail", f"lxc config show failed: {output_of(result)}")
+            return Verdict("fail", f"{tool} config show failed: {output_of(result)}")
         disks = [d for d in parse_lxc_config(result.stdout).devices if d.type == "disk"]
         mounts = [d for d in disks if d.is_host_mount]
         if not mounts:
@@ -94,7 +97,7 @@ def runner_mounts_check(name: str) -> Check:
             "fail",
             f"{name} mounts host paths: "
             + ", ".join(f"{d.name} ({d.source} -> {d.path})" for d in mounts),
-            "; ".join(f"lxc config device remove {quote(name)} {quote(d.name)}" for d in mounts)
+            "; ".join(f"{tool} config device remove {quote(name)} {quote(d.name)}" for d in mounts)
             + "  (deploy over ssh instead; then delete the snapshots taken while they were "
             "mounted, see host.zfs-snapshots)",
         )
@@ -102,16 +105,17 @@ def runner_mounts_check(name: str) -> Check:
     return Check(
         "host.ci-runner-no-host-mounts",
         None,
-        f"lxc config show {quote(name)} --expanded",
+        f"{tool} config show {quote(name)} --expanded",
         judge,
         "remove the disk devices that are not storage-pool volumes",
     )
 
 
 def proxy_devices_check(d: DoctorSettings) -> Check:
+    tool = container_tool(d)
     command = (
-        f"for c in $({LIST_CONTAINERS}); do printf '{CONTAINER_MARKER}%s\\n' \"$c\"; "
-        'lxc config show "$c" --expanded; done'
+        f"for c in $({list_containers(tool)}); do printf '{CONTAINER_MARKER}%s\\n' \"$c\"; "
+        f'{tool} config show "$c" --expanded; done'
     )
 
     def judge(result: CommandResult) -> Verdict:
@@ -137,7 +141,7 @@ def proxy_devices_check(d: DoctorSettings) -> Check:
             "fail",
             f"no proxy device listens on {', '.join(map(str, missing))}"
             + (f" (found: {found})" if found else ""),
-            "for each missing port, on the container that serves it: lxc config device add "
+            f"for each missing port, on the container that serves it: {tool} config device add "
             "CONTAINER NAME proxy listen=tcp:0.0.0.0:PORT connect=tcp:127.0.0.1:PORT (port 53 "
             "needs a udp one too); never remove these devices",
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import DoctorSettings
 from ..connection import CommandResult, quote
 
 Status = Literal["pass", "fail", "skip"]
@@ -16,7 +17,7 @@ DAY = 86400
 COMMAND_TIMEOUT = 60.0
 VALKEY_TIMEOUT = 10
 ACTIVE_STATES = ("active", "activating", "reloading")
-LIST_CONTAINERS = "lxc list --format csv -c n"
+CONTAINER_TOOLS = ("lxc", "incus")
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,22 @@ class Check:
     disabled: str | None = None  # why it is not run (a container set to null)
 
 
-def where(place: str | None, host: str) -> str:
-    return f"{host}: lxc exec {place}" if place else host
+def container_tool(d: DoctorSettings) -> str:
+    """How the container tool is called on the host: `lxc`, `incus`, `sudo incus`."""
+    return f"sudo {d.via}" if d.sudo else d.via
+
+
+def list_containers(tool: str) -> str:
+    return f"{tool} list --format csv -c n"
+
+
+def in_place(tool: str, place: str | None, command: str) -> str:
+    """`command` as sent to the host: as it is there, or through `TOOL exec PLACE`."""
+    return f"{tool} exec {quote(place)} -- sh -c {quote(command)}" if place else command
+
+
+def where(place: str | None, host: str, tool: str = "lxc") -> str:
+    return f"{host}: {tool} exec {place}" if place else host
 
 
 def last_line(text: str) -> str:

@@ -21,7 +21,7 @@ from .host import (
     ufw_forward_check,
     zfs_schedule_check,
 )
-from .model import Check, disabled_check, where
+from .model import CONTAINER_TOOLS, Check, container_tool, disabled_check, where
 from .proxy import (
     caddy_storage_check,
     caddy_valid_check,
@@ -46,9 +46,10 @@ def in_container(
 def build_checks(settings: Settings) -> list[Check]:
     """Every check, in the order they run and print. The first lists the host's containers."""
     d = settings.doctor
+    tool = container_tool(d)
     checks = [containers_check(d)]
-    checks += in_container("system", d.system, lambda c: [privileged_check(c)])
-    checks += in_container("ci_runner", d.ci_runner, lambda c: [runner_mounts_check(c)])
+    checks += in_container("system", d.system, lambda c: [privileged_check(c, tool)])
+    checks += in_container("ci_runner", d.ci_runner, lambda c: [runner_mounts_check(c, tool)])
     checks += [
         proxy_devices_check(d),
         snapshots_check(d),
@@ -120,15 +121,19 @@ def container_of(settings: Settings, component: Component) -> str | None:
 def doctor_plan(settings: Settings) -> list[str]:
     """The exact commands, one line per check: `NAME: on WHERE: COMMAND`."""
     host = require_host(settings.doctor)
+    tool = container_tool(settings.doctor)
     return [
         f"{c.name}: skipped ({c.disabled})"
         if c.disabled
-        else f"{c.name}: on {where(c.place, host)}: {c.command}"
+        else f"{c.name}: on {where(c.place, host, tool)}: {c.command}"
         for c in build_checks(settings)
     ]
 
 
 def require_host(d: DoctorSettings) -> str:
+    """doctor.host, once the doctor settings are usable (ConfigError, exit 2, otherwise)."""
+    if d.via not in CONTAINER_TOOLS:
+        raise ConfigError("doctor.via", f"must be lxc or incus, got {d.via!r}")
     if not d.host:
         raise ConfigError(
             "doctor.host",

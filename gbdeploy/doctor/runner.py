@@ -12,24 +12,35 @@ from ..connection import CommandResult, Remote
 from ..doctor_parsers import ParseError
 from ..errors import RemoteError
 from .host import container_names
-from .model import COMMAND_TIMEOUT, Check, Finding, FollowUp, output_of, where
+from .model import (
+    COMMAND_TIMEOUT,
+    Check,
+    Finding,
+    FollowUp,
+    container_tool,
+    in_place,
+    output_of,
+    where,
+)
 from .plan import require_host
 
 
 class Doctor:
-    """Runs checks over ssh: one connection to the host, one per container (via `lxc exec`).
+    """Runs checks over ssh: one connection to the host, one per container (through `lxc exec`
+    or `incus exec` on the host, behind sudo when doctor.sudo).
     A command that several checks read runs once per examination; the commands of different
     connections run at the same time (one thread per connection, in order within it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.host = require_host(settings.doctor)
+        self.tool = container_tool(settings.doctor)
         self._remotes: dict[str | None, Remote] = {}
         self._results: dict[tuple[str | None, str], CommandResult | RemoteError] = {}
 
     def remote(self, place: str | None) -> Remote:
         if place not in self._remotes:
-            target = Target(place or "lxd-host", self.host, lxc=place)
+            target = Target(place or "lxd-host", self.host)
             self._remotes[place] = Remote(target, self.settings.ssh)
         return self._remotes[place]
 
@@ -39,7 +50,7 @@ class Doctor:
         if key not in self._results:
             try:
                 self._results[key] = self.remote(place).run(
-                    command, check=False, timeout=COMMAND_TIMEOUT
+                    in_place(self.tool, place, command), check=False, timeout=COMMAND_TIMEOUT
                 )
             except RemoteError as error:
                 self._results[key] = error
@@ -99,7 +110,7 @@ class Doctor:
             return Finding(
                 check.name,
                 check.when_missing,
-                f"not installed on {where(check.place, self.host)}: {output_of(result)}",
+                f"not installed on {where(check.place, self.host, self.tool)}: {output_of(result)}",
                 "" if check.when_missing == "skip" else check.fix,
             )
         command, judge = check.command, check.judge
@@ -142,7 +153,9 @@ class Doctor:
                 continue
             try:
                 outcome = self.remote(check.place).run(
-                    repair.command, check=False, timeout=COMMAND_TIMEOUT
+                    in_place(self.tool, check.place, repair.command),
+                    check=False,
+                    timeout=COMMAND_TIMEOUT,
                 )
             except RemoteError as error:
                 said.append(f"not repaired: {check.name}: {error.message}")

@@ -1,10 +1,10 @@
 """A production for `doctor` to examine, on this machine: the seed's LXD host with its containers,
-firewall, cache, proxy, DNS and CI runner, built from stand-ins that keep real state.
+firewall, cache, proxy, DNS, email and CI runner, built from stand-ins that keep real state.
 
 `ProductionWorld(standins, root, service_user)` uses a StandinWorld of its own (its `lxc list`
 must show only these containers) and writes into its `bin/` — which must be on the sshd's PATH and
-nowhere else — stateful stand-ins for `iptables`, `iptables-save`, `caddy` and `zfs`; `valkey-cli`
-is written at its configured path under `root`. Their state lives in `root/state`:
+nowhere else — launchers for the stand-ins of `PROGRAMS` (modules of gbdeploy_sandbox.programs);
+`valkey-cli` is written at its configured path under `root`. Their state lives in `root/state`:
 
 - `iptables` keeps its rules in `state/iptables.rules` (`-S`, `-I`, `-A` really change it), and
   `iptables-save` prints them in iptables-save format;
@@ -12,11 +12,15 @@ is written at its configured path under `root`. Their state lives in `root/state
   "Connection timed out" story);
 - `caddy validate|reload --config F --adapter caddyfile` rejects unbalanced braces and unknown
   directives; `reload` records the file's sha256 in `state/caddy.reloads`;
-- `zfs list` prints `state/zfs.snapshots`.
+- `zfs list` prints `state/zfs.snapshots`;
+- `fail2ban-client` answers for the jails of `state/fail2ban/PLACE.json` and `crontab -l` with
+  `state/crontab/PLACE` (PLACE: the container `lxc exec` runs in, or `host`);
+- `getent hosts` answers from `state/dns.json`: no test ever looks a real domain up.
 
-Every path `doctor` reads (Caddyfile, Corefile, caches, binaries, the saved rules) lies under
-`root`. `make_good()` builds a production where every check passes, `make_broken()` one where
-each rule of the seed is broken.
+Every path `doctor` reads (Caddyfile, Corefile, caches, binaries, the saved rules, /etc/default/ufw,
+fail2ban's jail.d, cron's files, Vault's init.json) lies under `root`, and the ssh config doctor
+reads is `root/ssh_config`. `make_good()` builds a production where every check passes,
+`make_broken()` one where each rule of the guide is broken.
 """
 
 from __future__ import annotations

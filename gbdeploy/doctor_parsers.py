@@ -805,16 +805,24 @@ def parse_process_owners(text: str) -> tuple[tuple[int, str], ...]:
     return tuple(found)
 
 
-def parse_service_commands(text: str) -> tuple[tuple[str, str], ...]:
-    """`UNIT<TAB>EXECSTART` lines (the enabled-services probe's) → ((unit, argv text), …): the
-    `argv[]=` of each ExecStart `{ path=… ; argv[]=… ; … }`, or the line as it is."""
+@dataclass(frozen=True)
+class UnitFileCommand:
+    unit: str
+    state: str  # `systemctl list-unit-files`' STATE: enabled, disabled, static, masked, …
+    command: str  # the argv of each ExecStart, ` ; ` between them
+
+
+def parse_unit_file_commands(text: str) -> tuple[UnitFileCommand, ...]:
+    """`UNIT<TAB>STATE<TAB>EXECSTART` lines (the service-files probe's): the `argv[]=` of each
+    ExecStart `{ path=… ; argv[]=… ; … }`, or the value as it is."""
     units = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        unit, tab, value = line.partition("\t")
-        if not tab:
-            raise ParseError(f"expected UNIT<TAB>EXECSTART: {line!r}")
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            raise ParseError(f"expected UNIT<TAB>STATE<TAB>EXECSTART: {line!r}")
+        unit, state, value = fields
         argv = re.findall(r"argv\[\]=([^;]+?)\s*;", value)
-        units.append((unit, " ; ".join(argv) if argv else value.strip()))
+        units.append(UnitFileCommand(unit, state, " ; ".join(argv) if argv else value.strip()))
     return tuple(units)

@@ -63,7 +63,8 @@ BROKEN_SAW = {
     "host.zfs-snapshots": "pragmatismo-alm-ci@snapshot-before-mounts (40 days, 52.0 GiB)",
     "host.zfs-snapshot-schedule": "takes daily snapshots but no daily job removes old ones",
     "host.ufw-forward-policy": 'DEFAULT_FORWARD_POLICY is "DROP"',
-    "host.lxd-forward-rule-persisted": "adds a FORWARD rule for lxdbr0",
+    "host.lxd-forward-rule-persisted": "lxd-forward.service restores the FORWARD rule for lxdbr0 "
+    "but is disabled",
     "host.fail2ban-sshd": "fail2ban is not running in the LXD host",
     "system.loopback-accept": "no `-i lo -j ACCEPT` before rule 1",
     "system.valkey-ping": "Connection timed out",

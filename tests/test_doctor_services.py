@@ -19,8 +19,8 @@ from gbdeploy.doctor_parsers import (
     parse_process_owners,
     parse_resolutions,
     parse_schedules,
-    parse_service_commands,
     parse_shell_assignments,
+    parse_unit_file_commands,
     site_domains,
 )
 
@@ -190,23 +190,25 @@ def test_timer_daily(calendar, daily):
     assert calendar_is_daily(calendar) is daily
 
 
-def test_enabled_service_commands():
+def test_unit_file_commands():
     text = (
-        "lxd-forward.service\t{ path=/usr/sbin/iptables ; argv[]=/usr/sbin/iptables -I FORWARD "
-        "-i lxdbr0 -j ACCEPT ; ignore_errors=no ; } { path=/usr/sbin/iptables ; "
+        "lxd-forward.service\tenabled\t{ path=/usr/sbin/iptables ; argv[]=/usr/sbin/iptables "
+        "-I FORWARD -i lxdbr0 -j ACCEPT ; ignore_errors=no ; } { path=/usr/sbin/iptables ; "
         "argv[]=/usr/sbin/iptables -I FORWARD -o lxdbr0 -j ACCEPT ; ignore_errors=no ; } \n"
-        "ssh.service\t\n"
+        "ssh.service\tdisabled\t\n"
     )
-    assert parse_service_commands(text) == (
+    units = parse_unit_file_commands(text)
+    assert [(u.unit, u.state, u.command) for u in units] == [
         (
             "lxd-forward.service",
+            "enabled",
             "/usr/sbin/iptables -I FORWARD -i lxdbr0 -j ACCEPT ; "
             "/usr/sbin/iptables -I FORWARD -o lxdbr0 -j ACCEPT",
         ),
-        ("ssh.service", ""),
-    )
+        ("ssh.service", "disabled", ""),
+    ]
     with pytest.raises(ParseError):
-        parse_service_commands("no tab here\n")
+        parse_unit_file_commands("lxd-forward.service\t{ path=/x ; }\n")
 
 
 # --- DNS, files, processes ---------------------------------------------------------------------

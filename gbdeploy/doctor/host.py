@@ -13,8 +13,8 @@ from ..doctor_parsers import (
     ScheduledJob,
     parse_config_dump,
     parse_lxc_config,
-    parse_service_commands,
     parse_shell_assignments,
+    parse_unit_file_commands,
     parse_zfs_snapshots,
     stale_snapshots,
 )
@@ -247,13 +247,14 @@ def ufw_forward_check(d: DoctorSettings) -> Check:
     )
 
 
-ENABLED_SERVICES = (
+SERVICE_FILES = (
     "command -v systemctl >/dev/null || exit 127; "
-    "systemctl list-unit-files --type=service --state=enabled --no-legend --no-pager | "
+    "systemctl list-unit-files --type=service --no-legend --no-pager | "
     "while read -r unit state rest; do "
-    "printf '%s\\t%s\\n' \"$unit\" "
+    'printf \'%s\\t%s\\t%s\\n\' "$unit" "$state" '
     '"$(systemctl show -p ExecStart --value "$unit" | tr "\\n" " ")"; done'
 )
+ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
 def forward_rule_check(d: DoctorSettings) -> Check:
@@ -261,21 +262,31 @@ def forward_rule_check(d: DoctorSettings) -> Check:
 
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
-            return Verdict("fail", f"listing enabled services failed: {output_of(result)}")
-        units = parse_service_commands(result.stdout)
-        for unit, command in units:
-            if "FORWARD" in command and bridge in command.split():
-                return Verdict("pass", f"enabled {unit} runs: {' '.join(command.split())[:120]}")
+            return Verdict("fail", f"listing services failed: {output_of(result)}")
+        units = parse_unit_file_commands(result.stdout)
+        restoring = [u for u in units if "FORWARD" in u.command and bridge in u.command.split()]
+        enabled = [u for u in restoring if u.state in ENABLED_STATES]
+        if enabled:
+            shown = " ".join(enabled[0].command.split())[:120]
+            return Verdict("pass", f"{enabled[0].unit} ({enabled[0].state}) runs: {shown}")
+        if restoring:
+            unit = restoring[0]
+            return Verdict(
+                "fail",
+                f"{unit.unit} restores the FORWARD rule for {bridge} but is {unit.state}: the "
+                "rule is lost at the next reboot",
+                f"systemctl enable {quote(unit.unit)}",
+            )
         return Verdict(
             "fail",
-            f"none of the {len(units)} enabled services adds a FORWARD rule for {bridge}: "
-            "the rule is lost at the next reboot",
+            f"none of the {len(units)} services adds a FORWARD rule for {bridge}: the rule is "
+            "lost at the next reboot",
         )
 
     return Check(
         "host.lxd-forward-rule-persisted",
         None,
-        ENABLED_SERVICES,
+        SERVICE_FILES,
         judge,
         f"a oneshot unit (e.g. lxd-forward.service: Type=oneshot, ExecStart=iptables -I FORWARD "
         f"-i {bridge} -j ACCEPT and one for -o {bridge}, WantedBy=multi-user.target), then "

@@ -272,6 +272,18 @@ def test_a_daily_crontab_entry_cleans_the_caches_too(production, gbuser):
     assert "crontab -l (@daily): /usr/local/bin/gbdeploy maintain" in text
 
 
+def test_when_no_site_domain_resolves_doctor_suspects_dns_not_the_sites(production, gbuser):
+    production.make_good()
+    (production.state / "dns.json").write_text("{}")
+    text, failed = doctor(production.settings())
+    assert failed is not None and failed.failed == ["proxy.caddy-dead-domains"]
+    saw = rows(text)["proxy.caddy-dead-domains"][1]
+    assert (
+        saw
+        == "none of the 28 site domains resolves from pragmatismo-proxy: is DNS reachable there?"
+    )
+
+
 @pytest.mark.parametrize(
     ("state", "saw"),
     [

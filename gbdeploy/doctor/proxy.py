@@ -186,6 +186,15 @@ def dead_domains_check(d: DoctorSettings, container: str) -> Check:
                 f"from {container}?",
                 "check /etc/resolv.conf in the proxy container, then run doctor again",
             )
+        if len(dead) == len(names) > 1:
+            # getent says "not found" (2) for an unreachable resolver too.
+            return Verdict(
+                "fail",
+                f"none of the {len(names)} site domains resolves from {container}: is DNS "
+                "reachable there?",
+                f"check /etc/resolv.conf in {container} (`getent hosts {names[0]}` must answer), "
+                "then run doctor again",
+            )
         if dead:
             return Verdict(
                 "fail",

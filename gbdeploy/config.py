@@ -387,6 +387,22 @@ class DoctorSettings:
     cargo_home: TargetPath = "/root/.cargo"
     cargo_max_gb: Gigabytes = 20.0
     snapshot_retention_days: Count = 7
+    email: ContainerName | None = "pragmatismo-email"
+    ufw_defaults: TargetPath = "/etc/default/ufw"
+    lxd_bridge: Name = "lxdbr0"  # the bridge whose FORWARD rule a systemd service must restore
+    fail2ban_dir: TargetPath = "/etc/fail2ban"
+    flood_jail: Name = "caddy-http-flood"  # in the proxy: 4xx from Caddy's JSON access log
+    flood_maxretry: Count = 100
+    flood_findtime: Count = 60
+    flood_bantime: Count = 3600
+    caddy_access_log: TargetPath = "/opt/gbo/logs/access.log"
+    mail_jails: list[Name] = field(
+        default_factory=lambda: ["stalwart", "stalwart-mail", "postfix", "postfix-sasl", "dovecot"]
+    )  # in the email container, one of these must run
+    cron_etc: TargetPath = "/etc"  # where crontab, cron.d/ and cron.daily/ are
+    vault_init: TargetPath = "/opt/gbo/bin/botserver-stack/conf/vault/init.json"
+    via: Literal["lxc", "incus"] = "lxc"  # the container tool on doctor.host
+    sudo: bool = False  # run that tool with sudo (an ssh user outside the lxd/incus group)
 
 
 @dataclass(frozen=True)

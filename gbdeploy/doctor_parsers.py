@@ -6,6 +6,8 @@ them runs anything, so every one is tested on real samples, good and broken.
 
 from __future__ import annotations
 
+import configparser
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -525,4 +527,302 @@ def parse_unit_table(text: str) -> tuple[UnitExec, ...]:
             )
         exec_path = parse_exec_path(fields[3]) if len(fields) > 3 else None
         units.append(UnitExec(fields[0], fields[1], fields[2], exec_path))
+    return tuple(units)
+
+
+# --- ufw, fail2ban -------------------------------------------------------------------------------
+def parse_shell_assignments(text: str) -> dict[str, str]:
+    """A shell-style defaults file (`/etc/default/ufw`): `KEY="VALUE"` lines, `#` comments."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals or not key.replace("_", "").isalnum():
+            raise ParseError(f"not a KEY=VALUE line: {line!r}", number)
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError as error:
+            raise ParseError(f"cannot split {line!r}: {error}", number) from None
+        values[key] = " ".join(words)
+    return values
+
+
+def _tree_items(text: str) -> list[str]:
+    """The `|- item` / `` `- item `` lines of fail2ban-client's answers, without the branch."""
+    return [m.group(1) for line in text.splitlines() if (m := _TREE_ITEM.match(line))]
+
+
+_TREE_ITEM = re.compile(r"(?:\|  |   )*[|`]- (.*)")
+
+
+def parse_fail2ban_status(text: str) -> tuple[str, ...]:
+    """`fail2ban-client status`: the names in its `Jail list:` line."""
+    for item in _tree_items(text):
+        key, _, value = item.partition(":")
+        if key.strip() == "Jail list":
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+    raise ParseError("no `Jail list:` in the output of `fail2ban-client status`")
+
+
+def parse_fail2ban_list(text: str) -> tuple[str, ...]:
+    """`fail2ban-client get JAIL logpath|failregex`: the listed files or regular expressions
+    (`[0]: ` numbering dropped); empty when none is set."""
+    if text.strip().startswith(("No file", "No regular expression")):
+        return ()
+    values = []
+    for item in _tree_items(text):
+        if item.startswith("[") and "]: " in item:
+            item = item.split("]: ", 1)[1]
+        values.append(item)
+    if not values:
+        raise ParseError(f"not a list from fail2ban-client: {text.strip()[:80]!r}")
+    return tuple(values)
+
+
+# fail2ban's tags, as the regular expressions they stand for.
+_FAIL2BAN_TAGS = {
+    "<HOST>": r"(?P<host>[\w.:\-\[\]]+)",
+    "<ADDR>": r"(?P<host>[\w.:\-\[\]]+)",
+    "<IP4>": r"(?P<host>\d+\.\d+\.\d+\.\d+)",
+    "<IP6>": r"(?P<host>[0-9A-Fa-f:]+)",
+    "<SKIPLINES>": "",
+}
+
+
+def fail2ban_regex_host(failregex: str, line: str) -> str | None:
+    """The address `failregex` (fail2ban syntax) finds in `line`, or None when it does not match.
+    Raises ParseError when the expression cannot be read."""
+    pattern = failregex
+    for tag, replacement in _FAIL2BAN_TAGS.items():
+        pattern = pattern.replace(tag, replacement)
+    pattern = re.sub(r"<F-[A-Z0-9_-]+>", "(?:", pattern)
+    pattern = re.sub(r"</F-[A-Z0-9_-]+>", ")", pattern)
+    try:
+        match = re.search(pattern, line)
+    except re.error as error:
+        raise ParseError(f"failregex {failregex!r} is not a regular expression: {error}") from None
+    if match is None:
+        return None
+    return match.groupdict().get("host") or ""
+
+
+def jail_enabled(text: str, jail: str) -> bool | None:
+    """Whether a fail2ban jail file (`jail.d/defaults-debian.conf`) enables `jail`: True or False
+    from its `enabled` key, None when the file does not mention it."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(text)
+    except configparser.Error as error:
+        raise ParseError(f"not a fail2ban jail file: {error}") from None
+    if not parser.has_option(jail, "enabled"):
+        return None
+    try:
+        return parser.getboolean(jail, "enabled")
+    except ValueError as error:
+        raise ParseError(f"[{jail}] enabled: {error}") from None
+
+
+# --- cron and systemd timers ---------------------------------------------------------------------
+SCHEDULE_MARKER = "### "
+_DAILY_SPECIALS = ("@daily", "@midnight", "@hourly")
+_ALL_WEEKDAYS = ("*", "0-6", "1-7", "0-7", "*/1")
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    source: str  # `crontab -l`, the file, or the timer
+    daily: bool  # runs at least once a day
+    command: str
+    schedule: str
+
+
+def cron_is_daily(fields: list[str]) -> bool:
+    """Five cron fields (or one `@special`): does the job run at least once every day?"""
+    if fields[0].startswith("@"):
+        return fields[0] in _DAILY_SPECIALS
+    day_of_month, month, weekday = fields[2], fields[3], fields[4]
+    return day_of_month in ("*", "*/1") and month in ("*", "*/1") and weekday in _ALL_WEEKDAYS
+
+
+def calendar_is_daily(calendar: str) -> bool:
+    """A systemd OnCalendar as `systemctl show -p TimersCalendar` normalizes it (`daily` is
+    `*-*-* 00:00:00`): every day of every month, without a weekday restriction."""
+    if calendar.strip() in ("daily", "hourly", "minutely"):
+        return True
+    words = calendar.split()
+    return bool(words) and words[0] in ("*-*-*", "*-*-*/1")
+
+
+def _crontab_jobs(source: str, lines: list[str], *, with_user: bool) -> list[ScheduledJob]:
+    jobs = []
+    for line in lines:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        words = stripped.split()
+        if "=" in words[0] and not words[0].startswith("@"):
+            continue  # SHELL=/bin/sh, MAILTO=…
+        size = 1 if words[0].startswith("@") else 5
+        if len(words) <= size + (1 if with_user else 0):
+            raise ParseError(f"{source}: not a crontab line: {stripped!r}")
+        command = " ".join(words[size + (1 if with_user else 0) :])
+        schedule = " ".join(words[:size])
+        jobs.append(ScheduledJob(source, cron_is_daily(words[:size]), command, schedule))
+    return jobs
+
+
+def _timer_jobs(lines: list[str]) -> list[ScheduledJob]:
+    jobs = []
+    for line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise ParseError(f"expected TIMER<TAB>UNIT<TAB>CALENDAR<TAB>EXECSTART: {line!r}")
+        calendars = re.findall(r"OnCalendar=([^;]+?)\s*;", fields[2])
+        schedule = ", ".join(calendars) or "no OnCalendar"
+        daily = any(calendar_is_daily(c) for c in calendars)
+        command = " ".join(re.findall(r"argv\[\]=([^;]+?)\s*;", fields[3])) or fields[3]
+        jobs.append(ScheduledJob(f"{fields[0]} -> {fields[1]}", daily, command, schedule))
+    return jobs
+
+
+def parse_schedules(text: str) -> tuple[ScheduledJob, ...]:
+    """The schedule probe's output: `### crontab -l`, `### file PATH` (crontab format with a user
+    field), `### daily PATH` (a script cron runs daily) and `### timers` (TIMER, UNIT,
+    TimersCalendar, ExecStart by tabs) sections."""
+    sections: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith(SCHEDULE_MARKER):
+            sections.append((line[len(SCHEDULE_MARKER) :].strip(), []))
+        elif sections:
+            sections[-1][1].append(line)
+        elif line.strip():
+            raise ParseError(f"schedule probe output does not start with a marker: {line!r}")
+    jobs: list[ScheduledJob] = []
+    for header, lines in sections:
+        kind, _, path = header.partition(" ")
+        if header == "crontab -l":
+            jobs += _crontab_jobs("crontab -l", lines, with_user=False)
+        elif kind == "file":
+            jobs += _crontab_jobs(path, lines, with_user=True)
+        elif kind == "daily":
+            script = [x.strip() for x in lines if x.strip() and not x.strip().startswith("#")]
+            jobs.append(ScheduledJob(path, True, "; ".join(script), "cron.daily"))
+        elif header == "timers":
+            jobs += _timer_jobs(lines)
+        else:
+            raise ParseError(f"unknown section {header!r} in the schedule probe's output")
+    return tuple(jobs)
+
+
+# --- DNS, files, processes -----------------------------------------------------------------------
+def site_domains(sites: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    """The DNS names of Caddy site addresses (`https://a.example.com:443/x` → a.example.com);
+    IP addresses, `localhost`, wildcards, placeholders and bare ports are left out."""
+    names: list[str] = []
+    for address in (a for site in sites for a in site):
+        host = address.split("://", 1)[-1].split("/", 1)[0]
+        if host.startswith("["):
+            continue  # an IPv6 address
+        host = host.rsplit(":", 1)[0] if ":" in host else host
+        host = host.lower().rstrip(".")
+        if (
+            not host
+            or host == "localhost"
+            or "*" in host
+            or "{" in host
+            or re.fullmatch(r"[\d.]+", host)
+        ):
+            continue
+        if host not in names:
+            names.append(host)
+    return tuple(names)
+
+
+RESOLVE_MARKER = "### "
+RESOLVE_EXIT = "## exit "
+
+
+def parse_resolutions(text: str) -> dict[str, int]:
+    """The resolve probe: `### NAME`, getent's lines, `## exit CODE` per name → {NAME: CODE}
+    (0 found, 2 no record, anything else a failed lookup)."""
+    codes: dict[str, int] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith(RESOLVE_EXIT):
+            code = line[len(RESOLVE_EXIT) :].strip()
+            if current is None or not code.isdigit():
+                raise ParseError(f"unexpected {line!r} in the resolve probe's output")
+            codes[current] = int(code)
+            current = None
+        elif line.startswith(RESOLVE_MARKER):
+            current = line[len(RESOLVE_MARKER) :].strip()
+    return codes
+
+
+@dataclass(frozen=True)
+class FileGuard:
+    mode: int
+    owner: str
+    group: str
+    git_work_trees: tuple[str, ...]  # directories at or above the file holding `.git`
+
+    @property
+    def root_only(self) -> bool:
+        return self.owner == "root" and self.mode & 0o077 == 0
+
+
+def parse_file_guard(text: str) -> FileGuard | None:
+    """The file probe: `MODE OWNER GROUP` (`stat -c '%a %U %G'`) then `git DIR` lines; None when
+    it printed `missing`."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines[:1] == ["missing"]:
+        return None
+    if not lines or len(lines[0].split()) != 3:
+        raise ParseError(f"expected `MODE OWNER GROUP` first, got {text.strip()[:80]!r}")
+    mode, owner, group = lines[0].split()
+    try:
+        mode_bits = int(mode, 8)
+    except ValueError:
+        raise ParseError(f"not an octal mode: {mode!r}") from None
+    trees = tuple(line[4:] for line in lines[1:] if line.startswith("git "))
+    return FileGuard(mode_bits, owner, group, trees)
+
+
+def parse_process_owners(text: str) -> tuple[tuple[int, str], ...]:
+    """`PID USER` lines (the process probe's) → ((pid, user), …)."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if len(words) != 2 or not words[0].isdigit():
+            raise ParseError(f"expected `PID USER`: {line!r}")
+        found.append((int(words[0]), words[1]))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class UnitFileCommand:
+    unit: str
+    state: str  # `systemctl list-unit-files`' STATE: enabled, disabled, static, masked, …
+    command: str  # the argv of each ExecStart, ` ; ` between them
+
+
+def parse_unit_file_commands(text: str) -> tuple[UnitFileCommand, ...]:
+    """`UNIT<TAB>STATE<TAB>EXECSTART` lines (the service-files probe's): the `argv[]=` of each
+    ExecStart `{ path=… ; argv[]=… ; … }`, or the value as it is."""
+    units = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            raise ParseError(f"expected UNIT<TAB>STATE<TAB>EXECSTART: {line!r}")
+        unit, state, value = fields
+        argv = re.findall(r"argv\[\]=([^;]+?)\s*;", value)
+        units.append(UnitFileCommand(unit, state, " ; ".join(argv) if argv else value.strip()))
     return tuple(units)

@@ -34,8 +34,8 @@ def incus_host() -> Iterator[tuple[LoopbackSshd, StandinWorld]]:
     """An Incus host of its own (alias `bot-host`) with `sudo` and `incus` on its PATH, holding
     the container `system` behind the remote `bot`. Its sudo is on no other test's PATH."""
     world = StandinWorld(_directory("gbdeploy-incus-standins-")).install()
-    world.add_program("incus")
-    world.add_program("sudo")
+    world.install_program("incus", "incus")
+    world.install_program("sudo", "sudo")
     world.add_container(CONTAINER)
     directory = _directory("gbdeploy-incus-sshd-")
     with LoopbackSshd(directory, alias="bot-host", extra_path=[world.bin]) as server:

@@ -1,0 +1,66 @@
+"""Checks in the CI runner container: the size of its build caches and their daily cleanup."""
+
+from __future__ import annotations
+
+from ..config import DoctorSettings
+from ..connection import CommandResult, quote
+from ..doctor_parsers import ScheduledJob, parse_du_bytes
+from ..output import human_bytes
+from .daemons import describe, schedule_check
+from .model import GIB, Check, Status, Verdict, output_of
+
+
+def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Check:
+    limit = int(max_gb * GIB)
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            if "No such file" in result.stderr:
+                return Verdict("pass", f"{path} does not exist (nothing cached)")
+            return Verdict("fail", f"du {path}: {output_of(result)}")
+        size = parse_du_bytes(result.stdout)
+        verdict: Status = "pass" if size <= limit else "fail"
+        return Verdict(verdict, f"{path}: {human_bytes(size)} (limit {human_bytes(limit)})")
+
+    return Check(
+        f"ci.{name}-size",
+        container,
+        f"du -sb -- {quote(path)}",
+        judge,
+        f"run `gbdeploy maintain` on the runner (a daily cron), or clear {path} between builds",
+    )
+
+
+def cache_cleanup_check(d: DoctorSettings, container: str) -> Check:
+    """A daily job cleans both caches: `gbdeploy maintain`, or commands naming each cache."""
+    caches = {
+        "sccache": ("sccache", d.sccache_dir),
+        "cargo": (d.cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
+    }
+
+    def cleans(job: ScheduledJob, cache: str) -> bool:
+        return "gbdeploy maintain" in job.command or any(
+            word in job.command for word in caches[cache]
+        )
+
+    def judge(jobs: tuple[ScheduledJob, ...]) -> Verdict:
+        daily = {c: [j for j in jobs if j.daily and cleans(j, c)] for c in caches}
+        if all(daily.values()):
+            shown = "; ".join(dict.fromkeys(describe(j[0]) for j in daily.values()))
+            return Verdict("pass", f"daily: {shown}")
+        missing = [c for c, found in daily.items() if not found]
+        rarer = [describe(j) for j in jobs if not j.daily and any(cleans(j, c) for c in missing)]
+        return Verdict(
+            "fail",
+            f"no daily cleanup of the {' and '.join(missing)} cache in {container}"
+            + (f" (less often than daily: {'; '.join(rarer)})" if rarer else ""),
+        )
+
+    return schedule_check(
+        "ci.cache-cleanup-daily",
+        container,
+        d.cron_etc,
+        judge,
+        "a daily cron job on the runner: `17 3 * * * gbdeploy maintain` (crontab -e), or a "
+        "daily systemd timer running it",
+    )

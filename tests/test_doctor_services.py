@@ -1,0 +1,257 @@
+"""doctor's parsers for the services the guide requires, on real output formats, good and broken:
+/etc/default/ufw, fail2ban-client, jail.d files, crontab/cron.d/cron.daily and systemd timers,
+getent hosts, the file and process probes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE
+from gbdeploy.doctor_parsers import (
+    ParseError,
+    calendar_is_daily,
+    cron_is_daily,
+    fail2ban_regex_host,
+    jail_enabled,
+    parse_fail2ban_list,
+    parse_fail2ban_status,
+    parse_file_guard,
+    parse_process_owners,
+    parse_resolutions,
+    parse_schedules,
+    parse_shell_assignments,
+    parse_unit_file_commands,
+    site_domains,
+)
+
+# --- /etc/default/ufw --------------------------------------------------------------------------
+UFW = """# /etc/default/ufw
+#
+IPV6=yes
+DEFAULT_INPUT_POLICY="DROP"
+DEFAULT_OUTPUT_POLICY="ACCEPT"
+# Set the default forward policy to ACCEPT, DROP or REJECT.
+DEFAULT_FORWARD_POLICY="ACCEPT"
+IPT_SYSCTL=/etc/ufw/sysctl.conf
+IPT_MODULES=""
+"""
+
+
+def test_ufw_defaults_good_and_broken():
+    values = parse_shell_assignments(UFW)
+    assert values["DEFAULT_FORWARD_POLICY"] == "ACCEPT"
+    assert values["IPT_MODULES"] == ""
+    broken = parse_shell_assignments(
+        UFW.replace('FORWARD_POLICY="ACCEPT"', 'FORWARD_POLICY="DROP"')
+    )
+    assert broken["DEFAULT_FORWARD_POLICY"] == "DROP"
+    assert "DEFAULT_FORWARD_POLICY" not in parse_shell_assignments("IPV6=yes\n")
+    with pytest.raises(ParseError, match="line 2"):
+        parse_shell_assignments("IPV6=yes\nthis is not an assignment\n")
+
+
+# --- fail2ban-client ---------------------------------------------------------------------------
+STATUS = "Status\n|- Number of jail:\t2\n`- Jail list:\tcaddy-http-flood, sshd\n"
+STATUS_NONE = "Status\n|- Number of jail:\t0\n`- Jail list:\t\n"
+JAIL_STATUS = """Status for the jail: sshd
+|- Filter
+|  |- Currently failed:\t1
+|  |- Total failed:\t37
+|  `- Journal matches:\t_SYSTEMD_UNIT=sshd.service + _COMM=sshd
+`- Actions
+   |- Currently banned:\t0
+   |- Total banned:\t4
+   `- Banned IP list:\t
+"""
+LOGPATH = "Current monitored log file(s):\n`- /opt/gbo/logs/access.log\n"
+LOGPATHS = "Current monitored log file(s):\n|- /var/log/a.log\n`- /var/log/b.log\n"
+FAILREGEX = (
+    "The following regular expressions are defined:\n"
+    '`- [0]: ^.*"client_ip":"<HOST>".*"status":4\\d\\d\n'
+)
+
+
+def test_fail2ban_status_lists_the_jails():
+    assert parse_fail2ban_status(STATUS) == ("caddy-http-flood", "sshd")
+    assert parse_fail2ban_status(STATUS_NONE) == ()
+    with pytest.raises(ParseError, match="Jail list"):
+        parse_fail2ban_status(JAIL_STATUS)
+
+
+def test_fail2ban_get_lists():
+    assert parse_fail2ban_list(LOGPATH) == ("/opt/gbo/logs/access.log",)
+    assert parse_fail2ban_list(LOGPATHS) == ("/var/log/a.log", "/var/log/b.log")
+    assert parse_fail2ban_list("No file is currently monitored\n") == ()
+    assert parse_fail2ban_list("No regular expression is defined.\n") == ()
+    assert parse_fail2ban_list(FAILREGEX) == ('^.*"client_ip":"<HOST>".*"status":4\\d\\d',)
+    with pytest.raises(ParseError):
+        parse_fail2ban_list("100\n")
+
+
+def test_a_4xx_filter_catches_4xx_lines_of_caddys_json_log_and_nothing_else():
+    good = parse_fail2ban_list(FAILREGEX)[0]
+    error = CADDY_ACCESS_LINE.replace("STATUS", "404")
+    ok = CADDY_ACCESS_LINE.replace("STATUS", "200")
+    assert fail2ban_regex_host(good, error) == "203.0.113.7"
+    assert fail2ban_regex_host(good, ok) is None
+    sloppy = '"client_ip":"<HOST>"'  # bans every visitor after 100 requests
+    assert fail2ban_regex_host(sloppy, ok) == "203.0.113.7"
+    assert fail2ban_regex_host("<F-USER>x</F-USER> <HOST>", "x 10.0.0.1") == "10.0.0.1"
+    with pytest.raises(ParseError, match="not a regular expression"):
+        fail2ban_regex_host('"status":(4', error)
+
+
+def test_debian_sshd_jail_file():
+    stock = "[sshd]\nbackend = systemd\nenabled = true\n"
+    assert jail_enabled(stock, "sshd") is True
+    assert jail_enabled("[sshd]\nenabled = false\n", "sshd") is False
+    assert jail_enabled("[recidive]\nenabled = true\n", "sshd") is None
+    with pytest.raises(ParseError):
+        jail_enabled("enabled = true\n", "sshd")  # no section header
+    with pytest.raises(ParseError):
+        jail_enabled("[sshd]\nenabled = maybe\n", "sshd")
+
+
+# --- cron and timers ---------------------------------------------------------------------------
+SCHEDULES = """### crontab -l
+# m h  dom mon dow   command
+MAILTO=""
+17 3 * * * /usr/local/bin/gbdeploy maintain >> /opt/gbo/logs/maintain.log 2>&1
+0 4 * * 0 rm -rf /root/.cache/sccache/*
+@daily /usr/local/bin/cargo-cache --autoclean
+### file /etc/crontab
+SHELL=/bin/sh
+25 6\t* * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }
+### file /etc/cron.d/zfs
+0 2 1 * * root zfs snapshot -r default/containers@monthly
+### daily /etc/cron.daily/zfs-auto-snapshot
+#!/bin/sh
+which zfs-auto-snapshot > /dev/null || exit 0
+exec zfs-auto-snapshot --quiet --syslog --label=daily --keep=7 //
+### timers
+cache-cleanup.timer\tcache-cleanup.service\t{ OnCalendar=*-*-* 03:17:00 ; next_elapse=Sun 2026-11-29 03:17:00 UTC } \t{ path=/usr/local/bin/gbdeploy ; argv[]=/usr/local/bin/gbdeploy maintain ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
+apt-daily.timer\tapt-daily.service\t{ OnCalendar=Mon *-*-* 06:00:00 ; next_elapse=n/a } \t{ path=/usr/lib/apt/apt.systemd.daily ; argv[]=/usr/lib/apt/apt.systemd.daily update ; }
+"""  # noqa: E501
+
+
+def test_schedules_from_crontab_files_scripts_and_timers():
+    jobs = parse_schedules(SCHEDULES)
+    assert [(j.source, j.daily) for j in jobs] == [
+        ("crontab -l", True),
+        ("crontab -l", False),
+        ("crontab -l", True),
+        ("/etc/crontab", True),
+        ("/etc/cron.d/zfs", False),
+        ("/etc/cron.daily/zfs-auto-snapshot", True),
+        ("cache-cleanup.timer -> cache-cleanup.service", True),
+        ("apt-daily.timer -> apt-daily.service", False),
+    ]
+    assert jobs[0].command.startswith("/usr/local/bin/gbdeploy maintain")
+    assert jobs[4].command == "zfs snapshot -r default/containers@monthly"  # user field dropped
+    assert "--keep=7" in jobs[5].command and "#!/bin/sh" not in jobs[5].command
+    assert jobs[6].command == "/usr/local/bin/gbdeploy maintain"
+    assert jobs[6].schedule == "*-*-* 03:17:00"
+
+
+def test_schedules_broken():
+    assert parse_schedules("### crontab -l\n### timers\n") == ()
+    with pytest.raises(ParseError, match="not a crontab line"):
+        parse_schedules("### crontab -l\n17 3 * *\n")
+    with pytest.raises(ParseError, match="start with a marker"):
+        parse_schedules("no crontab for root\n")
+    with pytest.raises(ParseError, match="TIMER"):
+        parse_schedules("### timers\nx.timer only\n")
+
+
+@pytest.mark.parametrize(
+    ("fields", "daily"),
+    [
+        ("0 3 * * *", True),
+        ("*/5 * * * *", True),
+        ("0 3 * * 1-7", True),
+        ("0 3 * * 0", False),
+        ("0 3 1 * *", False),
+        ("@daily", True),
+        ("@hourly", True),
+        ("@weekly", False),
+        ("@reboot", False),
+    ],
+)
+def test_cron_daily(fields, daily):
+    assert cron_is_daily(fields.split()) is daily
+
+
+@pytest.mark.parametrize(
+    ("calendar", "daily"),
+    [("*-*-* 00:00:00", True), ("*-*-* *:00:00", True), ("Mon *-*-* 00:00:00", False),
+     ("*-*-01 00:00:00", False), ("daily", True)],
+)  # fmt: skip
+def test_timer_daily(calendar, daily):
+    assert calendar_is_daily(calendar) is daily
+
+
+def test_unit_file_commands():
+    text = (
+        "lxd-forward.service\tenabled\t{ path=/usr/sbin/iptables ; argv[]=/usr/sbin/iptables "
+        "-I FORWARD -i lxdbr0 -j ACCEPT ; ignore_errors=no ; } { path=/usr/sbin/iptables ; "
+        "argv[]=/usr/sbin/iptables -I FORWARD -o lxdbr0 -j ACCEPT ; ignore_errors=no ; } \n"
+        "ssh.service\tdisabled\t\n"
+    )
+    units = parse_unit_file_commands(text)
+    assert [(u.unit, u.state, u.command) for u in units] == [
+        (
+            "lxd-forward.service",
+            "enabled",
+            "/usr/sbin/iptables -I FORWARD -i lxdbr0 -j ACCEPT ; "
+            "/usr/sbin/iptables -I FORWARD -o lxdbr0 -j ACCEPT",
+        ),
+        ("ssh.service", "disabled", ""),
+    ]
+    with pytest.raises(ParseError):
+        parse_unit_file_commands("lxd-forward.service\t{ path=/x ; }\n")
+
+
+# --- DNS, files, processes ---------------------------------------------------------------------
+def test_site_domains_are_the_dns_names_of_site_addresses():
+    sites = (
+        ("chat.example.com", "www.chat.example.com"),
+        ("https://Drive.Example.com:443/x",),
+        (":8080", "localhost", "10.16.164.40", "[::1]:80", "*.example.com", "{$SITE}"),
+        ("chat.example.com.",),
+    )
+    assert site_domains(sites) == ("chat.example.com", "www.chat.example.com", "drive.example.com")
+
+
+def test_getent_answers_by_name():
+    text = (
+        "### chat.example.com\n203.0.113.10   chat.example.com\n## exit 0\n"
+        "### mail.example.com\n## exit 2\n"
+        "### ui.example.com\n## exit 1\n"
+    )
+    assert parse_resolutions(text) == {
+        "chat.example.com": 0,
+        "mail.example.com": 2,
+        "ui.example.com": 1,
+    }
+    with pytest.raises(ParseError):
+        parse_resolutions("## exit 0\n")
+
+
+def test_file_guard():
+    good = parse_file_guard("600 root root\n")
+    assert good is not None and good.root_only and good.git_work_trees == ()
+    broken = parse_file_guard("644 root root\ngit /opt/gbo/bin/botserver-stack\n")
+    assert broken is not None and not broken.root_only
+    assert broken.git_work_trees == ("/opt/gbo/bin/botserver-stack",)
+    owned_by_gbuser = parse_file_guard("600 gbuser gbuser\n")
+    assert owned_by_gbuser is not None and not owned_by_gbuser.root_only
+    assert parse_file_guard("missing\n") is None
+    with pytest.raises(ParseError):
+        parse_file_guard("stat: cannot statx 'x': Permission denied\n")
+
+
+def test_process_owners():
+    assert parse_process_owners("4242 gbuser\n977 root\n") == ((4242, "gbuser"), (977, "root"))
+    assert parse_process_owners("") == ()
+    with pytest.raises(ParseError):
+        parse_process_owners("gbuser 4242\n")

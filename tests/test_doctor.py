@@ -407,7 +407,7 @@ def test_an_unknown_container_tool_is_a_config_error(production):
     with pytest.raises(ConfigError) as raised:
         run_doctor(production.settings(via="docker"), Reporter(stream=io.StringIO()))
     assert raised.value.exit_code == 2
-    assert "doctor.via: must be lxc or incus, got 'docker'" in str(raised.value)
+    assert "doctor.via: expected one of lxc, incus, got 'docker'" in str(raised.value)
 
 
 # --- the command line --------------------------------------------------------------------------

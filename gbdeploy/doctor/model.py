@@ -17,7 +17,6 @@ DAY = 86400
 COMMAND_TIMEOUT = 60.0
 VALKEY_TIMEOUT = 10
 ACTIVE_STATES = ("active", "activating", "reloading")
-CONTAINER_TOOLS = ("lxc", "incus")
 
 
 @dataclass(frozen=True)

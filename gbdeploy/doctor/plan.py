@@ -21,7 +21,7 @@ from .host import (
     ufw_forward_check,
     zfs_schedule_check,
 )
-from .model import CONTAINER_TOOLS, Check, container_tool, disabled_check, where
+from .model import Check, container_tool, disabled_check, where
 from .proxy import (
     caddy_storage_check,
     caddy_valid_check,
@@ -132,8 +132,6 @@ def doctor_plan(settings: Settings) -> list[str]:
 
 def require_host(d: DoctorSettings) -> str:
     """doctor.host, once the doctor settings are usable (ConfigError, exit 2, otherwise)."""
-    if d.via not in CONTAINER_TOOLS:
-        raise ConfigError("doctor.via", f"must be lxc or incus, got {d.via!r}")
     if not d.host:
         raise ConfigError(
             "doctor.host",

@@ -209,6 +209,7 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
     stop_timeout: float = 20.0
     health_timeout: float = 60.0
+    keep_releases: int = 3  # binaries that passed health kept on the target, for `rollback`
 
     @property
     def directory(self) -> str:

@@ -105,6 +105,8 @@ def release(
         "dry_run": "print the plan of remote commands, change nothing",
         "force": "upload and restart even when the target already has this binary",
         "commit": "the commit this binary was built from (recorded in the lock and deploy log)",
+        "recover": "after a deploy that was killed: take over its lock, put the last healthy "
+        "release back and check its health",
     }
 )
 @reporting_errors
@@ -116,6 +118,7 @@ def deploy(
     dry_run: bool = False,
     force: bool = False,
     commit: str | None = None,
+    recover: bool = False,
 ) -> None:
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
     from . import deploy as deploy_module
@@ -129,6 +132,7 @@ def deploy(
         dry_run=dry_run,
         force=force,
         commit=commit,
+        recover=recover,
     )
 
 
@@ -147,13 +151,20 @@ def verify(c: Context, component: str, commit: str | None = None, since: str | N
     verify_module.run_verify(settings(c), component, reporter(), commit=commit, since=since)
 
 
-@task(help={"component": "component to roll back", "dry_run": "print the plan, change nothing"})
+@task(
+    help={
+        "component": "component to roll back",
+        "dry_run": "print the plan, change nothing",
+        "to": "the kept release with this commit (default: the previous healthy one)",
+    }
+)
 @reporting_errors
-def rollback(c: Context, component: str, dry_run: bool = False) -> None:
-    """Put the previous binary (`.prev`) back, restart it and check its health."""
+def rollback(c: Context, component: str, dry_run: bool = False, to: str | None = None) -> None:
+    """Put the previous healthy release (or the kept one with --to COMMIT) back, restart it and
+    check its health."""
     from . import deploy as deploy_module
 
-    deploy_module.run_rollback(settings(c), component, reporter(), dry_run=dry_run)
+    deploy_module.run_rollback(settings(c), component, reporter(), dry_run=dry_run, to=to)
 
 
 @task(help={"component": "only this component's runs", "limit": "how many runs (default 10)"})
@@ -188,13 +199,13 @@ def wait(
     )
 
 
-@task(help={"component": "only this component (default: all)"})
+@task(help={"component": "only this component (default: all)", "json": "print JSON"})
 @reporting_errors
-def status(c: Context, component: str | None = None) -> None:
-    """Deployed binary, process, health and latest CI run of each component."""
+def status(c: Context, component: str | None = None, json: bool = False) -> None:
+    """Deployed binary, process, health, lock and latest CI run of each component."""
     from . import deploy as deploy_module
 
-    deploy_module.run_status(settings(c), reporter(), component=component)
+    deploy_module.run_status(settings(c), reporter(), component=component, as_json=json)
 
 
 @task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})

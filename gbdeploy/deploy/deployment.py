@@ -303,10 +303,10 @@ class Deployment:
                     hint=f"fix {facts.fails[0][0]} in gbdeploy.yaml or on the target, then "
                     "run it again",
                 )
-            if facts.journal[1:]:
+            if facts.journal:
                 self.reporter.say(
-                    "  warning: an earlier deploy left a journal without a lock: "
-                    + describe_journal(facts.journal[1:])
+                    f"  {'recovering from' if self.steal else 'warning: found'} what an earlier "
+                    f"deploy left: {describe_journal(facts.journal)}"
                 )
             if machine_of and facts.machine:
                 try:
@@ -838,7 +838,7 @@ def run_deploy(
             f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
             f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
             + (f"; every command runs as `{run.remote.wrap('COMMAND')}`" if run.target.lxc else ""),
-            engine.plan_lines(steps, verbose=verbose),
+            engine.plan_lines(steps, verbose=verbose or bool(getattr(reporter, "verbose", False))),
         )
         return steps
     run.refuse_a_foreign_ssh_user()
@@ -922,7 +922,7 @@ def run_rollback(
             if facts.holder:
                 run.steal = str(facts.holder.get("token", "")) or None
             if facts.held_age is not None and not run.steal:
-                run.steal = "no-token"
+                run.steal = layout.HOLDERLESS
             release = facts.releases[-1] if facts.releases else None
             if release is None:
                 raise PreflightError(

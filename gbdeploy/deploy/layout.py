@@ -226,7 +226,9 @@ def begin_command(
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
     lines = [_vars(paths), _SHA_OF, _held_lines(), f"T={tmp}"]
-    if steal:
+    if steal == HOLDERLESS:
+        lines.append('if [ -d "$L" ] && [ ! -s "$L/holder" ]; then rm -rf -- "$L"; fi')
+    elif steal:
         lines.append(
             f'if [ -e "$L" ] && grep -q -F -e {quote(steal)} -- "$L/holder" 2>/dev/null; then'
             ' rm -rf -- "$L"; fi'
@@ -249,6 +251,9 @@ def begin_command(
         releases_lines(),
     ]
     return "\n".join(lines)
+
+
+HOLDERLESS = "-"  # `steal` for a lock without a holder record
 
 
 def _token_of(holder: str) -> str:

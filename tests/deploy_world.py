@@ -58,13 +58,15 @@ class World:
         return self.root / "opt/gbo/logs/error.log"
 
     def component(self, **changes) -> Component:
-        return standin_component(
+        base = standin_component(
             self.binary,
             self.log,
             self.user,
             self.port,
-            **{"workflow": "botserver.yaml", "health_timeout": 15.0, **changes},
+            workflow="botserver.yaml",
+            health_timeout=15.0,
         )
+        return dataclasses.replace(base, **changes)
 
     def settings(self, forge: ForgeSettings | None = None, **changes) -> Settings:
         return target_settings(self.sshd, self.component(**changes), lxc=self.lxc, forge=forge)

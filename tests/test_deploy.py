@@ -150,7 +150,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
         'mv -T -- "$T" "$L"',  # the lock, built aside and renamed into place
         f"< {artifacts(NEW)}",  # the upload reads the artifact …
         f"{binary}.new",  # … and the target writes it beside the binary
-        'mv -f -- "$N" "$B"',
+        'rename_over "$N" "$B"',
         f"chown -- {world.user}: ",
         "kill -TERM",
         "runuser -u",

@@ -39,6 +39,7 @@ from .. import probes, transfer
 from ..config import Component, Settings
 from ..connection import Remote, quote
 from ..errors import (
+    ConfigError,
     DeployFailed,
     GbdeployError,
     LockHeld,
@@ -70,6 +71,7 @@ class Release:
 @dataclass
 class Facts:
     acquired: bool = False
+    released: bool = False
     held_age: int | None = None
     holder: dict[str, object] | None = None
     holder_raw: str = ""
@@ -88,7 +90,7 @@ def parse_facts(stdout: str) -> Facts:
         if word == "acquired":
             facts.acquired = True
         elif word == "released":  # the preflight failed: the lock was given back at once
-            facts.acquired = False
+            facts.released = True
         elif word == "held":
             facts.held_age = int(rest) if rest.strip().lstrip("-").isdigit() else None
         elif word == "holder":
@@ -184,6 +186,7 @@ class Deployment:
         self.touched = False  # the service script began: a failure now needs a restore
         self.was_running = False
         self.restore_failed = False
+        self.restored = False
         self.restored_health = ""
         self.restored_unhealthy = ""
         self.release: Release | None = None  # rollback: the release put back
@@ -362,7 +365,7 @@ class Deployment:
         )
 
     def release_after_failure(self) -> None:
-        if not self.facts.acquired:  # never held, or given back by the preflight
+        if not self.facts.acquired or self.facts.released:  # not held, or given back already
             with suppress(GbdeployError):
                 self.run_again_if_dropped(self.release_lock_command() + " || true")
             return
@@ -415,7 +418,7 @@ class Deployment:
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new
-        hash_command = f'{layout._vars(self.paths)}\n{layout._SHA_OF}\nsha_of "$N"'
+        hash_command = f'{layout._vars(self.paths)}\n{layout._HELPERS}\nsha_of "$N"'
         uploaded = f"{layout._vars(self.paths)}\n{layout._PHASE}\nphase uploaded"
 
         def upload() -> str:
@@ -495,13 +498,16 @@ class Deployment:
         def undo() -> None:
             if self.restore_failed:
                 raise RemoteError("the script on the target could not put the previous binary back")
+            if self.restored:  # seed: the start's undo already put the previous binary back
+                return
             out = self.run_again_if_dropped(restore, timeout=self.component.stop_timeout + 60)
             if "up=1" in out:
                 self.wait_for_restored()
+            self.restored = True
 
         return Step(
             name,
-            [command],
+            [probes.probe_stat(self.component.log_path).command, command] if start else [command],
             run,
             Undo([restore], self.guard_restore(undo), restores_service=True),
             summary=_SERVICE_SUMMARY[(stop, start)],
@@ -541,7 +547,12 @@ class Deployment:
 
     def health_probe(self) -> probes.Probe[probes.Health] | None:
         url = self.component.health
-        return probes.probe_health(url, timeout=5.0) if url else None
+        if not url:
+            return None
+        try:
+            return probes.probe_health(url, timeout=5.0)
+        except ValueError as error:
+            raise ConfigError(f"components.{self.component.name}.health", str(error)) from None
 
     def wait_until_up(self) -> str:
         """First-ready: the health URL is checked at once, then every HEALTH_INTERVAL, until it
@@ -650,7 +661,9 @@ class Deployment:
         if not self.touched:
             if isinstance(error, GbdeployError) and not isinstance(error, OperationFailed):
                 return error
-            if isinstance(error, GbdeployError) and not self.facts.acquired:
+            if isinstance(error, GbdeployError) and (
+                not self.facts.acquired or self.facts.released
+            ):
                 return error  # the lock was not ours: held by another, or could not be taken
             return DeployFailed(
                 f"{self.action} of {name} failed before the service was touched ({cause}); "
@@ -961,7 +974,7 @@ def inspect_command(paths: Paths) -> str:
     return "\n".join(
         [
             layout._vars(paths),
-            layout._SHA_OF,
+            layout._HELPERS,
             layout._held_lines(),
             '[ -e "$L" ] && held',
             "journal",

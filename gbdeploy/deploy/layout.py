@@ -96,7 +96,7 @@ def _vars(paths: Paths) -> str:
     )
 
 
-_SHA_OF = r"""sha_of() {
+_HELPERS = r"""sha_of() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1" | cut -d' ' -f1
   elif command -v busybox >/dev/null 2>&1; then busybox sha256sum "$1" | cut -d' ' -f1
   elif command -v python3 >/dev/null 2>&1; then python3 -c 'import hashlib,sys
@@ -108,7 +108,9 @@ print(h.hexdigest())' "$1"
   fi
 }
 stat_of() { stat -c '%s %Y %Z %i' -- "$1"; }
-remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }"""
+remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }
+same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
+rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }"""
 
 _PHASE = (
     'phase() { printf \'{"phase": "%s", "time": "%s"}\\n\' "$1" '
@@ -225,7 +227,7 @@ def begin_command(
     (`--recover`); only a lock still holding that token is removed.
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
-    lines = [_vars(paths), _SHA_OF, _held_lines(), f"T={tmp}"]
+    lines = [_vars(paths), _HELPERS, _held_lines(), f"T={tmp}"]
     if steal == HOLDERLESS:
         lines.append('if [ -d "$L" ] && [ ! -s "$L/holder" ]; then rm -rf -- "$L"; fi')
     elif steal:
@@ -283,7 +285,7 @@ def start_lines(component: Component, ssh_user: str) -> str:
             f"mkdir -p -- {quote(os.path.dirname(component.log_path) or '/')}",
             "detach=$(command -v setsid || echo nohup)",
             f"{launch} < /dev/null >> {quote(component.log_path)} 2>&1 &",
-            'echo "$!" > "$L/launcher" 2>/dev/null; echo "launched $!" )',
+            'pid=$!; echo "$pid" > "$L/launcher" 2>/dev/null; echo "launched $pid" || true )',
         ]
     )
 
@@ -343,15 +345,16 @@ def service_command(
     lines = [
         "trap '' HUP INT TERM PIPE",
         _vars(paths),
-        _SHA_OF,
+        _HELPERS,
         _PHASE,
         'echo $$ > "$L/script" 2>/dev/null',
         running_lines(component) if stop else '[ -f "$W" ] && up=1 || up=0',
         'echo "was-running $up"',
         '[ "$up" = 1 ] && : > "$W"',
         "restore() {",
-        '  if [ "$had" = 1 ]; then rm -f -- "$B.restore"; { ln -- "$P" "$B.restore" 2>/dev/null'
-        ' || cp -p -- "$P" "$B.restore"; } && mv -f -- "$B.restore" "$B" || return 1',
+        "  " + stop_lines(component).replace("\n", "\n  ") + " || return 1",
+        '  if [ "$had" = 1 ]; then rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
+        ' rename_over "$B.restore" "$B" || return 1',
         '  else rm -f -- "$B"; fi',
         '  rm -f -- "$S"',
         '  if [ "$up" = 1 ]; then '
@@ -367,11 +370,10 @@ def service_command(
             "had=0",
             'if [ -f "$B" ]; then had=1',
             '  cur=$(cut -d" " -f1 "$S" 2>/dev/null)',
-            '  ln -f -- "$B" "$P" 2>/dev/null || cp -p -- "$B" "$P" || { echo "cannot keep $B as'
-            ' $P" >&2; exit 1; }',
+            '  same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',
             '  if [ -n "$cur" ] && ! grep -q "^$cur " "$R/list" 2>/dev/null; then',
-            '    mkdir -p -- "$R" && { ln -f -- "$B" "$R/$cur" 2>/dev/null || cp -p -- "$B"'
-            ' "$R/$cur"; } && echo "$cur unknown $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$R/list"',
+            '    mkdir -p -- "$R" && same_bytes "$B" "$R/$cur" &&'
+            ' echo "$cur unknown $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$R/list"',
             "  fi",
             "fi",
             'echo "$had" > "$L/had"',
@@ -384,11 +386,10 @@ def service_command(
     if start:
         if source:
             lines.append(
-                f'rm -f -- "$N"; {{ ln -- {quote(source)} "$N" 2>/dev/null || cp -p -- '
-                f'{quote(source)} "$N"; }} || fail "copy {_dq(source)}"'
+                f'rm -f -- "$N"; same_bytes {quote(source)} "$N" || fail "copy {_dq(source)}"'
             )
         lines += [
-            'mv -f -- "$N" "$B" || fail "swap"',
+            'rename_over "$N" "$B" || fail "swap"',
             'phase "swapped"',
             ownership_lines(component) + ' || fail "chown"',
             f'remember_sha {quote(sha256)} || fail "remember sha256"',
@@ -415,6 +416,7 @@ def restore_command(paths: Paths, component: Component, ssh_user: str) -> str:
         [
             "trap '' HUP INT TERM PIPE",
             _vars(paths),
+            _HELPERS,
             _PHASE,
             wait_for_script_lines(),
             'phase "undoing"',
@@ -422,8 +424,8 @@ def restore_command(paths: Paths, component: Component, ssh_user: str) -> str:
             'had=$(cat "$L/had" 2>/dev/null || echo 1)',
             stop_lines(component) + " || exit 1",
             'if [ "$had" = 1 ]; then [ -f "$P" ] || { echo "no $P to put back" >&2; exit 1; }',
-            '  rm -f -- "$B.restore"; { ln -- "$P" "$B.restore" 2>/dev/null || cp -p -- "$P"'
-            ' "$B.restore"; } && mv -f -- "$B.restore" "$B" || exit 1',
+            '  rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
+            ' rename_over "$B.restore" "$B" || exit 1',
             'else rm -f -- "$B"; fi',
             'rm -f -- "$S"',
             'if [ "$up" = 1 ]; then ' + start_lines(component, ssh_user) + " || exit 1; fi",
@@ -455,12 +457,12 @@ def finish_command(
     here); end the journal and release the lock if it is still ours."""
     entry = json.dumps(log_entry, sort_keys=True)
     assert entry.endswith("}")
-    lines = [_vars(paths), _PHASE, f"phase {quote(phase)}"]
+    lines = [_vars(paths), _HELPERS, _PHASE, f"phase {quote(phase)}"]
     if keep_release:
         sha, commit, keep = keep_release
         lines += [
             'mkdir -p -- "$R"',
-            f'ln -f -- "$B" "$R/{sha}" 2>/dev/null || cp -p -- "$B" "$R/{sha}"',
+            f'same_bytes "$B" "$R/{sha}"',
             f'{{ grep -v "^{sha} " "$R/list" 2>/dev/null; echo {quote(sha)} {quote(commit)}'
             ' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$R/list.tmp"',
             f'tail -n {int(keep)} -- "$R/list.tmp" > "$R/list" && rm -f -- "$R/list.tmp"',

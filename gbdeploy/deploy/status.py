@@ -14,7 +14,7 @@ import httpx
 from .. import probes
 from ..config import Component, Settings
 from ..connection import Remote, quote
-from ..errors import GbdeployError, RemoteError
+from ..errors import ConfigError, GbdeployError, RemoteError
 from ..output import Reporter, human_bytes
 from . import layout
 from .deployment import Facts, describe_journal, inspect_command, parse_facts
@@ -70,9 +70,7 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
             stat = probes.probe_stat(component.binary).run(session)
             facts: Facts = parse_facts(session.run(inspect_command(paths)).stdout)
             procs = probes.probe_processes(component.binary).run(session)
-            health = (
-                probes.probe_health(component.health).run(session) if component.health else None
-            )
+            health = health_probe(component).run(session) if component.health else None
             last = probes.probe_last_line(paths.deploy_log).run(session)
         finally:
             session.close()
@@ -98,6 +96,13 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
         interrupted=[] if lock else facts.journal,
         releases=[asdict(release) for release in facts.releases],
     )
+
+
+def health_probe(component: Component) -> probes.Probe[probes.Health]:
+    try:
+        return probes.probe_health(str(component.health))
+    except ValueError as error:
+        raise ConfigError(f"components.{component.name}.health", str(error)) from None
 
 
 def latest_ci_run(

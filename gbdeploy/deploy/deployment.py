@@ -562,6 +562,10 @@ class Deployment:
         probe = self.health_probe()
         alive = self.alive_command()
         while True:
+            if probe is not None:
+                last = probe.run(self.session)
+                if last.ok:
+                    return f"status ok, commit {last.commit or '?'}"
             state = self.run(alive).strip()
             if state == "down":
                 if self.unchanged:
@@ -570,13 +574,8 @@ class Deployment:
                         hint=f"`gbdeploy deploy {component.name} --force` restarts it",
                     )
                 raise DeployFailed(f"{component.binary} exited while starting" + self.log_tail())
-            if probe is None:
-                if state == "up":
-                    return "running (no health URL configured)"
-            else:
-                last = probe.run(self.session)
-                if last.ok:
-                    return f"status ok, commit {last.commit or '?'}"
+            if probe is None and state == "up":
+                return "running (no health URL configured)"
             if time.monotonic() > deadline:
                 what = last.describe() if probe is not None else "the process did not appear"
                 raise DeployFailed(
@@ -588,7 +587,7 @@ class Deployment:
     def health_step(self) -> Step:
         probe = self.health_probe()
         users = probes.probe_processes(self.component.binary)
-        commands = [self.alive_command(), *([probe.command] if probe else []), users.command]
+        commands = [*([probe.command] if probe else []), self.alive_command(), users.command]
 
         def run() -> str:
             detail = self.wait_until_up()

@@ -4,7 +4,7 @@ Paths on the target, for a component whose binary is B:
 
     B.new              the upload, hashed on the target while written (strategy `staged`)
     B.prev             the binary that ran before the last deploy (a hard link, or a copy)
-    B.sha256           `SHA SIZE MTIME CTIME INODE` of B: its sha256, trusted while the rest match
+    B.sha256           `SHA SIZE MTIME INODE` of B: its sha256, trusted while the rest match
     B.lock/holder      the deploy lock: built in B.lock.tmp.TOKEN, renamed into place (atomic)
     B.lock/was-running present while a deploy that found the service running holds the lock
     B.journal          one JSON line per phase of the deploy in progress (locked, stopped,
@@ -107,7 +107,7 @@ print(h.hexdigest())' "$1"
   else echo "no sha256 tool (sha256sum busybox python3)" >&2; return 127
   fi
 }
-stat_of() { stat -c '%s %Y %Z %i' -- "$1"; }
+stat_of() { stat -c '%s %Y %i' -- "$1"; }
 remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }
 same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
 rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }"""
@@ -318,6 +318,24 @@ def running_lines(component: Component) -> str:
     return "\n".join(lines)
 
 
+def _stop_and_note(component: Component) -> list[str]:
+    """Stop, and note whether anything ran (in `up`, and in B.lock/was-running for the undo):
+    the stop's own search for the processes says it, no second search is needed."""
+    lines = []
+    if component.restart.mode == "systemd":
+        unit = quote(component.restart.unit)
+        lines.append(f"systemctl is-active --quiet {unit} 2>/dev/null && up=1")
+    lines += [
+        "stop_service() {\n" + stop_lines(component) + "\n}",
+        'stopped=$(stop_service) || { echo "$stopped"; fail "stop"; }',
+        'echo "$stopped"',
+        "case $stopped in *stopped*|*killed*) up=1 ;; esac",
+        'echo "was-running $up"',
+        '[ "$up" = 1 ] && : > "$W"',
+    ]
+    return lines
+
+
 def ownership_lines(component: Component) -> str:
     # `user:` gives the user's login group, which is what `chown user:user` means where they match.
     return f'chown -- {quote(component.user + ":")} "$B" && chmod 0755 -- "$B"'
@@ -348,9 +366,7 @@ def service_command(
         _HELPERS,
         _PHASE,
         'echo $$ > "$L/script" 2>/dev/null',
-        running_lines(component) if stop else '[ -f "$W" ] && up=1 || up=0',
-        'echo "was-running $up"',
-        '[ "$up" = 1 ] && : > "$W"',
+        '[ -f "$W" ] && up=1 || up=0',
         "restore() {",
         "  " + stop_lines(component).replace("\n", "\n  ") + " || return 1",
         '  if [ "$had" = 1 ]; then rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
@@ -378,11 +394,11 @@ def service_command(
             "fi",
             'echo "$had" > "$L/had"',
             'phase "stopping"',
-            stop_lines(component) + ' || fail "stop"',
+            *_stop_and_note(component),
             'phase "stopped"',
         ]
     else:
-        lines.append('had=$(cat "$L/had" 2>/dev/null || echo 0)')
+        lines += ['had=$(cat "$L/had" 2>/dev/null || echo 0)', 'echo "was-running $up"']
     if start:
         if source:
             lines.append(

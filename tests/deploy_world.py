@@ -64,7 +64,7 @@ class World:
             self.user,
             self.port,
             workflow="botserver.yaml",
-            health_timeout=15.0,
+            health_timeout=30.0,  # a bound on a poll: generous for a loaded machine
         )
         return dataclasses.replace(base, **changes)
 
@@ -84,7 +84,7 @@ class World:
 
     def health(self) -> dict | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as r:
                 return json.loads(r.read())
         except OSError:
             return None

@@ -257,7 +257,7 @@ def test_never_healthy_binary_is_rolled_back(world, artifacts):
     old_sha = deployed(world, artifacts)
 
     with pytest.raises(DeployFailed) as raised:
-        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 2.0})
+        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 10.0})
 
     assert "not healthy" in str(raised.value) and "degraded" in str(raised.value)
     assert "rolled back" in str(raised.value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from ..output import Reporter
@@ -70,7 +70,7 @@ def execute(
     steps: list[Step],
     reporter: Reporter,
     *,
-    interrupts: Callable[[], object] | None = None,
+    interrupts: Callable[[], AbstractContextManager[object]] | None = None,
     before_undo: Callable[[BaseException], None] | None = None,
     cause: Callable[[BaseException], str] = lambda e: str(e),
 ) -> None:
@@ -79,7 +79,7 @@ def execute(
     steps run (see `interrupts_abort`); `before_undo` runs first (e.g. reconnect)."""
     done: list[Step] = []
     try:
-        with interrupts() if interrupts else _nothing():  # type: ignore[attr-defined]
+        with interrupts() if interrupts else nullcontext():
             for step in steps:
                 done.append(step)
                 with reporter.step(step.name) as record:
@@ -118,11 +118,6 @@ def undo(
                 outcome.warnings.append(text)
                 reporter.say(f"  warning: {text}")
     return outcome
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager

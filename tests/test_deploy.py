@@ -465,6 +465,9 @@ def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artif
     assert "a person must act" in text
     assert not Path(f"{world.binary}.lock").exists()
     assert world.deploy_log()[-1]["result"] == "failed, restore failed"
+    out = io.StringIO()  # and `status` says so afterwards
+    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+    assert "could NOT put the previous binary back" in out.getvalue(), out.getvalue()
 
 
 # --- rollback and status --------------------------------------------------------------------------

@@ -261,3 +261,46 @@ def test_a_lock_without_holder_is_shown_by_status(world, artifacts, tmp_path):
     text = out.getvalue()
     assert "LOCKED   for " in text and "no holder record" in text
     assert f"rm -rf -- {world.binary}.lock" in text
+
+
+def test_sigterm_while_the_service_is_stopped_puts_it_back(world, artifacts, tmp_path):
+    """A cancelled CI job (SIGTERM) during a seed deploy's upload, the service stopped: the
+    undo, on a fresh connection, starts the previous binary again."""
+    old_sha = deployed(world, artifacts)
+    journal = Path(f"{world.binary}.journal")
+    big = str(artifacts(NEW, pad_to=48 << 20))
+    process = subprocess.Popen(
+        [
+            *command_line(world, tmp_path),
+            "deploy",
+            "botserver",
+            "--artifact",
+            big,
+            "--strategy",
+            "seed",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def stopped() -> bool:
+            try:
+                return '"phase": "stopped"' in journal.read_text()
+            except OSError:
+                return False
+
+        assert wait_for(stopped, deadline_seconds=120, interval=0.001)
+        process.terminate()
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 1, stderr
+    assert "interrupted" in stderr and "rolled back" in stderr
+    assert world.health()["commit"] == OLD and len(world.running()) == 1
+    assert file_sha256(world.binary) == old_sha
+    assert not Path(f"{world.binary}.lock").exists() and not journal.exists()

@@ -135,6 +135,8 @@ _PHASE_MEANING = {
     "undoing": "it was putting the previous binary back",
     "restored": "it had put the previous binary back",
     "restore-failed": "it could NOT put the previous binary back: the service may be down",
+    "failed-restore-failed": "it failed and could NOT put the previous binary back: the service "
+    "may be down",
 }
 
 

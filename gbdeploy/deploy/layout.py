@@ -496,8 +496,10 @@ def finish_command(
     lines += [
         f"d=$(( $(date +%s) - {int(started_epoch)} ))",
         f'printf \'%s, "duration": %s}}\\n\' {quote(entry[:-1])} "$d" >> {quote(paths.deploy_log)}',
-        f'if grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null; then rm -f -- "$J";'
-        ' rm -rf -- "$L"; echo unlocked; else echo "lock not ours"; fi',
+        # After a restore that failed, the journal stays: `status` and the next deploy say so.
+        f'if grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null; then'
+        + ("" if "restore" in phase else ' rm -f -- "$J";')
+        + ' rm -rf -- "$L"; echo unlocked; else echo "lock not ours"; fi',
     ]
     return "\n".join(lines)
 

@@ -62,9 +62,21 @@ class ProcessInfo:
     deleted: bool  # runs a binary that has since been replaced or removed
 
 
-# Prints `PID UID USER (deleted)?` for each process whose executable is exactly "$b" (or "$b
-# (deleted)", once the file was replaced). `case` with quoted patterns compares literally.
+# Prints the PID of each process whose executable is exactly "$b" (or "$b (deleted)", once the
+# file was replaced). `case` with quoted patterns compares literally. GNU find lists every
+# /proc/PID/exe target in one process (a readlink per process costs ~1 ms each); where find has
+# no -printf (busybox), the loop does the same.
 FIND_PIDS = r"""pids() {
+  all=$(find /proc -mindepth 2 -maxdepth 2 -name exe -printf '%h %l\n' 2>/dev/null)
+  if [ -n "$all" ]; then
+    printf '%s\n' "$all" | while IFS= read -r line; do
+      p=${line%% *}; p=${p#/proc/}; e=${line#* }
+      case $p in ''|*[!0-9]*) continue ;; esac
+      [ "$p" = "$$" ] && continue
+      case $e in "$b"|"$b (deleted)") printf '%s\n' "$p" ;; esac
+    done
+    return 0
+  fi
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
     e=$(readlink "$p/exe" 2>/dev/null) || continue

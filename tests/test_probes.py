@@ -248,3 +248,13 @@ def test_health_of_a_degraded_and_of_a_dead_service(remote, remote_root, tmp_pat
         process.wait()
     dead = probes.probe_health(f"http://localhost:{free_port()}/health").run(remote)
     assert dead.http_status is None and not dead.ok and "no answer" in dead.describe()
+
+
+def test_processes_without_gnu_find_reads_each_exe(remote, running, remote_root):
+    binary, _, _ = running
+    assert wait_for(lambda: probes.probe_processes(str(binary)).run(remote))
+    prefix = restricted(remote_root, "readlink", "stat")  # no find: the readlink loop
+    assert run_with(remote, prefix, probes.probe_processes(str(binary))) == probes.probe_processes(
+        str(binary)
+    ).run(remote)
+    assert run_with(remote, prefix, probes.probe_processes(str(binary) + "x")) == []

@@ -28,6 +28,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -858,7 +859,15 @@ def run_deploy(
     run.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)
     run.size = local.stat().st_size
-    run.sha256 = transfer.file_sha256(local)
+    # Hash the artifact here while the connection opens and the target's shell starts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(transfer.file_sha256, local)
+        try:
+            run.session.open()
+        except GbdeployError:
+            run.close()
+            raise
+        run.sha256 = hashing.result()
     reporter.say(
         f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"

@@ -421,8 +421,8 @@ class Deployment:
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new
-        hash_command = f'{layout._vars(self.paths)}\n{layout._HELPERS}\nsha_of "$N"'
-        uploaded = f"{layout._vars(self.paths)}\n{layout._PHASE}\nphase uploaded"
+        hash_command = f'{layout.variables(self.paths)}\n{layout.HELPERS}\nsha_of "$N"'
+        uploaded = f"{layout.variables(self.paths)}\n{layout.PHASE}\nphase uploaded"
 
         def upload() -> str:
             progress = _StepProgress("upload", self.reporter.stream, end_line=False)
@@ -538,7 +538,7 @@ class Deployment:
 
     # -- health
     def alive_command(self) -> str:
-        return f"{layout._vars(self.paths)}\n{layout.running_lines(self.component)}\n" + (
+        return f"{layout.variables(self.paths)}\n{layout.running_lines(self.component)}\n" + (
             'if [ "$up" = 1 ]; then echo up; '
             'elif p=$(cat "$L/launcher" 2>/dev/null) && kill -0 "$p" 2>/dev/null; then '
             "echo starting; "
@@ -983,9 +983,9 @@ def inspect_command(paths: Paths) -> str:
     """Read-only: the lock, the journal, the kept releases and the current binary's sha256."""
     return "\n".join(
         [
-            layout._vars(paths),
-            layout._HELPERS,
-            layout._held_lines(),
+            layout.variables(paths),
+            layout.HELPERS,
+            layout.held_lines(),
             '[ -e "$L" ] && held',
             "journal",
             layout.releases_lines(),

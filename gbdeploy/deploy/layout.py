@@ -85,7 +85,7 @@ class Paths:
 
 
 # --- small shell pieces
-def _vars(paths: Paths) -> str:
+def variables(paths: Paths) -> str:
     """Shell variables every script starts with."""
     return "\n".join(
         [
@@ -96,7 +96,7 @@ def _vars(paths: Paths) -> str:
     )
 
 
-_HELPERS = r"""sha_of() {
+HELPERS = r"""sha_of() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1" | cut -d' ' -f1
   elif command -v busybox >/dev/null 2>&1; then busybox sha256sum "$1" | cut -d' ' -f1
   elif command -v python3 >/dev/null 2>&1; then python3 -c 'import hashlib,sys
@@ -112,7 +112,7 @@ remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- 
 same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
 rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }"""
 
-_PHASE = (
+PHASE = (
     'phase() { printf \'{"phase": "%s", "time": "%s"}\\n\' "$1" '
     '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"; }'
 )
@@ -134,7 +134,7 @@ def current_sha_lines() -> str:
     )
 
 
-def _held_lines() -> str:
+def held_lines() -> str:
     return "\n".join(
         [
             "held() {",
@@ -227,7 +227,7 @@ def begin_command(
     (`--recover`); only a lock still holding that token is removed.
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
-    lines = [_vars(paths), _HELPERS, _held_lines(), f"T={tmp}"]
+    lines = [variables(paths), HELPERS, held_lines(), f"T={tmp}"]
     if steal == HOLDERLESS:
         lines.append('if [ -d "$L" ] && [ ! -s "$L/holder" ]; then rm -rf -- "$L"; fi')
     elif steal:
@@ -362,9 +362,9 @@ def service_command(
     """
     lines = [
         "trap '' HUP INT TERM PIPE",
-        _vars(paths),
-        _HELPERS,
-        _PHASE,
+        variables(paths),
+        HELPERS,
+        PHASE,
         'echo $$ > "$L/script" 2>/dev/null',
         '[ -f "$W" ] && up=1 || up=0',
         "restore() {",
@@ -431,9 +431,9 @@ def restore_command(paths: Paths, component: Component, ssh_user: str) -> str:
     return "\n".join(
         [
             "trap '' HUP INT TERM PIPE",
-            _vars(paths),
-            _HELPERS,
-            _PHASE,
+            variables(paths),
+            HELPERS,
+            PHASE,
             wait_for_script_lines(),
             'phase "undoing"',
             '[ -f "$W" ] && up=1 || up=0',
@@ -473,7 +473,7 @@ def finish_command(
     here); end the journal and release the lock if it is still ours."""
     entry = json.dumps(log_entry, sort_keys=True)
     assert entry.endswith("}")
-    lines = [_vars(paths), _HELPERS, _PHASE, f"phase {quote(phase)}"]
+    lines = [variables(paths), HELPERS, PHASE, f"phase {quote(phase)}"]
     if keep_release:
         sha, commit, keep = keep_release
         lines += [

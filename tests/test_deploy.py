@@ -673,3 +673,17 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     assert "interrupted" in stderr
     assert_untouched(world, old_sha, pids)
     assert not new.exists()
+
+
+def test_rollback_dry_run_names_the_release_and_changes_nothing(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=out), dry_run=True)
+
+    old_sha = file_sha256(artifacts(OLD))
+    assert f"rollback botserver to release unknown (sha256 {old_sha[:12]})" in out.getvalue()
+    assert "dry run: nothing is changed" in out.getvalue()
+    assert snapshot(world) == before and world.running() == pids

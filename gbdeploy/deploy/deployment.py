@@ -849,12 +849,15 @@ def run_deploy(
         else:
             run.sha256 = "0" * 64
         steps = deployment_steps(run, local, machine_of=None)
+        full = verbose or bool(getattr(reporter, "verbose", False))
         reporter.plan(
             f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
             f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
             + (f"; every command runs as `{run.remote.wrap('COMMAND')}`" if run.target.lxc else ""),
-            engine.plan_lines(steps, verbose=verbose or bool(getattr(reporter, "verbose", False))),
+            engine.plan_lines(steps, verbose=full),
         )
+        if not full:
+            reporter.say("(each step in one line: -v prints every remote script in full)")
         return steps
     run.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)

@@ -342,6 +342,8 @@ class Component:
     env: dict[EnvName, str] = field(default_factory=dict)
     stop_timeout: Seconds = 20.0
     health_timeout: Seconds = 60.0
+    # binaries that passed health kept on the target for `rollback`; at least the running one
+    keep_releases: Annotated[int, _between(1, 100, "a whole number from 1 to 100")] = 3
 
     @property
     def directory(self) -> str:

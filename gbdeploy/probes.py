@@ -62,9 +62,21 @@ class ProcessInfo:
     deleted: bool  # runs a binary that has since been replaced or removed
 
 
-# Prints `PID UID USER (deleted)?` for each process whose executable is exactly "$b" (or "$b
-# (deleted)", once the file was replaced). `case` with quoted patterns compares literally.
-_FIND_PIDS = r"""pids() {
+# Prints the PID of each process whose executable is exactly "$b" (or "$b (deleted)", once the
+# file was replaced). `case` with quoted patterns compares literally. GNU find lists every
+# /proc/PID/exe target in one process (a readlink per process costs ~1 ms each); where find has
+# no -printf (busybox), the loop does the same.
+FIND_PIDS = r"""pids() {
+  all=$(find /proc -mindepth 2 -maxdepth 2 -name exe -printf '%h %l\n' 2>/dev/null)
+  if [ -n "$all" ]; then
+    printf '%s\n' "$all" | while IFS= read -r line; do
+      p=${line%% *}; p=${p#/proc/}; e=${line#* }
+      case $p in ''|*[!0-9]*) continue ;; esac
+      [ "$p" = "$$" ] && continue
+      case $e in "$b"|"$b (deleted)") printf '%s\n' "$p" ;; esac
+    done
+    return 0
+  fi
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
     e=$(readlink "$p/exe" 2>/dev/null) || continue
@@ -73,7 +85,7 @@ _FIND_PIDS = r"""pids() {
 }"""
 
 
-def _resolve(path: str) -> str:
+def resolve_binary(path: str) -> str:
     # The kernel shows the resolved path in /proc/PID/exe, so resolve symlinks in the binary's path.
     q = quote(path)
     return f'b=$(readlink -f -- {q} 2>/dev/null) || b={q}; [ -n "$b" ] || b={q}'
@@ -83,8 +95,8 @@ def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
     """Processes whose /proc/PID/exe is exactly `binary`, with their user."""
     command = "\n".join(
         [
-            _resolve(binary),
-            _FIND_PIDS,
+            resolve_binary(binary),
+            FIND_PIDS,
             "for pid in $(pids); do",
             '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
             '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',
@@ -117,8 +129,8 @@ def stop_processes_command(binary: str, timeout: float) -> str:
     tenths = max(1, round(timeout * 10))
     return "\n".join(
         [
-            _resolve(binary),
-            _FIND_PIDS,
+            resolve_binary(binary),
+            FIND_PIDS,
             "alive() {",
             "  left=",
             "  for p in $targets; do",
@@ -306,6 +318,7 @@ class Health:
 
 
 _STATUS_MARK = "__gbdeploy_http_status="
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$")
 
 
 def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
@@ -317,6 +330,12 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"not a valid port in {url!r}") from None
+    if not _HOST.match(parts.hostname):
+        raise ValueError(f"not a host name or address: {parts.hostname!r} in {url!r}")
     seconds = max(1, round(timeout))
     u = quote(url)
     host = parts.hostname
@@ -326,7 +345,8 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
     # bash tries only the first address: localhost may be ::1 first, services listen on IPv4.
     tcp_host = "127.0.0.1" if host == "localhost" else host
     dev_tcp = (
-        f"exec 3<>/dev/tcp/{tcp_host}/{port} || exit 7\nprintf %s {quote(request)} >&3\ncat <&3"
+        f"exec 3<>/dev/tcp/{quote(tcp_host)}/{int(port)} || exit 7\n"
+        f"printf %s {quote(request)} >&3\ncat <&3"
     )
     lines = [
         "if command -v curl >/dev/null 2>&1; then",

@@ -123,6 +123,8 @@ def release(
         "force": "upload and restart even when the target already has this binary",
         "commit": "the commit this binary was built from (recorded in the lock and deploy log)",
         "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
+        "recover": "after a deploy that was killed: take over its lock, put the last healthy "
+        "release back and check its health",
     }
 )
 @reporting_errors
@@ -135,6 +137,7 @@ def deploy(
     force: bool = False,
     commit: str | None = None,
     yes: bool = False,
+    recover: bool = False,
 ) -> None:
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
     from . import deploy as deploy_module
@@ -151,6 +154,7 @@ def deploy(
         dry_run=dry_run,
         force=force,
         commit=commit,
+        recover=recover,
     )
 
 
@@ -183,17 +187,21 @@ def verify(
         "component": "component to roll back",
         "dry_run": "print the plan, change nothing",
         "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
+        "to": "the kept release with this commit (default: the previous healthy one)",
     }
 )
 @reporting_errors
-def rollback(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
-    """Put the previous binary (`.prev`) back, restart it and check its health."""
+def rollback(
+    c: Context, component: str, dry_run: bool = False, yes: bool = False, to: str | None = None
+) -> None:
+    """Put the previous healthy release (or the kept one with --to COMMIT) back, restart it and
+    check its health."""
     from . import deploy as deploy_module
 
     loaded = production(c)
     if not dry_run:
         confirm(f"roll back {component} on {describe_target(loaded, component)}?", yes=yes)
-    deploy_module.run_rollback(loaded, component, reporter(), dry_run=dry_run)
+    deploy_module.run_rollback(loaded, component, reporter(), dry_run=dry_run, to=to)
 
 
 @task(
@@ -283,13 +291,13 @@ def wait(
     )
 
 
-@task(help={"component": "only this component (default: all)"})
+@task(help={"component": "only this component (default: all)", "json": "print JSON"})
 @reporting_errors
-def status(c: Context, component: str | None = None) -> None:
-    """Deployed binary, process, health and latest CI run of each component."""
+def status(c: Context, component: str | None = None, json: bool = False) -> None:
+    """Deployed binary, process, health, lock and latest CI run of each component."""
     from . import deploy as deploy_module
 
-    deploy_module.run_status(production(c), reporter(), component=component)
+    deploy_module.run_status(production(c), reporter(), component=component, as_json=json)
 
 
 @task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Component, Settings
 from .connection import Remote
-from .deploy import Paths
+from .deploy.layout import Paths
 from .errors import UsageError, VerificationFailed
 from .output import Reporter
 from .probes import (

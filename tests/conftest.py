@@ -17,9 +17,11 @@ import pytest
 from gbdeploy_sandbox import service as testing_service
 from gbdeploy_sandbox.forgejo import ForgejoEmulator
 from gbdeploy_sandbox.gitworld import GitWorld
+from gbdeploy_sandbox.procs import kill_pids, pids_under
 from gbdeploy_sandbox.production import ProductionWorld
-from gbdeploy_sandbox.sshd import LoopbackSshd
+from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
 from gbdeploy_sandbox.standins import StandinWorld
+from tests.deploy_world import Artifacts, World
 from tests.forgejo_schema import ForgejoSchema, exchange_violations
 
 # --- loopback only -------------------------------------------------------------------------------
@@ -135,6 +137,26 @@ def remote_root() -> Iterator[Path]:
 
 
 # --- end ssh target -----------------------------------------------------------------------------
+
+
+# --- deploy world ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """Stand-in service binaries, built once per (commit, fault, size)."""
+    return Artifacts(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture
+def world(sshd: LoopbackSshd, remote_root: Path, service_user: str) -> Iterator[World]:
+    """A target directory under remote_root, its own port; every process started from it is
+    stopped by pid afterwards."""
+    (remote_root / "opt/gbo/bin").mkdir(parents=True)
+    (remote_root / "opt/gbo/logs").mkdir(parents=True)
+    yield World(sshd, remote_root, service_user, free_port())
+    kill_pids(pids_under(remote_root))
+
+
+# --- end deploy world -----------------------------------------------------------------------------
 
 
 # --- git world ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -9,141 +10,37 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gbdeploy import deploy
-from gbdeploy.config import Component, ForgeSettings, Restart, Settings, SshSettings
-from gbdeploy.errors import DeployFailed, LockHeld, RestoreFailed, UsageError
+from gbdeploy.config import Restart, SshSettings
+from gbdeploy.deploy import deployment
+from gbdeploy.errors import (
+    DeployFailed,
+    LockHeld,
+    PreflightError,
+    RemoteError,
+    RestoreFailed,
+    UsageError,
+)
 from gbdeploy.output import Reporter
 from gbdeploy.transfer import file_sha256
-from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_running, pids_under, wait_for
-from gbdeploy_sandbox.service import Fault, build_service
-from gbdeploy_sandbox.settings import standin_component, target_settings
-from gbdeploy_sandbox.sshd import free_port
-
-OLD, NEW = "aaaaaaa1111", "bbbbbbb2222"
-
-
-class Artifacts:
-    """Stand-in service binaries, compiled once per (commit, fault, size) for the session."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.built: dict[tuple[str, Fault, int], Path] = {}
-
-    def __call__(self, commit: str, fault: Fault = Fault.NONE, pad_to: int = 0) -> Path:
-        key = (commit, fault, pad_to)
-        if key not in self.built:
-            out = self.directory / f"{commit}-{fault.name.lower()}-{pad_to}" / "botserver"
-            self.built[key] = build_service(
-                out, commit, fault=fault, pad_to=pad_to, compressible_padding=False
-            )
-        return self.built[key]
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Artifacts:
-    return Artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-@dataclasses.dataclass
-class World:
-    sshd: object
-    root: Path
-    user: str
-    port: int
-    lxc: str | None = None
-
-    @property
-    def binary(self) -> Path:
-        return self.root / "opt/gbo/bin/botserver"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "opt/gbo/logs/error.log"
-
-    def component(self, **changes) -> Component:
-        return standin_component(
-            self.binary,
-            self.log,
-            self.user,
-            self.port,
-            **{"workflow": "botserver.yaml", "health_timeout": 15.0, **changes},
-        )
-
-    def settings(self, forge: ForgeSettings | None = None, **changes) -> Settings:
-        return target_settings(self.sshd, self.component(**changes), lxc=self.lxc, forge=forge)
-
-    def deploy(self, artifact: Path, *, out: io.StringIO | None = None, **options):
-        changes = options.pop("component", {})
-        options.setdefault("commit", NEW)
-        return deploy.run_deploy(
-            self.settings(**changes),
-            "botserver",
-            Reporter(stream=out if out is not None else io.StringIO()),
-            artifact=str(artifact),
-            **options,
-        )
-
-    def health(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                return json.loads(r.read())
-        except OSError:
-            return None
-
-    def running(self) -> list[int]:
-        return pids_running(self.binary)
-
-    def deploy_log(self) -> list[dict]:
-        path = Path(f"{self.binary}.deploys.log")
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@pytest.fixture
-def world(sshd, remote_root, service_user):
-    """A target directory under remote_root, its own port; every process started from it is
-    stopped by pid afterwards."""
-    (remote_root / "opt/gbo/bin").mkdir(parents=True)
-    (remote_root / "opt/gbo/logs").mkdir(parents=True)
-    w = World(sshd, remote_root, service_user, free_port())
-    yield w
-    kill_pids(pids_under(remote_root))
-
-
-def deployed(world: World, artifacts: Artifacts, commit: str = OLD, fault=Fault.NONE) -> str:
-    """Install and start `commit` by hand (the state before the scenario); its sha256."""
-    artifact = artifacts(commit, fault)
-    shutil.copyfile(artifact, world.binary)
-    world.binary.chmod(0o755)
-    shutil.chown(world.binary, user=world.user)
-    with open(world.log, "ab") as log:
-        subprocess.Popen(
-            ["runuser", "-u", world.user, "--", str(world.binary), "--noconsole"],
-            cwd=world.binary.parent,
-            env={**os.environ, "PORT": str(world.port)},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    assert wait_for(lambda: (world.health() or {}).get("commit") == commit)
-    return file_sha256(artifact)
-
-
-def snapshot(world: World) -> dict[str, tuple]:
-    """Every file under the target directory with its content hash, inode and mtime."""
-    files = {}
-    for path in sorted(world.root.rglob("*")):
-        st = path.lstat()
-        digest = file_sha256(path) if path.is_file() else "dir"
-        files[str(path.relative_to(world.root))] = (digest, st.st_ino, st.st_mtime_ns)
-    return files
+from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_under, wait_for
+from gbdeploy_sandbox.service import Fault
+from tests.deploy_world import (
+    NEW,
+    OLD,
+    World,
+    assert_untouched,
+    cli_env,
+    command_line,
+    deployed,
+    snapshot,
+)
 
 
 # --- happy paths ----------------------------------------------------------------------------------
@@ -242,18 +139,19 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
     before, pids = snapshot(world), world.running()
     out = io.StringIO()
 
-    world.deploy(artifacts(NEW), dry_run=True, out=out)
+    world.deploy(artifacts(NEW), dry_run=True, verbose=True, out=out)
 
     assert snapshot(world) == before and world.running() == pids
     plan = out.getvalue()
     assert "dry run: nothing is changed" in plan
     binary = str(world.binary)
     for expected in (
-        f"mkdir -- {binary}.lock",
+        f"L={binary}.lock",
+        'mv -T -- "$T" "$L"',  # the lock, built aside and renamed into place
         f"< {artifacts(NEW)}",  # the upload reads the artifact …
-        f"> {binary}.new",  # … and the target writes it beside the binary
-        f"mv -f -- {binary}.new {binary}",
-        f"chown -- {world.user}: {binary}",
+        f"{binary}.new",  # … and the target writes it beside the binary
+        'rename_over "$N" "$B"',
+        f"chown -- {world.user}: ",
         "kill -TERM",
         "runuser -u",
         f"http://localhost:{world.port}/health",
@@ -274,6 +172,7 @@ def test_dry_run_does_not_connect(world, artifacts, tmp_path):
         artifact=str(artifacts(NEW)),
         strategy="seed",
         dry_run=True,
+        verbose=True,
         force=False,
         commit=NEW,
     )
@@ -330,13 +229,6 @@ def test_force_redeploys_an_unchanged_binary(world, artifacts):
 
 
 # --- faults ---------------------------------------------------------------------------------------
-def assert_untouched(world: World, sha: str, pids: list[int], commit: str = OLD) -> None:
-    assert (world.health() or {}).get("commit") == commit
-    assert file_sha256(world.binary) == sha
-    assert world.running() == pids
-    assert not Path(f"{world.binary}.lock").exists()
-
-
 def test_binary_that_fails_to_start_is_rolled_back(world, artifacts):
     old_sha = deployed(world, artifacts)
 
@@ -345,7 +237,7 @@ def test_binary_that_fails_to_start_is_rolled_back(world, artifacts):
 
     assert raised.value.exit_code == 1
     message = str(raised.value)
-    assert "rolled back" in message and "healthy" in message
+    assert "rolled back" in message and "runs again and is healthy" in message
     assert "cannot start (stand-in built to fail)" in message  # the log tail
     assert world.health()["commit"] == OLD
     assert file_sha256(world.binary) == old_sha
@@ -365,7 +257,7 @@ def test_never_healthy_binary_is_rolled_back(world, artifacts):
     old_sha = deployed(world, artifacts)
 
     with pytest.raises(DeployFailed) as raised:
-        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 2.0})
+        world.deploy(artifacts(NEW, Fault.NEVER_HEALTHY), component={"health_timeout": 10.0})
 
     assert "not healthy" in str(raised.value) and "degraded" in str(raised.value)
     assert "rolled back" in str(raised.value)
@@ -402,7 +294,8 @@ def test_a_held_lock_refuses_and_changes_nothing(world, artifacts):
     assert raised.value.exit_code == 1
     text = str(raised.value)
     assert "ci@runner-7" in text and "4242" in text
-    assert f"ssh {world.sshd.alias} " in text and "rmdir" in text
+    assert f"ssh {world.sshd.alias} " in text and f"rm -rf -- {world.binary}.lock" in text
+    assert "gbdeploy deploy botserver --recover" in text
     assert snapshot(world) == before and world.running() == pids
     assert file_sha256(world.binary) == old_sha
 
@@ -485,48 +378,76 @@ def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artif
     assert not new.exists()
 
 
-def test_ctrl_c_during_upload_releases_the_lock(world, artifacts, monkeypatch):
+def test_ctrl_c_during_upload_releases_the_lock(world, artifacts, mocker):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    real_upload = deploy.transfer.upload
+    real_upload = deployment.transfer.upload
 
     def upload_then_interrupt(*args, **kwargs):
         real_upload(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(deploy.transfer, "upload", upload_then_interrupt)
+    mocker.patch.object(deployment.transfer, "upload", side_effect=upload_then_interrupt)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW))
     assert "interrupted" in str(raised.value)
     assert_untouched(world, old_sha, pids)
 
 
-def test_a_full_disk_refuses_the_upload(world, artifacts):
-    old_sha = deployed(world, artifacts)
-    pids = world.running()
-    kill_pids(pids)
+@contextlib.contextmanager
+def small_disk(world: World, size: str) -> Iterator[None]:
+    """The binary's directory on a tmpfs of `size`; skipped where no tmpfs can be mounted."""
+    kill_pids(pids_under(world.root))
     bin_dir = world.binary.parent
+    for path in bin_dir.iterdir():
+        path.unlink()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(bin_dir)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(bin_dir)],
         capture_output=True,
         text=True,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
-        deployed(world, artifacts)
-        pids = world.running()
-
-        with pytest.raises(DeployFailed) as raised:
-            world.deploy(artifacts(NEW, pad_to=1 << 20))
-
-        assert raised.value.exit_code == 1
-        assert "unchanged" in str(raised.value)
-        assert_untouched(world, old_sha, pids)
-        assert not Path(f"{world.binary}.new").exists()
+        yield
     finally:
         kill_pids(pids_under(world.root))
         subprocess.run(["umount", str(bin_dir)], check=True)
+
+
+def test_a_disk_without_room_for_the_artifact_is_refused_before_the_upload(world, artifacts):
+    with small_disk(world, "256k"):
+        old_sha = deployed(world, artifacts)
+        pids = world.running()
+
+        with pytest.raises(PreflightError) as raised:
+            world.deploy(artifacts(NEW, pad_to=1 << 20))
+
+        assert raised.value.exit_code == 2
+        assert "components.botserver.binary" in str(raised.value)
+        assert "nothing was changed" in str(raised.value)
+        assert_untouched(world, old_sha, pids)
+        assert not Path(f"{world.binary}.new").exists()
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_no_lock(world, artifacts):
+    with small_disk(world, "256k"):
+        old_sha = deployed(world, artifacts)
+        pids = world.running()
+        filler = world.binary.parent / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+
+        with pytest.raises(RemoteError) as raised:
+            world.deploy(artifacts(NEW))
+
+        assert raised.value.exit_code == 1
+        assert "cannot take the lock" in str(raised.value)
+        assert "nothing was changed" in str(raised.value)
+        assert not list(world.binary.parent.glob("botserver.lock*"))  # no empty holder left
+        assert_untouched(world, old_sha, pids)
+        filler.unlink()
+        world.deploy(artifacts(NEW))  # and the next deploy is not blocked
+        assert world.health()["commit"] == NEW
 
 
 def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artifacts):
@@ -544,48 +465,86 @@ def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artif
     assert "a person must act" in text
     assert not Path(f"{world.binary}.lock").exists()
     assert world.deploy_log()[-1]["result"] == "failed, restore failed"
+    out = io.StringIO()  # and `status` says so afterwards
+    deploy.run_status(world.settings(), Reporter(stream=out), component="botserver")
+    assert "could NOT put the previous binary back" in out.getvalue(), out.getvalue()
 
 
 # --- rollback and status --------------------------------------------------------------------------
-def test_rollback_swaps_back_and_forth(world, artifacts):
+def rollback(world: World, **options) -> None:
+    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()), **options)
+
+
+def test_rollback_goes_down_the_kept_releases_never_up(world, artifacts):
     old_sha = deployed(world, artifacts)
     world.deploy(artifacts(NEW))
-    new_sha = file_sha256(artifacts(NEW))
-    settings = world.settings()
 
-    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
+    rollback(world)
 
     assert world.health()["commit"] == OLD
     assert file_sha256(world.binary) == old_sha
-    assert file_sha256(Path(f"{world.binary}.prev")) == new_sha
-    assert world.deploy_log()[-1]["action"] == "rollback"
+    entry = world.deploy_log()[-1]
+    assert entry["action"] == "rollback" and entry["result"] == "ok"
+    assert entry["release"] == old_sha
     assert not Path(f"{world.binary}.lock").exists()
+    # A second rollback does not move forward to NEW: nothing older is kept.
+    with pytest.raises(PreflightError):
+        rollback(world)
+    assert world.health()["commit"] == OLD
 
-    deploy.run_rollback(settings, "botserver", Reporter(stream=io.StringIO()))
-    assert world.health()["commit"] == NEW
+
+def test_rollback_to_a_named_commit_and_the_log_says_which(world, artifacts):
+    world.deploy(artifacts(OLD), commit=OLD)
+    world.deploy(artifacts(NEW), commit=NEW)
+    third = "ccccccc3333"
+    world.deploy(artifacts(third), commit=third)
+
+    rollback(world, to=OLD[:7])
+
+    assert world.health()["commit"] == OLD
+    assert world.deploy_log()[-1]["commit"] == OLD
+    kept = Path(f"{world.binary}.releases/list").read_text().split()
+    assert kept[0] == file_sha256(artifacts(OLD)) and len(kept) == 3  # one release left
 
 
-def test_a_rollback_that_fails_is_undone(world, artifacts):
+def test_kept_releases_are_pruned_to_keep_releases(world, artifacts):
+    for commit in ("ddddddd0001", "ddddddd0002", "ddddddd0003", "ddddddd0004"):
+        world.deploy(artifacts(commit), commit=commit)
+    kept = Path(f"{world.binary}.releases/list").read_text().splitlines()
+    assert [line.split()[1] for line in kept] == ["ddddddd0002", "ddddddd0003", "ddddddd0004"]
+    files = {p.name for p in Path(f"{world.binary}.releases").iterdir()}
+    assert files == {"list", *(line.split()[0] for line in kept)}
+
+
+def test_a_rollback_to_a_release_that_fails_to_start_says_what_happened(world, artifacts):
     deployed(world, artifacts)
     world.deploy(artifacts(NEW))
-    shutil.copyfile(artifacts(OLD, Fault.FAIL_AT_START), f"{world.binary}.prev")
     new_sha = file_sha256(world.binary)
+    old_sha = file_sha256(artifacts(OLD))
+    release = Path(f"{world.binary}.releases/{old_sha}")
+    release.unlink()
+    shutil.copyfile(artifacts(OLD, Fault.FAIL_AT_START), release)
 
     with pytest.raises(DeployFailed) as raised:
-        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+        rollback(world)
 
-    assert raised.value.exit_code == 1 and "rolled back" in str(raised.value)
+    text = str(raised.value)
+    assert raised.value.exit_code == 1
+    assert f"rollback of botserver to release unknown ({old_sha[:12]}) failed" in text
+    assert "exited while starting" in text
+    assert f"the binary that ran before ({new_sha[:12]}) runs again and is healthy" in text
+    assert "there was no binary before" not in text
     assert world.health()["commit"] == NEW
     assert file_sha256(world.binary) == new_sha
     assert not Path(f"{world.binary}.lock").exists()
 
 
-def test_rollback_without_a_previous_binary_is_refused(world, artifacts):
+def test_rollback_without_a_previous_release_is_refused(world, artifacts):
     deployed(world, artifacts)
-    with pytest.raises(deploy.PreflightError) as raised:
-        deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
+    with pytest.raises(PreflightError) as raised:
+        rollback(world)
     assert raised.value.exit_code == 2
-    assert "no previous binary" in str(raised.value)
+    assert "no previous healthy release" in str(raised.value)
     assert world.health()["commit"] == OLD
 
 
@@ -618,30 +577,6 @@ def test_status_without_a_reachable_forge_still_reports_the_target(world, artifa
 
 
 # --- the command line -----------------------------------------------------------------------------
-def command_line(world: World, directory: Path) -> list[str]:
-    """`python -m gbdeploy` of this worktree, with a gbdeploy.yaml for `world` in `directory`."""
-    component = world.component()
-    fields = ("binary", "user", "start", "run_as", "log", "health", "env")
-    config = {
-        "forge": {"url": "http://127.0.0.1:9", "timeout": 2},  # never the real forge from tests
-        "ssh": {"config": str(world.sshd.ssh_config)},
-        "targets": {"system": {"ssh": world.sshd.alias}},
-        "components": {
-            "botserver": {
-                **{name: getattr(component, name) for name in fields},
-                "stop_timeout": component.stop_timeout,
-                "health_timeout": component.health_timeout,
-            }
-        },
-    }
-    (directory / "gbdeploy.yaml").write_text(json.dumps(config))
-    return [sys.executable, "-m", "gbdeploy"]
-
-
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-
-
 def test_the_gbdeploy_command_deploys_and_exits_with_the_design_codes(world, artifacts, tmp_path):
     deployed(world, artifacts)
     program = command_line(world, tmp_path)
@@ -738,3 +673,17 @@ def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     assert "interrupted" in stderr
     assert_untouched(world, old_sha, pids)
     assert not new.exists()
+
+
+def test_rollback_dry_run_names_the_release_and_changes_nothing(world, artifacts):
+    deployed(world, artifacts)
+    world.deploy(artifacts(NEW))
+    before, pids = snapshot(world), world.running()
+    out = io.StringIO()
+
+    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=out), dry_run=True)
+
+    old_sha = file_sha256(artifacts(OLD))
+    assert f"rollback botserver to release unknown (sha256 {old_sha[:12]})" in out.getvalue()
+    assert "dry run: nothing is changed" in out.getvalue()
+    assert snapshot(world) == before and world.running() == pids

@@ -75,6 +75,25 @@ def test_every_value_in_a_command_is_quoted():
         probes.probe_health("file:///etc/passwd")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://x$(touch /tmp/owned)y:80/health",
+        "http://a`id`b/health",
+        "http://127.0.0.1:99999/health",
+        "127.0.0.1:5858/health",
+    ],
+)
+def test_a_health_url_that_is_no_host_and_port_is_refused(url):
+    with pytest.raises(ValueError):
+        probes.probe_health(url)
+
+
+def test_the_dev_tcp_fallback_quotes_the_host():
+    command = probes.probe_health("http://localhost:5858/health").command
+    assert "/dev/tcp/127.0.0.1/5858" in command
+
+
 # --- over sshd ------------------------------------------------------------------------------------
 @pytest.fixture
 def remote(sshd):
@@ -146,7 +165,10 @@ def test_processes_sees_a_replaced_binary_as_deleted(remote, running):
 def test_stop_terms_the_binary_and_spares_everything_else(remote, running, remote_root):
     binary, _, process = running
     assert wait_for(lambda: probes.probe_processes(str(binary)).run(remote))
-    bystander = subprocess.Popen(["sh", "-c", f"sleep 30; echo {quote(str(binary))}"])
+    # A process whose command line holds the LITERAL path, as `pgrep -f "$b" | xargs kill` would
+    # match it (the path has spaces and quotes: it is one argv word, exactly the binary's path).
+    bystander = subprocess.Popen(["sh", "-c", "sleep 30", str(binary)])
+    assert str(binary).encode() + b"\0" in Path(f"/proc/{bystander.pid}/cmdline").read_bytes()
     try:
         output = remote.run(probes.stop_processes_command(str(binary), 5)).stdout
         assert output.startswith("stopped ")
@@ -226,3 +248,13 @@ def test_health_of_a_degraded_and_of_a_dead_service(remote, remote_root, tmp_pat
         process.wait()
     dead = probes.probe_health(f"http://localhost:{free_port()}/health").run(remote)
     assert dead.http_status is None and not dead.ok and "no answer" in dead.describe()
+
+
+def test_processes_without_gnu_find_reads_each_exe(remote, running, remote_root):
+    binary, _, _ = running
+    assert wait_for(lambda: probes.probe_processes(str(binary)).run(remote))
+    prefix = restricted(remote_root, "readlink", "stat")  # no find: the readlink loop
+    assert run_with(remote, prefix, probes.probe_processes(str(binary))) == probes.probe_processes(
+        str(binary)
+    ).run(remote)
+    assert run_with(remote, prefix, probes.probe_processes(str(binary) + "x")) == []

@@ -115,7 +115,7 @@ def component_checks(settings: Settings, component: Component, container: str) -
 def container_of(settings: Settings, component: Component) -> str | None:
     """Where a component's binary lives: its target's container, else the system container."""
     target = settings.targets.get(component.target)
-    return (target.lxc if target else None) or settings.doctor.system
+    return (target.container if target else None) or settings.doctor.system
 
 
 def doctor_plan(settings: Settings) -> list[str]:

@@ -1,0 +1,1042 @@
+"""One deploy, rollback or recovery of one component: every step built in one place.
+
+A deploy is a handful of exchanges over one `Session` (plus the upload's own channel):
+
+    begin     lock (atomic) + journal + preflight + what the target has   one exchange
+    upload    B.new, hashed on the target while written                   the upload channel
+    service   keep B.prev → stop → swap → chown → start, with its undo    one exchange
+    health    first-ready: checked at once, every HEALTH_INTERVAL, bounded
+    finish    keep the release, deploy log, end the journal, unlock        one exchange
+
+Strategy `seed` stops before the upload (the operations guide's order): its service exchange is
+split in two around the upload. Once the service was touched, a failure puts B.prev back and
+starts it again (exit 1); exit 5 only if that fails too. `rollback` runs the same steps with a
+kept release in place of the upload; `--recover` takes over the lock of a deploy that was
+killed and puts the last healthy release back.
+
+The ssh user must be root (as inside the LXD container) or the service user itself: processes are
+found through /proc/PID/exe, which only their owner and root can read, and only they can signal
+them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paramiko
+
+from .. import artifact, probes, transfer
+from ..config import Component, Settings
+from ..connection import Remote, quote
+from ..errors import (
+    ConfigError,
+    DeployFailed,
+    GbdeployError,
+    LockHeld,
+    OperationFailed,
+    PreflightError,
+    RemoteError,
+    RestoreFailed,
+    UsageError,
+)
+from ..output import Reporter, human_bytes
+from . import engine, layout
+from .engine import Step, Undo
+from .layout import Paths
+from .session import Session
+
+STRATEGIES = ("staged", "seed")
+HEALTH_INTERVAL = 0.05  # seconds between two health checks while a service starts
+DEFAULT_KEEP_RELEASES = 3
+
+
+# --- what the begin exchange found
+@dataclass(frozen=True)
+class Release:
+    sha256: str
+    commit: str | None
+    time: str
+
+
+@dataclass
+class Facts:
+    acquired: bool = False
+    released: bool = False
+    held_age: int | None = None
+    holder: dict[str, object] | None = None
+    holder_raw: str = ""
+    journal: list[dict[str, object]] = field(default_factory=list)
+    lockfail: str | None = None
+    fails: list[tuple[str, str]] = field(default_factory=list)
+    machine: str | None = None
+    current: str | None = None
+    releases: list[Release] = field(default_factory=list)
+
+
+def parse_facts(stdout: str) -> Facts:
+    facts = Facts()
+    for line in stdout.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "acquired":
+            facts.acquired = True
+        elif word == "released":  # the preflight failed: the lock was given back at once
+            facts.released = True
+        elif word == "held":
+            facts.held_age = int(rest) if rest.strip().lstrip("-").isdigit() else None
+        elif word == "holder":
+            facts.holder_raw = rest
+            facts.holder = _json_object(rest)
+        elif word == "journal":
+            facts.journal.append(_json_object(rest) or {"unreadable": rest})
+        elif word == "lockfail":
+            facts.lockfail = rest.strip() or "unknown error"
+        elif word == "fail":
+            key, _, why = rest.partition(" ")
+            facts.fails.append((key, why))
+        elif word == "machine":
+            facts.machine = rest.strip()
+        elif word == "current":
+            facts.current = None if rest.strip() == "none" else rest.strip()
+        elif word == "release":
+            parts = rest.split()
+            if len(parts) >= 3:
+                commit = None if parts[1] == "unknown" else parts[1]
+                facts.releases.append(Release(parts[0], commit, parts[2]))
+    return facts
+
+
+def _json_object(text: str) -> dict[str, object] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- what an interrupted deploy left
+_PHASE_MEANING = {
+    "locked": "it had not touched the service yet",
+    "uploaded": "it had uploaded the new binary but not touched the service",
+    "stopping": "it was STOPPING the service: it may be down",
+    "stopped": "it had STOPPED the service: it may be down",
+    "swapped": "it had put the new binary in place but not started it: the service may be down",
+    "started": "it had started the new binary, which never passed its health check",
+    "healthy": "the new binary had passed its health check; only the end was missing",
+    "undoing": "it was putting the previous binary back",
+    "restored": "it had put the previous binary back",
+    "restore-failed": "it could NOT put the previous binary back: the service may be down",
+    "failed-restore-failed": "it failed and could NOT put the previous binary back: the service "
+    "may be down",
+}
+
+
+def describe_journal(journal: list[dict[str, object]]) -> str:
+    if not journal:
+        return "no journal (an older gbdeploy, or it was killed while taking the lock)"
+    first, last = journal[0], journal[-1]
+    phase = str(last.get("phase", "?"))
+    what = f"{first.get('action', 'deploy')} of commit {first.get('commit') or 'unknown'}"
+    meaning = _PHASE_MEANING.get(phase, "unknown phase")
+    return f"{what}, last phase `{phase}` at {last.get('time', '?')}: {meaning}"
+
+
+# --- the deployment
+class Deployment:
+    """One deploy (or rollback, or recovery) of one component: its steps, its state, its undo."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        component: Component,
+        reporter: Reporter,
+        *,
+        action: str,
+        commit: str | None,
+        strategy: str,
+        clock: Callable[[], float] = time.time,
+        token: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.component = component
+        self.reporter = reporter
+        self.action = action
+        self.commit = commit
+        self.strategy = strategy
+        self.target = settings.target_of(component)
+        self.remote = Remote(self.target, settings.ssh)
+        self.session = Session(self.remote)
+        self.paths = Paths(component.binary)
+        self.token = token or secrets.token_hex(8)
+        self.who = f"{_local_user()}@{socket.gethostname()}"
+        now = clock()
+        self.started_epoch = int(now)
+        self.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+        self.sha256: str | None = None
+        self.size = 0
+        self.facts = Facts()
+        self.unchanged = False
+        self.touched = False  # the service script began: a failure now needs a restore
+        self.was_running = False
+        self.restore_failed = False
+        self.restored = False
+        self.restored_health = ""
+        self.restored_unhealthy = ""
+        self.release: Release | None = None  # rollback: the release put back
+        self.steal: str | None = None  # recover: the token of the stale lock to take over
+        self.log_offset = 0
+
+    # -- connection
+    @property
+    def ssh_user(self) -> str:
+        return self.remote.user
+
+    def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> str:
+        return self.session.run(command, timeout=timeout, check=check).stdout
+
+    def reconnect(self, error: BaseException | None = None) -> None:
+        """A fresh connection and session (the old one may be dropped or cut mid-exchange)."""
+        self.session.close()
+        close_quietly(self.remote)
+
+    def close(self) -> None:
+        self.session.close()
+        close_quietly(self.remote)
+
+    def cut(self) -> None:
+        transport = self.remote.connection.transport
+        if transport is not None and transport.sock is not None:
+            with suppress(OSError):
+                transport.sock.shutdown(socket.SHUT_RDWR)
+
+    def refuse_a_foreign_ssh_user(self) -> None:
+        """Only root or the service user can see (/proc/PID/exe) and signal the service's
+        processes; as anyone else, the stop would find nothing and leave the old service running."""
+        user = self.remote.user
+        if user not in ("root", self.component.user):
+            raise UsageError(
+                f"{self.component.name}: the ssh user {user!r} on {self.target.ssh} can neither "
+                f"see nor stop {self.component.user}'s processes; nothing was changed",
+                hint=f"connect as root or as {self.component.user} (`User` of Host "
+                f"{self.target.ssh} in {self.settings.ssh.config})",
+            )
+
+    # -- records
+    def holder_record(self) -> str:
+        return json.dumps(
+            {
+                "holder": self.who,
+                "pid": os.getpid(),
+                "time": self.started_at,
+                "component": self.component.name,
+                "action": self.action,
+                "commit": self.commit,
+                "sha256": self.sha256,
+                "token": self.token,
+            },
+            sort_keys=True,
+        )
+
+    def journal_start(self) -> str:
+        return json.dumps(
+            {
+                "phase": "locked",
+                "time": self.started_at,
+                "action": self.action,
+                "commit": self.commit,
+                "sha256": self.sha256,
+                "token": self.token,
+            },
+            sort_keys=True,
+        )
+
+    def log_entry(self, result: str) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "time": self.started_at,
+            "component": self.component.name,
+            "action": self.action,
+            "commit": self.commit,
+            "sha256": self.sha256,
+            "strategy": self.strategy,
+            "result": result,
+            "who": self.who,
+        }
+        if self.release is not None:
+            entry["release"] = self.release.sha256
+        if self.steal:
+            entry["recovered"] = True
+        return entry
+
+    # -- the steps
+    def begin_command(self, *, upload: bool) -> str:
+        kib = self.size // 1024 + 1 if upload else None
+        return layout.begin_command(
+            self.paths,
+            holder=self.holder_record(),
+            journal=self.journal_start(),
+            preflight=layout.preflight_lines(self.component, self.ssh_user, upload_kib=kib),
+            steal=self.steal,
+        )
+
+    def begin_step(self, *, upload: bool, machine_of: Callable[[str], None] | None) -> Step:
+        command = self.begin_command(upload=upload)
+
+        def run() -> str:
+            self.facts = parse_facts(self.run(command))
+            facts = self.facts
+            if facts.lockfail:
+                raise RemoteError(
+                    f"{self.component.name}: cannot take the lock {self.paths.lock} on "
+                    f"{self.remote.description}: {facts.lockfail}; nothing was changed",
+                    hint=f"check the disk and permissions of {self.paths.directory} (`df -h`)",
+                )
+            if not facts.acquired:
+                raise self.lock_held()
+            if facts.fails:
+                raise PreflightError(
+                    f"{self.component.name}: the target is not ready; nothing was changed: "
+                    + "; ".join(f"{key}: {why}" for key, why in facts.fails),
+                    hint=f"fix {facts.fails[0][0]} in gbdeploy.yaml or on the target, then "
+                    "run it again",
+                )
+            if facts.journal:
+                self.reporter.say(
+                    f"  {'recovering from' if self.steal else 'warning: found'} what an earlier "
+                    f"deploy left: {describe_journal(facts.journal)}"
+                )
+            if machine_of and facts.machine:
+                try:
+                    machine_of(facts.machine)
+                except UsageError:
+                    self.run(self.release_lock_command())
+                    raise
+            self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
+            if self.unchanged:
+                return "unchanged, nothing to do (the target has this binary); checking health"
+            if facts.current is None:
+                return f"{self.paths.lock}; no binary on the target yet"
+            return f"{self.paths.lock}; target has {facts.current[:12]}"
+
+        undo_commands = [self.finish_command(result) for result in _FAILED_RESULTS]
+        return Step(
+            "lock",
+            [command],
+            run,
+            Undo(undo_commands, self.release_after_failure),
+            summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
+        )
+
+    def release_lock_command(self) -> str:
+        return (
+            f"grep -q -F -e {quote(self.token)} -- {quote(self.paths.holder)} && "
+            f"rm -f -- {quote(self.paths.journal)} && rm -rf -- {quote(self.paths.lock)}"
+        )
+
+    def lock_held(self) -> LockHeld:
+        facts, name = self.facts, self.component.name
+        held = facts.holder or {}
+        age = f"{facts.held_age}s ago" if facts.held_age is not None else "at an unknown time"
+        if held:
+            who = (
+                f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), taken {age}, "
+                f"{held.get('action', 'deploy')} of commit {held.get('commit') or 'unknown'}"
+            )
+        else:
+            raw = facts.holder_raw.strip()
+            who = repr(raw) if raw else f"no holder record (taken {age})"
+        interrupted = describe_journal(facts.journal) if facts.journal else ""
+        remove = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
+        removal = f"ssh {self.target.ssh} {remove}"
+        return LockHeld(
+            f"{name}: another deploy holds the lock {self.paths.lock} on "
+            f"{self.remote.description}: {who}"
+            + (f"\n  its journal: {interrupted}" if interrupted else "")
+            + "\n  nothing was changed",
+            hint="wait for it to finish; if it no longer runs (it was killed), recover with "
+            f"`gbdeploy deploy {name} --recover` (puts the last healthy release back and runs "
+            f"it), or only remove the lock: {removal}",
+        )
+
+    def release_after_failure(self) -> None:
+        if not self.facts.acquired or self.facts.released:  # not held, or given back already
+            with suppress(GbdeployError):
+                self.run_again_if_dropped(self.release_lock_command() + " || true")
+            return
+        result = self.result_after_failure()
+        try:
+            self.run_again_if_dropped(self.finish_command(result))
+        except GbdeployError as error:
+            removal = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
+            self.reporter.say(
+                f"  warning: could not record the result and remove the lock {self.paths.lock}: "
+                f"{_first_line(error)}\n  remove it by hand once no deploy runs: "
+                f"ssh {self.target.ssh} {removal}"
+            )
+
+    def result_after_failure(self) -> str:
+        if not self.touched:
+            return _FAILED_RESULTS[0]
+        return _FAILED_RESULTS[2] if self.restore_failed else _FAILED_RESULTS[1]
+
+    def run_again_if_dropped(self, command: str, *, timeout: float = 120.0) -> str:
+        try:
+            return self.run(command, timeout=timeout)
+        except RemoteError:
+            if _transport_active(self.remote):
+                raise
+            self.reconnect()
+            return self.run(command, timeout=timeout)
+
+    def finish_command(self, result: str) -> str:
+        keep = None
+        drop = None
+        if result in ("ok", "unchanged") and self.sha256:
+            keep = (self.sha256, self.commit or "unknown", self.component_keep)
+        if result == "ok" and self.release is not None:
+            keep, drop = None, self.release.sha256
+        phase = "done" if result in ("ok", "unchanged") else result.replace(", ", "-")
+        return layout.finish_command(
+            self.paths,
+            token=self.token,
+            log_entry=self.log_entry(result),
+            started_epoch=self.started_epoch,
+            keep_release=keep,
+            drop_above=drop,
+            phase=phase.replace(" ", "-"),
+        )
+
+    @property
+    def component_keep(self) -> int:
+        return int(getattr(self.component, "keep_releases", DEFAULT_KEEP_RELEASES))
+
+    def upload_step(self, local: Path) -> Step:
+        new = self.paths.new
+        hash_command = f'{layout.variables(self.paths)}\n{layout.HELPERS}\nsha_of "$N"'
+        uploaded = f"{layout.variables(self.paths)}\n{layout.PHASE}\nphase uploaded"
+
+        def upload() -> str:
+            progress = _StepProgress("upload", self.reporter.stream, end_line=False)
+            try:
+                result = transfer.upload(self.remote, local, new, progress=progress)
+            except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
+                dropped = not _transport_active(self.remote)
+                why = "the connection dropped" if dropped else (str(error) or type(error).__name__)
+                raise RemoteError(
+                    f"upload of {local} to {self.remote.description}:{new} failed: {why}",
+                    hint=f"check the connection, and that {self.paths.directory} on the target "
+                    f"is writable and has room for {human_bytes(self.size)} "
+                    f"(`df -h {quote(self.paths.directory)}`), then deploy again",
+                ) from None
+            got = result.remote_sha256
+            if got is None:  # the target could not hash while writing: one more pass there
+                got = self.run(hash_command, timeout=300).strip()
+            if got != self.sha256:
+                raise DeployFailed(
+                    f"the upload at {new} has sha256 {got or 'none'}, the artifact has "
+                    f"{self.sha256}: the copy is damaged"
+                )
+            self.run(uploaded)
+            rate = result.size / result.seconds if result.seconds > 0 else 0.0
+            return (
+                f"{human_bytes(result.size)} in {result.seconds:.1f}s ({human_bytes(rate)}/s, "
+                f"{human_bytes(result.bytes_sent)} on the wire, {result.method}), "
+                f"sha256 {got[:12]} matches"
+            )
+
+        remove = layout.remove_new_command(self.paths)
+        return Step(
+            "upload",
+            [*transfer.upload_plan(local, new, remote=self.remote), hash_command, uploaded],
+            upload,
+            Undo([remove], lambda: self.run_again_if_dropped(remove) and None),
+            summary=f"{local} → {new}, sha256 checked as written",
+        )
+
+    def service_step(
+        self, name: str, *, source: str | None = None, stop: bool = True, start: bool = True
+    ) -> Step:
+        assert self.sha256
+        command = layout.service_command(
+            self.paths,
+            self.component,
+            self.ssh_user,
+            sha256=self.sha256,
+            source=source,
+            stop=stop,
+            start=start,
+        )
+        restore = layout.restore_command(self.paths, self.component, self.ssh_user)
+
+        def run() -> str:
+            self.touched = True
+            if start:
+                self.log_offset = self.log_size()
+            result = self.session.run(
+                command, check=False, timeout=self.component.stop_timeout + 60
+            )
+            out = result.stdout
+            self.was_running = self.was_running or "was-running 1" in out
+            if result.exit_code == 3:  # the script failed and undid itself
+                why = result.stderr.strip().splitlines()[-1:] or ["?"]
+                if "restore-failed" in out:
+                    self.restore_failed = True
+                raise DeployFailed(f"{name} failed on the target ({why[0]})" + self.log_tail())
+            if not result.ok:
+                raise RemoteError(
+                    f"on {self.remote.description}: {name} failed (exit {result.exit_code}): "
+                    + (result.stderr.strip() or out.strip())[-500:]
+                )
+            return _service_detail(out, self.component)
+
+        def undo() -> None:
+            if self.restore_failed:
+                raise RemoteError("the script on the target could not put the previous binary back")
+            if self.restored:  # seed: the start's undo already put the previous binary back
+                return
+            out = self.run_again_if_dropped(restore, timeout=self.component.stop_timeout + 60)
+            if "up=1" in out:
+                self.wait_for_restored()
+            self.restored = True
+
+        return Step(
+            name,
+            [probes.probe_stat(self.component.log_path).command, command] if start else [command],
+            run,
+            Undo([restore], self.guard_restore(undo), restores_service=True),
+            summary=_SERVICE_SUMMARY[(stop, start)],
+        )
+
+    def guard_restore(self, undo: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                undo()
+            except Exception:
+                self.restore_failed = True
+                raise
+
+        return run
+
+    def wait_for_restored(self) -> None:
+        """After a restore: the previous binary must run; its health is reported as it is."""
+        try:
+            self.restored_health = self.wait_until_up()
+        except DeployFailed as error:
+            if self.service_alive():
+                self.restored_unhealthy = _first_line(error)
+                return
+            raise
+
+    # -- health
+    def alive_command(self) -> str:
+        return f"{layout.variables(self.paths)}\n{layout.running_lines(self.component)}\n" + (
+            'if [ "$up" = 1 ]; then echo up; '
+            'elif p=$(cat "$L/launcher" 2>/dev/null) && kill -0 "$p" 2>/dev/null; then '
+            "echo starting; "
+            "else echo down; fi"
+        )
+
+    def service_alive(self) -> bool:
+        return self.run(self.alive_command()).strip() in ("up", "starting")
+
+    def health_probe(self) -> probes.Probe[probes.Health] | None:
+        url = self.component.health
+        if not url:
+            return None
+        try:
+            return probes.probe_health(url, timeout=5.0)
+        except ValueError as error:
+            raise ConfigError(f"components.{self.component.name}.health", str(error)) from None
+
+    def wait_until_up(self) -> str:
+        """First-ready: the health URL is checked at once, then every HEALTH_INTERVAL, until it
+        answers ok or `health_timeout` passes; the service dying ends the wait at once."""
+        component = self.component
+        deadline = time.monotonic() + component.health_timeout
+        probe = self.health_probe()
+        alive = self.alive_command()
+        while True:
+            if probe is not None:
+                last = probe.run(self.session)
+                if last.ok:
+                    return f"status ok, commit {last.commit or '?'}"
+            state = self.run(alive).strip()
+            if state == "down":
+                if self.unchanged:
+                    raise DeployFailed(
+                        f"{component.name}: the binary is unchanged but the service does not run",
+                        hint=f"`gbdeploy deploy {component.name} --force` restarts it",
+                    )
+                raise DeployFailed(f"{component.binary} exited while starting" + self.log_tail())
+            if probe is None and state == "up":
+                return "running (no health URL configured)"
+            if time.monotonic() > deadline:
+                what = last.describe() if probe is not None else "the process did not appear"
+                raise DeployFailed(
+                    f"{component.name} not healthy after {component.health_timeout:.0f}s: "
+                    f"{what}" + self.log_tail()
+                )
+            time.sleep(HEALTH_INTERVAL)
+
+    def health_step(self) -> Step:
+        probe = self.health_probe()
+        users = probes.probe_processes(self.component.binary)
+        commands = [*([probe.command] if probe else []), self.alive_command(), users.command]
+
+        def run() -> str:
+            detail = self.wait_until_up()
+            found = users.run(self.session)
+            others = sorted({p.user for p in found if p.user != self.component.user})
+            if others:
+                self.reporter.say(
+                    f"  warning: {self.component.binary} runs as {', '.join(others)}, not "
+                    f"{self.component.user}: check `run_as` of {self.component.name} in the config"
+                )
+            return detail
+
+        return Step(
+            "health",
+            commands,
+            run,
+            summary=f"{self.component.health or 'the process runs'}: first-ready, "
+            f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:.0f}s",
+        )
+
+    def finish_step(self) -> Step:
+        results = ("ok", "unchanged")
+        commands = {result: self.finish_command(result) for result in results}
+
+        def run() -> str:
+            result = "unchanged" if self.unchanged else "ok"
+            self.run(self.finish_command(result))
+            return "release kept, deploy log written, lock released"
+
+        return Step(
+            "finish",
+            [commands["unchanged" if self.unchanged else "ok"]],
+            run,
+            summary="keep the release, append the deploy log, end the journal, unlock",
+        )
+
+    # -- logs
+    def log_size(self) -> int:
+        found = probes.probe_stat(self.component.log_path).run(self.session)
+        return found.size if found else 0
+
+    def log_tail(self) -> str:
+        systemd = self.component.restart.mode == "systemd"
+        where = f"journalctl -u {self.component.restart.unit}" if systemd else ""
+        try:
+            tail = probes.probe_tail(self.component.log_path, from_byte=self.log_offset).run(
+                self.session
+            )
+        except GbdeployError:
+            tail = ""
+        if not tail.strip():
+            return f"; nothing in {self.component.log_path}" + (f" (see {where})" if where else "")
+        lines = "\n    ".join(tail.rstrip().splitlines())
+        return f"; last lines of {self.component.log_path}:\n    {lines}"
+
+    # -- the outcome
+    def outcome(self, undone: engine.Undone) -> GbdeployError:
+        error = undone.error
+        cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
+        name, paths = self.component.name, self.paths
+        if self.restore_failed or undone.problems:
+            return RestoreFailed(
+                f"{self.action} of {name} failed ({cause}) and the previous state could NOT be "
+                f"restored: {'; '.join(undone.problems) or 'see above'}.\n  State now: "
+                + self.describe_state(),
+                hint=f"a person must act: put a good binary at {paths.binary} (the previous one, "
+                f"if intact, is {paths.prev}; kept releases are in {paths.releases}), start it, "
+                f"then check with `gbdeploy status {name}`",
+            )
+        if not self.touched:
+            if isinstance(error, GbdeployError) and not isinstance(error, OperationFailed):
+                return error
+            if isinstance(error, GbdeployError) and (
+                not self.facts.acquired or self.facts.released
+            ):
+                return error  # the lock was not ours: held by another, or could not be taken
+            return DeployFailed(
+                f"{self.action} of {name} failed before the service was touched ({cause}); "
+                f"the running service and {paths.binary} are unchanged",
+                hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+            )
+        had = self.facts.current is not None
+        if not had:
+            back = f"there was no binary before, so the new one was removed from {paths.binary}"
+        elif self.restored_unhealthy:
+            back = (
+                f"the binary that ran before ({(self.facts.current or '')[:12]}) is back and "
+                f"running, but its health URL does not answer either ({self.restored_unhealthy})"
+                f" — check `components.{name}.health`"
+            )
+        elif self.was_running:
+            back = (
+                f"the binary that ran before ({(self.facts.current or '')[:12]}) runs again and "
+                f"is healthy ({self.restored_health})"
+            )
+        else:
+            back = "the previous binary is back (it was not running before, so it was not started)"
+        what = f"{self.action} of {name}"
+        if self.release is not None:
+            what += f" to release {self.release.commit or 'unknown'} ({self.release.sha256[:12]})"
+        return DeployFailed(
+            f"{what} failed ({cause}); rolled back: {back}",
+            hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+        )
+
+    def describe_state(self) -> str:
+        """What is on the target right now, as far as we can still tell."""
+        parts = []
+        try:
+            for label, path in (("binary", self.paths.binary), ("previous", self.paths.prev)):
+                sha = probes.probe_sha256(path).run(self.session)
+                parts.append(f"{label} {path}: " + (f"sha256 {sha[:12]}" if sha else "MISSING"))
+            procs = probes.probe_processes(self.component.binary).run(self.session)
+            parts.append(
+                "running: " + (", ".join(f"pid {p.pid} ({p.user})" for p in procs) or "NOTHING")
+            )
+        except GbdeployError as error:
+            parts.append(f"(could not inspect the target: {_first_line(error)})")
+        return "; ".join(parts)
+
+    def execute(self, steps: list[Step]) -> None:
+        try:
+            engine.execute(
+                steps,
+                self.reporter,
+                interrupts=lambda: engine.interrupts_abort(self.cut),
+                before_undo=self.reconnect,
+                cause=_first_line,
+            )
+        except engine.Undone as undone:
+            raise self.outcome(undone) from None
+
+
+_FAILED_RESULTS = ("failed, nothing changed", "failed, rolled back", "failed, restore failed")
+
+_SERVICE_SUMMARY = {
+    (True, True): "keep B.prev → stop (exact path) → swap → chown → start, in one script",
+    (True, False): "keep B.prev → stop (exact path), in one script",
+    (False, True): "swap → chown → start, in one script",
+}
+
+
+def _service_detail(out: str, component: Component) -> str:
+    lines = out.splitlines()
+    stopped = next((line for line in lines if line.split()[:1] in (["stopped"], ["killed"])), "")
+    launched = next((line for line in lines if line.startswith("launched ")), "")
+    parts = []
+    if "was-running 0" in lines:
+        parts.append("was not running")
+    elif stopped:
+        parts.append(stopped.replace("killed", "killed after SIGTERM timeout:"))
+    if launched:
+        parts.append(launched)
+    elif component.restart.mode == "systemd":
+        parts.append(f"systemctl start {component.restart.unit}")
+    return "; ".join(parts)
+
+
+# --- entry points
+def check_artifact(local: Path) -> Callable[[str], None]:
+    """The artifact's local checks (exit 2 when it is no ELF executable); returns the check of
+    the target's `uname -m` against its machine type."""
+    info = artifact.check(local)
+    return lambda uname_m: info.require_machine(uname_m, "the target")
+
+
+def deployment_steps(
+    run: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
+) -> list[Step]:
+    """Every step of a deploy, in order, for the strategy."""
+    begin = run.begin_step(upload=True, machine_of=machine_of)
+    upload = _unless_unchanged(run, run.upload_step(local))
+    health, finish = run.health_step(), run.finish_step()
+    if run.strategy == "seed":
+        stop = _unless_unchanged(run, run.service_step("stop", start=False))
+        start = _unless_unchanged(run, run.service_step("start", stop=False))
+        return [begin, stop, upload, start, health, finish]
+    service = _unless_unchanged(run, run.service_step("restart"))
+    return [begin, upload, service, health, finish]
+
+
+def _unless_unchanged(run: Deployment, step: Step) -> Step:
+    inner = step.run
+
+    def run_step() -> str | None:
+        return "skipped (unchanged)" if run.unchanged else inner()
+
+    step.run = run_step
+    return step
+
+
+def run_deploy(
+    settings: Settings,
+    component: str,
+    reporter: Reporter,
+    *,
+    artifact: str | None = None,
+    strategy: str = "staged",
+    dry_run: bool = False,
+    force: bool = False,
+    commit: str | None = None,
+    recover: bool = False,
+    verbose: bool = False,
+    clock: Callable[[], float] = time.time,
+    token: str | None = None,
+) -> list[Step]:
+    """Deploy `artifact` as `component`'s binary on its target (see the module docstring).
+    Returns the steps (what ran, or with --dry-run what would run)."""
+    comp = settings.component(component)
+    if recover:
+        return run_rollback(settings, component, reporter, dry_run=dry_run, recover=True)
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    local = find_artifact(settings, comp, artifact)
+    run = Deployment(
+        settings,
+        comp,
+        reporter,
+        action="deploy",
+        commit=commit,
+        strategy=strategy,
+        clock=clock,
+        token=token,
+    )
+    if dry_run:
+        if local.is_file():
+            run.sha256, run.size = transfer.file_sha256(local), local.stat().st_size
+        else:
+            run.sha256 = "0" * 64
+        steps = deployment_steps(run, local, machine_of=None)
+        full = verbose or reporter.verbose
+        reporter.plan(
+            f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
+            f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
+            + (f"; every command runs as `{run.remote.wrap('COMMAND')}`" if run.target.container else ""),
+            engine.plan_lines(steps, verbose=full),
+        )
+        if not full:
+            reporter.say("(each step in one line: -v prints every remote script in full)")
+        return steps
+    run.refuse_a_foreign_ssh_user()
+    machine_of = check_artifact(local)
+    run.size = local.stat().st_size
+    # Hash the artifact here while the connection opens and the target's shell starts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(transfer.file_sha256, local)
+        try:
+            run.session.open()
+        except GbdeployError:
+            run.close()
+            raise
+        run.sha256 = hashing.result()
+    reporter.say(
+        f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
+        f"{comp.binary} on {run.remote.description} (strategy {strategy})"
+    )
+    steps = deployment_steps(run, local, machine_of=machine_of)
+    if force:
+        steps[0] = _forced(run, steps[0])
+    try:
+        run.execute(steps)
+    finally:
+        run.close()
+    reporter.summary()
+    return steps
+
+
+def _forced(run: Deployment, begin: Step) -> Step:
+    inner = begin.run
+
+    def run_step() -> str | None:
+        detail = inner()
+        if run.unchanged:
+            run.unchanged = False
+            return f"{run.paths.lock}; target has this binary, redeploying (--force)"
+        return detail
+
+    begin.run = run_step
+    return begin
+
+
+def choose_release(facts: Facts, to: str | None) -> Release:
+    """The release a rollback puts back: the one with commit (or sha256) `to`, else the newest
+    kept below the current binary (never one above it)."""
+    releases = facts.releases
+    if to:
+        wanted = to.lower()
+        for release in reversed(releases):
+            if (release.commit or "").lower().startswith(wanted) or (
+                len(wanted) >= 7 and release.sha256.startswith(wanted)
+            ):
+                return release
+        kept = ", ".join(f"{r.commit or 'unknown'} ({r.sha256[:12]})" for r in releases)
+        raise PreflightError(
+            f"no kept release with commit {to} (kept: {kept or 'none'}); nothing was changed",
+            hint="`gbdeploy history COMPONENT` lists the deploys",
+        )
+    shas = [r.sha256 for r in releases]
+    below = releases[: shas.index(facts.current)] if facts.current in shas else releases
+    candidates = [r for r in below if r.sha256 != facts.current]
+    if not candidates:
+        raise PreflightError(
+            "no previous healthy release is kept on the target; nothing was changed",
+            hint="each deploy keeps the binaries that passed health; deploy a known-good build",
+        )
+    return candidates[-1]
+
+
+def run_rollback(
+    settings: Settings,
+    component: str,
+    reporter: Reporter,
+    *,
+    dry_run: bool = False,
+    to: str | None = None,
+    recover: bool = False,
+) -> list[Step]:
+    """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
+    it and check health; undone on failure. `recover`: first take over the lock of a deploy that
+    was killed, and put the last healthy release back."""
+    comp = settings.component(component)
+    run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
+    run.refuse_a_foreign_ssh_user()
+    try:
+        facts = parse_facts(run.run(inspect_command(run.paths)))
+        if recover:
+            if facts.holder:
+                run.steal = str(facts.holder.get("token", "")) or None
+            if facts.held_age is not None and not run.steal:
+                run.steal = layout.HOLDERLESS
+            release = facts.releases[-1] if facts.releases else None
+            if release is None:
+                raise PreflightError(
+                    f"{comp.name}: no healthy release is kept on the target to recover to",
+                    hint="deploy a known-good build with --force",
+                )
+            found = describe_journal(facts.journal) if facts.journal else "no interrupted deploy"
+            reporter.say(f"recover {comp.name}: found {found}")
+        else:
+            release = choose_release(facts, to)
+        run.release, run.sha256, run.commit = release, release.sha256, release.commit
+        steps = [
+            run.begin_step(upload=False, machine_of=None),
+            run.service_step("restart", source=run.paths.release(release.sha256)),
+            run.health_step(),
+            run.finish_step(),
+        ]
+        title = (
+            f"{'recover' if recover else 'rollback'} {comp.name} to release "
+            f"{release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
+            f"{run.remote.description}"
+        )
+        if dry_run:
+            reporter.plan(title, engine.plan_lines(steps))
+            return steps
+        reporter.say(title)
+        run.execute(steps)
+    finally:
+        run.close()
+    reporter.summary()
+    return steps
+
+
+def inspect_command(paths: Paths) -> str:
+    """Read-only: the lock, the journal, the kept releases and the current binary's sha256."""
+    return "\n".join(
+        [
+            layout.variables(paths),
+            layout.HELPERS,
+            layout.held_lines(),
+            '[ -e "$L" ] && held',
+            "journal",
+            layout.releases_lines(),
+            'if [ -f "$B" ] && [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ];'
+            ' then echo "current $(cut -d" " -f1 "$S")"',
+            'elif [ -f "$B" ]; then echo "current $(sha_of "$B")"; else echo "current none"; fi',
+        ]
+    )
+
+
+# --- helpers
+def find_artifact(settings: Settings, component: Component, given: str | None) -> Path:
+    """`--artifact`, else the component's `artifact` from the current directory, the submodule or
+    the root repository (the first that exists)."""
+    if given:
+        return Path(given).expanduser().resolve()
+    relative = Path(component.artifact or f"target/release/{component.name}")
+    candidates = [Path.cwd() / relative]
+    if settings.project_dir:
+        candidates += [
+            settings.project_dir / component.submodule / relative,
+            settings.project_dir / relative,
+        ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return candidates[0]
+
+
+def _describe_local(local: Path, run: Deployment) -> str:
+    if not local.is_file():
+        return "not built yet"
+    return f"{human_bytes(local.stat().st_size)}, sha256 {(run.sha256 or '?')[:12]}"
+
+
+def _restart_text(component: Component) -> str:
+    if component.restart.mode == "systemd":
+        return f"systemd unit {component.restart.unit}"
+    return f"process `{component.start_command}` as {component.user}"
+
+
+class _StepProgress(transfer.TerminalProgress):
+    """The upload's progress, drawn over its step's header `→ upload … ` on a terminal."""
+
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return (
+            f"→ {self.label} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
+        )
+
+
+def close_quietly(remote: Remote) -> None:
+    """Close, ignoring what a dead or interrupted connection raises while closing."""
+    with suppress(OSError, EOFError, paramiko.SSHException):
+        remote.close()
+    with suppress(OSError, EOFError, paramiko.SSHException):
+        remote.connection.client.close()
+
+
+def _transport_active(remote: Remote) -> bool:
+    transport = remote.connection.transport
+    return bool(transport is not None and transport.is_active())
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(error).__name__
+
+
+def _message(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return str(text).strip()
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a CI container without a passwd entry for its uid
+        return f"uid{os.getuid()}"

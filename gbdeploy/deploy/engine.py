@@ -1,0 +1,141 @@
+"""A transaction of steps: run them in order; on any failure (Ctrl-C and SIGTERM too) run the undo
+of each step that began, newest first, and report what could not be undone.
+
+Nothing here knows about ssh or deploys: a step holds the exact commands it runs (for the plan)
+and a function that runs them; its undo likewise. Tested with fake steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+from ..output import Reporter
+
+
+@dataclass
+class Undo:
+    commands: list[str]
+    run: Callable[[], None]
+    restores_service: bool = False  # part of putting the running service back
+
+
+@dataclass
+class Step:
+    """One operation: the exact commands it runs, how to run them, and how to undo them."""
+
+    name: str
+    commands: list[str]
+    run: Callable[[], str | None]
+    undo: Undo | None = None
+    summary: str = ""  # one line for the short plan; default: the first command's first line
+
+    def plan_lines(self, *, verbose: bool = False) -> list[str]:
+        if not verbose:
+            line = self.summary or (self.commands[0].splitlines()[0] if self.commands else "")
+            undo = "  (undone on failure)" if self.undo else ""
+            return [f"{self.name}: {line}{undo}"]
+        lines = [f"{self.name}: {_indent(c)}" for c in self.commands] or [self.name]
+        if self.undo:
+            lines += [f"    undo on failure: {_indent(c)}" for c in self.undo.commands]
+        return lines
+
+
+def _indent(command: str) -> str:
+    return command.replace("\n", "\n        ")
+
+
+def plan_lines(steps: list[Step], *, verbose: bool = False) -> list[str]:
+    return [line for step in steps for line in step.plan_lines(verbose=verbose)]
+
+
+@dataclass
+class Undone(Exception):
+    """The steps failed and were undone; `problems` lists the undos that failed."""
+
+    error: BaseException
+    done: list[str]  # names of the steps that began
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def restore_failed(self) -> bool:
+        return bool(self.problems)
+
+
+def execute(
+    steps: list[Step],
+    reporter: Reporter,
+    *,
+    interrupts: Callable[[], AbstractContextManager[object]] | None = None,
+    before_undo: Callable[[BaseException], None] | None = None,
+    cause: Callable[[BaseException], str] = lambda e: str(e),
+) -> None:
+    """Run `steps`; on failure undo the ones that began (the failing one too: its undo copes with
+    a partial run) and raise `Undone`. `interrupts()` is a context manager active while the
+    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. reconnect)."""
+    done: list[Step] = []
+    try:
+        with interrupts() if interrupts else nullcontext():
+            for step in steps:
+                done.append(step)
+                with reporter.step(step.name) as record:
+                    record.detail = step.run() or ""
+    except BaseException as error:
+        raise undo(done, error, reporter, before_undo=before_undo, cause=cause) from error
+
+
+def undo(
+    done: list[Step],
+    error: BaseException,
+    reporter: Reporter,
+    *,
+    before_undo: Callable[[BaseException], None] | None = None,
+    cause: Callable[[BaseException], str] = lambda e: str(e),
+) -> Undone:
+    outcome = Undone(error, [step.name for step in done])
+    todo = [step for step in reversed(done) if step.undo is not None]
+    if before_undo:
+        before_undo(error)
+    if todo:
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else cause(error)
+        reporter.say(f"undoing after: {why}")
+    for step in todo:
+        assert step.undo is not None
+        if step.undo.restores_service and outcome.problems:
+            continue  # never start anything on top of a binary that could not be put back
+        try:
+            with reporter.step(f"undo {step.name}"):
+                step.undo.run()
+        except Exception as failure:
+            text = f"undo {step.name}: {cause(failure)}"
+            if step.undo.restores_service:
+                outcome.problems.append(text)
+            else:
+                outcome.warnings.append(text)
+                reporter.say(f"  warning: {text}")
+    return outcome
+
+
+@contextmanager
+def interrupts_abort(cut: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a cancelled CI job) call `cut` (e.g. shut the connection's socket,
+    which wakes any wait inside paramiko with an error), then raise KeyboardInterrupt, so the
+    undo runs. Only in the main thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        cut()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

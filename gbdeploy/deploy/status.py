@@ -1,0 +1,205 @@
+"""`status`: what runs on each component's target, over one session per target: the binary,
+its processes, health, the last deploy, any lock (with its age and how to clear it), what an
+interrupted deploy left, the kept releases, and the latest CI run. `--json` prints the same."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from .. import probes
+from ..config import Component, Settings
+from ..connection import Remote, quote
+from ..errors import ConfigError, RemoteError
+from ..output import Reporter, human_bytes
+from . import layout
+from .deployment import Facts, describe_journal, inspect_command, parse_facts
+from .layout import Paths
+from .session import Session
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    age_seconds: int | None
+    holder: dict[str, object] | None
+    journal: list[dict[str, object]]
+    clear: str  # the command that removes it
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    component: str
+    target: str
+    binary: probes.FileStat | None
+    sha256: str | None
+    processes: list[probes.ProcessInfo]
+    health: probes.Health | None
+    last_deploy: dict[str, object] | None
+    lock: LockInfo | None
+    ci: str
+    interrupted: list[dict[str, object]] = field(default_factory=list)  # journal without a lock
+    releases: list[dict[str, object]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["health"] = (
+            None
+            if self.health is None
+            else {
+                "url": self.health.url,
+                "ok": self.health.ok,
+                "http_status": self.health.http_status,
+                "commit": self.health.commit,
+                "version": self.health.version,
+                "error": self.health.error,
+            }
+        )
+        return data
+
+
+def gather_status(settings: Settings, component: Component) -> ComponentStatus:
+    paths = Paths(component.binary)
+    target = settings.target_of(component)
+    with Remote(target, settings.ssh) as remote:
+        session = Session(remote)
+        try:
+            stat = probes.probe_stat(component.binary).run(session)
+            facts: Facts = parse_facts(session.run(inspect_command(paths)).stdout)
+            procs = probes.probe_processes(component.binary).run(session)
+            health = health_probe(component).run(session) if component.health else None
+            last = probes.probe_last_line(paths.deploy_log).run(session)
+        finally:
+            session.close()
+        description = remote.description
+        clear = f"ssh {target.ssh} {quote(remote.wrap(layout.remove_lock_command(paths)))}"
+    lock = None
+    if facts.held_age is not None or facts.holder is not None:
+        lock = LockInfo(facts.held_age, facts.holder, facts.journal, clear)
+    try:
+        last_deploy = json.loads(last) if last else None
+    except ValueError:
+        last_deploy = {"unreadable": last}
+    return ComponentStatus(
+        component.name,
+        description,
+        stat,
+        facts.current if stat else None,
+        procs,
+        health,
+        last_deploy,
+        lock,
+        latest_ci_run(settings, component),
+        interrupted=[] if lock else facts.journal,
+        releases=[asdict(release) for release in facts.releases],
+    )
+
+
+def health_probe(component: Component) -> probes.Probe[probes.Health]:
+    try:
+        return probes.probe_health(str(component.health))
+    except ValueError as error:
+        raise ConfigError(f"components.{component.name}.health", str(error)) from None
+
+
+def latest_ci_run(
+    settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
+) -> str:
+    """The newest CI run of the component's workflow, where it runs, in one line; never fails
+    `status`."""
+    from ..runs import latest_run_line
+
+    return latest_run_line(settings, component, transport=transport)
+
+
+def run_status(
+    settings: Settings, reporter: Reporter, *, component: str | None = None, as_json: bool = False
+) -> None:
+    names = [settings.component(component).name] if component else sorted(settings.components)
+    failures = 0
+    found: list[dict[str, Any]] = []
+    for name in names:
+        comp = settings.components[name]
+        try:
+            status = gather_status(settings, comp)
+        except RemoteError as error:
+            failures += 1
+            if as_json:
+                found.append({"component": name, "error": str(error)})
+            else:
+                reporter.say(f"{name}: cannot read its target: {error}")
+            continue
+        if as_json:
+            found.append(status.as_json())
+        else:
+            for line in format_status(comp, status):
+                reporter.say(line)
+    if as_json:
+        reporter.say(json.dumps(found, indent=2, sort_keys=True, default=str))
+    if failures == len(names):
+        raise RemoteError("status: no target could be read", hint="see the errors above")
+
+
+def format_status(component: Component, status: ComponentStatus) -> list[str]:
+    lines = [f"{component.name} on {status.target}"]
+    if status.binary is None:
+        lines.append(f"  binary   {component.binary}: MISSING")
+    else:
+        b = status.binary
+        mtime = datetime.fromtimestamp(b.mtime, timezone.utc).isoformat(timespec="seconds")
+        lines.append(
+            f"  binary   {component.binary}  modified {mtime}  {human_bytes(b.size)}  "
+            f"owner {b.owner}:{b.group}  mode {b.mode:o}  sha256 {status.sha256}"
+        )
+    running = ", ".join(
+        f"pid {p.pid} as {p.user}" + (" (binary replaced since it started)" if p.deleted else "")
+        for p in status.processes
+    )
+    lines.append(f"  process  {running or 'NOT RUNNING'}")
+    if status.health is None:
+        lines.append("  health   (no health URL configured)")
+    elif status.health.ok:
+        h = status.health
+        lines.append(f"  health   ok  version {h.version or '?'}  commit {h.commit or '?'}")
+    else:
+        lines.append(f"  health   NOT OK: {status.health.describe()}")
+    if status.last_deploy:
+        d = status.last_deploy
+        lines.append(
+            f"  deployed {d.get('time', '?')}  {d.get('action', 'deploy')} "
+            f"commit {d.get('commit') or '?'}  {d.get('strategy', '?')}  "
+            f"result {d.get('result', '?')}  by {d.get('who', '?')}"
+        )
+    else:
+        lines.append("  deployed (no deploy log yet)")
+    if status.releases:
+        kept = ", ".join(
+            f"{r['commit'] or 'unknown'} ({str(r['sha256'])[:12]})" for r in status.releases
+        )
+        lines.append(f"  releases {kept} (newest last)")
+    if status.lock:
+        lock = status.lock
+        held = lock.holder or {}
+        age = f"{lock.age_seconds}s" if lock.age_seconds is not None else "?"
+        who = (
+            f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), {held.get('action', '?')} "
+            f"of commit {held.get('commit') or 'unknown'}"
+            if held
+            else "no holder record"
+        )
+        lines.append(f"  LOCKED   for {age} by {who}")
+        if lock.journal:
+            lines.append(f"  journal  {describe_journal(lock.journal)}")
+        lines.append(
+            f"           if no deploy runs any more: gbdeploy deploy {component.name} --recover"
+            f"  (or only clear the lock: {lock.clear})"
+        )
+    elif status.interrupted:
+        lines.append(
+            f"  journal  left by an earlier deploy: {describe_journal(status.interrupted)}"
+        )
+    lines.append(f"  CI       {status.ci}")
+    return lines

@@ -1,0 +1,118 @@
+"""The transaction engine with fake steps: order, undo newest first, what a failed undo means."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from gbdeploy.deploy.engine import Step, Undo, Undone, execute, plan_lines
+from gbdeploy.output import Reporter
+
+
+class Target:
+    """A pretend target that records what ran."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def step(
+        self,
+        name: str,
+        *,
+        fails: bool = False,
+        undo: bool = True,
+        undo_fails: bool = False,
+        restores: bool = False,
+    ) -> Step:
+        def run() -> str:
+            self.log.append(f"run {name}")
+            if fails:
+                raise RuntimeError(f"{name} broke")
+            return f"{name} done"
+
+        def undo_run() -> None:
+            self.log.append(f"undo {name}")
+            if undo_fails:
+                raise RuntimeError(f"undo of {name} broke")
+
+        return Step(
+            name,
+            [f"do {name}"],
+            run,
+            Undo([f"undo {name}"], undo_run, restores_service=restores) if undo else None,
+        )
+
+
+def test_steps_run_in_order_and_report_their_detail():
+    target, out = Target(), io.StringIO()
+    execute([target.step("a"), target.step("b")], Reporter(stream=out))
+    assert target.log == ["run a", "run b"]
+    assert "→ a … ok" in out.getvalue() and "b done" in out.getvalue()
+
+
+def test_a_failure_undoes_every_step_that_began_newest_first():
+    target = Target()
+    steps = [
+        target.step("a"),
+        target.step("b", undo=False),
+        target.step("c", fails=True),
+        target.step("d"),
+    ]
+    with pytest.raises(Undone) as raised:
+        execute(steps, Reporter(stream=io.StringIO()))
+    assert target.log == ["run a", "run b", "run c", "undo c", "undo a"]
+    assert str(raised.value.error) == "c broke" and not raised.value.restore_failed
+    assert raised.value.done == ["a", "b", "c"]
+
+
+def test_after_a_failed_restore_nothing_is_started_on_top_and_it_is_reported():
+    target = Target()
+    steps = [
+        target.step("lock"),
+        target.step("swap", restores=True),
+        target.step("start", restores=True, undo_fails=True),
+        target.step("health", fails=True),
+    ]
+    with pytest.raises(Undone) as raised:
+        execute(steps, Reporter(stream=io.StringIO()))
+    # the swap's undo is skipped (never start over a binary that could not be put back); the
+    # lock's undo, which restores nothing, still runs
+    assert target.log[-2:] == ["undo start", "undo lock"]
+    assert raised.value.restore_failed
+    assert raised.value.problems == ["undo start: undo of start broke"]
+
+
+def test_a_failed_undo_that_restores_nothing_is_only_a_warning():
+    target, out = Target(), io.StringIO()
+    steps = [target.step("lock", undo_fails=True), target.step("upload", fails=True)]
+    with pytest.raises(Undone) as raised:
+        execute(steps, Reporter(stream=out))
+    assert not raised.value.restore_failed
+    assert raised.value.warnings == ["undo lock: undo of lock broke"]
+    assert "warning: undo lock" in out.getvalue()
+
+
+def test_ctrl_c_is_undone_too_and_reconnects_first():
+    target = Target()
+    seen: list[str] = []
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    steps = [target.step("lock"), Step("upload", ["send"], interrupted)]
+    with pytest.raises(Undone) as raised:
+        execute(
+            steps,
+            Reporter(stream=io.StringIO()),
+            before_undo=lambda error: seen.append(type(error).__name__),
+        )
+    assert isinstance(raised.value.error, KeyboardInterrupt)
+    assert seen == ["KeyboardInterrupt"] and target.log[-1] == "undo lock"
+
+
+def test_the_plan_shows_each_command_and_its_undo():
+    target = Target()
+    steps = [target.step("a"), target.step("b", undo=False)]
+    assert plan_lines(steps) == ["a: do a  (undone on failure)", "b: do b"]
+    assert plan_lines(steps, verbose=True) == ["a: do a", "    undo on failure: undo a", "b: do b"]

@@ -825,7 +825,11 @@ def run_deploy(
         reporter.plan(
             f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
             f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
-            + (f"; every command runs as `{run.remote.wrap('COMMAND')}`" if run.target.container else ""),
+            + (
+                f"; every command runs as `{run.remote.wrap('COMMAND')}`"
+                if run.target.container
+                else ""
+            ),
             engine.plan_lines(steps, verbose=full),
         )
         if not full:

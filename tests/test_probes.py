@@ -168,8 +168,10 @@ def test_stop_terms_the_binary_and_spares_everything_else(remote, running, remot
     # A process whose command line holds the LITERAL path, as `pgrep -f "$b" | xargs kill` would
     # match it (the path has spaces and quotes: it is one argv word, exactly the binary's path).
     bystander = subprocess.Popen(["sh", "-c", "sleep 30", str(binary)])
-    assert str(binary).encode() + b"\0" in Path(f"/proc/{bystander.pid}/cmdline").read_bytes()
+    cmdline = Path(f"/proc/{bystander.pid}/cmdline")
     try:
+        # until the child has exec'd, its command line is still empty
+        assert wait_for(lambda: str(binary).encode() + b"\0" in cmdline.read_bytes())
         output = remote.run(probes.stop_processes_command(str(binary), 5)).stdout
         assert output.startswith("stopped ")
         assert process.wait(timeout=10) is not None

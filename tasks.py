@@ -32,6 +32,12 @@ def bench(c: Context, runs: int = 3) -> None:
     c.run(f"{PYTHON} bench/deploy_bench.py --runs {int(runs)}", pty=False)
 
 
-ns = Collection(test, lint, bench)
+@task
+def mutations(c: Context) -> None:
+    """Break each promise on purpose in a throw-away copy; every break must fail a test."""
+    c.run(f"{PYTHON} bench/mutations.py", pty=False)
+
+
+ns = Collection(test, lint, bench, mutations)
 for name, gbdeploy_task in gbdeploy_tasks.tasks.items():
     ns.add_task(gbdeploy_task, name)

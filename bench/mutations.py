@@ -4,8 +4,9 @@
 
 Each mutation replaces one exact piece of text in one file of a throw-away copy of this checkout
 (the text must occur exactly once, so a mutation that no longer applies fails loudly instead of
-passing), then runs the tests named for it in that copy. A mutation is *caught* when at least one
-of those tests fails. The script exits 1 if any mutation survives or no longer applies.
+passing), then runs the tests named for it in that copy. Those tests first run on the unbroken
+copy and must pass there; a mutation is *caught* when at least one of them then fails. The script
+exits 1 if any mutation survives, no longer applies, or has tests that fail unbroken.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 
 def copy_checkout(into: Path) -> Path:
-    """The tracked and untracked-but-not-ignored files, as they are in the working tree."""
+    """A clone of this checkout (the rendered workflows pin its commit) with the tracked and
+    untracked-but-not-ignored files laid over it as they are in the working tree."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(into)], check=True)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -133,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     for mutation in chosen:
         with tempfile.TemporaryDirectory(prefix="gbdeploy-mutant-") as scratch:
             checkout = copy_checkout(Path(scratch) / "main")
+            # The control: unbroken, the same tests must pass, or a failure proves nothing.
+            control = run_tests(mutation, checkout)
+            if control.returncode != 0:
+                last = (control.stdout.strip().splitlines() or ["(no output)"])[-1]
+                print(f"BASELINE {mutation.name}: its tests fail without the break: {last}")
+                survived += 1
+                continue
             try:
                 apply(mutation, checkout)
             except LookupError as error:

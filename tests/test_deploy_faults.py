@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import deploy
+from gbdeploy import deploy, transfer
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
@@ -134,13 +134,13 @@ def test_seed_strategy_failure_is_rolled_back(world, artifacts, fault):
 def test_a_damaged_upload_is_caught_before_the_swap(world, artifacts, mocker):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    real_upload = deploy.deployment.transfer.upload
+    real_upload = transfer.upload
     damaged = artifacts(NEW, Fault.FAIL_AT_START)  # what arrives is not what was sent
 
     def upload_damaged(remote, local, remote_path, **options):
         return real_upload(remote, damaged, remote_path, **options)
 
-    mocker.patch.object(deploy.deployment.transfer, "upload", side_effect=upload_damaged)
+    mocker.patch.object(transfer, "upload", side_effect=upload_damaged)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW))
 

@@ -49,47 +49,6 @@ COMPONENT = "botserver"
 OWNER = "GeneralBots"
 RUNNER_LABEL = "gbo"
 PLACEMENTS = ("root", "component")
-# The component's own workflow: what `gbdeploy workflows` renders for the root, run from the
-# component repository's checkout (the build happens at its top; gbdeploy.yaml is beside it).
-COMPONENT_WORKFLOW = """\
-name: "botserver: build and deploy"
-on:
-  push:
-    branches: [main]
-  workflow_dispatch:
-concurrency:
-  group: gbdeploy-botserver
-  cancel-in-progress: false
-jobs:
-  deploy:
-    runs-on: {runs_on}
-    defaults:
-      run:
-        shell: bash
-    steps:
-      - name: Check out
-        uses: actions/checkout@v4
-      - name: Build botserver
-        run: |
-          BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"
-          export BOTSERVER_COMMIT
-          sh build.sh
-      - name: Write the deploy SSH key
-        env:
-          DEPLOY_SSH_KEY: ${{{{ secrets.DEPLOY_SSH_KEY }}}}
-          DEPLOY_KNOWN_HOSTS: ${{{{ secrets.DEPLOY_KNOWN_HOSTS }}}}
-        run: |
-          umask 077
-          mkdir -p "$HOME/.ssh/gbdeploy"
-          printf '%s\\n' "$DEPLOY_SSH_KEY" > "$HOME/.ssh/gbdeploy/deploy_key"
-          printf '%s\\n' "$DEPLOY_KNOWN_HOSTS" > "$HOME/.ssh/gbdeploy/known_hosts"
-      - name: Deploy botserver
-        run: |
-          export GBDEPLOY_SSH_IDENTITY_FILE="$HOME/.ssh/gbdeploy/deploy_key"
-          export GBDEPLOY_SSH_KNOWN_HOSTS="$HOME/.ssh/gbdeploy/known_hosts"
-          COMMIT="$(git rev-parse HEAD)"
-          gbdeploy deploy botserver --artifact target/debug/botserver --commit "$COMMIT"
-"""
 BUILD_SCRIPT = """#!/bin/sh
 # The sandbox's stand-in for `cargo build`: the commit is baked in as botserver does it.
 set -eu
@@ -392,7 +351,9 @@ def _commit_component_workflow(sandbox: Sandbox, config_text: str) -> None:
     world.switch_submodule_to_branch()
     out = world.submodule / ".forgejo" / "workflows"
     out.mkdir(parents=True, exist_ok=True)
-    workflow = COMPONENT_WORKFLOW.format(runs_on=RUNNER_LABEL)
+    from gbdeploy.workflows import component_files
+
+    workflow = component_files(sandbox.settings())[world.submodule_name][f"{COMPONENT}.yaml"]
     (out / f"{COMPONENT}.yaml").write_text(workflow)
     (world.submodule / "gbdeploy.yaml").write_text(config_text)
     sandbox.forge.set_workflow(f"{COMPONENT}.yaml", workflow, repo=f"{OWNER}/{COMPONENT}")

@@ -1,4 +1,4 @@
-"""The tasks of DESIGN.md, the same under `gbdeploy` and under `invoke` (via a root tasks.py).
+"""gbdeploy's commands, the same under `gbdeploy` and under `invoke` (via a root tasks.py).
 
 Each task is a thin shell: parse options, load settings, call the module that does the work.
 Errors from the `errors` tree become `invoke.Exit` with their exit code and a redacted message.

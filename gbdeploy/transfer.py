@@ -29,7 +29,7 @@ A refused write ("No such file or directory", "Is a directory", "No space left o
 back as the receiver's stderr with a non-zero exit, which becomes a RemoteError; so do a connection
 lost and a link that stood still for `timeout` seconds. Every wait on the channel has a timeout.
 
-Why not SFTP (Fabric's `put`) or `run(in_stream=...)`: see FACTS.md (half scp's speed, and
+Why not SFTP (Fabric's `put`) or `run(in_stream=...)`: measured here (half scp's speed, and
 unusably slow). The cipher matters: `connection.aead_first_transport` prefers AES-GCM.
 """
 

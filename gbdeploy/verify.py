@@ -74,7 +74,7 @@ def commits_match(expected: str, seen: str) -> bool:
 def judge(
     component: Component, expected_commit: str, since: datetime | None, facts: TargetFacts
 ) -> list[CheckResult]:
-    """Every check of DESIGN.md's post-deploy verification, in order."""
+    """Every post-deploy check, in order: freshness, commit bytes, owner, process, health."""
     results: list[CheckResult] = []
     if facts.mtime is None:
         results.append(CheckResult("binary", False, f"no file at {component.binary}"))

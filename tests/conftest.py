@@ -284,7 +284,8 @@ def doctor_host() -> Iterator[tuple[LoopbackSshd, StandinWorld]]:
 
 @pytest.fixture
 def production(doctor_host, remote_root: Path, service_user: str) -> Iterator[ProductionWorld]:
-    """The seed's production under `remote_root`, empty until `make_good()`/`make_broken()`."""
+    """The production of the operations guide under `remote_root`, empty until `make_good()` or
+    `make_broken()`."""
     server, standins = doctor_host
     world = ProductionWorld(
         standins, remote_root, service_user, ssh_alias=server.alias, ssh_config=server.ssh_config

@@ -3,7 +3,7 @@
 Every request gbdeploy sends must name an operation of `tests/data/forgejo-swagger.v1.json`, use
 only its declared query parameters with the declared types, and send a body valid against its
 body schema; every answer must use a status the operation declares (or one Forgejo's middleware
-sends on any repository route: 401, 403, 404, 5xx; and 400/500 from dispatch, FACTS.md), a body
+sends on any repository route: 401, 403, 404, 5xx; and 400/500 from dispatch), a body
 valid against that response's schema, and no pagination header the response does not declare.
 
 Objects are checked strictly: a property the definition does not declare is a violation, so a

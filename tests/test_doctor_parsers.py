@@ -27,7 +27,7 @@ from gbdeploy.doctor_parsers import (
 from gbdeploy_sandbox.production import SITES, caddyfile
 
 # --- iptables ----------------------------------------------------------------------------------
-# `iptables -S INPUT` in the system container after the seed's fix (nf_tables backend).
+# `iptables -S INPUT` in the system container after the guide's fix (nf_tables backend).
 IPTABLES_GOOD = """# Warning: iptables-legacy tables present, use iptables-legacy to see them
 -P INPUT ACCEPT
 -A INPUT -i lo -j ACCEPT

@@ -21,7 +21,7 @@ ACTIVE_STATES = ("active", "activating", "reloading")
 
 @dataclass(frozen=True)
 class Finding:
-    """One line of the report; `to_json` is DESIGN.md's fixed format."""
+    """One line of the report; `to_json` is the fixed `--json` format: check, status, saw, fix."""
 
     check: str
     status: Status

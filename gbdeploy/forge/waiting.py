@@ -1,7 +1,7 @@
 """Finding the CI run of a pushed commit, dispatching one when needed, and waiting for it.
 
 Every wait runs on the client's clock and sleep, so tests drive it with a fake clock. Forgejo
-facts that shape it (FACTS.md): a dispatched run has an empty `event` (`trigger_event` says
+facts of real Forgejo that shape it: a dispatched run has an empty `event` (`trigger_event` says
 `workflow_dispatch`), so it is found by commit, not by event filter; before v12 `/tasks` lists a
 run only once a runner took it, so "no run appeared" there never means "none exists" and nothing
 is dispatched on that ground; a run nobody takes stays `waiting` forever when no runner has its

@@ -1,6 +1,6 @@
 """A Forgejo stand-in on 127.0.0.1: the Actions API gbdeploy uses, served over real HTTP.
 
-No Forgejo can run here, so this answers like one (FACTS.md, forgejo/swagger.v1.json): runs are
+No Forgejo can run here, so this answers like one (its source and its swagger description): runs are
 `ActionRun` objects (`status` carries the result, `commit_sha`, `index_in_repo`), unset times are
 the epoch in the server's time zone (`zone`), lists page by `total_count` with no Link or
 X-Total-Count header, tokens are taken from `Authorization: token X` or `Bearer X` and refused in
@@ -580,7 +580,7 @@ class ForgejoEmulator:
             run.mode = "queue" if group else "unlimited"
 
     def _apply_concurrency(self, run: EmulatedRun) -> None:
-        """A new run and the unfinished runs of its group (FACTS.md)."""
+        """A new run and the unfinished runs of its group (Forgejo's services/actions)."""
         self._configure_concurrency(run)
         if run.mode == "unlimited":
             return
@@ -990,7 +990,8 @@ class ForgejoEmulator:
             "has_actions": True,
             "html_url": self._html(repository),
             "clone_url": self._html(repository, ".git"),
-            # The *user's* access: a read-only token still shows push (FACTS.md).
+            # The *user's* access: a read-only token still shows push (token scopes are not
+            # looked at here).
             "permissions": {"admin": False, "push": True, "pull": True},
         }
 

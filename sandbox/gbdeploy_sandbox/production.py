@@ -1,5 +1,6 @@
-"""A production for `doctor` to examine, on this machine: the seed's LXD host with its containers,
-firewall, cache, proxy, DNS, email and CI runner, built from stand-ins that keep real state.
+"""A production for `doctor` to examine, on this machine: the operations guide's LXD host with
+its containers, firewall, cache, proxy, DNS, email and CI runner, built from stand-ins that keep
+real state.
 
 `ProductionWorld(standins, root, service_user)` uses a StandinWorld of its own (its `lxc list`
 must show only these containers) and writes into its `bin/` — which must be on the sshd's PATH and
@@ -8,7 +9,7 @@ nowhere else — launchers for the stand-ins of `PROGRAMS` (modules of gbdeploy_
 
 - `iptables` keeps its rules in `state/iptables.rules` (`-S`, `-I`, `-A` really change it), and
   `iptables-save` prints them in iptables-save format;
-- `valkey-cli … ping` answers PONG only while those rules let loopback reach port 6379 (the seed's
+- `valkey-cli … ping` answers PONG only while those rules let loopback reach port 6379 (the guide's
   "Connection timed out" story);
 - `caddy validate|reload --config F --adapter caddyfile` rejects unbalanced braces and unknown
   directives; `reload` records the file's sha256 in `state/caddy.reloads`;
@@ -180,7 +181,7 @@ CACHE_LIMIT_GB = 0.001  # about 1 MiB: the broken world holds 2 MiB in each cach
 
 
 def caddyfile(sites: tuple[str, ...], *, storage_root: str | None, typo: bool = False) -> str:
-    """A Caddyfile in the seed's shape: global block, one site block per name (`www.` too for
+    """A Caddyfile in the guide's shape: global block, one site block per name (`www.` too for
     the first ones, so some blocks hold two addresses)."""
     lines = ["{"]
     if storage_root:

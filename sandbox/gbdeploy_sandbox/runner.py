@@ -39,7 +39,8 @@ import yaml
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 CONTEXT_NAMES = ("github", "forgejo", "forge")
-# forgejo-runner runs `shell: bash` and a step without `shell:` alike (FACTS.md).
+# forgejo-runner runs `shell: bash` and a step without `shell:` alike:
+# `bash --noprofile --norc -e -o pipefail`.
 BASH_STRICT = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
 BASH_DEFAULT = BASH_STRICT
 KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}

@@ -98,24 +98,22 @@ def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
     assert pids_under(directory) == []
 
 
-def test_demo_without_sshd_says_how_to_install_it(run_gbdeploy, monkeypatch):
-    monkeypatch.setattr(sshd_module, "SSHD_CANDIDATES", ())
-    monkeypatch.setattr(sshd_module.shutil, "which", lambda name: None)
-    made = []
-    monkeypatch.setattr(sandbox_module.tempfile, "mkdtemp", lambda **kw: made.append(kw))
+def test_demo_without_sshd_says_how_to_install_it(run_gbdeploy, mocker):
+    mocker.patch.object(sshd_module, "SSHD_CANDIDATES", ())
+    mocker.patch.object(sshd_module.shutil, "which", return_value=None)
+    mkdtemp = mocker.patch.object(sandbox_module.tempfile, "mkdtemp")
 
     result = run_gbdeploy("demo")
 
     assert result.code == 2
     assert "apt-get install -y openssh-server" in result.err
-    assert made == []  # refused before anything was made
+    mkdtemp.assert_not_called()  # refused before anything was made
 
 
-def test_a_sandbox_whose_sshd_cannot_start_leaves_no_directory(tmp_path, monkeypatch):
-    def refuse(self):
-        raise RuntimeError("sshd did not start")
-
-    monkeypatch.setattr(sshd_module.LoopbackSshd, "start", refuse)
+def test_a_sandbox_whose_sshd_cannot_start_leaves_no_directory(tmp_path, mocker):
+    mocker.patch.object(
+        sshd_module.LoopbackSshd, "start", side_effect=RuntimeError("sshd did not start")
+    )
     directory = tmp_path / "sandbox"
     directory.mkdir()
 

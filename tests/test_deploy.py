@@ -565,7 +565,10 @@ def test_status_shows_binary_process_health_last_deploy_and_ci(world, artifacts,
     assert f"commit {NEW}" in text
     assert "result ok" in text
     assert f"owner {world.user}:" in text
-    assert f"CI       run #1 (id {run_id}) botserver.yaml: success, commit {'c1' * 5}" in text
+    assert (
+        f"CI       run {run_id} botserver.yaml (#1 in the web UI): success, commit {'c1' * 5}"
+        in text
+    )
 
 
 def test_status_without_a_reachable_forge_still_reports_the_target(world, artifacts):

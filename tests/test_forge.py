@@ -351,7 +351,9 @@ def test_find_run_waits_for_the_push_run_to_appear(forgejo_factory, clock):
     assert run.workflow_id == "botserver.yaml" and run.event == "push" and run.commit_sha == SHA
     assert len(forgejo.requests("/actions/runs")) == 4
     assert forgejo.requests("/dispatches") == []
-    assert f"found run #{run.index_in_repo} (id {run.id}) botserver.yaml" in out.getvalue()
+    assert (
+        f"found run {run.id} botserver.yaml (#{run.index_in_repo} in the web UI)" in out.getvalue()
+    )
 
 
 def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
@@ -701,7 +703,7 @@ def test_a_newer_push_cancels_a_workflow_without_concurrency_and_wait_names_it(
         )
 
     assert caught.value.exit_code == 3
-    assert f"(id {second})" in str(caught.value) and OTHER_SHA[:12] in str(caught.value)
+    assert f"run {second} " in str(caught.value) and OTHER_SHA[:12] in str(caught.value)
     assert f"gbdeploy wait {second}" in str(caught.value)
 
 
@@ -939,9 +941,9 @@ def test_runs_wait_and_status_follow_the_component_repository(forgejo, capsys):
     line = latest_run_line(settings, settings.component("botserver"))
 
     assert [r.id for r in listed] == [run_id]
-    assert json.loads(out.getvalue().split("\nrun #")[0])[0]["commit_sha"] == SHA
+    assert json.loads(out.getvalue().split("\nrun ")[0])[0]["commit_sha"] == SHA
     assert [r.id for r in waited] == [run_id] and waited[0].succeeded
-    assert f"(id {run_id}) botserver.yaml: success, commit {SHA[:10]}" in line
+    assert f"run {run_id} botserver.yaml (#1 in the web UI): success, commit {SHA[:10]}" in line
     assert line.endswith("in GeneralBots/BotServer")
     assert forgejo.requests("/repos/GeneralBots/BotServer/actions/runs")
 

@@ -70,13 +70,13 @@ class Run:
 
     @property
     def label(self) -> str:
-        """How the user sees it: `run #12 (id 345) botserver.yaml`."""
-        ident = (
-            f"#{self.index_in_repo}"
-            if self.source == "tasks"
-            else f"#{self.index_in_repo} (id {self.id})"
+        """How the user sees it: `run 345 botserver.yaml (#12 in the web UI)`; the id first, as
+        `gbdeploy wait RUN_ID` takes it. A run seen only through `/tasks` has no id to show."""
+        if self.source == "tasks":
+            return f"run #{self.index_in_repo} {self.workflow_id}".rstrip()
+        return f"run {self.id} {self.workflow_id} (#{self.index_in_repo} in the web UI)".replace(
+            "  ", " "
         )
-        return f"run {ident} {self.workflow_id}".rstrip()
 
     def elapsed(self, now: datetime) -> timedelta | None:
         if self.duration is not None and self.finished:

@@ -560,7 +560,8 @@ def test_status_shows_binary_process_health_last_deploy_and_ci(world, artifacts,
     deploy.run_status(settings, Reporter(stream=out), component="botserver")
 
     text = out.getvalue()
-    assert file_sha256(artifacts(NEW)) in text
+    sha256 = file_sha256(artifacts(NEW))
+    assert f"sha256 {sha256[:12]}" in text and sha256 not in text  # short in the table
     assert f"pid {pid} as {world.user}" in text
     assert f"commit {NEW}" in text
     assert "result ok" in text

@@ -143,6 +143,11 @@ def run_status(
         raise RemoteError("status: no target could be read", hint="see the errors above")
 
 
+def _short(value: object, length: int = 12) -> str:
+    """A commit or sha256 as a table shows it (the full value is in `status --json`)."""
+    return str(value)[:length] if value else "?"
+
+
 def format_status(component: Component, status: ComponentStatus) -> list[str]:
     lines = [f"{component.name} on {status.target}"]
     if status.binary is None:
@@ -152,7 +157,7 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         mtime = datetime.fromtimestamp(b.mtime, timezone.utc).isoformat(timespec="seconds")
         lines.append(
             f"  binary   {component.binary}  modified {mtime}  {human_bytes(b.size)}  "
-            f"owner {b.owner}:{b.group}  mode {b.mode:o}  sha256 {status.sha256}"
+            f"owner {b.owner}:{b.group}  mode {b.mode:o}  sha256 {_short(status.sha256, 12)}"
         )
     running = ", ".join(
         f"pid {p.pid} as {p.user}" + (" (binary replaced since it started)" if p.deleted else "")
@@ -163,21 +168,21 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         lines.append("  health   (no health URL configured)")
     elif status.health.ok:
         h = status.health
-        lines.append(f"  health   ok  version {h.version or '?'}  commit {h.commit or '?'}")
+        lines.append(f"  health   ok  version {h.version or '?'}  commit {_short(h.commit)}")
     else:
         lines.append(f"  health   NOT OK: {status.health.describe()}")
     if status.last_deploy:
         d = status.last_deploy
         lines.append(
             f"  deployed {d.get('time', '?')}  {d.get('action', 'deploy')} "
-            f"commit {d.get('commit') or '?'}  {d.get('strategy', '?')}  "
+            f"commit {_short(d.get('commit'))}  {d.get('strategy', '?')}  "
             f"result {d.get('result', '?')}  by {d.get('who', '?')}"
         )
     else:
         lines.append("  deployed (no deploy log yet)")
     if status.releases:
         kept = ", ".join(
-            f"{r['commit'] or 'unknown'} ({str(r['sha256'])[:12]})" for r in status.releases
+            f"{_short(r['commit'])} ({_short(r['sha256'], 12)})" for r in status.releases
         )
         lines.append(f"  releases {kept} (newest last)")
     if status.lock:
@@ -186,7 +191,7 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         age = f"{lock.age_seconds}s" if lock.age_seconds is not None else "?"
         who = (
             f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), {held.get('action', '?')} "
-            f"of commit {held.get('commit') or 'unknown'}"
+            f"of commit {_short(held.get('commit'))}"
             if held
             else "no holder record"
         )

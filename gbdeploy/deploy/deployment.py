@@ -58,7 +58,6 @@ from .session import Session
 
 STRATEGIES = ("staged", "seed")
 HEALTH_INTERVAL = 0.05  # seconds between two health checks while a service starts
-DEFAULT_KEEP_RELEASES = 3
 
 
 # --- what the begin exchange found
@@ -401,7 +400,7 @@ class Deployment:
         keep = None
         drop = None
         if result in ("ok", "unchanged") and self.sha256:
-            keep = (self.sha256, self.commit or "unknown", self.component_keep)
+            keep = (self.sha256, self.commit or "unknown", self.component.keep_releases)
         if result == "ok" and self.release is not None:
             keep, drop = None, self.release.sha256
         phase = "done" if result in ("ok", "unchanged") else result.replace(", ", "-")
@@ -414,10 +413,6 @@ class Deployment:
             drop_above=drop,
             phase=phase.replace(" ", "-"),
         )
-
-    @property
-    def component_keep(self) -> int:
-        return int(getattr(self.component, "keep_releases", DEFAULT_KEEP_RELEASES))
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new

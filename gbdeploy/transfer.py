@@ -39,6 +39,7 @@ import contextlib
 import fcntl
 import hashlib
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -351,10 +352,11 @@ def _send(
                 sent += len(chunk)
                 if progress:
                     progress(min(source.done, source.size - 1), source.size)
-        if source.done != source.size:
+        if source.changed():
             raise OperationFailed(
                 f"the artifact {local} changed while it was uploaded "
-                f"({source.size} bytes, then {source.done} read)",
+                f"({source.size} bytes when it started, {source.done} read, "
+                f"{source.size_now()} now)",
                 hint="wait for the build that writes it to finish, then deploy again",
             )
         channel.shutdown_write()
@@ -397,7 +399,8 @@ class _ArtifactSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.size = path.stat().st_size
+        self._stat = path.stat()
+        self.size = self._stat.st_size
         self.done = 0
         self._digest = hashlib.sha256()
         self._error: OperationFailed | None = None
@@ -405,6 +408,27 @@ class _ArtifactSource:
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
+
+    def _identity(self, stat: os.stat_result) -> tuple[int, int, int]:
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def size_now(self) -> int | None:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        """Whether a build still writes the file: read other than stat'd, or touched since.
+
+        A build that appends after our last read would otherwise ship its first part.
+        """
+        if self.done != self.size:
+            return True
+        try:
+            return self._identity(self.path.stat()) != self._identity(self._stat)
+        except OSError:
+            return True
 
     def _blocks(self) -> Iterator[memoryview]:
         buffer = bytearray(BLOCK)

@@ -146,8 +146,11 @@ class World:
         self.environment = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith(("GBDEPLOY_", "FORGEJO_"))
+            if not name.startswith(("GBDEPLOY_", "FORGEJO_")) and name != "PYTHONDONTWRITEBYTECODE"
         }
+        # Bytecode as an installed package has it (pip compiles it at install time), kept out
+        # of the checkout; the first, unmeasured deploy writes it.
+        self.environment["PYTHONPYCACHEPREFIX"] = str(self.root.parent / "pycache")
 
     def gbdeploy(self, *args: str) -> tuple[float, str]:
         """Runs the gbdeploy program as a user would; (seconds, its output)."""
@@ -274,7 +277,8 @@ def deploy_rounds(world: World, binaries: list[Path], commits: list[str], runs: 
         order = ("gbdeploy", "scp") if attempt % 2 == 0 else ("scp", "gbdeploy")
         for who in order:
             if who == "scp":
-                figures.scp.append(scp(world, binaries[0]))
+                with downtime(world):  # the same prober load as the deploy sees
+                    figures.scp.append(scp(world, binaries[0]))
                 continue
             current = 1 - current
             with downtime(world) as seen:

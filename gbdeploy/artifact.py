@@ -1,5 +1,6 @@
-"""Checks on the artifact before anything is uploaded: a non-empty ELF executable for the
-target's machine type.
+"""The artifact: where it is, what it is, and its fingerprint.
+
+Checks before anything is uploaded: a non-empty ELF executable for the target's machine type.
 
 An empty file, an HTML error page saved by a failed download, a shell script or a shared library
 would otherwise be uploaded, swapped in, fail to start and be rolled back: an outage for nothing.
@@ -12,14 +13,19 @@ neither is a shared library (`.so`): it has no program to start.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import stat
 import struct
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import UsageError
+from .config import Component, Settings
+from .errors import OperationFailed, UsageError
 
 ELF_MAGIC = b"\x7fELF"
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
@@ -69,6 +75,104 @@ _UNAME_ALIASES = {
 }
 
 
+BLOCK = 1 << 20
+
+
+def find_artifact(settings: Settings, component: Component, given: str | None) -> Path:
+    """`--artifact`, else the component's `artifact` from the current directory, the submodule or
+    the root repository (the first that exists)."""
+    if given:
+        return Path(given).expanduser().resolve()
+    relative = Path(component.artifact or f"target/release/{component.name}")
+    candidates = [Path.cwd() / relative]
+    if settings.project_dir:
+        candidates += [
+            settings.project_dir / component.submodule / relative,
+            settings.project_dir / relative,
+        ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return candidates[0]
+
+
+# --- the fingerprint
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """An artifact's sha256 and the identity of the file it was read from (inode, size and
+    mtime), so an upload can send it without hashing it again and still notice a rewrite."""
+
+    sha256: str
+    identity: tuple[int, int, int]
+
+    @property
+    def size(self) -> int:
+        return self.identity[1]
+
+
+def identity(stat_result: os.stat_result) -> tuple[int, int, int]:
+    return stat_result.st_ino, stat_result.st_size, stat_result.st_mtime_ns
+
+
+_STARTED: dict[tuple[str, tuple[int, int, int]], Future[Fingerprint]] = {}
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """The sha256 of `path`; OperationFailed when the file changed while it was read. Waits for a
+    hashing `prefetch_fingerprint` started, when the file is still the one it reads."""
+    try:
+        key = (str(path), identity(os.stat(path)))
+    except OSError as error:
+        raise OperationFailed(f"cannot read the artifact {path}: {error}") from None
+    started = _STARTED.pop(key, None)
+    return started.result() if started is not None else _hash(path)
+
+
+def prefetch_fingerprint(path: Path) -> None:
+    """Start hashing `path` in the background: the CLI calls this before it loads the deploy
+    machinery (ssh and crypto libraries), so the two overlap on a machine with a second core."""
+    try:
+        key = (str(path), identity(os.stat(path)))
+    except OSError:
+        return  # the deploy says what is wrong with the path
+    if key in _STARTED:
+        return
+    started: Future[Fingerprint] = Future()
+
+    def work() -> None:
+        try:
+            started.set_result(_hash(path))
+        except BaseException as error:  # handed to whoever waits for it
+            started.set_exception(error)
+
+    _STARTED[key] = started
+    threading.Thread(target=work, name="fingerprint", daemon=True).start()
+
+
+def _hash(path: Path) -> Fingerprint:
+    try:
+        before = identity(os.stat(path))
+        sha256 = file_sha256(path)
+        after = identity(os.stat(path))
+    except OSError as error:
+        raise OperationFailed(f"cannot read the artifact {path}: {error}") from None
+    if before != after:
+        raise OperationFailed(
+            f"the artifact {path} changed while it was hashed",
+            hint="wait for the build that writes it to finish, then deploy again",
+        )
+    return Fingerprint(sha256, before)
+
+
+# --- what it is
 def uname_machine(uname_m: str) -> str:
     """`uname -m` output in the spelling `ArtifactInfo.machine` uses."""
     name = uname_m.strip().lower()

@@ -119,6 +119,9 @@ def _parse_processes(result: CommandResult) -> list[ProcessInfo]:
     return found
 
 
+STOP_POLL = 0.02  # seconds between two looks at whether a stopped process is gone
+
+
 def stop_processes_command(binary: str, timeout: float) -> str:
     """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL.
 
@@ -126,7 +129,8 @@ def stop_processes_command(binary: str, timeout: float) -> str:
     pids found by executable path are signalled, and this shell's own pid is never among them
     (its executable is sh), so the calling ssh session survives.
     """
-    tenths = max(1, round(timeout * 10))
+    # Polled every 20 ms: a service that exits at once is restarted at once (downtime).
+    ticks = max(1, round(timeout / STOP_POLL))
     return "\n".join(
         [
             resolve_binary(binary),
@@ -143,11 +147,12 @@ def stop_processes_command(binary: str, timeout: float) -> str:
             '[ -n "$targets" ] || { echo none; exit 0; }',
             "kill -TERM $targets 2>/dev/null",
             "i=0",
-            f'while alive && [ "$i" -lt {tenths} ]; do sleep 0.1; i=$((i + 1)); done',
+            f'while alive && [ "$i" -lt {ticks} ]; do sleep {STOP_POLL}; i=$((i + 1)); done',
             'alive || { echo "stopped" $targets; exit 0; }',
             "kill -KILL $left 2>/dev/null",
             "i=0",
-            'while alive && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done',
+            f'while alive && [ "$i" -lt {round(5 / STOP_POLL)} ]; do sleep {STOP_POLL}; '
+            "i=$((i + 1)); done",
             'alive && { echo "survived SIGKILL:$left" >&2; exit 1; }',
             'echo "killed" $targets',
         ]

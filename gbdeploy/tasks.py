@@ -140,11 +140,15 @@ def deploy(
     recover: bool = False,
 ) -> None:
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
+    from . import artifact as artifact_module
     from . import deploy as deploy_module
 
     loaded = production(c)
     if not dry_run:
         confirm(f"deploy {component} to {describe_target(loaded, component)}?", yes=yes)
+        if not recover and component in loaded.components:
+            found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
+            artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
     deploy_module.run_deploy(
         loaded,
         component,

@@ -1,7 +1,9 @@
-"""Uploading an artifact to a target: one exec channel, hashed on the target as it is written.
+"""Uploading an artifact to a target, hashed on the target as it is written.
 
-The artifact is streamed over an SSH exec channel into a receiver on the target that writes the
-file and computes its sha256 from the very bytes it writes, in the same pass:
+The bytes go either through the deploy's session (`upload_through`: its python3 helper takes the
+file, see `deploy.session`) or over an exec channel of their own (`upload`, `start_upload`) into a
+receiver on the target that writes the file and computes its sha256 from the very bytes it
+writes, in the same pass:
 
     python3 (in-process)    /usr/bin/python3, else the first python3 on PATH: reads the stream
                             (through `zstd -d` when compressed), hashes, writes, checks the size,
@@ -11,19 +13,25 @@ file and computes its sha256 from the very bytes it writes, in the same pass:
     cat / zstd -d           without python3 and sha256sum: written but not hashed
                             (`remote_sha256` is None and the caller must hash the file)
 
-so the caller compares `UploadResult.remote_sha256` with `UploadResult.sha256` (computed here while
-the artifact was read) instead of reading 150 MB a second time on the target.
+so the caller compares `UploadResult.remote_sha256` with `UploadResult.sha256` instead of reading
+150 MB a second time on the target. Both python3 writers fdatasync the file before they answer, so
+it is on disk before anyone renames it over the running binary (and the rename has no data left to
+flush while the service is down). Locally the artifact is read once, into reused buffers (fresh
+1 MiB `bytes` per read cost a page fault per 4 KiB), and hashed as it is read, unless the caller
+hashed it already (`Fingerprint`: then a file whose inode, size or mtime changed is refused).
+Never more than the size announced is sent; a file that changed while it was read (a build still
+writing it) is refused.
 
 Compression: `zstd -1 -T0` when this machine has zstd, a sample of the artifact shrinks, and the
 bytes cross a network. Over a loopback connection compressing only adds CPU work to the two ends
 that share the machine (measured: a 147 MiB ELF took 1.16 s compressed, 0.58 s plain). A target
 without zstd exits NO_ZSTD before touching the file and the upload starts over as a plain stream.
 
-Sending starts at once, while the target's shell is still starting (it reads its rc files: 0.1 to
-0.2 s on the test box); the server's window (OpenSSH: 2 MiB, in 32 KiB packets; the client cannot
-change it) holds the first bytes. Locally the artifact is read into reused buffers (fresh 1 MiB
-`bytes` per read cost a page fault per 4 KiB) and hashed in the sending thread (hashlib releases
-the GIL); the receiver widens its stdin pipe to 1 MiB, which saves a tenth of a second on 150 MB.
+A channel's receiver first waits for the line GATE, so the channel can be opened (and the target's
+shell, which reads its rc files: 0.1 to 0.2 s on the test box, started) while the deploy still
+takes its lock; the server's window (OpenSSH: 2 MiB, in 32 KiB packets; the client cannot change
+it) then holds the first bytes. The receiver widens its stdin pipe to 1 MiB, which saves a tenth
+of a second on 150 MB.
 
 A refused write ("No such file or directory", "Is a directory", "No space left on device") comes
 back as the receiver's stderr with a non-zero exit, which becomes a RemoteError; so do a connection
@@ -39,7 +47,6 @@ import contextlib
 import fcntl
 import hashlib
 import ipaddress
-import os
 import re
 import shutil
 import subprocess
@@ -47,13 +54,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, Protocol, TextIO
 
 import paramiko
 
+from .artifact import Fingerprint, identity
 from .connection import Remote, quote
 from .errors import OperationFailed, RemoteError
 from .output import human_bytes
@@ -70,6 +78,8 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 ZSTD = "zstd"
 STREAM = "stream"
 NO_ZSTD = 97  # the zstd receiver's exit status when the target has no zstd
+GATE = "go"  # the line that lets a waiting receiver start; `read` takes no byte beyond it
+GATE_LINE = f'IFS= read -r gate && [ "$gate" = {GATE} ] || exit 0'
 # System pythons first: a python3 found on PATH may be a version manager's shim (pyenv's takes
 # 0.1 s to start) or a virtualenv.
 PYTHONS = ("/usr/bin/python3", "python3")
@@ -128,6 +138,8 @@ try:
         got += count
         while chunk:
             chunk = chunk[os.write(out, chunk):]
+    if created:
+        os.fdatasync(out)  # on disk before it is renamed over the binary
     os.close(out)
 except OSError as error:
     fail("%s: %s" % (path, error.strerror))
@@ -157,16 +169,12 @@ class UploadResult:
         return self.remote_sha256 is not None and self.remote_sha256 == self.sha256
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def receive_command(method: str, remote_path: str, size: int) -> str:
     """The exact command the target runs to receive `size` bytes (before container wrapping).
+
+    It first waits for the line GATE on its stdin, and exits untouched at end of input: the
+    channel can be opened (and the target's shell started) before the deploy knows it will
+    upload, e.g. while it takes the lock.
 
     The zstd receiver checks for zstd first and, when it is missing, exits NO_ZSTD before it
     touches the file; the sender does not wait for that check (it would cost a round trip plus
@@ -174,7 +182,7 @@ def receive_command(method: str, remote_path: str, size: int) -> str:
     """
     path = quote(remote_path)
     decode = "zstd -d -q -c" if method == ZSTD else ""
-    lines = []
+    lines = [GATE_LINE]
     if method == ZSTD:
         lines.append(
             f"command -v zstd >/dev/null 2>&1 || {{ echo 'no zstd on the target' >&2; "
@@ -279,6 +287,7 @@ def upload(
     progress: Progress | None = None,
     compress: bool | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    known: Fingerprint | None = None,
 ) -> UploadResult:
     """Write `local` to `remote_path` on the target, hashing it there. Whatever file or symlink
     was at `remote_path` is replaced by a new file (never written through), so no separate
@@ -288,33 +297,179 @@ def upload(
     artifact compresses; True uses it whenever both ends have it; False never does. A target
     found without zstd gets a plain stream (progress then starts over once). `timeout` is how
     long the link may stand still (no window to send into, no answer at the end) before the
-    upload is abandoned.
+    upload is abandoned. `known`: the artifact's fingerprint, when the caller hashed it already;
+    it is then not hashed again, and a file whose inode, size or mtime differ from it is refused.
 
     Does not compare the two hashes: `result.verified` says whether they match, and what to do
     when they do not is the caller's decision. Raises RemoteError when the connection drops,
     stalls, or the target's receiver fails (refused write, short or corrupt stream); the file at
-    `remote_path` may then be partial, so callers upload to a temporary name.
+    `remote_path` may then be partial, so callers upload to a temporary name. OperationFailed
+    when the artifact changes while it is sent (a build still writing it).
     """
+    pending = start_upload(remote, local, remote_path, compress=compress, timeout=timeout)
+    return pending.send(progress=progress, known=known)
+
+
+def start_upload(
+    remote: Remote,
+    local: Path,
+    remote_path: str,
+    *,
+    compress: bool | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> PendingUpload:
+    """Open the upload's channel now and start its receiver, which waits, touching nothing, until
+    `send` (or exits when `cancel` closes the channel). Lets the target's shell start while
+    the caller still talks to the target on another channel."""
+    pending = PendingUpload(remote, Path(local), remote_path, timeout)
+    pending.open(choose_method(remote, pending.local, compress))
+    return pending
+
+
+class PendingUpload:
+    """An upload whose receiver runs on the target, waiting for the word to begin."""
+
+    def __init__(self, remote: Remote, local: Path, remote_path: str, timeout: float) -> None:
+        self.remote = remote
+        self.local = local
+        self.remote_path = remote_path
+        self.timeout = timeout
+        self.method = STREAM
+        self.size = 0
+        self._channel: paramiko.Channel | None = None
+
+    def open(self, method: str) -> None:
+        self.method = method
+        try:
+            self.size = self.local.stat().st_size
+        except OSError as error:
+            raise OperationFailed(f"cannot read the artifact {self.local}: {error}") from None
+        command = receive_command(method, self.remote_path, self.size)
+        try:
+            self._channel = self.remote.channel(command)
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise RemoteError(
+                f"on {self.remote.description}: cannot start the upload to "
+                f"{self.remote_path}: {error}"
+            ) from None
+
+    def cancel(self) -> None:
+        """Close the channel: a receiver still waiting exits without touching anything."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
+
+    def send(
+        self, *, progress: Progress | None = None, known: Fingerprint | None = None
+    ) -> UploadResult:
+        """Let the receiver begin and send the artifact; see `upload`."""
+        if self._channel is None:
+            raise OperationFailed(f"the upload to {self.remote_path} was cancelled")
+        started = time.monotonic()
+        try:
+            sent = self._send(progress, known)
+        except _TargetLacksZstd:
+            _WITHOUT_ZSTD.add(self.remote)
+            self.open(STREAM)
+            sent = self._send(progress, known)
+        if progress:
+            progress(sent.size, sent.size)
+        return UploadResult(
+            sent.sha256,
+            sent.size,
+            sent.bytes_sent,
+            time.monotonic() - started,
+            self.method,
+            sent.remote_sha256,
+            sent.receiver,
+        )
+
+    def _send(self, progress: Progress | None, known: Fingerprint | None) -> _Sent:
+        """One attempt: the word, the artifact, and the receiver's answer."""
+        channel, self._channel = self._channel, None
+        assert channel is not None
+        remote, local, remote_path = self.remote, self.local, self.remote_path
+        try:
+            source = _ArtifactSource(local, known, announced=self.size)
+            channel.settimeout(self.timeout)
+            sent = 0
+            try:
+                channel.sendall(f"{GATE}\n".encode())
+                with source.chunks(compressed=self.method == ZSTD) as chunks:
+                    for chunk in chunks:
+                        channel.sendall(chunk)
+                        sent += len(chunk)
+                        if progress:
+                            progress(min(source.done, source.size - 1), source.size)
+                if source.changed():  # after the last block was read: the stream is whole
+                    # One byte too many: the receiver refuses the stream and removes the file.
+                    channel.sendall(b"\0")
+                    raise source.changed_error()
+                channel.shutdown_write()
+                _wait_for_exit(remote, channel, remote_path, self.timeout)
+                answer = _read_stdout(channel)
+            except (OSError, EOFError, paramiko.SSHException) as error:
+                _raise_failure(remote, channel, remote_path, error)
+        finally:
+            # On a connection cut by Ctrl-C or SIGTERM, close() fails too; its error must not
+            # replace the interrupt that is on its way up.
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
+        receiver, remote_sha256 = _parse_answer(remote, remote_path, answer)
+        return _Sent(source.sha256, source.size, sent, remote_sha256, receiver)
+
+
+class FileSink(Protocol):
+    """Where `upload_through` sends the bytes: a `deploy.session.Session` with its helper."""
+
+    def put(
+        self, remote_path: str, size: int, chunks: Iterable[memoryview], *, timeout: float | None
+    ) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def upload_through(
+    sink: FileSink,
+    local: Path,
+    remote_path: str,
+    *,
+    progress: Progress | None = None,
+    known: Fingerprint | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> UploadResult:
+    """Like `upload`, through a channel that is already open (the session's helper): no channel
+    to open and no shell to start. Always a plain stream (the helper does not decompress)."""
     started = time.monotonic()
     local = Path(local)
-    remote.open()
-    method = choose_method(remote, local, compress)
+    source = _ArtifactSource(local, known)
+
+    def chunks() -> Iterator[memoryview]:
+        for block in source._blocks():
+            yield block
+            if progress:
+                progress(min(source.done, source.size - 1), source.size)
+        if source.done != source.size:
+            raise source.changed_error()
+
     try:
-        sent = _send(remote, local, remote_path, method, progress, timeout)
-    except _TargetLacksZstd:
-        _WITHOUT_ZSTD.add(remote)
-        method = STREAM
-        sent = _send(remote, local, remote_path, method, progress, timeout)
+        remote_sha256 = sink.put(remote_path, source.size, chunks(), timeout=timeout)
+    except OperationFailed:
+        sink.close()  # the helper waits for bytes that will not come: it removes the file
+        raise
+    if source.changed():
+        raise source.changed_error()
     if progress:
-        progress(sent.size, sent.size)
+        progress(source.size, source.size)
     return UploadResult(
-        sent.sha256,
-        sent.size,
-        sent.bytes_sent,
+        source.sha256,
+        source.size,
+        source.size,
         time.monotonic() - started,
-        method,
-        sent.remote_sha256,
-        sent.receiver,
+        STREAM,
+        remote_sha256,
+        "session",
     )
 
 
@@ -325,52 +480,6 @@ class _Sent:
     bytes_sent: int
     remote_sha256: str | None
     receiver: str
-
-
-def _send(
-    remote: Remote,
-    local: Path,
-    remote_path: str,
-    method: str,
-    progress: Progress | None,
-    timeout: float,
-) -> _Sent:
-    """One attempt: the artifact onto one channel, and the receiver's answer."""
-    source = _ArtifactSource(local)
-    try:
-        channel = remote.channel(receive_command(method, remote_path, source.size))
-    except (OSError, EOFError, paramiko.SSHException) as error:
-        raise RemoteError(
-            f"on {remote.description}: cannot start the upload to {remote_path}: {error}"
-        ) from None
-    channel.settimeout(timeout)
-    sent = 0
-    try:
-        with source.chunks(compressed=method == ZSTD) as chunks:
-            for chunk in chunks:
-                channel.sendall(chunk)
-                sent += len(chunk)
-                if progress:
-                    progress(min(source.done, source.size - 1), source.size)
-        if source.changed():
-            raise OperationFailed(
-                f"the artifact {local} changed while it was uploaded "
-                f"({source.size} bytes when it started, {source.done} read, "
-                f"{source.size_now()} now)",
-                hint="wait for the build that writes it to finish, then deploy again",
-            )
-        channel.shutdown_write()
-        _wait_for_exit(remote, channel, remote_path, timeout)
-        answer = _read_stdout(channel)
-    except (OSError, EOFError, paramiko.SSHException) as error:
-        _raise_failure(remote, channel, remote_path, error)
-    finally:
-        # On a connection cut by Ctrl-C or SIGTERM, close() fails too; its error must not
-        # replace the interrupt that is on its way up.
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            channel.close()
-    receiver, remote_sha256 = _parse_answer(remote, remote_path, answer)
-    return _Sent(source.sha256, source.size, sent, remote_sha256, receiver)
 
 
 _SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
@@ -395,22 +504,42 @@ class _TargetLacksZstd(Exception):
 
 
 class _ArtifactSource:
-    """Reads the artifact once into reused buffers, hashing each block as it goes."""
+    """Reads the artifact once into reused buffers, hashing each block as it goes (unless its
+    fingerprint is known: then the file must still be the one that was hashed)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, known: Fingerprint | None, *, announced: int | None = None
+    ) -> None:
         self.path = path
-        self._stat = path.stat()
-        self.size = self._stat.st_size
+        self.known = known
+        try:
+            self._identity = identity(path.stat())
+        except OSError as error:
+            raise OperationFailed(f"cannot read the artifact {path}: {error}") from None
+        self.size = self._identity[1]
         self.done = 0
-        self._digest = hashlib.sha256()
+        self._digest = None if known else hashlib.sha256()
         self._error: OperationFailed | None = None
+        if (known and known.identity != self._identity) or self.size != (announced or self.size):
+            since = "it was hashed" if known else "the upload was prepared"
+            raise OperationFailed(
+                f"the artifact {path} changed since {since}",
+                hint="wait for the build that writes it to finish, then deploy again",
+            )
 
     @property
     def sha256(self) -> str:
+        if self.known is not None:
+            return self.known.sha256
+        assert self._digest is not None
         return self._digest.hexdigest()
 
-    def _identity(self, stat: os.stat_result) -> tuple[int, int, int]:
-        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+    def changed_error(self) -> OperationFailed:
+        return OperationFailed(
+            f"the artifact {self.path} changed while it was uploaded "
+            f"({self.size} bytes when it started, {self.done} read, {self.size_now()} now)",
+            hint="wait for the build that writes it to finish, then deploy again",
+        )
 
     def size_now(self) -> int | None:
         try:
@@ -426,7 +555,7 @@ class _ArtifactSource:
         if self.done != self.size:
             return True
         try:
-            return self._identity(self.path.stat()) != self._identity(self._stat)
+            return identity(self.path.stat()) != self._identity
         except OSError:
             return True
 
@@ -435,10 +564,18 @@ class _ArtifactSource:
         view = memoryview(buffer)
         try:
             with open(self.path, "rb", buffering=0) as f:
-                while count := f.readinto(buffer):
+                # Never more than the size announced: what a build appends is noticed by changed().
+                while self.done < self.size and (
+                    count := f.readinto(view[: min(BLOCK, self.size - self.done)])
+                ):
                     block = view[:count]
-                    self._digest.update(block)
+                    if self._digest is not None:
+                        self._digest.update(block)
                     self.done += count
+                    if self.done == self.size and self.changed():
+                        # Not even the last block: the receiver gets a short stream and removes
+                        # the file, instead of a complete one it would keep.
+                        raise self.changed_error()
                     yield block
         except OSError as error:
             raise OperationFailed(f"cannot read the artifact {self.path}: {error}") from None

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 from gbdeploy import deploy
+from gbdeploy.artifact import file_sha256
 from gbdeploy.config import Component, ForgeSettings, Settings
 from gbdeploy.output import Reporter
-from gbdeploy.transfer import file_sha256
 from gbdeploy_sandbox.procs import pids_running, wait_for
 from gbdeploy_sandbox.service import Fault, build_service
 from gbdeploy_sandbox.settings import standin_component, target_settings

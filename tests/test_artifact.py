@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gbdeploy import artifact
 from gbdeploy.artifact import ArtifactInfo, check, uname_machine
-from gbdeploy.errors import UsageError
+from gbdeploy.errors import OperationFailed, UsageError
 from gbdeploy_sandbox.service import build_service, compiler
 
 HERE = os.uname().machine
@@ -259,3 +261,30 @@ def test_offsets_past_the_end_of_a_damaged_file_are_not_followed(tmp_path):
     struct.pack_into("<HH", header, 54, 56, 3)
     with pytest.raises(UsageError, match="shared library"):
         check(write(tmp_path / "botserver", bytes(header)))
+
+
+# --- the fingerprint ------------------------------------------------------------------------------
+def test_a_prefetched_fingerprint_is_read_once_and_only_while_the_file_is_the_same(
+    tmp_path, mocker
+):
+    path = tmp_path / "botserver"
+    path.write_bytes(b"build one" * 1000)
+    reads = mocker.spy(artifact, "file_sha256")
+
+    artifact.prefetch_fingerprint(path)
+    first = artifact.fingerprint(path)
+    assert first.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reads.call_count == 1  # the deploy waited for the background hash
+
+    path.write_bytes(b"build two, longer" * 1000)  # rebuilt after the prefetch
+    second = artifact.fingerprint(path)
+    assert second.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() != first.sha256
+    assert reads.call_count == 2
+
+
+def test_a_prefetch_of_a_missing_artifact_leaves_the_error_to_the_deploy(tmp_path):
+    missing = tmp_path / "not built"
+    artifact.prefetch_fingerprint(missing)
+    with pytest.raises(OperationFailed) as raised:
+        artifact.fingerprint(missing)
+    assert f"cannot read the artifact {missing}" in str(raised.value)

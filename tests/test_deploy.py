@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gbdeploy import deploy
+from gbdeploy.artifact import file_sha256
 from gbdeploy.config import Restart, SshSettings
 from gbdeploy.deploy import deployment
 from gbdeploy.errors import (
@@ -28,7 +30,6 @@ from gbdeploy.errors import (
     UsageError,
 )
 from gbdeploy.output import Reporter
-from gbdeploy.transfer import file_sha256
 from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_under, wait_for
 from gbdeploy_sandbox.service import Fault
 from tests.deploy_world import (
@@ -381,13 +382,16 @@ def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artif
 def test_ctrl_c_during_upload_releases_the_lock(world, artifacts, mocker):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    real_upload = deployment.transfer.upload
+    transfer = deployment.transfer
+    for owner, name in ((transfer.PendingUpload, "send"), (transfer, "upload_through")):
+        real = getattr(owner, name)
 
-    def upload_then_interrupt(*args, **kwargs):
-        real_upload(*args, **kwargs)
-        raise KeyboardInterrupt
+        def upload_then_interrupt(*args, real=real, **kwargs):
+            real(*args, **kwargs)
+            raise KeyboardInterrupt
 
-    mocker.patch.object(deployment.transfer, "upload", side_effect=upload_then_interrupt)
+        autospec = owner is transfer.PendingUpload
+        mocker.patch.object(owner, name, autospec=autospec, side_effect=upload_then_interrupt)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW))
     assert "interrupted" in str(raised.value)
@@ -618,7 +622,10 @@ def test_upload_progress_is_shown_on_a_terminal_only(world, artifacts):
     terminal, pipe = Terminal(), io.StringIO()
     world.deploy(artifacts(OLD), commit=OLD, out=terminal)
     world.deploy(artifacts(NEW), out=pipe)
-    assert "\r→ upload … " in terminal.getvalue() and "KiB/s)" in terminal.getvalue()
+    drawn = re.search(
+        r"\r→ upload … [\d.]+ KiB / [\d.]+ KiB \([\d.]+ [KMG]?i?B/s\)", terminal.getvalue()
+    )
+    assert drawn, terminal.getvalue()
     assert "\r" not in pipe.getvalue()
 
 

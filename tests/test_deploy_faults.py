@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from gbdeploy import deploy, transfer
+from gbdeploy.artifact import file_sha256
+from gbdeploy.connection import Remote
+from gbdeploy.deploy import session
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
-from gbdeploy.transfer import file_sha256
 from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.service import Fault
 from tests.deploy_world import (
@@ -131,16 +133,24 @@ def test_seed_strategy_failure_is_rolled_back(world, artifacts, fault):
     assert world.deploy_log()[-1]["result"] == "failed, rolled back"
 
 
-def test_a_damaged_upload_is_caught_before_the_swap(world, artifacts, mocker):
+def test_a_damaged_upload_is_caught_before_the_swap(world, artifacts, mocker, tmp_path):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    real_upload = transfer.upload
-    damaged = artifacts(NEW, Fault.FAIL_AT_START)  # what arrives is not what was sent
+    real_send, real_through = transfer.PendingUpload.send, transfer.upload_through
+    damaged = tmp_path / "botserver"  # what arrives is not what was hashed: one byte differs
+    data = bytearray(artifacts(NEW).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(data)
 
-    def upload_damaged(remote, local, remote_path, **options):
-        return real_upload(remote, damaged, remote_path, **options)
+    def send_damaged(pending, *, progress=None, known=None):
+        pending.local = damaged
+        return real_send(pending, progress=progress)
 
-    mocker.patch.object(transfer, "upload", side_effect=upload_damaged)
+    def through_damaged(sink, local, remote_path, *, progress=None, known=None):
+        return real_through(sink, damaged, remote_path, progress=progress)
+
+    mocker.patch.object(transfer.PendingUpload, "send", autospec=True, side_effect=send_damaged)
+    mocker.patch.object(transfer, "upload_through", side_effect=through_damaged)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW))
 
@@ -158,12 +168,17 @@ def test_a_service_running_as_another_user_is_warned_about(world, artifacts):
 
 
 # --- the plan is what runs ------------------------------------------------------------------------
-def test_the_commands_executed_are_the_ones_dry_run_printed(world, artifacts, mocker):
+@pytest.mark.parametrize("far_end", ["python3", "sh"])
+def test_the_commands_executed_are_the_ones_dry_run_printed(world, artifacts, mocker, far_end):
+    if far_end == "sh":  # a target without python3: the session is sh, the upload a channel
+        mocker.patch.object(session, "PYTHONS", ())
     deployed(world, artifacts)
     same = {"clock": lambda: 1_900_000_000.0, "token": "feedc0de0123", "commit": NEW}
     out = io.StringIO()
     planned = world.deploy(artifacts(NEW), dry_run=True, verbose=True, out=out, **same)
     sent = mocker.spy(Session, "run")
+    put = mocker.spy(Session, "put")
+    opened = mocker.spy(Remote, "channel")
 
     world.deploy(artifacts(NEW), **same)
 
@@ -177,6 +192,18 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(world, artifacts, mo
         assert "".join(command.split()) in printed
     service = next(step for step in planned if step.name == "restart").commands[-1]
     assert service in executed and "kill -TERM" in service  # the fused script really ran
+
+    channels = [call.args[1] for call in opened.call_args_list]
+    upload = next(step for step in planned if step.name == "upload").commands
+    new, size = f"{world.binary}.new", artifacts(NEW).stat().st_size
+    if far_end == "python3":
+        assert channels == [session.launcher_command()]  # one channel for the whole deploy
+        assert [call.args[1:3] for call in put.call_args_list] == [(new, size)]
+        assert upload[0] == session.put_line(new, size)
+    else:
+        assert channels[0] == session.launcher_command() and len(channels) == 2
+        assert not put.called
+        assert any(channels[1] in command for command in upload)  # the receiver, as planned
     assert world.health()["commit"] == NEW
 
 

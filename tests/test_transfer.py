@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import transfer
+from gbdeploy import artifact, transfer
+from gbdeploy.artifact import Fingerprint, file_sha256, fingerprint
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
+from gbdeploy.deploy.session import Session
 from gbdeploy.errors import OperationFailed, RemoteError
 from gbdeploy.transfer import (
     STREAM,
@@ -23,11 +25,13 @@ from gbdeploy.transfer import (
     TerminalProgress,
     UploadResult,
     choose_method,
-    file_sha256,
     receive_command,
+    start_upload,
     upload,
     upload_plan,
+    upload_through,
 )
+from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.service import build_service
 
 MiB = 1 << 20
@@ -296,6 +300,79 @@ def test_bytes_changed_on_the_target_show_in_its_hash(
     assert not result.verified
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line holds `text` (the receiver's shell names its path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def test_a_prepared_upload_touches_nothing_until_it_is_sent(sshd, remote_root, artifacts):
+    target = remote_root / "botserver.new"
+    target.write_bytes(b"what another deploy staged")
+    with remote_for(sshd) as remote:
+        waiting = start_upload(remote, artifacts["random"], str(target))
+        assert wait_for(lambda: processes_mentioning(str(target)), deadline_seconds=30)
+        assert target.read_bytes() == b"what another deploy staged"
+        waiting.cancel()  # e.g. the lock was held, or the target has this binary already
+        assert wait_for(lambda: not processes_mentioning(str(target)), deadline_seconds=30)
+        assert target.read_bytes() == b"what another deploy staged"
+
+        ready = start_upload(remote, artifacts["random"], str(target))
+        result = ready.send()
+    assert_hashed_on_target(result, artifacts["random"], target)
+
+
+def test_a_known_fingerprint_is_trusted_for_the_hash_and_checked_by_the_target(
+    sshd, remote_root, artifacts
+):
+    local = artifacts["random"]
+    target = remote_root / "botserver.new"
+    known = fingerprint(local)
+    with remote_for(sshd) as remote:
+        result = upload(remote, local, str(target), known=known)
+        assert_hashed_on_target(result, local, target)
+        wrong = Fingerprint("0" * 64, known.identity)  # same file, a hash that is not its own
+        assert not upload(remote, local, str(target), known=wrong).verified
+
+
+def test_an_artifact_changed_since_it_was_hashed_is_refused_untouched(
+    sshd, remote_root, artifacts, tmp_path
+):
+    local = tmp_path / "botserver"
+    shutil.copyfile(artifacts["random"], local)
+    known = fingerprint(local)
+    with open(local, "ab") as f:
+        f.write(b"the build went on")
+    target = remote_root / "botserver.new"
+    target.write_bytes(b"staged before")
+    with remote_for(sshd) as remote, pytest.raises(OperationFailed) as raised:
+        upload(remote, local, str(target), known=known)
+    assert f"the artifact {local} changed since it was hashed" in str(raised.value)
+    assert target.read_bytes() == b"staged before"  # the receiver never got the word
+
+
+def test_a_file_changing_while_it_is_hashed_has_no_fingerprint(tmp_path, mocker):
+    local = tmp_path / "botserver"
+    local.write_bytes(b"first half")
+    real_hash = artifact.file_sha256
+
+    def hash_while_the_build_appends(path: Path) -> str:
+        digest = real_hash(path)
+        with open(path, "ab") as f:
+            f.write(b", second half")
+        return digest
+
+    mocker.patch.object(artifact, "file_sha256", side_effect=hash_while_the_build_appends)
+    with pytest.raises(OperationFailed) as raised:
+        fingerprint(local)
+    assert "changed while it was hashed" in str(raised.value)
+
+
 def test_a_short_stream_is_refused_and_its_file_removed(sshd, remote_root, artifacts, tmp_path):
     real_zstd = shutil.which("zstd")
     bin_dir = bin_dir_with(
@@ -309,9 +386,9 @@ def test_a_short_stream_is_refused_and_its_file_removed(sshd, remote_root, artif
     assert not target.exists()
 
 
-@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+@pytest.mark.parametrize("way", ["zstd", "stream", "session"])
 def test_an_artifact_rewritten_during_the_upload_is_refused(
-    sshd, remote_root, artifacts, tmp_path, compress
+    sshd, remote_root, artifacts, tmp_path, way
 ):
     local = tmp_path / "botserver"
     shutil.copyfile(artifacts["random"], local)
@@ -325,9 +402,12 @@ def test_an_artifact_rewritten_during_the_upload_is_refused(
 
     target = remote_root / "botserver.new"
     with remote_for(sshd) as remote, pytest.raises(OperationFailed) as raised:
-        upload(remote, local, str(target), progress=the_build_appends, compress=compress)
+        if way == "session":  # through the deploy session's helper
+            upload_through(Session(remote), local, str(target), progress=the_build_appends)
+        else:
+            upload(remote, local, str(target), progress=the_build_appends, compress=way == ZSTD)
     assert f"the artifact {local} changed while it was uploaded" in str(raised.value)
-    assert gone_within(target)
+    assert gone_within(target)  # the receiver got a short stream and removed what it wrote
 
 
 def test_a_failing_decompressor_is_a_remote_error(sshd, remote_root, artifacts, tmp_path):
@@ -462,6 +542,7 @@ def test_progress_grows_to_the_total(sshd, remote_root, artifacts):
 
 def test_receive_commands_quote_the_path_and_check_for_zstd_first():
     plain = receive_command(STREAM, "/opt/a b", 123)
+    assert plain.splitlines()[0] == transfer.GATE_LINE  # nothing happens before the word
     assert "command -v zstd" not in plain
     assert "'/opt/a b' 123 stream" in plain  # the python receiver's path, size, method
     assert "tee -- '/opt/a b'" in plain

@@ -1,9 +1,11 @@
 """One deploy, rollback or recovery of one component: every step built in one place.
 
-A deploy is a handful of exchanges over one `Session` (plus the upload's own channel):
+A deploy is a handful of exchanges over one `Session`, the upload included when the target has
+python3 and the bytes go plain (else the upload takes its own channel, opened while the lock is
+taken):
 
     begin     lock (atomic) + journal + preflight + what the target has   one exchange
-    upload    B.new, hashed on the target while written                   the upload channel
+    upload    B.new, hashed on the target while written                   the session (or a channel)
     service   keep B.prev → stop → swap → chown → start, with its undo    one exchange
     health    first-ready: checked at once, every HEALTH_INTERVAL, bounded
     finish    keep the release, deploy log, end the journal, unlock        one exchange
@@ -37,6 +39,7 @@ from pathlib import Path
 import paramiko
 
 from .. import artifact, probes, transfer
+from ..artifact import Fingerprint, file_sha256, find_artifact, fingerprint
 from ..config import Component, Settings
 from ..connection import Remote, quote
 from ..errors import (
@@ -54,7 +57,7 @@ from ..output import Reporter, human_bytes
 from . import engine, layout
 from .engine import Step, Undo
 from .layout import Paths
-from .session import Session
+from .session import Session, put_line
 
 STRATEGIES = ("staged", "seed")
 HEALTH_INTERVAL = 0.05  # seconds between two health checks while a service starts
@@ -183,6 +186,8 @@ class Deployment:
         self.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
         self.sha256: str | None = None
         self.size = 0
+        self.fingerprint: Fingerprint | None = None  # of the artifact, as hashed here
+        self.pending_upload: transfer.PendingUpload | None = None
         self.facts = Facts()
         self.unchanged = False
         self.touched = False  # the service script began: a failure now needs a restore
@@ -205,12 +210,31 @@ class Deployment:
 
     def reconnect(self, error: BaseException | None = None) -> None:
         """A fresh connection and session (the old one may be dropped or cut mid-exchange)."""
+        self.cancel_upload()
         self.session.close()
         close_quietly(self.remote)
 
     def close(self) -> None:
+        self.cancel_upload()
         self.session.close()
         close_quietly(self.remote)
+
+    def upload_through_session(self, local: Path) -> bool:
+        """The session's helper takes the file (no second channel), unless the bytes are to be
+        compressed or the target has no python3."""
+        plain = transfer.choose_method(self.remote, local, None) == transfer.STREAM
+        return plain and self.session.streams_files()
+
+    def prepare_upload(self, local: Path) -> None:
+        """When the upload needs its own channel, open it now: its receiver waits for the word
+        (see `transfer.start_upload`), so the target's shell starts while the lock is taken."""
+        if not self.upload_through_session(local):
+            self.pending_upload = transfer.start_upload(self.remote, local, self.paths.new)
+
+    def cancel_upload(self) -> None:
+        pending, self.pending_upload = self.pending_upload, None
+        if pending is not None:
+            pending.cancel()
 
     def cut(self) -> None:
         transport = self.remote.connection.transport
@@ -421,8 +445,16 @@ class Deployment:
 
         def upload() -> str:
             progress = _StepProgress("upload", self.reporter.stream, end_line=False)
+            pending, self.pending_upload = self.pending_upload, None
             try:
-                result = transfer.upload(self.remote, local, new, progress=progress)
+                if pending is None and self.upload_through_session(local):
+                    result = transfer.upload_through(
+                        self.session, local, new, progress=progress, known=self.fingerprint
+                    )
+                else:
+                    if pending is None:
+                        pending = transfer.start_upload(self.remote, local, new)
+                    result = pending.send(progress=progress, known=self.fingerprint)
             except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
                 dropped = not _transport_active(self.remote)
                 why = "the connection dropped" if dropped else (str(error) or type(error).__name__)
@@ -449,9 +481,13 @@ class Deployment:
             )
 
         remove = layout.remove_new_command(self.paths)
+        channel = transfer.upload_plan(local, new, remote=self.remote)
+        if local.is_file() and transfer.choose_method(self.remote, local, None) == transfer.STREAM:
+            size = local.stat().st_size
+            channel = [put_line(new, size), *(f"(without python3 there) {c}" for c in channel)]
         return Step(
             "upload",
-            [*transfer.upload_plan(local, new, remote=self.remote), hash_command, uploaded],
+            [*channel, hash_command, uploaded],
             upload,
             Undo([remove], lambda: self.run_again_if_dropped(remove) and None),
             summary=f"{local} → {new}, sha256 checked as written",
@@ -812,7 +848,7 @@ def run_deploy(
     )
     if dry_run:
         if local.is_file():
-            run.sha256, run.size = transfer.file_sha256(local), local.stat().st_size
+            run.sha256, run.size = file_sha256(local), local.stat().st_size
         else:
             run.sha256 = "0" * 64
         steps = deployment_steps(run, local, machine_of=None)
@@ -833,15 +869,18 @@ def run_deploy(
     run.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)
     run.size = local.stat().st_size
-    # Hash the artifact here while the connection opens and the target's shell starts.
+    # Hash the artifact here while the connection opens and the session's far end starts (and,
+    # when the upload needs its own channel, that channel's receiver, which waits for the lock).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(transfer.file_sha256, local)
+        hashing = pool.submit(fingerprint, local)
         try:
             run.session.open()
+            run.prepare_upload(local)
+            run.fingerprint = hashing.result()
         except GbdeployError:
             run.close()
             raise
-        run.sha256 = hashing.result()
+        run.sha256 = run.fingerprint.sha256
     reporter.say(
         f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"
@@ -971,24 +1010,6 @@ def inspect_command(paths: Paths) -> str:
 
 
 # --- helpers
-def find_artifact(settings: Settings, component: Component, given: str | None) -> Path:
-    """`--artifact`, else the component's `artifact` from the current directory, the submodule or
-    the root repository (the first that exists)."""
-    if given:
-        return Path(given).expanduser().resolve()
-    relative = Path(component.artifact or f"target/release/{component.name}")
-    candidates = [Path.cwd() / relative]
-    if settings.project_dir:
-        candidates += [
-            settings.project_dir / component.submodule / relative,
-            settings.project_dir / relative,
-        ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    return candidates[0]
-
-
 def _describe_local(local: Path, run: Deployment) -> str:
     if not local.is_file():
         return "not built yet"

@@ -1,36 +1,208 @@
-"""Many remote commands over one ssh channel: one shell on the target, framed answers.
+"""Many remote commands, and the upload, over one ssh channel: framed answers.
 
 Every `Remote.run` opens an exec channel, and the target's login shell reads its rc files each
-time (0.1 to 0.4 s here). A `Session` opens one channel running `sh` (wrapped by `Remote.wrap`, so a
-container target works the same) and writes each command to it as a here-document run by a child
-`sh -c`, so a command's `exit` or `cd` never reaches the session's shell. After the command, the
-shell prints a marker line with its exit status on stdout and a marker on stderr; what came
-before the markers is the command's output. The marker holds a random token per session, and the
-here-document's delimiter another, so no output or command text can end a frame early.
+time (0.1 to 0.4 s here). A `Session` opens one channel (wrapped by `Remote.wrap`, so a container
+target works the same) and keeps it for the whole deploy. What runs at its far end:
 
-A `Session` offers the same `run(command, check=, timeout=)` as `Remote`, so probes run over it.
-`executed` lists every command sent, in order: the plan test compares it with the dry-run.
+    python3 (the helper)   when the target has python3 (/usr/bin/python3 first, as the upload's
+                           receiver): it reads length-prefixed requests from the channel, runs each
+                           command with `sh -c` (stdin /dev/null) and answers with its exit status,
+                           stdout and stderr, each with its length. It also takes a file (`put`):
+                           exactly SIZE bytes written to a new file and hashed in the same pass,
+                           so the upload needs no second channel and no second shell start.
+    sh                     otherwise: each command goes to the shell as a here-document run by a
+                           child `sh -c`, followed by a marker line with its exit status on stdout
+                           and a marker on stderr. The markers hold a random token per session, and
+                           the here-document's delimiter another, so no output or command text can
+                           end a frame early. Uploads then take their own channel (`transfer`).
+
+The far end says which it is in its first line. In both, a command's `exit` or `cd` never reaches
+the session, and a process a command leaves running in the background does not hold it up.
+
+`executed` lists every command sent (and every file put, as the plan line that names it), in
+order: the plan test compares it with the dry-run.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from typing import TypeVar
 
 import paramiko
 
-from ..connection import CommandResult, Remote
+from ..connection import CommandResult, Remote, quote
 from ..errors import RemoteError
 
+T = TypeVar("T")
 RECEIVE = 1 << 16
 POLL_SECONDS = 0.5  # how often a wait looks at the connection
+# System pythons first: a python3 found on PATH may be a version manager's shim (pyenv's takes
+# 0.1 s to start) or a virtualenv.
+PYTHONS = ("/usr/bin/python3", "python3")
+HELPER = "python3"
+SHELL = "sh"
+HELLO = "gbdeploy-session"
+REFUSED_HINT = (
+    "check on the target that the directory exists and the ssh user may write there, and that "
+    "the disk has room (df -h)"
+)
+
+# The far end when python3 is there. Kept to Python 3.4 syntax (old targets). Requests:
+#   run N\n + N bytes of command     -> ran STATUS NOUT NERR\n + stdout + stderr
+#   put SIZE N\n + N bytes of path + SIZE bytes
+#                                    -> put SHA256\n, or refused N\n + reason (and it exits)
+HELPER_PROGRAM = """\
+import hashlib, os, select, stat, subprocess, sys
+BLOCK = 1 << 20
+pending = bytearray()
+def fill(limit):
+    data = os.read(0, limit)
+    if not data:
+        sys.exit(0)
+    pending.extend(data)
+def line():
+    while True:
+        at = pending.find(b"\\n")
+        if at >= 0:
+            text = bytes(pending[:at])
+            del pending[:at + 1]
+            return text
+        fill(65536)
+def exact(count):
+    while len(pending) < count:
+        fill(max(65536, count - len(pending)))
+    data = bytes(pending[:count])
+    del pending[:count]
+    return data
+def send(*parts):
+    view = memoryview(b"".join(parts))
+    while view:
+        view = view[os.write(1, view):]
+def header(*words):
+    return (" ".join(str(word) for word in words) + "\\n").encode()
+def write_all(fd, view):
+    while view:
+        view = view[os.write(fd, view):]
+def run(command):
+    try:
+        child = subprocess.Popen([b"sh", b"-c", command], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as error:
+        message = ("cannot run sh: %s\\n" % error).encode()
+        send(header("ran", 127, 0, len(message)), message)
+        return
+    out_fd, err_fd = child.stdout.fileno(), child.stderr.fileno()
+    got = {out_fd: [], err_fd: []}
+    reading = [out_fd, err_fd]
+    while reading:
+        ready = select.select(reading, [], [], 0.05)[0]
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if data:
+                got[fd].append(data)
+            else:
+                reading.remove(fd)
+        if not ready and child.poll() is not None:
+            break  # a process it left running still holds its output: not waited for
+    status = child.wait()
+    child.stdout.close()
+    child.stderr.close()
+    if status < 0:
+        status = 128 - status
+    out, err = b"".join(got[out_fd]), b"".join(got[err_fd])
+    send(header("ran", status, len(out), len(err)), out, err)
+def put(size, path):
+    state = {"created": False}
+    def refuse(reason):
+        if state["created"]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        message = str(reason).encode("utf-8", "replace")
+        try:
+            send(header("refused", len(message)), message)
+        except OSError:
+            pass
+        sys.exit(1)
+    try:
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o666)
+    except OSError as error:
+        refuse(error.strerror or error)
+    state["created"] = stat.S_ISREG(os.fstat(fd).st_mode)  # never remove a device
+    digest = hashlib.sha256()
+    left = size
+    buffer = bytearray(BLOCK)
+    view = memoryview(buffer)
+    try:
+        if pending:
+            take = bytes(pending[:left])
+            del pending[:len(take)]
+            digest.update(take)
+            write_all(fd, memoryview(take))
+            left -= len(take)
+        while left:
+            count = os.readv(0, [view[:min(left, BLOCK)]])
+            if not count:
+                refuse("the stream ended %d bytes short" % left)
+            chunk = view[:count]
+            digest.update(chunk)
+            write_all(fd, chunk)
+            left -= count
+        if state["created"]:
+            os.fdatasync(fd)  # on disk before it is renamed over the binary
+        os.close(fd)
+    except OSError as error:
+        refuse(error.strerror or error)
+    send(b"put " + digest.hexdigest().encode() + b"\\n")
+try:
+    import fcntl
+    fcntl.fcntl(0, 1031, BLOCK)
+except Exception:
+    pass
+send(b"gbdeploy-session python3\\n")
+while True:
+    words = line().split(b" ")
+    if words[0] == b"run" and len(words) == 2:
+        run(exact(int(words[1])))
+    elif words[0] == b"put" and len(words) == 3:
+        size = int(words[1])
+        put(size, exact(int(words[2])))
+    else:
+        send(b"refused 15\\nunknown request")
+        sys.exit(2)
+"""
+
+
+def launcher_command() -> str:
+    """What the session's channel runs: the helper under the first python3 found, else sh."""
+    program = quote(HELPER_PROGRAM)
+    lines = [
+        f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
+        f"exec $p -I -S -c {program}; done"
+    ]
+    return "\n".join([*(lines if PYTHONS else []), f"echo '{HELLO} {SHELL}'; exec sh"])
+
+
+def put_line(remote_path: str, size: int) -> str:
+    """The plan's line for a file sent through the helper (`Session.put`)."""
+    return (
+        f"through the session's python3: write {quote(remote_path)} as a new file "
+        f"({size} bytes, hashed as written)"
+    )
 
 
 class Session:
     def __init__(self, remote: Remote) -> None:
         self.remote = remote
         self.executed: list[str] = []
+        self.mode: str | None = None  # HELPER or SHELL, from the far end's first line
         self._channel: paramiko.Channel | None = None
         self._out = b""
         self._err = b""
@@ -40,41 +212,31 @@ class Session:
         return self.remote.description
 
     def open(self) -> None:
+        """Open the channel; the far end starts while the caller goes on (`streams_files` waits)."""
         if self._channel is not None and not self._channel.closed:
             return
         try:
-            self._channel = self.remote.channel("exec sh")
+            self._channel = self.remote.channel(launcher_command())
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise RemoteError(f"on {self.description}: cannot open a session: {error}") from None
         self._out = self._err = b""
+        self.mode = None
+
+    def streams_files(self, timeout: float | None = 120.0) -> bool:
+        """Whether `put` can send a file (the far end is the python3 helper). Waits for the far
+        end to start."""
+        self._exchange(lambda channel: None, "start the session", timeout)
+        return self.mode == HELPER
 
     def run(
         self, command: str, *, check: bool = True, timeout: float | None = 120.0
     ) -> CommandResult:
         """Run `command` (already quoted) in a child shell on the target; RemoteError if `check`
         and it exits non-zero, or if the session breaks or the command outlives `timeout`."""
-        self.open()
-        channel = self._channel
-        assert channel is not None
         self.executed.append(command)
-        mark = secrets.token_hex(8)
-        end = f"GBDEPLOY_END_{secrets.token_hex(8)}"
-        frame = (
-            f"sh -c \"$(cat <<'{end}'\n{command}\n{end}\n)\" </dev/null\n"
-            f"printf '\\n{mark} %s\\n' \"$?\"; printf '\\n{mark}\\n' >&2\n"
+        stdout, stderr, status = self._exchange(
+            lambda channel: self._run(channel, command, timeout), _first(command), timeout
         )
-        try:
-            channel.sendall(frame.encode())
-            stdout, status = self._read_frame(channel, mark, timeout)
-        except (OSError, EOFError, paramiko.SSHException, TimeoutError) as error:
-            self.close()
-            why = (
-                f"timed out after {timeout:.0f}s"
-                if isinstance(error, TimeoutError)
-                else (f"connection lost: {error or type(error).__name__}")
-            )
-            raise RemoteError(f"on {self.description}: {why}: {_first(command)}") from None
-        stderr = self._take_stderr(channel, mark, timeout)
         result = CommandResult(command, status, stdout, stderr)
         if check and not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip())[-800:]
@@ -83,6 +245,143 @@ class Session:
                 + (f"\n  {detail}" if detail else "")
             )
         return result
+
+    def put(
+        self,
+        remote_path: str,
+        size: int,
+        chunks: Iterable[bytes | memoryview],
+        *,
+        timeout: float | None = 60.0,
+    ) -> str:
+        """Send `size` bytes from `chunks` as a new file at `remote_path` (whatever file or
+        symlink was there is replaced, never written through); the sha256 the target computed
+        from the bytes it wrote. Only when `streams_files()`. RemoteError when the target refuses
+        (with its reason) or the link breaks; the partial file is then removed there."""
+        if not self.streams_files(timeout):
+            raise RemoteError(f"on {self.description}: the session cannot take files (no python3)")
+        self.executed.append(put_line(remote_path, size))
+        channel = self._channel
+        assert channel is not None
+        path = remote_path.encode()
+        channel.settimeout(timeout)
+        try:
+            channel.sendall(f"put {int(size)} {len(path)}\n".encode() + path)
+            for chunk in chunks:
+                channel.sendall(chunk)
+            answer = self._read_line(channel, timeout)
+            if answer.startswith(b"refused "):
+                answer += b"\n" + self._read_exact(channel, _length(answer), timeout)
+        except (OSError, EOFError, paramiko.SSHException, TimeoutError) as error:
+            answer = self._last_words(channel)
+            if not answer.startswith(b"refused "):
+                self.close()
+                what = (
+                    "the link stood still" if isinstance(error, TimeoutError) else "connection lost"
+                )
+                raise RemoteError(
+                    f"on {self.description}: upload to {remote_path} failed: {what}",
+                    hint="the file there may be partial; check the connection "
+                    f"(`ssh {self.remote.target.ssh} true`) and run the deploy again",
+                ) from None
+        if answer.startswith(b"refused "):
+            self.close()  # the far end exited after it refused
+            reason = answer.partition(b"\n")[2][: _length(answer)].decode(errors="replace")
+            raise RemoteError(
+                f"on {self.description}: the target refused the upload to {remote_path}: "
+                f"{reason.strip()[-800:]}",
+                hint=REFUSED_HINT,
+            )
+        words = answer.split()
+        if words[:1] != [b"put"] or len(words) != 2 or len(words[1]) != 64:
+            self.close()
+            raise RemoteError(
+                f"on {self.description}: the session answered {answer[:200]!r} to the upload of "
+                f"{remote_path}, not a sha256",
+                hint="the file there cannot be trusted; deploy again",
+            )
+        return words[1].decode()
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            with suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
+
+    # -- the exchange
+    def _exchange(
+        self, talk: Callable[[paramiko.Channel], T], what: str, timeout: float | None
+    ) -> T:
+        self.open()
+        channel = self._channel
+        assert channel is not None
+        try:
+            if self.mode is None:
+                self._hello(channel, timeout)
+            return talk(channel)
+        except (OSError, EOFError, paramiko.SSHException, TimeoutError) as error:
+            self.close()
+            why = (
+                f"timed out after {timeout:.0f}s"
+                if isinstance(error, TimeoutError)
+                else (f"connection lost: {error or type(error).__name__}")
+            )
+            said = self._err.decode(errors="replace").strip()[-500:]
+            raise RemoteError(
+                f"on {self.description}: {why}: {what}" + (f"\n  {said}" if said else "")
+            ) from None
+
+    def _hello(self, channel: paramiko.Channel, timeout: float | None) -> None:
+        line = self._read_line(channel, timeout).decode(errors="replace")
+        words = line.split()
+        if words[:1] != [HELLO] or words[1:] not in ([HELPER], [SHELL]):
+            raise EOFError(f"the session did not start: {line.strip()[:200] or 'no answer'}")
+        self.mode = words[1]
+
+    def _run(
+        self, channel: paramiko.Channel, command: str, timeout: float | None
+    ) -> tuple[str, str, int]:
+        if self.mode == HELPER:
+            data = command.encode()
+            channel.sendall(f"run {len(data)}\n".encode() + data)
+            words = self._read_line(channel, timeout).split()
+            if len(words) != 4 or words[0] != b"ran":
+                raise EOFError(f"the session answered {b' '.join(words)[:200]!r}")
+            status, out, err = (int(word) for word in words[1:])
+            body = self._read_exact(channel, out + err, timeout)
+            return body[:out].decode(errors="replace"), body[out:].decode(errors="replace"), status
+        mark = secrets.token_hex(8)
+        end = f"GBDEPLOY_END_{secrets.token_hex(8)}"
+        frame = (
+            f"sh -c \"$(cat <<'{end}'\n{command}\n{end}\n)\" </dev/null\n"
+            f"printf '\\n{mark} %s\\n' \"$?\"; printf '\\n{mark}\\n' >&2\n"
+        )
+        channel.sendall(frame.encode())
+        stdout, status = self._read_frame(channel, mark, timeout)
+        return stdout, self._take_stderr(channel, mark, timeout), status
+
+    def _last_words(self, channel: paramiko.Channel) -> bytes:
+        """After a send failed: what the far end wrote before it exited (it may have refused)."""
+        deadline = time.monotonic() + 5.0
+        with suppress(OSError, EOFError, paramiko.SSHException, TimeoutError):
+            while True:
+                self._receive(channel, deadline, stderr=False)
+        return self._out
+
+    # -- reading
+    def _read_line(self, channel: paramiko.Channel, timeout: float | None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._out:
+            self._receive(channel, deadline, stderr=False)
+        line, _, self._out = self._out.partition(b"\n")
+        return line
+
+    def _read_exact(self, channel: paramiko.Channel, count: int, timeout: float | None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._out) < count:
+            self._receive(channel, deadline, stderr=False)
+        data, self._out = self._out[:count], self._out[count:]
+        return data
 
     def _read_frame(
         self, channel: paramiko.Channel, mark: str, timeout: float | None
@@ -125,7 +424,10 @@ class Session:
             except TimeoutError:
                 data = None
             if data == b"":
-                raise EOFError("the session's shell exited")
+                with suppress(OSError, EOFError, paramiko.SSHException, TimeoutError):
+                    while channel.recv_stderr_ready():  # its last words, for the error
+                        self._err += channel.recv_stderr(RECEIVE)
+                raise EOFError("the session's far end exited")
             if data:
                 if stderr:
                     self._err += data
@@ -138,11 +440,11 @@ class Session:
             if transport is None or not transport.is_active():
                 raise EOFError("connection closed")
 
-    def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            with suppress(OSError, EOFError, paramiko.SSHException):
-                channel.close()
+
+def _length(answer: bytes) -> int:
+    """N of a `refused N` line."""
+    words = answer.split(b"\n", 1)[0].split()
+    return int(words[1]) if len(words) == 2 and words[1].isdigit() else 0
 
 
 def _first(command: str) -> str:

@@ -366,7 +366,7 @@ def report(figures: Figures, size: int, runs: int, load: tuple[float, float]) ->
         ("unchanged redeploy", figures.unchanged_steps),
     ):
         names = list(dict.fromkeys(name for sample in samples for name in sample))
-        cells = [f"{name} {median([s.get(name, 0.0) for s in samples]):.1f}" for name in names]
+        cells = [f"{name} {median([s.get(name, 0.0) for s in samples]):.2f}" for name in names]
         print(f"  steps of the {title} (medians, s): " + (", ".join(cells) or "none printed"))
     if figures.upload:
         print(f"\nUpload alone, medians of {runs} (gbdeploy's time includes its ssh connect)")

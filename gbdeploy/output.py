@@ -155,7 +155,7 @@ class Reporter:
             self.records.append(record)
             outcome = "interrupted" if record.interrupted else "FAILED"
             colour = YELLOW if record.interrupted else RED
-            self._fail(name, f"{self.paint(outcome, colour)} ({record.seconds:.1f}s)", holding)
+            self._fail(name, f"{self.paint(outcome, colour)} ({seconds(record.seconds)})", holding)
             raise
         finally:
             if holding:
@@ -165,7 +165,7 @@ class Reporter:
         self.records.append(record)
         suffix = f" {record.detail}" if record.detail else ""
         if not self.quiet:
-            self._close(f"{self.paint('ok', GREEN)} ({record.seconds:.1f}s){suffix}")
+            self._close(f"{self.paint('ok', GREEN)} ({seconds(record.seconds)}){suffix}")
 
     def _fail(self, name: str, outcome: str, holding: bool) -> None:
         if not self.quiet:
@@ -197,7 +197,12 @@ class Reporter:
             else:
                 mark = self.paint("FAIL", RED)
             detail = f"  {r.detail}" if r.detail else ""
-            self.say(f"  {mark} {r.name:<{width}}  {r.seconds:7.1f}s{detail}")
+            self.say(f"  {mark} {r.name:<{width}}  {seconds(r.seconds):>7}{detail}")
+
+
+def seconds(value: float) -> str:
+    """A step's duration: hundredths below ten seconds (a deploy's exchanges take a few)."""
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
 
 
 def _silence(stream: TextIO) -> None:

@@ -107,8 +107,8 @@ def test_quiet_hides_progress_but_never_a_failure_or_a_result():
         "→ broken step …\n"
         "  pass  binary owner\n"
         "  FAIL  health: connection refused\n"
-        "  ↳ FAILED (0.0s)\n"
-        "→ silent failure … FAILED (0.0s)\n"
+        "  ↳ FAILED (0.00s)\n"
+        "→ silent failure … FAILED (0.00s)\n"
         "the result\n"
     )
 

@@ -3,19 +3,22 @@
     python bench/deploy_bench.py [--runs 3] [--min-size-mb 140] [--skip-uploads]
 
 Prints, from one run of this script, medians of `--runs` rounds in which gbdeploy and scp
-alternate (so both see the same machine load):
+alternate (so both see the same machine load, the health prober's included):
 
 - staged deploy: the whole `gbdeploy deploy` process, as a user runs it, against `scp` of the same
   file to the same server; the downtime a health prober polling every 20 ms saw; the deploy's own
   step lines (its exchanges with the target);
 - an unchanged redeploy (the same binary again), and `gbdeploy --list`;
-- the upload alone (`transfer.upload`, as chosen and with zstd forced) against scp;
+- the upload alone against scp: over a channel of its own (`transfer.upload`, as chosen and with
+  zstd forced) and through a deploy's session (`transfer.upload_through`);
 
 with the ratios to scp and to the goals. The artifact is the stand-in service with the biggest
 shared library found on this machine (a Rust or LLVM toolchain's) added as an ELF section: real
 machine code, compressing like a real binary, and still a program that runs and answers health.
 For a before/after comparison, run it with PYTHONPATH pointing at another checkout: the deploy
-processes inherit it, and the first line printed says which gbdeploy ran.
+processes inherit it, and the first line printed says which gbdeploy ran. That package is byte-
+compiled first, as pip does at install time: Invoke turns writing bytecode off, so a checkout run
+as it is would compile every module again in every process.
 """
 
 from __future__ import annotations
@@ -295,23 +298,43 @@ def deploy_rounds(world: World, binaries: list[Path], commits: list[str], runs: 
 
 
 def upload_rounds(world: World, local: Path, runs: int, figures: Figures) -> None:
-    """`transfer.upload` alone (in this process, connection included) against scp."""
+    """The upload alone (in this process, connection included) against scp: over a channel of
+    its own (`transfer.upload`), and through a deploy's session (`transfer.upload_through`)."""
     from gbdeploy import transfer
     from gbdeploy.config import SshSettings, Target
     from gbdeploy.connection import Remote
 
     sshd = world.sshd
     target = world.root / "upload.bin"
+
+    def over_a_channel(remote: Remote, compress: bool | None) -> transfer.UploadResult:
+        return transfer.upload(remote, local, str(target), compress=compress)
+
+    def through_the_session(remote: Remote, compress: bool | None) -> transfer.UploadResult:
+        from gbdeploy.deploy.session import Session
+
+        session = Session(remote)
+        try:
+            return transfer.upload_through(session, local, str(target))
+        finally:
+            session.close()
+
+    ways = [
+        ("scp", None, None),
+        ("gbdeploy upload (as chosen)", over_a_channel, None),
+        ("... zstd forced", over_a_channel, True),
+    ]
+    if hasattr(transfer, "upload_through"):  # not in a checkout from before it
+        ways.append(("... through the session", through_the_session, None))
     for attempt in range(runs):
-        ways = [("scp", None), ("gbdeploy upload (as chosen)", None), ("... zstd forced", True)]
-        for name, compress in ways if attempt % 2 == 0 else reversed(ways):
-            if name == "scp":
+        for name, way, compress in ways if attempt % 2 == 0 else reversed(ways):
+            if way is None:
                 figures.upload_scp.append(scp(world, local))
                 continue
             started = time.monotonic()
             settings = SshSettings(config=str(sshd.ssh_config))
             with Remote(Target("system", sshd.alias), settings) as remote:
-                result = transfer.upload(remote, local, str(target), compress=compress)
+                result = way(remote, compress)
             figures.upload.setdefault(name, []).append(time.monotonic() - started)
             remote_sha = getattr(result, "remote_sha256", "n/a")
             figures.upload_notes[name] = (

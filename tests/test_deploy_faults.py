@@ -168,34 +168,45 @@ def test_a_service_running_as_another_user_is_warned_about(world, artifacts):
 
 
 # --- the plan is what runs ------------------------------------------------------------------------
-@pytest.mark.parametrize("far_end", ["python3", "sh"])
-def test_the_commands_executed_are_the_ones_dry_run_printed(world, artifacts, mocker, far_end):
+@pytest.mark.parametrize(
+    ("far_end", "fault"),
+    [("python3", Fault.NONE), ("sh", Fault.NONE), ("python3", Fault.SLOW_START)],
+    ids=["python3", "sh", "python3-slow-start"],
+)
+def test_the_commands_executed_are_the_ones_dry_run_printed(
+    world, artifacts, mocker, far_end, fault
+):
     if far_end == "sh":  # a target without python3: the session is sh, the upload a channel
         mocker.patch.object(session, "PYTHONS", ())
     deployed(world, artifacts)
     same = {"clock": lambda: 1_900_000_000.0, "token": "feedc0de0123", "commit": NEW}
     out = io.StringIO()
-    planned = world.deploy(artifacts(NEW), dry_run=True, verbose=True, out=out, **same)
+    new_binary = artifacts(NEW, fault)
+    planned = world.deploy(new_binary, dry_run=True, verbose=True, out=out, **same)
     sent = mocker.spy(Session, "run")
     put = mocker.spy(Session, "put")
     opened = mocker.spy(Remote, "channel")
 
-    world.deploy(artifacts(NEW), **same)
+    world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    plan = [command for step in planned for command in step.commands]
     printed = "".join(out.getvalue().split())  # lines are indented and numbered when printed
     at = 0
-    for command in executed:  # each executed command was planned, in the plan's order
-        assert command in plan[at:], f"not in the plan (or out of order):\n{command}"
-        at = plan.index(command, at)
+    for command in executed:  # each one planned, in its step; the steps in the plan's order
+        step = next((i for i in range(at, len(planned)) if command in planned[i].commands), None)
+        assert step is not None, f"not in the plan (or out of order):\n{command}"
+        at = step  # within a step, a command may repeat: health checks again until ready
         assert "".join(command.split()) in printed
     service = next(step for step in planned if step.name == "restart").commands[-1]
     assert service in executed and "kill -TERM" in service  # the fused script really ran
 
+    health = next(step for step in planned if step.name == "health").commands
+    if fault is Fault.SLOW_START:  # not ready at the first check: checked again, as planned
+        assert sum(command == health[0] for command in executed) > 1
+
     channels = [call.args[1] for call in opened.call_args_list]
     upload = next(step for step in planned if step.name == "upload").commands
-    new, size = f"{world.binary}.new", artifacts(NEW).stat().st_size
+    new, size = f"{world.binary}.new", new_binary.stat().st_size
     if far_end == "python3":
         assert channels == [session.launcher_command()]  # one channel for the whole deploy
         assert [call.args[1:3] for call in put.call_args_list] == [(new, size)]

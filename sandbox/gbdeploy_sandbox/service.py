@@ -22,6 +22,7 @@ class Fault(Enum):
     FAIL_AT_START = "GB_FAIL_AT_START"
     NEVER_HEALTHY = "GB_NEVER_HEALTHY"
     IGNORE_TERM = "GB_IGNORE_TERM"
+    SLOW_START = "GB_SLOW_START"
 
 
 def service_user() -> str:

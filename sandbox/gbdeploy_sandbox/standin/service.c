@@ -5,6 +5,7 @@
  *   -DGB_FAIL_AT_START   exits 1 at once, as a binary that cannot start
  *   -DGB_NEVER_HEALTHY   listens but answers 503 {"status":"degraded"}
  *   -DGB_IGNORE_TERM     ignores SIGTERM, so only SIGKILL stops it
+ *   -DGB_SLOW_START      listens only after 0.3 s, as a service that loads before it serves
  * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
  */
 #include <arpa/inet.h>
@@ -43,6 +44,9 @@ int main(int argc, char **argv) {
     signal(SIGTERM, on_term);
 #endif
     signal(SIGPIPE, SIG_IGN);
+#ifdef GB_SLOW_START
+    usleep(300000);
+#endif
     const char *port_text = getenv("PORT");
     int port = port_text ? atoi(port_text) : 5858;
     int server = socket(AF_INET, SOCK_STREAM, 0);

@@ -384,9 +384,10 @@ class DoctorSettings:
     botui_unit: UnitName = "ui.service"
     botserver_url: ForgeUrl = "http://localhost:5858"
     proxy_ports: list[Port] = field(default_factory=lambda: list(PROXY_PORTS))
-    sccache_dir: TargetPath = "/root/.cache/sccache"
+    # The runner's caches, where the rendered workflows put them (WorkflowSettings).
+    sccache_dir: TargetPath = "/opt/gbo/cache/sccache"
     sccache_max_gb: Gigabytes = 20.0
-    cargo_home: TargetPath = "/root/.cargo"
+    cargo_home: TargetPath = "/opt/gbo/cache/cargo"
     cargo_max_gb: Gigabytes = 20.0
     snapshot_retention_days: Count = 7
     email: ContainerName | None = "pragmatismo-email"
@@ -409,8 +410,8 @@ class DoctorSettings:
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
-    sccache_dir: LocalPath = "~/.cache/sccache"
-    cargo_home: LocalPath = "~/.cargo"
+    sccache_dir: LocalPath = "/opt/gbo/cache/sccache"  # as the rendered workflows build
+    cargo_home: LocalPath = "/opt/gbo/cache/cargo"
     max_age_days: Count = 14
     max_size_gb: Gigabytes = 20.0
 

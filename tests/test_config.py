@@ -94,6 +94,18 @@ def test_the_defaults_are_general_bots_production(project: Path):
     assert botui.health == "http://localhost:5859/health"
 
 
+def test_doctor_and_maintenance_look_at_the_caches_the_workflows_build_in(project: Path):
+    """The runner's caches as FACTS has them (/opt/gbo/cache): the rendered workflows fill them,
+    `maintain` trims them, `doctor` measures them — one place, not three."""
+    settings = settings_in(project)
+    caches = {
+        "workflows": (settings.workflows.sccache_dir, settings.workflows.cargo_home),
+        "doctor": (settings.doctor.sccache_dir, settings.doctor.cargo_home),
+        "maintenance": (settings.maintenance.sccache_dir, settings.maintenance.cargo_home),
+    }
+    assert set(caches.values()) == {("/opt/gbo/cache/sccache", "/opt/gbo/cache/cargo")}
+
+
 def test_project_values_merge_over_defaults_and_a_component_can_be_dropped(project: Path):
     settings = settings_in(
         project,

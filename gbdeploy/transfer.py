@@ -169,6 +169,26 @@ class UploadResult:
         return self.remote_sha256 is not None and self.remote_sha256 == self.sha256
 
 
+def exec_python(program: str, arguments: str = "") -> list[str]:
+    """The shell line that execs `program` under the first of PYTHONS the target has (none when
+    PYTHONS is empty); when it has none, the lines after it run."""
+    if not PYTHONS:
+        return []
+    return [
+        f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
+        f"exec $p -I -S -c {quote(program)}{' ' + arguments if arguments else ''}; done"
+    ]
+
+
+def upload_failed(remote: Remote, remote_path: str, what: str) -> RemoteError:
+    """The upload broke on the way (not refused by the target): the link, not the file."""
+    return RemoteError(
+        f"on {remote.description}: upload to {remote_path} failed: {what}",
+        hint="the file there may be partial; check the connection "
+        f"(`ssh {remote.target.ssh} true`) and run the deploy again",
+    )
+
+
 def receive_command(method: str, remote_path: str, size: int) -> str:
     """The exact command the target runs to receive `size` bytes (before container wrapping).
 
@@ -188,13 +208,11 @@ def receive_command(method: str, remote_path: str, size: int) -> str:
             f"command -v zstd >/dev/null 2>&1 || {{ echo 'no zstd on the target' >&2; "
             f"exit {NO_ZSTD}; }}"
         )
-    python = quote(RECEIVER_PROGRAM)
     lines += [
         # A new file, never written through: not through a symlink planted there, not into an
         # inode the running binary shares by a hard link. Devices and directories stay.
         f"if [ -f {path} ] || [ -L {path} ]; then rm -f -- {path} || exit 1; fi",
-        f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-        f"exec $p -I -S -c {python} {path} {int(size)} {method}; done",
+        *exec_python(RECEIVER_PROGRAM, f"{path} {int(size)} {method}"),
         "if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; "
         "elif command -v busybox >/dev/null 2>&1; then h='busybox sha256sum'; else h=; fi",
         'if [ -n "$h" ] && command -v tee >/dev/null 2>&1; then',
@@ -402,9 +420,10 @@ class PendingUpload:
                         sent += len(chunk)
                         if progress:
                             progress(min(source.done, source.size - 1), source.size)
-                if source.changed():  # after the last block was read: the stream is whole
-                    # One byte too many: the receiver refuses the stream and removes the file.
-                    channel.sendall(b"\0")
+                if source.changed():
+                    if source.done == source.size:  # the stream is whole: it would be kept
+                        # One byte too many: the receiver refuses it and removes the file.
+                        channel.sendall(b"\0")
                     raise source.changed_error()
                 channel.shutdown_write()
                 _wait_for_exit(remote, channel, remote_path, self.timeout)
@@ -446,10 +465,11 @@ def upload_through(
     source = _ArtifactSource(local, known)
 
     def chunks() -> Iterator[memoryview]:
-        for block in source._blocks():
-            yield block
-            if progress:
-                progress(min(source.done, source.size - 1), source.size)
+        with source.chunks(compressed=False) as blocks:
+            for block in blocks:
+                yield block
+                if progress:
+                    progress(min(source.done, source.size - 1), source.size)
         if source.done != source.size:
             raise source.changed_error()
 
@@ -520,7 +540,8 @@ class _ArtifactSource:
         self.done = 0
         self._digest = None if known else hashlib.sha256()
         self._error: OperationFailed | None = None
-        if (known and known.identity != self._identity) or self.size != (announced or self.size):
+        announced_other = announced is not None and announced != self.size
+        if (known and known.identity != self._identity) or announced_other:
             since = "it was hashed" if known else "the upload was prepared"
             raise OperationFailed(
                 f"the artifact {path} changed since {since}",
@@ -689,11 +710,7 @@ def _raise_failure(
         what = "the link stood still"
     else:
         what = str(error) or type(error).__name__
-    raise RemoteError(
-        f"on {remote.description}: upload to {remote_path} failed: {what}",
-        hint="the file there may be partial; check the connection "
-        f"(`ssh {remote.target.ssh} true`) and run the deploy again",
-    ) from None
+    raise upload_failed(remote, remote_path, what) from None
 
 
 def _refused_message(

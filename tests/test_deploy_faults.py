@@ -177,7 +177,7 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world, artifacts, mocker, far_end, fault
 ):
     if far_end == "sh":  # a target without python3: the session is sh, the upload a channel
-        mocker.patch.object(session, "PYTHONS", ())
+        mocker.patch.object(transfer, "PYTHONS", ())
     deployed(world, artifacts)
     same = {"clock": lambda: 1_900_000_000.0, "token": "feedc0de0123", "commit": NEW}
     out = io.StringIO()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gbdeploy import transfer
 from gbdeploy.artifact import file_sha256
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
@@ -25,7 +26,7 @@ MiB = 1 << 20
 @pytest.fixture(params=["python3", "sh"])
 def far_end(request, mocker) -> str:
     if request.param == "sh":  # a target without python3
-        mocker.patch.object(session_module, "PYTHONS", ())
+        mocker.patch.object(transfer, "PYTHONS", ())
     return str(request.param)
 
 
@@ -141,7 +142,7 @@ def test_a_put_cut_mid_stream_leaves_no_partial_file(session, remote_root):
 
 
 def test_a_put_over_the_sh_session_is_refused(session, remote_root, mocker):
-    mocker.patch.object(session_module, "PYTHONS", ())
+    mocker.patch.object(transfer, "PYTHONS", ())
     with pytest.raises(RemoteError) as raised:
         session.put(str(remote_root / "x"), 1, [memoryview(b"x")])
     assert "no python3" in str(raised.value)

@@ -410,6 +410,27 @@ def test_an_artifact_rewritten_during_the_upload_is_refused(
     assert gone_within(target)  # the receiver got a short stream and removed what it wrote
 
 
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "stream"])
+def test_an_artifact_changed_after_its_whole_stream_was_sent_is_not_kept(
+    sshd, remote_root, artifacts, tmp_path, compress
+):
+    """The change shows only once every byte is on its way: the stream is whole, so the sender
+    adds a byte too many and the receiver refuses it instead of keeping the file."""
+    local = tmp_path / "botserver"
+    shutil.copyfile(artifacts["random"], local)
+
+    def the_build_appends_at_the_end(done: int, total: int) -> None:
+        if done == total - 1:  # the last chunk has been sent
+            with open(local, "ab") as f:
+                f.write(b"a late write")
+
+    target = remote_root / "botserver.new"
+    with remote_for(sshd) as remote, pytest.raises(OperationFailed) as raised:
+        upload(remote, local, str(target), progress=the_build_appends_at_the_end, compress=compress)
+    assert f"the artifact {local} changed while it was uploaded" in str(raised.value)
+    assert gone_within(target)
+
+
 def test_a_failing_decompressor_is_a_remote_error(sshd, remote_root, artifacts, tmp_path):
     bin_dir = bin_dir_with(
         tmp_path / "bin", "cat", zstd="cat >/dev/null; echo 'bad frame' >&2; exit 3"

@@ -35,20 +35,14 @@ import paramiko
 
 from ..connection import CommandResult, Remote, quote
 from ..errors import RemoteError
+from ..transfer import REFUSED_HINT, exec_python, upload_failed
 
 T = TypeVar("T")
 RECEIVE = 1 << 16
 POLL_SECONDS = 0.5  # how often a wait looks at the connection
-# System pythons first: a python3 found on PATH may be a version manager's shim (pyenv's takes
-# 0.1 s to start) or a virtualenv.
-PYTHONS = ("/usr/bin/python3", "python3")
 HELPER = "python3"
 SHELL = "sh"
 HELLO = "gbdeploy-session"
-REFUSED_HINT = (
-    "check on the target that the directory exists and the ssh user may write there, and that "
-    "the disk has room (df -h)"
-)
 
 # The far end when python3 is there. Kept to Python 3.4 syntax (old targets). Requests:
 #   run N\n + N bytes of command     -> ran STATUS NOUT NERR\n + stdout + stderr
@@ -181,13 +175,9 @@ while True:
 
 
 def launcher_command() -> str:
-    """What the session's channel runs: the helper under the first python3 found, else sh."""
-    program = quote(HELPER_PROGRAM)
-    lines = [
-        f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-        f"exec $p -I -S -c {program}; done"
-    ]
-    return "\n".join([*(lines if PYTHONS else []), f"echo '{HELLO} {SHELL}'; exec sh"])
+    """What the session's channel runs: the helper under the first python3 found (the upload's
+    receiver's choice, `transfer.PYTHONS`), else sh."""
+    return "\n".join([*exec_python(HELPER_PROGRAM), f"echo '{HELLO} {SHELL}'; exec sh"])
 
 
 def put_line(remote_path: str, size: int) -> str:
@@ -279,11 +269,7 @@ class Session:
                 what = (
                     "the link stood still" if isinstance(error, TimeoutError) else "connection lost"
                 )
-                raise RemoteError(
-                    f"on {self.description}: upload to {remote_path} failed: {what}",
-                    hint="the file there may be partial; check the connection "
-                    f"(`ssh {self.remote.target.ssh} true`) and run the deploy again",
-                ) from None
+                raise upload_failed(self.remote, remote_path, what) from None
         if answer.startswith(b"refused "):
             self.close()  # the far end exited after it refused
             reason = answer.partition(b"\n")[2][: _length(answer)].decode(errors="replace")

@@ -30,7 +30,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +38,13 @@ from pathlib import Path
 import paramiko
 
 from .. import artifact, probes, transfer
-from ..artifact import Fingerprint, file_sha256, find_artifact, fingerprint
+from ..artifact import (
+    Fingerprint,
+    file_sha256,
+    find_artifact,
+    fingerprint,
+    prefetch_fingerprint,
+)
 from ..config import Component, Settings
 from ..connection import Remote, quote
 from ..errors import (
@@ -188,6 +193,7 @@ class Deployment:
         self.size = 0
         self.fingerprint: Fingerprint | None = None  # of the artifact, as hashed here
         self.pending_upload: transfer.PendingUpload | None = None
+        self.plain: bool | None = None  # the upload goes uncompressed (see sent_plain)
         self.facts = Facts()
         self.unchanged = False
         self.touched = False  # the service script began: a failure now needs a restore
@@ -219,11 +225,16 @@ class Deployment:
         self.session.close()
         close_quietly(self.remote)
 
+    def sent_plain(self, local: Path) -> bool:
+        """Whether the artifact goes uncompressed; decided once (it may sample the artifact)."""
+        if self.plain is None:
+            self.plain = transfer.choose_method(self.remote, local, None) == transfer.STREAM
+        return self.plain
+
     def upload_through_session(self, local: Path) -> bool:
         """The session's helper takes the file (no second channel), unless the bytes are to be
         compressed or the target has no python3."""
-        plain = transfer.choose_method(self.remote, local, None) == transfer.STREAM
-        return plain and self.session.streams_files()
+        return self.sent_plain(local) and self.session.streams_files()
 
     def prepare_upload(self, local: Path) -> None:
         """When the upload needs its own channel, open it now: its receiver waits for the word
@@ -482,7 +493,7 @@ class Deployment:
 
         remove = layout.remove_new_command(self.paths)
         channel = transfer.upload_plan(local, new, remote=self.remote)
-        if local.is_file() and transfer.choose_method(self.remote, local, None) == transfer.STREAM:
+        if local.is_file() and self.sent_plain(local):
             size = local.stat().st_size
             channel = [put_line(new, size), *(f"(without python3 there) {c}" for c in channel)]
         return Step(
@@ -869,18 +880,18 @@ def run_deploy(
     run.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)
     run.size = local.stat().st_size
-    # Hash the artifact here while the connection opens and the session's far end starts (and,
-    # when the upload needs its own channel, that channel's receiver, which waits for the lock).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(fingerprint, local)
-        try:
-            run.session.open()
-            run.prepare_upload(local)
-            run.fingerprint = hashing.result()
-        except GbdeployError:
-            run.close()
-            raise
-        run.sha256 = run.fingerprint.sha256
+    # The artifact is hashed in the background (the CLI started it before loading this module)
+    # while the connection opens and the session's far end starts (and, when the upload needs
+    # its own channel, that channel's receiver, which waits for the lock).
+    prefetch_fingerprint(local)
+    try:
+        run.session.open()
+        run.prepare_upload(local)
+        run.fingerprint = fingerprint(local)
+    except GbdeployError:
+        run.close()
+        raise
+    run.sha256 = run.fingerprint.sha256
     reporter.say(
         f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"

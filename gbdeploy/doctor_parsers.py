@@ -581,31 +581,52 @@ def parse_fail2ban_list(text: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-# fail2ban's tags, as the regular expressions they stand for.
+# fail2ban's tags, as fail2ban (0.10 to 1.1) resolves them when it loads a filter: `<HOST>` becomes
+# three alternatives, groups `ip4`, `ip6` and `dns` (0.9 had one group, `host`). The server keeps
+# only the resolved text, so `fail2ban-client get JAIL failregex` prints that, not the tags.
+_IP4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_IP6 = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+_DNS = r"[\w.-]*\w"
 _FAIL2BAN_TAGS = {
-    "<HOST>": r"(?P<host>[\w.:\-\[\]]+)",
-    "<ADDR>": r"(?P<host>[\w.:\-\[\]]+)",
-    "<IP4>": r"(?P<host>\d+\.\d+\.\d+\.\d+)",
-    "<IP6>": r"(?P<host>[0-9A-Fa-f:]+)",
-    "<SKIPLINES>": "",
+    "HOST": rf"(?:\[?(?:(?P<ip4>{_IP4})|(?P<ip6>{_IP6}))\]?|(?P<dns>{_DNS}))",
+    "ADDR": rf"\[?(?:(?P<ip4>{_IP4})|(?P<ip6>{_IP6}))\]?",
+    "IP4": rf"(?P<ip4>{_IP4})",
+    "IP6": rf"(?P<ip6>{_IP6})",
+    "DNS": rf"(?P<dns>{_DNS})",
+    "F-ID/": r"(?P<fid>\S+)",
+    "SKIPLINES": "",
 }
+_FAIL2BAN_TAG = re.compile(r"<(/?)(F-[A-Z0-9_-]+/?|[A-Z0-9]+)>")
+# The groups whose match is the failure's id, in the order fail2ban looks at them (`host`: 0.9).
+_FAILURE_ID_GROUPS = ("fid", "ip4", "ip6", "dns", "host")
+
+
+def _resolve_fail2ban_tags(failregex: str) -> str:
+    def replace(tag: re.Match[str]) -> str:
+        closing, name = tag.group(1), tag.group(2)
+        if not closing and name in _FAIL2BAN_TAGS:
+            return _FAIL2BAN_TAGS[name]
+        if name.startswith("F-") and not name.endswith("/"):
+            group = name[2:].lower().replace("-", "_")
+            return ")" if closing else f"(?P<{'fid' if group == 'id' else group}>"
+        return tag.group(0)
+
+    return _FAIL2BAN_TAG.sub(replace, failregex)
 
 
 def fail2ban_regex_host(failregex: str, line: str) -> str | None:
-    """The address `failregex` (fail2ban syntax) finds in `line`, or None when it does not match.
-    Raises ParseError when the expression cannot be read."""
-    pattern = failregex
-    for tag, replacement in _FAIL2BAN_TAGS.items():
-        pattern = pattern.replace(tag, replacement)
-    pattern = re.sub(r"<F-[A-Z0-9_-]+>", "(?:", pattern)
-    pattern = re.sub(r"</F-[A-Z0-9_-]+>", ")", pattern)
+    """The failure id (the client's address) `failregex` finds in `line`, or None when it does not
+    match. `failregex` may hold fail2ban's tags (`<HOST>`, as a filter file has it) or be what
+    `fail2ban-client get JAIL failregex` prints (the tags already resolved into groups). Raises
+    ParseError when the expression cannot be read."""
     try:
-        match = re.search(pattern, line)
+        match = re.search(_resolve_fail2ban_tags(failregex), line)
     except re.error as error:
         raise ParseError(f"failregex {failregex!r} is not a regular expression: {error}") from None
     if match is None:
         return None
-    return match.groupdict().get("host") or ""
+    groups = match.groupdict()
+    return next((groups[g] for g in _FAILURE_ID_GROUPS if groups.get(g)), "")
 
 
 def jail_enabled(text: str, jail: str) -> bool | None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE
+from gbdeploy.config import DoctorSettings
+from gbdeploy.connection import CommandResult
+from gbdeploy.doctor.model import Verdict
+from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE, SUGGESTED_FAILREGEX, flood_jail_check
 from gbdeploy.doctor_parsers import (
     ParseError,
     calendar_is_daily,
@@ -99,6 +102,67 @@ def test_a_4xx_filter_catches_4xx_lines_of_caddys_json_log_and_nothing_else():
     assert fail2ban_regex_host("<F-USER>x</F-USER> <HOST>", "x 10.0.0.1") == "10.0.0.1"
     with pytest.raises(ParseError, match="not a regular expression"):
         fail2ban_regex_host('"status":(4', error)
+
+
+# What fail2ban 1.0.2 prints for a jail whose filter says
+# `failregex = ^\{.*"client_ip":"<HOST>".*"status":4\d\d\b`: the server resolved `<HOST>` when it
+# loaded the filter (fail2ban/server/failregex.py, R_HOST, since 0.10) and keeps only the result;
+# client/beautifier.py writes "regular expression are defined".
+HOST_1_0_2 = (
+    r"(?:\[?(?:(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})|(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|:)"
+    r"{1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):)))\]?|(?P<dns>[\w\-.^_]*\w))"
+)
+FAILREGEX_1_0_2 = (
+    "The following regular expression are defined:\n"
+    '`- [0]: ^\\{.*"client_ip":"' + HOST_1_0_2 + '".*"status":4\\d\\d\\b\n'
+)
+
+
+def test_the_resolved_regex_fail2ban_prints_finds_the_client_of_a_4xx_line():
+    [printed] = parse_fail2ban_list(FAILREGEX_1_0_2)
+    assert "<HOST>" not in printed and "(?P<ip4>" in printed
+    error = CADDY_ACCESS_LINE.replace("STATUS", "404")
+    assert fail2ban_regex_host(printed, error) == "203.0.113.7"
+    assert fail2ban_regex_host(printed, CADDY_ACCESS_LINE.replace("STATUS", "200")) is None
+    ipv6 = error.replace('"client_ip":"203.0.113.7"', '"client_ip":"2001:db8::7"')
+    assert fail2ban_regex_host(printed, ipv6) == "2001:db8::7"
+    assert parse_fail2ban_list("No regular expression is defined\n") == ()
+
+
+@pytest.mark.parametrize(
+    "failregex",
+    [
+        r'^\{.*"client_ip":"<HOST>".*"status":4\d\d\b',  # a filter file's text: fail2ban's tags
+        r'"client_ip":"<ADDR>".*"status":4\d\d',
+        r'"client_ip":"<IP4>".*"status":4\d\d',
+        r'"client_ip":"<F-ID>[^"]+</F-ID>".*"status":4\d\d',
+        r'"client_ip":"(?P<host>[^"]+)".*"status":4\d\d',  # 0.9's group
+    ],
+)
+def test_each_tag_and_group_fail2ban_reads_the_address_from(failregex):
+    error = CADDY_ACCESS_LINE.replace("STATUS", "404")
+    assert fail2ban_regex_host(failregex, error) == "203.0.113.7"
+
+
+def test_the_flood_check_passes_the_jail_as_fail2ban_1_0_2_prints_it():
+    log = "/opt/gbo/logs/access.log"
+    check = flood_jail_check(DoctorSettings(), "pragmatismo-proxy")
+    printed = (
+        "### maxretry\n100\n### findtime\n60\n### bantime\n3600\n### logpath\n"
+        f"Current monitored log file(s):\n`- {log}\n### failregex\n{FAILREGEX_1_0_2}"
+    )
+    verdict = check.judge(CommandResult(check.command, 0, printed, ""))
+    assert isinstance(verdict, Verdict)
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        f"jail caddy-http-flood: 100 4xx in 60s from {log} → ban 3600s",
+    )
+    # the check's own suggested regex, once fail2ban has loaded it, passes too
+    assert f"failregex = {SUGGESTED_FAILREGEX})" in check.fix
+    [ours] = parse_fail2ban_list(FAILREGEX_1_0_2)
+    suggested = printed.replace(ours, SUGGESTED_FAILREGEX.replace("<HOST>", HOST_1_0_2))
+    verdict = check.judge(CommandResult(check.command, 0, suggested, ""))
+    assert isinstance(verdict, Verdict) and verdict.status == "pass", verdict
 
 
 def test_debian_sshd_jail_file():

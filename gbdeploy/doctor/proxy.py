@@ -232,6 +232,10 @@ CADDY_ACCESS_LINE = (
 )
 
 
+# A failregex that bans the clients of 4xx answers in that log, and no one else.
+SUGGESTED_FAILREGEX = r'^\{.*"client_ip":"<HOST>".*"status":4\d\d\b'
+
+
 def flood_jail_check(d: DoctorSettings, container: str) -> Check:
     jail, log = d.flood_jail, d.caddy_access_log
     wanted = {
@@ -274,8 +278,8 @@ def flood_jail_check(d: DoctorSettings, container: str) -> Check:
         container,
         flood_jail_command(jail),
         judge,
-        f'a filter matching 4xx in Caddy\'s JSON log (failregex = "client_ip":"<HOST>".*'
-        f'"status":4\\d\\d) and a jail [{jail}] with logpath = {log}, maxretry = '
+        f"a filter matching 4xx in Caddy's JSON log (failregex = {SUGGESTED_FAILREGEX}) and a "
+        f"jail [{jail}] with logpath = {log}, maxretry = "
         f"{d.flood_maxretry}, findtime = {d.flood_findtime}, bantime = {d.flood_bantime}; then "
         "`fail2ban-client reload`",
     )

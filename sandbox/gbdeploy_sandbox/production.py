@@ -144,7 +144,7 @@ FLOOD_JAIL = {
     "maxretry": 100,
     "findtime": 60,
     "bantime": 3600,
-    "failregex": ['^.*"client_ip":"<HOST>".*"status":4\\d\\d'],
+    "failregex": ['^\\{.*"client_ip":"<HOST>".*"status":4\\d\\d\\b'],
 }
 MAIL_JAIL = {
     "maxretry": 5,

@@ -8,12 +8,15 @@ import pytest
 
 from gbdeploy.config import DoctorSettings
 from gbdeploy.connection import CommandResult
+from gbdeploy.doctor.host import zfs_schedule_check
 from gbdeploy.doctor.model import Verdict
 from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE, SUGGESTED_FAILREGEX, flood_jail_check
 from gbdeploy.doctor_parsers import (
     ParseError,
     calendar_is_daily,
+    calendar_period,
     cron_is_daily,
+    cron_period,
     fail2ban_regex_host,
     jail_enabled,
     parse_fail2ban_list,
@@ -225,6 +228,92 @@ def test_schedules_broken():
         parse_schedules("no crontab for root\n")
     with pytest.raises(ParseError, match="TIMER"):
         parse_schedules("### timers\nx.timer only\n")
+
+
+# zfs-auto-snapshot 1.2.4's cron files as its Makefile installs them (zfsonlinux/zfs-auto-snapshot,
+# etc/zfs-auto-snapshot.cron.*), as the schedule probe prints them.
+def auto_snapshot_script(label: str, keep: int) -> str:
+    return (
+        "#!/bin/sh\n\n# Only call zfs-auto-snapshot if it's available\n"
+        "which zfs-auto-snapshot > /dev/null || exit 0\n\n"
+        f"exec zfs-auto-snapshot --quiet --syslog --label={label} --keep={keep} //\n"
+    )
+
+
+AUTO_SNAPSHOT_FREQUENT = (
+    "### file /etc/cron.d/zfs-auto-snapshot\n"
+    'PATH="/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"\n\n'
+    "*/15 * * * * root which zfs-auto-snapshot > /dev/null || exit 0 ; zfs-auto-snapshot "
+    "--quiet --syslog --label=frequent --keep=4 //\n"
+)
+
+
+def auto_snapshot_files(**keep: int) -> str:
+    return AUTO_SNAPSHOT_FREQUENT + "".join(
+        f"### {label} /etc/cron.{label}/zfs-auto-snapshot\n{auto_snapshot_script(label, n)}"
+        for label, n in keep.items()
+    )
+
+
+def zfs_schedule_verdict(probe: str) -> Verdict:
+    check = zfs_schedule_check(DoctorSettings())  # snapshot_retention_days: 7
+    verdict = check.judge(
+        CommandResult(check.command, 0, f"### crontab -l\n{probe}### timers\n", "")
+    )
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+def test_zfs_auto_snapshot_keeps_each_label_in_its_own_period():
+    jobs = parse_schedules(auto_snapshot_files(hourly=24, daily=31))
+    assert [(j.source, j.period) for j in jobs] == [
+        ("/etc/cron.d/zfs-auto-snapshot", 900),
+        ("/etc/cron.hourly/zfs-auto-snapshot", 3600),
+        ("/etc/cron.daily/zfs-auto-snapshot", 86400),
+    ]
+    # the package's defaults: the daily label keeps 31 days, not the frequent job's 4
+    verdict = zfs_schedule_verdict(auto_snapshot_files(daily=31))
+    assert verdict.status == "fail"
+    assert verdict.saw == (
+        "snapshots kept longer than 7 days: /etc/cron.daily/zfs-auto-snapshot: --label=daily "
+        "keeps 31, one a day: 31 days"
+    )
+    weekly = zfs_schedule_verdict(auto_snapshot_files(hourly=24, daily=7, weekly=8, monthly=12))
+    assert weekly.status == "fail"
+    assert "--label=weekly keeps 8, one a week: 56 days" in weekly.saw
+    assert "--label=monthly keeps 12, one a month" in weekly.saw
+    assert "--label=daily" not in weekly.saw and "frequent" not in weekly.saw
+    good = zfs_schedule_verdict(auto_snapshot_files(hourly=24, daily=7))
+    assert good.status == "pass", good.saw
+    assert "/etc/cron.daily/zfs-auto-snapshot: --label=daily keeps 7, one a day: 7 days" in good.saw
+    # only the frequent job: it keeps an hour, and takes no daily snapshot that lasts
+    assert zfs_schedule_verdict(AUTO_SNAPSHOT_FREQUENT).status == "fail"
+
+
+@pytest.mark.parametrize(
+    ("fields", "period"),
+    [
+        ("*/15 * * * *", 900),
+        ("0 * * * *", 3600),
+        ("0 3 * * *", 86400),
+        ("0 3,15 * * *", 43200),
+        ("0 4 * * 0", 7 * 86400),
+        ("@weekly", 7 * 86400),
+        ("@reboot", None),
+    ],
+)
+def test_cron_period(fields, period):
+    found = cron_period(fields.split())
+    assert found == period if period is None else found == pytest.approx(period, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("calendar", "period"),
+    [("*-*-* 00:00:00", 86400), ("*-*-* *:00/15:00", 900), ("Mon *-*-* 03:00:00", 7 * 86400),
+     ("*-*-01 00:00:00", 365 * 86400 / 12), ("weekly", 7 * 86400)],
+)  # fmt: skip
+def test_timer_period(calendar, period):
+    assert calendar_period(calendar) == pytest.approx(period, rel=0.01)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,14 @@ firewall (ufw, the persisted forward rule) and fail2ban."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
 from ..doctor_parsers import (
     CONTAINER_MARKER,
+    DAY,
+    HOUR,
     ParseError,
     ScheduledJob,
     parse_config_dump,
@@ -187,30 +190,89 @@ def snapshots_check(d: DoctorSettings) -> Check:
     )
 
 
+_TAKES_SNAPSHOTS = re.compile(r"zfs(-auto)?[- ]snapshot|sanoid")
+# zfs-auto-snapshot's options: `--label=daily`/`-l daily`, `--keep=31`/`-k 31`.
+_LABEL = re.compile(r"(?:--label[= ]|-l ?)([\w.:-]+)")
+_KEEP = re.compile(r"(?:--keep[= ]|-k ?)(\d+)")
+
+
+@dataclass(frozen=True)
+class SnapshotRetention:
+    """How long one job's snapshots stay: `keep` of its label, one taken every `period`."""
+
+    job: ScheduledJob
+    label: str
+    keep: int
+    period: float
+
+    @property
+    def days(self) -> float:
+        return self.keep * self.period / DAY
+
+    def __str__(self) -> str:
+        every = describe_period(self.period)
+        return (
+            f"--label={self.label or '(none)'} keeps {self.keep}, one {every}: {self.days:g} days"
+        )
+
+
+def describe_period(seconds: float) -> str:
+    for name, length in (("a month", 30 * DAY), ("a week", 7 * DAY), ("a day", DAY)):
+        if abs(seconds - length) <= length * 0.1:
+            return name
+    if seconds >= HOUR:
+        return f"every {seconds / HOUR:g} hours" if seconds != HOUR else "an hour"
+    return f"every {seconds / 60:g} minutes"
+
+
+def snapshot_retentions(jobs: tuple[ScheduledJob, ...]) -> list[SnapshotRetention]:
+    """For each job that keeps a number of snapshots of its label (zfs-auto-snapshot's cron.d,
+    cron.hourly … cron.monthly files), how long they stay: that number in that job's period."""
+    found = []
+    for job in jobs:
+        keep = _KEEP.search(job.command)
+        if keep and job.period and _TAKES_SNAPSHOTS.search(job.command):
+            label = _LABEL.search(job.command)
+            found.append(
+                SnapshotRetention(job, label.group(1) if label else "", int(keep[1]), job.period)
+            )
+    return found
+
+
 def zfs_schedule_check(d: DoctorSettings) -> Check:
     days = d.snapshot_retention_days
 
     def judge(jobs: tuple[ScheduledJob, ...]) -> Verdict:
-        takes = [j for j in jobs if re.search(r"zfs(-auto)?[- ]snapshot|sanoid", j.command)]
+        takes = [j for j in jobs if _TAKES_SNAPSHOTS.search(j.command)]
         daily = [j for j in takes if j.daily]
-        keeps = [int(n) for j in daily for n in re.findall(r"--keep[= ](\d+)", j.command)]
+        retentions = snapshot_retentions(tuple(takes))
         prunes = [j for j in jobs if j.daily and "zfs destroy" in j.command]
         if not daily:
             seen = "; ".join(describe(j) for j in takes) or "no job takes ZFS snapshots"
             return Verdict("fail", f"no daily ZFS snapshot job ({seen})")
-        if keeps and all(n > days for n in keeps):
+        too_long = [r for r in retentions if r.days > days + 0.5]
+        if too_long:
             return Verdict(
                 "fail",
-                f"{describe(daily[0])} keeps {min(keeps)} snapshots, more than {days} days",
+                f"snapshots kept longer than {days} days: "
+                + "; ".join(f"{r.job.source}: {r}" for r in too_long),
+                f"lower --keep in those files so each label keeps at most {days} days "
+                f"(`--label=daily --keep={days}` in cron.daily; remove the weekly and monthly "
+                "jobs), then delete the older snapshots (see host.zfs-snapshots)",
             )
-        if not keeps and not prunes:
+        daily_kept = [r for r in retentions if r.job.daily and r.period >= DAY * 0.9]
+        if not daily_kept and not prunes:
             return Verdict(
                 "fail",
                 f"{describe(daily[0])} takes daily snapshots but no daily job removes old ones "
                 f"(no `--keep={days}` and no `zfs destroy`)",
             )
-        kept = f"keeps {min(keeps)}" if keeps else f"pruned by {describe(prunes[0])}"
-        return Verdict("pass", f"{describe(daily[0])}; {kept}")
+        kept = (
+            "; ".join(f"{r.job.source}: {r}" for r in retentions)
+            if retentions
+            else f"pruned by {describe(prunes[0])}"
+        )
+        return Verdict("pass", kept)
 
     return schedule_check(
         "host.zfs-snapshot-schedule",

@@ -7,6 +7,7 @@ them runs anything, so every one is tested on real samples, good and broken.
 from __future__ import annotations
 
 import configparser
+import itertools
 import re
 import shlex
 from dataclasses import dataclass
@@ -114,6 +115,40 @@ def _iptables_rule(position: int, text: str, words: list[str]) -> IptablesRule:
         takes_value = word.startswith("-") and value is not None and not value.startswith("-")
         index += 2 if takes_value else 1
     return IptablesRule(position, text, in_interface, in_negated, target, restricted)
+
+
+def parse_iptables_save(text: str, table: str = "filter") -> tuple[tuple[str, ...], ...]:
+    """`iptables-save` format (iptables-persistent's /etc/iptables/rules.v4): the words of each
+    `-A CHAIN …` line of `table` (`*filter` … `COMMIT`)."""
+    rules: list[tuple[str, ...]] = []
+    current: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = line[1:]
+        elif line == "COMMIT":
+            current = None
+        elif current is None:
+            raise ParseError(f"a rule outside a `*TABLE` … `COMMIT` block: {line!r}", number)
+        elif current == table and line.startswith("-A "):
+            try:
+                rules.append(tuple(shlex.split(line)))
+            except ValueError as error:
+                raise ParseError(f"cannot split {line!r}: {error}", number) from None
+    return tuple(rules)
+
+
+def accepts_forwarding(words: list[str] | tuple[str, ...], bridge: str) -> bool:
+    """Do these words (an iptables rule or command) ACCEPT in FORWARD what comes in or goes out
+    of `bridge` (`-I FORWARD -i lxdbr0 -j ACCEPT`, `-A FORWARD -o lxdbr0 -j ACCEPT`)?"""
+    pairs = set(itertools.pairwise(words))
+    adds = any((a, "FORWARD") in pairs for a in ("-A", "-I", "--append", "--insert"))
+    through = any(
+        (flag, bridge) in pairs for flag in ("-i", "-o", "--in-interface", "--out-interface")
+    )
+    return adds and through and any((j, "ACCEPT") in pairs for j in ("-j", "--jump"))
 
 
 @dataclass(frozen=True)
@@ -549,6 +584,19 @@ def parse_shell_assignments(text: str) -> dict[str, str]:
     return values
 
 
+def split_sections(text: str) -> dict[str, str]:
+    """`### KEY` sections of a probe's output → {KEY: text} (what comes before the first
+    marker is left out)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = sections.setdefault(line[4:].strip(), [])
+        else:
+            current.append(line)
+    return {key: "\n".join(lines) for key, lines in sections.items()}
+
+
 def _tree_items(text: str) -> list[str]:
     """The `|- item` / `` `- item `` lines of fail2ban-client's answers, without the branch."""
     return [m.group(1) for line in text.splitlines() if (m := _TREE_ITEM.match(line))]
@@ -629,20 +677,65 @@ def fail2ban_regex_host(failregex: str, line: str) -> str | None:
     return next((groups[g] for g in _FAILURE_ID_GROUPS if groups.get(g)), "")
 
 
-def jail_enabled(text: str, jail: str) -> bool | None:
-    """Whether a fail2ban jail file (`jail.d/defaults-debian.conf`) enables `jail`: True or False
-    from its `enabled` key, None when the file does not mention it."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
+def _jail_file(text: str, name: str) -> configparser.ConfigParser:
+    """One file as written: [DEFAULT] is a section like the others here (not merged into each),
+    so a jail's own `enabled` and the default one stay apart."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0")
     try:
-        parser.read_string(text)
+        parser.read_string(text, source=name)
     except configparser.Error as error:
-        raise ParseError(f"not a fail2ban jail file: {error}") from None
+        raise ParseError(f"{name} is not a fail2ban jail file: {error}") from None
+    return parser
+
+
+def _enabled_value(parser: configparser.ConfigParser, section: str, name: str) -> bool:
+    try:
+        return parser.getboolean(section, "enabled")
+    except ValueError as error:
+        raise ParseError(f"{name}: [{section}] enabled: {error}") from None
+
+
+def jail_enabled(text: str, jail: str) -> bool | None:
+    """Whether one fail2ban jail file (`jail.d/defaults-debian.conf`) enables `jail`: True or
+    False from its `enabled` key, None when the file does not mention it."""
+    parser = _jail_file(text, "the jail file")
     if not parser.has_option(jail, "enabled"):
         return None
-    try:
-        return parser.getboolean(jail, "enabled")
-    except ValueError as error:
-        raise ParseError(f"[{jail}] enabled: {error}") from None
+    return _enabled_value(parser, jail, "the jail file")
+
+
+def fail2ban_read_order(path: str) -> tuple[int, str]:
+    """Where a file of /etc/fail2ban comes in fail2ban's reading of `jail`: jail.conf, then
+    jail.d/*.conf, jail.local, jail.d/*.local, each directory sorted by name
+    (fail2ban/client/configreader.py, 0.9 to 1.1); a later file overrides an earlier one."""
+    name = path.rsplit("/", 1)[-1]
+    in_d = "/jail.d/" in f"/{path}"
+    if not in_d:
+        return (0 if name == "jail.conf" else 2, name)
+    return (1 if name.endswith(".conf") else 3, name)
+
+
+@dataclass(frozen=True)
+class JailSwitch:
+    enabled: bool
+    said_by: str | None  # `FILE: [SECTION] enabled = VALUE`, None when no file says it
+
+
+def fail2ban_jail_switch(files: dict[str, str], jail: str) -> JailSwitch:
+    """Whether fail2ban starts `jail` with these files of its configuration directory ({path:
+    text}): its own `enabled` in the last file that sets it, else `[DEFAULT] enabled` likewise,
+    else off (fail2ban's default)."""
+    own: JailSwitch | None = None
+    default: JailSwitch | None = None
+    for path in sorted(files, key=fail2ban_read_order):
+        parser = _jail_file(files[path], path)
+        if parser.has_option(jail, "enabled"):
+            value = _enabled_value(parser, jail, path)
+            own = JailSwitch(value, f"{path}: [{jail}] enabled = {str(value).lower()}")
+        if parser.has_option("DEFAULT", "enabled"):
+            value = _enabled_value(parser, "DEFAULT", path)
+            default = JailSwitch(value, f"{path}: [DEFAULT] enabled = {str(value).lower()}")
+    return own or default or JailSwitch(False, None)
 
 
 # --- cron and systemd timers ---------------------------------------------------------------------

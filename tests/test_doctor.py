@@ -284,6 +284,53 @@ def test_when_no_site_domain_resolves_doctor_suspects_dns_not_the_sites(producti
     )
 
 
+@pytest.mark.parametrize("how", ["iptables-persistent", "script"])
+def test_a_forward_rule_persisted_by_iptables_persistent_or_a_script_passes(
+    production, gbuser, how
+):
+    production.make_good()
+    production.standins.add_unit(
+        "lxd-forward.service", exec_start="/usr/sbin/iptables -I FORWARD -j ACCEPT", enabled=True
+    )  # no longer names the bridge
+    if how == "iptables-persistent":
+        production.rules_file.parent.mkdir(parents=True, exist_ok=True)
+        production.rules_file.write_text(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A FORWARD -i lxdbr0 -j ACCEPT\nCOMMIT\n"
+        )
+        unit, start = "netfilter-persistent.service", "/usr/sbin/netfilter-persistent start"
+    else:
+        script = production.root / "usr/local/sbin/lxd-net"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text("#!/bin/sh\niptables -I FORWARD -i lxdbr0 -j ACCEPT\n")
+        unit, start = "lxd-net.service", f"/bin/sh {script}"
+    production.standins.add_unit(unit, exec_start=start, enabled=False)
+    text, _ = doctor(production.settings())
+    assert rows(text)["host.lxd-forward-rule-persisted"][0] == "FAIL"  # not enabled
+    production.standins.add_unit(unit, exec_start=start, enabled=True)
+    text, failed = doctor(production.settings())
+    assert failed is None, text
+    assert "-A FORWARD -i lxdbr0 -j ACCEPT" in text or "iptables -I FORWARD -i lxdbr0" in text
+    assert f"{unit} (enabled)" in rows(text)["host.lxd-forward-rule-persisted"][1]
+
+
+def test_jail_local_overrides_debians_sshd_default_in_the_proxy(production, gbuser):
+    production.make_good()
+    fail2ban = production.etc / "fail2ban"
+    (fail2ban / "jail.d/defaults-debian.conf").write_text("[sshd]\nenabled = true\n")  # Debian's
+    jail_local = fail2ban / "jail.local"
+    jail_local.write_text("[sshd]\nenabled = false\n")
+    text, _ = doctor(production.settings())
+    assert rows(text)["proxy.fail2ban-sshd-disabled"] == (
+        "pass",
+        "jail.local: [sshd] enabled = false",
+    )
+    jail_local.write_text("[DEFAULT]\nbantime = 1h\n\n[sshd]\nenabled = true\n")
+    text, _ = doctor(production.settings())
+    status, saw = rows(text)["proxy.fail2ban-sshd-disabled"]
+    assert status == "FAIL" and saw.startswith("jail.local: [sshd] enabled = true"), saw
+
+
 @pytest.mark.parametrize(
     ("state", "saw"),
     [

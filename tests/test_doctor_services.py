@@ -8,20 +8,28 @@ import pytest
 
 from gbdeploy.config import DoctorSettings
 from gbdeploy.connection import CommandResult
-from gbdeploy.doctor.host import zfs_schedule_check
-from gbdeploy.doctor.model import Verdict
-from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE, SUGGESTED_FAILREGEX, flood_jail_check
+from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
+from gbdeploy.doctor.model import FollowUp, Verdict
+from gbdeploy.doctor.proxy import (
+    CADDY_ACCESS_LINE,
+    SUGGESTED_FAILREGEX,
+    flood_jail_check,
+    proxy_sshd_jail_check,
+)
 from gbdeploy.doctor_parsers import (
+    JailSwitch,
     ParseError,
     calendar_is_daily,
     calendar_period,
     cron_is_daily,
     cron_period,
+    fail2ban_jail_switch,
     fail2ban_regex_host,
     jail_enabled,
     parse_fail2ban_list,
     parse_fail2ban_status,
     parse_file_guard,
+    parse_iptables_save,
     parse_process_owners,
     parse_resolutions,
     parse_schedules,
@@ -177,6 +185,80 @@ def test_debian_sshd_jail_file():
         jail_enabled("enabled = true\n", "sshd")  # no section header
     with pytest.raises(ParseError):
         jail_enabled("[sshd]\nenabled = maybe\n", "sshd")
+
+
+# Debian's fail2ban 1.0.2: jail.conf holds `[DEFAULT] enabled = false` and an [sshd] without
+# `enabled`; jail.d/defaults-debian.conf turns sshd on; jail.local and jail.d/*.local come after.
+JAIL_CONF = (
+    "[DEFAULT]\nbantime = 10m\nenabled = false\n\n[sshd]\nport = ssh\nlogpath = %(sshd_log)s\n"
+)
+DEBIAN_DEFAULTS = "[sshd]\nenabled = true\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "enabled", "said_by"),
+    [
+        ({"jail.conf": JAIL_CONF}, False, "jail.conf: [DEFAULT] enabled = false"),
+        (
+            {"jail.conf": JAIL_CONF, "jail.d/defaults-debian.conf": DEBIAN_DEFAULTS},
+            True,
+            "jail.d/defaults-debian.conf: [sshd] enabled = true",
+        ),
+        (  # jail.local is read after jail.d/*.conf, whatever order the files are listed in
+            {
+                "jail.local": "[sshd]\nenabled = false\n",
+                "jail.d/defaults-debian.conf": DEBIAN_DEFAULTS,
+                "jail.conf": JAIL_CONF,
+            },
+            False,
+            "jail.local: [sshd] enabled = false",
+        ),
+        (  # and jail.d/*.local after jail.local
+            {
+                "jail.d/zz-proxy.local": "[sshd]\nenabled = yes\n",
+                "jail.local": "[sshd]\nenabled = false\n",
+                "jail.d/defaults-debian.conf": "[sshd]\nenabled = false\n",
+            },
+            True,
+            "jail.d/zz-proxy.local: [sshd] enabled = true",
+        ),
+        (  # a jail's own `enabled` wins over [DEFAULT], even one read later
+            {
+                "jail.d/defaults-debian.conf": "[sshd]\nenabled = false\n",
+                "jail.local": "[DEFAULT]\nenabled = true\n",
+            },
+            False,
+            "jail.d/defaults-debian.conf: [sshd] enabled = false",
+        ),
+        (
+            {"jail.local": "[DEFAULT]\nenabled = true\n"},
+            True,
+            "jail.local: [DEFAULT] enabled = true",
+        ),
+        ({}, False, None),
+    ],
+)
+def test_the_sshd_jail_is_read_in_fail2bans_own_order(files, enabled, said_by):
+    assert fail2ban_jail_switch(files, "sshd") == JailSwitch(enabled, said_by)
+
+
+def test_the_proxy_sshd_check_reads_jail_local_over_debians_defaults():
+    check = proxy_sshd_jail_check(DoctorSettings(), "pragmatismo-proxy")
+    probe = (
+        f"### jail.conf\n{JAIL_CONF}\n### jail.d/defaults-debian.conf\n{DEBIAN_DEFAULTS}\n"
+        "### jail.local\n[sshd]\nenabled = false\n\n"
+    )
+    verdict = check.judge(CommandResult(check.command, 0, probe, ""))
+    assert isinstance(verdict, Verdict)
+    assert (verdict.status, verdict.saw) == ("pass", "jail.local: [sshd] enabled = false")
+    turned_on = probe + "### jail.d/proxy.local\n[sshd]\nenabled = true\n"
+    verdict = check.judge(CommandResult(check.command, 0, turned_on, ""))
+    assert isinstance(verdict, Verdict) and verdict.status == "fail"
+    assert verdict.saw.startswith("jail.d/proxy.local: [sshd] enabled = true")
+    with pytest.raises(ParseError, match=r"jail.local: \[sshd\] enabled"):
+        check.judge(
+            CommandResult(check.command, 0, "### jail.local\n[sshd]\nenabled = maybe\n", "")
+        )
 
 
 # --- cron and timers ---------------------------------------------------------------------------
@@ -362,6 +444,79 @@ def test_unit_file_commands():
     ]
     with pytest.raises(ParseError):
         parse_unit_file_commands("lxd-forward.service\t{ path=/x ; }\n")
+
+
+# iptables-persistent (Debian 12, iptables 1.8.9): netfilter-persistent.service runs
+# `netfilter-persistent start`, whose plugin restores /etc/iptables/rules.v4 (iptables-save format).
+UNITS = (
+    "ssh.service\tenabled\t{ path=/usr/sbin/sshd ; argv[]=/usr/sbin/sshd -D $SSHD_OPTS ; "
+    "ignore_errors=no ; } \n"
+    "netfilter-persistent.service\tSTATE\t{ path=/usr/sbin/netfilter-persistent ; "
+    "argv[]=/usr/sbin/netfilter-persistent start ; ignore_errors=no ; } \n"
+    "lxd-net.service\tenabled\t{ path=/bin/sh ; argv[]=/bin/sh /usr/local/sbin/lxd-net.sh ; "
+    "ignore_errors=no ; } \n"
+)
+RULES_V4 = """# Generated by iptables-save v1.8.9 (nf_tables) on Sat Nov 28 10:00:00 2026
+*nat
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 10.16.164.0/24 ! -d 10.16.164.0/24 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A FORWARD -i lxdbr0 -j ACCEPT
+-A FORWARD -o lxdbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+# Completed on Sat Nov 28 10:00:00 2026
+"""
+SCRIPT = """#!/bin/sh
+set -e
+# iptables -I FORWARD -i lxdbr0 -j DROP
+iptables -I FORWARD -i lxdbr0 -j ACCEPT
+"""
+
+
+def forward_verdict(units: str, files: dict[str, str]) -> Verdict:
+    check = forward_rule_check(DoctorSettings())
+    verdict = check.judge(CommandResult(check.command, 0, units, ""))
+    if isinstance(verdict, FollowUp):
+        shown = "".join(f"### {path}\n{text}\n" for path, text in files.items())
+        verdict = verdict.judge(CommandResult(verdict.command, 0, shown, ""))
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+def test_iptables_persistent_saved_rules_persist_the_forward_rule():
+    assert ("-A", "FORWARD", "-i", "lxdbr0", "-j", "ACCEPT") in parse_iptables_save(RULES_V4)
+    assert all(r[1] != "POSTROUTING" for r in parse_iptables_save(RULES_V4))  # *nat left out
+    enabled = UNITS.replace("STATE", "enabled")
+    verdict = forward_verdict(enabled, {"/etc/iptables/rules.v4": RULES_V4})
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        "netfilter-persistent.service (enabled) restores /etc/iptables/rules.v4: "
+        "-A FORWARD -i lxdbr0 -j ACCEPT",
+    )
+    disabled = UNITS.replace("STATE", "disabled")
+    assert forward_verdict(disabled, {"/etc/iptables/rules.v4": RULES_V4}).status == "fail"
+    without = RULES_V4.replace("-A FORWARD -i lxdbr0 -j ACCEPT\n", "").replace("-o lxdbr0", "-o x")
+    verdict = forward_verdict(enabled, {"/etc/iptables/rules.v4": without})
+    assert verdict.status == "fail" and "none of the 3 services adds" in verdict.saw
+    with pytest.raises(ParseError, match="outside"):
+        parse_iptables_save("-A FORWARD -i lxdbr0 -j ACCEPT\n")
+
+
+def test_a_unit_that_runs_a_script_adding_the_forward_rule_persists_it():
+    disabled = UNITS.replace("STATE", "disabled")
+    verdict = forward_verdict(disabled, {"/usr/local/sbin/lxd-net.sh": SCRIPT})
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        "lxd-net.service (enabled) runs /usr/local/sbin/lxd-net.sh: "
+        "iptables -I FORWARD -i lxdbr0 -j ACCEPT",
+    )
+    commented = SCRIPT.replace("\niptables", "\n# iptables")
+    assert forward_verdict(disabled, {"/usr/local/sbin/lxd-net.sh": commented}).status == "fail"
 
 
 # --- DNS, files, processes ---------------------------------------------------------------------

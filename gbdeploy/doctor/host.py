@@ -14,16 +14,28 @@ from ..doctor_parsers import (
     HOUR,
     ParseError,
     ScheduledJob,
+    UnitFileCommand,
+    accepts_forwarding,
     parse_config_dump,
+    parse_iptables_save,
     parse_lxc_config,
     parse_shell_assignments,
     parse_unit_file_commands,
     parse_zfs_snapshots,
+    split_sections,
     stale_snapshots,
 )
 from ..output import human_bytes
 from .daemons import describe, fail2ban_jail_check, schedule_check
-from .model import Check, Verdict, container_tool, list_containers, output_of, read_command
+from .model import (
+    Check,
+    FollowUp,
+    Verdict,
+    container_tool,
+    list_containers,
+    output_of,
+    read_command,
+)
 
 
 def containers_check(d: DoctorSettings) -> Check:
@@ -319,10 +331,22 @@ SERVICE_FILES = (
 ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
-def forward_rule_check(d: DoctorSettings) -> Check:
-    bridge = d.lxd_bridge
+NETFILTER_PERSISTENT = "netfilter-persistent.service"  # iptables-persistent's unit (Debian)
 
-    def judge(result: CommandResult) -> Verdict:
+
+def files_mentioning(paths: list[str], word: str) -> str:
+    """Each of `paths` that is a text file holding `word`, after a `### PATH` line."""
+    quoted = " ".join(quote(p) for p in paths)
+    return (
+        f'for f in {quoted}; do [ -f "$f" ] && grep -Iqs -- {quote(word)} "$f" || continue; '
+        'printf \'### %s\\n\' "$f"; cat -- "$f"; echo; done'
+    )
+
+
+def forward_rule_check(d: DoctorSettings) -> Check:
+    bridge, rules_file = d.lxd_bridge, d.iptables_rules_file
+
+    def judge(result: CommandResult) -> Verdict | FollowUp:
         if not result.ok:
             return Verdict("fail", f"listing services failed: {output_of(result)}")
         units = parse_unit_file_commands(result.stdout)
@@ -331,6 +355,52 @@ def forward_rule_check(d: DoctorSettings) -> Check:
         if enabled:
             shown = " ".join(enabled[0].command.split())[:120]
             return Verdict("pass", f"{enabled[0].unit} ({enabled[0].state}) runs: {shown}")
+        # What an enabled unit reads: iptables-persistent's saved rules, or the scripts it runs.
+        running = [u for u in units if u.state in ENABLED_STATES]
+        read_by: dict[str, UnitFileCommand] = {}
+        for unit in running:
+            if unit.unit == NETFILTER_PERSISTENT:
+                read_by.setdefault(rules_file, unit)
+            for word in unit.command.split():
+                if word.startswith("/"):
+                    read_by.setdefault(word, unit)
+        if not read_by:
+            return not_restored(units, restoring)
+        return FollowUp(
+            files_mentioning(list(read_by), "FORWARD"),
+            lambda files: judge_files(files, units, restoring, read_by),
+        )
+
+    def judge_files(
+        result: CommandResult,
+        units: tuple[UnitFileCommand, ...],
+        restoring: list[UnitFileCommand],
+        read_by: dict[str, UnitFileCommand],
+    ) -> Verdict:
+        for path, text in split_sections(result.stdout).items():
+            unit = read_by.get(path)
+            if unit is None:
+                continue
+            if path == rules_file and unit.unit == NETFILTER_PERSISTENT:
+                found = [r for r in parse_iptables_save(text) if accepts_forwarding(r, bridge)]
+                how = f"restores {path}"
+            else:
+                found = [
+                    tuple(line.split())
+                    for line in text.splitlines()
+                    if not line.lstrip().startswith("#")
+                    and accepts_forwarding(line.split(), bridge)
+                ]
+                how = f"runs {path}"
+            if found:
+                return Verdict(
+                    "pass", f"{unit.unit} ({unit.state}) {how}: {' '.join(found[0])[:120]}"
+                )
+        return not_restored(units, restoring)
+
+    def not_restored(
+        units: tuple[UnitFileCommand, ...], restoring: list[UnitFileCommand]
+    ) -> Verdict:
         if restoring:
             unit = restoring[0]
             return Verdict(
@@ -341,8 +411,9 @@ def forward_rule_check(d: DoctorSettings) -> Check:
             )
         return Verdict(
             "fail",
-            f"none of the {len(units)} services adds a FORWARD rule for {bridge}: the rule is "
-            "lost at the next reboot",
+            f"none of the {len(units)} services adds a FORWARD rule for {bridge} (nor a script "
+            f"they run, nor {rules_file} through {NETFILTER_PERSISTENT}): the rule is lost at "
+            "the next reboot",
         )
 
     return Check(
@@ -352,7 +423,8 @@ def forward_rule_check(d: DoctorSettings) -> Check:
         judge,
         f"a oneshot unit (e.g. lxd-forward.service: Type=oneshot, ExecStart=iptables -I FORWARD "
         f"-i {bridge} -j ACCEPT and one for -o {bridge}, WantedBy=multi-user.target), then "
-        "`systemctl enable --now lxd-forward.service`",
+        "`systemctl enable --now lxd-forward.service` — or, with iptables-persistent, "
+        f"`iptables-save > {rules_file}` once the rule is in place",
         when_missing="skip",
     )
 

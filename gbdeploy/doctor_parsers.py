@@ -926,6 +926,46 @@ def parse_schedules(text: str) -> tuple[ScheduledJob, ...]:
     return tuple(jobs)
 
 
+def parse_workflow_schedules(text: str, source: str) -> tuple[ScheduledJob, ...]:
+    """A Forgejo Actions workflow's `on: schedule: - cron: …` entries: each `run:` step of the
+    workflow's jobs, once per schedule (Forgejo reads the five fields as cron does)."""
+    data = _yaml_mapping(text, source)
+    # YAML 1.1 (PyYAML) reads the bare key `on` as true.
+    triggers = data.get("on", data.get(True))
+    schedules = triggers.get("schedule") if isinstance(triggers, dict) else None
+    if not schedules:
+        return ()
+    if not isinstance(schedules, list):
+        raise ParseError(f"{source}: `on.schedule` is not a list")
+    steps = [
+        (str(step.get("name") or f"step {number}"), str(step["run"]))
+        for job in (data.get("jobs") or {}).values()
+        if isinstance(job, dict)
+        for number, step in enumerate(job.get("steps") or (), 1)
+        if isinstance(step, dict) and "run" in step
+    ]
+    jobs = []
+    for entry in schedules:
+        cron = entry.get("cron") if isinstance(entry, dict) else None
+        fields = str(cron or "").split()
+        if len(fields) != 5:
+            raise ParseError(f"{source}: a schedule without five cron fields: {entry!r}")
+        for name, run in steps:
+            lines = [
+                x.strip() for x in run.splitlines() if x.strip() and not x.strip().startswith("#")
+            ]
+            jobs.append(
+                ScheduledJob(
+                    f"{source}, step {name!r}",
+                    cron_is_daily(fields),
+                    "; ".join(lines),
+                    " ".join(fields),
+                    cron_period(fields),
+                )
+            )
+    return tuple(jobs)
+
+
 # --- DNS, files, processes -----------------------------------------------------------------------
 def site_domains(sites: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
     """The DNS names of Caddy site addresses (`https://a.example.com:443/x` → a.example.com);

@@ -4,10 +4,14 @@ getent hosts, the file and process probes."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from gbdeploy.config import DoctorSettings
+from gbdeploy.config import DoctorSettings, Settings
 from gbdeploy.connection import CommandResult
+from gbdeploy.doctor import build_checks
 from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
 from gbdeploy.doctor.model import FollowUp, Verdict
 from gbdeploy.doctor.proxy import (
@@ -35,8 +39,10 @@ from gbdeploy.doctor_parsers import (
     parse_schedules,
     parse_shell_assignments,
     parse_unit_file_commands,
+    parse_workflow_schedules,
     site_domains,
 )
+from gbdeploy.workflows import rendered_files
 
 # --- /etc/default/ufw --------------------------------------------------------------------------
 UFW = """# /etc/default/ufw
@@ -517,6 +523,68 @@ def test_a_unit_that_runs_a_script_adding_the_forward_rule_persists_it():
     )
     commented = SCRIPT.replace("\niptables", "\n# iptables")
     assert forward_verdict(disabled, {"/usr/local/sbin/lxd-net.sh": commented}).status == "fail"
+
+
+# --- gbdeploy's own runner-maintenance.yaml -------------------------------------------------------
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_committed_maintenance_workflow_counts_as_the_runners_daily_cleanup(tmp_path):
+    mapping = {
+        "doctor": {"host": "pragmatismo-host"},
+        "workflows": {
+            "install": "gbdeploy @ git+https://forge.example/gb/gbdeploy.git@" + "a" * 40
+        },
+    }
+    settings = Settings.from_mapping(mapping, project_dir=tmp_path)
+    workflow = tmp_path / ".forgejo/workflows/runner-maintenance.yaml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(
+        rendered_files(settings)["runner-maintenance.yaml"]
+    )  # as `workflows` writes
+    git(tmp_path, "init", "-q")
+
+    def cleanup_verdict() -> Verdict:
+        [check] = [c for c in build_checks(settings) if c.name == "ci.cache-cleanup-daily"]
+        nothing_on_the_runner = "### crontab -l\n### timers\n"
+        verdict = check.judge(CommandResult(check.command, 0, nothing_on_the_runner, ""))
+        assert isinstance(verdict, Verdict)
+        return verdict
+
+    not_committed = cleanup_verdict()
+    assert not_committed.status == "fail"
+    assert "runner-maintenance.yaml (`gbdeploy workflows` renders it" in check_fix(settings)
+    git(tmp_path, "add", ".forgejo")
+    git(tmp_path, "commit", "-qm", "workflows")
+    verdict = cleanup_verdict()
+    assert verdict.status == "pass", verdict.saw
+    assert verdict.saw.startswith(
+        "daily: .forgejo/workflows/runner-maintenance.yaml at HEAD, step 'Trim the sccache and "
+        "cargo caches' (17 3 * * *): export PATH="
+    )
+    assert verdict.saw.endswith("gbdeploy maintain")
+
+
+def check_fix(settings: Settings) -> str:
+    return next(c.fix for c in build_checks(settings) if c.name == "ci.cache-cleanup-daily")
+
+
+def test_a_workflow_schedule_that_is_not_daily_does_not_count():
+    weekly = (
+        "on:\n  schedule:\n    - cron: '17 3 * * 0'\njobs:\n  maintain:\n    runs-on: gbo\n"
+        "    steps:\n      - run: gbdeploy maintain\n"
+    )
+    [job] = parse_workflow_schedules(weekly, "w.yaml")
+    assert (job.daily, job.command, job.period) == (False, "gbdeploy maintain", 7 * 86400)
+    assert parse_workflow_schedules("on: [push]\njobs: {}\n", "w.yaml") == ()
+    with pytest.raises(ParseError, match="five cron fields"):
+        parse_workflow_schedules(weekly.replace("17 3 * * 0", "daily"), "w.yaml")
 
 
 # --- DNS, files, processes ---------------------------------------------------------------------

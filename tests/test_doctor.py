@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gbdeploy.doctor import doctor_plan, run_doctor
+from gbdeploy.config import Target
+from gbdeploy.connection import wrap_for_target
+from gbdeploy.doctor import Doctor, doctor_plan, run_doctor
 from gbdeploy.errors import ConfigError, DoctorFailed
 from gbdeploy.output import Reporter
+from gbdeploy_sandbox.production import SYSTEM
 
 CHECKS = [
     "host.containers",
@@ -422,17 +425,48 @@ def test_the_plan_names_every_command_quoted(production):
     ) in plan
 
 
-def test_through_incus_with_sudo_the_plan_calls_sudo_incus(production):
+def test_through_incus_with_sudo_the_plan_calls_sudo_n_incus(production):
     plan = doctor_plan(production.settings(via="incus", sudo=True))
-    assert "host.containers: on pragmatismo-host: sudo incus list --format csv -c n" in plan
+    assert "host.containers: on pragmatismo-host: sudo -n incus list --format csv -c n" in plan
     assert (
         "host.system-privileged: on pragmatismo-host: "
-        "sudo incus config show pragmatismo-system --expanded"
+        "sudo -n incus config show pragmatismo-system --expanded"
     ) in plan
     assert (
-        "system.loopback-accept: on pragmatismo-host: sudo incus exec pragmatismo-system: "
+        "system.loopback-accept: on pragmatismo-host: sudo -n incus exec pragmatismo-system: "
         "iptables -S INPUT"
     ) in plan
+
+
+def test_doctor_enters_a_container_with_the_deploys_own_wrapper(production):
+    settings = production.settings(via="incus", sudo=True)
+    deploy_target = Target("system", "pragmatismo-host", container=SYSTEM, via="incus", sudo=True)
+    with Doctor(settings) as doctor_run:
+        command = "iptables -S INPUT"
+        assert doctor_run.remote(SYSTEM).wrap(command) == wrap_for_target(deploy_target, command)
+        assert doctor_run.remote(SYSTEM).wrap(command).startswith("sudo -n incus exec")
+        assert doctor_run.remote(None).wrap(command) == command  # the host itself
+
+
+def test_through_sudo_incus_every_check_runs_in_its_container(production, gbuser):
+    # The host's ssh user reaches its containers with `sudo -n incus` (doctor.sudo).
+    production.standins.install_program("incus", "lxc")
+    production.standins.install_program("sudo", "sudo", production.state)
+    lxc = production.standins.bin / "lxc"
+    lxc.rename(lxc.with_suffix(".hidden"))
+    try:
+        production.make_good()
+        text, failed = doctor(production.settings(via="incus", sudo=True))
+    finally:
+        lxc.with_suffix(".hidden").rename(lxc)
+        (production.standins.bin / "incus").unlink()
+        (production.standins.bin / "sudo").unlink()
+    assert failed is None, text
+    assert "28 checks: 28 passed" in text
+    commands = (production.state / "sudo.log").read_text().splitlines()
+    entered = {c.split("COMMAND=incus exec ")[1].split()[0] for c in commands if "exec" in c}
+    assert entered == {SYSTEM, "pragmatismo-proxy", "pragmatismo-dns", "pragmatismo-email",
+                       "pragmatismo-alm-ci"}  # fmt: skip
 
 
 def test_through_incus_every_check_runs_in_its_container(production, gbuser):

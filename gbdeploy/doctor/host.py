@@ -68,7 +68,8 @@ def containers_check(d: DoctorSettings) -> Check:
         listing,
         judge,
         f"make sure the ssh user on doctor.host may use {d.via} (in the `lxd`/`incus-admin` "
-        f"group, or doctor.sudo: true): `{listing}` must work",
+        f"group, or doctor.sudo: true with a NOPASSWD sudo rule for {d.via}: doctor never waits "
+        f"for a password): `{listing}` must work",
     )
 
 

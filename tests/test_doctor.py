@@ -215,6 +215,23 @@ def test_fix_leaves_caddy_alone_until_the_storage_root_exists(production, gbuser
     assert production.caddy_reloads() == []
 
 
+def test_caddy_itself_validates_the_caddyfile(production, gbuser):
+    # Debian's caddy 2.6.2 adapts the whole file: a typo inside a nested block fails too.
+    production.make_good()
+    good = production.caddyfile.read_text()
+    text, failed = doctor(production.settings())
+    assert rows(text)["proxy.caddy-valid"] == ("pass", "caddy validate: Valid configuration")
+    nested = good.replace(
+        "\treverse_proxy 10.16.164.40:80", "\thandle {\n\t\treverse_prxy :80\n\t}"
+    )
+    assert nested != good
+    production.caddyfile.write_text(nested)
+    text, failed = doctor(production.settings())
+    assert failed is not None and failed.failed == ["proxy.caddy-valid"]
+    status, saw = rows(text)["proxy.caddy-valid"]
+    assert status == "FAIL" and "unrecognized directive: reverse_prxy" in saw, saw
+
+
 def test_json_in_the_every_rule_broken_production_fails_each_rule_by_name(production, gbuser):
     production.make_broken()
     text, failed = doctor(production.settings(), as_json=True)

@@ -11,8 +11,8 @@ nowhere else — launchers for the stand-ins of `PROGRAMS` (modules of gbdeploy_
   `iptables-save` prints them in iptables-save format;
 - `valkey-cli … ping` answers PONG only while those rules let loopback reach port 6379 (the guide's
   "Connection timed out" story);
-- `caddy validate|reload --config F --adapter caddyfile` rejects unbalanced braces and unknown
-  directives; `reload` records the file's sha256 in `state/caddy.reloads`;
+- `caddy validate --config F --adapter caddyfile` is Debian's real caddy; `reload` has it validate
+  the file, then records the file's sha256 in `state/caddy.reloads` (no Caddy runs here);
 - `zfs list` prints `state/zfs.snapshots`;
 - `fail2ban-client` answers for the jails of `state/fail2ban/PLACE.json` and `crontab -l` with
   `state/crontab/PLACE` (PLACE: the container `lxc exec` runs in, or `host`);

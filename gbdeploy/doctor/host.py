@@ -224,9 +224,9 @@ class SnapshotRetention:
 
     def __str__(self) -> str:
         every = describe_period(self.period)
-        return (
-            f"--label={self.label or '(none)'} keeps {self.keep}, one {every}: {self.days:g} days"
-        )
+        amount, unit = (self.days, "day") if self.days >= 1 else (self.days * 24, "hour")
+        span = f"{amount:.3g} {unit}{'' if f'{amount:.3g}' == '1' else 's'}"
+        return f"--label={self.label or '(none)'} keeps {self.keep}, one {every}: {span}"
 
 
 def describe_period(seconds: float) -> str:
@@ -273,8 +273,13 @@ def zfs_schedule_check(d: DoctorSettings) -> Check:
                 f"(`--label=daily --keep={days}` in cron.daily; remove the weekly and monthly "
                 "jobs), then delete the older snapshots (see host.zfs-snapshots)",
             )
-        daily_kept = [r for r in retentions if r.job.daily and r.period >= DAY * 0.9]
-        if not daily_kept and not prunes:
+        if retentions and all(r.days < 1 for r in retentions) and not prunes:
+            return Verdict(
+                "fail",
+                "no snapshot is kept a day: "
+                + "; ".join(f"{r.job.source}: {r}" for r in retentions),
+            )
+        if not retentions and not prunes:
             return Verdict(
                 "fail",
                 f"{describe(daily[0])} takes daily snapshots but no daily job removes old ones "

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, UnexpectedExit
 
-from .cli import confirm, defaults_notice, describe_target, task
+from .cli import command_after_dashes, confirm, defaults_notice, describe_target, task
 from .config import Settings, load_settings, token_values
 from .errors import GbdeployError, UsageError, internal_error, redact
 from .output import Reporter
@@ -365,9 +365,90 @@ def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
     sandbox.run_demo(reporter(), keep=keep, placement=placement)
 
 
+@task(
+    positional=["component", "action"],
+    help={
+        "component": "the component whose deploys to freeze",
+        "action": "acquire (freeze, with -m), release (lift it) or status",
+        "message": "acquire: why, and until when (shown to whoever deploys next)",
+        "dry_run": "print the remote command, change nothing",
+    },
+)
+@reporting_errors
+def lock(
+    c: Context, component: str, action: str, message: str | None = None, dry_run: bool = False
+) -> None:
+    """Freeze a component's deploys with a reason, lift the freeze, or show it.
+
+    acquire -m MSG freezes; release lifts it; status shows it. While frozen, deploy, rollback,
+    start, stop and restart are refused (exit 1) with the reason."""
+    from . import freeze
+
+    freeze.run_lock(production(c), reporter(), component, action, message=message, dry_run=dry_run)
+
+
+def _service(c: Context, component: str, action: str, dry_run: bool, yes: bool) -> None:
+    from . import service_control
+
+    loaded = production(c)
+    if not dry_run and action != "start":
+        confirm(f"{action} {component} on {describe_target(loaded, component)}?", yes=yes)
+    service_control.run_service(loaded, reporter(), component, action, dry_run=dry_run)
+
+
+SERVICE_HELP = {
+    "component": "the component whose service to control",
+    "dry_run": "print the plan of remote commands, change nothing",
+    "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
+}
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def start(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Start the service (as a deploy starts it) under the deploy lock, and check its health."""
+    _service(c, component, "start", dry_run, yes)
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def stop(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Stop the service (as a deploy stops it: by its exact path) under the deploy lock."""
+    _service(c, component, "stop", dry_run, yes)
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def restart(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Stop and start the service (as a deploy does) under the deploy lock; check its health."""
+    _service(c, component, "restart", dry_run, yes)
+
+
+@task(
+    name="exec",
+    help={
+        "component": "run on this component's target, as its service user",
+        "dry_run": "print the remote command, run nothing",
+    },
+)
+@reporting_errors
+def exec_(c: Context, component: str, dry_run: bool = False) -> None:
+    """Run a command on the target as the service user: exec COMPONENT -- CMD….
+
+    The command runs in the binary's directory with the component's env, every word quoted:
+    gbdeploy exec botserver -- ls -l. Its non-zero exit is exit 1."""
+    from . import service_control
+
+    service_control.run_exec(
+        production(c), reporter(), component, command_after_dashes(), dry_run=dry_run
+    )
+
+
 namespace = Collection(
     release, deploy, verify, rollback, runs, wait, status, doctor, workflows, maintain, demo
 )
 namespace.add_task(history)
 namespace.add_task(logs)
 namespace.add_task(config_)
+for _command in (lock, start, stop, restart, exec_):
+    namespace.add_task(_command)

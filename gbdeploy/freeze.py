@@ -10,9 +10,7 @@ freeze and a deploy never both begin.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import secrets
 import socket
 from dataclasses import dataclass
@@ -146,23 +144,17 @@ def parse(stdout: str) -> Answer:
     return Answer(frozen, released, acquired, held, holder, lockfail)
 
 
-def freeze_record(message: str, clock_now: datetime | None = None) -> str:
-    now = clock_now or datetime.now(timezone.utc)
+def freeze_record(message: str) -> str:
+    from .deploy.deployment import _local_user  # deployment imports this module
+
     return json.dumps(
         {
             "holder": f"{_local_user()}@{socket.gethostname()}",
-            "time": now.isoformat(timespec="seconds"),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "message": message,
         },
         sort_keys=True,
     )
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return f"uid{os.getuid()}"
 
 
 def check_message(action: str, message: str | None) -> str | None:

@@ -142,6 +142,7 @@ def deploy(
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
     from . import artifact as artifact_module
     from . import deploy as deploy_module
+    from .events import watching
 
     loaded = production(c)
     if not dry_run:
@@ -149,17 +150,23 @@ def deploy(
         if not recover and component in loaded.components:
             found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
             artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
-    deploy_module.run_deploy(
-        loaded,
-        component,
-        reporter(),
-        artifact=artifact,
-        strategy=strategy,
-        dry_run=dry_run,
-        force=force,
-        commit=commit,
-        recover=recover,
-    )
+    out = reporter()
+    action = "rollback" if recover else "deploy"
+    with watching(
+        loaded, component, out, action=action, strategy=strategy, commit=commit, dry_run=dry_run
+    ) as watch:
+        deploy_module.run_deploy(
+            loaded,
+            component,
+            out,
+            artifact=artifact,
+            strategy=strategy,
+            dry_run=dry_run,
+            force=force,
+            commit=commit,
+            recover=recover,
+            before_change=watch.before_change,
+        )
 
 
 @task(
@@ -201,11 +208,16 @@ def rollback(
     """Put the previous healthy release (or the kept one with --to COMMIT) back, restart it and
     check its health."""
     from . import deploy as deploy_module
+    from .events import watching
 
     loaded = production(c)
     if not dry_run:
         confirm(f"roll back {component} on {describe_target(loaded, component)}?", yes=yes)
-    deploy_module.run_rollback(loaded, component, reporter(), dry_run=dry_run, to=to)
+    out = reporter()
+    with watching(loaded, component, out, action="rollback", dry_run=dry_run) as watch:
+        deploy_module.run_rollback(
+            loaded, component, out, dry_run=dry_run, to=to, before_change=watch.before_change
+        )
 
 
 @task(

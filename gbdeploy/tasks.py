@@ -243,15 +243,35 @@ def history(c: Context, component: str, limit: int | None = None, json: bool = F
         "component": "whose log to show",
         "lines": "how many of the last lines (default 20)",
         "follow": "keep printing what is appended, until Ctrl-C",
+        "since": "only lines from this time on: ISO time (UTC) or an age such as 30m, 2h, 1d",
+        "grep": "only lines matching this extended regular expression (grep -E on the target)",
+        "dry_run": "print the remote command, run nothing",
     }
 )
 @reporting_errors
-def logs(c: Context, component: str, lines: int = 20, follow: bool = False) -> None:
+def logs(
+    c: Context,
+    component: str,
+    lines: int = 20,
+    follow: bool = False,
+    since: str | None = None,
+    grep: str | None = None,
+    dry_run: bool = False,
+) -> None:
     """The component's log on its target (its `log` file, or its systemd unit's journal)."""
     from . import logs as logs_module
 
     count = number(lines, "lines", int)
-    logs_module.run_logs(production(c), reporter(), component, lines=count, follow=follow)
+    logs_module.run_logs(
+        production(c),
+        reporter(),
+        component,
+        lines=count,
+        follow=follow,
+        since=since,
+        grep=grep,
+        dry_run=dry_run,
+    )
 
 
 @task(name="config", help={"json": "print JSON: {files, token, values: {KEY: {value, source}}}"})

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from . import hooks, notify
+import git
+
+from . import git_release, hooks, notify
 from .config import Settings, token_values
 from .connection import Remote
 from .deploy.deployment import Deployment, _local_user, _message
@@ -125,6 +127,63 @@ def watching(
         watch.ended(error)
         raise
     watch.ended(None)
+
+
+@contextmanager
+def notifying_release(
+    settings: Settings,
+    component: str,
+    reporter: Reporter,
+    *,
+    root: str | None,
+    dry_run: bool = False,
+    no_wait: bool = False,
+) -> Iterator[None]:
+    """Tell the webhook how a release ended: the submodule commit the root recorded before → the
+    one released, by whom (the git identity), and the result."""
+    comp = settings.component(component)
+    if dry_run or not settings.notify.webhook:
+        yield
+        if dry_run:
+            _plan(settings, reporter, "release")
+        return
+    facts = DeployFacts(action="release", component=comp.name, target=comp.target)
+    facts.from_commit, facts.to_commit, facts.who = _release_facts(settings, comp.submodule, root)
+    try:
+        yield
+    except BaseException as error:
+        facts.result = _failure(error)
+        facts.error = redact(_message(error), *token_values())[:ERROR_LIMIT]
+        notify.send(settings.notify, facts, reporter)
+        raise
+    facts.result = "pushed, not waited for" if no_wait else "ok"
+    notify.send(settings.notify, facts, reporter)
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    code = getattr(error, "exit_code", 1)
+    return {3: "CI run failed", 4: "timed out waiting", 2: "refused"}.get(code, "failed")
+
+
+def _release_facts(
+    settings: Settings, submodule: str, root: str | None
+) -> tuple[str | None, str | None, str]:
+    """(recorded commit, submodule HEAD, `Name <email>`) as far as they can be read now; the
+    release's own preflight says what is wrong with the repositories."""
+    fallback = f"{_local_user()}@{socket.gethostname()}"
+    try:
+        root_dir = git_release.find_root(root, settings.project_dir)
+        recorded = git_release.recorded_commit(root_dir, submodule)
+        head = git.Repo(root_dir / submodule).head.commit.hexsha
+        reader = git.Repo(root_dir).config_reader()
+        name = reader.get_value("user", "name", default="")
+        email = reader.get_value("user", "email", default="")
+    except (GbdeployError, git.GitError, ValueError, OSError):
+        return None, None, fallback
+    who = f"{name} <{email}>" if name and email else str(name or email or fallback)
+    return recorded, head, who
 
 
 def _plan(settings: Settings, reporter: Reporter, action: str) -> None:

@@ -100,18 +100,21 @@ def release(
 ) -> None:
     """Push a submodule, commit its pointer, push the root, wait for CI, verify the deploy."""
     from . import release as release_module
+    from .events import notifying_release
 
-    release_module.run_release(
-        production(c),
-        component,
-        reporter(),
-        dry_run=dry_run,
-        no_wait=no_wait,
-        no_verify=no_verify,
-        dispatch=dispatch,
-        timeout=number(timeout, "timeout"),
-        root=root,
-    )
+    loaded, out = production(c), reporter()
+    with notifying_release(loaded, component, out, root=root, dry_run=dry_run, no_wait=no_wait):
+        release_module.run_release(
+            loaded,
+            component,
+            out,
+            dry_run=dry_run,
+            no_wait=no_wait,
+            no_verify=no_verify,
+            dispatch=dispatch,
+            timeout=number(timeout, "timeout"),
+            root=root,
+        )
 
 
 @task(

@@ -16,7 +16,7 @@ import pytest
 from gbdeploy.artifact import file_sha256
 from gbdeploy_sandbox.service import Fault
 from gbdeploy_sandbox.sshd import free_port
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, WORLD_CONFIG
 from tests.deploy_world import NEW, OLD, cli_env, command_line
 
 RUN_ENV = {
@@ -258,3 +258,28 @@ def test_bad_hook_and_notify_config_is_exit_2_naming_the_key(gbdeploy):
     typo = gbdeploy("status", "botserver", hooks={"pre_deplyo": "true"})
     assert typo.returncode == 2
     assert "hooks.pre_deplyo" in typo.stderr
+
+
+# --- release ------------------------------------------------------------------------------------
+def test_a_release_is_posted_with_its_commits_and_who_made_it(git_world, run_gbdeploy, receiver):
+
+    git_world.write_config(WORLD_CONFIG + f"notify: {{webhook: '{receiver.url}'}}\n")
+    before = git_world.pointer("alm")
+    sha = git_world.commit_in_submodule("Fix the login")
+
+    done = run_gbdeploy("release", "botserver", "--no-wait")
+
+    assert done.code == 0, done.text
+    (body,) = receiver.posted()
+    assert (body["event"], body["component"]) == ("release", "botserver")
+    assert (body["from_commit"], body["to_commit"]) == (before, sha)
+    assert body["result"] == "pushed, not waited for"
+    assert body["who"]
+    assert TEST_TOKEN not in receiver.bodies[0]["raw"]
+
+    git_world.reject_pushes("alm", "botserver")
+    git_world.commit_in_submodule("Another fix")
+    refused = run_gbdeploy("release", "botserver", "--no-wait")
+    assert refused.code == 1
+    assert receiver.posted()[-1]["ok"] is False
+    assert "pushes are frozen" in receiver.posted()[-1]["error"]

@@ -55,6 +55,17 @@ def control_steps(run: Deployment, action: str) -> list[Step]:
     unlock = run.release_lock_command()
     begin.undo = Undo([unlock], lambda: _release(run, unlock))
     begin.summary = f"take {run.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+    take = begin.run
+
+    def take_lock() -> str | None:
+        try:
+            return take()
+        except BaseException:
+            if not run.facts.acquired or run.facts.released:
+                begin.undo = None  # refused: held by another, frozen, or given back already
+            raise
+
+    begin.run = take_lock
     script = service_script(run, action)
     state: dict[str, str] = {}
 

@@ -175,8 +175,10 @@ def test_service_control_is_refused_while_frozen_or_locked(world, artifacts):
     sha = deployed(world, artifacts)
     pids = world.running()
     lock(world, "acquire", "hands off")
+    out = io.StringIO()
     with pytest.raises(LockHeld, match="hands off"):
-        control(world, "restart")
+        service_control.run_service(world.settings(), Reporter(stream=out), "botserver", "restart")
+    assert "undo" not in out.getvalue()  # nothing was taken, nothing to give back
     assert_untouched(world, sha, pids)
     lock(world, "release")
 

@@ -857,7 +857,14 @@ def run_deploy(
     Returns the steps (what ran, or with --dry-run what would run)."""
     comp = settings.component(component)
     if recover:
-        return run_rollback(settings, component, reporter, dry_run=dry_run, recover=True)
+        return run_rollback(
+            settings,
+            component,
+            reporter,
+            dry_run=dry_run,
+            recover=True,
+            before_change=before_change,
+        )
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     local = find_artifact(settings, comp, artifact)

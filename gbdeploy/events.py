@@ -76,7 +76,7 @@ class Watch:
             if isinstance(error, KeyboardInterrupt):
                 facts.result += " (interrupted)"
             facts.error = redact(_message(error), *token_values())[:ERROR_LIMIT]
-            if run is not None and run.touched:
+            if run is not None and run.touched and self.settings.notify.webhook:
                 facts.log_tail = self.log_tail()
         name = "post_deploy" if error is None else "on_failure"
         command = getattr(self.settings.hooks, name)

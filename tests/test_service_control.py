@@ -99,6 +99,17 @@ def test_no_freeze_while_a_deploy_holds_the_lock(world, artifacts):
     assert "ci@runner" in lock(world, "status")
 
 
+def test_a_reason_with_shell_characters_is_kept_as_written(world, artifacts):
+    deployed(world, artifacts)
+    reason = "$(touch pwned) `touch pwned` \"quoted\" 'single' ; touch pwned"
+    lock(world, "acquire", reason)
+    assert reason in lock(world, "status")
+    with pytest.raises(LockHeld) as refused:
+        world.deploy(artifacts(NEW))
+    assert reason in str(refused.value)
+    assert not list(world.root.rglob("pwned")) and not (Path.home() / "pwned").exists()
+
+
 def test_lock_dry_runs_change_nothing(world, artifacts):
     deployed(world, artifacts)
     before = snapshot(world)

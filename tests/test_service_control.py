@@ -266,3 +266,26 @@ def test_the_commands_from_the_command_line(world, artifacts, tmp_path):
     assert ran.stdout == "a b|'c'|"
     assert gbdeploy("exec", "botserver", "--", "false").returncode == 1
     assert gbdeploy("lock", "botserver", "acquire").returncode == 2
+
+
+def test_a_systemd_component_is_stopped_and_started_through_its_unit(world, artifacts, standins):
+    from tests.test_deploy import systemd_unit
+
+    unit, systemd = systemd_unit(world, standins, "./botserver --noconsole")
+    world.deploy(artifacts(OLD), commit=OLD, **systemd)
+    settings = world.settings(**systemd["component"])
+    old_pid = standins.unit_pid(unit)
+
+    def run(action: str) -> None:
+        service_control.run_service(settings, Reporter(stream=io.StringIO()), "botserver", action)
+
+    run("restart")
+    new_pid = standins.unit_pid(unit)
+    assert new_pid not in (None, old_pid) and world.running() == [new_pid]
+    assert (world.health() or {}).get("commit") == OLD
+
+    run("stop")
+    assert world.running() == [] and world.health() is None
+    run("start")
+    assert world.running() == [standins.unit_pid(unit)]
+    assert (world.health() or {}).get("commit") == OLD

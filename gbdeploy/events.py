@@ -17,17 +17,18 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import git
-
-from . import git_release, hooks, notify
+from . import hooks, notify
 from .config import Settings, token_values
 from .connection import Remote
-from .deploy.deployment import Deployment, _local_user, _message
 from .errors import GbdeployError, redact
 from .hooks import DeployFacts
 from .logs import tail_command
 from .output import Reporter
+
+if TYPE_CHECKING:  # the deploy machinery loads when a deploy runs, not with this module
+    from .deploy.deployment import Deployment
 
 LOG_LINES = 20  # of the service's log, in a failure's notification
 ERROR_LIMIT = 4000  # characters of a failure's message in a notification
@@ -68,6 +69,8 @@ class Watch:
         facts.who = run.who
 
     def ended(self, error: BaseException | None) -> None:
+        from .deploy.deployment import _message
+
         facts, run = self.facts, self.run
         if error is None:
             facts.result = "unchanged" if run is not None and run.unchanged else "ok"
@@ -106,6 +109,8 @@ def watching(
     commit: str | None = None,
     dry_run: bool = False,
 ) -> Iterator[Watch]:
+    from .deploy.deployment import _local_user
+
     comp = settings.component(component)  # an unknown component is bad input, not a deploy
     facts = DeployFacts(
         action=action,
@@ -147,6 +152,8 @@ def notifying_release(
         if dry_run:
             _plan(settings, reporter, "release")
         return
+    from .deploy.deployment import _message
+
     facts = DeployFacts(action="release", component=comp.name, target=comp.target)
     facts.from_commit, facts.to_commit, facts.who = _release_facts(settings, comp.submodule, root)
     try:
@@ -172,6 +179,11 @@ def _release_facts(
 ) -> tuple[str | None, str | None, str]:
     """(recorded commit, submodule HEAD, `Name <email>`) as far as they can be read now; the
     release's own preflight says what is wrong with the repositories."""
+    import git
+
+    from . import git_release
+    from .deploy.deployment import _local_user
+
     fallback = f"{_local_user()}@{socket.gethostname()}"
     try:
         root_dir = git_release.find_root(root, settings.project_dir)

@@ -14,7 +14,7 @@ import sys
 from .config import Component, Settings, token_values
 from .connection import Remote, quote
 from .deploy import engine, layout
-from .deploy.deployment import Deployment, _first_line
+from .deploy.deployment import Deployment, _first_line, _message
 from .deploy.engine import Step, Undo
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
 from .output import Reporter
@@ -163,10 +163,6 @@ def _outcome(run: Deployment, action: str, undone: engine.Undone) -> GbdeployErr
     cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
     hint = f"`gbdeploy logs {run.component.name}` shows its log; `gbdeploy status` its state"
     return DeployFailed(f"{action} of {run.component.name} failed: {cause}", hint=hint)
-
-
-def _message(error: BaseException) -> str:
-    return str(getattr(error, "message", None) or error or type(error).__name__).strip()
 
 
 # --- exec

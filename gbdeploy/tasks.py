@@ -145,7 +145,6 @@ def deploy(
     """Deploy a binary to its target over SSH: lock, upload, stop, swap, chown, start, health."""
     from . import artifact as artifact_module
     from . import deploy as deploy_module
-    from .events import watching
 
     loaded = production(c)
     if not dry_run:
@@ -153,6 +152,8 @@ def deploy(
         if not recover and component in loaded.components:
             found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
             artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
+    from .events import watching
+
     out = reporter()
     action = "rollback" if recover else "deploy"
     with watching(

@@ -289,3 +289,25 @@ def test_a_systemd_component_is_stopped_and_started_through_its_unit(world, arti
     run("start")
     assert world.running() == [standins.unit_pid(unit)]
     assert (world.health() or {}).get("commit") == OLD
+
+
+def test_exec_restart_and_lock_reach_into_a_container_target(world, artifacts, standins):
+    container = f"pragmatismo-system-{world.port}"
+    standins.add_container(container)
+    world.lxc = container
+    deployed(world, artifacts)
+    before = world.running()
+    out = io.StringIO()
+    words = ["sh", "-c", 'printf "%s|%s\\n" "$LXC_STANDIN_CONTAINER" "$1"', "sh", "it's $(here)"]
+
+    service_control.run_exec(world.settings(), Reporter(stream=out), "botserver", words)
+    control(world, "restart")
+    lock(world, "acquire", "inside too")
+
+    assert out.getvalue() == f"{container}|it's $(here)\n"
+    assert world.running() and set(world.running()).isdisjoint(before)
+    [pid] = world.running()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"LXC_STANDIN_CONTAINER={container}".encode() in environ
+    with pytest.raises(LockHeld, match="inside too"):
+        world.deploy(artifacts(NEW))

@@ -221,6 +221,22 @@ RunAs = Annotated[
 EnvName = Annotated[
     str, _matching("an environment variable name, e.g. PORT", r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 ]
+ToolchainPath = Annotated[
+    str,
+    _matching(
+        "directories separated by `:`, each absolute or under $HOME, e.g. $HOME/.cargo/bin",
+        r"(?:/|\$HOME/|\$HOME$)[^\x00-\x1f\x7f$`\"'\\:]*"
+        r"(?::(?:/|\$HOME/|\$HOME$)[^\x00-\x1f\x7f$`\"'\\:]*)*",
+    ),
+]
+SecretName = Annotated[
+    str,
+    _matching(
+        "the name of a repository secret (letters, digits, `_`; not FORGEJO_, GITEA_, GITHUB_)",
+        r"(?:[A-Za-z_][A-Za-z0-9_]{0,99})?",
+        lambda v: not v.upper().startswith(("FORGEJO_", "GITEA_", "GITHUB_")),
+    ),
+]
 TokenText = re.compile(r"[\x21-\x7e]{1,4096}")  # visible ASCII: what a forge token is made of
 
 
@@ -257,6 +273,8 @@ class ForgeSettings:
     owner: Name = "GeneralBots"
     repo: Name = "gb"
     timeout: Seconds = 30.0
+    # A CA certificate (PEM) that verifies forge.url's https certificate (alm's own CA).
+    ca_file: LocalPath | None = None
     token: Secret | None = field(default=None, compare=False, metadata=NOT_A_KEY)
 
 
@@ -430,6 +448,10 @@ class WorkflowSettings:
     sccache_dir: TargetPath = "/opt/gbo/cache/sccache"
     cargo_home: TargetPath = "/opt/gbo/cache/cargo"
     logs_dir: TargetPath = "/opt/gbo/logs"
+    # Put before the runner daemon's PATH in every build (it has no login profile).
+    toolchain_path: ToolchainPath = "$HOME/.cargo/bin"
+    # The secret holding a token that may read the private submodules ("": the job token).
+    submodules_secret: SecretName = ""
 
 
 # The targets and components General Bots has, as gbdeploy knows them without a config file.

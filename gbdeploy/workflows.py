@@ -37,9 +37,9 @@ Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -47,11 +47,13 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from .config import CONFIG_NAMES, Component, Settings
 from .errors import ConfigError, UsageError
+from .install_lock import INSTALL_DIR, LOCK_FILE, install_files
 from .output import Reporter
 
 CHECKOUT_ACTION = "actions/checkout@v4"
@@ -60,6 +62,17 @@ MAINTENANCE_CRON = "17 3 * * *"
 STRATEGIES = ("staged", "seed")
 VENV_ROOT = "$HOME/.cache/gbdeploy"
 SSH_DIR = "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh"
+GBDEPLOY_BIN = "${RUNNER_TEMP:-$HOME}/gbdeploy-bin"  # the install step writes where gbdeploy is
+# Host mode runs each step on a PTY: git would ask for a username there after a 401 and wait
+# for the 3-hour job timeout. No fetch in a job may ask anything.
+NO_PROMPTS = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "",
+    "SSH_ASKPASS": "",
+    "GCM_INTERACTIVE": "never",
+    "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+    "PIP_NO_INPUT": "1",
+}
 SECRET_NAMES = ("DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS")
 HEADER = "# Rendered by `gbdeploy workflows`. Do not edit: change gbdeploy.yaml and render again.\n"
 
@@ -74,16 +87,19 @@ _FILE = re.compile(r"(?P<path>[A-Za-z0-9_][A-Za-z0-9_./+-]*)#sha256=(?P<sha256>[
 
 @dataclass(frozen=True)
 class Pin:
-    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256."""
+    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256. `wheel`: the
+    wheel `gbdeploy workflows` writes beside the workflows, named with its hash in the lock."""
 
     requirement: str
     sha256: str | None = None  # set for a file in the repository: checked before pip sees it
     why: str = ""  # how an automatic pin was found, for the report
+    kind: Literal["wheel", "vcs", "file"] = "vcs"
 
     @property
-    def key(self) -> str:
-        """A short name for the venv built from this pin (a new pin, a new venv)."""
-        return hashlib.sha256(self.requirement.encode()).hexdigest()[:16]
+    def url(self) -> str:
+        """The repository URL of a VCS pin (what `git ls-remote` checks)."""
+        found = _VCS.search(self.requirement)
+        return f"{found['scheme']}://{found['rest']}" if found else ""
 
 
 def parse_pin(value: str, key: str = "workflows.install") -> Pin:
@@ -97,24 +113,27 @@ def parse_pin(value: str, key: str = "workflows.install") -> Pin:
         path = found["path"]
         if ".." in path.split("/") or path.startswith("/"):
             raise ConfigError(key, f"the file must be inside the repository, got {path!r}")
-        return Pin(path, found["sha256"])
+        return Pin(path, found["sha256"], kind="file")
     raise ConfigError(
         key,
         f"{value!r} is not a pinned source: a name (or a version, branch or tag) is whatever is "
         "published under it when the job runs, and the job holds the production deploy key",
         hint="use git+https://HOST/OWNER/gbdeploy.git@<40-hex commit>, or a wheel committed in "
         "the repository as PATH#sha256=<its sha256> (or leave it empty: the commit this gbdeploy "
-        "runs from)",
+        "the wheel `gbdeploy workflows` writes beside the workflows)",
     )
 
 
 def pinned_install(settings: Settings) -> Pin:
-    """`workflows.install` checked, or when empty the commit this gbdeploy was installed from
-    (PEP 610 `direct_url.json`, or the git clone it runs from) at `workflows.source`."""
+    """`workflows.install` checked; when empty, the wheel of this gbdeploy that `gbdeploy
+    workflows` writes beside the workflows (`install_lock`), or with `workflows.source` set the
+    commit this gbdeploy was installed from (PEP 610 `direct_url.json`, or the git clone it runs
+    from) at that repository."""
     if settings.workflows.install:
         return parse_pin(settings.workflows.install)
-    forge = settings.forge
-    source = settings.workflows.source or f"{forge.url.rstrip('/')}/{forge.owner}/gbdeploy.git"
+    if not settings.workflows.source:
+        return Pin(LOCK_FILE, kind="wheel", why=f"this gbdeploy as a wheel in {INSTALL_DIR}/")
+    source = settings.workflows.source
     commit, where = _own_commit()
     if commit is None:
         raise ConfigError(
@@ -122,8 +141,6 @@ def pinned_install(settings: Settings) -> Pin:
             f"is empty and this gbdeploy's commit cannot be found ({where})",
             hint="set it to git+URL@<40-hex commit> or PATH#sha256=<hex>",
         )
-    if where.startswith("installed from ") and not settings.workflows.source:
-        source = where.removeprefix("installed from ")
     source = source.removeprefix("git+")
     pin = parse_pin(f"gbdeploy @ git+{source}@{commit}", "workflows.source")
     return Pin(pin.requirement, why=f"the commit this gbdeploy {where}")
@@ -233,6 +250,8 @@ def _job_env(settings: Settings, component: Component, build_dir: str, artifact:
         "SCCACHE_DIR": w.sccache_dir.replace("{component}", name),
         "CARGO_HOME": w.cargo_home.replace("{component}", name),
         "GBDEPLOY_LOGS_DIR": w.logs_dir.replace("{component}", name),
+        "GBDEPLOY_TOOLCHAIN_PATH": w.toolchain_path,
+        **NO_PROMPTS,
     }
     for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir"):
         value = getattr(w, key)
@@ -240,6 +259,36 @@ def _job_env(settings: Settings, component: Component, build_dir: str, artifact:
         if not value.startswith("/"):
             raise ConfigError(f"workflows.{key}", f"must be an absolute path, got {value!r}")
     return "    env:\n" + _env(values, 6)
+
+
+def _toolchain_script(needs_cargo: bool) -> str:
+    """The runner daemon's PATH has no ~/.cargo/bin (no login profile): put the configured
+    toolchain first, use sccache only from there (by full path), and say what was found."""
+    cargo = (
+        "if ! command -v cargo >/dev/null 2>&1; then\n"
+        "  echo \"cargo is not on the runner's PATH ($PATH): install the Rust toolchain for the"
+        " runner's user, or set workflows.toolchain_path to where cargo is\" >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        'echo "cargo: $(command -v cargo)"\n'
+        if needs_cargo
+        else ""
+    )
+    return (
+        'toolchain="${GBDEPLOY_TOOLCHAIN_PATH//\\$HOME/$HOME}"\n'
+        'export PATH="$toolchain:$PATH"\n'
+        'sccache=""\n'
+        'IFS=: read -r -a toolchain_dirs <<< "$toolchain"\n'
+        'for dir in "${toolchain_dirs[@]}"; do\n'
+        '  if [ -x "$dir/sccache" ]; then sccache="$dir/sccache"; break; fi\n'
+        "done\n"
+        'if [ -n "$sccache" ]; then\n'
+        '  export RUSTC_WRAPPER="$sccache"\n'
+        '  echo "sccache: $sccache (RUSTC_WRAPPER)"\n'
+        "else\n"
+        '  echo "sccache: not in $toolchain (workflows.toolchain_path): building without it"\n'
+        "fi\n" + cargo
+    )
 
 
 def _build_script(component: Component) -> str:
@@ -253,8 +302,8 @@ def _build_script(component: Component) -> str:
         else 'found="$PWD/$GBDEPLOY_BUILT"\n'
     )
     return (
-        "if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi\n"
-        'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
+        _toolchain_script(bool(re.search(r"\bcargo\b", component.build)))
+        + 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
         "export BOTSERVER_COMMIT\n"
         'if ! mkdir -p "$GBDEPLOY_LOGS_DIR"; then\n'
         '  echo "cannot create the build-log directory $GBDEPLOY_LOGS_DIR (workflows.logs_dir)"'
@@ -276,21 +325,45 @@ def _build_script(component: Component) -> str:
     )
 
 
+_PIP = '"$venv/bin/pip" install --quiet --no-input --disable-pip-version-check'
+
+
 def _install_step(pin: Pin) -> str:
-    venv = f"{VENV_ROOT}/venv-{pin.key}"
+    """gbdeploy into a venv keyed by the lock and the pin: every distribution by hash from the
+    lock (the wheel too, by default), then a VCS or file pin without dependencies. A VCS pin's
+    repository is checked first with prompts off, so a 401 fails in seconds with its cause."""
     check = (
         '    if ! printf \'%s  %s\\n\' "$GBDEPLOY_INSTALL_SHA256" "$GBDEPLOY_INSTALL"'
         " | sha256sum --check --strict --quiet -; then\n"
         '      echo "$GBDEPLOY_INSTALL does not have the sha256 of workflows.install" >&2\n'
         "      exit 1\n"
         "    fi\n"
-        if pin.sha256
+        if pin.kind == "file"
         else ""
     )
-    source = '"./$GBDEPLOY_INSTALL"' if pin.sha256 else '"$GBDEPLOY_INSTALL"'
-    env = {"GBDEPLOY_INSTALL": pin.requirement}
+    reachable = (
+        'url="$GBDEPLOY_INSTALL_URL"\n'
+        'if ! said="$(timeout 60 git ls-remote "$url" 2>&1 >/dev/null | tail -n 1)"; then\n'
+        '  echo "cannot read $url anonymously (git: $said). The job installs'
+        " gbdeploy without the job token: make that repository readable without one, or leave"
+        ' workflows.install empty to use the wheel that gbdeploy workflows writes" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        if pin.kind == "vcs"
+        else ""
+    )
+    then = (
+        f"    {_PIP} --no-deps --no-build-isolation "
+        + ('"./$GBDEPLOY_INSTALL"' if pin.kind == "file" else '"$GBDEPLOY_INSTALL"')
+        + "\n"
+        if pin.kind != "wheel"
+        else ""
+    )
+    env = {"GBDEPLOY_INSTALL": pin.requirement, "GBDEPLOY_LOCK": LOCK_FILE}
     if pin.sha256:
         env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256
+    if pin.kind == "vcs":
+        env["GBDEPLOY_INSTALL_URL"] = pin.url
     return (
         "      - name: Install gbdeploy (pinned)\n"
         "        env:\n"
@@ -299,18 +372,29 @@ def _install_step(pin: Pin) -> str:
         + _block(
             "if command -v gbdeploy >/dev/null 2>&1; then\n"
             '  echo "gbdeploy: $(command -v gbdeploy) (provided by the runner)"\n'
+            f'  dirname "$(command -v gbdeploy)" > "{GBDEPLOY_BIN}"\n'
             "  exit 0\n"
             "fi\n"
-            f'venv="{venv}"\n'
+            'if [ ! -f "$GBDEPLOY_LOCK" ]; then\n'
+            '  echo "$GBDEPLOY_LOCK is missing: run gbdeploy workflows and commit'
+            f' {INSTALL_DIR}/ with the workflows" >&2\n'
+            "  exit 1\n"
+            "fi\n"
+            + reachable
+            + 'key="$( { cat "$GBDEPLOY_LOCK"; printf \'%s\\n\' "$GBDEPLOY_INSTALL"; }'
+            ' | sha256sum | cut -c1-16)"\n'
+            f'venv="{VENV_ROOT}/venv-$key"\n'
             f'mkdir -p "{VENV_ROOT}"\n'
             "(\n"
             "  flock 9  # jobs of other components may install the same pin at the same time\n"
             '  if [ ! -e "$venv/.installed" ]; then\n'
             '    rm -rf "$venv"\n' + check + '    python3 -m venv "$venv"\n'
-            '    "$venv/bin/pip" install --quiet --disable-pip-version-check ' + source + "\n"
-            '    touch "$venv/.installed"\n'
+            f'    {_PIP} --require-hashes --only-binary :all: -r "$GBDEPLOY_LOCK"\n'
+            + then
+            + '    touch "$venv/.installed"\n'
             "  fi\n"
             ') 9>"$venv.lock"\n'
+            f'printf \'%s\\n\' "$venv/bin" > "{GBDEPLOY_BIN}"\n'
             'echo "gbdeploy: $venv (from $GBDEPLOY_INSTALL)"\n',
             10,
         )
@@ -341,7 +425,7 @@ def _ssh_step() -> str:
     )
 
 
-def _deploy_step(pin: Pin, name: str) -> str:
+def _deploy_step(name: str) -> str:
     return (
         f"      - name: {_yaml(f'Deploy {name}')}\n"
         "        env:\n"
@@ -349,7 +433,8 @@ def _deploy_step(pin: Pin, name: str) -> str:
         "        run: |\n"
         + _block(
             f"trap 'rm -f \"{SSH_DIR}/deploy_key\"' EXIT\n"
-            f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\n'
+            f'PATH="$(cat "{GBDEPLOY_BIN}"):$PATH"\n'
+            "export PATH\n"
             f'if [ -s "{SSH_DIR}/deploy_key" ]; then\n'
             f'  export GBDEPLOY_SSH_IDENTITY_FILE="{SSH_DIR}/deploy_key"\n'
             "fi\n"
@@ -362,8 +447,9 @@ def _deploy_step(pin: Pin, name: str) -> str:
             '"$PWD/$GBDEPLOY_ARTIFACT" ]; then\n'
             '  artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
             "fi\n"
+            "# --yes: the step runs on a PTY with nobody to answer a question\n"
             'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
-            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"\n',
+            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes\n',
             10,
         )
     )
@@ -430,7 +516,7 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         + _block(_build_script(component), 10)
         + _install_step(pin)
         + _ssh_step()
-        + _deploy_step(pin, name)
+        + _deploy_step(name)
     )
     _refuse_exposures(text, f"components.{name}.build")
     return text
@@ -461,6 +547,7 @@ def render_maintenance_workflow(settings: Settings) -> str:
             {  # trim the caches the deploy jobs fill (workflows.*), not maintenance's defaults
                 "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": settings.workflows.sccache_dir,
                 "GBDEPLOY_MAINTENANCE_CARGO_HOME": settings.workflows.cargo_home,
+                **NO_PROMPTS,
             },
             6,
         )
@@ -473,7 +560,7 @@ def render_maintenance_workflow(settings: Settings) -> str:
         + _install_step(pin)
         + "      - name: Trim the sccache and cargo caches\n"
         "        run: |\n"
-        + _block(f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\ngbdeploy maintain\n', 10)
+        + _block(f'PATH="$(cat "{GBDEPLOY_BIN}"):$PATH"\nexport PATH\ngbdeploy maintain\n', 10)
     )
 
 
@@ -600,14 +687,27 @@ def default_out_dir(settings: Settings, cwd: Path | None = None) -> Path:
     return Path(found.stdout.strip()) / ".forgejo" / "workflows"
 
 
-def _write(path: Path, text: str, reporter: Reporter) -> None:
-    before = path.read_text() if path.is_file() else None
-    if before == text:
+def _write(path: Path, text: str | bytes, reporter: Reporter) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    before = path.read_bytes() if path.is_file() else None
+    if before == data:
         reporter.say(f"unchanged {path}")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(data)
     reporter.say(f"{'wrote' if before is None else 'updated'} {path}")
+
+
+def _write_install_files(top: Path, pin: Pin, reporter: Reporter) -> None:
+    """The lock (and by default the wheel) the install step reads, into the repository at `top`;
+    wheels of an older render are removed."""
+    files = install_files(with_wheel=pin.kind == "wheel")
+    for stale in (top / INSTALL_DIR).glob("*.whl"):
+        if f"{INSTALL_DIR}/{stale.name}" not in files:
+            stale.unlink()
+            reporter.say(f"removed {stale}")
+    for relative, data in files.items():
+        _write(top / relative, data, reporter)
 
 
 def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | None = None) -> None:
@@ -622,7 +722,10 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in files.items():
         _write(directory / filename, text, reporter)
-    reporter.say("commit them in the root repository and push to make Forgejo use them")
+    _write_install_files(directory.parent.parent, pin, reporter)
+    reporter.say(
+        f"commit them (and {INSTALL_DIR}/) in the root repository and push to make Forgejo use them"
+    )
     config = next(
         (
             settings.project_dir / n
@@ -635,6 +738,7 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
         target = directory / submodule if out is not None else root / submodule
         for filename, text in texts.items():
             _write(target / ".forgejo" / "workflows" / filename, text, reporter)
+        _write_install_files(target, pin, reporter)
         if config is not None:
             copy = target / config.name
             if not copy.is_file() or copy.read_bytes() != config.read_bytes():
@@ -642,10 +746,39 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
                 shutil.copyfile(config, copy)
                 reporter.say(f"copied {config} to {copy} (its deploy step reads it)")
         reporter.say(
-            f"commit {target / '.forgejo'} and {config.name if config else 'gbdeploy.yaml'} in "
+            f"commit {target / '.forgejo'} (with {INSTALL_DIR}/) and "
+            f"{config.name if config else 'gbdeploy.yaml'} in "
             f"the repository of submodule {submodule} (its push starts the run)"
         )
-    reporter.say(
-        f"gbdeploy is installed in the jobs from {pin.requirement}"
-        + (f" ({pin.why}: make sure that commit is pushed there)" if pin.why else "")
+    if pin.kind == "wheel":
+        reporter.say(
+            f"gbdeploy is installed in the jobs from {LOCK_FILE}: {pin.why}, with every "
+            "dependency pinned by sha256"
+        )
+    else:
+        reporter.say(
+            f"gbdeploy is installed in the jobs from {pin.requirement}"
+            + (f" ({pin.why}: make sure that commit is pushed there)" if pin.why else "")
+            + f", its dependencies from {LOCK_FILE} by sha256"
+        )
+        if pin.kind == "vcs":
+            _check_reachable(pin, reporter)
+
+
+def _check_reachable(pin: Pin, reporter: Reporter) -> None:
+    """The job clones a VCS pin anonymously (pip gets no job token): say now when that fails."""
+    found = subprocess.run(
+        ["git", "ls-remote", pin.url, "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, **NO_PROMPTS},
     )
+    if found.returncode != 0:
+        said = (found.stderr.strip().splitlines() or ["no message"])[-1]
+        reporter.say(
+            f"warning: {pin.url} cannot be read anonymously from here ({said}): the jobs will "
+            "fail to install gbdeploy. Make it readable without a token, or leave "
+            f"workflows.install and workflows.source empty to use the wheel in {INSTALL_DIR}/"
+        )

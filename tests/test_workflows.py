@@ -140,7 +140,6 @@ def test_component_workflow_triggers_build_and_deploy():
     assert build["working-directory"] == "apps/chat"
     assert 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"' in build["run"]
     assert "export BOTSERVER_COMMIT" in build["run"]
-    assert "RUSTC_WRAPPER=sccache" in build["run"] and "command -v sccache" in build["run"]
     assert "cargo build --release -p chat\ncargo test -p chat --release\n" in build["run"]
     assert ssh["env"]["DEPLOY_SSH_KEY"] == "${{ secrets.DEPLOY_SSH_KEY }}"
     assert "umask 077" in ssh["run"]
@@ -149,7 +148,7 @@ def test_component_workflow_triggers_build_and_deploy():
     assert 'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"' in deploy["run"]
     assert (
         'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
-        ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"'
+        ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes'
     ) in deploy["run"]
 
 
@@ -170,18 +169,16 @@ def test_the_default_workflow_runs_on_the_real_forge_and_runner():
     assert job["env"]["GBDEPLOY_LOGS_DIR"] == "/opt/gbo/logs"
     build = job["steps"][1]["run"]
     assert "$(date -u +%Y%m%dT%H%M%SZ)" in build and 'tee "$log"' in build
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
     install = job["steps"][2]
-    assert install["env"]["GBDEPLOY_INSTALL"] == (
-        f"gbdeploy @ git+http://alm.pragmatismo.com.br/GeneralBots/gbdeploy.git@{head}"
-    )
+    # By default the wheel and hash lock that `gbdeploy workflows` writes beside the workflows:
+    # nothing has to be published anywhere for the first job to install gbdeploy.
+    assert install["env"]["GBDEPLOY_INSTALL"] == ".forgejo/gbdeploy/requirements.txt"
     maintenance = yaml.safe_load(rendered_files(default_settings())["runner-maintenance.yaml"])
-    assert maintenance["jobs"]["maintain"]["env"] == {
-        "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": "/opt/gbo/cache/sccache",
-        "GBDEPLOY_MAINTENANCE_CARGO_HOME": "/opt/gbo/cache/cargo",
-    }
+    env = maintenance["jobs"]["maintain"]["env"]
+    assert env["GBDEPLOY_MAINTENANCE_SCCACHE_DIR"] == "/opt/gbo/cache/sccache"
+    assert env["GBDEPLOY_MAINTENANCE_CARGO_HOME"] == "/opt/gbo/cache/cargo"
+    for scope in (job["env"], env):  # every step runs on a PTY: no fetch may ask anything
+        assert scope["GIT_TERMINAL_PROMPT"] == "0" and scope["GIT_ASKPASS"] == ""
 
 
 def test_a_pointer_change_matches_the_paths_filter():
@@ -203,9 +200,6 @@ def test_the_pin_follows_the_vcs_commit_gbdeploy_was_installed_from(mocker):
     )
     distribution = mocker.patch("importlib.metadata.distribution")
     distribution.return_value.read_text.return_value = direct_url
-    assert pinned_install(default_settings()).requirement == (
-        f"gbdeploy @ git+https://forge.example/me/gbdeploy.git@{commit}"
-    )
     chosen = Settings.from_mapping(
         {**DEFAULTS, "workflows": {"source": "https://git.example/gb/gbdeploy.git"}}
     )
@@ -281,6 +275,9 @@ def test_a_pinned_file_with_another_hash_is_never_installed(tmp_path):
     fake.chmod(0o755)
     text = render_workflow(settings, "botui")
 
+    lock = tmp_path / ".forgejo" / "gbdeploy" / "requirements.txt"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
     wheel.write_bytes(b"a wheel someone swapped in")
     result = run_install_step(text, tmp_path, bin_dir)
     assert result.returncode == 1
@@ -399,13 +396,19 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
         "runner-maintenance.yaml",
     ]
     assert f"wrote {directory / 'botserver.yaml'}" in out.getvalue()
-    pin = pinned_install(settings).requirement
-    assert (
-        f"gbdeploy is installed in the jobs from {pin} (the commit this gbdeploy" in out.getvalue()
-    )
+    lock = tmp_path / ".forgejo" / "gbdeploy" / "requirements.txt"
+    wheels = list(lock.parent.glob("gbdeploy-*-py3-none-any.whl"))
+    assert len(wheels) == 1 and f"wrote {lock}" in out.getvalue()
+    lines = [line for line in lock.read_text().splitlines() if not line.startswith("#")]
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    assert f"./.forgejo/gbdeploy/{wheels[0].name} --hash=sha256:{digest}" in lines
+    # every dependency pinned by version and hash: nothing resolved by name in the job
+    assert all(re.fullmatch(r"\S+==\S+ --hash=sha256:[0-9a-f]{64}", x) for x in lines[1:])
+    assert {"fabric", "paramiko", "httpx", "pyyaml"} <= {x.split("==")[0] for x in lines[1:]}
     again = io.StringIO()
     run_workflows(settings, Reporter(stream=again))
     assert f"unchanged {directory / 'botui.yaml'}" in again.getvalue()
+    assert f"unchanged {wheels[0]}" in again.getvalue()  # the same code makes the same wheel
 
 
 def test_run_workflows_outside_a_repository_says_to_use_out(tmp_path, monkeypatch):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -13,7 +15,14 @@ import pytest
 
 from gbdeploy.config import DEFAULTS, Settings
 from gbdeploy.workflows import render_workflow
-from gbdeploy_sandbox.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
+from gbdeploy_sandbox.githttp import GitHttpServer
+from gbdeploy_sandbox.runner import (
+    DAEMON_PATH,
+    RunContext,
+    UnsupportedWorkflow,
+    is_triggered,
+    run_job,
+)
 
 MAIN_C = 'const char marker[] = "commit:" COMMIT;\nint main(void) { return marker[0] == 0; }\n'
 BUILD = 'mkdir -p out && cc -DCOMMIT="\\"$BOTSERVER_COMMIT\\"" -o out/botserver main.c'
@@ -116,7 +125,7 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
     assert f"at botserver commit {short}" in result.step("Build botserver").output
     call = (tmp_path / "deploy-call").read_text().splitlines()
     assert call[0] == str(checkout)  # run from the root, where gbdeploy.yaml is
-    assert call[1:9] == [
+    assert call[1:10] == [
         "deploy",
         "botserver",
         "--artifact",
@@ -125,8 +134,9 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
         full,
         "--strategy",
         "staged",
+        "--yes",  # on the runner's PTY nobody answers a question
     ]
-    identity = call[9].removeprefix("identity=")
+    identity = call[10].removeprefix("identity=")
     held = tmp_path / "deploy-call.key"  # the key as the deploy saw it
     assert held.read_text() == key + "\n"
     assert held.stat().st_mode & 0o777 == 0o600
@@ -142,7 +152,7 @@ def test_dispatch_input_chooses_the_strategy(checkout, stub_gbdeploy, tmp_path):
     result = run_job(workflow, checkout, ctx)
     assert result.ok, result.log
     call = (tmp_path / "deploy-call").read_text().splitlines()
-    assert call[-2:] == ["seed", "identity="]  # no key secret: the runner's ~/.ssh applies
+    assert call[-3:] == ["seed", "--yes", "identity="]  # no key secret: the runner's ~/.ssh applies
 
 
 def test_a_failing_build_stops_the_job(checkout, stub_gbdeploy, tmp_path):
@@ -379,3 +389,106 @@ def test_checkout_on_a_host_mode_runner_needs_node(checkout, stub_gbdeploy):
     assert result.steps[0].status == "failure"
     assert "needs `node` on PATH" in result.log
     assert all(step.status == "skipped" for step in result.steps[1:])
+
+
+# --- host mode as it really is: PTY, daemon environment, no prompts ------------------------------
+def test_every_step_runs_on_a_raw_pty_that_is_its_controlling_terminal(checkout, tmp_path):
+    script = textwrap.dedent("""\
+        if [ -t 0 ] && [ -t 1 ] && [ -t 2 ]; then echo "terminal: yes"; fi
+        if exec 3</dev/tty; then echo "controlling terminal: yes"; fi
+        if stty -a </dev/tty | grep -q -- "-icanon"; then echo "raw: yes"; fi
+        IFS= read -r -n 1 byte
+        printf 'keep-alive: %q\\n' "$byte"
+        echo "PATH=$PATH"
+        if ! command -v gbdeploy; then echo "no gbdeploy"; fi
+        """)
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    result = run_job(one_step(script), checkout, ctx, timeout=60)
+    assert result.ok, result.log
+    for said in ("terminal: yes", "controlling terminal: yes", "raw: yes", "no gbdeploy"):
+        assert said in result.log
+    assert "keep-alive: $'\\004'" in result.log  # the runner's ^D, not an end of input
+    assert f"PATH={DAEMON_PATH}\n" in result.log  # the daemon's, not this shell's
+
+
+def test_a_question_on_the_terminal_waits_until_the_job_times_out(checkout, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    asking = one_step('printf "deploy? [y/N] "\nread -r answer\necho "answered $answer"')
+    result = run_job(asking, checkout, ctx, timeout=5)
+    assert result.status == "failure"
+    assert "the job timed out" in result.log and "answered" not in result.log
+
+
+def cargo_on(bin_dir: Path, *, sccache: bool) -> None:
+    """A `cargo` (that builds the C stand-in) and maybe an `sccache` in `bin_dir`."""
+    bin_dir.mkdir(parents=True)
+    cargo = bin_dir / "cargo"
+    cargo.write_text('#!/bin/sh\necho "cargo $* (wrapper: ${RUSTC_WRAPPER:-none})"\n' + BUILD)
+    cargo.chmod(0o755)
+    if sccache:
+        (bin_dir / "sccache").write_text('#!/bin/sh\nexec "$@"\n')
+        (bin_dir / "sccache").chmod(0o755)
+
+
+def test_the_build_finds_cargo_in_the_toolchain_path_not_on_the_daemons_path(checkout, tmp_path):
+    home = tmp_path / "home"
+    cargo_on(home / ".cargo" / "bin", sccache=True)
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    workflow = render_workflow(settings(build="cargo build -p botserver"), "botserver")
+
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+
+    assert build.status == "success", build.output
+    assert f"cargo: {home}/.cargo/bin/cargo" in build.output
+    assert f"sccache: {home}/.cargo/bin/sccache" in build.output
+    assert f"(wrapper: {home}/.cargo/bin/sccache)" in build.output
+    assert (checkout / "botserver" / "out" / "botserver").is_file()
+
+
+def test_without_sccache_the_build_says_so_and_without_cargo_it_names_the_path(checkout, tmp_path):
+    home = tmp_path / "home"
+    cargo_on(home / ".cargo" / "bin", sccache=False)
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    workflow = render_workflow(settings(build="cargo build -p botserver"), "botserver")
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+    assert build.status == "success", build.output
+    assert "building without it" in build.output and "(wrapper: none)" in build.output
+
+    shutil.rmtree(home / ".cargo")
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+    assert build.status == "failure"
+    assert "cargo is not on the runner's PATH" in build.output
+    assert f"{home}/.cargo/bin:{DAEMON_PATH}" in build.output  # the PATH it looked in
+    assert "workflows.toolchain_path" in build.output
+
+
+def test_an_install_from_a_repository_that_answers_401_fails_fast_and_says_why(checkout, tmp_path):
+    bare = tmp_path / "git" / "GeneralBots" / "gbdeploy.git"
+    git(tmp_path, "clone", "-q", "--bare", str(checkout / "botserver"), str(bare))
+    commit = git(bare, "rev-parse", "HEAD")
+    lock = checkout / ".forgejo" / "gbdeploy" / "requirements.txt"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    with GitHttpServer(tmp_path / "git", private={"GeneralBots/gbdeploy"}) as server:
+        url = server.url_of("GeneralBots/gbdeploy")
+        chosen = dataclasses.replace(
+            settings(),
+            workflows=dataclasses.replace(
+                settings().workflows, install=f"gbdeploy @ git+{url}@{commit}"
+            ),
+        )
+        # The job's own timeout stands for the real one (3 h): a prompt would run into it.
+        result = run_job(render_workflow(chosen, "botserver"), checkout, ctx, timeout=30)
+        assert ("/GeneralBots/gbdeploy.git/info/refs", 401) in server.requests
+    install = result.step("Install gbdeploy (pinned)")
+    assert install.status == "failure"
+    assert "timed out" not in result.log
+    assert f"cannot read {url} anonymously" in install.output
+    assert "terminal prompts disabled" in install.output  # git's own words: it did not ask

@@ -12,6 +12,12 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 - `shell: bash` (`bash --noprofile --norc -eo pipefail`) or no shell (`bash -e`), like the runner;
 - `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
 
+Every `run:` step runs as forgejo-runner's host mode runs it (its act source): on a PTY in raw
+mode that is the step's stdin, stdout, stderr and controlling terminal, in a new session, with
+`\x04` written to it every second (no end-of-input in raw mode: a question waits forever), and
+in the runner daemon's environment: a minimal PATH (`DAEMON_PATH`, no login profile, no
+~/.cargo/bin) unless `RunContext.env` says otherwise.
+
 A failing step stops the job; the rest are reported as skipped. Secret values are masked as
 `***` in the job log, as the real runner does; each step's `raw_output` keeps what the step
 really wrote, unmasked, so a test can tell that a secret never reached the output at all.
@@ -21,15 +27,20 @@ the job log and whose `status` is the run status.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import os
+import pty
 import re
 import selectors
 import shutil
 import signal
 import subprocess
 import tempfile
+import termios
 import time
+import tty
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +54,10 @@ CONTEXT_NAMES = ("github", "forgejo", "forge")
 # `bash --noprofile --norc -e -o pipefail`.
 BASH_STRICT = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
 BASH_DEFAULT = BASH_STRICT
+# What a systemd service (forgejo-runner's daemon) gets as PATH: systemd's default.
+DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KEEPALIVE = b"\x04"  # written to every step's terminal each second, as the runner does
+KEEPALIVE_SECONDS = 1.0
 KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}
 KNOWN_JOB_KEYS = {"runs-on", "steps", "env", "defaults", "name", "timeout-minutes"}
 
@@ -308,6 +323,11 @@ def _check_checkout(
     return "\n".join(lines) + "\n"
 
 
+def _take_terminal() -> None:
+    """In the child, after setsid: the PTY on its stdin becomes its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _run_script(
     argv: list[str],
     cwd: Path,
@@ -316,42 +336,59 @@ def _run_script(
     emit: Callable[[str], None],
     cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[int, str, bool]:
-    """Run the step's script in its own process group; stream its lines to `emit`. A step
+    """Run the step's script on a fresh PTY (raw mode, its controlling terminal, a new session
+    and process group), writing `\x04` to it every second; stream its lines to `emit`. A step
     past `deadline`, or whose job is `cancelled`, is killed (its process group).
     Returns (exit code, output, killed)."""
-    process = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
+    master, terminal = pty.openpty()
+    tty.setraw(terminal)
+    try:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            start_new_session=True,
+            preexec_fn=_take_terminal,
+        )
+    finally:
+        os.close(terminal)
     chunks: list[str] = []
     pending = b""
     timed_out = False
+    next_keepalive = time.monotonic() + KEEPALIVE_SECONDS
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(master, selectors.EVENT_READ)
         while True:
-            wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            if (deadline is not None and wait == 0.0) or cancelled():
+            now = time.monotonic()
+            if now >= next_keepalive:
+                with contextlib.suppress(OSError):
+                    os.write(master, KEEPALIVE)
+                next_keepalive = now + KEEPALIVE_SECONDS
+            wait = min(0.2, max(0.0, next_keepalive - now))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            if (deadline is not None and now >= deadline) or cancelled():
                 timed_out = True
                 break
             if not selector.select(wait):
-                # The script has exited but something it started still holds the pipe: the
+                # The script has exited but something it started still holds the terminal: the
                 # step is over, as on the real runner, which waits for the process only.
                 if process.poll() is not None:
                     break
                 continue
-            data = os.read(process.stdout.fileno(), 65536)
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                data = b""
             if not data:
                 break
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                text = line.decode(errors="replace") + "\n"
+                text = line.decode(errors="replace").removesuffix("\r") + "\n"
                 chunks.append(text)
                 emit(text)
     if timed_out:
@@ -360,7 +397,7 @@ def _run_script(
         text = pending.decode(errors="replace") + "\n"
         chunks.append(text)
         emit(text)
-    process.stdout.close()
+    os.close(master)
     code = process.wait()
     return code, "".join(chunks), timed_out
 
@@ -417,7 +454,7 @@ def run_job(
         home.mkdir()
         (temp / "tmp").mkdir()
         base = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": DAEMON_PATH,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOME": str(home),
             "CI": "true",

@@ -273,9 +273,9 @@ class ForgeSettings:
     owner: Name = "GeneralBots"
     repo: Name = "gb"
     timeout: Seconds = 30.0
+    token: Secret | None = field(default=None, compare=False, metadata=NOT_A_KEY)
     # A CA certificate (PEM) that verifies forge.url's https certificate (alm's own CA).
     ca_file: LocalPath | None = None
-    token: Secret | None = field(default=None, compare=False, metadata=NOT_A_KEY)
 
 
 @dataclass(frozen=True)

@@ -455,6 +455,32 @@ def _deploy_step(name: str) -> str:
     )
 
 
+def _checkout_steps(settings: Settings, submodule: str) -> str:
+    """The root repository, then only the component's submodule (recursively), with the token
+    the secret `workflows.submodules_secret` holds when set: the job token cannot read other
+    private repositories. actions/checkout keeps the token in the clone's git config for the
+    forge's host, so the submodule fetch uses it; no prompt either way."""
+    secret = settings.workflows.submodules_secret
+    token = f"          token: ${{{{ secrets.{secret} }}}}\n" if secret else ""
+    return (
+        "      - name: Check out\n"
+        f"        uses: {CHECKOUT_ACTION}\n"
+        + ("        with:\n" + token if token else "")
+        + "      - name: Fetch the component's submodule\n"
+        "        env:\n"
+        + _env({"GBDEPLOY_SUBMODULE": submodule}, 10)
+        + "        run: |\n"
+        + _block(
+            'if ! git submodule update --init --recursive -- "$GBDEPLOY_SUBMODULE"; then\n'
+            '  echo "cannot fetch submodule $GBDEPLOY_SUBMODULE: a private repository needs a'
+            ' token that may read it, in the secret named by workflows.submodules_secret" >&2\n'
+            "  exit 1\n"
+            "fi\n",
+            10,
+        )
+    )
+
+
 def render_workflow(settings: Settings, component: Component | str) -> str:
     """The workflow file (text) that builds and deploys `component` on the CI runner, for the
     repository its `workflow_repo` names."""
@@ -471,12 +497,9 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
     options = "".join(f"          - {s}\n" for s in STRATEGIES)
     paths = f"    paths:\n      - {_yaml(submodule)}\n      - {_yaml(submodule + '/**')}\n"
     checkout = (
-        "      - name: Check out with submodules\n"
-        f"        uses: {CHECKOUT_ACTION}\n"
-        "        with:\n"
-        "          submodules: recursive\n"
+        _checkout_steps(settings, submodule)
         if in_root
-        else f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n"
+        else (f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n")
     )
     build_dir = submodule if in_root else "."
     text = (

@@ -117,7 +117,7 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
     result = run_job(workflow, checkout, ctx)
 
     assert result.status == "success", result.log
-    assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0]
+    assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0, 0]
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     full = git(checkout / "botserver", "rev-parse", "HEAD")
     binary = checkout / "botserver" / "out" / "botserver"
@@ -163,7 +163,7 @@ def test_a_failing_build_stops_the_job(checkout, stub_gbdeploy, tmp_path):
     build = result.step("Build botserver")
     assert build.status == "failure" and build.exit_code != 0
     assert "missing.c" in build.output
-    assert [s.status for s in result.steps[2:]] == ["skipped"] * 3
+    assert [s.status for s in result.steps[3:]] == ["skipped"] * 3
     assert not (tmp_path / "deploy-call").exists()  # nothing was deployed
     assert "==> Build botserver: failure" in result.log
 

@@ -134,9 +134,10 @@ def test_component_workflow_triggers_build_and_deploy():
     assert on["push"] == {"branches": ["release"], "paths": ["apps/chat", "apps/chat/**"]}
     assert on["workflow_dispatch"]["inputs"]["strategy"]["options"] == ["staged", "seed"]
     job = data["jobs"]["deploy"]
-    checkout, build, _install, ssh, deploy = job["steps"]
+    checkout, fetch, build, _install, ssh, deploy = job["steps"]
     assert checkout["uses"] == "actions/checkout@v4"
-    assert checkout["with"] == {"submodules": "recursive"}
+    assert "with" not in checkout  # no other submodule is fetched, and the job token is used
+    assert fetch["env"]["GBDEPLOY_SUBMODULE"] == "apps/chat"
     assert build["working-directory"] == "apps/chat"
     assert 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"' in build["run"]
     assert "export BOTSERVER_COMMIT" in build["run"]
@@ -167,9 +168,9 @@ def test_the_default_workflow_runs_on_the_real_forge_and_runner():
         "CARGO_HOME": "/opt/gbo/cache/cargo",
     }
     assert job["env"]["GBDEPLOY_LOGS_DIR"] == "/opt/gbo/logs"
-    build = job["steps"][1]["run"]
+    build = job["steps"][2]["run"]
     assert "$(date -u +%Y%m%dT%H%M%SZ)" in build and 'tee "$log"' in build
-    install = job["steps"][2]
+    install = job["steps"][3]
     # By default the wheel and hash lock that `gbdeploy workflows` writes beside the workflows:
     # nothing has to be published anywhere for the first job to install gbdeploy.
     assert install["env"]["GBDEPLOY_INSTALL"] == ".forgejo/gbdeploy/requirements.txt"
@@ -179,6 +180,14 @@ def test_the_default_workflow_runs_on_the_real_forge_and_runner():
     assert env["GBDEPLOY_MAINTENANCE_CARGO_HOME"] == "/opt/gbo/cache/cargo"
     for scope in (job["env"], env):  # every step runs on a PTY: no fetch may ask anything
         assert scope["GIT_TERMINAL_PROMPT"] == "0" and scope["GIT_ASKPASS"] == ""
+
+
+def test_private_submodules_are_checked_out_with_the_named_secret_never_a_token():
+    chosen = Settings.from_mapping({**DEFAULTS, "workflows": {"submodules_secret": "GB_READ"}})
+    text = render_workflow(chosen, "botserver")
+    checkout = yaml.safe_load(text)["jobs"]["deploy"]["steps"][0]
+    assert checkout["with"] == {"token": "${{ secrets.GB_READ }}"}
+    assert secret_exposures(text) == []
 
 
 def test_a_pointer_change_matches_the_paths_filter():
@@ -243,12 +252,12 @@ def test_pinned_sources_render(tmp_path):
     ):
         settings = Settings.from_mapping({**DEFAULTS, "workflows": {"install": install}})
         data = yaml.safe_load(render_workflow(settings, "botui"))
-        env = data["jobs"]["deploy"]["steps"][2]["env"]
+        env = data["jobs"]["deploy"]["steps"][3]["env"]
         assert env["GBDEPLOY_INSTALL"] == install.split("#")[0]
 
 
 def run_install_step(text: str, workspace: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
-    step = yaml.safe_load(text)["jobs"]["deploy"]["steps"][2]
+    step = yaml.safe_load(text)["jobs"]["deploy"]["steps"][3]
     return subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
         cwd=workspace,

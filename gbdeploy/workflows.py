@@ -238,12 +238,44 @@ def _checked(component: Component, in_root: bool) -> tuple[str, str]:
     return submodule, (posixpath.join(submodule, artifact) if in_root else artifact)
 
 
-def _job_env(settings: Settings, component: Component, build_dir: str, artifact: str) -> str:
+def siblings(settings: Settings, component: Component) -> dict[str, str]:
+    """Directory beside the component → OWNER/REPO, of each of `components.X.siblings`."""
+    found: dict[str, str] = {}
+    for entry in component.siblings:
+        path, _, repository = entry.partition("=")
+        found[path] = repository or f"{settings.forge.owner}/{path.rsplit('/', 1)[-1]}"
+    return found
+
+
+def _workspace_toml(submodule: str, paths: list[str]) -> str:
+    """The cargo workspace the component and its siblings build in (as the real workflows write
+    it); empty without siblings."""
+    if not paths:
+        return ""
+    members = ", ".join(json.dumps(path) for path in [submodule, *paths])
+    return f'[workspace]\nresolver = "2"\nmembers = [{members}]\n'
+
+
+def _job_env(
+    settings: Settings, component: Component, build_dir: str, artifact: str, submodule: str
+) -> str:
     name = component.name
     w = settings.workflows
+    beside = siblings(settings, component)
+    for path in beside:
+        _refuse_expressions(f"components.{name}.siblings", path)
+        if path == submodule or path.startswith(f"{submodule}/"):
+            raise ConfigError(
+                f"components.{name}.siblings", f"{path!r} is the component's own directory"
+            )
     values = {
         "GBDEPLOY_COMPONENT": name,
         "GBDEPLOY_BUILD_DIR": build_dir,
+        "GBDEPLOY_SUBMODULE": submodule,
+        "GBDEPLOY_SOURCE_DIR": w.source_dir.replace("{component}", name),
+        "GBDEPLOY_SIBLINGS": " ".join(f"{p}={r}" for p, r in beside.items()),
+        "GBDEPLOY_BRANCH": settings.git.branch,
+        "GBDEPLOY_WORKSPACE_TOML": _workspace_toml(submodule, list(beside)),
         "GBDEPLOY_ARTIFACT": artifact,
         "GBDEPLOY_BUILT": posixpath.normpath(component.artifact),
         "CARGO_TARGET_DIR": w.cargo_target_dir.replace("{component}", name),
@@ -253,7 +285,7 @@ def _job_env(settings: Settings, component: Component, build_dir: str, artifact:
         "GBDEPLOY_TOOLCHAIN_PATH": w.toolchain_path,
         **NO_PROMPTS,
     }
-    for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir"):
+    for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir", "source_dir"):
         value = getattr(w, key)
         _refuse_expressions(f"workflows.{key}", value)
         if not value.startswith("/"):
@@ -291,6 +323,82 @@ def _toolchain_script(needs_cargo: bool) -> str:
     )
 
 
+# The component's tree (and its siblings') in the runner's persistent source directory, updated
+# to this run's commit under a lock: git rewrites only the files that changed, so cargo's
+# fingerprints (mtimes) of the rest hold and the build is incremental.
+_SOURCES = r"""workspace="$PWD"
+src="$GBDEPLOY_SOURCE_DIR"
+if ! mkdir -p "$src"; then
+  echo "cannot create the source directory $src (workflows.source_dir)" >&2
+  exit 1
+fi
+exec 8>"$src/.gbdeploy.lock"
+if ! flock -n 8; then
+  echo "another job is building in $src: waiting for it"
+  flock 8
+fi
+report() {  # label, tree, commit before (empty: none)
+  local after changed
+  after="$(git -C "$2" rev-parse HEAD)"
+  if [ -z "$3" ]; then
+    echo "$1: first checkout in $2 at ${after:0:12}: a full build"
+  elif [ "$3" = "$after" ]; then
+    echo "$1: $2 already at ${after:0:12}: an incremental build"
+  else
+    changed="$(git -C "$2" diff --name-only "$3" "$after" | wc -l)"
+    echo "$1: $2 updated ${3:0:12} -> ${after:0:12} ($changed files): an incremental build"
+  fi
+}
+prepare() {  # tree: prints the commit it holds, or nothing for a new one
+  if [ -d "$1/.git" ]; then
+    git -C "$1" rev-parse -q --verify HEAD || true
+  else
+    rm -rf "$1"
+    mkdir -p "$1"
+    git init -q "$1"
+  fi
+}
+sync_tree() {  # label, checked-out repository, tree
+  local before
+  before="$(prepare "$3")"
+  git -C "$3" fetch --quiet --no-tags "$2" HEAD
+  git -C "$3" checkout --quiet --force --detach FETCH_HEAD
+  git -C "$3" clean --quiet -ffd
+  report "$1" "$3" "$before"
+}
+fetch_tree() {  # label, URL, branch, tree: from the forge, with the checkout token
+  local before
+  before="$(prepare "$4")"
+  if ! GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader \
+    GIT_CONFIG_VALUE_0="Authorization: token $GBDEPLOY_GIT_TOKEN" \
+    git -C "$4" fetch --quiet --no-tags "$2" "$3"; then
+    echo "cannot fetch $1 from $2 ($3): a private repository needs a token that may read it," \
+      "in the secret named by workflows.submodules_secret" >&2
+    exit 1
+  fi
+  git -C "$4" checkout --quiet --force --detach FETCH_HEAD
+  git -C "$4" clean --quiet -ffd
+  report "$1" "$4" "$before"
+}
+sync_tree "$GBDEPLOY_COMPONENT" "$workspace/$GBDEPLOY_BUILD_DIR" "$src/$GBDEPLOY_SUBMODULE"
+for sibling in $GBDEPLOY_SIBLINGS; do
+  path="${sibling%%=*}"
+  if [ "$GBDEPLOY_BUILD_DIR" = "." ]; then
+    fetch_tree "$path" "$GITHUB_SERVER_URL/${sibling#*=}.git" "$GBDEPLOY_BRANCH" "$src/$path"
+  else
+    sync_tree "$path" "$workspace/$path" "$src/$path"
+  fi
+done
+unset GBDEPLOY_GIT_TOKEN
+if [ -n "$GBDEPLOY_WORKSPACE_TOML" ] &&
+  [ "$(cat "$src/Cargo.toml" 2>/dev/null)" != "$(printf '%s' "$GBDEPLOY_WORKSPACE_TOML")" ]; then
+  printf '%s' "$GBDEPLOY_WORKSPACE_TOML" > "$src/Cargo.toml"
+  echo "wrote the cargo workspace $src/Cargo.toml"
+fi
+cd "$src/$GBDEPLOY_SUBMODULE"
+"""
+
+
 def _build_script(component: Component) -> str:
     assert component.build is not None  # _checked
     in_target = posixpath.normpath(component.artifact).startswith("target/")
@@ -303,6 +411,7 @@ def _build_script(component: Component) -> str:
     )
     return (
         _toolchain_script(bool(re.search(r"\bcargo\b", component.build)))
+        + _SOURCES
         + 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
         "export BOTSERVER_COMMIT\n"
         'if ! mkdir -p "$GBDEPLOY_LOGS_DIR"; then\n'
@@ -312,7 +421,7 @@ def _build_script(component: Component) -> str:
         "fi\n"
         'log="$GBDEPLOY_LOGS_DIR/$GBDEPLOY_COMPONENT-build-$(date -u +%Y%m%dT%H%M%SZ)'
         '-${GITHUB_RUN_NUMBER:-0}.log"\n'
-        'echo "building $GBDEPLOY_COMPONENT at $GBDEPLOY_BUILD_DIR commit $BOTSERVER_COMMIT"\n'
+        'echo "building $GBDEPLOY_COMPONENT in $PWD at commit $BOTSERVER_COMMIT"\n'
         'echo "build log: $log"\n'
         "(\n" + component.build.strip() + "\n"
         ') 2>&1 | tee "$log"\n' + pick + 'if [ ! -f "$found" ]; then\n'
@@ -320,7 +429,11 @@ def _build_script(component: Component) -> str:
         ' (components.$GBDEPLOY_COMPONENT.artifact)" >&2\n'
         "  exit 1\n"
         "fi\n"
-        'printf \'%s\\n\' "$found" > "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact"\n'
+        "# a copy for the deploy step: the shared tree is another job's once the lock is gone\n"
+        'copy="${RUNNER_TEMP:-$HOME}/gbdeploy-built/${found##*/}"\n'
+        'mkdir -p "${copy%/*}"\n'
+        'cp -p "$found" "$copy"\n'
+        'printf \'%s\\n\' "$copy" > "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact"\n'
         'echo "artifact: $found"\n'
     )
 
@@ -442,11 +555,7 @@ def _deploy_step(name: str) -> str:
             f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\n'
             "fi\n"
             'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"\n'
-            'artifact="$GBDEPLOY_ARTIFACT"\n'
-            'if [ "$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")" != '
-            '"$PWD/$GBDEPLOY_ARTIFACT" ]; then\n'
-            '  artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
-            "fi\n"
+            'artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
             "# --yes: the step runs on a PTY with nobody to answer a question\n"
             'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
             ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes\n',
@@ -455,24 +564,36 @@ def _deploy_step(name: str) -> str:
     )
 
 
-def _checkout_steps(settings: Settings, submodule: str) -> str:
-    """The root repository, then only the component's submodule (recursively), with the token
-    the secret `workflows.submodules_secret` holds when set: the job token cannot read other
-    private repositories. actions/checkout keeps the token in the clone's git config for the
-    forge's host, so the submodule fetch uses it; no prompt either way."""
+def _build_env(settings: Settings, component: Component, in_root: bool) -> str:
+    """A component workflow fetches its siblings from the forge: with the token of
+    `workflows.submodules_secret`, else the job's own (public repositories only)."""
+    if in_root or not component.siblings:
+        return ""
+    secret = settings.workflows.submodules_secret
+    token = f"${{{{ secrets.{secret} }}}}" if secret else "${{ forgejo.token }}"
+    return f"        env:\n          GBDEPLOY_GIT_TOKEN: {token}\n"
+
+
+def _checkout_steps(settings: Settings, component: Component, submodule: str) -> str:
+    """The root repository, then only the submodules the build needs (the component's and its
+    siblings', recursively), with the token the secret `workflows.submodules_secret` holds when
+    set: the job token cannot read other private repositories. actions/checkout keeps the token
+    in the clone's git config for the forge's host, so the submodule fetch uses it; no prompt
+    either way."""
     secret = settings.workflows.submodules_secret
     token = f"          token: ${{{{ secrets.{secret} }}}}\n" if secret else ""
     return (
         "      - name: Check out\n"
         f"        uses: {CHECKOUT_ACTION}\n"
         + ("        with:\n" + token if token else "")
-        + "      - name: Fetch the component's submodule\n"
+        + "      - name: Fetch the submodules the build needs\n"
         "        env:\n"
-        + _env({"GBDEPLOY_SUBMODULE": submodule}, 10)
+        + _env({"GBDEPLOY_FETCH": " ".join([submodule, *siblings(settings, component)])}, 10)
         + "        run: |\n"
         + _block(
-            'if ! git submodule update --init --recursive -- "$GBDEPLOY_SUBMODULE"; then\n'
-            '  echo "cannot fetch submodule $GBDEPLOY_SUBMODULE: a private repository needs a'
+            'read -r -a paths <<< "$GBDEPLOY_FETCH"\n'
+            'if ! git submodule update --init --recursive -- "${paths[@]}"; then\n'
+            '  echo "cannot fetch the submodules ${paths[*]}: a private repository needs a'
             ' token that may read it, in the secret named by workflows.submodules_secret" >&2\n'
             "  exit 1\n"
             "fi\n",
@@ -497,7 +618,7 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
     options = "".join(f"          - {s}\n" for s in STRATEGIES)
     paths = f"    paths:\n      - {_yaml(submodule)}\n      - {_yaml(submodule + '/**')}\n"
     checkout = (
-        _checkout_steps(settings, submodule)
+        _checkout_steps(settings, component, submodule)
         if in_root
         else (f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n")
     )
@@ -527,14 +648,14 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         "jobs:\n"
         "  deploy:\n"
         f"    runs-on: {_yaml(runs_on)}\n"
-        + _job_env(settings, component, build_dir, artifact)
+        + _job_env(settings, component, build_dir, artifact, submodule)
         + "    defaults:\n"
         "      run:\n"
         "        shell: bash\n"
         "    steps:\n"
         + checkout
         + f"      - name: {_yaml(f'Build {name}')}\n"
-        + (f"        working-directory: {_yaml(submodule)}\n" if in_root else "")
+        + _build_env(settings, component, in_root)
         + "        run: |\n"
         + _block(_build_script(component), 10)
         + _install_step(pin)

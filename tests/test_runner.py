@@ -51,11 +51,18 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (sub / "main.c").write_text(MAIN_C)
     git(sub, "add", "main.c")
     git(sub, "commit", "-q", "-m", "service")
+    lib = tmp_path / "botlib-src"  # botserver's sibling (components.botserver.siblings)
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    (lib / "lib.h").write_text("#define LIB 1\n")
+    git(lib, "add", "lib.h")
+    git(lib, "commit", "-q", "-m", "lib")
     root = tmp_path / "gb"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     git(root, "submodule", "add", "-q", str(sub), "botserver")
-    git(root, "commit", "-q", "-m", "add botserver")
+    git(root, "submodule", "add", "-q", str(lib), "botlib")
+    git(root, "commit", "-q", "-m", "add botserver and botlib")
     return root
 
 
@@ -71,6 +78,7 @@ def stub_gbdeploy(tmp_path: Path) -> Path:
         #!/bin/bash
         {{ pwd; printf '%s\\n' "$@"; echo "identity=$GBDEPLOY_SSH_IDENTITY_FILE"; }} > {record}
         cp -p "$GBDEPLOY_SSH_IDENTITY_FILE" {record}.key 2>/dev/null || true
+        cp -p "$4" {record}.artifact 2>/dev/null || true
         """)
     )
     script.chmod(0o755)
@@ -84,7 +92,10 @@ def settings(build: str = BUILD, artifact: str = "out/botserver") -> Settings:
     }
     # The runner's persistent disk (workflows.*) in a temp dir, not the real /opt/gbo.
     disk = Path(tempfile.gettempdir()) / "gbdeploy-test-runner-disk"
-    workflows = {k: f"{disk}/{k}" for k in ("cargo_target_dir", "sccache_dir", "cargo_home")}
+    workflows = {
+        k: f"{disk}/{os.getpid()}/{k}"
+        for k in ("cargo_target_dir", "sccache_dir", "cargo_home", "source_dir")
+    }
     return Settings.from_mapping(
         {
             **DEFAULTS,
@@ -120,16 +131,16 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
     assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0, 0]
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     full = git(checkout / "botserver", "rev-parse", "HEAD")
-    binary = checkout / "botserver" / "out" / "botserver"
-    assert f"commit:{short}".encode() in binary.read_bytes()  # BOTSERVER_COMMIT reached the build
-    assert f"at botserver commit {short}" in result.step("Build botserver").output
+    deployed = tmp_path / "deploy-call.artifact"  # the artifact as the deploy step got it
+    assert f"commit:{short}".encode() in deployed.read_bytes()  # BOTSERVER_COMMIT reached it
+    assert f"at commit {short}" in result.step("Build botserver").output
     call = (tmp_path / "deploy-call").read_text().splitlines()
     assert call[0] == str(checkout)  # run from the root, where gbdeploy.yaml is
-    assert call[1:10] == [
+    assert call[4].endswith("/gbdeploy-built/botserver")  # a copy outside the shared tree
+    assert call[1:4] + call[5:10] == [
         "deploy",
         "botserver",
         "--artifact",
-        "botserver/out/botserver",
         "--commit",
         full,
         "--strategy",
@@ -213,7 +224,7 @@ def test_unknown_expressions_and_actions_fail_before_anything_runs(
 ):
     marker = tmp_path / "ran"
     for step in (
-        {"run": f"touch {shlex.quote(str(marker))}; echo ${{{{ github.token }}}}"},
+        {"run": f"touch {shlex.quote(str(marker))}; echo ${{{{ github.actor_id }}}}"},
         {"uses": "actions/cache@v4"},
     ):
         workflow = {
@@ -446,7 +457,7 @@ def test_the_build_finds_cargo_in_the_toolchain_path_not_on_the_daemons_path(che
     assert f"cargo: {home}/.cargo/bin/cargo" in build.output
     assert f"sccache: {home}/.cargo/bin/sccache" in build.output
     assert f"(wrapper: {home}/.cargo/bin/sccache)" in build.output
-    assert (checkout / "botserver" / "out" / "botserver").is_file()
+    assert "artifact: " in build.output and build.output.count("the build did not") == 0
 
 
 def test_without_sccache_the_build_says_so_and_without_cargo_it_names_the_path(checkout, tmp_path):
@@ -492,3 +503,99 @@ def test_an_install_from_a_repository_that_answers_401_fails_fast_and_says_why(c
     assert "timed out" not in result.log
     assert f"cannot read {url} anonymously" in install.output
     assert "terminal prompts disabled" in install.output  # git's own words: it did not ask
+
+
+# --- persistent sources: incremental builds, one job per tree, siblings -----------------------
+def on_disk(tmp_path: Path, **workflows: str) -> Settings:
+    """`settings()` with the runner's persistent source directory under `tmp_path`."""
+    chosen = settings()
+    return dataclasses.replace(
+        chosen,
+        workflows=dataclasses.replace(
+            chosen.workflows, source_dir=str(tmp_path / "ci" / "{component}" / "src"), **workflows
+        ),
+    )
+
+
+def test_sources_persist_between_jobs_so_the_second_build_is_incremental(
+    checkout, stub_gbdeploy, tmp_path
+):
+    workflow = render_workflow(on_disk(tmp_path), "botserver")
+    src = tmp_path / "ci" / "botserver" / "src"
+    first = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+    assert first.ok, first.log
+    assert "botserver: first checkout in" in first.step("Build botserver").output
+    # the sibling beside it, and the two-member workspace the real workflows write
+    assert (src / "botlib" / "lib.h").is_file()
+    assert 'members = ["botserver", "botlib"]' in (src / "Cargo.toml").read_text()
+    untouched = src / "botserver" / "out" / "botserver"
+    before = untouched.stat().st_mtime_ns
+
+    sub = checkout / "botserver"
+    (sub / "README").write_text("a small change\n")
+    git(sub, "add", "README")
+    git(sub, "commit", "-q", "-m", "small change")
+    git(checkout, "commit", "-q", "-am", "move botserver")
+    second = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+
+    assert second.ok, second.log
+    build = second.step("Build botserver").output
+    assert "(1 files): an incremental build" in build
+    assert (src / "botserver" / "README").is_file()
+    assert git(src / "botserver", "rev-parse", "HEAD") == git(sub, "rev-parse", "HEAD")
+    assert (src / "botserver" / "main.c").stat().st_mtime_ns <= before  # not rewritten
+
+
+def test_a_job_waits_for_the_one_that_holds_the_source_tree(checkout, stub_gbdeploy, tmp_path):
+    import fcntl
+
+    workflow = render_workflow(on_disk(tmp_path), "botserver")
+    src = tmp_path / "ci" / "botserver" / "src"
+    src.mkdir(parents=True)
+    with open(src / ".gbdeploy.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another job is building here
+        waiting = run_job(workflow, checkout, context(checkout, stub_gbdeploy), timeout=8)
+    assert waiting.status == "failure" and "the job timed out" in waiting.log
+    assert "another job is building in" in waiting.step("Build botserver").output
+    assert not (src / "botserver").exists()  # it never touched the tree
+
+    assert run_job(workflow, checkout, context(checkout, stub_gbdeploy)).ok  # lock released
+
+
+@pytest.mark.parametrize("secret", [True, False])
+def test_a_component_workflow_fetches_its_private_sibling_with_the_named_secret(
+    checkout, stub_gbdeploy, tmp_path, secret
+):
+    component = checkout / "botserver"  # the component's own repository, checked out alone
+    repos = tmp_path / "git"
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--bare",
+        str(tmp_path / "botlib-src"),
+        str(repos / "GeneralBots" / "botlib.git"),
+    )
+    chosen = on_disk(tmp_path, submodules_secret="GB_READ" if secret else "")
+    botserver = dataclasses.replace(chosen.components["botserver"], workflow_repo="component")
+    chosen = dataclasses.replace(chosen, components={**chosen.components, "botserver": botserver})
+    with GitHttpServer(repos, private={"GeneralBots/botlib"}, token="read-token") as server:
+        ctx = context(
+            component,
+            stub_gbdeploy,
+            server_url=server.url,
+            secrets={"GB_READ": "read-token"} if secret else {},
+            token="job-token",  # the job token may not read another private repository
+        )
+        result = run_job(render_workflow(chosen, "botserver"), component, ctx, timeout=60)
+
+    build = result.step("Build botserver")
+    if secret:
+        assert result.ok, result.log
+        assert (tmp_path / "ci" / "botserver" / "src" / "botlib" / "lib.h").is_file()
+        assert "read-token" not in result.log
+    else:
+        assert build.status == "failure"
+        assert "cannot fetch botlib from" in build.output
+        assert "workflows.submodules_secret" in build.output
+        assert "timed out" not in result.log

@@ -137,8 +137,8 @@ def test_component_workflow_triggers_build_and_deploy():
     checkout, fetch, build, _install, ssh, deploy = job["steps"]
     assert checkout["uses"] == "actions/checkout@v4"
     assert "with" not in checkout  # no other submodule is fetched, and the job token is used
-    assert fetch["env"]["GBDEPLOY_SUBMODULE"] == "apps/chat"
-    assert build["working-directory"] == "apps/chat"
+    assert fetch["env"]["GBDEPLOY_FETCH"] == "apps/chat"  # its siblings: none
+    assert job["env"]["GBDEPLOY_SUBMODULE"] == "apps/chat"  # built in its persistent tree
     assert 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"' in build["run"]
     assert "export BOTSERVER_COMMIT" in build["run"]
     assert "cargo build --release -p chat\ncargo test -p chat --release\n" in build["run"]
@@ -449,6 +449,7 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
             **DEFAULTS,
             "workflows": {
                 "cargo_target_dir": f"{disk}/ci/{{component}}/target",
+                "source_dir": f"{disk}/ci/{{component}}/src",
                 "sccache_dir": f"{disk}/cache/sccache",
                 "cargo_home": f"{disk}/cache/cargo",
                 "logs_dir": f"{disk}/logs",
@@ -472,12 +473,13 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
     result = run_job(render_workflow(settings, hostile), checkout, context)
 
     assert result.status == "success", result.log
-    assert not list(checkout.rglob("pwned*"))  # nothing in a value ran
+    assert not list(checkout.rglob("pwned*")) and not list(disk.rglob("pwned*"))  # nothing ran
     target = disk / "ci" / hostile / "target" / "debug" / "bot$(touch pwned3)"
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     assert target.read_text() == short  # built into the persistent target dir
     call = (tmp_path / "deploy-call").read_text().splitlines()
-    assert call[1:5] == ["deploy", hostile, "--artifact", str(target)]
+    assert call[1:4] == ["deploy", hostile, "--artifact"]
+    assert call[4].endswith("/gbdeploy-built/bot$(touch pwned3)")  # its copy, taken under lock
     (log,) = (disk / "logs").iterdir()  # the build log, by component and UTC time
     assert re.fullmatch(re.escape(hostile) + r"-build-\d{8}T\d{6}Z-1\.log", log.name)
     assert "compiled" in log.read_text()
@@ -501,10 +503,14 @@ def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
                     "workflow_repo": "component",
                     "build": 'mkdir -p out && printf "$BOTSERVER_COMMIT" > out/botserver',
                     "artifact": "out/botserver",
+                    "siblings": [],
                 },
                 "botui": {"enabled": False},
             },
-            "workflows": {"logs_dir": str(disk / "logs")},
+            "workflows": {
+                "logs_dir": str(disk / "logs"),
+                "source_dir": str(disk / "ci" / "{component}" / "src"),
+            },
         }
     )
     context = RunContext(
@@ -517,14 +523,17 @@ def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
 
     assert result.status == "success", result.log
     short = git(component_repo, "rev-parse", "--short", "HEAD")
-    assert (component_repo / "out" / "botserver").read_text() == short
+    # built in the persistent tree of the component, at the run's commit
+    assert (disk / "ci" / "botserver" / "src" / "botserver" / "out" / "botserver").read_text() == (
+        short
+    )
     call = (tmp_path / "deploy-call").read_text().splitlines()
     assert call[0] == str(component_repo)  # where the copy of gbdeploy.yaml is
-    assert call[1:7] == [
+    assert call[4].endswith("/gbdeploy-built/botserver")
+    assert call[1:4] + call[5:7] == [
         "deploy",
         "botserver",
         "--artifact",
-        "out/botserver",
         "--commit",
         git(component_repo, "rev-parse", "HEAD"),
     ]

@@ -2,8 +2,9 @@
 
 It serves the bare repositories under `root` as `http://127.0.0.1:PORT/OWNER/NAME.git`, as
 Forgejo does. A repository named in `private` answers 401 with a Basic challenge to a request
-without the right credentials (user anything, password `token`), as Forgejo answers anonymous
-git: git then asks for a username on the terminal unless `GIT_TERMINAL_PROMPT=0`.
+without the right credentials (Basic with password `token`, or `Authorization: token …`), as
+Forgejo answers anonymous git: git then asks for a username on the terminal unless
+`GIT_TERMINAL_PROMPT=0`.
 
     with GitHttpServer(root, private={"GeneralBots/gbdeploy"}, token="t") as server:
         server.url_of("GeneralBots/gbdeploy")
@@ -78,6 +79,8 @@ class GitHttpServer:
         if name not in self.private:
             return True
         scheme, _, value = authorization.partition(" ")
+        if scheme.lower() in ("token", "bearer"):  # Forgejo takes an API token header too
+            return value.strip() == self.token
         if scheme.lower() != "basic":
             return False
         try:

@@ -82,6 +82,7 @@ class RunContext:
     server_url: str = "http://127.0.0.1"
     run_id: int = 1
     run_number: int = 1
+    token: str = ""  # the job's automatic token (`forgejo.token`), masked like a secret
 
 
 @dataclass
@@ -240,6 +241,8 @@ class _Expressions:
             return env.get(parts[1], "")
         if len(parts) == 2 and head in CONTEXT_NAMES and parts[1] in self.values:
             return self.values[parts[1]]
+        if len(parts) == 2 and head in CONTEXT_NAMES and parts[1] == "token":
+            return self.context.token
         if len(parts) == 2 and head == "runner" and parts[1] in self.runner:
             return self.runner[parts[1]]
         raise UnsupportedWorkflow(f"the emulated runner does not know `${{{{ {expression} }}}}`")
@@ -426,7 +429,7 @@ def run_job(
     workspace = Path(checkout).resolve()
     steps = spec.get("steps") or []
     defaults = ((spec.get("defaults") or data.get("defaults") or {}).get("run")) or {}
-    secrets = [v for v in context.secrets.values() if v]
+    secrets = [v for v in (*context.secrets.values(), context.token) if v]
 
     with tempfile.TemporaryDirectory(prefix="gbdeploy-runner-", dir=temp_dir) as temp_name:
         temp = Path(temp_name)

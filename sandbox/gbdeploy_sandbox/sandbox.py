@@ -295,6 +295,7 @@ def _write_config(sandbox: Sandbox) -> None:
         "workflows": {
             "runs_on": RUNNER_LABEL,
             "cargo_target_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "target"),
+            "source_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "src"),
             "sccache_dir": str(sandbox.directory / "runner" / "cache" / "sccache"),
             "cargo_home": str(sandbox.directory / "runner" / "cache" / "cargo"),
             "logs_dir": str(sandbox.directory / "runner" / "logs"),
@@ -305,6 +306,7 @@ def _write_config(sandbox: Sandbox) -> None:
                 "binary": str(sandbox.binary),
                 "artifact": "target/debug/botserver",
                 "build": "sh build.sh",
+                "siblings": [],  # the sandbox's botserver stand-in builds alone
                 "user": user,
                 "start": "./botserver --noconsole",
                 "run_as": "runuser -u {user} --",

@@ -52,7 +52,9 @@ from typing import Literal
 import yaml
 
 from .config import CONFIG_NAMES, Component, Settings
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, GbdeployError, UsageError
+from .forge.client import ForgeClient
+from .forge.version import concurrency_notice
 from .install_lock import INSTALL_DIR, LOCK_FILE, install_files
 from .output import Reporter
 
@@ -907,6 +909,21 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
         )
         if pin.kind == "vcs":
             _check_reachable(pin, reporter)
+    _say_forge_version(settings, reporter)
+
+
+def _say_forge_version(settings: Settings, reporter: Reporter) -> None:
+    """With a token configured (a forge this project talks to), ask which Forgejo it runs: the
+    rendered concurrency group queues deploys only from v14. Silent when it cannot be asked."""
+    if settings.forge.token is None:
+        return
+    try:
+        with ForgeClient(settings.forge, retries=0, retry_budget=0.0) as client:
+            notice = concurrency_notice(client.server_version())
+    except GbdeployError:
+        return
+    if notice:
+        reporter.say(f"note: {notice}")
 
 
 def _check_reachable(pin: Pin, reporter: Reporter) -> None:

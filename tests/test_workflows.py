@@ -420,6 +420,20 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
     assert f"unchanged {wheels[0]}" in again.getvalue()  # the same code makes the same wheel
 
 
+@pytest.mark.parametrize(("version", "noted"), [("13.0.0", True), ("16.0.0", False)])
+def test_run_workflows_says_when_the_forge_does_not_queue_deploys(
+    forgejo_factory, tmp_path, version, noted
+):
+    forgejo = forgejo_factory(version=version)
+    settings = dataclasses.replace(
+        Settings.from_mapping(DEFAULTS, project_dir=tmp_path), forge=forgejo.forge_settings()
+    )
+    out = io.StringIO()
+    run_workflows(settings, Reporter(stream=out))
+    said = f"note: Forgejo {version} runs a component's deploys side by side"
+    assert (said in out.getvalue()) is noted
+
+
 def test_run_workflows_outside_a_repository_says_to_use_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match="--out"):

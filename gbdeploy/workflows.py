@@ -721,6 +721,13 @@ _TRACE = re.compile(r"\bset\s+(?:-[a-zA-Z]*[xv]|-o\s+(?:xtrace|verbose))|\bbash\
 _FILE_REDIRECT = re.compile(r"(?<![0-9&])>\s*(?!&|\s*/dev/(?:stdout|stderr|tty|fd/[12]))\"?[$/\w]")
 
 
+def _holds_secret(value: object) -> bool:
+    """A secret, or the job's own token, by expression."""
+    return "secrets." in str(value) or bool(
+        re.search(r"\b(?:github|forgejo|forge)\.token\b", str(value))
+    )
+
+
 def secret_exposures(text: str) -> list[str]:
     """Every line of the workflow's `run:` scripts that could print a secret or the key file:
     tracing (`set -x`, `set -v`), a secret's variable or the key file given to a command that
@@ -732,23 +739,23 @@ def secret_exposures(text: str) -> list[str]:
     names = set(SECRET_NAMES)
     for scope in [data, *jobs.values()]:
         for key, value in (scope.get("env") or {}).items():
-            if "secrets." in str(value):
+            if _holds_secret(value):
                 names.add(str(key))
     outer_secrets = len(names) > len(SECRET_NAMES)  # a secret in the workflow's or job's env
     for job_name, job in jobs.items():
         for step in job.get("steps") or []:
             for key, value in (step.get("env") or {}).items():
-                if "secrets." in str(value):
+                if _holds_secret(value):
                     names.add(str(key))
         for index, step in enumerate(job.get("steps") or [], 1):
             script = str(step.get("run", ""))
             where = f"jobs.{job_name}.steps[{index}] ({step.get('name', '')})"
-            if "secrets." in script:
+            if _holds_secret(script):
                 problems.append(f"{where}: a secret is written into the script text")
             secret = re.compile(
                 r"\$\{?(?:" + "|".join(sorted(names)) + r")\b|deploy_key|\$\{?\w*SSH_IDENTITY"
             )
-            step_secrets = any("secrets." in str(v) for v in (step.get("env") or {}).values())
+            step_secrets = any(_holds_secret(v) for v in (step.get("env") or {}).values())
             exposed = step_secrets or outer_secrets or bool(secret.search(script))
             for number, line in enumerate(script.splitlines(), 1):
                 code = line.split(" #", 1)[0]

@@ -551,3 +551,25 @@ def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
         "--commit",
         git(component_repo, "rev-parse", "HEAD"),
     ]
+
+
+def test_the_job_token_counts_as_a_secret_for_the_check():
+    text = render_workflow(
+        Settings.from_mapping(
+            {
+                **DEFAULTS,
+                "components": {
+                    "botserver": {
+                        **DEFAULTS["components"]["botserver"],
+                        "workflow_repo": "component",
+                    },
+                    "botui": {"enabled": False},
+                },
+            }
+        ),
+        "botserver",
+    )
+    assert "${{ forgejo.token }}" in text  # botlib is fetched with it in a component workflow
+    assert secret_exposures(text) == []
+    leaky = text.replace("unset GBDEPLOY_GIT_TOKEN", 'echo "$GBDEPLOY_GIT_TOKEN"')
+    assert any("prints a secret" in problem for problem in secret_exposures(leaky))

@@ -5,7 +5,8 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 
 - expressions `${{ secrets.X }}`, `${{ inputs.X }}`, `${{ github.event.inputs.X }}`,
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
-  run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
+  run_id|run_number|token }}` (also under `forgejo.` and `forge.`; the token is masked),
+  `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
   with its submodules when the step asks for them) and the step checks that it is so, and that
   `node` is on the job's PATH, as a host-mode runner needs it for a JavaScript action;

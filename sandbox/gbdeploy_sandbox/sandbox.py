@@ -210,9 +210,12 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox:
+def create(
+    directory: Path | None = None, *, placement: str = "root", forge_version: str = "16.0.0"
+) -> Sandbox:
     """Build and start a sandbox; the first version of botserver is deployed and running.
-    `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver)."""
+    `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver);
+    `forge_version`: the Forgejo version the emulator answers as (and behaves like)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
@@ -228,7 +231,11 @@ def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox
         raise
     root_workflows = [f"{COMPONENT}.yaml"] if placement == "root" else []
     forge = ForgejoEmulator(
-        token=token, owner=OWNER, workflows=root_workflows, runner_labels=[RUNNER_LABEL]
+        token=token,
+        owner=OWNER,
+        workflows=root_workflows,
+        runner_labels=[RUNNER_LABEL],
+        version=forge_version,
     )
     component_workflows = [f"{COMPONENT}.yaml"] if placement == "component" else []
     forge.add_repository(OWNER, COMPONENT, workflows=component_workflows, private=False)

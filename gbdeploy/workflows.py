@@ -5,11 +5,12 @@ Where a component's workflow lives follows `components.NAME.workflow_repo`:
 - `root` (and the root repository named as OWNER/REPO): `.forgejo/workflows/<workflow>` in the
   root repository, run on a push to `git.branch` that changes the submodule (a pointer change is a
   change of the path `botserver`, which `botserver/**` alone does not match under act's rules, so
-  both are listed), checked out with its submodules, built in the submodule directory.
+  both are listed), checked out with only the submodules its build needs (its own and its
+  `siblings`), with the token of the secret `workflows.submodules_secret` names when set.
 - `component` (or another OWNER/REPO): the file to commit in the component's own repository
   (written to `<submodule>/.forgejo/workflows/`, with a copy of gbdeploy.yaml beside it, which
   the deploy step reads): run on any push to its `git.branch`, no `paths` filter (the whole
-  repository is the component), built at the top of its checkout.
+  repository is the component); its siblings are fetched from the forge.
 
 Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
 
@@ -17,12 +18,18 @@ Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
   queues behind a deploy in progress instead of cancelling it (a `group` is required: without
   one, `cancel-in-progress: false` means no limit at all);
 - `runs-on: <workflows.runs_on>` (default `gbo`, the label of General Bots' host-mode runner);
-- `CARGO_TARGET_DIR`, `SCCACHE_DIR` and `CARGO_HOME` on the runner's persistent disk
+- as host mode runs every step (on a PTY, with the runner daemon's environment): no step may
+  ask anything (`--yes`, `GIT_TERMINAL_PROMPT=0`, no askpass), and the build puts
+  `workflows.toolchain_path` before the daemon's PATH (sccache only from there);
+- the build runs in the component's persistent source tree (`workflows.source_dir`), updated to
+  the run's commit under `flock` beside its siblings (one cargo workspace), with
+  `CARGO_TARGET_DIR`, `SCCACHE_DIR` and `CARGO_HOME` on the runner's persistent disk
   (`workflows.*`), so a small change is an incremental build; an artifact under `target/` is
-  taken from `CARGO_TARGET_DIR` when the build put it there;
+  taken from `CARGO_TARGET_DIR` when the build put it there, and copied out under the lock;
 - the build's output saved as `<workflows.logs_dir>/<component>-build-<UTC time>-<run>.log`;
-- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`) into a
-  venv keyed by that pin, unless the runner already has `gbdeploy` on its PATH;
+- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`: by
+  default the wheel and hash lock `install_lock` writes beside the workflows) into a venv keyed
+  by the lock and pin, unless the runner already has `gbdeploy` on its PATH;
 - every value from the configuration reaches the shell through `env:` (a JSON string, which is a
   YAML scalar) and is used as "$VARIABLE": nothing in a name, path or artifact is ever parsed as
   shell; only `build` is shell by design;

@@ -9,6 +9,7 @@ drift apart. `ForgeClient` takes an httpx transport (the test seam), a clock and
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -509,7 +510,7 @@ class ForgeClient:
         v15 lists `/runs` in no order (oldest first in practice), so every page read is sorted
         together; with more pages than that, the last ones are read from such a server."""
         first = self.runs(head_sha=head_sha, event=event, limit=PAGE_LIMIT, page=1)
-        pages = max(1, -(-first.total_count // PAGE_LIMIT))
+        pages = max(1, math.ceil(first.total_count / PAGE_LIMIT))
         if pages <= max_pages:
             wanted = range(2, pages + 1)
         elif self._legacy_tasks or self.server_version().newest_first:
@@ -522,8 +523,9 @@ class ForgeClient:
             runs.extend(result.runs)
             if not result.runs:
                 break
-        unique = {run.id: run for run in runs} if all(r.id for r in runs) else None
-        yield from newest_first(list(unique.values()) if unique is not None else runs)
+        if all(run.id for run in runs):  # a run on two pages (the list moved meanwhile) once
+            runs = list({run.id: run for run in runs}.values())
+        yield from newest_first(runs)
 
     def uses_tasks(self) -> bool:
         """Whether this server lacks `/runs` (before Forgejo 12), asking it once."""

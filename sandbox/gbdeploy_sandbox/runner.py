@@ -29,7 +29,6 @@ the job log and whose `status` is the run status.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import os
 import pty
@@ -39,7 +38,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import termios
 import time
 import tty
 from collections.abc import Callable, Iterable, Mapping
@@ -327,11 +325,6 @@ def _check_checkout(
     return "\n".join(lines) + "\n"
 
 
-def _take_terminal() -> None:
-    """In the child, after setsid: the PTY on its stdin becomes its controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 def _run_script(
     argv: list[str],
     cwd: Path,
@@ -346,16 +339,17 @@ def _run_script(
     Returns (exit code, output, killed)."""
     master, terminal = pty.openpty()
     tty.setraw(terminal)
+    # util-linux setsid: a new session (and process group) whose controlling terminal is the PTY
+    # on its stdin; it execs the script without forking, so the pid is the step's.
+    setsid = shutil.which("setsid") or "/usr/bin/setsid"
     try:
         process = subprocess.Popen(
-            argv,
+            [setsid, "--ctty", *argv],
             cwd=cwd,
             env=dict(env),
             stdin=terminal,
             stdout=terminal,
             stderr=terminal,
-            start_new_session=True,
-            preexec_fn=_take_terminal,
         )
     finally:
         os.close(terminal)

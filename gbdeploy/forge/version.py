@@ -38,8 +38,8 @@ def concurrency_notice(version: ForgeVersion) -> str | None:
         return (
             f"Forgejo {version.text} runs a component's deploys side by side: its concurrency "
             "group queues only from v14 (v13 takes `cancel-in-progress: false` as no limit). "
-            "Two deploys at once share one CARGO_TARGET_DIR, and the target's lock refuses the "
-            "second deploy; upgrade to v14 to queue them"
+            "The second job's build waits for the first's source tree (flock), and the target's "
+            "lock refuses the second deploy while the first runs; upgrade to v14 to queue them"
         )
     return (
         f"Forgejo {version.text} ignores `concurrency:` (it needs v13, and v14 to queue): a push "

@@ -573,3 +573,24 @@ def test_the_job_token_counts_as_a_secret_for_the_check():
     assert secret_exposures(text) == []
     leaky = text.replace("unset GBDEPLOY_GIT_TOKEN", 'echo "$GBDEPLOY_GIT_TOKEN"')
     assert any("prints a secret" in problem for problem in secret_exposures(leaky))
+
+
+def test_a_git_pin_the_job_cannot_read_anonymously_is_said_when_rendering(tmp_path):
+    from gbdeploy_sandbox.githttp import GitHttpServer
+
+    bare = tmp_path / "git" / "GeneralBots" / "gbdeploy.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    with GitHttpServer(tmp_path / "git", private={"GeneralBots/gbdeploy"}) as server:
+        url = server.url_of("GeneralBots/gbdeploy")
+        install = f"gbdeploy @ git+{url}@{commit}"
+        settings = Settings.from_mapping(
+            {**DEFAULTS, "workflows": {"install": install}}, project_dir=tmp_path / "gb"
+        )
+        out = io.StringIO()
+        run_workflows(settings, Reporter(stream=out))
+    said = out.getvalue()
+    assert f"warning: {url} cannot be read anonymously" in said
+    assert "terminal prompts disabled" in said  # git was not allowed to ask
+    lock = (tmp_path / "gb" / ".forgejo" / "gbdeploy" / "requirements.txt").read_text()
+    assert ".whl" not in lock  # gbdeploy comes from the pin; the lock holds its dependencies

@@ -599,3 +599,33 @@ def test_a_component_workflow_fetches_its_private_sibling_with_the_named_secret(
         assert "cannot fetch botlib from" in build.output
         assert "workflows.submodules_secret" in build.output
         assert "timed out" not in result.log
+
+
+def test_the_maintenance_workflow_installs_gbdeploy_for_real_and_trims_the_caches(
+    checkout, tmp_path
+):
+    from gbdeploy.install_lock import install_files
+    from gbdeploy.workflows import render_maintenance_workflow
+
+    for relative, data in install_files(with_wheel=True).items():
+        (checkout / relative).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / relative).write_bytes(data)
+    git(checkout, "add", ".forgejo")
+    git(checkout, "commit", "-q", "-m", "gbdeploy: wheel and lock")
+    chosen = on_disk(tmp_path)
+    caches = {k: str(tmp_path / "cache" / k) for k in ("sccache_dir", "cargo_home")}
+    chosen = dataclasses.replace(chosen, workflows=dataclasses.replace(chosen.workflows, **caches))
+    old = Path(caches["sccache_dir"]) / "ab" / "old-object"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))  # unused since 1970: past any max_age_days
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+
+    # the daemon's PATH and no gbdeploy on it: the job installs the committed wheel and lock
+    result = run_job(render_maintenance_workflow(chosen), checkout, ctx, timeout=300)
+
+    assert result.ok, result.log
+    assert "provided by the runner" not in result.log
+    assert not old.exists()

@@ -243,7 +243,11 @@ SecretName = Annotated[
     _matching(
         "the name of a repository secret (letters, digits, `_`; not FORGEJO_, GITEA_, GITHUB_)",
         r"(?:[A-Za-z_][A-Za-z0-9_]{0,99})?",
-        lambda v: not v.upper().startswith(("FORGEJO_", "GITEA_", "GITHUB_")),
+        # a Forgejo token is 40 hex digits: the secret's name goes here, never the token
+        lambda v: (
+            not v.upper().startswith(("FORGEJO_", "GITEA_", "GITHUB_"))
+            and not re.fullmatch(r"[0-9a-fA-F]{40}", v)
+        ),
     ),
 ]
 TokenText = re.compile(r"[\x21-\x7e]{1,4096}")  # visible ASCII: what a forge token is made of

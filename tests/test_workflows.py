@@ -594,3 +594,31 @@ def test_a_git_pin_the_job_cannot_read_anonymously_is_said_when_rendering(tmp_pa
     assert "terminal prompts disabled" in said  # git was not allowed to ask
     lock = (tmp_path / "gb" / ".forgejo" / "gbdeploy" / "requirements.txt").read_text()
     assert ".whl" not in lock  # gbdeploy comes from the pin; the lock holds its dependencies
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("workflows", "toolchain_path", "relative/bin"),
+        ("workflows", "toolchain_path", "$HOME/bin:$(reboot)"),
+        ("workflows", "submodules_secret", "GITHUB_TOKEN"),  # Forgejo refuses such names
+        ("workflows", "submodules_secret", "c0ffee" + "0" * 34),  # a token, not its name
+        ("workflows", "source_dir", "ci/src"),
+        ("forge", "ca_file", "a\nb"),
+    ],
+)
+def test_the_new_keys_are_checked_at_load_and_the_error_names_the_key(section, key, value):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({**DEFAULTS, section: {**DEFAULTS.get(section, {}), key: value}})
+    assert f"{section}.{key}" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [["../botlib"], ["botlib=not a repo"], "botlib"])
+def test_siblings_are_checked_at_load(value):
+    components = {
+        "botserver": {**DEFAULTS["components"]["botserver"], "siblings": value},
+        "botui": {"enabled": False},
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({**DEFAULTS, "components": components})
+    assert "components.botserver.siblings" in str(caught.value)

@@ -353,6 +353,9 @@ def _run_script(
         )
     finally:
         os.close(terminal)
+    # A step that never reads its terminal fills the input buffer in about an hour of ^Ds: then
+    # a keep-alive is dropped rather than block the runner.
+    os.set_blocking(master, False)
     chunks: list[str] = []
     pending = b""
     timed_out = False
@@ -379,6 +382,8 @@ def _run_script(
                 continue
             try:
                 data = os.read(master, 65536)
+            except BlockingIOError:
+                continue
             except OSError:  # EIO: every holder of the terminal has closed it
                 data = b""
             if not data:

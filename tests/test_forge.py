@@ -828,6 +828,25 @@ def test_forge_ca_file_verifies_and_an_unreadable_one_names_the_key(tmp_path):
     assert "forge.ca_file" in str(caught.value)
 
 
+def test_a_deploy_cancelled_by_a_v12_forge_says_the_forge_ignores_concurrency(
+    forgejo_factory, clock
+):
+    forgejo = forgejo_factory(
+        version="12.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]
+    )
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), first, timeout=60, poll_interval=5, reporter=capture()[0]
+        )
+
+    assert f"run {second} " in str(caught.value)
+    assert "Forgejo 12.0.0" in str(caught.value) and "ignores `concurrency:`" in str(caught.value)
+    assert "upgrade Forgejo to v14" in caught.value.hint
+
+
 def test_before_v13_a_push_cancels_even_a_queueing_workflow(forgejo_factory):
     forgejo = forgejo_factory(
         version="12.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]

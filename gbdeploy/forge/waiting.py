@@ -280,13 +280,26 @@ def wait_for_run(
     if run.status == "cancelled":
         newer = superseding_run(client, run)
         if newer is not None:
+            version = client.server_version()
+            ignores = version.major is not None and version.major < 13
             raise CIRunFailed(
                 f"CI {run.label} was cancelled: the newer {newer.label} (commit "
                 f"{newer.commit_sha[:12]}, {newer.status}) of the same workflow superseded it, "
-                "as Forgejo does for a workflow without `concurrency: {group, "
-                "cancel-in-progress: false}`",
-                hint=f"follow the newer run with `gbdeploy wait {newer.id}`; render the workflow "
-                "again (`gbdeploy workflows`) so later pushes queue instead of cancelling",
+                + (
+                    f"as Forgejo {version.text} does whatever the workflow says (it ignores "
+                    "`concurrency:`)"
+                    if ignores
+                    else "as Forgejo does for a workflow without `concurrency: {group, "
+                    "cancel-in-progress: false}`"
+                ),
+                hint=f"follow the newer run with `gbdeploy wait {newer.id}`; "
+                + (
+                    "upgrade Forgejo to v14 to queue deploys, and release one commit at a time "
+                    "until then"
+                    if ignores
+                    else "render the workflow again (`gbdeploy workflows`) so later pushes queue "
+                    "instead of cancelling (Forgejo v14 or later)"
+                ),
             )
     raise CIRunFailed(
         f"CI {run.label} finished with status {run.status}" + _failure_details(client, run),

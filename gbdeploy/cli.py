@@ -9,6 +9,7 @@ Kept apart from program.py (Invoke's Program and its error handling) so each can
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -272,14 +273,24 @@ def defaults_notice(config: Any, settings: Settings, err: TextIO | None = None) 
     )
 
 
+# Set by CI systems: a job may run on a terminal (forgejo-runner's host mode gives each step a
+# PTY) with no person to answer.
+CI_VARIABLES = ("CI", "FORGEJO_ACTIONS", "GITHUB_ACTIONS")
+
+
+def in_ci() -> bool:
+    return any(os.environ.get(name) for name in CI_VARIABLES)
+
+
 def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None) -> None:
-    """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, or no terminal
-    (CI), goes on without asking."""
-    if yes or not is_terminal():
+    """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, no terminal, or
+    CI (`CI`, `FORGEJO_ACTIONS`, `GITHUB_ACTIONS` set, whatever the terminal) goes on without
+    asking."""
+    if yes or in_ci() or not is_terminal():
         return
     try:
         answer = (ask or input)(f"{question} [y/N] ")

@@ -221,6 +221,35 @@ RunAs = Annotated[
 EnvName = Annotated[
     str, _matching("an environment variable name, e.g. PORT", r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 ]
+ToolchainPath = Annotated[
+    str,
+    _matching(
+        "directories separated by `:`, each absolute or under $HOME, e.g. $HOME/.cargo/bin",
+        r"(?:/|\$HOME/|\$HOME$)[^\x00-\x1f\x7f$`\"'\\:]*"
+        r"(?::(?:/|\$HOME/|\$HOME$)[^\x00-\x1f\x7f$`\"'\\:]*)*",
+    ),
+]
+Sibling = Annotated[
+    str,
+    _matching(
+        "a directory beside the component in the root repository, optionally =OWNER/REPO "
+        "(default: forge.owner and the directory's name), e.g. botlib=GeneralBots/botlib",
+        r"[A-Za-z0-9_][A-Za-z0-9._+@-]{0,99}(?:/[A-Za-z0-9_][A-Za-z0-9._+@-]{0,99})*"
+        r"(?:=[A-Za-z0-9_][A-Za-z0-9._-]{0,99}/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})?",
+    ),
+]
+SecretName = Annotated[
+    str,
+    _matching(
+        "the name of a repository secret (letters, digits, `_`; not FORGEJO_, GITEA_, GITHUB_)",
+        r"(?:[A-Za-z_][A-Za-z0-9_]{0,99})?",
+        # a Forgejo token is 40 hex digits: the secret's name goes here, never the token
+        lambda v: (
+            not v.upper().startswith(("FORGEJO_", "GITEA_", "GITHUB_"))
+            and not re.fullmatch(r"[0-9a-fA-F]{40}", v)
+        ),
+    ),
+]
 TokenText = re.compile(r"[\x21-\x7e]{1,4096}")  # visible ASCII: what a forge token is made of
 
 
@@ -258,6 +287,8 @@ class ForgeSettings:
     repo: Name = "gb"
     timeout: Seconds = 30.0
     token: Secret | None = field(default=None, compare=False, metadata=NOT_A_KEY)
+    # A CA certificate (PEM) that verifies forge.url's https certificate (alm's own CA).
+    ca_file: LocalPath | None = None
 
 
 @dataclass(frozen=True)
@@ -340,6 +371,9 @@ class Component:
     restart: Restart = field(default=Restart("process"), metadata=NOT_A_KEY)
     health: HealthUrl | None = None
     env: dict[EnvName, str] = field(default_factory=dict)
+    # Repositories the build needs beside the component's (botlib for botserver): the root
+    # repository's submodule path, =OWNER/REPO where a component workflow fetches it from.
+    siblings: list[Sibling] = field(default_factory=list)
     stop_timeout: Seconds = 20.0
     health_timeout: Seconds = 60.0
     # binaries that passed health kept on the target for `rollback`; at least the running one
@@ -430,6 +464,13 @@ class WorkflowSettings:
     sccache_dir: TargetPath = "/opt/gbo/cache/sccache"
     cargo_home: TargetPath = "/opt/gbo/cache/cargo"
     logs_dir: TargetPath = "/opt/gbo/logs"
+    # Each component's sources, kept between jobs and updated to each run's commit: cargo then
+    # rebuilds only what changed (a fresh checkout gives every file a new mtime).
+    source_dir: TargetPath = "/opt/gbo/ci/{component}/src"
+    # Put before the runner daemon's PATH in every build (it has no login profile).
+    toolchain_path: ToolchainPath = "$HOME/.cargo/bin"
+    # The secret holding a token that may read the private submodules ("": the job token).
+    submodules_secret: SecretName = ""
 
 
 @dataclass(frozen=True)
@@ -462,6 +503,7 @@ BUILT_IN_COMPONENTS: dict[str, dict[str, Any]] = {
         "binary": "/opt/gbo/bin/botserver",
         "artifact": "target/debug/botserver",
         "build": "cargo build -p botserver",
+        "siblings": ["botlib"],  # its path dependency ../botlib
         "start": "./botserver --noconsole",
         "log": "/opt/gbo/logs/error.log",
         "health": "http://localhost:5858/health",

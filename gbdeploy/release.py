@@ -19,6 +19,7 @@ from .config import Component, Settings
 from .errors import ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
 from .forge.client import ForgeClient
 from .forge.placement import WorkflowHome, check_single_placement, starts_on_push, workflow_home
+from .forge.version import concurrency_notice
 from .forge.waiting import RunSearch, find_run, planned_requests, wait_for_run
 from .output import Reporter
 from .verify import verify_deployed
@@ -181,6 +182,9 @@ def check_ci_ready(
     with reporter.step(f"forge {settings.forge.url} accepts the token for {client.repo_path}"):
         try:
             client.check_access()
+            notice = concurrency_notice(client.server_version())
+            if notice:
+                reporter.say(f"note: {notice}")
             try:
                 client.check_write_scope(component.workflow)
             except (ForgeAuthError, ForgeNotFound) as error:

@@ -5,11 +5,12 @@ Where a component's workflow lives follows `components.NAME.workflow_repo`:
 - `root` (and the root repository named as OWNER/REPO): `.forgejo/workflows/<workflow>` in the
   root repository, run on a push to `git.branch` that changes the submodule (a pointer change is a
   change of the path `botserver`, which `botserver/**` alone does not match under act's rules, so
-  both are listed), checked out with its submodules, built in the submodule directory.
+  both are listed), checked out with only the submodules its build needs (its own and its
+  `siblings`), with the token of the secret `workflows.submodules_secret` names when set.
 - `component` (or another OWNER/REPO): the file to commit in the component's own repository
   (written to `<submodule>/.forgejo/workflows/`, with a copy of gbdeploy.yaml beside it, which
   the deploy step reads): run on any push to its `git.branch`, no `paths` filter (the whole
-  repository is the component), built at the top of its checkout.
+  repository is the component); its siblings are fetched from the forge.
 
 Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
 
@@ -17,12 +18,18 @@ Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
   queues behind a deploy in progress instead of cancelling it (a `group` is required: without
   one, `cancel-in-progress: false` means no limit at all);
 - `runs-on: <workflows.runs_on>` (default `gbo`, the label of General Bots' host-mode runner);
-- `CARGO_TARGET_DIR`, `SCCACHE_DIR` and `CARGO_HOME` on the runner's persistent disk
+- as host mode runs every step (on a PTY, with the runner daemon's environment): no step may
+  ask anything (`--yes`, `GIT_TERMINAL_PROMPT=0`, no askpass), and the build puts
+  `workflows.toolchain_path` before the daemon's PATH (sccache only from there);
+- the build runs in the component's persistent source tree (`workflows.source_dir`), updated to
+  the run's commit under `flock` beside its siblings (one cargo workspace), with
+  `CARGO_TARGET_DIR`, `SCCACHE_DIR` and `CARGO_HOME` on the runner's persistent disk
   (`workflows.*`), so a small change is an incremental build; an artifact under `target/` is
-  taken from `CARGO_TARGET_DIR` when the build put it there;
+  taken from `CARGO_TARGET_DIR` when the build put it there, and copied out under the lock;
 - the build's output saved as `<workflows.logs_dir>/<component>-build-<UTC time>-<run>.log`;
-- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`) into a
-  venv keyed by that pin, unless the runner already has `gbdeploy` on its PATH;
+- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`: by
+  default the wheel and hash lock `install_lock` writes beside the workflows) into a venv keyed
+  by the lock and pin, unless the runner already has `gbdeploy` on its PATH;
 - every value from the configuration reaches the shell through `env:` (a JSON string, which is a
   YAML scalar) and is used as "$VARIABLE": nothing in a name, path or artifact is ever parsed as
   shell; only `build` is shell by design;
@@ -37,9 +44,9 @@ Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -47,11 +54,15 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from .config import CONFIG_NAMES, Component, Settings
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, GbdeployError, UsageError
+from .forge.client import ForgeClient
+from .forge.version import concurrency_notice
+from .install_lock import INSTALL_DIR, LOCK_FILE, install_files
 from .output import Reporter
 
 CHECKOUT_ACTION = "actions/checkout@v4"
@@ -60,6 +71,17 @@ MAINTENANCE_CRON = "17 3 * * *"
 STRATEGIES = ("staged", "seed")
 VENV_ROOT = "$HOME/.cache/gbdeploy"
 SSH_DIR = "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh"
+GBDEPLOY_BIN = "${RUNNER_TEMP:-$HOME}/gbdeploy-bin"  # the install step writes where gbdeploy is
+# Host mode runs each step on a PTY: git would ask for a username there after a 401 and wait
+# for the 3-hour job timeout. No fetch in a job may ask anything.
+NO_PROMPTS = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "",
+    "SSH_ASKPASS": "",
+    "GCM_INTERACTIVE": "never",
+    "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+    "PIP_NO_INPUT": "1",
+}
 SECRET_NAMES = ("DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS")
 HEADER = "# Rendered by `gbdeploy workflows`. Do not edit: change gbdeploy.yaml and render again.\n"
 
@@ -74,16 +96,19 @@ _FILE = re.compile(r"(?P<path>[A-Za-z0-9_][A-Za-z0-9_./+-]*)#sha256=(?P<sha256>[
 
 @dataclass(frozen=True)
 class Pin:
-    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256."""
+    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256. `wheel`: the
+    wheel `gbdeploy workflows` writes beside the workflows, named with its hash in the lock."""
 
     requirement: str
     sha256: str | None = None  # set for a file in the repository: checked before pip sees it
     why: str = ""  # how an automatic pin was found, for the report
+    kind: Literal["wheel", "vcs", "file"] = "vcs"
 
     @property
-    def key(self) -> str:
-        """A short name for the venv built from this pin (a new pin, a new venv)."""
-        return hashlib.sha256(self.requirement.encode()).hexdigest()[:16]
+    def url(self) -> str:
+        """The repository URL of a VCS pin (what `git ls-remote` checks)."""
+        found = _VCS.search(self.requirement)
+        return f"{found['scheme']}://{found['rest']}" if found else ""
 
 
 def parse_pin(value: str, key: str = "workflows.install") -> Pin:
@@ -97,24 +122,27 @@ def parse_pin(value: str, key: str = "workflows.install") -> Pin:
         path = found["path"]
         if ".." in path.split("/") or path.startswith("/"):
             raise ConfigError(key, f"the file must be inside the repository, got {path!r}")
-        return Pin(path, found["sha256"])
+        return Pin(path, found["sha256"], kind="file")
     raise ConfigError(
         key,
         f"{value!r} is not a pinned source: a name (or a version, branch or tag) is whatever is "
         "published under it when the job runs, and the job holds the production deploy key",
         hint="use git+https://HOST/OWNER/gbdeploy.git@<40-hex commit>, or a wheel committed in "
         "the repository as PATH#sha256=<its sha256> (or leave it empty: the commit this gbdeploy "
-        "runs from)",
+        "the wheel `gbdeploy workflows` writes beside the workflows)",
     )
 
 
 def pinned_install(settings: Settings) -> Pin:
-    """`workflows.install` checked, or when empty the commit this gbdeploy was installed from
-    (PEP 610 `direct_url.json`, or the git clone it runs from) at `workflows.source`."""
+    """`workflows.install` checked; when empty, the wheel of this gbdeploy that `gbdeploy
+    workflows` writes beside the workflows (`install_lock`), or with `workflows.source` set the
+    commit this gbdeploy was installed from (PEP 610 `direct_url.json`, or the git clone it runs
+    from) at that repository."""
     if settings.workflows.install:
         return parse_pin(settings.workflows.install)
-    forge = settings.forge
-    source = settings.workflows.source or f"{forge.url.rstrip('/')}/{forge.owner}/gbdeploy.git"
+    if not settings.workflows.source:
+        return Pin(LOCK_FILE, kind="wheel", why=f"this gbdeploy as a wheel in {INSTALL_DIR}/")
+    source = settings.workflows.source
     commit, where = _own_commit()
     if commit is None:
         raise ConfigError(
@@ -122,8 +150,6 @@ def pinned_install(settings: Settings) -> Pin:
             f"is empty and this gbdeploy's commit cannot be found ({where})",
             hint="set it to git+URL@<40-hex commit> or PATH#sha256=<hex>",
         )
-    if where.startswith("installed from ") and not settings.workflows.source:
-        source = where.removeprefix("installed from ")
     source = source.removeprefix("git+")
     pin = parse_pin(f"gbdeploy @ git+{source}@{commit}", "workflows.source")
     return Pin(pin.requirement, why=f"the commit this gbdeploy {where}")
@@ -221,25 +247,165 @@ def _checked(component: Component, in_root: bool) -> tuple[str, str]:
     return submodule, (posixpath.join(submodule, artifact) if in_root else artifact)
 
 
-def _job_env(settings: Settings, component: Component, build_dir: str, artifact: str) -> str:
+def siblings(settings: Settings, component: Component) -> dict[str, str]:
+    """Directory beside the component → OWNER/REPO, of each of `components.X.siblings`."""
+    found: dict[str, str] = {}
+    for entry in component.siblings:
+        path, _, repository = entry.partition("=")
+        found[path] = repository or f"{settings.forge.owner}/{path.rsplit('/', 1)[-1]}"
+    return found
+
+
+def _workspace_toml(submodule: str, paths: list[str]) -> str:
+    """The cargo workspace the component and its siblings build in (as the real workflows write
+    it); empty without siblings."""
+    if not paths:
+        return ""
+    members = ", ".join(json.dumps(path) for path in [submodule, *paths])
+    return f'[workspace]\nresolver = "2"\nmembers = [{members}]\n'
+
+
+def _job_env(
+    settings: Settings, component: Component, build_dir: str, artifact: str, submodule: str
+) -> str:
     name = component.name
     w = settings.workflows
+    beside = siblings(settings, component)
+    for path in beside:
+        _refuse_expressions(f"components.{name}.siblings", path)
+        if path == submodule or path.startswith(f"{submodule}/"):
+            raise ConfigError(
+                f"components.{name}.siblings", f"{path!r} is the component's own directory"
+            )
     values = {
         "GBDEPLOY_COMPONENT": name,
         "GBDEPLOY_BUILD_DIR": build_dir,
+        "GBDEPLOY_SUBMODULE": submodule,
+        "GBDEPLOY_SOURCE_DIR": w.source_dir.replace("{component}", name),
+        "GBDEPLOY_SIBLINGS": " ".join(f"{p}={r}" for p, r in beside.items()),
+        "GBDEPLOY_BRANCH": settings.git.branch,
+        "GBDEPLOY_WORKSPACE_TOML": _workspace_toml(submodule, list(beside)),
         "GBDEPLOY_ARTIFACT": artifact,
         "GBDEPLOY_BUILT": posixpath.normpath(component.artifact),
         "CARGO_TARGET_DIR": w.cargo_target_dir.replace("{component}", name),
         "SCCACHE_DIR": w.sccache_dir.replace("{component}", name),
         "CARGO_HOME": w.cargo_home.replace("{component}", name),
         "GBDEPLOY_LOGS_DIR": w.logs_dir.replace("{component}", name),
+        "GBDEPLOY_TOOLCHAIN_PATH": w.toolchain_path,
+        **NO_PROMPTS,
     }
-    for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir"):
+    for key in ("cargo_target_dir", "sccache_dir", "cargo_home", "logs_dir", "source_dir"):
         value = getattr(w, key)
         _refuse_expressions(f"workflows.{key}", value)
         if not value.startswith("/"):
             raise ConfigError(f"workflows.{key}", f"must be an absolute path, got {value!r}")
     return "    env:\n" + _env(values, 6)
+
+
+def _toolchain_script(needs_cargo: bool) -> str:
+    """The runner daemon's PATH has no ~/.cargo/bin (no login profile): put the configured
+    toolchain first, use sccache only from there (by full path), and say what was found."""
+    cargo = (
+        "if ! command -v cargo >/dev/null 2>&1; then\n"
+        "  echo \"cargo is not on the runner's PATH ($PATH): install the Rust toolchain for the"
+        " runner's user, or set workflows.toolchain_path to where cargo is\" >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        'echo "cargo: $(command -v cargo)"\n'
+        if needs_cargo
+        else ""
+    )
+    return (
+        'toolchain="${GBDEPLOY_TOOLCHAIN_PATH//\\$HOME/$HOME}"\n'
+        'export PATH="$toolchain:$PATH"\n'
+        'sccache=""\n'
+        'IFS=: read -r -a toolchain_dirs <<< "$toolchain"\n'
+        'for dir in "${toolchain_dirs[@]}"; do\n'
+        '  if [ -x "$dir/sccache" ]; then sccache="$dir/sccache"; break; fi\n'
+        "done\n"
+        'if [ -n "$sccache" ]; then\n'
+        '  export RUSTC_WRAPPER="$sccache"\n'
+        '  echo "sccache: $sccache (RUSTC_WRAPPER)"\n'
+        "else\n"
+        '  echo "sccache: not in $toolchain (workflows.toolchain_path): building without it"\n'
+        "fi\n" + cargo
+    )
+
+
+# The component's tree (and its siblings') in the runner's persistent source directory, updated
+# to this run's commit under a lock: git rewrites only the files that changed, so cargo's
+# fingerprints (mtimes) of the rest hold and the build is incremental.
+_SOURCES = r"""workspace="$PWD"
+src="$GBDEPLOY_SOURCE_DIR"
+if ! mkdir -p "$src"; then
+  echo "cannot create the source directory $src (workflows.source_dir)" >&2
+  exit 1
+fi
+exec 8>"$src/.gbdeploy.lock"
+if ! flock -n 8; then
+  echo "another job is building in $src: waiting for it"
+  flock 8
+fi
+report() {  # label, tree, commit before (empty: none)
+  local after changed
+  after="$(git -C "$2" rev-parse HEAD)"
+  if [ -z "$3" ]; then
+    echo "$1: first checkout in $2 at ${after:0:12}: a full build"
+  elif [ "$3" = "$after" ]; then
+    echo "$1: $2 already at ${after:0:12}: an incremental build"
+  else
+    changed="$(git -C "$2" diff --name-only "$3" "$after" | wc -l)"
+    echo "$1: $2 updated ${3:0:12} -> ${after:0:12} ($changed files): an incremental build"
+  fi
+}
+prepare() {  # tree: prints the commit it holds, or nothing for a new one
+  if [ -d "$1/.git" ]; then
+    git -C "$1" rev-parse -q --verify HEAD || true
+  else
+    rm -rf "$1"
+    mkdir -p "$1"
+    git init -q "$1"
+  fi
+}
+sync_tree() {  # label, checked-out repository, tree
+  local before
+  before="$(prepare "$3")"
+  git -C "$3" fetch --quiet --no-tags "$2" HEAD
+  git -C "$3" checkout --quiet --force --detach FETCH_HEAD
+  git -C "$3" clean --quiet -ffd
+  report "$1" "$3" "$before"
+}
+fetch_tree() {  # label, URL, branch, tree: from the forge, with the checkout token
+  local before
+  before="$(prepare "$4")"
+  if ! GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader \
+    GIT_CONFIG_VALUE_0="Authorization: token $GBDEPLOY_GIT_TOKEN" \
+    git -C "$4" fetch --quiet --no-tags "$2" "$3"; then
+    echo "cannot fetch $1 from $2 ($3): a private repository needs a token that may read it," \
+      "in the secret named by workflows.submodules_secret" >&2
+    exit 1
+  fi
+  git -C "$4" checkout --quiet --force --detach FETCH_HEAD
+  git -C "$4" clean --quiet -ffd
+  report "$1" "$4" "$before"
+}
+sync_tree "$GBDEPLOY_COMPONENT" "$workspace/$GBDEPLOY_BUILD_DIR" "$src/$GBDEPLOY_SUBMODULE"
+for sibling in $GBDEPLOY_SIBLINGS; do
+  path="${sibling%%=*}"
+  if [ "$GBDEPLOY_BUILD_DIR" = "." ]; then
+    fetch_tree "$path" "$GITHUB_SERVER_URL/${sibling#*=}.git" "$GBDEPLOY_BRANCH" "$src/$path"
+  else
+    sync_tree "$path" "$workspace/$path" "$src/$path"
+  fi
+done
+unset GBDEPLOY_GIT_TOKEN
+if [ -n "$GBDEPLOY_WORKSPACE_TOML" ] &&
+  [ "$(cat "$src/Cargo.toml" 2>/dev/null)" != "$(printf '%s' "$GBDEPLOY_WORKSPACE_TOML")" ]; then
+  printf '%s' "$GBDEPLOY_WORKSPACE_TOML" > "$src/Cargo.toml"
+  echo "wrote the cargo workspace $src/Cargo.toml"
+fi
+cd "$src/$GBDEPLOY_SUBMODULE"
+"""
 
 
 def _build_script(component: Component) -> str:
@@ -253,8 +419,9 @@ def _build_script(component: Component) -> str:
         else 'found="$PWD/$GBDEPLOY_BUILT"\n'
     )
     return (
-        "if command -v sccache >/dev/null 2>&1; then export RUSTC_WRAPPER=sccache; fi\n"
-        'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
+        _toolchain_script(bool(re.search(r"\bcargo\b", component.build)))
+        + _SOURCES
+        + 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\n'
         "export BOTSERVER_COMMIT\n"
         'if ! mkdir -p "$GBDEPLOY_LOGS_DIR"; then\n'
         '  echo "cannot create the build-log directory $GBDEPLOY_LOGS_DIR (workflows.logs_dir)"'
@@ -263,7 +430,7 @@ def _build_script(component: Component) -> str:
         "fi\n"
         'log="$GBDEPLOY_LOGS_DIR/$GBDEPLOY_COMPONENT-build-$(date -u +%Y%m%dT%H%M%SZ)'
         '-${GITHUB_RUN_NUMBER:-0}.log"\n'
-        'echo "building $GBDEPLOY_COMPONENT at $GBDEPLOY_BUILD_DIR commit $BOTSERVER_COMMIT"\n'
+        'echo "building $GBDEPLOY_COMPONENT in $PWD at commit $BOTSERVER_COMMIT"\n'
         'echo "build log: $log"\n'
         "(\n" + component.build.strip() + "\n"
         ') 2>&1 | tee "$log"\n' + pick + 'if [ ! -f "$found" ]; then\n'
@@ -271,26 +438,54 @@ def _build_script(component: Component) -> str:
         ' (components.$GBDEPLOY_COMPONENT.artifact)" >&2\n'
         "  exit 1\n"
         "fi\n"
-        'printf \'%s\\n\' "$found" > "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact"\n'
+        "# a copy for the deploy step: the shared tree is another job's once the lock is gone\n"
+        'copy="${RUNNER_TEMP:-$HOME}/gbdeploy-built/${found##*/}"\n'
+        'mkdir -p "${copy%/*}"\n'
+        'cp -p "$found" "$copy"\n'
+        'printf \'%s\\n\' "$copy" > "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact"\n'
         'echo "artifact: $found"\n'
     )
 
 
+_PIP = '"$venv/bin/pip" install --quiet --no-input --disable-pip-version-check'
+
+
 def _install_step(pin: Pin) -> str:
-    venv = f"{VENV_ROOT}/venv-{pin.key}"
+    """gbdeploy into a venv keyed by the lock and the pin: every distribution by hash from the
+    lock (the wheel too, by default), then a VCS or file pin without dependencies. A VCS pin's
+    repository is checked first with prompts off, so a 401 fails in seconds with its cause."""
     check = (
         '    if ! printf \'%s  %s\\n\' "$GBDEPLOY_INSTALL_SHA256" "$GBDEPLOY_INSTALL"'
         " | sha256sum --check --strict --quiet -; then\n"
         '      echo "$GBDEPLOY_INSTALL does not have the sha256 of workflows.install" >&2\n'
         "      exit 1\n"
         "    fi\n"
-        if pin.sha256
+        if pin.kind == "file"
         else ""
     )
-    source = '"./$GBDEPLOY_INSTALL"' if pin.sha256 else '"$GBDEPLOY_INSTALL"'
-    env = {"GBDEPLOY_INSTALL": pin.requirement}
+    reachable = (
+        'url="$GBDEPLOY_INSTALL_URL"\n'
+        'if ! said="$(timeout 60 git ls-remote "$url" 2>&1 >/dev/null | tail -n 1)"; then\n'
+        '  echo "cannot read $url anonymously (git: $said). The job installs'
+        " gbdeploy without the job token: make that repository readable without one, or leave"
+        ' workflows.install empty to use the wheel that gbdeploy workflows writes" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        if pin.kind == "vcs"
+        else ""
+    )
+    then = (
+        f"    {_PIP} --no-deps --no-build-isolation "
+        + ('"./$GBDEPLOY_INSTALL"' if pin.kind == "file" else '"$GBDEPLOY_INSTALL"')
+        + "\n"
+        if pin.kind != "wheel"
+        else ""
+    )
+    env = {"GBDEPLOY_INSTALL": pin.requirement, "GBDEPLOY_LOCK": LOCK_FILE}
     if pin.sha256:
         env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256
+    if pin.kind == "vcs":
+        env["GBDEPLOY_INSTALL_URL"] = pin.url
     return (
         "      - name: Install gbdeploy (pinned)\n"
         "        env:\n"
@@ -299,18 +494,29 @@ def _install_step(pin: Pin) -> str:
         + _block(
             "if command -v gbdeploy >/dev/null 2>&1; then\n"
             '  echo "gbdeploy: $(command -v gbdeploy) (provided by the runner)"\n'
+            f'  dirname "$(command -v gbdeploy)" > "{GBDEPLOY_BIN}"\n'
             "  exit 0\n"
             "fi\n"
-            f'venv="{venv}"\n'
+            'if [ ! -f "$GBDEPLOY_LOCK" ]; then\n'
+            '  echo "$GBDEPLOY_LOCK is missing: run gbdeploy workflows and commit'
+            f' {INSTALL_DIR}/ with the workflows" >&2\n'
+            "  exit 1\n"
+            "fi\n"
+            + reachable
+            + 'key="$( { cat "$GBDEPLOY_LOCK"; printf \'%s\\n\' "$GBDEPLOY_INSTALL"; }'
+            ' | sha256sum | cut -c1-16)"\n'
+            f'venv="{VENV_ROOT}/venv-$key"\n'
             f'mkdir -p "{VENV_ROOT}"\n'
             "(\n"
             "  flock 9  # jobs of other components may install the same pin at the same time\n"
             '  if [ ! -e "$venv/.installed" ]; then\n'
             '    rm -rf "$venv"\n' + check + '    python3 -m venv "$venv"\n'
-            '    "$venv/bin/pip" install --quiet --disable-pip-version-check ' + source + "\n"
-            '    touch "$venv/.installed"\n'
+            f'    {_PIP} --require-hashes --only-binary :all: -r "$GBDEPLOY_LOCK"\n'
+            + then
+            + '    touch "$venv/.installed"\n'
             "  fi\n"
             ') 9>"$venv.lock"\n'
+            f'printf \'%s\\n\' "$venv/bin" > "{GBDEPLOY_BIN}"\n'
             'echo "gbdeploy: $venv (from $GBDEPLOY_INSTALL)"\n',
             10,
         )
@@ -341,7 +547,7 @@ def _ssh_step() -> str:
     )
 
 
-def _deploy_step(pin: Pin, name: str) -> str:
+def _deploy_step(name: str) -> str:
     return (
         f"      - name: {_yaml(f'Deploy {name}')}\n"
         "        env:\n"
@@ -349,7 +555,8 @@ def _deploy_step(pin: Pin, name: str) -> str:
         "        run: |\n"
         + _block(
             f"trap 'rm -f \"{SSH_DIR}/deploy_key\"' EXIT\n"
-            f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\n'
+            f'PATH="$(cat "{GBDEPLOY_BIN}"):$PATH"\n'
+            "export PATH\n"
             f'if [ -s "{SSH_DIR}/deploy_key" ]; then\n'
             f'  export GBDEPLOY_SSH_IDENTITY_FILE="{SSH_DIR}/deploy_key"\n'
             "fi\n"
@@ -357,13 +564,48 @@ def _deploy_step(pin: Pin, name: str) -> str:
             f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\n'
             "fi\n"
             'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"\n'
-            'artifact="$GBDEPLOY_ARTIFACT"\n'
-            'if [ "$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")" != '
-            '"$PWD/$GBDEPLOY_ARTIFACT" ]; then\n'
-            '  artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
-            "fi\n"
+            'artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
+            "# --yes: the step runs on a PTY with nobody to answer a question\n"
             'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
-            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"\n',
+            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes\n',
+            10,
+        )
+    )
+
+
+def _build_env(settings: Settings, component: Component, in_root: bool) -> str:
+    """A component workflow fetches its siblings from the forge: with the token of
+    `workflows.submodules_secret`, else the job's own (public repositories only)."""
+    if in_root or not component.siblings:
+        return ""
+    secret = settings.workflows.submodules_secret
+    token = f"${{{{ secrets.{secret} }}}}" if secret else "${{ forgejo.token }}"
+    return f"        env:\n          GBDEPLOY_GIT_TOKEN: {token}\n"
+
+
+def _checkout_steps(settings: Settings, component: Component, submodule: str) -> str:
+    """The root repository, then only the submodules the build needs (the component's and its
+    siblings', recursively), with the token the secret `workflows.submodules_secret` holds when
+    set: the job token cannot read other private repositories. actions/checkout keeps the token
+    in the clone's git config for the forge's host, so the submodule fetch uses it; no prompt
+    either way."""
+    secret = settings.workflows.submodules_secret
+    token = f"          token: ${{{{ secrets.{secret} }}}}\n" if secret else ""
+    return (
+        "      - name: Check out\n"
+        f"        uses: {CHECKOUT_ACTION}\n"
+        + ("        with:\n" + token if token else "")
+        + "      - name: Fetch the submodules the build needs\n"
+        "        env:\n"
+        + _env({"GBDEPLOY_FETCH": " ".join([submodule, *siblings(settings, component)])}, 10)
+        + "        run: |\n"
+        + _block(
+            'read -r -a paths <<< "$GBDEPLOY_FETCH"\n'
+            'if ! git submodule update --init --recursive -- "${paths[@]}"; then\n'
+            '  echo "cannot fetch the submodules ${paths[*]}: a private repository needs a'
+            ' token that may read it, in the secret named by workflows.submodules_secret" >&2\n'
+            "  exit 1\n"
+            "fi\n",
             10,
         )
     )
@@ -385,12 +627,9 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
     options = "".join(f"          - {s}\n" for s in STRATEGIES)
     paths = f"    paths:\n      - {_yaml(submodule)}\n      - {_yaml(submodule + '/**')}\n"
     checkout = (
-        "      - name: Check out with submodules\n"
-        f"        uses: {CHECKOUT_ACTION}\n"
-        "        with:\n"
-        "          submodules: recursive\n"
+        _checkout_steps(settings, component, submodule)
         if in_root
-        else f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n"
+        else (f"      - name: Check out\n        uses: {CHECKOUT_ACTION}\n")
     )
     build_dir = submodule if in_root else "."
     text = (
@@ -418,19 +657,19 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         "jobs:\n"
         "  deploy:\n"
         f"    runs-on: {_yaml(runs_on)}\n"
-        + _job_env(settings, component, build_dir, artifact)
+        + _job_env(settings, component, build_dir, artifact, submodule)
         + "    defaults:\n"
         "      run:\n"
         "        shell: bash\n"
         "    steps:\n"
         + checkout
         + f"      - name: {_yaml(f'Build {name}')}\n"
-        + (f"        working-directory: {_yaml(submodule)}\n" if in_root else "")
+        + _build_env(settings, component, in_root)
         + "        run: |\n"
         + _block(_build_script(component), 10)
         + _install_step(pin)
         + _ssh_step()
-        + _deploy_step(pin, name)
+        + _deploy_step(name)
     )
     _refuse_exposures(text, f"components.{name}.build")
     return text
@@ -461,6 +700,7 @@ def render_maintenance_workflow(settings: Settings) -> str:
             {  # trim the caches the deploy jobs fill (workflows.*), not maintenance's defaults
                 "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": settings.workflows.sccache_dir,
                 "GBDEPLOY_MAINTENANCE_CARGO_HOME": settings.workflows.cargo_home,
+                **NO_PROMPTS,
             },
             6,
         )
@@ -473,7 +713,7 @@ def render_maintenance_workflow(settings: Settings) -> str:
         + _install_step(pin)
         + "      - name: Trim the sccache and cargo caches\n"
         "        run: |\n"
-        + _block(f'export PATH="$PATH:{VENV_ROOT}/venv-{pin.key}/bin"\ngbdeploy maintain\n', 10)
+        + _block(f'PATH="$(cat "{GBDEPLOY_BIN}"):$PATH"\nexport PATH\ngbdeploy maintain\n', 10)
     )
 
 
@@ -488,6 +728,13 @@ _TRACE = re.compile(r"\bset\s+(?:-[a-zA-Z]*[xv]|-o\s+(?:xtrace|verbose))|\bbash\
 _FILE_REDIRECT = re.compile(r"(?<![0-9&])>\s*(?!&|\s*/dev/(?:stdout|stderr|tty|fd/[12]))\"?[$/\w]")
 
 
+def _holds_secret(value: object) -> bool:
+    """A secret, or the job's own token, by expression."""
+    return "secrets." in str(value) or bool(
+        re.search(r"\b(?:github|forgejo|forge)\.token\b", str(value))
+    )
+
+
 def secret_exposures(text: str) -> list[str]:
     """Every line of the workflow's `run:` scripts that could print a secret or the key file:
     tracing (`set -x`, `set -v`), a secret's variable or the key file given to a command that
@@ -499,23 +746,23 @@ def secret_exposures(text: str) -> list[str]:
     names = set(SECRET_NAMES)
     for scope in [data, *jobs.values()]:
         for key, value in (scope.get("env") or {}).items():
-            if "secrets." in str(value):
+            if _holds_secret(value):
                 names.add(str(key))
     outer_secrets = len(names) > len(SECRET_NAMES)  # a secret in the workflow's or job's env
     for job_name, job in jobs.items():
         for step in job.get("steps") or []:
             for key, value in (step.get("env") or {}).items():
-                if "secrets." in str(value):
+                if _holds_secret(value):
                     names.add(str(key))
         for index, step in enumerate(job.get("steps") or [], 1):
             script = str(step.get("run", ""))
             where = f"jobs.{job_name}.steps[{index}] ({step.get('name', '')})"
-            if "secrets." in script:
+            if _holds_secret(script):
                 problems.append(f"{where}: a secret is written into the script text")
             secret = re.compile(
                 r"\$\{?(?:" + "|".join(sorted(names)) + r")\b|deploy_key|\$\{?\w*SSH_IDENTITY"
             )
-            step_secrets = any("secrets." in str(v) for v in (step.get("env") or {}).values())
+            step_secrets = any(_holds_secret(v) for v in (step.get("env") or {}).values())
             exposed = step_secrets or outer_secrets or bool(secret.search(script))
             for number, line in enumerate(script.splitlines(), 1):
                 code = line.split(" #", 1)[0]
@@ -600,14 +847,27 @@ def default_out_dir(settings: Settings, cwd: Path | None = None) -> Path:
     return Path(found.stdout.strip()) / ".forgejo" / "workflows"
 
 
-def _write(path: Path, text: str, reporter: Reporter) -> None:
-    before = path.read_text() if path.is_file() else None
-    if before == text:
+def _write(path: Path, text: str | bytes, reporter: Reporter) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    before = path.read_bytes() if path.is_file() else None
+    if before == data:
         reporter.say(f"unchanged {path}")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(data)
     reporter.say(f"{'wrote' if before is None else 'updated'} {path}")
+
+
+def _write_install_files(top: Path, pin: Pin, reporter: Reporter) -> None:
+    """The lock (and by default the wheel) the install step reads, into the repository at `top`;
+    wheels of an older render are removed."""
+    files = install_files(with_wheel=pin.kind == "wheel")
+    for stale in (top / INSTALL_DIR).glob("*.whl"):
+        if f"{INSTALL_DIR}/{stale.name}" not in files:
+            stale.unlink()
+            reporter.say(f"removed {stale}")
+    for relative, data in files.items():
+        _write(top / relative, data, reporter)
 
 
 def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | None = None) -> None:
@@ -622,7 +882,10 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in files.items():
         _write(directory / filename, text, reporter)
-    reporter.say("commit them in the root repository and push to make Forgejo use them")
+    _write_install_files(directory.parent.parent, pin, reporter)
+    reporter.say(
+        f"commit them (and {INSTALL_DIR}/) in the root repository and push to make Forgejo use them"
+    )
     config = next(
         (
             settings.project_dir / n
@@ -635,6 +898,7 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
         target = directory / submodule if out is not None else root / submodule
         for filename, text in texts.items():
             _write(target / ".forgejo" / "workflows" / filename, text, reporter)
+        _write_install_files(target, pin, reporter)
         if config is not None:
             copy = target / config.name
             if not copy.is_file() or copy.read_bytes() != config.read_bytes():
@@ -642,10 +906,54 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
                 shutil.copyfile(config, copy)
                 reporter.say(f"copied {config} to {copy} (its deploy step reads it)")
         reporter.say(
-            f"commit {target / '.forgejo'} and {config.name if config else 'gbdeploy.yaml'} in "
+            f"commit {target / '.forgejo'} (with {INSTALL_DIR}/) and "
+            f"{config.name if config else 'gbdeploy.yaml'} in "
             f"the repository of submodule {submodule} (its push starts the run)"
         )
-    reporter.say(
-        f"gbdeploy is installed in the jobs from {pin.requirement}"
-        + (f" ({pin.why}: make sure that commit is pushed there)" if pin.why else "")
+    if pin.kind == "wheel":
+        reporter.say(
+            f"gbdeploy is installed in the jobs from {LOCK_FILE}: {pin.why}, with every "
+            "dependency pinned by sha256"
+        )
+    else:
+        reporter.say(
+            f"gbdeploy is installed in the jobs from {pin.requirement}"
+            + (f" ({pin.why}: make sure that commit is pushed there)" if pin.why else "")
+            + f", its dependencies from {LOCK_FILE} by sha256"
+        )
+        if pin.kind == "vcs":
+            _check_reachable(pin, reporter)
+    _say_forge_version(settings, reporter)
+
+
+def _say_forge_version(settings: Settings, reporter: Reporter) -> None:
+    """With a token configured (a forge this project talks to), ask which Forgejo it runs: the
+    rendered concurrency group queues deploys only from v14. Silent when it cannot be asked."""
+    if settings.forge.token is None:
+        return
+    try:
+        with ForgeClient(settings.forge, retries=0, retry_budget=0.0) as client:
+            notice = concurrency_notice(client.server_version())
+    except GbdeployError:
+        return
+    if notice:
+        reporter.say(f"note: {notice}")
+
+
+def _check_reachable(pin: Pin, reporter: Reporter) -> None:
+    """The job clones a VCS pin anonymously (pip gets no job token): say now when that fails."""
+    found = subprocess.run(
+        ["git", "ls-remote", pin.url, "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, **NO_PROMPTS},
     )
+    if found.returncode != 0:
+        said = (found.stderr.strip().splitlines() or ["no message"])[-1]
+        reporter.say(
+            f"warning: {pin.url} cannot be read anonymously from here ({said}): the jobs will "
+            "fail to install gbdeploy. Make it readable without a token, or leave "
+            f"workflows.install and workflows.source empty to use the wheel in {INSTALL_DIR}/"
+        )

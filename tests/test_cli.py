@@ -168,6 +168,7 @@ def test_deploy_from_a_terminal_asks_first_and_a_no_changes_nothing(
     run_gbdeploy, empty_dir, mocker
 ):
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    mocker.patch("gbdeploy.cli.in_ci", return_value=False)  # a person at the terminal
     ask = mocker.patch("builtins.input", return_value="n")
     run_deploy = mocker.patch("gbdeploy.deploy.run_deploy")
 
@@ -191,10 +192,21 @@ def test_yes_skips_the_question(run_gbdeploy, empty_dir, mocker, argv):
     run_rollback.assert_called_once()
 
 
+@pytest.mark.parametrize("variable", ["CI", "FORGEJO_ACTIONS", "GITHUB_ACTIONS"])
+def test_in_ci_nothing_is_asked_even_on_a_terminal(mocker, monkeypatch, variable):
+    # forgejo-runner's host mode gives every step a PTY: a terminal with nobody at it.
+    for name in ("CI", "FORGEJO_ACTIONS", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "true")
+    mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    confirm("deploy?", yes=False, ask=lambda _: pytest.fail("asked"))
+
+
 def test_without_a_terminal_nothing_is_asked(mocker):
     mocker.patch("gbdeploy.cli.is_terminal", return_value=False)
     confirm("deploy?", yes=False, ask=lambda _: pytest.fail("asked"))
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
+    mocker.patch("gbdeploy.cli.in_ci", return_value=False)
     confirm("deploy?", yes=False, ask=lambda _: "yes")
     with pytest.raises(OperationFailed):
         confirm("deploy?", yes=False, ask=lambda _: "")

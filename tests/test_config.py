@@ -387,6 +387,7 @@ def test_the_defaults_are_written_once_and_every_key_is_a_layer_key():
         "owner": ForgeSettings.owner,
         "repo": ForgeSettings.repo,
         "timeout": ForgeSettings.timeout,
+        "ca_file": None,  # verified against the system's CAs
     }
     assert DEFAULTS["git"]["branch"] == GitSettings.branch
     assert set(DEFAULTS["doctor"]) == {f.name for f in fields(DoctorSettings)}

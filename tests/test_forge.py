@@ -291,7 +291,7 @@ def test_the_token_is_in_no_repr_and_no_dry_run_line(forgejo, clock):
     assert lines[2].startswith(
         f"GET {forgejo.url}/api/v1/repos/GeneralBots/gb/actions/runs?head_sha={SHA}&event=push"
     )
-    assert lines[3].startswith("POST ") and '"ref":"main"' in lines[3]
+    assert lines[3].startswith("POST ") and f'"ref":"{SHA}"' in lines[3]
     assert forgejo.exchanges == []  # planning sends nothing
 
 
@@ -374,8 +374,27 @@ def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
     assert run.cause == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
     assert run.commit_sha == SHA
     assert clock.slept == 30
-    assert "appeared within 30s: dispatching botserver.yaml on main" in out.getvalue()
+    assert f"appeared within 30s: dispatching botserver.yaml at {SHA[:12]}" in out.getvalue()
     assert len(forgejo.requests("/dispatches", method="POST")) == 1
+
+
+def test_a_dispatch_builds_the_released_commit_even_when_the_branch_moved(forgejo, clock):
+    forgejo.on_push(SHA, workflows=["botui.yaml"])
+    forgejo.set_ref("main", "a" * 40)  # someone pushed to main after this release's push
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=True,
+        ref="main",
+        reporter=capture()[0],
+    )
+
+    assert run.commit_sha == SHA
+    (sent,) = forgejo.requests("/dispatches", method="POST")
+    assert sent.json["ref"] == SHA
 
 
 def test_find_run_with_dispatch_does_not_wait(forgejo, clock):
@@ -723,6 +742,109 @@ def test_cancel_in_progress_false_without_a_group_is_no_limit(forgejo_factory):
     runs = [forgejo.on_push(sha, script=Script(hold=True))[0] for sha in (SHA, OTHER_SHA)]
 
     assert [forgejo.run(r).status for r in runs] == ["waiting", "waiting"]
+
+
+def test_v13_runs_a_queueing_group_side_by_side(forgejo_factory):
+    # v13 reads `concurrency:` but has no queue: `cancel-in-progress: false` is no limit there.
+    forgejo = forgejo_factory(
+        version="13.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]
+    )
+    runs = [forgejo.on_push(sha, script=Script(hold=True))[0] for sha in (SHA, OTHER_SHA)]
+
+    assert [forgejo.run(r).status for r in runs] == ["waiting", "waiting"]
+    assert not any(forgejo.run(r).queued for r in runs)  # the runner takes both at once
+
+
+@pytest.mark.parametrize("version", ["12.0.0", "13.0.0", "14.0.0", "16.0.0"])
+def test_runs_are_listed_newest_first_whatever_order_the_server_sends(
+    forgejo_factory, capsys, version
+):
+    # v12-v14 have no ORDER BY on /runs (oldest first in practice); only v15+ sort by id DESC.
+    forgejo = forgejo_factory(version=version, workflows=["botserver.yaml"])
+    shas = [f"{n:040x}" for n in range(1, 61)]  # more than one page of 50
+    for sha in shas:
+        forgejo.on_push(sha, script=Script(hold=True))
+    settings = settings_with(forgejo, workflow="botserver.yaml")
+    reporter, _ = capture()
+
+    runs = run_runs(settings, reporter, component=None, limit=5)
+
+    assert [r.commit_sha for r in runs] == shas[::-1][:5]
+    assert (
+        latest_run_line(settings, settings.component("botserver")).split(",")[0].endswith("waiting")
+    )
+    assert shas[-1][:10] in latest_run_line(settings, settings.component("botserver"))
+
+
+@pytest.mark.parametrize(
+    ("version", "said"),
+    [
+        ("12.0.0", "a push cancels the unfinished run"),
+        ("13.0.0", "side by side"),
+        ("14.0.0", None),
+        ("16.0.0", None),
+    ],
+)
+def test_release_preflight_says_what_the_forge_version_does_to_concurrency(
+    forgejo_factory, version, said
+):
+    from gbdeploy.release import check_ci_ready
+
+    forgejo = forgejo_factory(version=version, workflows=["botserver.yaml"])
+    forgejo.set_ref("main", SHA)
+    settings = settings_with(forgejo, workflow="botserver.yaml")
+    reporter, out = capture()
+
+    with ForgeClient(forgejo.forge_settings()) as client:
+        check_ci_ready(client, settings, settings.component("botserver"), reporter, dispatch=False)
+
+    if said is None:
+        assert "note: Forgejo" not in out.getvalue()
+    else:
+        assert f"note: Forgejo {version}" in out.getvalue() and said in out.getvalue()
+        assert "v14" in out.getvalue()
+
+
+def test_a_token_over_plain_http_to_another_machine_is_said_once(capsys, monkeypatch):
+    from gbdeploy.forge import client as client_module
+
+    monkeypatch.setattr(client_module, "_warned_plain_http", set())
+    for url in ("http://alm.example", "http://alm.example", "http://127.0.0.1:3000"):
+        ForgeClient(ForgeSettings(url, "GeneralBots", "gb", 5.0, Secret(TOKEN))).close()
+    ForgeClient(ForgeSettings("https://alm.example", "GeneralBots", "gb", 5.0, Secret(TOKEN)))
+    ForgeClient(ForgeSettings("http://other.example", "GeneralBots", "gb", 5.0, None))
+
+    err = capsys.readouterr().err
+    assert err.count("goes in clear over plain http") == 1
+    assert "http://alm.example" in err and "forge.ca_file" in err and TOKEN not in err
+
+
+def test_forge_ca_file_verifies_and_an_unreadable_one_names_the_key(tmp_path):
+    missing = ForgeSettings(
+        "https://alm.example", "GeneralBots", "gb", 5.0, Secret(TOKEN), str(tmp_path / "no.pem")
+    )
+    with pytest.raises(ConfigError) as caught:
+        ForgeClient(missing)
+    assert "forge.ca_file" in str(caught.value)
+
+
+def test_a_deploy_cancelled_by_a_v12_forge_says_the_forge_ignores_concurrency(
+    forgejo_factory, clock
+):
+    forgejo = forgejo_factory(
+        version="12.0.0", workflows={"botserver.yaml": QUEUEING}, runner_labels=["gbo"]
+    )
+    (first,) = forgejo.on_push(SHA, script=Script(hold=True))
+    (second,) = forgejo.on_push(OTHER_SHA, script=Script(hold=True))
+
+    with pytest.raises(CIRunFailed) as caught:
+        wait_for_run(
+            client_for(forgejo, clock), first, timeout=60, poll_interval=5, reporter=capture()[0]
+        )
+
+    assert f"run {second} " in str(caught.value)
+    assert "Forgejo 12.0.0" in str(caught.value) and "ignores `concurrency:`" in str(caught.value)
+    assert "upgrade Forgejo to v14" in caught.value.hint
 
 
 def test_before_v13_a_push_cancels_even_a_queueing_workflow(forgejo_factory):

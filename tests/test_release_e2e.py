@@ -25,9 +25,11 @@ from tests.forgejo_schema import exchange_violations
 pytestmark = pytest.mark.slow
 
 
-def make_sandbox(placement: str, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
+def make_sandbox(
+    placement: str, monkeypatch: pytest.MonkeyPatch, forgejo_schema, version: str = "16.0.0"
+) -> Iterator:
     directory = Path(sandbox_module.tempfile.mkdtemp(prefix="gbdeploy-e2e-"))
-    box = sandbox_module.create(directory, placement=placement)
+    box = sandbox_module.create(directory, placement=placement, forge_version=version)
     for key, value in box.environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")
@@ -86,6 +88,28 @@ def test_release_pushes_builds_deploys_and_verifies_the_new_commit(sandbox, run_
     assert [r.status for r in runs] == ["success"]
     assert runs[0].commit_sha == sandbox.git.ref("alm", "gb")
     assert sandbox.token not in result.text
+    # as host mode runs it: gbdeploy installed from the committed wheel and hash lock (no
+    # gbdeploy on the daemon's PATH), in a checkout removed once the job was done
+    job = sandbox.jobs[runs[0].id]
+    install = job.step("Install gbdeploy (pinned)")
+    assert install.status == "success" and "provided by the runner" not in install.output
+    assert list((sandbox.directory / "runner" / "work").iterdir()) == []
+
+
+@pytest.fixture
+def v13_sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
+    yield from make_sandbox("root", monkeypatch, forgejo_schema, version="13.0.0")
+
+
+def test_a_release_against_forgejo_13_says_what_it_does_to_concurrency(v13_sandbox, run_gbdeploy):
+    commit = developer_commit(v13_sandbox)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 0, result.text
+    assert "Forgejo 13.0.0 runs a component's deploys side by side" in result.text
+    assert "target's lock refuses the second deploy" in result.text
+    assert health(v13_sandbox)["commit"] == commit[:7]
 
 
 def test_a_failed_ci_run_exits_3_with_the_build_error_and_the_old_service_untouched(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -13,7 +15,14 @@ import pytest
 
 from gbdeploy.config import DEFAULTS, Settings
 from gbdeploy.workflows import render_workflow
-from gbdeploy_sandbox.runner import RunContext, UnsupportedWorkflow, is_triggered, run_job
+from gbdeploy_sandbox.githttp import GitHttpServer
+from gbdeploy_sandbox.runner import (
+    DAEMON_PATH,
+    RunContext,
+    UnsupportedWorkflow,
+    is_triggered,
+    run_job,
+)
 
 MAIN_C = 'const char marker[] = "commit:" COMMIT;\nint main(void) { return marker[0] == 0; }\n'
 BUILD = 'mkdir -p out && cc -DCOMMIT="\\"$BOTSERVER_COMMIT\\"" -o out/botserver main.c'
@@ -42,11 +51,18 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (sub / "main.c").write_text(MAIN_C)
     git(sub, "add", "main.c")
     git(sub, "commit", "-q", "-m", "service")
+    lib = tmp_path / "botlib-src"  # botserver's sibling (components.botserver.siblings)
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    (lib / "lib.h").write_text("#define LIB 1\n")
+    git(lib, "add", "lib.h")
+    git(lib, "commit", "-q", "-m", "lib")
     root = tmp_path / "gb"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     git(root, "submodule", "add", "-q", str(sub), "botserver")
-    git(root, "commit", "-q", "-m", "add botserver")
+    git(root, "submodule", "add", "-q", str(lib), "botlib")
+    git(root, "commit", "-q", "-m", "add botserver and botlib")
     return root
 
 
@@ -62,6 +78,7 @@ def stub_gbdeploy(tmp_path: Path) -> Path:
         #!/bin/bash
         {{ pwd; printf '%s\\n' "$@"; echo "identity=$GBDEPLOY_SSH_IDENTITY_FILE"; }} > {record}
         cp -p "$GBDEPLOY_SSH_IDENTITY_FILE" {record}.key 2>/dev/null || true
+        cp -p "$4" {record}.artifact 2>/dev/null || true
         """)
     )
     script.chmod(0o755)
@@ -75,7 +92,10 @@ def settings(build: str = BUILD, artifact: str = "out/botserver") -> Settings:
     }
     # The runner's persistent disk (workflows.*) in a temp dir, not the real /opt/gbo.
     disk = Path(tempfile.gettempdir()) / "gbdeploy-test-runner-disk"
-    workflows = {k: f"{disk}/{k}" for k in ("cargo_target_dir", "sccache_dir", "cargo_home")}
+    workflows = {
+        k: f"{disk}/{os.getpid()}/{k}"
+        for k in ("cargo_target_dir", "sccache_dir", "cargo_home", "source_dir")
+    }
     return Settings.from_mapping(
         {
             **DEFAULTS,
@@ -108,25 +128,26 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
     result = run_job(workflow, checkout, ctx)
 
     assert result.status == "success", result.log
-    assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0]
+    assert [s.exit_code for s in result.steps] == [0, 0, 0, 0, 0, 0]
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     full = git(checkout / "botserver", "rev-parse", "HEAD")
-    binary = checkout / "botserver" / "out" / "botserver"
-    assert f"commit:{short}".encode() in binary.read_bytes()  # BOTSERVER_COMMIT reached the build
-    assert f"at botserver commit {short}" in result.step("Build botserver").output
+    deployed = tmp_path / "deploy-call.artifact"  # the artifact as the deploy step got it
+    assert f"commit:{short}".encode() in deployed.read_bytes()  # BOTSERVER_COMMIT reached it
+    assert f"at commit {short}" in result.step("Build botserver").output
     call = (tmp_path / "deploy-call").read_text().splitlines()
     assert call[0] == str(checkout)  # run from the root, where gbdeploy.yaml is
-    assert call[1:9] == [
+    assert call[4].endswith("/gbdeploy-built/botserver")  # a copy outside the shared tree
+    assert call[1:4] + call[5:10] == [
         "deploy",
         "botserver",
         "--artifact",
-        "botserver/out/botserver",
         "--commit",
         full,
         "--strategy",
         "staged",
+        "--yes",  # on the runner's PTY nobody answers a question
     ]
-    identity = call[9].removeprefix("identity=")
+    identity = call[10].removeprefix("identity=")
     held = tmp_path / "deploy-call.key"  # the key as the deploy saw it
     assert held.read_text() == key + "\n"
     assert held.stat().st_mode & 0o777 == 0o600
@@ -142,7 +163,7 @@ def test_dispatch_input_chooses_the_strategy(checkout, stub_gbdeploy, tmp_path):
     result = run_job(workflow, checkout, ctx)
     assert result.ok, result.log
     call = (tmp_path / "deploy-call").read_text().splitlines()
-    assert call[-2:] == ["seed", "identity="]  # no key secret: the runner's ~/.ssh applies
+    assert call[-3:] == ["seed", "--yes", "identity="]  # no key secret: the runner's ~/.ssh applies
 
 
 def test_a_failing_build_stops_the_job(checkout, stub_gbdeploy, tmp_path):
@@ -153,7 +174,7 @@ def test_a_failing_build_stops_the_job(checkout, stub_gbdeploy, tmp_path):
     build = result.step("Build botserver")
     assert build.status == "failure" and build.exit_code != 0
     assert "missing.c" in build.output
-    assert [s.status for s in result.steps[2:]] == ["skipped"] * 3
+    assert [s.status for s in result.steps[3:]] == ["skipped"] * 3
     assert not (tmp_path / "deploy-call").exists()  # nothing was deployed
     assert "==> Build botserver: failure" in result.log
 
@@ -203,7 +224,7 @@ def test_unknown_expressions_and_actions_fail_before_anything_runs(
 ):
     marker = tmp_path / "ran"
     for step in (
-        {"run": f"touch {shlex.quote(str(marker))}; echo ${{{{ github.token }}}}"},
+        {"run": f"touch {shlex.quote(str(marker))}; echo ${{{{ github.actor_id }}}}"},
         {"uses": "actions/cache@v4"},
     ):
         workflow = {
@@ -379,3 +400,232 @@ def test_checkout_on_a_host_mode_runner_needs_node(checkout, stub_gbdeploy):
     assert result.steps[0].status == "failure"
     assert "needs `node` on PATH" in result.log
     assert all(step.status == "skipped" for step in result.steps[1:])
+
+
+# --- host mode as it really is: PTY, daemon environment, no prompts ------------------------------
+def test_every_step_runs_on_a_raw_pty_that_is_its_controlling_terminal(checkout, tmp_path):
+    script = textwrap.dedent("""\
+        if [ -t 0 ] && [ -t 1 ] && [ -t 2 ]; then echo "terminal: yes"; fi
+        if exec 3</dev/tty; then echo "controlling terminal: yes"; fi
+        if stty -a </dev/tty | grep -q -- "-icanon"; then echo "raw: yes"; fi
+        IFS= read -r -n 1 byte
+        printf 'keep-alive: %q\\n' "$byte"
+        echo "PATH=$PATH"
+        if ! command -v gbdeploy; then echo "no gbdeploy"; fi
+        """)
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    result = run_job(one_step(script), checkout, ctx, timeout=60)
+    assert result.ok, result.log
+    for said in ("terminal: yes", "controlling terminal: yes", "raw: yes", "no gbdeploy"):
+        assert said in result.log
+    assert "keep-alive: $'\\004'" in result.log  # the runner's ^D, not an end of input
+    assert f"PATH={DAEMON_PATH}\n" in result.log  # the daemon's, not this shell's
+
+
+def test_a_question_on_the_terminal_waits_until_the_job_times_out(checkout, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    asking = one_step('printf "deploy? [y/N] "\nread -r answer\necho "answered $answer"')
+    result = run_job(asking, checkout, ctx, timeout=5)
+    assert result.status == "failure"
+    assert "the job timed out" in result.log and "answered" not in result.log
+
+
+def cargo_on(bin_dir: Path, *, sccache: bool) -> None:
+    """A `cargo` (that builds the C stand-in) and maybe an `sccache` in `bin_dir`."""
+    bin_dir.mkdir(parents=True)
+    cargo = bin_dir / "cargo"
+    cargo.write_text('#!/bin/sh\necho "cargo $* (wrapper: ${RUSTC_WRAPPER:-none})"\n' + BUILD)
+    cargo.chmod(0o755)
+    if sccache:
+        (bin_dir / "sccache").write_text('#!/bin/sh\nexec "$@"\n')
+        (bin_dir / "sccache").chmod(0o755)
+
+
+def test_the_build_finds_cargo_in_the_toolchain_path_not_on_the_daemons_path(checkout, tmp_path):
+    home = tmp_path / "home"
+    cargo_on(home / ".cargo" / "bin", sccache=True)
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    workflow = render_workflow(settings(build="cargo build -p botserver"), "botserver")
+
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+
+    assert build.status == "success", build.output
+    assert f"cargo: {home}/.cargo/bin/cargo" in build.output
+    assert f"sccache: {home}/.cargo/bin/sccache" in build.output
+    assert f"(wrapper: {home}/.cargo/bin/sccache)" in build.output
+    assert "artifact: " in build.output and build.output.count("the build did not") == 0
+
+
+def test_without_sccache_the_build_says_so_and_without_cargo_it_names_the_path(checkout, tmp_path):
+    home = tmp_path / "home"
+    cargo_on(home / ".cargo" / "bin", sccache=False)
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    workflow = render_workflow(settings(build="cargo build -p botserver"), "botserver")
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+    assert build.status == "success", build.output
+    assert "building without it" in build.output and "(wrapper: none)" in build.output
+
+    shutil.rmtree(home / ".cargo")
+    build = run_job(workflow, checkout, ctx, timeout=120).step("Build botserver")
+    assert build.status == "failure"
+    assert "cargo is not on the runner's PATH" in build.output
+    assert f"{home}/.cargo/bin:{DAEMON_PATH}" in build.output  # the PATH it looked in
+    assert "workflows.toolchain_path" in build.output
+
+
+def test_an_install_from_a_repository_that_answers_401_fails_fast_and_says_why(checkout, tmp_path):
+    bare = tmp_path / "git" / "GeneralBots" / "gbdeploy.git"
+    git(tmp_path, "clone", "-q", "--bare", str(checkout / "botserver"), str(bare))
+    commit = git(bare, "rev-parse", "HEAD")
+    lock = checkout / ".forgejo" / "gbdeploy" / "requirements.txt"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+    with GitHttpServer(tmp_path / "git", private={"GeneralBots/gbdeploy"}) as server:
+        url = server.url_of("GeneralBots/gbdeploy")
+        chosen = dataclasses.replace(
+            settings(),
+            workflows=dataclasses.replace(
+                settings().workflows, install=f"gbdeploy @ git+{url}@{commit}"
+            ),
+        )
+        # The job's own timeout stands for the real one (3 h): a prompt would run into it.
+        result = run_job(render_workflow(chosen, "botserver"), checkout, ctx, timeout=30)
+        assert ("/GeneralBots/gbdeploy.git/info/refs", 401) in server.requests
+    install = result.step("Install gbdeploy (pinned)")
+    assert install.status == "failure"
+    assert "timed out" not in result.log
+    assert f"cannot read {url} anonymously" in install.output
+    assert "terminal prompts disabled" in install.output  # git's own words: it did not ask
+
+
+# --- persistent sources: incremental builds, one job per tree, siblings -----------------------
+def on_disk(tmp_path: Path, **workflows: str) -> Settings:
+    """`settings()` with the runner's persistent source directory under `tmp_path`."""
+    chosen = settings()
+    return dataclasses.replace(
+        chosen,
+        workflows=dataclasses.replace(
+            chosen.workflows, source_dir=str(tmp_path / "ci" / "{component}" / "src"), **workflows
+        ),
+    )
+
+
+def test_sources_persist_between_jobs_so_the_second_build_is_incremental(
+    checkout, stub_gbdeploy, tmp_path
+):
+    workflow = render_workflow(on_disk(tmp_path), "botserver")
+    src = tmp_path / "ci" / "botserver" / "src"
+    first = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+    assert first.ok, first.log
+    assert "botserver: first checkout in" in first.step("Build botserver").output
+    # the sibling beside it, and the two-member workspace the real workflows write
+    assert (src / "botlib" / "lib.h").is_file()
+    assert 'members = ["botserver", "botlib"]' in (src / "Cargo.toml").read_text()
+    untouched = src / "botserver" / "out" / "botserver"
+    before = untouched.stat().st_mtime_ns
+
+    sub = checkout / "botserver"
+    (sub / "README").write_text("a small change\n")
+    git(sub, "add", "README")
+    git(sub, "commit", "-q", "-m", "small change")
+    git(checkout, "commit", "-q", "-am", "move botserver")
+    second = run_job(workflow, checkout, context(checkout, stub_gbdeploy))
+
+    assert second.ok, second.log
+    build = second.step("Build botserver").output
+    assert "(1 files): an incremental build" in build
+    assert (src / "botserver" / "README").is_file()
+    assert git(src / "botserver", "rev-parse", "HEAD") == git(sub, "rev-parse", "HEAD")
+    assert (src / "botserver" / "main.c").stat().st_mtime_ns <= before  # not rewritten
+
+
+def test_a_job_waits_for_the_one_that_holds_the_source_tree(checkout, stub_gbdeploy, tmp_path):
+    import fcntl
+
+    workflow = render_workflow(on_disk(tmp_path), "botserver")
+    src = tmp_path / "ci" / "botserver" / "src"
+    src.mkdir(parents=True)
+    with open(src / ".gbdeploy.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another job is building here
+        waiting = run_job(workflow, checkout, context(checkout, stub_gbdeploy), timeout=8)
+    assert waiting.status == "failure" and "the job timed out" in waiting.log
+    assert "another job is building in" in waiting.step("Build botserver").output
+    assert not (src / "botserver").exists()  # it never touched the tree
+
+    assert run_job(workflow, checkout, context(checkout, stub_gbdeploy)).ok  # lock released
+
+
+@pytest.mark.parametrize("secret", [True, False])
+def test_a_component_workflow_fetches_its_private_sibling_with_the_named_secret(
+    checkout, stub_gbdeploy, tmp_path, secret
+):
+    component = checkout / "botserver"  # the component's own repository, checked out alone
+    repos = tmp_path / "git"
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--bare",
+        str(tmp_path / "botlib-src"),
+        str(repos / "GeneralBots" / "botlib.git"),
+    )
+    chosen = on_disk(tmp_path, submodules_secret="GB_READ" if secret else "")
+    botserver = dataclasses.replace(chosen.components["botserver"], workflow_repo="component")
+    chosen = dataclasses.replace(chosen, components={**chosen.components, "botserver": botserver})
+    with GitHttpServer(repos, private={"GeneralBots/botlib"}, token="read-token") as server:
+        ctx = context(
+            component,
+            stub_gbdeploy,
+            server_url=server.url,
+            secrets={"GB_READ": "read-token"} if secret else {},
+            token="job-token",  # the job token may not read another private repository
+        )
+        result = run_job(render_workflow(chosen, "botserver"), component, ctx, timeout=60)
+
+    build = result.step("Build botserver")
+    if secret:
+        assert result.ok, result.log
+        assert (tmp_path / "ci" / "botserver" / "src" / "botlib" / "lib.h").is_file()
+        assert "read-token" not in result.log
+    else:
+        assert build.status == "failure"
+        assert "cannot fetch botlib from" in build.output
+        assert "workflows.submodules_secret" in build.output
+        assert "timed out" not in result.log
+
+
+def test_the_maintenance_workflow_installs_gbdeploy_for_real_and_trims_the_caches(
+    checkout, tmp_path
+):
+    from gbdeploy.install_lock import install_files
+    from gbdeploy.workflows import render_maintenance_workflow
+
+    for relative, data in install_files(with_wheel=True).items():
+        (checkout / relative).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / relative).write_bytes(data)
+    git(checkout, "add", ".forgejo")
+    git(checkout, "commit", "-q", "-m", "gbdeploy: wheel and lock")
+    chosen = on_disk(tmp_path)
+    caches = {k: str(tmp_path / "cache" / k) for k in ("sccache_dir", "cargo_home")}
+    chosen = dataclasses.replace(chosen, workflows=dataclasses.replace(chosen.workflows, **caches))
+    old = Path(caches["sccache_dir"]) / "ab" / "old-object"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))  # unused since 1970: past any max_age_days
+    home = tmp_path / "home"
+    home.mkdir()
+    ctx = RunContext(sha=git(checkout, "rev-parse", "HEAD"), env={"HOME": str(home)})
+
+    # the daemon's PATH and no gbdeploy on it: the job installs the committed wheel and lock
+    result = run_job(render_maintenance_workflow(chosen), checkout, ctx, timeout=300)
+
+    assert result.ok, result.log
+    assert "provided by the runner" not in result.log
+    assert not old.exists()

@@ -134,13 +134,13 @@ def test_component_workflow_triggers_build_and_deploy():
     assert on["push"] == {"branches": ["release"], "paths": ["apps/chat", "apps/chat/**"]}
     assert on["workflow_dispatch"]["inputs"]["strategy"]["options"] == ["staged", "seed"]
     job = data["jobs"]["deploy"]
-    checkout, build, _install, ssh, deploy = job["steps"]
+    checkout, fetch, build, _install, ssh, deploy = job["steps"]
     assert checkout["uses"] == "actions/checkout@v4"
-    assert checkout["with"] == {"submodules": "recursive"}
-    assert build["working-directory"] == "apps/chat"
+    assert "with" not in checkout  # no other submodule is fetched, and the job token is used
+    assert fetch["env"]["GBDEPLOY_FETCH"] == "apps/chat"  # its siblings: none
+    assert job["env"]["GBDEPLOY_SUBMODULE"] == "apps/chat"  # built in its persistent tree
     assert 'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"' in build["run"]
     assert "export BOTSERVER_COMMIT" in build["run"]
-    assert "RUSTC_WRAPPER=sccache" in build["run"] and "command -v sccache" in build["run"]
     assert "cargo build --release -p chat\ncargo test -p chat --release\n" in build["run"]
     assert ssh["env"]["DEPLOY_SSH_KEY"] == "${{ secrets.DEPLOY_SSH_KEY }}"
     assert "umask 077" in ssh["run"]
@@ -149,7 +149,7 @@ def test_component_workflow_triggers_build_and_deploy():
     assert 'COMMIT="$(git -C "$GBDEPLOY_BUILD_DIR" rev-parse HEAD)"' in deploy["run"]
     assert (
         'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
-        ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}"'
+        ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes'
     ) in deploy["run"]
 
 
@@ -168,20 +168,26 @@ def test_the_default_workflow_runs_on_the_real_forge_and_runner():
         "CARGO_HOME": "/opt/gbo/cache/cargo",
     }
     assert job["env"]["GBDEPLOY_LOGS_DIR"] == "/opt/gbo/logs"
-    build = job["steps"][1]["run"]
+    build = job["steps"][2]["run"]
     assert "$(date -u +%Y%m%dT%H%M%SZ)" in build and 'tee "$log"' in build
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    install = job["steps"][2]
-    assert install["env"]["GBDEPLOY_INSTALL"] == (
-        f"gbdeploy @ git+http://alm.pragmatismo.com.br/GeneralBots/gbdeploy.git@{head}"
-    )
+    install = job["steps"][3]
+    # By default the wheel and hash lock that `gbdeploy workflows` writes beside the workflows:
+    # nothing has to be published anywhere for the first job to install gbdeploy.
+    assert install["env"]["GBDEPLOY_INSTALL"] == ".forgejo/gbdeploy/requirements.txt"
     maintenance = yaml.safe_load(rendered_files(default_settings())["runner-maintenance.yaml"])
-    assert maintenance["jobs"]["maintain"]["env"] == {
-        "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": "/opt/gbo/cache/sccache",
-        "GBDEPLOY_MAINTENANCE_CARGO_HOME": "/opt/gbo/cache/cargo",
-    }
+    env = maintenance["jobs"]["maintain"]["env"]
+    assert env["GBDEPLOY_MAINTENANCE_SCCACHE_DIR"] == "/opt/gbo/cache/sccache"
+    assert env["GBDEPLOY_MAINTENANCE_CARGO_HOME"] == "/opt/gbo/cache/cargo"
+    for scope in (job["env"], env):  # every step runs on a PTY: no fetch may ask anything
+        assert scope["GIT_TERMINAL_PROMPT"] == "0" and scope["GIT_ASKPASS"] == ""
+
+
+def test_private_submodules_are_checked_out_with_the_named_secret_never_a_token():
+    chosen = Settings.from_mapping({**DEFAULTS, "workflows": {"submodules_secret": "GB_READ"}})
+    text = render_workflow(chosen, "botserver")
+    checkout = yaml.safe_load(text)["jobs"]["deploy"]["steps"][0]
+    assert checkout["with"] == {"token": "${{ secrets.GB_READ }}"}
+    assert secret_exposures(text) == []
 
 
 def test_a_pointer_change_matches_the_paths_filter():
@@ -203,9 +209,6 @@ def test_the_pin_follows_the_vcs_commit_gbdeploy_was_installed_from(mocker):
     )
     distribution = mocker.patch("importlib.metadata.distribution")
     distribution.return_value.read_text.return_value = direct_url
-    assert pinned_install(default_settings()).requirement == (
-        f"gbdeploy @ git+https://forge.example/me/gbdeploy.git@{commit}"
-    )
     chosen = Settings.from_mapping(
         {**DEFAULTS, "workflows": {"source": "https://git.example/gb/gbdeploy.git"}}
     )
@@ -249,12 +252,12 @@ def test_pinned_sources_render(tmp_path):
     ):
         settings = Settings.from_mapping({**DEFAULTS, "workflows": {"install": install}})
         data = yaml.safe_load(render_workflow(settings, "botui"))
-        env = data["jobs"]["deploy"]["steps"][2]["env"]
+        env = data["jobs"]["deploy"]["steps"][3]["env"]
         assert env["GBDEPLOY_INSTALL"] == install.split("#")[0]
 
 
 def run_install_step(text: str, workspace: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
-    step = yaml.safe_load(text)["jobs"]["deploy"]["steps"][2]
+    step = yaml.safe_load(text)["jobs"]["deploy"]["steps"][3]
     return subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
         cwd=workspace,
@@ -281,6 +284,9 @@ def test_a_pinned_file_with_another_hash_is_never_installed(tmp_path):
     fake.chmod(0o755)
     text = render_workflow(settings, "botui")
 
+    lock = tmp_path / ".forgejo" / "gbdeploy" / "requirements.txt"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
     wheel.write_bytes(b"a wheel someone swapped in")
     result = run_install_step(text, tmp_path, bin_dir)
     assert result.returncode == 1
@@ -399,13 +405,33 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
         "runner-maintenance.yaml",
     ]
     assert f"wrote {directory / 'botserver.yaml'}" in out.getvalue()
-    pin = pinned_install(settings).requirement
-    assert (
-        f"gbdeploy is installed in the jobs from {pin} (the commit this gbdeploy" in out.getvalue()
-    )
+    lock = tmp_path / ".forgejo" / "gbdeploy" / "requirements.txt"
+    wheels = list(lock.parent.glob("gbdeploy-*-py3-none-any.whl"))
+    assert len(wheels) == 1 and f"wrote {lock}" in out.getvalue()
+    lines = [line for line in lock.read_text().splitlines() if not line.startswith("#")]
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    assert f"./.forgejo/gbdeploy/{wheels[0].name} --hash=sha256:{digest}" in lines
+    # every dependency pinned by version and hash: nothing resolved by name in the job
+    assert all(re.fullmatch(r"\S+==\S+ --hash=sha256:[0-9a-f]{64}", x) for x in lines[1:])
+    assert {"fabric", "paramiko", "httpx", "pyyaml"} <= {x.split("==")[0] for x in lines[1:]}
     again = io.StringIO()
     run_workflows(settings, Reporter(stream=again))
     assert f"unchanged {directory / 'botui.yaml'}" in again.getvalue()
+    assert f"unchanged {wheels[0]}" in again.getvalue()  # the same code makes the same wheel
+
+
+@pytest.mark.parametrize(("version", "noted"), [("13.0.0", True), ("16.0.0", False)])
+def test_run_workflows_says_when_the_forge_does_not_queue_deploys(
+    forgejo_factory, tmp_path, version, noted
+):
+    forgejo = forgejo_factory(version=version)
+    settings = dataclasses.replace(
+        Settings.from_mapping(DEFAULTS, project_dir=tmp_path), forge=forgejo.forge_settings()
+    )
+    out = io.StringIO()
+    run_workflows(settings, Reporter(stream=out))
+    said = f"note: Forgejo {version} runs a component's deploys side by side"
+    assert (said in out.getvalue()) is noted
 
 
 def test_run_workflows_outside_a_repository_says_to_use_out(tmp_path, monkeypatch):
@@ -437,6 +463,7 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
             **DEFAULTS,
             "workflows": {
                 "cargo_target_dir": f"{disk}/ci/{{component}}/target",
+                "source_dir": f"{disk}/ci/{{component}}/src",
                 "sccache_dir": f"{disk}/cache/sccache",
                 "cargo_home": f"{disk}/cache/cargo",
                 "logs_dir": f"{disk}/logs",
@@ -460,12 +487,13 @@ def test_config_values_reach_the_shell_as_data_and_the_build_uses_the_runner_dis
     result = run_job(render_workflow(settings, hostile), checkout, context)
 
     assert result.status == "success", result.log
-    assert not list(checkout.rglob("pwned*"))  # nothing in a value ran
+    assert not list(checkout.rglob("pwned*")) and not list(disk.rglob("pwned*"))  # nothing ran
     target = disk / "ci" / hostile / "target" / "debug" / "bot$(touch pwned3)"
     short = git(checkout / "botserver", "rev-parse", "--short", "HEAD")
     assert target.read_text() == short  # built into the persistent target dir
     call = (tmp_path / "deploy-call").read_text().splitlines()
-    assert call[1:5] == ["deploy", hostile, "--artifact", str(target)]
+    assert call[1:4] == ["deploy", hostile, "--artifact"]
+    assert call[4].endswith("/gbdeploy-built/bot$(touch pwned3)")  # its copy, taken under lock
     (log,) = (disk / "logs").iterdir()  # the build log, by component and UTC time
     assert re.fullmatch(re.escape(hostile) + r"-build-\d{8}T\d{6}Z-1\.log", log.name)
     assert "compiled" in log.read_text()
@@ -489,10 +517,14 @@ def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
                     "workflow_repo": "component",
                     "build": 'mkdir -p out && printf "$BOTSERVER_COMMIT" > out/botserver',
                     "artifact": "out/botserver",
+                    "siblings": [],
                 },
                 "botui": {"enabled": False},
             },
-            "workflows": {"logs_dir": str(disk / "logs")},
+            "workflows": {
+                "logs_dir": str(disk / "logs"),
+                "source_dir": str(disk / "ci" / "{component}" / "src"),
+            },
         }
     )
     context = RunContext(
@@ -505,14 +537,88 @@ def test_the_component_workflow_builds_and_deploys_from_the_component_checkout(
 
     assert result.status == "success", result.log
     short = git(component_repo, "rev-parse", "--short", "HEAD")
-    assert (component_repo / "out" / "botserver").read_text() == short
+    # built in the persistent tree of the component, at the run's commit
+    assert (disk / "ci" / "botserver" / "src" / "botserver" / "out" / "botserver").read_text() == (
+        short
+    )
     call = (tmp_path / "deploy-call").read_text().splitlines()
     assert call[0] == str(component_repo)  # where the copy of gbdeploy.yaml is
-    assert call[1:7] == [
+    assert call[4].endswith("/gbdeploy-built/botserver")
+    assert call[1:4] + call[5:7] == [
         "deploy",
         "botserver",
         "--artifact",
-        "out/botserver",
         "--commit",
         git(component_repo, "rev-parse", "HEAD"),
     ]
+
+
+def test_the_job_token_counts_as_a_secret_for_the_check():
+    text = render_workflow(
+        Settings.from_mapping(
+            {
+                **DEFAULTS,
+                "components": {
+                    "botserver": {
+                        **DEFAULTS["components"]["botserver"],
+                        "workflow_repo": "component",
+                    },
+                    "botui": {"enabled": False},
+                },
+            }
+        ),
+        "botserver",
+    )
+    assert "${{ forgejo.token }}" in text  # botlib is fetched with it in a component workflow
+    assert secret_exposures(text) == []
+    leaky = text.replace("unset GBDEPLOY_GIT_TOKEN", 'echo "$GBDEPLOY_GIT_TOKEN"')
+    assert any("prints a secret" in problem for problem in secret_exposures(leaky))
+
+
+def test_a_git_pin_the_job_cannot_read_anonymously_is_said_when_rendering(tmp_path):
+    from gbdeploy_sandbox.githttp import GitHttpServer
+
+    bare = tmp_path / "git" / "GeneralBots" / "gbdeploy.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    with GitHttpServer(tmp_path / "git", private={"GeneralBots/gbdeploy"}) as server:
+        url = server.url_of("GeneralBots/gbdeploy")
+        install = f"gbdeploy @ git+{url}@{commit}"
+        settings = Settings.from_mapping(
+            {**DEFAULTS, "workflows": {"install": install}}, project_dir=tmp_path / "gb"
+        )
+        out = io.StringIO()
+        run_workflows(settings, Reporter(stream=out))
+    said = out.getvalue()
+    assert f"warning: {url} cannot be read anonymously" in said
+    assert "terminal prompts disabled" in said  # git was not allowed to ask
+    lock = (tmp_path / "gb" / ".forgejo" / "gbdeploy" / "requirements.txt").read_text()
+    assert ".whl" not in lock  # gbdeploy comes from the pin; the lock holds its dependencies
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("workflows", "toolchain_path", "relative/bin"),
+        ("workflows", "toolchain_path", "$HOME/bin:$(reboot)"),
+        ("workflows", "submodules_secret", "GITHUB_TOKEN"),  # Forgejo refuses such names
+        ("workflows", "submodules_secret", "c0ffee" + "0" * 34),  # a token, not its name
+        ("workflows", "source_dir", "ci/src"),
+        ("forge", "ca_file", "a\nb"),
+    ],
+)
+def test_the_new_keys_are_checked_at_load_and_the_error_names_the_key(section, key, value):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({**DEFAULTS, section: {**DEFAULTS.get(section, {}), key: value}})
+    assert f"{section}.{key}" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [["../botlib"], ["botlib=not a repo"], "botlib"])
+def test_siblings_are_checked_at_load(value):
+    components = {
+        "botserver": {**DEFAULTS["components"]["botserver"], "siblings": value},
+        "botui": {"enabled": False},
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({**DEFAULTS, "components": components})
+    assert "components.botserver.siblings" in str(caught.value)

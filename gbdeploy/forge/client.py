@@ -8,13 +8,17 @@ drift apart. `ForgeClient` takes an httpx transport (the test seam), a clock and
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
+import ssl
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -40,6 +44,7 @@ from .models import (
     run_from_tasks,
     runs_from_tasks,
 )
+from .version import ForgeVersion
 
 API_PREFIX = "/api/v1"
 PAGE_LIMIT = 50  # Forgejo's maximum page size
@@ -127,6 +132,7 @@ class ForgeClient:
         self.retries = retries
         self.retry_budget = retry_budget
         self._legacy_tasks: bool | None = None  # None: not known yet
+        self._version: ForgeVersion | None = None
         self._token = settings.token
         base = settings.url.rstrip("/")
         if not re.match(r"https?://[^/]+", base):
@@ -139,7 +145,10 @@ class ForgeClient:
             auth=TokenAuth(settings.token) if settings.token else None,
             headers={"Accept": "application/json", "User-Agent": "gbdeploy"},
             follow_redirects=False,
+            verify=_verification(settings),
         )
+        if settings.token:
+            _warn_plain_http(base)
 
     def close(self) -> None:
         self._http.close()
@@ -171,6 +180,21 @@ class ForgeClient:
             what=f"reading repository {self.repo_path}",
             not_found=f"repository {self.repo_path} was not found at {self.base_url}",
         )
+
+    def version_request(self) -> ApiRequest:
+        return ApiRequest("GET", "/version", what="reading the Forgejo version", passthrough=(404,))
+
+    def server_version(self) -> ForgeVersion:
+        """The forge's version (asked once); unknown ("") when it does not say."""
+        if self._version is None:
+            try:
+                response = self.send(self.version_request())
+                data = response.json() if response.status_code == 200 else {}
+            except (ForgeUnavailable, ForgeAuthError, UsageError, ValueError):
+                data = {}
+            text = data.get("version") if isinstance(data, dict) else None
+            self._version = ForgeVersion(text if isinstance(text, str) else "")
+        return self._version
 
     def runs_request(
         self, *, head_sha: str | None = None, event: str | None = None, limit: int, page: int
@@ -504,22 +528,32 @@ class ForgeClient:
             return self._runs_from_tasks(head_sha=head_sha, event=event, limit=limit, page=page)
         self._legacy_tasks = False
         data = self._object(response, request.what)
-        return RunPage(
-            runs=[run_from_api(r) for r in as_dicts(data.get("workflow_runs"))],
-            total_count=as_int(data.get("total_count")),
-        )
+        runs = [run_from_api(r) for r in as_dicts(data.get("workflow_runs"))]
+        return RunPage(runs=newest_first(runs), total_count=as_int(data.get("total_count")))
 
     def iter_runs(
         self, *, head_sha: str | None = None, event: str | None = None, max_pages: int = 10
     ) -> Iterator[Run]:
-        """Every run, newest first, page by page (by `total_count`) up to `max_pages`."""
-        seen = 0
-        for page in range(1, max_pages + 1):
+        """Every run, newest (highest id) first, from at most `max_pages` pages. Forgejo before
+        v15 lists `/runs` in no order (oldest first in practice), so every page read is sorted
+        together; with more pages than that, the last ones are read from such a server."""
+        first = self.runs(head_sha=head_sha, event=event, limit=PAGE_LIMIT, page=1)
+        pages = max(1, math.ceil(first.total_count / PAGE_LIMIT))
+        if pages <= max_pages:
+            wanted = range(2, pages + 1)
+        elif self._legacy_tasks or self.server_version().newest_first:
+            wanted = range(2, max_pages + 1)
+        else:
+            wanted = range(pages - max_pages + 2, pages + 1)
+        runs = list(first.runs)
+        for page in wanted:
             result = self.runs(head_sha=head_sha, event=event, limit=PAGE_LIMIT, page=page)
-            yield from result.runs
-            seen += len(result.runs)
-            if not result.runs or seen >= result.total_count:
-                return
+            runs.extend(result.runs)
+            if not result.runs:
+                break
+        if all(run.id for run in runs):  # a run on two pages (the list moved meanwhile) once
+            runs = list({run.id: run for run in runs}.values())
+        yield from newest_first(runs)
 
     def uses_tasks(self) -> bool:
         """Whether this server lacks `/runs` (before Forgejo 12), asking it once."""
@@ -616,6 +650,53 @@ class _Deadline(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._stream.close()
+
+
+def newest_first(runs: list[Run]) -> list[Run]:
+    """Runs by `id`, highest first: never the order a server happened to send."""
+    return sorted(runs, key=lambda run: run.id, reverse=True)
+
+
+_warned_plain_http: set[str] = set()  # forge URLs already warned about in this command
+
+
+def _warn_plain_http(base_url: str) -> None:
+    """A token over plain http to another machine travels in clear: say it once per command."""
+    split = urlsplit(base_url)
+    host = (split.hostname or "").lower()
+    if split.scheme != "http" or base_url in _warned_plain_http:
+        return
+    if host == "localhost" or _is_loopback(host):
+        return
+    _warned_plain_http.add(base_url)
+    print(
+        f"warning: the forge token goes in clear over plain http to {base_url}: use "
+        "https:// in forge.url, with forge.ca_file naming the CA certificate that signed the "
+        "server's certificate if it is not a public one",
+        file=sys.stderr,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _verification(settings: ForgeSettings) -> ssl.SSLContext | bool:
+    """Certificates are always verified: against forge.ca_file when it is set."""
+    if not settings.ca_file:
+        return True
+    path = os.path.expanduser(settings.ca_file)
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            "forge.ca_file",
+            f"cannot read a CA certificate from {path}: {error}",
+            hint="name a PEM file with the certificate of the CA that signed forge.url's",
+        ) from None
 
 
 def _server_message(response: httpx.Response) -> str:

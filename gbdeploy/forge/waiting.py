@@ -52,7 +52,7 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
             "check the API answers and the token is accepted (before any push)",
         )
     ]
-    dispatch = client.dispatch_request(search.workflow, search.ref)
+    dispatch = client.dispatch_request(search.workflow, search.sha)
     plan.append(
         client.plan(
             client.dispatch_request(search.workflow, ""),
@@ -135,7 +135,8 @@ def find_run(
             )
         reporter.say(
             f"no push run of {workflow} for {sha[:12]} appeared within "
-            f"{format_seconds(appear_timeout)}: dispatching {workflow} on {ref}"
+            f"{format_seconds(appear_timeout)}: dispatching {workflow} at {sha[:12]} (the "
+            f"commit itself, not {ref}, which may have moved)"
         )
     return dispatch_run(
         client,
@@ -175,10 +176,11 @@ def dispatch_run(
     appear_timeout: float = 120.0,
     poll_interval: float = 5.0,
 ) -> Run:
-    """Dispatch `workflow` on `ref` and return its run (found by commit when the server does not
-    return run info, before v11)."""
+    """Dispatch `workflow` at commit `sha` itself (Forgejo takes a commit SHA as `ref`), so a
+    branch `ref` that moved meanwhile cannot build other code; return its run (found by commit
+    when the server does not return run info, before v11)."""
     legacy = client.uses_tasks()
-    dispatched = client.dispatch(workflow, ref, inputs)
+    dispatched = client.dispatch(workflow, sha, inputs)
     if dispatched is not None and dispatched.id and not legacy:
         run = client.run(dispatched.id)
         reporter.say(f"dispatched {run.label}: {run.html_url}".rstrip())
@@ -192,7 +194,7 @@ def dispatch_run(
         now = client.clock()
         if now >= deadline:
             raise WaitTimeout(
-                f"dispatched {workflow} on {ref}, but its run for {sha[:12]} did not show up "
+                f"dispatched {workflow} at {sha[:12]}, but its run did not show up "
                 f"within {format_seconds(appear_timeout)}",
                 hint=f"find it with `gbdeploy runs`, then `gbdeploy wait RUN_ID`, or "
                 f"`gbdeploy wait --sha {sha}`",
@@ -278,13 +280,26 @@ def wait_for_run(
     if run.status == "cancelled":
         newer = superseding_run(client, run)
         if newer is not None:
+            version = client.server_version()
+            ignores = version.major is not None and version.major < 13
             raise CIRunFailed(
                 f"CI {run.label} was cancelled: the newer {newer.label} (commit "
                 f"{newer.commit_sha[:12]}, {newer.status}) of the same workflow superseded it, "
-                "as Forgejo does for a workflow without `concurrency: {group, "
-                "cancel-in-progress: false}`",
-                hint=f"follow the newer run with `gbdeploy wait {newer.id}`; render the workflow "
-                "again (`gbdeploy workflows`) so later pushes queue instead of cancelling",
+                + (
+                    f"as Forgejo {version.text} does whatever the workflow says (it ignores "
+                    "`concurrency:`)"
+                    if ignores
+                    else "as Forgejo does for a workflow without `concurrency: {group, "
+                    "cancel-in-progress: false}`"
+                ),
+                hint=f"follow the newer run with `gbdeploy wait {newer.id}`; "
+                + (
+                    "upgrade Forgejo to v14 to queue deploys, and release one commit at a time "
+                    "until then"
+                    if ignores
+                    else "render the workflow again (`gbdeploy workflows`) so later pushes queue "
+                    "instead of cancelling (Forgejo v14 or later)"
+                ),
             )
     raise CIRunFailed(
         f"CI {run.label} finished with status {run.status}" + _failure_details(client, run),

@@ -12,10 +12,13 @@ is harsh, so is this:
   may read only its own repository and public ones (`job_token_may_read`);
 - a token's scopes are checked before the handler (403 `token does not have at least one of
   required scope(s)`), and `permissions.push` is the *user's* access, whatever the scopes;
-- a push run cancels the unfinished push runs of its group (repository + ref + workflow),
-  unless the workflow says `concurrency: {group, cancel-in-progress: false}` (v13+: later runs
-  stay `waiting`, and no runner gets them, until it is done; without a group: no limit);
-  before v13, always;
+- concurrency as each version has it (`version` "12.0.0", "13.0.0", "14.0.0", "16.0.0"): up to
+  v12 `concurrency:` is ignored and a push run cancels the unfinished push runs of its
+  repository + ref + workflow, whatever the workflow says; v13 reads it, but `cancel-in-progress:
+  false` is no limit (runs of the group go side by side); from v14 a later run of the group stays
+  `waiting`, and no runner gets it, until the one before is done (without a group: no limit);
+- `/runs` lists newest first (`id DESC`) from v15; v12-v14 have no ORDER BY: oldest first;
+- dispatch takes a branch, a tag, a full `refs/…` ref or a known commit SHA as `ref`;
 - the runner takes a job only when its `runs-on` is among `runner_labels` (default `docker`,
   forgejo-runner's registration default): otherwise the run stays `waiting`;
 - dispatched runs have an empty `event` and `trigger_event: workflow_dispatch`; dispatch answers
@@ -115,6 +118,7 @@ class Repository:
     workflows: dict[str, dict[str, Any] | None]  # file name → parsed workflow (None: unknown)
     private: bool = True
     refs: dict[str, str] = field(default_factory=dict)
+    commits: set[str] = field(default_factory=set)  # every commit pushed or set as a ref
     next_index: int = 0
 
     @property
@@ -420,6 +424,7 @@ class ForgejoEmulator:
         with self._lock:
             repository = self.repository(repo)
             repository.refs[_full_ref(ref)] = sha
+            repository.commits.add(sha)
             if any(skip in (message or "") for skip in SKIP_CI):
                 return []
             names = repository.workflows if workflows is None else workflows
@@ -455,6 +460,7 @@ class ForgejoEmulator:
     def set_ref(self, ref: str, sha: str, *, repo: str | None = None) -> None:
         with self._lock:
             self.repository(repo).refs[_full_ref(ref)] = sha
+            self.repository(repo).commits.add(sha)
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` API requests answer `status` (an Internal Server Error body)."""
@@ -558,7 +564,8 @@ class ForgejoEmulator:
         """Forgejo's group and mode for a new run: an explicit group (its `github.workflow`,
         `github.ref` and `github.event_name` evaluated) or `<ref>_<workflow>_<event>__auto`;
         `cancel-in-progress` unsaid cancels on push only, true cancels, false queues behind the
-        group, false without a group sets no limit. Before v13 only the push default exists."""
+        group (from v14; v13: no limit), false without a group sets no limit. Before v13 only the
+        push default exists."""
         spec = run.concurrency if self.major >= 13 else None
         group = spec.group if spec is not None else None
         for name, value in (
@@ -577,7 +584,7 @@ class ForgejoEmulator:
         elif cancel:
             run.mode = "cancel"
         else:
-            run.mode = "queue" if group else "unlimited"
+            run.mode = "queue" if group and self.major >= 14 else "unlimited"
 
     def _apply_concurrency(self, run: EmulatedRun) -> None:
         """A new run and the unfinished runs of its group (Forgejo's services/actions)."""
@@ -827,9 +834,10 @@ class ForgejoEmulator:
     # ---- routes
 
     def _visible_runs(self, repository: Repository) -> list[EmulatedRun]:
+        """In the order `/runs` lists them: newest first from v15, oldest first before."""
         return sorted(
             (r for r in self._runs.values() if r.hidden_for <= 0 and r.repo == repository.key),
-            key=lambda r: -r.id,
+            key=lambda r: -r.id if self.major >= 15 else r.id,
         )
 
     def _count_list_request(self, repository: Repository) -> None:
@@ -937,6 +945,8 @@ class ForgejoEmulator:
             sha = repository.refs.get(ref)
             if sha is None:
                 raise _Reply(404, self._not_found())
+        elif re.fullmatch(r"[0-9a-f]{40}", ref):
+            sha = ref if ref in repository.commits else None
         else:
             sha = repository.refs.get(f"refs/heads/{ref}") or repository.refs.get(
                 f"refs/tags/{ref}"
@@ -951,7 +961,7 @@ class ForgejoEmulator:
             repository,
             workflow,
             sha=sha,
-            ref=_full_ref(ref),
+            ref=ref if ref == sha else _full_ref(ref),
             event=DISPATCH,
             title=workflow.rsplit(".", 1)[0],
             script=None,

@@ -5,12 +5,19 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 
 - expressions `${{ secrets.X }}`, `${{ inputs.X }}`, `${{ github.event.inputs.X }}`,
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
-  run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
+  run_id|run_number|token }}` (also under `forgejo.` and `forge.`; the token is masked),
+  `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
   with its submodules when the step asks for them) and the step checks that it is so, and that
   `node` is on the job's PATH, as a host-mode runner needs it for a JavaScript action;
 - `shell: bash` (`bash --noprofile --norc -eo pipefail`) or no shell (`bash -e`), like the runner;
 - `env:` at workflow, job and step level; `working-directory` (step or `defaults.run`).
+
+Every `run:` step runs as forgejo-runner's host mode runs it (its act source): on a PTY in raw
+mode that is the step's stdin, stdout, stderr and controlling terminal, in a new session, with
+`\x04` written to it every second (no end-of-input in raw mode: a question waits forever), and
+in the runner daemon's environment: a minimal PATH (`DAEMON_PATH`, no login profile, no
+~/.cargo/bin) unless `RunContext.env` says otherwise.
 
 A failing step stops the job; the rest are reported as skipped. Secret values are masked as
 `***` in the job log, as the real runner does; each step's `raw_output` keeps what the step
@@ -21,8 +28,10 @@ the job log and whose `status` is the run status.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
+import pty
 import re
 import selectors
 import shutil
@@ -30,6 +39,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import tty
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +53,10 @@ CONTEXT_NAMES = ("github", "forgejo", "forge")
 # `bash --noprofile --norc -e -o pipefail`.
 BASH_STRICT = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
 BASH_DEFAULT = BASH_STRICT
+# What a systemd service (forgejo-runner's daemon) gets as PATH: systemd's default.
+DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KEEPALIVE = b"\x04"  # written to every step's terminal each second, as the runner does
+KEEPALIVE_SECONDS = 1.0
 KNOWN_STEP_KEYS = {"name", "run", "uses", "with", "env", "shell", "working-directory", "id"}
 KNOWN_JOB_KEYS = {"runs-on", "steps", "env", "defaults", "name", "timeout-minutes"}
 
@@ -67,6 +81,7 @@ class RunContext:
     server_url: str = "http://127.0.0.1"
     run_id: int = 1
     run_number: int = 1
+    token: str = ""  # the job's automatic token (`forgejo.token`), masked like a secret
 
 
 @dataclass
@@ -225,6 +240,8 @@ class _Expressions:
             return env.get(parts[1], "")
         if len(parts) == 2 and head in CONTEXT_NAMES and parts[1] in self.values:
             return self.values[parts[1]]
+        if len(parts) == 2 and head in CONTEXT_NAMES and parts[1] == "token":
+            return self.context.token
         if len(parts) == 2 and head == "runner" and parts[1] in self.runner:
             return self.runner[parts[1]]
         raise UnsupportedWorkflow(f"the emulated runner does not know `${{{{ {expression} }}}}`")
@@ -316,42 +333,65 @@ def _run_script(
     emit: Callable[[str], None],
     cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[int, str, bool]:
-    """Run the step's script in its own process group; stream its lines to `emit`. A step
+    """Run the step's script on a fresh PTY (raw mode, its controlling terminal, a new session
+    and process group), writing `\x04` to it every second; stream its lines to `emit`. A step
     past `deadline`, or whose job is `cancelled`, is killed (its process group).
     Returns (exit code, output, killed)."""
-    process = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
+    master, terminal = pty.openpty()
+    tty.setraw(terminal)
+    # util-linux setsid: a new session (and process group) whose controlling terminal is the PTY
+    # on its stdin; it execs the script without forking, so the pid is the step's.
+    setsid = shutil.which("setsid") or "/usr/bin/setsid"
+    try:
+        process = subprocess.Popen(
+            [setsid, "--ctty", *argv],
+            cwd=cwd,
+            env=dict(env),
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+        )
+    finally:
+        os.close(terminal)
+    # A step that never reads its terminal fills the input buffer in about an hour of ^Ds: then
+    # a keep-alive is dropped rather than block the runner.
+    os.set_blocking(master, False)
     chunks: list[str] = []
     pending = b""
     timed_out = False
+    next_keepalive = time.monotonic() + KEEPALIVE_SECONDS
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(master, selectors.EVENT_READ)
         while True:
-            wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            if (deadline is not None and wait == 0.0) or cancelled():
+            now = time.monotonic()
+            if now >= next_keepalive:
+                with contextlib.suppress(OSError):
+                    os.write(master, KEEPALIVE)
+                next_keepalive = now + KEEPALIVE_SECONDS
+            wait = min(0.2, max(0.0, next_keepalive - now))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            if (deadline is not None and now >= deadline) or cancelled():
                 timed_out = True
                 break
             if not selector.select(wait):
-                # The script has exited but something it started still holds the pipe: the
+                # The script has exited but something it started still holds the terminal: the
                 # step is over, as on the real runner, which waits for the process only.
                 if process.poll() is not None:
                     break
                 continue
-            data = os.read(process.stdout.fileno(), 65536)
+            try:
+                data = os.read(master, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: every holder of the terminal has closed it
+                data = b""
             if not data:
                 break
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                text = line.decode(errors="replace") + "\n"
+                text = line.decode(errors="replace").removesuffix("\r") + "\n"
                 chunks.append(text)
                 emit(text)
     if timed_out:
@@ -360,7 +400,7 @@ def _run_script(
         text = pending.decode(errors="replace") + "\n"
         chunks.append(text)
         emit(text)
-    process.stdout.close()
+    os.close(master)
     code = process.wait()
     return code, "".join(chunks), timed_out
 
@@ -389,7 +429,7 @@ def run_job(
     workspace = Path(checkout).resolve()
     steps = spec.get("steps") or []
     defaults = ((spec.get("defaults") or data.get("defaults") or {}).get("run")) or {}
-    secrets = [v for v in context.secrets.values() if v]
+    secrets = [v for v in (*context.secrets.values(), context.token) if v]
 
     with tempfile.TemporaryDirectory(prefix="gbdeploy-runner-", dir=temp_dir) as temp_name:
         temp = Path(temp_name)
@@ -417,7 +457,7 @@ def run_job(
         home.mkdir()
         (temp / "tmp").mkdir()
         base = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": DAEMON_PATH,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOME": str(home),
             "CI": "true",

@@ -104,10 +104,19 @@ class Sandbox:
     # --- the emulated runner -------------------------------------------------------------
 
     def execute_run(self, run: ExecutorContext) -> str:
-        """What a Forgejo runner does for one run: check out the commit, run the job."""
-        checkout = self.directory / "runner" / "work" / str(run.run_id)
+        """What a host-mode runner does for one run: check out the commit into a fresh random
+        directory, run the job, remove the directory."""
+        work = self.directory / "runner" / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        checkout = Path(tempfile.mkdtemp(prefix="hostexecutor-", dir=work))
+        try:
+            return self._run_in(run, checkout)
+        finally:
+            shutil.rmtree(checkout, ignore_errors=True)
+
+    def _run_in(self, run: ExecutorContext, checkout: Path) -> str:
         bare = self.bare_of(run.repository)
-        run.log(f"checkout {run.commit_sha} of {run.repository}\n")
+        run.log(f"checkout {run.commit_sha} of {run.repository} into {checkout}\n")
         try:
             _checkout(bare, run.commit_sha, checkout, may_read=self._job_token_reach(run))
         except RuntimeError as error:
@@ -178,19 +187,10 @@ class Sandbox:
         return started
 
     def _runner_environment(self) -> dict[str, str]:
-        # The runner has this very gbdeploy on its PATH, so the workflow installs nothing.
-        shim = self.directory / "runner" / "bin" / "gbdeploy"
-        if not shim.exists():
-            shim.parent.mkdir(parents=True, exist_ok=True)
-            package_parent = Path(__file__).resolve().parent.parent
-            shim.write_text(
-                f"#!/bin/sh\nPYTHONPATH={quote(str(package_parent))}${{PYTHONPATH:+:$PYTHONPATH}} "
-                f'exec {quote(sys.executable)} -m gbdeploy "$@"\n'
-            )
-            shim.chmod(0o755)
+        # The daemon's PATH (the emulated runner's default) and no gbdeploy on it: the job
+        # installs gbdeploy from the wheel and lock committed beside the workflow.
         return {
             "HOME": str(self.runner_home),
-            "PATH": f"{shim.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "GBDEPLOY_SSH_CONFIG": str(self.runner_home / ".ssh" / "config"),
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
@@ -210,9 +210,12 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox:
+def create(
+    directory: Path | None = None, *, placement: str = "root", forge_version: str = "16.0.0"
+) -> Sandbox:
     """Build and start a sandbox; the first version of botserver is deployed and running.
-    `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver)."""
+    `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver);
+    `forge_version`: the Forgejo version the emulator answers as (and behaves like)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
@@ -228,7 +231,11 @@ def create(directory: Path | None = None, *, placement: str = "root") -> Sandbox
         raise
     root_workflows = [f"{COMPONENT}.yaml"] if placement == "root" else []
     forge = ForgejoEmulator(
-        token=token, owner=OWNER, workflows=root_workflows, runner_labels=[RUNNER_LABEL]
+        token=token,
+        owner=OWNER,
+        workflows=root_workflows,
+        runner_labels=[RUNNER_LABEL],
+        version=forge_version,
     )
     component_workflows = [f"{COMPONENT}.yaml"] if placement == "component" else []
     forge.add_repository(OWNER, COMPONENT, workflows=component_workflows, private=False)
@@ -295,6 +302,7 @@ def _write_config(sandbox: Sandbox) -> None:
         "workflows": {
             "runs_on": RUNNER_LABEL,
             "cargo_target_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "target"),
+            "source_dir": str(sandbox.directory / "runner" / "ci" / "{component}" / "src"),
             "sccache_dir": str(sandbox.directory / "runner" / "cache" / "sccache"),
             "cargo_home": str(sandbox.directory / "runner" / "cache" / "cargo"),
             "logs_dir": str(sandbox.directory / "runner" / "logs"),
@@ -305,6 +313,7 @@ def _write_config(sandbox: Sandbox) -> None:
                 "binary": str(sandbox.binary),
                 "artifact": "target/debug/botserver",
                 "build": "sh build.sh",
+                "siblings": [],  # the sandbox's botserver stand-in builds alone
                 "user": user,
                 "start": "./botserver --noconsole",
                 "run_as": "runuser -u {user} --",
@@ -328,6 +337,7 @@ def _write_config(sandbox: Sandbox) -> None:
     else:
         from gbdeploy.workflows import rendered_files
 
+        _write_install_files(root)
         out = root / ".forgejo" / "workflows"
         out.mkdir(parents=True, exist_ok=True)
         for name, rendered in rendered_files(sandbox.settings()).items():
@@ -355,12 +365,22 @@ def _commit_component_workflow(sandbox: Sandbox, config_text: str) -> None:
 
     workflow = component_files(sandbox.settings())[world.submodule_name][f"{COMPONENT}.yaml"]
     (out / f"{COMPONENT}.yaml").write_text(workflow)
+    _write_install_files(world.submodule)
     (world.submodule / "gbdeploy.yaml").write_text(config_text)
     sandbox.forge.set_workflow(f"{COMPONENT}.yaml", workflow, repo=f"{OWNER}/{COMPONENT}")
     git(world.submodule, "add", ".forgejo", "gbdeploy.yaml")
     git(world.submodule, "commit", "--quiet", "-m", "gbdeploy: workflow and configuration")
     for remote in ("origin", "alm"):
         git(world.submodule, "push", "--quiet", remote, world.branch)
+
+
+def _write_install_files(top: Path) -> None:
+    """The wheel of this gbdeploy and its hash lock, which the job's install step reads."""
+    from gbdeploy.install_lock import install_files
+
+    for relative, data in install_files(with_wheel=True).items():
+        (top / relative).parent.mkdir(parents=True, exist_ok=True)
+        (top / relative).write_bytes(data)
 
 
 def _install_push_hook(sandbox: Sandbox) -> None:

@@ -5,6 +5,7 @@ on a good production, fails by name on a broken one, and `--fix` repairs exactly
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -568,3 +569,21 @@ def test_cli_without_a_host_exits_2(tmp_path):
     assert result.returncode == 2
     assert "config: doctor.host: is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("version", "status"), [("13.0.0", "FAIL"), ("16.0.0", "pass")])
+def test_doctor_reports_the_forge_version_and_what_it_does_to_deploys(
+    production, gbuser, forgejo_factory, version, status
+):
+    production.make_good()
+    forgejo = forgejo_factory(version=version)
+    settings = dataclasses.replace(production.settings(), forge=forgejo.forge_settings())
+    text, failed = doctor(settings)
+    row = next(line for line in text.splitlines() if line.startswith("ci.forgejo-version "))
+    assert row.split()[1] == status, text
+    if status == "FAIL":
+        assert failed is not None and failed.failed == ["ci.forgejo-version"]
+        assert "runs a component's deploys side by side" in row
+    else:
+        assert failed is None, text
+        assert "29 checks: 29 passed, 0 failed, 0 skipped" in text

@@ -5,11 +5,14 @@ from __future__ import annotations
 from ..config import DoctorSettings, Settings
 from ..connection import CommandResult, quote
 from ..doctor_parsers import ParseError, ScheduledJob, parse_du_bytes, parse_workflow_schedules
+from ..errors import GbdeployError
+from ..forge.client import ForgeClient
 from ..forge.placement import WORKFLOW_DIR, workflow_text
+from ..forge.version import concurrency_notice
 from ..output import human_bytes
 from ..workflows import MAINTENANCE_WORKFLOW
 from .daemons import describe, schedule_check
-from .model import GIB, Check, Status, Verdict, output_of
+from .model import GIB, Check, Finding, Status, Verdict, output_of
 
 
 def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Check:
@@ -87,3 +90,31 @@ def maintenance_workflow_jobs(settings: Settings) -> tuple[ScheduledJob, ...]:
         return parse_workflow_schedules(text, source)
     except ParseError:
         return ()  # not one Forgejo would schedule either
+
+
+FORGE_VERSION_CHECK = "ci.forgejo-version"
+
+
+def forge_version_finding(settings: Settings) -> Finding | None:
+    """Which Forgejo the forge runs, judged by what it does to the rendered workflows'
+    concurrency group (deploys queue only from v14). Asked only with a token configured (a
+    forge this project talks to), as `workflows` does; None otherwise."""
+    if settings.forge.token is None:
+        return None
+    try:
+        with ForgeClient(settings.forge, retries=0, retry_budget=0.0) as client:
+            version = client.server_version()
+    except GbdeployError as error:
+        return Finding(FORGE_VERSION_CHECK, "skip", f"{settings.forge.url}: {error}")
+    if version.major is None:
+        return Finding(
+            FORGE_VERSION_CHECK, "skip", f"{settings.forge.url} does not say its version"
+        )
+    notice = concurrency_notice(version)
+    if notice is None:
+        return Finding(
+            FORGE_VERSION_CHECK, "pass", f"Forgejo {version.text}: a component's deploys queue"
+        )
+    return Finding(
+        FORGE_VERSION_CHECK, "fail", notice, fix="upgrade the forge to Forgejo 14 or later"
+    )

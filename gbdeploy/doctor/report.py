@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..errors import DoctorFailed
 from ..output import Reporter
+from .ci_runner import forge_version_finding
 from .model import Finding
 from .plan import build_checks, require_host
 from .runner import Doctor
@@ -53,6 +54,9 @@ def examine(
                     say(line)
             if any(line.startswith("changed:") for line in changes):
                 findings = doctor.examine(checks)
+    forge = forge_version_finding(settings)
+    if forge is not None:
+        findings = [*findings, forge]
     repairable = frozenset(c.name for c in checks if c.repair is not None)
     return DoctorReport(findings, changes, repairable)
 

@@ -521,3 +521,15 @@ def test_status_knows_the_phases_of_an_ended_deploy():
     assert "unknown phase" not in describe_journal([{"phase": "done"}])
     for phase in ("failed-nothing-changed", "failed-rolled-back", "failed-restore-failed"):
         assert "unknown phase" not in describe_journal([{"phase": phase}])
+
+
+def test_a_long_stop_says_so_every_few_seconds(world, artifacts):
+    stubborn = artifacts(OLD, Fault.IGNORE_TERM)  # only SIGKILL, after the whole stop_timeout
+    slow = {"stop_timeout": 6.0}
+    deploy_with(world, stubborn, commit=OLD, component=slow)
+
+    said = deploy_with(world, artifacts(NEW), commit=NEW, component=slow)
+
+    assert "s, restart still running on the target (a stop waits up to 6s" in said
+    assert "killed after SIGTERM timeout" in said
+    the_service(world, NEW)

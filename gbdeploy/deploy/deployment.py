@@ -29,9 +29,10 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -540,9 +541,14 @@ class Deployment:
             self.touched = True
             if start:
                 self.log_offset = self.log_size()
-            result = self.session.run(
-                command, check=False, timeout=self.component.stop_timeout + 60
+            note = (
+                f"{name} still running on the target (a stop waits up to "
+                f"{self.component.stop_timeout:g}s for SIGTERM before SIGKILL)"
             )
+            with self.progress(note):
+                result = self.session.run(
+                    command, check=False, timeout=self.component.stop_timeout + 60
+                )
             out = result.stdout
             self.was_running = self.was_running or "was-running 1" in out
             if result.exit_code == 3:  # the script failed and undid itself
@@ -567,9 +573,13 @@ class Deployment:
                 raise RemoteError("the script on the target could not put the previous binary back")
             if self.restored or self.on_target:  # seed: one undo covers both scripts
                 return
-            out = self.run_again_if_dropped(
-                self.restore_command(), timeout=2 * self.component.stop_timeout + 120
-            )
+            with self.progress(
+                "the undo still running on the target (it waits for the "
+                "service script, then stops, puts back and starts)"
+            ):
+                out = self.run_again_if_dropped(
+                    self.restore_command(), timeout=2 * self.component.stop_timeout + 120
+                )
             words = out.split()
             self.on_target = next(
                 (w for w in words if w in ("not-ours", "untouched", "kept", "restored")), "?"
@@ -589,6 +599,25 @@ class Deployment:
             Undo([restore], self.guard_restore(undo), restores_service=True),
             summary=_SERVICE_SUMMARY[(stop, start)],
         )
+
+    @contextmanager
+    def progress(self, note: str) -> Iterator[None]:
+        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
+        seconds says so."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tell() -> None:
+            while not done.wait(PROGRESS_EVERY):
+                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
+
+        teller = threading.Thread(target=tell, daemon=True)
+        teller.start()
+        try:
+            yield
+        finally:
+            done.set()
+            teller.join()
 
     def restore_command(self) -> str:
         return layout.restore_command(

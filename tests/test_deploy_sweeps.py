@@ -69,11 +69,14 @@ def run_whole(command: list[str], directory: Path) -> float:
     return time.monotonic() - started
 
 
-def recover_if_locked(world: World) -> None:
+def recover_if_locked(world: World) -> bool:
+    """`deploy --recover` when the round left a lock or a journal; whether it did."""
     if Path(f"{world.binary}.lock").exists() or Path(f"{world.binary}.journal").exists():
         deploy.run_deploy(
             world.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True
         )
+        return True
+    return False
 
 
 @pytest.mark.slow
@@ -99,16 +102,19 @@ def test_signal_sweep_ends_healthy_or_recoverable(world, artifacts, tmp_path, ac
     running = healthy_and_recorded(world)
     seed = random.randrange(1 << 30)
     steps = random.Random(seed)
+    recovered = {signal.SIGTERM: 0, signal.SIGKILL: 0}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         after = whole
         for round_number in range(ROUNDS):
             after = max(0.0, after - steps.uniform(*STEP))
             interrupted(command(other(running)), tmp_path, after, sig)
             try:
-                recover_if_locked(world)
+                recovered[sig] += recover_if_locked(world)
                 running = healthy_and_recorded(world)
             except BaseException as error:
                 raise AssertionError(
                     f"{action} {sig.name} at {after:.3f}s (round {round_number}, seed {seed}): "
                     f"{error!r}"
                 ) from error
+    # the sweep reached the target: a SIGKILLed run leaves its lock for --recover
+    assert recovered[signal.SIGKILL] >= 1, recovered

@@ -19,7 +19,6 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
-from gbdeploy.deploy import layout
 from gbdeploy.deploy.deployment import Deployment, describe_journal
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import DeployFailed, LockHeld, PreflightError, RemoteError, UsageError
@@ -241,41 +240,27 @@ def test_a_disk_with_room_for_the_upload_but_not_the_records_is_refused(world, a
         no_lock_no_journal(world)
 
 
-def test_a_restore_with_an_empty_record_never_deletes_the_binary(world, artifacts):
-    """A full disk leaves B.lock/had empty: the restore puts B.prev back or leaves B, never
-    removes it."""
+def test_a_restore_with_an_empty_record_never_deletes_the_binary(world, artifacts, monkeypatch):
+    """A full disk leaves B.lock/had empty: the undo then leaves B as it is, never removes it."""
     deploy_with(world, artifacts(OLD), commit=OLD)
-    token = "feedface"
-    lock = Path(f"{world.binary}.lock")
-    lock.mkdir()
-    (lock / "holder").write_text(json.dumps({"token": token}) + "\n")
-    (lock / "had").write_text("")
-    Path(f"{world.binary}.journal").write_text('{"phase": "stopping"}\n')
-    Path(f"{world.binary}.prev").unlink(missing_ok=True)
-    component = world.component()
-    command = layout.restore_command(
-        layout.Paths(str(world.binary)),
-        component,
-        "root",
-        token=token,
-        names=["restart"],
-        wait_seconds=1,
-    )
-    settings = world.settings()
-    run = Deployment(
-        settings,
-        component,
-        Reporter(stream=io.StringIO()),
-        action="deploy",
-        commit=None,
-        strategy="staged",
-    )
-    try:
-        run.run(command)
-    finally:
-        run.close()
+    real_wait = Deployment.wait_until_up
+    had = Path(f"{world.binary}.lock/had")
 
-    assert file_sha256(world.binary) == file_sha256(artifacts(OLD))
+    def wait_until_up(self, **options):
+        if not getattr(self, "failed_once", False):
+            self.failed_once = True
+            had.write_text("")  # as a write on a full disk leaves it
+            raise DeployFailed("not healthy (as the test says)")
+        return real_wait(self, **options)
+
+    monkeypatch.setattr(Deployment, "wait_until_up", wait_until_up)
+    with pytest.raises(DeployFailed):
+        world.deploy(artifacts(NEW), commit=NEW, component={"health_timeout": 2.0})
+
+    assert world.binary.is_file()
+    assert file_sha256(world.binary) in (file_sha256(artifacts(OLD)), file_sha256(artifacts(NEW)))
+    assert len(world.running()) == 1
+    no_lock_no_journal(world)
 
 
 # --- 6. a restore starts the old release as it was started ---

@@ -348,6 +348,7 @@ def test_recover_waits_for_the_script_a_killed_deploy_left_and_checks_what_runs(
         world.settings(stop_timeout=2.0), "botserver", Reporter(stream=out), recover=True
     )
 
+    assert "waited for the service script" in out.getvalue()
     pid = the_service(world, NEW)  # what it said it restored is what runs
     assert file_sha256(world.binary) == file_sha256(v2)
     assert executable_of(pid) == str(world.binary)

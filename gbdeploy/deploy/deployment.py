@@ -94,6 +94,7 @@ class Facts:
     machine: str | None = None
     current: str | None = None
     releases: list[Release] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # service scripts waited for (--recover)
 
 
 def parse_facts(stdout: str) -> Facts:
@@ -116,6 +117,8 @@ def parse_facts(stdout: str) -> Facts:
         elif word == "fail":
             key, _, why = rest.partition(" ")
             facts.fails.append((key, why))
+        elif word == "orphan":
+            facts.orphans.append(rest.strip())
         elif word == "machine":
             facts.machine = rest.strip()
         elif word == "current":
@@ -355,6 +358,11 @@ class Deployment:
                     + "; ".join(f"{key}: {why}" for key, why in facts.fails),
                     hint=f"fix {facts.fails[0][0]} in gbdeploy.yaml or on the target, then "
                     "run it again",
+                )
+            for pid in facts.orphans:
+                self.reporter.say(
+                    f"  waited for the service script (pid {pid}) that the killed deploy left "
+                    "running on the target, before taking over its lock"
                 )
             if facts.journal:
                 self.reporter.say(

@@ -249,7 +249,8 @@ def begin_command(
     """One exchange: take the lock (holder written in a temp dir, then renamed into place),
     start the journal, run the preflight, and report what the target has.
 
-    Prints `held AGE` + `holder …` + `journal …` lines when another holds the lock (or
+    Prints `orphan PID` for each service script of a stale lock waited for (`steal`),
+    `held AGE` + `holder …` + `journal …` lines when another holds the lock (or
     `lockfail WHY`); else `acquired`, any `fail KEY WHY` (then the lock is released again and
     `released` printed), `machine M`, `current SHA|none`, `release …` lines, `journal …` lines
     of an interrupted deploy found without a lock. `steal`: the token of a stale lock to take over
@@ -299,8 +300,7 @@ def steal_lines(steal: str) -> str:
             '    [ -d "$d" ] || continue; i=0',
             f'    while [ ! -f "$d/done" ] && [ "$i" -lt {looks} ]; do',
             '      p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break',
-            '      [ "$i" = 0 ] && echo "waiting for the service script (pid $p) a killed deploy'
-            ' left running" >&2',
+            '      [ "$i" = 0 ] && echo "orphan $p"',
             "      sleep 0.1; i=$((i + 1))",
             "    done",
             "  done",

@@ -312,6 +312,36 @@ def test_recover_refuses_while_the_lock_holder_still_runs(world, artifacts):
     no_lock_no_journal(world)
 
 
+def test_recover_refuses_a_lock_whose_deploy_is_still_connected_from_elsewhere(world, artifacts):
+    deploy_with(world, artifacts(OLD), commit=OLD)
+    pid = the_service(world, OLD)
+    live = Deployment(  # a deploy from another machine, between two steps: its session is open
+        world.settings(),
+        world.component(),
+        Reporter(stream=io.StringIO()),
+        action="deploy",
+        commit=NEW,
+        strategy="staged",
+    )
+    live.sha256, live.size = file_sha256(artifacts(NEW)), artifacts(NEW).stat().st_size
+    holder = Path(f"{world.binary}.lock/holder")
+    try:
+        live.begin_step(upload=True, machine_of=None).run()
+        record = json.loads(holder.read_text())
+        holder.write_text(json.dumps({**record, "holder": "ci@elsewhere", "pid": 1}) + "\n")
+
+        with pytest.raises(LockHeld) as raised:
+            world.deploy(artifacts(NEW), recover=True)
+
+        assert "still connected to the target" in str(raised.value)
+        assert holder.exists() and the_service(world, OLD) == pid
+    finally:
+        live.close()
+    world.deploy(artifacts(NEW), recover=True)  # its connection ended: taken over
+    the_service(world, OLD)
+    no_lock_no_journal(world)
+
+
 def test_recover_waits_for_the_script_a_killed_deploy_left_and_checks_what_runs(
     world, artifacts, tmp_path
 ):

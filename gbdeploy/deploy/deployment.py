@@ -95,6 +95,7 @@ class Facts:
     current: str | None = None
     releases: list[Release] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # service scripts waited for (--recover)
+    live_session: str | None = None  # --recover: the holder's session on the target still runs
 
 
 def parse_facts(stdout: str) -> Facts:
@@ -119,6 +120,8 @@ def parse_facts(stdout: str) -> Facts:
             facts.fails.append((key, why))
         elif word == "orphan":
             facts.orphans.append(rest.strip())
+        elif word == "live-session":
+            facts.live_session = rest.strip()
         elif word == "machine":
             facts.machine = rest.strip()
         elif word == "current":
@@ -220,6 +223,7 @@ class Deployment:
         self.on_target = ""
         self.kept_note = ""
         self.steal: str | None = None  # recover: the token of the stale lock to take over
+        self.force = False  # recover: take over even a lock whose deploy is still connected
         self.log_offset = 0
 
     # -- connection
@@ -336,6 +340,7 @@ class Deployment:
             journal=self.journal_start(),
             preflight=layout.preflight_lines(self.component, self.ssh_user, upload_kib=kib),
             steal=self.steal,
+            force=self.force,
         )
 
     def begin_step(self, *, upload: bool, machine_of: Callable[[str], None] | None) -> Step:
@@ -349,6 +354,15 @@ class Deployment:
                     f"{self.component.name}: cannot take the lock {self.paths.lock} on "
                     f"{self.remote.description}: {facts.lockfail}; nothing was changed",
                     hint=f"check the disk and permissions of {self.paths.directory} (`df -h`)",
+                )
+            if not facts.acquired and facts.live_session:
+                held = self.lock_held()
+                raise LockHeld(
+                    f"{held.message}\n  the deploy holding it is still connected to the target "
+                    f"(its session, pid {facts.live_session} there, runs): --recover does not "
+                    "take over a live deploy's lock",
+                    hint="wait for it to finish; if it hangs, end it, or take over anyway with "
+                    "`--recover --force`",
                 )
             if not facts.acquired:
                 raise self.lock_held()
@@ -1169,6 +1183,7 @@ def run_rollback(
                     hint=f"wait for it, or stop it (`kill {alive}`); `--recover --force` takes "
                     "over anyway",
                 )
+            run.force = force
             if facts.holder:
                 run.steal = str(facts.holder.get("token", "")) or None
             if facts.held_age is not None and not run.steal:
@@ -1182,7 +1197,15 @@ def run_rollback(
             release = facts.releases[-1] if facts.releases else None
             if release is None:
                 if run.steal and not dry_run:
-                    run.run(layout.steal_command(run.paths, run.steal))
+                    if "live-session" in run.run(
+                        layout.steal_command(run.paths, run.steal, force=force)
+                    ):
+                        run.facts = facts
+                        raise LockHeld(
+                            f"{run.lock_held().message}\n  the deploy holding it is still "
+                            "connected to the target: --recover does not take it over",
+                            hint="wait for it to finish, or `--recover --force`",
+                        )
                     reporter.say(f"recover {comp.name}: the stale lock {run.paths.lock} removed")
                 raise PreflightError(
                     f"{comp.name}: no healthy release is kept on the target to recover to"

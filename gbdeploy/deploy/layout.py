@@ -7,6 +7,8 @@ Paths on the target, for a component whose binary is B:
     B.sha256           `SHA SIZE MTIME INODE` of B: its sha256, trusted while the rest match
     B.lock/holder      the deploy lock: built in B.lock.tmp.TOKEN, renamed into place (atomic)
     B.lock/was-running present while a deploy that found the service running holds the lock
+    B.lock/session     the pid of the far end of the holder's session: while it runs, the
+                       holder is still connected, and `--recover` leaves the lock alone
     B.lock/run.NAME/   claimed by the service script NAME as it begins (`pid`, then `done`), or
                        by the undo first, which then keeps that script from ever running
     B.journal          one JSON line per phase of the deploy in progress (locked, uploaded,
@@ -245,6 +247,7 @@ def begin_command(
     journal: str,
     preflight: str,
     steal: str | None = None,
+    force: bool = False,
 ) -> str:
     """One exchange: take the lock (holder written in a temp dir, then renamed into place),
     start the journal, run the preflight, and report what the target has.
@@ -259,7 +262,7 @@ def begin_command(
     tmp = quote(paths.lock_tmp(_token_of(holder)))
     lines = [variables(paths), HELPERS, held_lines(), f"T={tmp}"]
     if steal:
-        lines.append(steal_lines(steal))
+        lines.append(steal_lines(steal, force=force))
     lines += [
         'if [ -e "$L" ]; then held; journal; exit 0; fi',
         'rm -rf -- "$T"',
@@ -269,6 +272,8 @@ def begin_command(
         ' if [ -e "$L" ]; then held; journal; else echo "lockfail cannot rename $T"; fi; exit 0;'
         " fi",
         "echo acquired",
+        # the far end of this deploy's session: while it lives, the deploy is still connected
+        'echo "$PPID" > "$L/session" 2>/dev/null',
         "journal",
         f'printf "%s\\n" {quote(journal)} > "$J" || {{ rm -rf -- "$L"; echo "lockfail journal";'
         " exit 0; }",
@@ -284,10 +289,13 @@ HOLDERLESS = "-"  # `steal` for a lock without a holder record
 ORPHAN_WAIT = 180  # seconds --recover waits for a service script a killed deploy left running
 
 
-def steal_lines(steal: str) -> str:
+def steal_lines(steal: str, *, force: bool = False) -> str:
     """Remove the stale lock whose holder has token `steal` (HOLDERLESS: one without a holder),
-    once every service script it began has ended: a deploy killed here leaves its script running
-    on the target (it ignores signals), and it must not swap or start anything after this."""
+    once every service script it began has ended (a deploy killed here leaves its script running
+    on the target: it ignores signals, and it must not swap or start anything after this), and
+    only when the far end of its session has ended too: a deploy still connected to the target,
+    from whatever machine, is alive (prints `live-session PID` and keeps the lock; `force` takes
+    it anyway). A killed deploy's session ends within moments of its connection."""
     if steal == HOLDERLESS:
         stale = '[ -d "$L" ] && [ ! -s "$L/holder" ]'
     else:
@@ -295,6 +303,14 @@ def steal_lines(steal: str) -> str:
     looks = ORPHAN_WAIT * 10
     return "\n".join(
         [
+            "connected() {",
+            '  kill -0 "$1" 2>/dev/null || return 1',
+            "  tr '\\000' ' ' < \"/proc/$1/cmdline\" 2>/dev/null | grep -q gbdeploy-session &&"
+            " return 0",
+            '  case $(readlink "/proc/$1/exe" 2>/dev/null) in',
+            "  */sh|*/dash|*/bash|*/ash|*/busybox) return 0 ;; esac",
+            "  return 1",
+            "}",
             f"if {stale}; then",
             '  for d in "$L"/run.*; do',
             '    [ -d "$d" ] || continue; i=0',
@@ -304,14 +320,19 @@ def steal_lines(steal: str) -> str:
             "      sleep 0.1; i=$((i + 1))",
             "    done",
             "  done",
-            '  rm -rf -- "$L"',
+            f'  s=$(cat "$L/session" 2>/dev/null); i=0; forced={int(force)}',
+            '  while [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s" && [ "$i" -lt 50 ]; do',
+            "    sleep 0.1; i=$((i + 1))",
+            "  done",
+            '  if [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s"; then echo "live-session $s"',
+            '  else rm -rf -- "$L"; fi',
             "fi",
         ]
     )
 
 
-def steal_command(paths: Paths, steal: str) -> str:
-    return f"{variables(paths)}\n{steal_lines(steal)}"
+def steal_command(paths: Paths, steal: str, *, force: bool = False) -> str:
+    return f"{variables(paths)}\n{steal_lines(steal, force=force)}"
 
 
 def _token_of(holder: str) -> str:

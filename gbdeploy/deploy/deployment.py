@@ -48,7 +48,7 @@ from ..artifact import (
     prefetch_fingerprint,
 )
 from ..config import Component, Settings
-from ..connection import Remote, quote
+from ..connection import CommandResult, Remote, quote
 from ..errors import (
     ConfigError,
     DeployFailed,
@@ -221,6 +221,7 @@ class Deployment:
         self.service_names: list[str] = []  # the service scripts of this deploy, in order
         # what the undo found on the target: "" (no undo ran), not-ours, untouched, kept, restored
         self.on_target = ""
+        self.users: list[str] = []  # who runs the binary, as health last saw it
         self.kept_note = ""
         self.steal: str | None = None  # recover: the token of the stale lock to take over
         self.force = False  # recover: take over even a lock whose deploy is still connected
@@ -673,15 +674,45 @@ class Deployment:
             raise
 
     # -- health
-    def state_command(self) -> str:
-        return layout.state_command(self.paths, self.component)
+    def state_command(self, *, health: bool = False) -> str:
+        probe = self.health_probe() if health else None
+        return layout.state_command(
+            self.paths, self.component, probe.command if probe is not None else None
+        )
+
+    def check(self) -> tuple[str, dict[int, str], probes.Health | None]:
+        """One exchange: `up` with the processes this deploy started (any process running the
+        binary when it started none) and their users, `starting` or `down`; and what the health
+        URL answers (None without one)."""
+        probe = self.health_probe()
+        result = self.session.run(
+            self.state_command(health=True),
+            check=False,
+            timeout=probe.timeout if probe is not None else 30.0,
+        )
+        head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
+        words = head.split()
+        running = {}
+        for word in words[1:]:
+            pid, _, user = word.partition(":")
+            if pid.isdigit():
+                running[int(pid)] = user
+        health = None
+        if probe is not None:
+            body, found, status = rest.rpartition(f"{layout.HEALTH_MARK} ")
+            if mark and found and status.strip().isdigit():
+                code = int(status)
+            else:  # the exchange itself failed
+                body, code = "", result.exit_code or 1
+            body = body[:-1] if body.endswith("\n") else body
+            health = probe.parse(CommandResult(probe.command, code, body, result.stderr))
+        return (words[0] if words else "down"), running, health
 
     def service_state(self) -> tuple[str, list[int]]:
-        """`up` with the pids of the processes this deploy started (any process running the
-        binary when it started none), `starting`, or `down`."""
+        """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
         words = self.run(self.state_command()).split()
         state = words[0] if words else "down"
-        return state, [int(word) for word in words[1:] if word.isdigit()]
+        return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
 
     def service_alive(self) -> bool:
         return self.service_state()[0] in ("up", "starting")
@@ -711,7 +742,8 @@ class Deployment:
         pids: list[int] = []
         last: probes.Health | None = None
         while True:
-            state, running = self.service_state()
+            state, users, answer = self.check()
+            running = list(users)
             if state == "down":
                 if self.unchanged:
                     raise DeployFailed(
@@ -724,7 +756,8 @@ class Deployment:
                 )
             why = ""
             if probe is not None and state == "up":
-                last = probe.run(self.session)
+                last = answer
+                assert last is not None
                 why = self.unhealthy(last, expected)
             elif state != "up":
                 why = "the process it started has not started the binary yet"
@@ -741,6 +774,7 @@ class Deployment:
                         + self.log_tail()
                     )
             if settled_from is not None and now - settled_from >= settle:
+                self.users = sorted(set(users.values()))
                 if probe is None:
                     return "running (no health URL configured)"
                 assert last is not None
@@ -772,16 +806,13 @@ class Deployment:
         return ""
 
     def health_step(self) -> Step:
-        probe = self.health_probe()
-        users = probes.probe_processes(self.component.binary)
         healthy = layout.healthy_command(self.paths, self.token)
-        commands = [*([probe.command] if probe else []), self.state_command(), users.command]
+        commands = [self.state_command(health=True)]
 
         def run() -> str:
             settle = 0.0 if self.unchanged else self.component.health_settle
             detail = self.wait_until_up(settle=settle)
-            found = users.run(self.session)
-            others = sorted({p.user for p in found if p.user != self.component.user})
+            others = [user for user in self.users if user != self.component.user]
             if others:
                 self.reporter.say(
                     f"  warning: {self.component.binary} runs as {', '.join(others)}, not "

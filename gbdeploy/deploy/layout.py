@@ -462,10 +462,14 @@ def running_lines(component: Component) -> str:
     return "\n".join(lines)
 
 
-def state_command(paths: Paths, component: Component) -> str:
-    """Prints `up PID…` (the processes running B that descend from what this deploy launched, or
-    any when it launched nothing: a systemd unit, an unchanged binary), `starting` (its launcher
-    still runs), or `down`."""
+HEALTH_MARK = "__gbdeploy_health__"
+
+
+def state_command(paths: Paths, component: Component, health: str | None = None) -> str:
+    """Prints `up PID:USER…` (the processes running B that descend from what this deploy
+    launched, or any when it launched nothing: a systemd unit, an unchanged binary), `starting`
+    (its launcher still runs), or `down`. With `health` (a probe's command), in the same exchange:
+    a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
     return "\n".join(
         [
             variables(paths),
@@ -479,11 +483,18 @@ def state_command(paths: Paths, component: Component) -> str:
             "    q=$(sed -n 's/^PPid:[[:space:]]*//p' \"/proc/$q/status\" 2>/dev/null)",
             "    n=$((n + 1))",
             "  done",
-            '  if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then mine="$mine $p"; fi',
+            '  if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then',
+            '    mine="$mine $p:$(stat -c %U "/proc/$p" 2>/dev/null)"',
+            "  fi",
             "done",
             'if [ -n "$mine" ]; then echo "up$mine"',
             'elif [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then echo starting',
             "else echo down; fi",
+            *(
+                [f"echo {HEALTH_MARK}", f"( {health}\n)", f'echo "{HEALTH_MARK} $?"']
+                if health
+                else []
+            ),
         ]
     )
 

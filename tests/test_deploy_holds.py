@@ -105,6 +105,18 @@ def test_a_binary_that_dies_after_its_first_healthy_answer_is_not_kept(world, ar
     no_lock_no_journal(world)
 
 
+def test_a_health_that_flaps_is_not_kept(world, artifacts):
+    deploy_with(world, artifacts(OLD), commit=OLD)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FLAPPING), commit=NEW, component={"health_settle": 2.0})
+
+    assert "answered healthy, then within its settle window" in str(raised.value)
+    the_service(world, OLD)
+    assert [commit for _, commit in kept(world)] == [OLD]
+    no_lock_no_journal(world)
+
+
 def test_a_health_url_that_answers_for_another_commit_fails_the_deploy(world, artifacts):
     deploy_with(world, artifacts(OLD), commit=OLD)
     other_port = free_port()

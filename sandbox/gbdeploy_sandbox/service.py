@@ -25,6 +25,7 @@ class Fault(Enum):
     TERM_HANDLER = "GB_TERM_HANDLER"
     SLOW_START = "GB_SLOW_START"
     DIES_AFTER_A_SECOND = "GB_DIE_AFTER_MS=1000"
+    FLAPPING = "GB_FLAPPING"
 
 
 def service_user() -> str:

@@ -12,6 +12,7 @@
  *   -DGB_TERM_HANDLER    installs its own SIGTERM handler (exits 0), which resets an inherited ignore
  *   -DGB_SLOW_START      listens only after 0.3 s, as a service that loads before it serves
  *   -DGB_DIE_AFTER_MS=N  serves, then exits 1 after N ms, as a binary that crashes once running
+ *   -DGB_FLAPPING        its health answers ok, then 503, in turn
  * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
  */
 #include <arpa/inet.h>
@@ -87,6 +88,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     char request[2048];
     char response[512];
+    unsigned long health_requests = 0;
     for (;;) {
         int client = accept(server, NULL, NULL);
         if (client < 0) continue;
@@ -103,13 +105,21 @@ int main(int argc, char **argv) {
         const char *body;
         const char *status;
         if (strncmp(request, "GET /health ", 12) == 0 || strncmp(request, "GET /api/health ", 16) == 0) {
-#ifdef GB_NEVER_HEALTHY
-            status = "503 Service Unavailable";
-            body = "{\"status\":\"degraded\",\"service\":\"" GB_SERVICE "\",\"commit\":\"" GB_COMMIT "\"}";
+#ifdef GB_FLAPPING
+            int flap = health_requests++ % 2 == 1;
 #else
-            status = "200 OK";
-            body = "{\"status\":\"ok\",\"service\":\"" GB_SERVICE "\",\"version\":\"0.0.0-standin\",\"commit\":\"" GB_COMMIT "\"}";
+            int flap = 0;
 #endif
+#ifdef GB_NEVER_HEALTHY
+            flap = 1;
+#endif
+            if (flap) {
+                status = "503 Service Unavailable";
+                body = "{\"status\":\"degraded\",\"service\":\"" GB_SERVICE "\",\"commit\":\"" GB_COMMIT "\"}";
+            } else {
+                status = "200 OK";
+                body = "{\"status\":\"ok\",\"service\":\"" GB_SERVICE "\",\"version\":\"0.0.0-standin\",\"commit\":\"" GB_COMMIT "\"}";
+            }
         } else {
             status = "404 Not Found";
             body = "{\"error\":\"not found\"}";

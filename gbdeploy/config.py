@@ -376,6 +376,8 @@ class Component:
     siblings: list[Sibling] = field(default_factory=list)
     stop_timeout: Seconds = 20.0
     health_timeout: Seconds = 60.0
+    # how long a new process must stay alive and healthy before its release is kept
+    health_settle: Annotated[float, _between(0, 3600, "a number of seconds from 0 to 3600")] = 3.0
     # binaries that passed health kept on the target for `rollback`; at least the running one
     keep_releases: Annotated[int, _between(1, 100, "a whole number from 1 to 100")] = 3
 

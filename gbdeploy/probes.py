@@ -63,25 +63,33 @@ class ProcessInfo:
 
 
 # Prints the PID of each process whose executable is exactly "$b" (or "$b (deleted)", once the
-# file was replaced). `case` with quoted patterns compares literally. GNU find lists every
-# /proc/PID/exe target in one process (a readlink per process costs ~1 ms each); where find has
-# no -printf (busybox), the loop does the same.
+# file was replaced). GNU find compares every /proc/PID/exe target in one process (a readlink per
+# process costs ~1 ms each) with -lname, whose pattern is "$b" with every glob character escaped:
+# an exact match, and only the /proc/PID directory is printed, so an executable path holding a
+# newline cannot forge a line. Where find has no -printf (busybox), the loop compares each
+# readlink exactly (the `x` keeps a trailing newline of the path from being stripped).
 FIND_PIDS = r"""pids() {
-  all=$(find /proc -mindepth 2 -maxdepth 2 -name exe -printf '%h %l\n' 2>/dev/null)
-  if [ -n "$all" ]; then
-    printf '%s\n' "$all" | while IFS= read -r line; do
-      p=${line%% *}; p=${p#/proc/}; e=${line#* }
+  if [ "$(find /proc -maxdepth 0 -printf ok 2>/dev/null)" = ok ]; then
+    pat=$(printf '%s\n' "$b" | sed 's/[][\\*?]/\\&/g')
+    find /proc -mindepth 2 -maxdepth 2 -name exe \( -lname "$pat" -o -lname "$pat (deleted)" \) \
+      -printf '%h\n' 2>/dev/null | while IFS= read -r p; do
+      p=${p#/proc/}
       case $p in ''|*[!0-9]*) continue ;; esac
-      [ "$p" = "$$" ] && continue
-      case $e in "$b"|"$b (deleted)") printf '%s\n' "$p" ;; esac
+      [ "$p" = "$$" ] || printf '%s\n' "$p"
     done
     return 0
   fi
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
-    e=$(readlink "$p/exe" 2>/dev/null) || continue
-    case $e in "$b"|"$b (deleted)") printf '%s\n' "${p#/proc/}" ;; esac
+    runs "${p#/proc/}" && printf '%s\n' "${p#/proc/}"
   done
+  return 0
+}
+runs() {
+  e=$(readlink "/proc/$1/exe" 2>/dev/null && echo x) || return 1
+  e=${e%?x}
+  case $e in "$b"|"$b (deleted)") return 0 ;; esac
+  return 1
 }"""
 
 
@@ -100,7 +108,7 @@ def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
             "for pid in $(pids); do",
             '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
             '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',
-            '  case $e in *" (deleted)") d=deleted ;; *) d=- ;; esac',
+            '  case $e in "$b") d=- ;; *) d=deleted ;; esac',
             '  printf "%s %s %s\\n" "$pid" "$owner" "$d"',
             "done",
         ]
@@ -146,8 +154,7 @@ def stop_processes_command(binary: str, timeout: float) -> str:
             "alive() {",
             "  left=",
             "  for p in $targets; do",
-            '    e=$(readlink "/proc/$p/exe" 2>/dev/null) || continue',
-            '    case $e in "$b"|"$b (deleted)") left="$left $p" ;; esac',
+            '    runs "$p" && left="$left $p"',
             "  done",
             '  [ -n "$left" ]',
             "}",

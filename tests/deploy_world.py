@@ -65,6 +65,7 @@ class World:
             self.port,
             workflow="botserver.yaml",
             health_timeout=30.0,  # a bound on a poll: generous for a loaded machine
+            health_settle=0.2,
         )
         return dataclasses.replace(base, **changes)
 
@@ -147,6 +148,7 @@ def command_line(world: World, directory: Path) -> list[str]:
                 **{name: getattr(component, name) for name in fields},
                 "stop_timeout": component.stop_timeout,
                 "health_timeout": component.health_timeout,
+                "health_settle": component.health_settle,
             }
         },
     }

@@ -475,8 +475,10 @@ def test_restore_that_fails_too_exits_5_and_says_what_state_it_left(world, artif
 
 
 # --- rollback and status --------------------------------------------------------------------------
-def rollback(world: World, **options) -> None:
-    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()), **options)
+def rollback(world: World, **options) -> str:
+    out = io.StringIO()
+    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=out), **options)
+    return out.getvalue()
 
 
 def test_rollback_goes_down_the_kept_releases_never_up(world, artifacts):
@@ -497,18 +499,35 @@ def test_rollback_goes_down_the_kept_releases_never_up(world, artifacts):
     assert world.health()["commit"] == OLD
 
 
-def test_rollback_to_a_named_commit_and_the_log_says_which(world, artifacts):
+def kept_commits(world: World) -> list[str]:
+    lines = Path(f"{world.binary}.releases/list").read_text().splitlines()
+    return [line.split()[1] for line in lines]
+
+
+def test_rollback_to_a_commit_keeps_the_newer_ones_and_rolls_forward(world, artifacts):
     world.deploy(artifacts(OLD), commit=OLD)
     world.deploy(artifacts(NEW), commit=NEW)
     third = "ccccccc3333"
     world.deploy(artifacts(third), commit=third)
 
-    rollback(world, to=OLD[:7])
+    said = rollback(world, to=OLD[:7])
 
     assert world.health()["commit"] == OLD
+    assert file_sha256(world.binary) == file_sha256(artifacts(OLD))
     assert world.deploy_log()[-1]["commit"] == OLD
-    kept = Path(f"{world.binary}.releases/list").read_text().split()
-    assert kept[0] == file_sha256(artifacts(OLD)) and len(kept) == 3  # one release left
+    assert f"from commit {third}" in said and f"to release {OLD}" in said
+    assert kept_commits(world) == [OLD, NEW, third]  # the newer releases stay, in deploy order
+    for commit in (OLD, NEW, third):
+        assert Path(f"{world.binary}.releases/{file_sha256(artifacts(commit))}").is_file()
+
+    said = rollback(world, to=third)  # a mistaken rollback is undone by rolling forward
+
+    assert f"from commit {OLD}" in said and f"to release {third}" in said
+    assert world.health()["commit"] == third
+    assert file_sha256(world.binary) == file_sha256(artifacts(third))
+    assert kept_commits(world) == [OLD, NEW, third]
+    rollback(world)  # and plain `rollback` goes to the one deployed before it
+    assert world.health()["commit"] == NEW
 
 
 def test_kept_releases_are_pruned_to_keep_releases(world, artifacts):
@@ -517,7 +536,8 @@ def test_kept_releases_are_pruned_to_keep_releases(world, artifacts):
     kept = Path(f"{world.binary}.releases/list").read_text().splitlines()
     assert [line.split()[1] for line in kept] == ["ddddddd0002", "ddddddd0003", "ddddddd0004"]
     files = {p.name for p in Path(f"{world.binary}.releases").iterdir()}
-    assert files == {"list", *(line.split()[0] for line in kept)}
+    shas = [line.split()[0] for line in kept]
+    assert files == {"list", *shas, *(f"{sha}.start" for sha in shas)}  # each with its recipe
 
 
 def test_a_rollback_to_a_release_that_fails_to_start_says_what_happened(world, artifacts):
@@ -548,7 +568,7 @@ def test_rollback_without_a_previous_release_is_refused(world, artifacts):
     with pytest.raises(PreflightError) as raised:
         rollback(world)
     assert raised.value.exit_code == 2
-    assert "no previous healthy release" in str(raised.value)
+    assert "no healthy release kept on the target from before the running one" in str(raised.value)
     assert world.health()["commit"] == OLD
 
 
@@ -695,6 +715,10 @@ def test_rollback_dry_run_names_the_release_and_changes_nothing(world, artifacts
     deploy.run_rollback(world.settings(), "botserver", Reporter(stream=out), dry_run=True)
 
     old_sha = file_sha256(artifacts(OLD))
-    assert f"rollback botserver to release unknown (sha256 {old_sha[:12]})" in out.getvalue()
+    new_sha = file_sha256(artifacts(NEW))
+    assert (
+        f"rollback botserver from commit {NEW} (sha256 {new_sha[:12]}) to release unknown "
+        f"(sha256 {old_sha[:12]})" in out.getvalue()
+    )
     assert "dry run: nothing is changed" in out.getvalue()
     assert snapshot(world) == before and world.running() == pids

@@ -94,6 +94,18 @@ def test_a_session_that_cannot_start_says_what_the_target_said(sshd, mocker):
     assert "no shell for you" in str(raised.value)
 
 
+def test_a_far_end_that_hangs_as_it_starts_is_given_up_on_with_its_own_bound(sshd, mocker):
+    """A python3 that hangs on the target: the session says so after HELLO_SECONDS, not after
+    the command's 120 s of silence."""
+    mocker.patch.object(session_module, "launcher_command", return_value="exec sleep 30")
+    mocker.patch.object(session_module, "HELLO_SECONDS", 0.5)
+    remote = Remote(Target("system", sshd.alias), SshSettings(config=str(sshd.ssh_config)))
+    with remote, pytest.raises(RemoteError) as raised:
+        Session(remote).run("true", timeout=120)
+    assert "timed out after 0.5s" in str(raised.value)
+    assert "never began" in str(raised.value)
+
+
 # --- files through the helper ---------------------------------------------------------------------
 def blocks(data: bytes, size: int = 256 << 10) -> Iterator[memoryview]:
     view = memoryview(data)

@@ -26,11 +26,13 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,7 +48,7 @@ from ..artifact import (
     prefetch_fingerprint,
 )
 from ..config import Component, Settings
-from ..connection import Remote, quote
+from ..connection import CommandResult, Remote, quote
 from ..errors import (
     ConfigError,
     DeployFailed,
@@ -66,6 +68,9 @@ from .session import Session, put_line
 
 STRATEGIES = ("staged", "seed")
 HEALTH_INTERVAL = 0.05  # seconds between two health checks while a service starts
+SETTLE_INTERVAL = 0.25  # seconds between two checks while a healthy new process settles
+PROGRESS_EVERY = 5.0  # a long wait prints a line this often
+COMMIT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # what --commit and the list may hold
 
 
 # --- what the begin exchange found
@@ -90,6 +95,8 @@ class Facts:
     current: str | None = None
     releases: list[Release] = field(default_factory=list)
     frozen: dict[str, object] | None = None  # `gbdeploy lock … acquire` froze the component
+    orphans: list[str] = field(default_factory=list)  # service scripts waited for (--recover)
+    live_session: str | None = None  # --recover: the holder's session on the target still runs
 
 
 def parse_facts(stdout: str) -> Facts:
@@ -114,13 +121,18 @@ def parse_facts(stdout: str) -> Facts:
             facts.fails.append((key, why))
         elif word == "frozen":
             facts.frozen = freeze.parse_record(rest)
+        elif word == "orphan":
+            facts.orphans.append(rest.strip())
+        elif word == "live-session":
+            facts.live_session = rest.strip()
         elif word == "machine":
             facts.machine = rest.strip()
         elif word == "current":
             facts.current = None if rest.strip() == "none" else rest.strip()
         elif word == "release":
             parts = rest.split()
-            if len(parts) >= 3:
+            # a path is built from the sha256: anything but 64 hex digits is no release
+            if len(parts) == 3 and layout.SHA256.match(parts[0]) and COMMIT.match(parts[1]):
                 commit = None if parts[1] == "unknown" else parts[1]
                 facts.releases.append(Release(parts[0], commit, parts[2]))
     return facts
@@ -146,6 +158,9 @@ _PHASE_MEANING = {
     "undoing": "it was putting the previous binary back",
     "restored": "it had put the previous binary back",
     "restore-failed": "it could NOT put the previous binary back: the service may be down",
+    "done": "it had ended",
+    "failed-nothing-changed": "it failed before it touched the service",
+    "failed-rolled-back": "it failed and had put the previous binary back",
     "failed-restore-failed": "it failed and could NOT put the previous binary back: the service "
     "may be down",
 }
@@ -206,7 +221,13 @@ class Deployment:
         self.restored_health = ""
         self.restored_unhealthy = ""
         self.release: Release | None = None  # rollback: the release put back
+        self.service_names: list[str] = []  # the service scripts of this deploy, in order
+        # what the undo found on the target: "" (no undo ran), not-ours, untouched, kept, restored
+        self.on_target = ""
+        self.users: list[str] = []  # who runs the binary, as health last saw it
+        self.kept_note = ""
         self.steal: str | None = None  # recover: the token of the stale lock to take over
+        self.force = False  # recover: take over even a lock whose deploy is still connected
         self.log_offset = 0
         # Called once the lock is held and the preflight passed, before anything changes (the
         # pre_deploy hook); what it raises ends the deploy with nothing changed.
@@ -328,6 +349,7 @@ class Deployment:
             + "\n"
             + freeze.check_lines(self.paths),
             steal=self.steal,
+            force=self.force,
         )
 
     def begin_step(self, *, upload: bool, machine_of: Callable[[str], None] | None) -> Step:
@@ -342,6 +364,15 @@ class Deployment:
                     f"{self.remote.description}: {facts.lockfail}; nothing was changed",
                     hint=f"check the disk and permissions of {self.paths.directory} (`df -h`)",
                 )
+            if not facts.acquired and facts.live_session:
+                held = self.lock_held()
+                raise LockHeld(
+                    f"{held.message}\n  the deploy holding it is still connected to the target "
+                    f"(its session, pid {facts.live_session} there, runs): --recover does not "
+                    "take over a live deploy's lock",
+                    hint="wait for it to finish; if it hangs, end it, or take over anyway with "
+                    "`--recover --force`",
+                )
             if not facts.acquired:
                 raise self.lock_held()
             if facts.frozen is not None:
@@ -353,6 +384,11 @@ class Deployment:
                     + "; ".join(f"{key}: {why}" for key, why in facts.fails),
                     hint=f"fix {facts.fails[0][0]} in gbdeploy.yaml or on the target, then "
                     "run it again",
+                )
+            for pid in facts.orphans:
+                self.reporter.say(
+                    f"  waited for the service script (pid {pid}) that the killed deploy left "
+                    "running on the target, before taking over its lock"
                 )
             if facts.journal:
                 self.reporter.say(
@@ -368,6 +404,9 @@ class Deployment:
             if self.before_change is not None:
                 self.before_change(self)
             self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
+            if self.commit is None:  # the same binary keeps the commit it is known by
+                known = [r.commit for r in facts.releases if r.sha256 == self.sha256 and r.commit]
+                self.commit = known[-1] if known else None
             if self.unchanged:
                 return "unchanged, nothing to do (the target has this binary); checking health"
             if facts.current is None:
@@ -431,6 +470,8 @@ class Deployment:
             )
 
     def result_after_failure(self) -> str:
+        if self.on_target == "kept":
+            return "ok"
         if not self.touched:
             return _FAILED_RESULTS[0]
         return _FAILED_RESULTS[2] if self.restore_failed else _FAILED_RESULTS[1]
@@ -446,11 +487,8 @@ class Deployment:
 
     def finish_command(self, result: str) -> str:
         keep = None
-        drop = None
-        if result in ("ok", "unchanged") and self.sha256:
+        if result in ("ok", "unchanged") and self.sha256 and self.release is None:
             keep = (self.sha256, self.commit or "unknown", self.component.keep_releases)
-        if result == "ok" and self.release is not None:
-            keep, drop = None, self.release.sha256
         phase = "done" if result in ("ok", "unchanged") else result.replace(", ", "-")
         return layout.finish_command(
             self.paths,
@@ -458,7 +496,6 @@ class Deployment:
             log_entry=self.log_entry(result),
             started_epoch=self.started_epoch,
             keep_release=keep,
-            drop_above=drop,
             phase=phase.replace(" ", "-"),
         )
 
@@ -496,7 +533,8 @@ class Deployment:
                     f"the upload at {new} has sha256 {got or 'none'}, the artifact has "
                     f"{self.sha256}: the copy is damaged"
                 )
-            self.run(uploaded)
+            if not self.touched:
+                self.run(uploaded)
             rate = result.size / result.seconds if result.seconds > 0 else 0.0
             return (
                 f"{human_bytes(result.size)} in {result.seconds:.1f}s ({human_bytes(rate)}/s, "
@@ -526,19 +564,27 @@ class Deployment:
             self.component,
             self.ssh_user,
             sha256=self.sha256,
+            token=self.token,
+            name=name,
             source=source,
             stop=stop,
             start=start,
         )
-        restore = layout.restore_command(self.paths, self.component, self.ssh_user)
+        self.service_names.append(name)
+        restore = self.restore_command()
 
         def run() -> str:
             self.touched = True
             if start:
                 self.log_offset = self.log_size()
-            result = self.session.run(
-                command, check=False, timeout=self.component.stop_timeout + 60
+            note = (
+                f"{name} still running on the target (a stop waits up to "
+                f"{self.component.stop_timeout:g}s for SIGTERM before SIGKILL)"
             )
+            with self.progress(note):
+                result = self.session.run(
+                    command, check=False, timeout=self.component.stop_timeout + 60
+                )
             out = result.stdout
             self.was_running = self.was_running or "was-running 1" in out
             if result.exit_code == 3:  # the script failed and undid itself
@@ -546,6 +592,11 @@ class Deployment:
                 if "restore-failed" in out:
                     self.restore_failed = True
                 raise DeployFailed(f"{name} failed on the target ({why[0]})" + self.log_tail())
+            if result.exit_code == 4:  # it never began: the lock is not ours, or the undo won
+                raise RemoteError(
+                    f"on {self.remote.description}: {name} did not begin: "
+                    + (result.stderr.strip() or "?")
+                )
             if not result.ok:
                 raise RemoteError(
                     f"on {self.remote.description}: {name} failed (exit {result.exit_code}): "
@@ -556,12 +607,26 @@ class Deployment:
         def undo() -> None:
             if self.restore_failed:
                 raise RemoteError("the script on the target could not put the previous binary back")
-            if self.restored:  # seed: the start's undo already put the previous binary back
+            if self.restored or self.on_target:  # seed: one undo covers both scripts
                 return
-            out = self.run_again_if_dropped(restore, timeout=self.component.stop_timeout + 60)
-            if "up=1" in out:
-                self.wait_for_restored()
-            self.restored = True
+            with self.progress(
+                "the undo still running on the target (it waits for the "
+                "service script, then stops, puts back and starts)"
+            ):
+                out = self.run_again_if_dropped(
+                    self.restore_command(), timeout=2 * self.component.stop_timeout + 120
+                )
+            words = out.split()
+            self.on_target = next(
+                (w for w in words if w in ("not-ours", "untouched", "kept", "restored")), "?"
+            )
+            if self.on_target == "untouched":
+                self.touched = False
+            if self.on_target == "restored":
+                self.was_running = "up=1" in words
+                if self.was_running:
+                    self.wait_for_restored()
+                self.restored = True
 
         return Step(
             name,
@@ -569,6 +634,35 @@ class Deployment:
             run,
             Undo([restore], self.guard_restore(undo), restores_service=True),
             summary=_SERVICE_SUMMARY[(stop, start)],
+        )
+
+    @contextmanager
+    def progress(self, note: str) -> Iterator[None]:
+        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
+        seconds says so."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tell() -> None:
+            while not done.wait(PROGRESS_EVERY):
+                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
+
+        teller = threading.Thread(target=tell, daemon=True)
+        teller.start()
+        try:
+            yield
+        finally:
+            done.set()
+            teller.join()
+
+    def restore_command(self) -> str:
+        return layout.restore_command(
+            self.paths,
+            self.component,
+            self.ssh_user,
+            token=self.token,
+            names=self.service_names,
+            wait_seconds=self.component.stop_timeout + 60,
         )
 
     def guard_restore(self, undo: Callable[[], None]) -> Callable[[], None]:
@@ -584,7 +678,8 @@ class Deployment:
     def wait_for_restored(self) -> None:
         """After a restore: the previous binary must run; its health is reported as it is."""
         try:
-            self.restored_health = self.wait_until_up()
+            before = [r.commit for r in self.facts.releases if r.sha256 == self.facts.current]
+            self.restored_health = self.wait_until_up(expect=before[-1] if before else None)
         except DeployFailed as error:
             if self.service_alive():
                 self.restored_unhealthy = _first_line(error)
@@ -592,16 +687,48 @@ class Deployment:
             raise
 
     # -- health
-    def alive_command(self) -> str:
-        return f"{layout.variables(self.paths)}\n{layout.running_lines(self.component)}\n" + (
-            'if [ "$up" = 1 ]; then echo up; '
-            'elif p=$(cat "$L/launcher" 2>/dev/null) && kill -0 "$p" 2>/dev/null; then '
-            "echo starting; "
-            "else echo down; fi"
+    def state_command(self, *, health: bool = False) -> str:
+        probe = self.health_probe() if health else None
+        return layout.state_command(
+            self.paths, self.component, probe.command if probe is not None else None
         )
 
+    def check(self) -> tuple[str, dict[int, str], probes.Health | None]:
+        """One exchange: `up` with the processes this deploy started (any process running the
+        binary when it started none) and their users, `starting` or `down`; and what the health
+        URL answers (None without one)."""
+        probe = self.health_probe()
+        result = self.session.run(
+            self.state_command(health=True),
+            check=False,
+            timeout=probe.timeout if probe is not None else 30.0,
+        )
+        head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
+        words = head.split()
+        running = {}
+        for word in words[1:]:
+            pid, _, user = word.partition(":")
+            if pid.isdigit():
+                running[int(pid)] = user
+        health = None
+        if probe is not None:
+            body, found, status = rest.rpartition(f"{layout.HEALTH_MARK} ")
+            if mark and found and status.strip().isdigit():
+                code = int(status)
+            else:  # the exchange itself failed
+                body, code = "", result.exit_code or 1
+            body = body[:-1] if body.endswith("\n") else body
+            health = probe.parse(CommandResult(probe.command, code, body, result.stderr))
+        return (words[0] if words else "down"), running, health
+
+    def service_state(self) -> tuple[str, list[int]]:
+        """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
+        words = self.run(self.state_command()).split()
+        state = words[0] if words else "down"
+        return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
+
     def service_alive(self) -> bool:
-        return self.run(self.alive_command()).strip() in ("up", "starting")
+        return self.service_state()[0] in ("up", "starting")
 
     def health_probe(self) -> probes.Probe[probes.Health] | None:
         url = self.component.health
@@ -612,58 +739,109 @@ class Deployment:
         except ValueError as error:
             raise ConfigError(f"components.{self.component.name}.health", str(error)) from None
 
-    def wait_until_up(self) -> str:
-        """First-ready: the health URL is checked at once, then every HEALTH_INTERVAL, until it
-        answers ok or `health_timeout` passes; the service dying ends the wait at once."""
+    def wait_until_up(self, *, settle: float = 0.0, expect: str | None = "") -> str:
+        """First-ready: checked at once, then every HEALTH_INTERVAL, until the process this deploy
+        started runs and the health URL answers ok with the expected commit (when known), or
+        `health_timeout` passes; the service dying ends the wait at once. Then, for `settle`
+        seconds, the same processes must keep running and every answer stay ok. `expect`: the
+        commit the answer must name (default this deploy's; None: any)."""
+        expected = self.commit if expect == "" else expect
         component = self.component
-        deadline = time.monotonic() + component.health_timeout
+        started = time.monotonic()
+        deadline = started + component.health_timeout
+        next_note = started + PROGRESS_EVERY
         probe = self.health_probe()
-        alive = self.alive_command()
+        settled_from: float | None = None
+        pids: list[int] = []
+        last: probes.Health | None = None
         while True:
-            if probe is not None:
-                last = probe.run(self.session)
-                if last.ok:
-                    return f"status ok, commit {last.commit or '?'}"
-            state = self.run(alive).strip()
+            state, users, answer = self.check()
+            running = list(users)
             if state == "down":
                 if self.unchanged:
                     raise DeployFailed(
                         f"{component.name}: the binary is unchanged but the service does not run",
                         hint=f"`gbdeploy deploy {component.name} --force` restarts it",
                     )
-                raise DeployFailed(f"{component.binary} exited while starting" + self.log_tail())
-            if probe is None and state == "up":
-                return "running (no health URL configured)"
-            if time.monotonic() > deadline:
-                what = last.describe() if probe is not None else "the process did not appear"
+                when = " after it had answered healthy" if settled_from is not None else ""
                 raise DeployFailed(
-                    f"{component.name} not healthy after {component.health_timeout:.0f}s: "
-                    f"{what}" + self.log_tail()
+                    f"{component.binary} exited while starting{when}" + self.log_tail()
                 )
-            time.sleep(HEALTH_INTERVAL)
+            why = ""
+            if probe is not None and state == "up":
+                last = answer
+                assert last is not None
+                why = self.unhealthy(last, expected)
+            elif state != "up":
+                why = "the process it started has not started the binary yet"
+            now = time.monotonic()
+            if not why and settled_from is None:
+                settled_from, pids = now, running
+            elif settled_from is not None:
+                gone = sorted(set(pids) - set(running))
+                if gone or why:
+                    raise DeployFailed(
+                        f"{component.name} answered healthy, then within its settle window "
+                        f"({settle:g}s, `components.{component.name}.health_settle`) "
+                        + (f"pid {', '.join(map(str, gone))} exited" if gone else why)
+                        + self.log_tail()
+                    )
+            if settled_from is not None and now - settled_from >= settle:
+                self.users = sorted(set(users.values()))
+                if probe is None:
+                    return "running (no health URL configured)"
+                assert last is not None
+                return f"status ok, commit {last.commit or '?'}" + (
+                    f", stayed healthy {settle:g}s" if settle else ""
+                )
+            if settled_from is None and now > deadline:
+                raise DeployFailed(
+                    f"{component.name} not healthy after {component.health_timeout:g}s: {why}"
+                    + self.log_tail()
+                )
+            if now >= next_note:
+                next_note = now + PROGRESS_EVERY
+                what = "settling" if settled_from is not None else f"waiting: {why}"
+                self.reporter.say(f"  … {int(now - started)}s, {component.name} {what}")
+            time.sleep(HEALTH_INTERVAL if settled_from is None else SETTLE_INTERVAL)
+
+    def unhealthy(self, health: probes.Health, commit: str | None) -> str:
+        """Why this answer does not count as healthy ("" when it does)."""
+        if not health.ok:
+            return health.describe()
+        expected, got = (commit or "").lower(), (health.commit or "").lower()
+        if expected and got and not (expected.startswith(got) or got.startswith(expected)):
+            return (
+                f"{health.url} answers for commit {health.commit}, not {commit}: another "
+                f"binary, or another service on that URL (check `components."
+                f"{self.component.name}.health`)"
+            )
+        return ""
 
     def health_step(self) -> Step:
-        probe = self.health_probe()
-        users = probes.probe_processes(self.component.binary)
-        commands = [*([probe.command] if probe else []), self.alive_command(), users.command]
+        healthy = layout.healthy_command(self.paths, self.token)
+        commands = [self.state_command(health=True)]
 
         def run() -> str:
-            detail = self.wait_until_up()
-            found = users.run(self.session)
-            others = sorted({p.user for p in found if p.user != self.component.user})
+            settle = 0.0 if self.unchanged else self.component.health_settle
+            detail = self.wait_until_up(settle=settle)
+            others = [user for user in self.users if user != self.component.user]
             if others:
                 self.reporter.say(
                     f"  warning: {self.component.binary} runs as {', '.join(others)}, not "
                     f"{self.component.user}: check `run_as` of {self.component.name} in the config"
                 )
+            if not self.unchanged:
+                self.run(healthy)
             return detail
 
         return Step(
             "health",
-            commands,
+            [*commands, healthy],
             run,
             summary=f"{self.component.health or 'the process runs'}: first-ready, "
-            f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:.0f}s",
+            f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:g}s, then "
+            f"{self.component.health_settle:g}s settle",
         )
 
     def finish_step(self) -> Step:
@@ -672,7 +850,21 @@ class Deployment:
 
         def run() -> str:
             result = "unchanged" if self.unchanged else "ok"
-            self.run(self.finish_command(result))
+            out = self.run(self.finish_command(result))
+            if "lock not ours" in out:
+                raise OperationFailed(
+                    f"{self.component.name}: the lock {self.paths.lock} is no longer this "
+                    "deploy's (removed by hand, or taken over by `--recover`): nothing recorded",
+                    hint=f"`gbdeploy status {self.component.name}` shows what runs",
+                )
+            if "keep-failed" in out:
+                why = out.split("keep-failed", 1)[1].strip()
+                self.reporter.say(
+                    f"  warning: could not keep the release in {self.paths.releases}: {why}"
+                )
+                return "deploy log written, lock released; the release was NOT kept"
+            if self.release is not None:
+                return "deploy log written, lock released"
             return "release kept, deploy log written, lock released"
 
         return Step(
@@ -715,6 +907,21 @@ class Deployment:
                 f"if intact, is {paths.prev}; kept releases are in {paths.releases}), start it, "
                 f"then check with `gbdeploy status {name}`",
             )
+        what = f"{self.action} of {name}"
+        if self.release is not None:
+            what += f" to release {self.release.commit or 'unknown'} ({self.release.sha256[:12]})"
+        if self.on_target == "kept":
+            return DeployFailed(
+                f"{what} was interrupted ({cause}) after the new binary had passed health and "
+                f"settled on the target: it runs and was kept, nothing was undone",
+                hint=f"`gbdeploy status {name}` shows what runs",
+            )
+        if self.on_target == "not-ours":
+            return DeployFailed(
+                f"{what} was interrupted ({cause}); the target no longer holds its lock: it had "
+                "finished there (or `--recover` took it over), so nothing was undone",
+                hint=f"`gbdeploy status {name}` and `gbdeploy history {name}` show what runs",
+            )
         if not self.touched:
             if isinstance(error, GbdeployError) and not isinstance(error, OperationFailed):
                 return error
@@ -737,15 +944,11 @@ class Deployment:
                 f" — check `components.{name}.health`"
             )
         elif self.was_running:
-            back = (
-                f"the binary that ran before ({(self.facts.current or '')[:12]}) runs again and "
-                f"is healthy ({self.restored_health})"
+            back = f"the binary that ran before ({(self.facts.current or '')[:12]}) runs again" + (
+                f" and is healthy ({self.restored_health})" if self.restored_health else ""
             )
         else:
             back = "the previous binary is back (it was not running before, so it was not started)"
-        what = f"{self.action} of {name}"
-        if self.release is not None:
-            what += f" to release {self.release.commit or 'unknown'} ({self.release.sha256[:12]})"
         return DeployFailed(
             f"{what} failed ({cause}); rolled back: {back}",
             hint=getattr(error, "hint", None) or "fix the cause above and run it again",
@@ -863,7 +1066,14 @@ def run_deploy(
             reporter,
             dry_run=dry_run,
             recover=True,
+            force=force,
             before_change=before_change,
+        )
+    if commit is not None and not COMMIT.match(commit):
+        raise UsageError(
+            f"--commit {commit!r} is not a commit: letters, digits, `.`, `_`, `+` and `-` only "
+            "(no spaces or newlines), at most 100",
+            hint="pass the commit the binary was built from, e.g. `--commit $(git rev-parse HEAD)`",
         )
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -944,8 +1154,8 @@ def _forced(run: Deployment, begin: Step) -> Step:
 
 
 def choose_release(facts: Facts, to: str | None) -> Release:
-    """The release a rollback puts back: the one with commit (or sha256) `to`, else the newest
-    kept below the current binary (never one above it)."""
+    """The release a rollback puts back: the one with commit (or sha256) `to`, older or newer
+    than the running one, else the newest kept before the current binary in deploy order."""
     releases = facts.releases
     if to:
         wanted = to.lower()
@@ -964,10 +1174,35 @@ def choose_release(facts: Facts, to: str | None) -> Release:
     candidates = [r for r in below if r.sha256 != facts.current]
     if not candidates:
         raise PreflightError(
-            "no previous healthy release is kept on the target; nothing was changed",
-            hint="each deploy keeps the binaries that passed health; deploy a known-good build",
+            "no healthy release kept on the target from before the running one; nothing was "
+            "changed",
+            hint="each deploy keeps the binaries that passed health (`gbdeploy history` lists "
+            "them); `rollback --to COMMIT` names one, or deploy a known-good build",
         )
     return candidates[-1]
+
+
+def _running_release(facts: Facts) -> str:
+    if facts.current is None:
+        return "no binary"
+    known = [r.commit for r in facts.releases if r.sha256 == facts.current and r.commit]
+    return f"commit {known[-1] if known else 'unknown'} (sha256 {facts.current[:12]})"
+
+
+def _holder_alive(holder: dict[str, object] | None) -> int | None:
+    """The pid of the deploy holding the lock when it runs on this machine and is alive."""
+    if not holder or str(holder.get("holder", "")).rpartition("@")[2] != socket.gethostname():
+        return None
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def run_rollback(
@@ -979,10 +1214,12 @@ def run_rollback(
     to: str | None = None,
     recover: bool = False,
     before_change: Callable[[Deployment], None] | None = None,
+    force: bool = False,
 ) -> list[Step]:
     """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
     it and check health; undone on failure. `recover`: first take over the lock of a deploy that
-    was killed, and put the last healthy release back."""
+    was killed (never one whose deploy still runs here, unless `force`; a service script it left
+    running on the target is waited for), and put the last healthy release back."""
     comp = settings.component(component)
     run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
     run.before_change = before_change
@@ -990,15 +1227,44 @@ def run_rollback(
     try:
         facts = parse_facts(run.run(inspect_command(run.paths)))
         if recover:
+            alive = _holder_alive(facts.holder)
+            if alive and not force:
+                run.facts = facts
+                held = run.lock_held()
+                raise LockHeld(
+                    f"{held.message}\n  the deploy holding it still runs on this machine (pid "
+                    f"{alive}): --recover does not take over a live deploy's lock",
+                    hint=f"wait for it, or stop it (`kill {alive}`); `--recover --force` takes "
+                    "over anyway",
+                )
+            run.force = force
             if facts.holder:
                 run.steal = str(facts.holder.get("token", "")) or None
             if facts.held_age is not None and not run.steal:
                 run.steal = layout.HOLDERLESS
+            if facts.held_age is None and not facts.journal and run.service_alive():
+                reporter.say(
+                    f"recover {comp.name}: nothing to recover (no lock, no interrupted deploy); "
+                    f"{_running_release(facts)} runs, left as it is"
+                )
+                return []
             release = facts.releases[-1] if facts.releases else None
             if release is None:
+                if run.steal and not dry_run:
+                    if "live-session" in run.run(
+                        layout.steal_command(run.paths, run.steal, force=force)
+                    ):
+                        run.facts = facts
+                        raise LockHeld(
+                            f"{run.lock_held().message}\n  the deploy holding it is still "
+                            "connected to the target: --recover does not take it over",
+                            hint="wait for it to finish, or `--recover --force`",
+                        )
+                    reporter.say(f"recover {comp.name}: the stale lock {run.paths.lock} removed")
                 raise PreflightError(
-                    f"{comp.name}: no healthy release is kept on the target to recover to",
-                    hint="deploy a known-good build with --force",
+                    f"{comp.name}: no healthy release is kept on the target to recover to"
+                    + ("; the stale lock was removed" if run.steal else ""),
+                    hint=f"deploy a known-good build: `gbdeploy deploy {comp.name} --force`",
                 )
             found = describe_journal(facts.journal) if facts.journal else "no interrupted deploy"
             reporter.say(f"recover {comp.name}: found {found}")
@@ -1012,8 +1278,8 @@ def run_rollback(
             run.finish_step(),
         ]
         title = (
-            f"{'recover' if recover else 'rollback'} {comp.name} to release "
-            f"{release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
+            f"{'recover' if recover else 'rollback'} {comp.name} from {_running_release(facts)} "
+            f"to release {release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
             f"{run.remote.description}"
         )
         if dry_run:

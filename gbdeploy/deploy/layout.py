@@ -7,10 +7,19 @@ Paths on the target, for a component whose binary is B:
     B.sha256           `SHA SIZE MTIME INODE` of B: its sha256, trusted while the rest match
     B.lock/holder      the deploy lock: built in B.lock.tmp.TOKEN, renamed into place (atomic)
     B.lock/was-running present while a deploy that found the service running holds the lock
-    B.journal          one JSON line per phase of the deploy in progress (locked, stopped,
-                       swapped, started, healthy); removed when it ends cleanly
-    B.releases/SHA     the binaries that passed health (hard links), newest last in
-    B.releases/list    lines `SHA COMMIT TIME`; `rollback` goes down this list, never up
+    B.lock/session     the pid of the far end of the holder's session: while it runs, the
+                       holder is still connected, and `--recover` leaves the lock alone
+    B.lock/run.NAME/   claimed by the service script NAME as it begins (`pid`, then `done`), or
+                       by the undo first, which then keeps that script from ever running
+    B.journal          one JSON line per phase of the deploy in progress (locked, uploaded,
+                       stopping, stopped, swapped, started, healthy, done); removed when it ends
+                       cleanly. The undo reads it: it acts on what the target did, never on what
+                       the deploy last heard
+    B.start            how B was started (a sh recipe: directory, user, environment, command)
+    B.prev.start       the same for B.prev: a restore starts the old binary exactly as it ran
+    B.releases/SHA     the binaries that passed health (hard links), oldest first in
+    B.releases/list    lines `SHA COMMIT TIME` in deploy order (the last `keep_releases`);
+                       SHA.start beside each binary is its recipe
     B.deploys.log      one JSON line per deploy and rollback, appended
 
 Every function here returns text; nothing connects. Every value goes through `quote`.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 
 from ..config import Component
@@ -55,6 +65,10 @@ class Paths:
 
     def lock_tmp(self, token: str) -> str:
         return f"{self.binary}.lock.tmp.{token}"
+
+    @property
+    def recipe(self) -> str:
+        return f"{self.binary}.start"
 
     @property
     def journal(self) -> str:
@@ -92,6 +106,7 @@ def variables(paths: Paths) -> str:
             f"B={quote(paths.binary)}; N={quote(paths.new)}; P={quote(paths.prev)}",
             f"L={quote(paths.lock)}; J={quote(paths.journal)}; S={quote(paths.sidecar)}",
             f"R={quote(paths.releases)}; W={quote(paths.was_running)}",
+            f"G={quote(paths.recipe)}",
         ]
     )
 
@@ -154,10 +169,17 @@ def releases_lines() -> str:
 
 # --- the preflight
 def run_as_prefix(component: Component, ssh_user: str) -> str:
-    """`sudo -u gbuser` (from config), or nothing when the ssh user already is the service user."""
+    """`sudo -u gbuser` (from config), or nothing when the ssh user already is the service user.
+
+    `run_as` is an argument vector, never shell code: split as the shell would split words, each
+    word quoted (`;` or `$(…)` in it reach the program as plain arguments)."""
     if not component.run_as or ssh_user == component.user:
         return ""
-    return component.run_as.format(user=quote(component.user))
+    try:
+        words = shlex.split(component.run_as)
+    except ValueError as error:
+        raise UsageError(f"components.{component.name}.run_as: {error}") from None
+    return " ".join(quote(word.format(user=component.user)) for word in words)
 
 
 def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | None) -> str:
@@ -189,11 +211,17 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
         f"{quote(f'the directory of {component.binary} is missing or not writable')}"
     )
     if upload_kib is not None:
+        # B.new, plus B.prev and the kept release when they cannot be hard links of B (copies
+        # then), plus room for the journal, the recipes, the release list and the deploy log.
         lines.append(
+            f"need={int(upload_kib) + WORKING_KIB}\n"
+            'if [ -f "$B" ] && ! { ln -- "$B" "$L/link" 2>/dev/null && rm -f -- "$L/link"; }\n'
+            "then\n"
+            '  rm -f -- "$L/link"; need=$((need + 2 * ($(stat -c %s -- "$B") / 1024 + 1)))\nfi\n'
             f"avail=$(df -Pk -- {directory} 2>/dev/null | awk 'NR==2 {{print $4}}')\n"
-            f'[ -z "$avail" ] || [ "$avail" -ge {upload_kib} ] || fail {key}.binary '
+            f'[ -z "$avail" ] || [ "$avail" -ge "$need" ] || fail {key}.binary '
             f'"only ${{avail}} KiB free in {_dq(os.path.dirname(component.binary))}, '
-            f'the artifact needs {upload_kib} KiB"'
+            f'the deploy writes up to ${{need}} KiB (the artifact, kept copies, records)"'
         )
     if component.restart.mode == "systemd":
         lines.append(
@@ -202,6 +230,9 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
         )
     lines.append('echo "machine $(uname -m)"')
     return "\n".join(lines)
+
+
+WORKING_KIB = 64  # what a deploy writes besides binaries: journal, recipes, lists, logs
 
 
 def _dq(text: str) -> str:
@@ -216,11 +247,13 @@ def begin_command(
     journal: str,
     preflight: str,
     steal: str | None = None,
+    force: bool = False,
 ) -> str:
     """One exchange: take the lock (holder written in a temp dir, then renamed into place),
     start the journal, run the preflight, and report what the target has.
 
-    Prints `held AGE` + `holder …` + `journal …` lines when another holds the lock (or
+    Prints `orphan PID` for each service script of a stale lock waited for (`steal`),
+    `held AGE` + `holder …` + `journal …` lines when another holds the lock (or
     `lockfail WHY`); else `acquired`, any `fail KEY WHY` (then the lock is released again and
     `released` printed), `machine M`, `current SHA|none`, `release …` lines, `journal …` lines
     of an interrupted deploy found without a lock. `steal`: the token of a stale lock to take over
@@ -228,13 +261,8 @@ def begin_command(
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
     lines = [variables(paths), HELPERS, held_lines(), f"T={tmp}"]
-    if steal == HOLDERLESS:
-        lines.append('if [ -d "$L" ] && [ ! -s "$L/holder" ]; then rm -rf -- "$L"; fi')
-    elif steal:
-        lines.append(
-            f'if [ -e "$L" ] && grep -q -F -e {quote(steal)} -- "$L/holder" 2>/dev/null; then'
-            ' rm -rf -- "$L"; fi'
-        )
+    if steal:
+        lines.append(steal_lines(steal, force=force))
     lines += [
         'if [ -e "$L" ]; then held; journal; exit 0; fi',
         'rm -rf -- "$T"',
@@ -244,6 +272,8 @@ def begin_command(
         ' if [ -e "$L" ]; then held; journal; else echo "lockfail cannot rename $T"; fi; exit 0;'
         " fi",
         "echo acquired",
+        # the far end of this deploy's session: while it lives, the deploy is still connected
+        'echo "$PPID" > "$L/session" 2>/dev/null',
         "journal",
         f'printf "%s\\n" {quote(journal)} > "$J" || {{ rm -rf -- "$L"; echo "lockfail journal";'
         " exit 0; }",
@@ -256,6 +286,53 @@ def begin_command(
 
 
 HOLDERLESS = "-"  # `steal` for a lock without a holder record
+ORPHAN_WAIT = 180  # seconds --recover waits for a service script a killed deploy left running
+
+
+def steal_lines(steal: str, *, force: bool = False) -> str:
+    """Remove the stale lock whose holder has token `steal` (HOLDERLESS: one without a holder),
+    once every service script it began has ended (a deploy killed here leaves its script running
+    on the target: it ignores signals, and it must not swap or start anything after this), and
+    only when the far end of its session has ended too: a deploy still connected to the target,
+    from whatever machine, is alive (prints `live-session PID` and keeps the lock; `force` takes
+    it anyway). A killed deploy's session ends within moments of its connection."""
+    if steal == HOLDERLESS:
+        stale = '[ -d "$L" ] && [ ! -s "$L/holder" ]'
+    else:
+        stale = f'[ -e "$L" ] && grep -q -F -e {quote(steal)} -- "$L/holder" 2>/dev/null'
+    looks = ORPHAN_WAIT * 10
+    return "\n".join(
+        [
+            "connected() {",
+            '  kill -0 "$1" 2>/dev/null || return 1',
+            "  tr '\\000' ' ' < \"/proc/$1/cmdline\" 2>/dev/null | grep -q gbdeploy-session &&"
+            " return 0",
+            '  case $(readlink "/proc/$1/exe" 2>/dev/null) in',
+            "  */sh|*/dash|*/bash|*/ash|*/busybox) return 0 ;; esac",
+            "  return 1",
+            "}",
+            f"if {stale}; then",
+            '  for d in "$L"/run.*; do',
+            '    [ -d "$d" ] || continue; i=0',
+            f'    while [ ! -f "$d/done" ] && [ "$i" -lt {looks} ]; do',
+            '      p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break',
+            '      [ "$i" = 0 ] && echo "orphan $p"',
+            "      sleep 0.1; i=$((i + 1))",
+            "    done",
+            "  done",
+            f'  s=$(cat "$L/session" 2>/dev/null); i=0; forced={int(force)}',
+            '  while [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s" && [ "$i" -lt 50 ]; do',
+            "    sleep 0.1; i=$((i + 1))",
+            "  done",
+            '  if [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s"; then echo "live-session $s"',
+            '  else rm -rf -- "$L"; fi',
+            "fi",
+        ]
+    )
+
+
+def steal_command(paths: Paths, steal: str, *, force: bool = False) -> str:
+    return f"{variables(paths)}\n{steal_lines(steal, force=force)}"
 
 
 def _token_of(holder: str) -> str:
@@ -263,9 +340,17 @@ def _token_of(holder: str) -> str:
 
 
 # --- the service: stop, swap, start
-def start_lines(component: Component, ssh_user: str) -> str:
-    """Start the process detached (own session, no fd left on the channel), as `user`; prints
-    `launched PID`."""
+# The far end's shell for the service lives in the functions below (recipe, launch, claim,
+# restore), each a separate piece of text, so that each can move into a file of its own.
+def recipe_text(component: Component, ssh_user: str) -> str:
+    """The sh recipe that starts the service (kept as B.start): run in the binary's directory, as
+    `user`, with its environment, detached (own session, no fd left on the channel). Sourced by
+    `launch` in a subshell; prints `launched PID` (process mode).
+
+    Signals: the scripts that change the service ignore HUP INT TERM PIPE so that they finish once
+    begun, and ignored signals are inherited across exec (FACTS.md). `launch` resets them, and
+    `env --default-signal` (GNU) resets also the INT and QUIT that `&` ignores for a background
+    command; `nohup`, only where there is no setsid, ignores HUP, as its name says."""
     for name in component.env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"components.{component.name}.env: bad variable name {name!r}")
@@ -273,6 +358,7 @@ def start_lines(component: Component, ssh_user: str) -> str:
         return f"systemctl start {quote(component.restart.unit)}"
     env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
     words = [
+        "$reset",
         '"$detach"',
         run_as_prefix(component, ssh_user),
         f"env {env}" if env else "",
@@ -281,11 +367,13 @@ def start_lines(component: Component, ssh_user: str) -> str:
     launch = " ".join(word for word in words if word)
     return "\n".join(
         [
-            f"( cd -- {quote(component.directory)} || exit 1",
+            f"cd -- {quote(component.directory)} || exit 1",
             f"mkdir -p -- {quote(os.path.dirname(component.log_path) or '/')}",
             "detach=$(command -v setsid || echo nohup)",
+            "reset=; env --default-signal=TERM true 2>/dev/null &&"
+            " reset='env --default-signal=HUP,INT,QUIT,TERM,PIPE'",
             f"{launch} < /dev/null >> {quote(component.log_path)} 2>&1 &",
-            'pid=$!; echo "$pid" > "$L/launcher" 2>/dev/null; echo "launched $pid" || true )',
+            'echo "launched $!"',
         ]
     )
 
@@ -298,6 +386,62 @@ def _exec_form(command: str) -> str:
     if re.search(r"[;&|\n`$()<>]", command) or command.lstrip().startswith("exec "):
         return command
     return f"exec {command}"
+
+
+LAUNCH = r"""launch() {
+  rm -f -- "$L/launcher"
+  out=$( ( trap - HUP INT QUIT TERM PIPE; . "$1" ) ) || { echo "$out"; return 1; }
+  [ -z "$out" ] || echo "$out"
+  case $out in *"launched "*) printf '%s\n' "${out##*launched }" > "$L/launcher" ;; esac
+  return 0
+}"""
+
+
+def write_recipe_lines(component: Component, ssh_user: str) -> str:
+    """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
+    text = recipe_text(component, ssh_user)
+    return f"( umask 077; printf '%s\\n' {quote(text)} > \"$L/recipe\" )"
+
+
+def claim_lines(name: str, token: str) -> str:
+    """The service script `name` begins only while the lock is this deploy's and its undo has not
+    claimed it first (then it exits 4 having changed nothing); `run.NAME/done` marks its end."""
+    run = f'"$L/run.{name}"'
+    return "\n".join(
+        [
+            f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
+            ' { echo "the lock is no longer this deploy\'s" >&2; exit 4; }',
+            f'mkdir -- {run} 2>/dev/null || {{ echo "claimed by the undo" >&2; exit 4; }}',
+            f"echo $$ > {run}/pid",
+            f"trap ': > {run}/done' EXIT",
+        ]
+    )
+
+
+def restore_function(component: Component) -> str:
+    """`restore`: stop what runs, put B.prev back with its recipe (remove B when there was none
+    before; leave B as it is when that is not known), start it again if it ran (`up`)."""
+    return "\n".join(
+        [
+            "restore() {",
+            "  stop_service >/dev/null || return 1",
+            "  case $had in",
+            '  1) [ -f "$P" ] || { echo "no $P to put back" >&2; return 1; }',
+            '     rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
+            ' rename_over "$B.restore" "$B" || return 1',
+            '     if [ -f "$P.start" ]; then cp -p -- "$P.start" "$G"; else rm -f -- "$G"; fi ;;',
+            '  0) rm -f -- "$B" "$G" ;;',
+            '  *) echo "no record whether a binary was there before: $B left as it is" >&2 ;;',
+            "  esac",
+            '  rm -f -- "$S"',
+            '  if [ "$up" = 1 ]; then',
+            '    if [ -f "$G" ]; then launch "$G"; else launch "$L/recipe" && cp -p -- "$L/recipe"'
+            ' "$G"; fi || return 1',
+            "  fi",
+            "}",
+            "stop_service() {\n" + stop_lines(component) + "\n}",
+        ]
+    )
 
 
 def stop_lines(component: Component) -> str:
@@ -318,6 +462,43 @@ def running_lines(component: Component) -> str:
     return "\n".join(lines)
 
 
+HEALTH_MARK = "__gbdeploy_health__"
+
+
+def state_command(paths: Paths, component: Component, health: str | None = None) -> str:
+    """Prints `up PID:USER…` (the processes running B that descend from what this deploy
+    launched, or any when it launched nothing: a systemd unit, an unchanged binary), `starting`
+    (its launcher still runs), or `down`. With `health` (a probe's command), in the same exchange:
+    a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
+    return "\n".join(
+        [
+            variables(paths),
+            resolve_binary(component.binary),
+            FIND_PIDS,
+            'launcher=$(cat "$L/launcher" 2>/dev/null); mine=',
+            "for p in $(pids); do",
+            "  q=$p; n=0",
+            '  while [ -n "$launcher" ] && [ -n "$q" ] && [ "$q" != "$launcher" ] && [ "$q" -gt 1 ]'
+            ' && [ "$n" -lt 30 ]; do',
+            "    q=$(sed -n 's/^PPid:[[:space:]]*//p' \"/proc/$q/status\" 2>/dev/null)",
+            "    n=$((n + 1))",
+            "  done",
+            '  if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then',
+            '    mine="$mine $p:$(stat -c %U "/proc/$p" 2>/dev/null)"',
+            "  fi",
+            "done",
+            'if [ -n "$mine" ]; then echo "up$mine"',
+            'elif [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then echo starting',
+            "else echo down; fi",
+            *(
+                [f"echo {HEALTH_MARK}", f"( {health}\n)", f'echo "{HEALTH_MARK} $?"']
+                if health
+                else []
+            ),
+        ]
+    )
+
+
 def _stop_and_note(component: Component) -> list[str]:
     """Stop, and note whether anything ran (in `up`, and in B.lock/was-running for the undo):
     the stop's own search for the processes says it, no second search is needed."""
@@ -326,7 +507,6 @@ def _stop_and_note(component: Component) -> list[str]:
         unit = quote(component.restart.unit)
         lines.append(f"systemctl is-active --quiet {unit} 2>/dev/null && up=1")
     lines += [
-        "stop_service() {\n" + stop_lines(component) + "\n}",
         'stopped=$(stop_service) || { echo "$stopped"; fail "stop"; }',
         'echo "$stopped"',
         "case $stopped in *stopped*|*killed*) up=1 ;; esac",
@@ -347,39 +527,34 @@ def service_command(
     ssh_user: str,
     *,
     sha256: str,
+    token: str,
+    name: str,
     source: str | None = None,
     stop: bool = True,
     start: bool = True,
 ) -> str:
     """The steps that touch the running service, fused into one script with its own undo:
     keep B as B.prev (and among the releases if it is not there yet) → stop → `source` (a
-    release's path; default B.new) renamed over B → chown/chmod → start detached.
+    release's path; default B.new) renamed over B, with its recipe → chown/chmod → start
+    detached.
 
     Prints `was-running 0|1`, the stop's outcome, then `launched PID`. On a failure after the stop
-    it puts B.prev back, starts it if it ran, and exits 3 (prints `restored` or `restore-failed`).
-    Signals are ignored: once begun it finishes, even if the deploy that sent it is killed.
-    `stop=False` (strategy seed, second half): the service was stopped by an earlier script.
-    """
+    it puts B.prev back, starts it as it was started if it ran, and exits 3 (prints `restored` or
+    `restore-failed`). Signals are ignored: once begun it finishes, even if the deploy that sent
+    it is killed; it begins only once (see `claim_lines`). `stop=False` (strategy seed, second
+    half): the service was stopped by an earlier script."""
     lines = [
         "trap '' HUP INT TERM PIPE",
         variables(paths),
         HELPERS,
         PHASE,
-        'echo $$ > "$L/script" 2>/dev/null',
+        LAUNCH,
+        claim_lines(name, token),
+        write_recipe_lines(component, ssh_user),
         '[ -f "$W" ] && up=1 || up=0',
-        "restore() {",
-        "  " + stop_lines(component).replace("\n", "\n  ") + " || return 1",
-        '  if [ "$had" = 1 ]; then rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
-        ' rename_over "$B.restore" "$B" || return 1',
-        '  else rm -f -- "$B"; fi',
-        '  rm -f -- "$S"',
-        '  if [ "$up" = 1 ]; then '
-        + start_lines(component, ssh_user).replace("\n", "\n    ")
-        + " || return 1; fi",
-        "}",
+        restore_function(component),
         'fail() { echo "failed $1" >&2; phase "undoing"; if restore; then echo restored;'
-        ' phase "restored"; else echo restore-failed; phase "restore-failed"; fi;'
-        ' rm -f -- "$L/script"; exit 3; }',
+        ' phase "restored"; else echo restore-failed; phase "restore-failed"; fi; exit 3; }',
     ]
     if stop:
         lines += [
@@ -387,66 +562,104 @@ def service_command(
             'if [ -f "$B" ]; then had=1',
             '  cur=$(cut -d" " -f1 "$S" 2>/dev/null)',
             '  same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',
+            '  if [ -f "$G" ]; then cp -p -- "$G" "$P.start" ||'
+            ' { echo "cannot keep $G as $P.start" >&2; exit 1; }; else rm -f -- "$P.start"; fi',
             '  if [ -n "$cur" ] && ! grep -q "^$cur " "$R/list" 2>/dev/null; then',
             '    mkdir -p -- "$R" && same_bytes "$B" "$R/$cur" &&'
+            ' { [ ! -f "$G" ] || cp -p -- "$G" "$R/$cur.start"; } &&'
             ' echo "$cur unknown $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$R/list"',
             "  fi",
             "fi",
-            'echo "$had" > "$L/had"',
-            'phase "stopping"',
+            'printf "%s\\n" "$had" > "$L/had" || { echo "cannot write $L/had" >&2; exit 1; }',
+            'phase "stopping" || { echo "cannot write the journal $J" >&2; exit 1; }',
             *_stop_and_note(component),
-            'phase "stopped"',
+            'phase "stopped" || fail "journal"',
         ]
     else:
-        lines += ['had=$(cat "$L/had" 2>/dev/null || echo 0)', 'echo "was-running $up"']
+        lines += ['had=$(cat "$L/had" 2>/dev/null)', 'echo "was-running $up"']
     if start:
+        recipe = 'cp -p -- "$L/recipe" "$G.new"'
         if source:
             lines.append(
                 f'rm -f -- "$N"; same_bytes {quote(source)} "$N" || fail "copy {_dq(source)}"'
             )
+            kept = quote(source + ".start")
+            recipe = f'if [ -f {kept} ]; then cp -p -- {kept} "$G.new"; else {recipe}; fi'
         lines += [
+            f'{recipe} || fail "recipe"',
             'rename_over "$N" "$B" || fail "swap"',
-            'phase "swapped"',
+            'phase "swapped" || fail "journal"',
             ownership_lines(component) + ' || fail "chown"',
             f'remember_sha {quote(sha256)} || fail "remember sha256"',
-            start_lines(component, ssh_user) + ' || fail "start"',
-            'phase "started"',
+            'mv -f -- "$G.new" "$G" || fail "recipe"',
+            'launch "$G" || fail "start"',
+            'phase "started" || fail "journal"',
         ]
-    lines.append('rm -f -- "$L/script"')
     return "\n".join(lines)
 
 
-def wait_for_script_lines() -> str:
-    """Wait (bounded) for a service script still running on the target (its sender was cut)."""
-    return (
-        'pid=$(cat "$L/script" 2>/dev/null); i=0\n'
-        'while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt 600 ]; do'
-        " sleep 0.1; i=$((i + 1)); done"
-    )
+def restore_command(
+    paths: Paths,
+    component: Component,
+    ssh_user: str,
+    *,
+    token: str,
+    names: list[str],
+    wait_seconds: float,
+) -> str:
+    """The undo of the service scripts `names`, decided on what the target committed: each script
+    that never began is claimed (it will never run), one that runs is waited for. Then, only while
+    the lock is still this deploy's and the journal shows the service was touched (`stopping`)
+    and not yet kept (`healthy`, `done`): stop what runs, put B.prev back, start it as it was
+    started if it ran. Prints `not-ours` (the deploy ended on the target, or was taken over),
+    `untouched`, `kept`, `restored had=… up=…`, or `restore-failed` (exit 1)."""
+    looks = max(1, int(wait_seconds / 0.1))
+    lines = [
+        "trap '' HUP INT TERM PIPE",
+        variables(paths),
+        HELPERS,
+        PHASE,
+        LAUNCH,
+    ]
+    for name in names:
+        run = f'"$L/run.{name}"'
+        lines += [
+            f"if mkdir -- {run} 2>/dev/null; then : > {run}/done; else i=0",
+            f'  while [ -d {run} ] && [ ! -f {run}/done ] && [ "$i" -lt {looks} ]; do',
+            f"    p=$(cat {run}/pid 2>/dev/null)",
+            '    [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null && break',
+            "    sleep 0.1; i=$((i + 1))",
+            "  done",
+            "fi",
+        ]
+    lines += [
+        f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null || {{ echo not-ours; exit 0; }}',
+        '[ -f "$W" ] && up=1 || up=0',
+        'grep -q \'"phase": "stopping"\' -- "$J" 2>/dev/null || { echo untouched; exit 0; }',
+        'last=$(tail -n 1 -- "$J" | sed -n \'s/.*"phase": "\\([a-z-]*\\)".*/\\1/p\')',
+        "case $last in",
+        "  healthy|done) echo kept; exit 0 ;;",
+        '  restored) echo "restored up=$up"; exit 0 ;;',
+        "  restore-failed) echo restore-failed; exit 1 ;;",
+        "esac",
+        write_recipe_lines(component, ssh_user),
+        'had=$(cat "$L/had" 2>/dev/null)',
+        restore_function(component),
+        'phase "undoing"',
+        'if ! restore; then phase "restore-failed"; echo restore-failed; exit 1; fi',
+        'phase "restored"',
+        'echo "restored had=$had up=$up"',
+    ]
+    return "\n".join(lines)
 
 
-def restore_command(paths: Paths, component: Component, ssh_user: str) -> str:
-    """Undo a service script that completed: stop what it started, put B.prev back (or remove B
-    when there was none), start it again if it was running. Prints `restored`, exit 1 if not."""
+def healthy_command(paths: Paths, token: str) -> str:
+    """Journal `healthy` (the new binary passed health and settled): from here an undo keeps it."""
     return "\n".join(
         [
-            "trap '' HUP INT TERM PIPE",
             variables(paths),
-            HELPERS,
             PHASE,
-            wait_for_script_lines(),
-            'phase "undoing"',
-            '[ -f "$W" ] && up=1 || up=0',
-            'had=$(cat "$L/had" 2>/dev/null || echo 1)',
-            stop_lines(component) + " || exit 1",
-            'if [ "$had" = 1 ]; then [ -f "$P" ] || { echo "no $P to put back" >&2; exit 1; }',
-            '  rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
-            ' rename_over "$B.restore" "$B" || exit 1',
-            'else rm -f -- "$B"; fi',
-            'rm -f -- "$S"',
-            'if [ "$up" = 1 ]; then ' + start_lines(component, ssh_user) + " || exit 1; fi",
-            'phase "restored"',
-            'echo "restored had=$had up=$up"',
+            f'grep -q -F -e {quote(token)} -- "$L/holder" && phase healthy',
         ]
     )
 
@@ -456,6 +669,10 @@ def remove_new_command(paths: Paths) -> str:
 
 
 # --- the end
+_FIELD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # a commit in B.releases/list
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def finish_command(
     paths: Paths,
     *,
@@ -463,43 +680,52 @@ def finish_command(
     log_entry: dict[str, object],
     started_epoch: int,
     keep_release: tuple[str, str, int] | None = None,
-    drop_above: str | None = None,
     phase: str = "done",
 ) -> str:
-    """One exchange at the end: record the phase; when the binary passed health, keep it among
-    the releases (`keep_release` = (sha256, commit, how many to keep)); after a rollback to a
-    release, drop the releases above it from the list (`drop_above` = its sha256: a second
-    rollback goes further down, never up); append the deploy log line (its `duration` measured
-    here); end the journal and release the lock if it is still ours."""
+    """One exchange at the end, only while the lock is still this deploy's (else it prints
+    `lock not ours` and changes nothing): record the phase; when the binary passed health, keep
+    it among the releases with its recipe (`keep_release` = (sha256, commit, how many to keep);
+    commit `unknown` keeps the one the list knows for that sha256) and print `kept` (or
+    `keep-failed WHY`); append the deploy log line (its `duration` measured here); end the
+    journal and release the lock. Once begun it finishes (signals ignored)."""
     entry = json.dumps(log_entry, sort_keys=True)
     assert entry.endswith("}")
-    lines = [variables(paths), HELPERS, PHASE, f"phase {quote(phase)}"]
+    lines = [
+        "trap '' HUP INT TERM PIPE",
+        variables(paths),
+        HELPERS,
+        PHASE,
+        f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
+        ' { echo "lock not ours"; exit 0; }',
+        f"phase {quote(phase)}",
+    ]
     if keep_release:
         sha, commit, keep = keep_release
+        if not SHA256.match(sha) or not _FIELD.match(commit):
+            raise ValueError(f"not a release: {sha!r} {commit!r}")
         lines += [
-            'mkdir -p -- "$R"',
-            f'same_bytes "$B" "$R/{sha}"',
-            f'{{ grep -v "^{sha} " "$R/list" 2>/dev/null; echo {quote(sha)} {quote(commit)}'
-            ' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$R/list.tmp"',
-            f'tail -n {int(keep)} -- "$R/list.tmp" > "$R/list" && rm -f -- "$R/list.tmp"',
+            f"c={quote(commit)}",
+            'if [ "$c" = unknown ]; then',
+            f"  c=$(awk -v s={sha} '$1 == s {{c = $2}} END {{print c}}' \"$R/list\" 2>/dev/null)",
+            '  [ -n "$c" ] || c=unknown',
+            "fi",
+            f'if err=$( {{ mkdir -p -- "$R" && same_bytes "$B" "$R/{sha}" &&'
+            f' {{ [ ! -f "$G" ] || cp -p -- "$G" "$R/{sha}.start"; }} &&'
+            f' {{ grep -v "^{sha} " "$R/list" 2>/dev/null; echo {sha} "$c"'
+            ' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$R/list.tmp" &&'
+            f' tail -n {int(keep)} -- "$R/list.tmp" > "$R/list.new" &&'
+            ' mv -f -- "$R/list.new" "$R/list"; } 2>&1 ); then echo kept',
+            'else echo "keep-failed $err" | tr "\\n" " "; echo; fi',
+            'rm -f -- "$R/list.tmp" "$R/list.new"',
+            'for f in "$R"/*; do n=${f##*/}; n=${n%.start}; case $n in list|list.*) continue ;;'
+            ' esac; awk -v n="$n" \'$1 == n {f = 1} END {exit !f}\' "$R/list" 2>/dev/null ||'
+            ' rm -f -- "$f"; done',
         ]
-    if drop_above:
-        lines += [
-            f'awk -v s={quote(drop_above)} \'{{print}} $1 == s {{exit}}\' "$R/list" > "$R/list.tmp"'
-            ' && mv -f -- "$R/list.tmp" "$R/list"',
-        ]
-    if keep_release or drop_above:
-        lines.append(
-            'for f in "$R"/*; do n=${f##*/}; case $n in list|list.tmp) continue ;; esac;'
-            ' grep -q "^$n " "$R/list" || rm -f -- "$f"; done'
-        )
     lines += [
         f"d=$(( $(date +%s) - {int(started_epoch)} ))",
         f'printf \'%s, "duration": %s}}\\n\' {quote(entry[:-1])} "$d" >> {quote(paths.deploy_log)}',
         # After a restore that failed, the journal stays: `status` and the next deploy say so.
-        f'if grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null; then'
-        + ("" if "restore" in phase else ' rm -f -- "$J";')
-        + ' rm -rf -- "$L"; echo unlocked; else echo "lock not ours"; fi',
+        ("" if "restore" in phase else 'rm -f -- "$J"; ') + 'rm -rf -- "$L"; echo unlocked',
     ]
     return "\n".join(lines)
 

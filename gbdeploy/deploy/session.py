@@ -40,6 +40,7 @@ from ..transfer import REFUSED_HINT, exec_python, upload_failed
 T = TypeVar("T")
 RECEIVE = 1 << 16
 POLL_SECONDS = 0.5  # how often a wait looks at the connection
+HELLO_SECONDS = 20.0  # the far end's first line: python3 or sh start in well under a second
 HELPER = "python3"
 SHELL = "sh"
 HELLO = "gbdeploy-session"
@@ -303,12 +304,17 @@ class Session:
         assert channel is not None
         try:
             if self.mode is None:
-                self._hello(channel, timeout)
+                starting = HELLO_SECONDS if timeout is None else min(timeout, HELLO_SECONDS)
+                try:
+                    self._hello(channel, starting)
+                except TimeoutError:
+                    timeout, what = starting, f"the far end (python3, else sh) never began; {what}"
+                    raise
             return talk(channel)
         except (OSError, EOFError, paramiko.SSHException, TimeoutError) as error:
             self.close()
             why = (
-                f"timed out after {timeout:.0f}s"
+                f"timed out after {timeout:g}s"
                 if isinstance(error, TimeoutError)
                 else (f"connection lost: {error or type(error).__name__}")
             )

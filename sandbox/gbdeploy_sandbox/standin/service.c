@@ -1,11 +1,18 @@
 /* A stand-in for botserver/botui: answers GET /health with {"status":"ok",...,"commit":COMMIT}.
  *
- * Built by gbdeploy.testing.service with the commit compiled in (-DGB_COMMIT), so the binary's
- * bytes contain it as botserver's do. Fault variants for tests:
+ * Built by gbdeploy_sandbox.service with the commit compiled in (-DGB_COMMIT), so the binary's
+ * bytes contain it as botserver's do. By default it sets no signal disposition at all, as a Rust
+ * program without a handler: a SIGTERM ends it at once, and a SIGTERM the process inherited as
+ * ignored (see FACTS.md) keeps it running until SIGKILL. It writes with MSG_NOSIGNAL, so it needs
+ * no SIGPIPE setting either: /proc/PID/status SigIgn shows only what its starter left ignored.
+ * Variants for tests:
  *   -DGB_FAIL_AT_START   exits 1 at once, as a binary that cannot start
  *   -DGB_NEVER_HEALTHY   listens but answers 503 {"status":"degraded"}
  *   -DGB_IGNORE_TERM     ignores SIGTERM, so only SIGKILL stops it
+ *   -DGB_TERM_HANDLER    installs its own SIGTERM handler (exits 0), which resets an inherited ignore
  *   -DGB_SLOW_START      listens only after 0.3 s, as a service that loads before it serves
+ *   -DGB_DIE_AFTER_MS=N  serves, then exits 1 after N ms, as a binary that crashes once running
+ *   -DGB_FLAPPING        its health answers ok, then 503, in turn
  * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
  */
 #include <arpa/inet.h>
@@ -15,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #ifndef GB_COMMIT
@@ -26,10 +34,21 @@
 
 static const char commit_marker[] = "gbdeploy-standin-commit=" GB_COMMIT;
 
+#ifdef GB_TERM_HANDLER
 static void on_term(int sig) {
     (void)sig;
     _exit(0);
 }
+#endif
+
+#ifdef GB_DIE_AFTER_MS
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char text[] = GB_SERVICE ": fatal: crashed after start (stand-in built to)\n";
+    (void)!write(2, text, sizeof text - 1);
+    _exit(1);
+}
+#endif
 
 int main(int argc, char **argv) {
     (void)argc;
@@ -40,10 +59,15 @@ int main(int argc, char **argv) {
 #endif
 #ifdef GB_IGNORE_TERM
     signal(SIGTERM, SIG_IGN);
-#else
+#endif
+#ifdef GB_TERM_HANDLER
     signal(SIGTERM, on_term);
 #endif
-    signal(SIGPIPE, SIG_IGN);
+#ifdef GB_DIE_AFTER_MS
+    signal(SIGALRM, on_alarm);
+    struct itimerval timer = {{0, 0}, {GB_DIE_AFTER_MS / 1000, (GB_DIE_AFTER_MS % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
+#endif
 #ifdef GB_SLOW_START
     usleep(300000);
 #endif
@@ -64,6 +88,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     char request[2048];
     char response[512];
+    unsigned long health_requests = 0;
     for (;;) {
         int client = accept(server, NULL, NULL);
         if (client < 0) continue;
@@ -80,13 +105,21 @@ int main(int argc, char **argv) {
         const char *body;
         const char *status;
         if (strncmp(request, "GET /health ", 12) == 0 || strncmp(request, "GET /api/health ", 16) == 0) {
-#ifdef GB_NEVER_HEALTHY
-            status = "503 Service Unavailable";
-            body = "{\"status\":\"degraded\",\"service\":\"" GB_SERVICE "\",\"commit\":\"" GB_COMMIT "\"}";
+#ifdef GB_FLAPPING
+            int flap = health_requests++ % 2 == 1;
 #else
-            status = "200 OK";
-            body = "{\"status\":\"ok\",\"service\":\"" GB_SERVICE "\",\"version\":\"0.0.0-standin\",\"commit\":\"" GB_COMMIT "\"}";
+            int flap = 0;
 #endif
+#ifdef GB_NEVER_HEALTHY
+            flap = 1;
+#endif
+            if (flap) {
+                status = "503 Service Unavailable";
+                body = "{\"status\":\"degraded\",\"service\":\"" GB_SERVICE "\",\"commit\":\"" GB_COMMIT "\"}";
+            } else {
+                status = "200 OK";
+                body = "{\"status\":\"ok\",\"service\":\"" GB_SERVICE "\",\"version\":\"0.0.0-standin\",\"commit\":\"" GB_COMMIT "\"}";
+            }
         } else {
             status = "404 Not Found";
             body = "{\"error\":\"not found\"}";
@@ -95,7 +128,7 @@ int main(int argc, char **argv) {
                               "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                               "Connection: close\r\n\r\n%s",
                               status, strlen(body), body);
-        (void)!write(client, response, (size_t)length);
+        (void)!send(client, response, (size_t)length, MSG_NOSIGNAL);
         close(client);
     }
 }

@@ -1,10 +1,11 @@
 """`start|stop|restart COMPONENT` and `exec COMPONENT -- CMD…`: the service alone.
 
 start/stop/restart run under the deploy lock (taken, preflighted and freeze-checked exactly as a
-deploy takes it) and through the deploy's own stop and start (`layout.stop_lines`,
-`layout.start_lines`), then check health as a deploy does. They change no binary and write no
-deploy log entry; the journal records their phases, so one that is killed shows in the next
-deploy's lock message. A `start` of a service that already runs starts nothing and checks health.
+deploy takes it) and through the deploy's own stop (`layout.stop_lines`) and start (`launch` of
+the recipe the current config gives, then kept as the binary's), then check health as a deploy
+does. They change no binary and write no deploy log entry; the journal records their phases, so
+one that is killed shows in the next deploy's lock message. A `start` of a service that already
+runs starts nothing and checks health.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def service_script(run: Deployment, action: str) -> str:
     stop's outcome (`none`, `stopped PIDS`, `killed PIDS`), `already-running`, or `launched PID`;
     exits 3 when the stop or the start failed."""
     component = run.component
-    lines = ["trap '' HUP INT TERM PIPE", layout.variables(run.paths), layout.PHASE]
+    lines = [
+        "trap '' HUP INT TERM PIPE",  # once begun it finishes; `launch` resets them for the service
+        layout.variables(run.paths),
+        layout.PHASE,
+        layout.LAUNCH,
+    ]
     if action in ("stop", "restart"):
         lines += [
             'phase "stopping"',
@@ -43,8 +49,9 @@ def service_script(run: Deployment, action: str) -> str:
         ]
     if action in ("start", "restart"):
         lines += [
-            layout.start_lines(component, run.ssh_user)
-            + ' || { echo "failed start" >&2; exit 3; }',
+            layout.write_recipe_lines(component, run.ssh_user),
+            'launch "$L/recipe" || { echo "failed start" >&2; exit 3; }',
+            'cp -p -- "$L/recipe" "$G"',
             'phase "started"',
         ]
     return "\n".join(lines)
@@ -88,7 +95,7 @@ def control_steps(run: Deployment, action: str) -> list[Step]:
         Step(action, [script], service, summary=_SUMMARY[action]),
     ]
     if action == "stop":
-        steps.append(Step("check", [run.alive_command()], lambda: _check_stopped(run)))
+        steps.append(Step("check", [run.state_command()], lambda: _check_stopped(run)))
     else:
         steps.append(run.health_step())
     steps.append(Step("unlock", [unlock], lambda: _release(run, unlock) or "lock released"))

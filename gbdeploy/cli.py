@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from invoke import Argument, Exit, Program, Task
 from invoke import task as invoke_task
 
-from .config import Settings, Target
+from .config import GbdeployConfig, Settings, Target, load_config
 from .config_view import layer_file
 from .errors import OperationFailed
 from .output import options
@@ -225,6 +225,13 @@ def option_error(argv: list[str], error: ValueError) -> str:
 
 
 # --- what a command says before it reaches production ---------------------------------------------
+def gbdeploy_config(config: Any) -> GbdeployConfig:
+    """gbdeploy's layered config. Under `invoke` a task's config is Invoke's own (prefix
+    `invoke`, project = the directory of tasks.py), which holds none of gbdeploy's files: they
+    are then loaded as `gbdeploy` loads them, gbdeploy.yaml found from the current directory."""
+    return config if isinstance(config, GbdeployConfig) else load_config()
+
+
 def project_file(config: Any) -> str | None:
     return layer_file(config, "project") or layer_file(config, "runtime")
 

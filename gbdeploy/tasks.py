@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, UnexpectedExit
 
-from .cli import confirm, defaults_notice, describe_target, task
+from .cli import confirm, defaults_notice, describe_target, gbdeploy_config, task
 from .config import Settings, load_settings, token_values
 from .errors import GbdeployError, UsageError, internal_error, redact
 from .output import Reporter
@@ -45,14 +45,15 @@ def reporting_errors(func: F) -> F:
 
 
 def settings(c: Context) -> Settings:
-    return load_settings(c.config)
+    return load_settings(gbdeploy_config(c.config))
 
 
 def production(c: Context) -> Settings:
     """Settings for a command that reaches a host or the forge: with no project file, it says
     which built-in production defaults it aims at."""
-    loaded = settings(c)
-    defaults_notice(c.config, loaded)
+    config = gbdeploy_config(c.config)
+    loaded = load_settings(config)
+    defaults_notice(config, loaded)
     return loaded
 
 
@@ -248,7 +249,7 @@ def config_(c: Context, json: bool = False) -> None:
     """The effective configuration, and the file or variable that gave each value."""
     from . import config_view
 
-    config_view.run_config(c.config, reporter(), as_json_output=json)
+    config_view.run_config(gbdeploy_config(c.config), reporter(), as_json_output=json)
 
 
 @task(

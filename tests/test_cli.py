@@ -226,3 +226,28 @@ def test_list_loads_no_network_ssh_or_git_library(empty_dir):
     )
     assert result.stdout.splitlines()[-1] == "[]"
     assert "history" in result.stdout and "logs" in result.stdout
+
+
+# --- under invoke -------------------------------------------------------------------------------
+def test_under_invoke_the_project_file_is_found_as_under_gbdeploy(empty_dir):
+    """A two-line tasks.py beside gbdeploy.yaml, `invoke` run for real from a subdirectory."""
+    (empty_dir / "gbdeploy.yaml").write_text(
+        "forge: {url: 'http://127.0.0.1:9', owner: Someone}\ntargets: {system: {ssh: my-host}}\n"
+    )
+    (empty_dir / "tasks.py").write_text("from gbdeploy.tasks import namespace\n\nns = namespace\n")
+    below = empty_dir / "botserver"
+    below.mkdir()
+    invoke = [sys.executable, "-m", "invoke"]
+
+    shown = subprocess.run([*invoke, "config", "--json"], capture_output=True, text=True, cwd=below)
+    assert shown.returncode == 0, shown.stderr
+    values = json.loads(shown.stdout)["values"]
+    assert values["forge.owner"]["value"] == "Someone"
+    assert values["targets.system.ssh"]["from"] == str(empty_dir / "gbdeploy.yaml")
+
+    planned = subprocess.run(
+        [*invoke, "deploy", "botserver", "--dry-run"], capture_output=True, text=True, cwd=below
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "built-in production" not in planned.stderr
+    assert "my-host" in planned.stdout

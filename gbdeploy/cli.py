@@ -20,7 +20,6 @@ from invoke import task as invoke_task
 
 from .config import GbdeployConfig, Settings, Target, load_config
 from .config_view import layer_file
-from .errors import OperationFailed
 from .output import options
 
 VERBOSE = "more detail: e.g. the full remote scripts of a --dry-run plan"
@@ -82,11 +81,12 @@ EXIT_CODES = (
     (3, "the CI run finished unsuccessfully"),
     (4, "timed out waiting"),
     (5, "failed AND could not restore the previous state: a person must act"),
+    (130, "interrupted (Ctrl-C) while nothing was being changed; a deploy is undone: 1 or 5"),
 )
 
 EXIT_CODES_BRIEF = (
     "0 done, 1 failed (left safe), 2 bad input or config, 3 CI run failed, 4 timed out, "
-    "5 could not restore (act now)"
+    "5 could not restore (act now), 130 interrupted"
 )
 
 COMPLETION = (
@@ -254,9 +254,12 @@ def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+NOT_CONFIRMED = "gbdeploy: not confirmed: nothing done (--yes skips the question)"
+
+
 def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None) -> None:
-    """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, or no terminal
-    (CI), goes on without asking."""
+    """From a terminal, ask; anything but y/yes stops with nothing done, exit 0: the user's
+    answer is not a failure. `--yes`, or no terminal (CI), goes on without asking."""
     if yes or not is_terminal():
         return
     try:
@@ -264,7 +267,7 @@ def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None
     except EOFError:
         answer = ""
     if answer.strip().lower() not in ("y", "yes"):
-        raise OperationFailed("not confirmed: nothing was changed", hint="--yes skips the question")
+        raise Exit(NOT_CONFIRMED, code=0)
 
 
 def where(target: Target) -> str:
@@ -277,3 +280,18 @@ def describe_target(settings: Settings, component: str) -> str:
     comp = settings.component(component)
     target = settings.target_of(comp)
     return f"{comp.binary} on target {target.name} ({where(target)})"
+
+
+def deploy_question(
+    settings: Settings, component: str, artifact: str | None, commit: str | None, recover: bool
+) -> str:
+    """What `deploy` is about to change, asked before it connects."""
+    place = describe_target(settings, component)
+    if recover:
+        return (
+            f"recover {component} on {place}: take over an interrupted deploy's lock and put the "
+            "last healthy release back?"
+        )
+    built = artifact or settings.component(component).artifact
+    built_from = f" (commit {commit})" if commit else ""
+    return f"deploy {component} {built}{built_from} to {place}?"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, UnexpectedExit
 
-from .cli import confirm, defaults_notice, describe_target, gbdeploy_config, task
+from .cli import confirm, defaults_notice, deploy_question, gbdeploy_config, task
 from .config import Settings, load_settings, token_values
 from .errors import GbdeployError, UsageError, internal_error, redact
 from .output import Reporter
@@ -146,7 +146,7 @@ def deploy(
 
     loaded = production(c)
     if not dry_run:
-        confirm(f"deploy {component} to {describe_target(loaded, component)}?", yes=yes)
+        confirm(deploy_question(loaded, component, artifact, commit, recover), yes=yes)
         if not recover and component in loaded.components:
             found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
             artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
@@ -203,10 +203,14 @@ def rollback(
     check its health."""
     from . import deploy as deploy_module
 
-    loaded = production(c)
-    if not dry_run:
-        confirm(f"roll back {component} on {describe_target(loaded, component)}?", yes=yes)
-    deploy_module.run_rollback(loaded, component, reporter(), dry_run=dry_run, to=to)
+    deploy_module.run_rollback(
+        production(c),
+        component,
+        reporter(),
+        dry_run=dry_run,
+        to=to,
+        confirm_change=lambda change: confirm(f"{change}?", yes=yes),
+    )
 
 
 @task(

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from invoke import Exit
 
 from gbdeploy import output
 from gbdeploy.cli import SHORT_FLAGS, confirm
-from gbdeploy.errors import OperationFailed
 from gbdeploy.tasks import namespace
 
 
@@ -46,7 +46,9 @@ def test_help_shows_gbdeploys_commands_options_exit_codes_and_completion(run_gbd
     for noise in ("--pty", "--echo", "--warn-only", "--write-pyc", "Core options"):
         assert noise not in result.out
     assert "-v, --verbose" in result.out and "-q, --quiet" in result.out
-    assert "  5   failed AND could not restore" in result.out
+    codes = {line.split()[0]: line for line in lines if line[:2] == "  " and line.split()}
+    assert "failed AND could not restore" in codes["5"]
+    assert "interrupted (Ctrl-C)" in codes["130"]
     assert "--print-completion-script bash" in result.out
 
 
@@ -171,11 +173,12 @@ def test_deploy_from_a_terminal_asks_first_and_a_no_changes_nothing(
     ask = mocker.patch("builtins.input", return_value="n")
     run_deploy = mocker.patch("gbdeploy.deploy.run_deploy")
 
-    result = run_gbdeploy("deploy", "botserver", "--artifact", "/bin/true")
+    result = run_gbdeploy("deploy", "botserver", "--artifact", "/bin/true", "-c", "1a2b3c4")
 
-    assert result.code == 1
-    assert "not confirmed: nothing was changed" in result.err
+    assert result.code == 0  # the user's answer, not a failure
+    assert "not confirmed: nothing done" in result.err
     question = ask.call_args.args[0]
+    assert question.startswith("deploy botserver /bin/true (commit 1a2b3c4) to ")
     assert "/opt/gbo/bin/botserver on target system (ssh pragmatismo-system)" in question
     run_deploy.assert_not_called()
 
@@ -196,8 +199,9 @@ def test_without_a_terminal_nothing_is_asked(mocker):
     confirm("deploy?", yes=False, ask=lambda _: pytest.fail("asked"))
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
     confirm("deploy?", yes=False, ask=lambda _: "yes")
-    with pytest.raises(OperationFailed):
+    with pytest.raises(Exit) as stopped:
         confirm("deploy?", yes=False, ask=lambda _: "")
+    assert stopped.value.code == 0
 
 
 # --- verbosity, --list ---------------------------------------------------------------------------

@@ -691,7 +691,9 @@ class Deployment:
     # -- the outcome
     def outcome(self, undone: engine.Undone) -> GbdeployError:
         error = undone.error
-        cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
+        interrupted = isinstance(error, KeyboardInterrupt)
+        cause = "interrupted" if interrupted else _message(error)
+        again = "run it again when ready" if interrupted else "fix the cause above and run it again"
         name, paths = self.component.name, self.paths
         if self.restore_failed or undone.problems:
             return RestoreFailed(
@@ -712,7 +714,7 @@ class Deployment:
             return DeployFailed(
                 f"{self.action} of {name} failed before the service was touched ({cause}); "
                 f"the running service and {paths.binary} are unchanged",
-                hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+                hint=getattr(error, "hint", None) or again,
             )
         had = self.facts.current is not None
         if not had:
@@ -735,7 +737,7 @@ class Deployment:
             what += f" to release {self.release.commit or 'unknown'} ({self.release.sha256[:12]})"
         return DeployFailed(
             f"{what} failed ({cause}); rolled back: {back}",
-            hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+            hint=getattr(error, "hint", None) or again,
         )
 
     def describe_state(self) -> str:
@@ -956,10 +958,13 @@ def run_rollback(
     dry_run: bool = False,
     to: str | None = None,
     recover: bool = False,
+    confirm_change: Callable[[str], None] | None = None,
 ) -> list[Step]:
     """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
     it and check health; undone on failure. `recover`: first take over the lock of a deploy that
-    was killed, and put the last healthy release back."""
+    was killed, and put the last healthy release back. `confirm_change` is given the change
+    ("roll back botserver from 9f116bd to 17c42e4 on …") once it is known, before anything is
+    changed, and may stop it by raising."""
     comp = settings.component(component)
     run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
     run.refuse_a_foreign_ssh_user()
@@ -995,6 +1000,12 @@ def run_rollback(
         if dry_run:
             reporter.plan(title, engine.plan_lines(steps))
             return steps
+        if confirm_change is not None:
+            confirm_change(
+                f"{'recover' if recover else 'roll back'} {comp.name} from "
+                f"{_release_name(facts.current, facts.releases)} to "
+                f"{_release_name(release.sha256, facts.releases)} on {run.remote.description}"
+            )
         reporter.say(title)
         run.execute(steps)
     finally:
@@ -1021,6 +1032,14 @@ def inspect_command(paths: Paths) -> str:
 
 
 # --- helpers
+def _release_name(sha256: str | None, releases: list[Release]) -> str:
+    """A binary as a person knows it: its commit when a kept release records one."""
+    if not sha256:
+        return "nothing (no binary)"
+    commit = next((r.commit for r in releases if r.sha256 == sha256 and r.commit), None)
+    return commit[:12] if commit else f"sha256 {sha256[:12]}"
+
+
 def _describe_local(local: Path, run: Deployment) -> str:
     if not local.is_file():
         return "not built yet"

@@ -8,10 +8,11 @@ Kept apart from program.py (Invoke's Program and its error handling) so each can
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -203,6 +204,34 @@ def _command_rank(name: str) -> tuple[int, str]:
 
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+_NO_IDEA = re.compile(r"^No idea what '(.*)' is!$")
+
+
+def parse_problem(error: Exception, commands: Iterable[str], core_flags: Iterable[str]) -> str:
+    """Invoke's "No idea what 'relase' is!" as what it is, with the nearest command or option:
+    `unknown command 'relase': did you mean `release`?`."""
+    found = _NO_IDEA.match(str(error))
+    if not found:
+        return str(error)
+    word = found.group(1)
+    context = getattr(error, "context", None)
+    command = getattr(context, "name", None)
+    if word.startswith("-"):
+        flags = [*(context.flags if context else ()), *core_flags]
+        what = f"unknown option {word}" + (f" for `{command}`" if command else "")
+        near = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+        see = f"`gbdeploy {command} --help` lists its options" if command else ""
+    else:
+        what = f"unknown command {word!r}"
+        if command:
+            what += f" (nor an argument of `{command}`)"
+        near = difflib.get_close_matches(word, [*commands, "help"], n=1, cutoff=0.6)
+        see = "`gbdeploy help` lists the commands"
+    if near:
+        return f"{what}: did you mean `{near[0]}`?"
+    return f"{what}" + (f"\n  hint: {see}" if see else "")
 
 
 _INVALID = re.compile(r"invalid literal for (\w+)\(\)(?: with base \d+)?: (.*)$")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from invoke import Exit, ParseError
 
 from . import __version__
-from .cli import CliProgram
+from .cli import CliProgram, parse_problem
 from .config import (
     CONFIG_LOAD_ERRORS,
     GbdeployConfig,
@@ -49,12 +49,32 @@ class GbdeployProgram(CliProgram):
             super().create_config()
 
     def parse_core(self, argv: list[str] | None) -> None:
-        with _usage_errors():
+        with self._usage_errors():
             super().parse_core(argv)
 
     def parse_tasks(self) -> None:
-        with _usage_errors():
+        with self._usage_errors():
             super().parse_tasks()
+
+    def parse_cleanup(self) -> None:
+        with self._usage_errors():  # `--help NAME` of an unknown NAME
+            super().parse_cleanup()
+
+    @contextmanager
+    def _usage_errors(self) -> Iterator[None]:
+        """A bad command line is exit 2, with the nearest command or option when it was a
+        typo. Invoke casts a typed option's value (`--limit abc`) while parsing, and lets the
+        cast's ValueError through."""
+        try:
+            yield
+        except ParseError as error:
+            problem = parse_problem(error, namespace.task_names, self.initial_context.flags)
+            raise Exit(f"gbdeploy: error: {problem}", code=UsageError.exit_code) from None
+        except ValueError as error:
+            raise Exit(
+                f"gbdeploy: error: an option's value is not of its type: {error}",
+                code=UsageError.exit_code,
+            ) from None
 
     def update_config(self, merge: bool = True) -> None:
         with self._config_errors():
@@ -69,21 +89,6 @@ class GbdeployProgram(CliProgram):
             super().execute()
 
 
-@contextmanager
-def _usage_errors() -> Iterator[None]:
-    """A bad command line is exit 2. Invoke casts a typed option's value (`--limit abc`) while
-    parsing, and lets the cast's ValueError through."""
-    try:
-        yield
-    except ParseError as error:
-        raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
-    except ValueError as error:
-        raise Exit(
-            f"gbdeploy: error: an option's value is not of its type: {error}",
-            code=UsageError.exit_code,
-        ) from None
-
-
 program = GbdeployProgram(
     name="gbdeploy",
     binary="gbdeploy",
@@ -94,8 +99,10 @@ program = GbdeployProgram(
 
 
 def help_first(argv: list[str]) -> list[str]:
-    """`gbdeploy release --help` means `gbdeploy --help release` (Invoke would take `--help` as
-    the value of the first positional option)."""
+    """`gbdeploy release --help` and `gbdeploy help release` mean `gbdeploy --help release`
+    (Invoke would take `--help` as the value of the first positional option)."""
+    if argv[1:2] == ["help"]:
+        return [argv[0], "--help", *argv[2:3]]
     for index, word in enumerate(argv[1:], 1):
         if word in namespace.task_names and any(a in ("-h", "--help") for a in argv[index + 1 :]):
             return [argv[0], "--help", word]
@@ -104,7 +111,12 @@ def help_first(argv: list[str]) -> list[str]:
 
 # Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
 # become `wait --run-id 123` and `runs --component botserver`.
-OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
+OPTIONAL_POSITIONALS = {
+    "wait": "--run-id",
+    "runs": "--component",
+    "status": "--component",
+    "config": "--key",
+}
 
 
 def optional_positionals(argv: list[str]) -> list[str]:

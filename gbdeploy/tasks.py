@@ -247,13 +247,19 @@ def logs(c: Context, component: str, lines: int = 20, follow: bool = False) -> N
     logs_module.run_logs(production(c), reporter(), component, lines=count, follow=follow)
 
 
-@task(name="config", help={"json": "print JSON: {files, token, values: {KEY: {value, source}}}"})
+@task(
+    name="config",
+    help={
+        "json": "print JSON: {files, token, values: {KEY: {value, source}}}",
+        "key": "only this key, or the keys under it (forge, components.botserver)",
+    },
+)
 @reporting_errors
-def config_(c: Context, json: bool = False) -> None:
+def config_(c: Context, json: bool = False, key: str | None = None) -> None:
     """The effective configuration, and the file or variable that gave each value."""
     from . import config_view
 
-    config_view.run_config(gbdeploy_config(c.config), reporter(), as_json_output=json)
+    config_view.run_config(gbdeploy_config(c.config), reporter(), as_json_output=json, key=key)
 
 
 @task(

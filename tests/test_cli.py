@@ -255,3 +255,55 @@ def test_under_invoke_the_project_file_is_found_as_under_gbdeploy(empty_dir):
     assert planned.returncode == 0, planned.stderr
     assert "built-in production" not in planned.stderr
     assert "my-host" in planned.stdout
+
+
+# --- typos, help, config KEY, disabled components (issue 23, item 8) ---------------------------
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["relase", "botserver"], "unknown command 'relase': did you mean `release`?"),
+        (["release", "botserver", "--dry-rn"], "did you mean `--dry-run`?"),
+        (["--verbsoe", "config"], "unknown option --verbsoe: did you mean `--verbose`?"),
+        (["help", "rollbak"], "did you mean `rollback`?"),
+        (["xyzzy"], "`gbdeploy help` lists the commands"),
+    ],
+)
+def test_a_typo_is_exit_2_with_the_nearest_command_or_option(run_gbdeploy, empty_dir, argv, said):
+    result = run_gbdeploy(*argv)
+    assert result.code == 2, result.text
+    assert said in result.err
+    assert "No idea what" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"), [(["help"], "gbdeploy "), (["help", "status"], "Usage: gbdeploy status")]
+)
+def test_help_as_a_command(run_gbdeploy, empty_dir, argv, starts):
+    result = run_gbdeploy(*argv)
+    assert result.code == 0, result.text
+    assert result.out.startswith(starts)
+
+
+def test_config_key_shows_only_that_key_or_section(run_gbdeploy, empty_dir):
+    keys = [line.split()[0] for line in run_gbdeploy("config", "forge").out.splitlines()[7:]]
+    assert keys[0] == "key" and keys[1:] and all(k.startswith("forge.") for k in keys[1:])
+    data = json.loads(run_gbdeploy("config", "forge.url", "--json").out)
+    assert list(data["values"]) == ["forge.url"]
+    wrong = run_gbdeploy("config", "forge.ulr")
+    assert wrong.code == 2 and "did you mean 'forge.url'?" in wrong.err
+
+
+def test_a_config_error_names_its_file_before_the_table(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("release: {timeout: soon}\n")
+    result = run_gbdeploy("config")
+    assert result.code == 2
+    first = result.err.splitlines()[0]
+    assert "release.timeout" in first and str(empty_dir / "gbdeploy.yaml") in first
+    assert result.err.count("release.timeout") == 1  # said once, not again after the table
+
+
+def test_a_disabled_component_is_named_as_disabled(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("components: {botui: {enabled: false}}\n")
+    result = run_gbdeploy("deploy", "botui", "--dry-run")
+    assert result.code == 2
+    assert "botui is disabled: components.botui.enabled is false" in result.err

@@ -151,11 +151,18 @@ def run_wait(
             if run_id is not None:
                 try:
                     client.run(run_id)
+                    ids = [run_id]
                 except ForgeNotFound:
-                    if last:
-                        raise
-                    continue
-                ids = [run_id]
+                    numbered = _run_numbered(client, run_id)
+                    if numbered is None:
+                        if last:
+                            raise
+                        continue
+                    reporter.say(
+                        f"run #{run_id} (its number in the web UI) of {client.repo_path} is run "
+                        f"id {numbered.id}: waiting for it"
+                    )
+                    ids = [numbered.id]
             else:
                 assert sha is not None
                 ids = [r.id for r in _runs_of_commit(client, sha.lower())]
@@ -170,6 +177,16 @@ def run_wait(
                     continue
             return _wait_all(client, settings, reporter, ids, limit)
     return []
+
+
+def _run_numbered(client: ForgeClient, number: int) -> Run | None:
+    """The run the web UI shows as `#number` (runs are listed newest first, numbers falling)."""
+    for run in client.iter_runs():
+        if run.index_in_repo == number and run.source == "runs":
+            return run
+        if run.index_in_repo < number:
+            return None
+    return None
 
 
 def _wait_all(

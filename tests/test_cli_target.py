@@ -3,6 +3,7 @@ operator reads and the exit code they get from `rollback`, `deploy`, `status` an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,5 +45,50 @@ def test_rollback_asks_with_the_commits_it_goes_from_and_to_and_a_no_is_exit_0(
     assert [e["action"] for e in world.deploy_log()] == ["deploy", "deploy"]
 
     terminal.return_value = "y"
-    assert run_gbdeploy("rollback", "botserver").code == 0
+    done = run_gbdeploy("rollback", "botserver")
+    assert done.code == 0, done.text
+    assert world.health()["commit"] == OLD
+    # item 5: `verify` alone would expect the submodule's HEAD; the hint names the commit.
+    assert f"gbdeploy verify botserver --commit {OLD}" in done.out
+
+
+# --- hints (issue 23, item 5) ---------------------------------------------------------------------
+def test_a_refused_lock_says_who_holds_it_and_undoes_nothing_it_does_not_hold(
+    world, artifacts, project, run_gbdeploy
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    lock = Path(f"{world.binary}.lock")
+    lock.mkdir()
+    (lock / "holder").write_text(json.dumps({"holder": "ci@runner-7", "pid": 4242}) + "\n")
+
+    result = run_gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)))
+
+    assert result.code == 1, result.text
+    assert "another deploy holds the lock" in result.err and "ci@runner-7" in result.err
+    assert "undo" not in result.text
+    assert lock.is_dir() and "ci@runner-7" in (lock / "holder").read_text()  # still theirs
+
+
+def test_ctrl_c_in_a_deploy_is_undone_without_telling_to_fix_a_cause(
+    world, artifacts, project, run_gbdeploy, mocker
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    from gbdeploy.deploy.deployment import Deployment
+
+    real = Deployment.wait_until_up
+    calls = []
+
+    def interrupted_once(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the new binary's health is awaited
+        return real(self)
+
+    mocker.patch.object(Deployment, "wait_until_up", interrupted_once)
+
+    result = run_gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)))
+
+    assert result.code == 1, result.text
+    assert "interrupted" in result.err and "rolled back" in result.err
+    assert "fix the cause" not in result.text
     assert world.health()["commit"] == OLD

@@ -366,7 +366,7 @@ class Deployment:
             "lock",
             [command],
             run,
-            Undo(undo_commands, self.release_after_failure),
+            Undo(undo_commands, self.release_after_failure, shown=lambda: self.facts.acquired),
             summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
         )
 
@@ -1011,7 +1011,15 @@ def run_rollback(
     finally:
         run.close()
     reporter.summary()
+    reporter.say(_verify_hint(comp.name, release))
     return steps
+
+
+def _verify_hint(name: str, release: Release) -> str:
+    """`verify` alone expects the submodule's HEAD, which a rollback just took off the target."""
+    if release.commit:
+        return f"check it with: gbdeploy verify {name} --commit {release.commit}"
+    return f"check it with: gbdeploy status {name} (this release recorded no commit to verify)"
 
 
 def inspect_command(paths: Paths) -> str:

@@ -221,6 +221,14 @@ def latest_run_line(
 ) -> str:
     """The newest CI run of the component's workflow where it runs, in one line (for `status`);
     never raises."""
+    return latest_run(settings, component, transport=transport)[0]
+
+
+def latest_run(
+    settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
+) -> tuple[str, dict[str, object] | None]:
+    """The newest CI run of the component's workflow: its line, and its fields for `status
+    --json` (None when there is no such run or the forge could not be read); never raises."""
     try:
         home = home_of(settings, component)
         with ForgeClient(
@@ -229,10 +237,11 @@ def latest_run_line(
             for run in client.iter_runs(max_pages=2):
                 if run.workflow_id == component.workflow:
                     started = run.started.isoformat(timespec="seconds") if run.started else "-"
-                    return (
+                    line = (
                         f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, started "
                         f"{started}, in {home.full_name}"
                     )
-        return f"no run of {component.workflow} among the newest runs of {home.full_name}"
+                    return line, {**run.as_json(), "repository": home.full_name}
+        return f"no run of {component.workflow} among the newest runs of {home.full_name}", None
     except GbdeployError as error:
-        return f"unavailable: {str(error).splitlines()[0]}"
+        return f"unavailable: {str(error).splitlines()[0]}", None

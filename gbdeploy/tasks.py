@@ -15,7 +15,7 @@ from invoke import Collection, Context, Exit, UnexpectedExit
 
 from .cli import confirm, defaults_notice, deploy_question, gbdeploy_config, task
 from .config import Settings, load_settings, token_values
-from .errors import GbdeployError, UsageError, internal_error, redact
+from .errors import GbdeployError, OperationFailed, UsageError, internal_error, redact
 from .output import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -309,10 +309,19 @@ def wait(
 @task(help={"component": "only this component (default: all)", "json": "print JSON"})
 @reporting_errors
 def status(c: Context, component: str | None = None, json: bool = False) -> None:
-    """Deployed binary, process, health, lock and latest CI run of each component."""
+    """Deployed binary, process, health, lock and latest CI run of each component; exit 1 when
+    one is unhealthy, not running, locked, left a journal or runs a binary it did not record."""
     from . import deploy as deploy_module
 
-    deploy_module.run_status(production(c), reporter(), component=component, as_json=json)
+    problems = deploy_module.run_status(
+        production(c), reporter(), component=component, as_json=json
+    )
+    if problems:
+        raise OperationFailed(
+            "status: " + "; ".join(problems),
+            hint="`gbdeploy logs COMPONENT` shows why a service is down; a lock or journal left "
+            "by a killed deploy: `gbdeploy deploy COMPONENT --recover`",
+        )
 
 
 @task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})

@@ -21,13 +21,24 @@ def project(world, tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.Monke
 
 
 @pytest.fixture
+def run_gbdeploy(run_gbdeploy):
+    """As `gbdeploy` runs from a shell: through main()'s rewriting of the command line."""
+    from gbdeploy.program import help_first, optional_positionals
+
+    def run(*args: str):
+        return run_gbdeploy(*optional_positionals(help_first(["gbdeploy", *args]))[1:])
+
+    return run
+
+
+@pytest.fixture
 def terminal(mocker):
     """A person at a terminal, who answers each question with what `answers` holds."""
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
     return mocker.patch("builtins.input")
 
 
-# --- confirmations (issue 23, item 4) -------------------------------------------------------------
+# --- confirmations (issue 23, item 4) ---
 def test_rollback_asks_with_the_commits_it_goes_from_and_to_and_a_no_is_exit_0(
     world, artifacts, project, terminal, run_gbdeploy
 ):
@@ -52,7 +63,7 @@ def test_rollback_asks_with_the_commits_it_goes_from_and_to_and_a_no_is_exit_0(
     assert f"gbdeploy verify botserver --commit {OLD}" in done.out
 
 
-# --- hints (issue 23, item 5) ---------------------------------------------------------------------
+# --- hints (issue 23, item 5) ---
 def test_a_refused_lock_says_who_holds_it_and_undoes_nothing_it_does_not_hold(
     world, artifacts, project, run_gbdeploy
 ):
@@ -92,3 +103,60 @@ def test_ctrl_c_in_a_deploy_is_undone_without_telling_to_fix_a_cause(
     assert "interrupted" in result.err and "rolled back" in result.err
     assert "fix the cause" not in result.text
     assert world.health()["commit"] == OLD
+
+
+# --- status for monitoring (issue 23, item 7) ---
+def test_status_exits_0_when_all_is_well_and_json_has_the_ci_run_as_fields(
+    world, artifacts, project, run_gbdeploy, forgejo, monkeypatch
+):
+    config = json.loads((project / "gbdeploy.yaml").read_text())
+    config["forge"] = {"url": forgejo.url, "owner": "GeneralBots", "repo": "gb", "timeout": 5}
+    (project / "gbdeploy.yaml").write_text(json.dumps(config))
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", "emulator-token-0123456789")
+    [run_id] = forgejo.on_push("c1" * 20, workflows=["botserver.yaml"])
+    forgejo.finish(run_id, "success")
+    world.deploy(artifacts(OLD), commit=OLD)
+
+    assert run_gbdeploy("status", "botserver").code == 0
+    result = run_gbdeploy("status", "botserver", "--json")
+
+    assert result.code == 0, result.text
+    [status] = json.loads(result.out)
+    assert status["problems"] == []
+    ci = status["ci_run"]
+    assert ci["id"] == run_id and ci["index_in_repo"] == 1 and ci["status"] == "success"
+    assert ci["commit_sha"] == "c1" * 20 and ci["repository"] == "GeneralBots/gb"
+    assert ci["html_url"].startswith(forgejo.url)
+
+
+def test_status_exits_1_when_a_lock_is_left(world, artifacts, project, run_gbdeploy):
+    world.deploy(artifacts(OLD), commit=OLD)
+    Path(f"{world.binary}.lock").mkdir()
+    result = run_gbdeploy("status", "botserver", "--json")
+    assert result.code == 1, result.text
+    assert json.loads(result.out)[0]["problems"] == ["a deploy lock is held"]
+    assert "botserver: a deploy lock is held" in result.err
+
+
+def test_status_exits_1_when_the_binary_is_not_the_recorded_one(
+    world, artifacts, project, run_gbdeploy
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    patched = world.binary.with_name("patched")
+    patched.write_bytes(world.binary.read_bytes() + b"patched by hand")
+    patched.chmod(0o755)
+    patched.rename(world.binary)  # as a hand-made scp + mv would
+    result = run_gbdeploy("status", "botserver")
+    assert result.code == 1, result.text
+    assert "is not the one the last deploy recorded" in result.err
+
+
+def test_status_exits_1_when_the_service_is_down(world, artifacts, project, run_gbdeploy):
+    from gbdeploy_sandbox.procs import kill_pids, wait_for
+
+    world.deploy(artifacts(OLD), commit=OLD)
+    kill_pids(world.running())
+    assert wait_for(lambda: world.health() is None)
+    result = run_gbdeploy("status", "botserver")
+    assert result.code == 1, result.text
+    assert "botserver: not running" in result.err and "health NOT OK" in result.err

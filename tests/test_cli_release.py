@@ -27,3 +27,31 @@ def test_after_a_failed_ci_run_the_hint_verifies_what_still_runs(sandbox, run_gb
     assert result.code == 3, result.text
     assert f"gbdeploy verify botserver --commit {before}" in result.err
     assert run_gbdeploy("verify", "botserver", "--commit", before).code == 0
+
+
+def test_history_of_a_release_names_the_person_and_the_ci_run(sandbox, run_gbdeploy):
+    """The root pointer commit carries the releaser's git identity; the runner's job env the
+    run (GITHUB_RUN_ID, GITHUB_RUN_NUMBER, GITHUB_SERVER_URL, GITHUB_REPOSITORY, GITHUB_ACTOR)."""
+    import json
+
+    from gbdeploy_sandbox.gitworld import git
+
+    git(sandbox.git.root, "config", "user.name", "Ana Lima")
+    git(sandbox.git.root, "config", "user.email", "ana@example.org")
+    commit = developer_commit(sandbox)
+    assert run_gbdeploy("release", "botserver").code == 0
+
+    result = run_gbdeploy("history", "botserver", "--json")
+
+    assert result.code == 0, result.text
+    newest = json.loads(result.out)["entries"][0]
+    assert newest["commit"] == commit and newest["current"]
+    assert newest["released_by"] == {
+        "git": "Ana Lima <ana@example.org>",
+        "forge_user": "GeneralBots",
+    }
+    [run] = sandbox.forge.runs
+    assert newest["ci_run"]["id"] == run.id and newest["ci_run"]["number"] == run.index
+    assert newest["ci_run"]["url"] == f"{sandbox.forge.url}/GeneralBots/gb/actions/runs/{run.index}"
+    table = run_gbdeploy("history", "botserver").out
+    assert "Ana Lima <ana@example.org> (forge: GeneralBots)" in table and f"#{run.index}" in table

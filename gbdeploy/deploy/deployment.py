@@ -37,7 +37,7 @@ from pathlib import Path
 
 import paramiko
 
-from .. import artifact, probes, transfer
+from .. import artifact, probes, provenance, transfer
 from ..artifact import (
     Fingerprint,
     file_sha256,
@@ -304,6 +304,7 @@ class Deployment:
             "strategy": self.strategy,
             "result": result,
             "who": self.who,
+            **provenance.record_fields(),  # the person who released, the CI run
         }
         if self.release is not None:
             entry["release"] = self.release.sha256

@@ -5,7 +5,7 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 
 - expressions `${{ secrets.X }}`, `${{ inputs.X }}`, `${{ github.event.inputs.X }}`,
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
-  run_id|run_number }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
+  run_id|run_number|actor }}` (also under `forgejo.` and `forge.`), `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
   with its submodules when the step asks for them) and the step checks that it is so, and that
   `node` is on the job's PATH, as a host-mode runner needs it for a JavaScript action;
@@ -67,6 +67,7 @@ class RunContext:
     server_url: str = "http://127.0.0.1"
     run_id: int = 1
     run_number: int = 1
+    actor: str = ""  # the forge user whose push or dispatch started the run (GITHUB_ACTOR)
 
 
 @dataclass
@@ -209,6 +210,7 @@ class _Expressions:
             "server_url": context.server_url,
             "run_id": str(context.run_id),
             "run_number": str(context.run_number),
+            "actor": context.actor,
         }
         self.runner = {"temp": str(temp), "os": "Linux"}
 

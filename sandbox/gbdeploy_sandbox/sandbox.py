@@ -128,6 +128,7 @@ class Sandbox:
             server_url=self.forge.url,
             run_id=run.run_id,
             run_number=run.run_number,
+            actor=run.repository.split("/", 1)[0],  # the emulator's trigger_user
         )
         try:
             result = emulated_runner.run_job(

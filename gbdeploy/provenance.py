@@ -37,7 +37,7 @@ def ci_run(environ: Mapping[str, str]) -> dict[str, object] | None:
     return run
 
 
-def released_by(environ: Mapping[str, str]) -> dict[str, str]:
+def released_by(environ: Mapping[str, str], cwd: str) -> dict[str, str]:
     """The person: the forge user that started the run, and a git identity."""
     who: dict[str, str] = {}
     actor = environ.get("GITHUB_ACTOR", "").strip()
@@ -45,25 +45,43 @@ def released_by(environ: Mapping[str, str]) -> dict[str, str]:
         who["forge_user"] = actor
     sha = environ.get("GITHUB_SHA", "").strip()
     if sha:
-        workspace = environ.get("GITHUB_WORKSPACE") or os.getcwd()
+        workspace = environ.get("GITHUB_WORKSPACE") or cwd
         identity = _git(workspace, "log", "-1", "--format=%an <%ae>", sha, "--")
     else:
-        name = _git(os.getcwd(), "config", "user.name")
-        email = _git(os.getcwd(), "config", "user.email")
+        name = _git(cwd, "config", "user.name")
+        email = _git(cwd, "config", "user.email")
         identity = f"{name} <{email}>" if name and email else name
     if identity:
         who["git"] = identity
     return who
 
 
-@functools.cache
+CONTEXT_VARIABLES = (
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_NUMBER",
+    "GITHUB_SERVER_URL",
+    "GITHUB_REPOSITORY",
+    "GITHUB_ACTOR",
+    "GITHUB_SHA",
+    "GITHUB_WORKSPACE",
+)
+
+
 def record_fields() -> dict[str, object]:
-    """The fields a deploy log line gets from this process's environment (once per process)."""
+    """The fields a deploy log line gets from this process's environment (git asked once for
+    each environment: a deploy writes several candidate log lines)."""
+    context = tuple((name, os.environ.get(name, "")) for name in CONTEXT_VARIABLES)
+    return dict(_record_fields(context, os.getcwd()))
+
+
+@functools.cache
+def _record_fields(context: tuple[tuple[str, str], ...], cwd: str) -> dict[str, object]:
+    environ = {name: value for name, value in context if value}
     fields: dict[str, object] = {}
-    person = released_by(os.environ)
+    person = released_by(environ, cwd)
     if person:
         fields["released_by"] = person
-    run = ci_run(os.environ)
+    run = ci_run(environ)
     if run:
         fields["ci_run"] = run
     return fields

@@ -160,3 +160,77 @@ def test_status_exits_1_when_the_service_is_down(world, artifacts, project, run_
     result = run_gbdeploy("status", "botserver")
     assert result.code == 1, result.text
     assert "botserver: not running" in result.err and "health NOT OK" in result.err
+
+
+# --- container targets: what is missing where (issue 23, item 2) ---
+def _with_target(project: Path, **target: object) -> None:
+    config = json.loads((project / "gbdeploy.yaml").read_text())
+    config["targets"]["system"].update(target)
+    (project / "gbdeploy.yaml").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("target", "said", "hint"),
+    [
+        (
+            {"container": "sytem"},
+            "container 'sytem' not found on pragmatismo-system (targets.system.container)",
+            "`lxc list` on pragmatismo-system lists its containers",
+        ),
+        (
+            {"container": "system", "via": "incus"},
+            "incus: command not found on pragmatismo-system (targets.system.via is incus)",
+            "set targets.system.via (lxc)",
+        ),
+        (
+            {"container": "system", "sudo": True},
+            "sudo: command not found on pragmatismo-system (targets.system.sudo is true)",
+            "set targets.system.sudo: false",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["deploy", "botserver", "--artifact"], ["status"]])
+def test_a_container_target_that_cannot_be_entered_says_what_is_missing_where(
+    world, artifacts, project, run_gbdeploy, target, said, hint, command
+):
+    _with_target(project, **target)
+    argv = [*command, str(artifacts(NEW))] if "--artifact" in command else command
+    result = run_gbdeploy(*argv)
+    assert result.code == 2, result.text
+    assert said in result.err and hint in result.err
+    assert "connection lost" not in result.text and "far end" not in result.text
+
+
+def test_sudo_that_asks_for_a_password_is_named():
+    from gbdeploy.config import Target
+    from gbdeploy.connection import diagnose
+    from gbdeploy_sandbox.programs.sudo import PASSWORD_REQUIRED
+
+    target = Target("system", "prod-host", container="system", via="incus", sudo=True)
+    found = diagnose(target, "administrator", PASSWORD_REQUIRED)
+    assert found is not None and found.exit_code == 2
+    assert str(found).startswith("sudo asks for a password on prod-host")
+    assert "administrator ALL=(root) NOPASSWD: /usr/bin/incus" in str(found)
+    # A command inside the container that fails on its own is not taken for the way in.
+    assert diagnose(target, "administrator", "grep: /x: No such file or directory") is None
+
+
+def test_a_failing_command_inside_a_working_container_is_not_blamed_on_the_way_in(
+    world, project, standins
+):
+    import shutil
+
+    from gbdeploy.config import load_settings
+    from gbdeploy.connection import Remote
+    from gbdeploy.errors import RemoteError
+
+    container = standins.add_container("system")  # the lxc stand-in is on the sshd's PATH
+    _with_target(project, container="system")
+    settings = load_settings()
+    try:
+        remote = Remote(settings.targets["system"], settings.ssh)
+        with remote, pytest.raises(RemoteError) as raised:
+            remote.run("echo 'sudo: not found' >&2; exit 127")
+    finally:
+        shutil.rmtree(container)
+    assert "command failed (exit 127)" in str(raised.value)

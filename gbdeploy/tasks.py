@@ -368,10 +368,11 @@ def maintain(
     help={
         "keep": "leave the sandbox running and print how to use it by hand",
         "placement": "where botserver's workflow lives: root (gb, default) or component",
+        "container": "botserver runs in a container behind the ssh host, entered with sudo incus",
     }
 )
 @reporting_errors
-def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
+def demo(c: Context, keep: bool = False, placement: str = "root", container: bool = False) -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -382,7 +383,7 @@ def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
         ) from None
     if placement not in ("root", "component"):
         raise UsageError(f"--placement: expected root or component, got {placement!r}")
-    sandbox.run_demo(reporter(), keep=keep, placement=placement)
+    sandbox.run_demo(reporter(), keep=keep, placement=placement, container=container)
 
 
 namespace = Collection(

@@ -4,6 +4,7 @@ record keeps of who released and which CI run deployed."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,37 @@ def test_history_of_a_release_names_the_person_and_the_ci_run(sandbox, run_gbdep
     assert newest["ci_run"]["url"] == f"{sandbox.forge.url}/GeneralBots/gb/actions/runs/{run.index}"
     table = run_gbdeploy("history", "botserver").out
     assert "Ana Lima <ana@example.org> (forge: GeneralBots)" in table and f"#{run.index}" in table
+
+
+@pytest.fixture
+def container_sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema):
+    from gbdeploy_sandbox import sandbox as sandbox_module
+
+    directory = Path(sandbox_module.tempfile.mkdtemp(prefix="gbdeploy-e2e-"))
+    box = sandbox_module.create(directory, container=True)
+    for key, value in box.environment.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")
+    monkeypatch.chdir(box.git.root)
+    try:
+        yield box
+    finally:
+        box.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_release_into_a_container_goes_through_sudo_and_incus(container_sandbox, run_gbdeploy):
+    from gbdeploy_sandbox.procs import pids_running
+
+    box = container_sandbox
+    commit = developer_commit(box)
+
+    result = run_gbdeploy("release", "botserver")
+
+    assert result.code == 0, result.text
+    assert health(box)["commit"] == commit[:7]
+    [pid] = pids_running(box.binary)
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"INCUS_STANDIN_CONTAINER=system" in environ  # started inside the container
+    logged = (box.directory / "host" / "sudo.log").read_text().splitlines()
+    assert logged and all("COMMAND=incus exec system -- sh -c " in line for line in logged)

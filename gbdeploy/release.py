@@ -276,3 +276,8 @@ def wait_and_verify(
         timeout=settings.release.verify_timeout,
         reporter=reporter,
     )
+    reporter.say(
+        f"released {component} {submodule_sha[:7]}: CI {finished.label} {finished.status}, "
+        f"verified on {settings.target_of(chosen).ssh}"
+        + (f" ({finished.html_url})" if finished.html_url else "")
+    )

@@ -90,3 +90,16 @@ def test_a_release_into_a_container_goes_through_sudo_and_incus(container_sandbo
     assert b"INCUS_STANDIN_CONTAINER=system" in environ  # started inside the container
     logged = (box.directory / "host" / "sudo.log").read_text().splitlines()
     assert logged and all("COMMAND=incus exec system -- sh -c " in line for line in logged)
+
+
+def test_a_quiet_release_says_its_final_line_only(sandbox, run_gbdeploy):
+    commit = developer_commit(sandbox)
+
+    result = run_gbdeploy("-q", "release", "botserver")
+
+    assert result.code == 0, result.text
+    [run] = sandbox.forge.runs
+    [line] = result.out.splitlines()
+    assert line.startswith(f"released botserver {commit[:7]}: CI run {run.id} ")
+    assert "success, verified on pragmatismo-system" in line
+    assert line.endswith(f"({sandbox.forge.url}/GeneralBots/gb/actions/runs/{run.index})")

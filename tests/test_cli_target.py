@@ -234,3 +234,40 @@ def test_a_failing_command_inside_a_working_container_is_not_blamed_on_the_way_i
     finally:
         shutil.rmtree(container)
     assert "command failed (exit 127)" in str(raised.value)
+
+
+# --- -q and -v (issue 23, item 6) ---
+def test_quiet_deploy_and_rollback_say_their_outcome_only(world, artifacts, project, run_gbdeploy):
+    first = run_gbdeploy("-q", "deploy", "botserver", "--artifact", str(artifacts(OLD)), "-c", OLD)
+    assert first.code == 0, first.text
+    assert first.out.splitlines() == [f"botserver {OLD} deployed on {_where(world)}, healthy"]
+    run_gbdeploy("-q", "deploy", "botserver", "--artifact", str(artifacts(NEW)), "-c", NEW)
+
+    back = run_gbdeploy("-q", "rollback", "botserver")
+
+    assert back.code == 0, back.text
+    assert back.out.splitlines() == [
+        f"botserver {OLD} runs again on {_where(world)}, healthy",
+        f"check it with: gbdeploy verify botserver --commit {OLD}",
+    ]
+
+
+def _where(world) -> str:
+    return f"root@{world.sshd.alias}"
+
+
+def test_verbose_shows_the_remote_commands_with_the_shared_shell_once(
+    world, artifacts, project, run_gbdeploy
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    real = run_gbdeploy("-v", "deploy", "botserver", "--artifact", str(artifacts(NEW)), "-c", NEW)
+    assert real.code == 0, real.text
+    assert "$ B=" in real.out  # the lock script, as it runs
+    assert real.out.count("sha_of() {") == 1  # the shared functions in full once
+    assert "shared lines shown in full above" in real.out
+
+    plan = run_gbdeploy("-v", "rollback", "botserver", "-d")
+    assert plan.code == 0, plan.text
+    assert plan.out.count("sha_of() {") == 1 and "kill -TERM" in plan.out
+    brief = run_gbdeploy("rollback", "botserver", "-d")
+    assert "sha_of() {" not in brief.out and "-v" in brief.out

@@ -184,6 +184,7 @@ class Deployment:
         self.remote = Remote(self.target, settings.ssh)
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
+        reporter.shared = f"{layout.variables(self.paths)}\n{layout.HELPERS}"  # -v: shown once
         self.token = token or secrets.token_hex(8)
         self.who = f"{_local_user()}@{socket.gethostname()}"
         now = clock()
@@ -895,7 +896,7 @@ def run_deploy(
         run.close()
         raise
     run.sha256 = run.fingerprint.sha256
-    reporter.say(
+    reporter.info(
         f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"
     )
@@ -907,6 +908,9 @@ def run_deploy(
     finally:
         run.close()
     reporter.summary()
+    built = run.commit or f"sha256 {(run.sha256 or '?')[:12]}"
+    done = "unchanged (it was there already)" if run.unchanged else "deployed"
+    reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
     return steps
 
 
@@ -999,7 +1003,9 @@ def run_rollback(
             f"{run.remote.description}"
         )
         if dry_run:
-            reporter.plan(title, engine.plan_lines(steps))
+            reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
+            if not reporter.verbose:
+                reporter.say("(each step in one line: -v prints every remote script in full)")
             return steps
         if confirm_change is not None:
             confirm_change(
@@ -1007,11 +1013,15 @@ def run_rollback(
                 f"{_release_name(facts.current, facts.releases)} to "
                 f"{_release_name(release.sha256, facts.releases)} on {run.remote.description}"
             )
-        reporter.say(title)
+        reporter.info(title)
         run.execute(steps)
     finally:
         run.close()
     reporter.summary()
+    reporter.say(
+        f"{comp.name} {_release_name(release.sha256, [release])} runs again on "
+        f"{run.remote.description}, healthy"
+    )
     reporter.say(_verify_hint(comp.name, release))
     return steps
 

@@ -86,6 +86,7 @@ def execute(
             for step in steps:
                 done.append(step)
                 with reporter.step(step.name) as record:
+                    reporter.remote_commands(step.commands)  # -v: what runs on the target
                     record.detail = step.run() or ""
     except BaseException as error:
         raise undo(done, error, reporter, before_undo=before_undo, cause=cause) from error

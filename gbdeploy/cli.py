@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 from invoke import Argument, Exit, Program, Task
 from invoke import task as invoke_task
 
-from .config import GbdeployConfig, Settings, Target, load_config
+from .config import GbdeployConfig, Settings, Target, load_config, load_settings
 from .config_view import layer_file
 from .output import options
 
@@ -136,6 +137,11 @@ class CliProgram(Program):
             raise Exit(f"gbdeploy: error: {option_error(self.argv, error)}", code=2) from None
         self._set_verbosity()  # -v/-q may also follow the command
 
+    def parse_cleanup(self) -> None:
+        if self.args.complete.value:
+            complete_components(self.core.remainder, self.collection)  # Exit when it did
+        super().parse_cleanup()
+
     def _set_verbosity(self) -> None:
         verbose, quiet = self.args.verbose.value, self.args.quiet.value
         options.verbosity = 1 if verbose else -1 if quiet else 0
@@ -157,7 +163,7 @@ class CliProgram(Program):
     def print_task_help(self, name: str) -> None:
         context = self.parser.contexts[name]
         positional = [arg.name for arg in context.positional_args]
-        words = " ".join(p.upper() for p in positional)
+        words = " ".join([*(p.upper() for p in positional), *OPTIONAL_USAGE.get(name, ())])
         out = sys.stdout
         out.write(f"Usage: {self.binary} {name} {words + ' ' if words else ''}[OPTIONS]\n\n")
         doc = self.collection[name].__doc__ or ""
@@ -175,6 +181,54 @@ class CliProgram(Program):
         out.write(columns(tuples) if tuples else "  none\n")
         out.write("\nBefore the command: -v (more detail), -q (only results), -f FILE (config)\n")
         out.write(f"Exit codes: {EXIT_CODES_BRIEF}\n")
+
+
+# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
+# become `wait --run-id 123` and `runs --component botserver` (program.optional_positionals).
+OPTIONAL_POSITIONALS = {
+    "wait": "--run-id",
+    "runs": "--component",
+    "status": "--component",
+    "config": "--key",
+}
+# How their help shows those forms (as the README does).
+OPTIONAL_USAGE = {
+    "wait": ("(RUN_ID | --sha SHA)",),
+    "runs": ("[COMPONENT]",),
+    "status": ("[COMPONENT]",),
+    "config": ("[KEY]",),
+}
+
+
+def complete_components(remainder: str, collection: Any) -> None:
+    """Tab completion of a component name where a command takes one (`gbdeploy release <TAB>`,
+    `status <TAB>`, `--component <TAB>`): the configured components, then Exit. Anything else
+    is left to Invoke's completion (commands, options)."""
+    try:
+        words = shlex.split(remainder)[1:]  # after the program's name
+    except ValueError:
+        return
+    commands = [w for w in words if w in collection.task_names]
+    if not commands:
+        return
+    command = commands[0]
+    after = words[words.index(command) + 1 :]
+    takes = OPTIONAL_POSITIONALS.get(command) == "--component" or any(
+        arg.name == "component" and arg.positional for arg in collection[command].get_arguments()
+    )
+    values = [w for w in after if not w.startswith("-")]
+    wanted = (after[-1:] == ["--component"]) or (
+        takes and len(values) <= 1 and (not after or not after[-1].startswith("-"))
+    )
+    if not wanted:
+        return
+    try:
+        names = sorted(load_settings(load_config()).components)
+    except Exception:  # a broken config must not break the shell's completion
+        names = []
+    for name in names:
+        print(name)
+    raise Exit
 
 
 GLOBAL_OPTIONS = (
@@ -203,7 +257,10 @@ def _command_rank(name: str) -> tuple[int, str]:
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+    """A command's summary: the first paragraph of its docstring, as one line (a first line
+    alone may stop mid-sentence)."""
+    paragraph = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 _NO_IDEA = re.compile(r"^No idea what '(.*)' is!$")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from invoke import Exit, ParseError
 
 from . import __version__
-from .cli import CliProgram, parse_problem
+from .cli import OPTIONAL_POSITIONALS, CliProgram, parse_problem
 from .config import (
     CONFIG_LOAD_ERRORS,
     GbdeployConfig,
@@ -29,6 +30,11 @@ class GbdeployProgram(CliProgram):
     def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
         try:
             super().run(argv, exit)
+        except BrokenPipeError:  # `gbdeploy help | head`: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the final flush does not fail again
+            if exit:
+                sys.exit(0)
         except Exception as error:  # every expected error became an Exit below or in the tasks
             print(internal_error(error, *token_values()), file=sys.stderr)
             if exit:
@@ -107,16 +113,6 @@ def help_first(argv: list[str]) -> list[str]:
         if word in namespace.task_names and any(a in ("-h", "--help") for a in argv[index + 1 :]):
             return [argv[0], "--help", word]
     return argv
-
-
-# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
-# become `wait --run-id 123` and `runs --component botserver`.
-OPTIONAL_POSITIONALS = {
-    "wait": "--run-id",
-    "runs": "--component",
-    "status": "--component",
-    "config": "--key",
-}
 
 
 def optional_positionals(argv: list[str]) -> list[str]:

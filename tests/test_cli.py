@@ -307,3 +307,58 @@ def test_a_disabled_component_is_named_as_disabled(run_gbdeploy, empty_dir):
     result = run_gbdeploy("deploy", "botui", "--dry-run")
     assert result.code == 2
     assert "botui is disabled: components.botui.enabled is false" in result.err
+
+
+# --- help texts and completion (issue 23, item 10) ---------------------------------------------
+def test_command_summaries_are_whole_sentences(run_gbdeploy, empty_dir):
+    lines = run_gbdeploy("--help").out.splitlines()
+    rollback = next(line for line in lines if line.startswith("  rollback "))
+    assert rollback.rstrip().endswith("restart it and check its health.")
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("status", "Usage: gbdeploy status [COMPONENT] [OPTIONS]"),
+        ("runs", "Usage: gbdeploy runs [COMPONENT] [OPTIONS]"),
+        ("wait", "Usage: gbdeploy wait (RUN_ID | --sha SHA) [OPTIONS]"),
+        ("config", "Usage: gbdeploy config [KEY] [OPTIONS]"),
+    ],
+)
+def test_help_shows_the_positional_forms(run_gbdeploy, empty_dir, command, usage):
+    assert run_gbdeploy("help", command).out.splitlines()[0] == usage
+
+
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [
+        (["release"], ["api", "botserver"]),
+        (["status", "bot"], ["api", "botserver"]),
+        (["wait", "--component"], ["api", "botserver"]),
+        (["rel"], None),  # a command is being typed: Invoke's own completion
+    ],
+)
+def test_completion_offers_the_configured_components(run_gbdeploy, empty_dir, words, offered):
+    (empty_dir / "gbdeploy.yaml").write_text(
+        "components:\n  botui: {enabled: false}\n  api: {binary: /opt/gbo/bin/api}\n"
+    )
+    result = run_gbdeploy("--complete", "--", "gbdeploy", *words)
+    assert result.code == 0, result.text
+    if offered is None:
+        assert "release" in result.out.split()
+    else:
+        assert result.out.split() == offered
+
+
+def test_help_into_a_closed_pipe_is_not_an_internal_error(empty_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gbdeploy", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=empty_dir,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the help is written
+    _, err = process.communicate(timeout=60)
+    assert "internal error" not in err and "Traceback" not in err

@@ -763,19 +763,43 @@ class GbdeployConfig(InvokeConfig):
         raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
 
-# gbdeploy's own variables that are not config keys: the debug switch, and what a rendered
-# workflow's job sets for its steps (the deploy step runs gbdeploy with them in its environment).
+# gbdeploy's own variables that are not config keys: the debug switch, what a rendered
+# workflow's job sets for its steps (the deploy step runs gbdeploy with them in its environment;
+# a test checks every name a rendered workflow uses), and the facts a hook is given (a hook may
+# run gbdeploy itself).
 OWN_VARIABLES = frozenset(
     {
         "GBDEPLOY_DEBUG",
-        "GBDEPLOY_COMPONENT",
-        "GBDEPLOY_BUILD_DIR",
+        *TOKEN_VARIABLES,
+        # workflow steps
         "GBDEPLOY_ARTIFACT",
+        "GBDEPLOY_BIN",
+        "GBDEPLOY_BRANCH",
+        "GBDEPLOY_BUILD_DIR",
         "GBDEPLOY_BUILT",
-        "GBDEPLOY_LOGS_DIR",
+        "GBDEPLOY_COMPONENT",
+        "GBDEPLOY_FETCH",
+        "GBDEPLOY_GIT_TOKEN",
         "GBDEPLOY_INSTALL",
         "GBDEPLOY_INSTALL_SHA256",
-        *TOKEN_VARIABLES,
+        "GBDEPLOY_INSTALL_URL",
+        "GBDEPLOY_LOCK",
+        "GBDEPLOY_LOGS_DIR",
+        "GBDEPLOY_SIBLINGS",
+        "GBDEPLOY_SOURCE_DIR",
+        "GBDEPLOY_SUBMODULE",
+        "GBDEPLOY_TOOLCHAIN_PATH",
+        "GBDEPLOY_WORKSPACE_TOML",
+        # hooks
+        "GBDEPLOY_ACTION",
+        "GBDEPLOY_TARGET",
+        "GBDEPLOY_FROM_COMMIT",
+        "GBDEPLOY_TO_COMMIT",
+        "GBDEPLOY_SHA256",
+        "GBDEPLOY_STRATEGY",
+        "GBDEPLOY_RESULT",
+        "GBDEPLOY_WHO",
+        "GBDEPLOY_RUN_URL",
     }
 )
 ENV_PREFIX = "GBDEPLOY_"

@@ -373,9 +373,17 @@ def test_a_variable_that_matches_no_key_is_an_error_like_a_wrong_key(
 def test_the_variables_a_rendered_workflow_sets_are_not_taken_for_keys(
     project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
 ):
-    """The deploy step runs gbdeploy with its job's env (GBDEPLOY_COMPONENT, …)."""
-    from gbdeploy.config import OWN_VARIABLES
+    """The deploy step runs gbdeploy with its job's env (GBDEPLOY_COMPONENT, …): every such
+    name a rendered workflow uses is a key or one of gbdeploy's own."""
+    import re
 
+    from gbdeploy.config import DEFAULTS, OWN_VARIABLES, _variables, load_settings
+    from gbdeploy.workflows import rendered_files
+
+    settings = load_settings(start=project)
+    text = "\n".join(rendered_files(settings).values())
+    used = set(re.findall(r"\bGBDEPLOY_[A-Z0-9_]*[A-Z0-9]\b", text))
+    assert used and used <= OWN_VARIABLES | set(_variables(DEFAULTS))
     for name in OWN_VARIABLES - {"GBDEPLOY_DEBUG"}:
         monkeypatch.setenv(name, "x")
     assert run_gbdeploy("config").code == 0

@@ -357,10 +357,11 @@ class Remote:
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise RemoteError(f"on {self.description}: connection lost: {error}") from None
         outcome = CommandResult(command, result.exited, result.stdout, result.stderr)
-        if check and not outcome.ok:
+        if not outcome.ok:  # even unchecked: a command that never ran has no result to give
             found = self._way_in_failed(outcome.stderr, timeout)
             if found is not None:
                 raise found
+        if check and not outcome.ok:
             detail = (outcome.stderr.strip() or outcome.stdout.strip())[-800:]
             raise RemoteError(
                 f"on {self.description}: command failed (exit {outcome.exit_code}): {command}"

@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +41,7 @@ SHORT_FLAGS = {
     "json": "j",
     "yes": "y",
     "root": "r",
+    "message": "m",
 }
 
 # Invoke's own options that gbdeploy does not use: accepted (Invoke reads them), never shown.
@@ -64,6 +66,11 @@ COMMAND_ORDER = (
     "deploy",
     "verify",
     "rollback",
+    "start",
+    "stop",
+    "restart",
+    "lock",
+    "exec",
     "history",
     "logs",
     "status",
@@ -116,6 +123,27 @@ class GbdeployTask(Task):
 task = functools.partial(invoke_task, klass=GbdeployTask)
 
 
+@dataclass
+class AfterDashes:
+    """The words after `--` (`exec COMPONENT -- CMD…`) as given, one argument each: Invoke
+    keeps them only joined by spaces. None: not parsed by gbdeploy's program (under `invoke`)."""
+
+    words: list[str] | None = None
+
+
+after_dashes = AfterDashes()
+
+
+def words_after_dashes(argv: list[str]) -> list[str]:
+    return argv[argv.index("--") + 1 :] if "--" in argv else []
+
+
+def command_after_dashes() -> list[str]:
+    if after_dashes.words is not None:
+        return after_dashes.words
+    return words_after_dashes(sys.argv)
+
+
 class CliProgram(Program):
     """What gbdeploy changes in Invoke's Program for its users (see the module docstring)."""
 
@@ -129,6 +157,7 @@ class CliProgram(Program):
     def parse_core(self, argv: list[str] | None) -> None:
         super().parse_core(argv)
         self._set_verbosity()
+        after_dashes.words = words_after_dashes(self.argv)
 
     def parse_tasks(self) -> None:
         try:

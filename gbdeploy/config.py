@@ -433,6 +433,26 @@ class WorkflowSettings:
     logs_dir: TargetPath = "/opt/gbo/logs"
 
 
+@dataclass(frozen=True)
+class HookSettings:
+    """`hooks:` — local shell commands around each deploy, run with the deploy's facts in
+    `GBDEPLOY_*` variables (see `hooks.FACT_VARIABLES`). A failing `pre_deploy` stops the deploy
+    before anything changes (exit 2)."""
+
+    pre_deploy: OneLine | None = None
+    post_deploy: OneLine | None = None
+    on_failure: OneLine | None = None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """`notify:` — a JSON POST to `webhook` per deploy, rollback and release; a webhook that does
+    not answer within `timeout` seconds is a warning, never a failure."""
+
+    webhook: ForgeUrl | None = None
+    timeout: Seconds = 5.0
+
+
 # The targets and components General Bots has, as gbdeploy knows them without a config file.
 # Only what differs from the dataclass defaults (and from the name-derived ones) is written.
 BUILT_IN_TARGETS: dict[str, dict[str, Any]] = {
@@ -467,6 +487,8 @@ class Settings:
     doctor: DoctorSettings
     maintenance: MaintenanceSettings
     workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     project_dir: Path | None = field(default=None, metadata=NOT_A_KEY)
     disabled: tuple[str, ...] = field(default=(), metadata=NOT_A_KEY)  # `enabled: false`
 

@@ -59,13 +59,17 @@ def quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def container_tool(via: str, sudo: bool) -> str:
+    """How the container tool is called on the host: `lxc`, `incus`, `sudo -n incus`."""
+    return f"sudo -n {via}" if sudo else via
+
+
 def container_prefix(target: Target) -> str:
     """What runs a command in the target's container (`sudo -n incus exec bot:system --`), or ""
     for a target that is the ssh host itself."""
     if not target.container:
         return ""
-    sudo = "sudo -n " if target.sudo else ""
-    return f"{sudo}{target.via} exec {quote(target.container)} --"
+    return f"{container_tool(target.via, target.sudo)} exec {quote(target.container)} --"
 
 
 def wrap_for_target(target: Target, command: str) -> str:

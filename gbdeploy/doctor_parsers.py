@@ -7,6 +7,7 @@ them runs anything, so every one is tested on real samples, good and broken.
 from __future__ import annotations
 
 import configparser
+import itertools
 import re
 import shlex
 from dataclasses import dataclass
@@ -114,6 +115,40 @@ def _iptables_rule(position: int, text: str, words: list[str]) -> IptablesRule:
         takes_value = word.startswith("-") and value is not None and not value.startswith("-")
         index += 2 if takes_value else 1
     return IptablesRule(position, text, in_interface, in_negated, target, restricted)
+
+
+def parse_iptables_save(text: str, table: str = "filter") -> tuple[tuple[str, ...], ...]:
+    """`iptables-save` format (iptables-persistent's /etc/iptables/rules.v4): the words of each
+    `-A CHAIN …` line of `table` (`*filter` … `COMMIT`)."""
+    rules: list[tuple[str, ...]] = []
+    current: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = line[1:]
+        elif line == "COMMIT":
+            current = None
+        elif current is None:
+            raise ParseError(f"a rule outside a `*TABLE` … `COMMIT` block: {line!r}", number)
+        elif current == table and line.startswith("-A "):
+            try:
+                rules.append(tuple(shlex.split(line)))
+            except ValueError as error:
+                raise ParseError(f"cannot split {line!r}: {error}", number) from None
+    return tuple(rules)
+
+
+def accepts_forwarding(words: list[str] | tuple[str, ...], bridge: str) -> bool:
+    """Do these words (an iptables rule or command) ACCEPT in FORWARD what comes in or goes out
+    of `bridge` (`-I FORWARD -i lxdbr0 -j ACCEPT`, `-A FORWARD -o lxdbr0 -j ACCEPT`)?"""
+    pairs = set(itertools.pairwise(words))
+    adds = any((a, "FORWARD") in pairs for a in ("-A", "-I", "--append", "--insert"))
+    through = any(
+        (flag, bridge) in pairs for flag in ("-i", "-o", "--in-interface", "--out-interface")
+    )
+    return adds and through and any((j, "ACCEPT") in pairs for j in ("-j", "--jump"))
 
 
 @dataclass(frozen=True)
@@ -549,6 +584,19 @@ def parse_shell_assignments(text: str) -> dict[str, str]:
     return values
 
 
+def split_sections(text: str) -> dict[str, str]:
+    """`### KEY` sections of a probe's output → {KEY: text} (what comes before the first
+    marker is left out)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("### "):
+            current = sections.setdefault(line[4:].strip(), [])
+        else:
+            current.append(line)
+    return {key: "\n".join(lines) for key, lines in sections.items()}
+
+
 def _tree_items(text: str) -> list[str]:
     """The `|- item` / `` `- item `` lines of fail2ban-client's answers, without the branch."""
     return [m.group(1) for line in text.splitlines() if (m := _TREE_ITEM.match(line))]
@@ -581,53 +629,127 @@ def parse_fail2ban_list(text: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-# fail2ban's tags, as the regular expressions they stand for.
+# fail2ban's tags, as fail2ban (0.10 to 1.1) resolves them when it loads a filter: `<HOST>` becomes
+# three alternatives, groups `ip4`, `ip6` and `dns` (0.9 had one group, `host`). The server keeps
+# only the resolved text, so `fail2ban-client get JAIL failregex` prints that, not the tags.
+_IP4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_IP6 = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+_DNS = r"[\w.-]*\w"
 _FAIL2BAN_TAGS = {
-    "<HOST>": r"(?P<host>[\w.:\-\[\]]+)",
-    "<ADDR>": r"(?P<host>[\w.:\-\[\]]+)",
-    "<IP4>": r"(?P<host>\d+\.\d+\.\d+\.\d+)",
-    "<IP6>": r"(?P<host>[0-9A-Fa-f:]+)",
-    "<SKIPLINES>": "",
+    "HOST": rf"(?:\[?(?:(?P<ip4>{_IP4})|(?P<ip6>{_IP6}))\]?|(?P<dns>{_DNS}))",
+    "ADDR": rf"\[?(?:(?P<ip4>{_IP4})|(?P<ip6>{_IP6}))\]?",
+    "IP4": rf"(?P<ip4>{_IP4})",
+    "IP6": rf"(?P<ip6>{_IP6})",
+    "DNS": rf"(?P<dns>{_DNS})",
+    "F-ID/": r"(?P<fid>\S+)",
+    "SKIPLINES": "",
 }
+_FAIL2BAN_TAG = re.compile(r"<(/?)(F-[A-Z0-9_-]+/?|[A-Z0-9]+)>")
+# The groups whose match is the failure's id, in the order fail2ban looks at them (`host`: 0.9).
+_FAILURE_ID_GROUPS = ("fid", "ip4", "ip6", "dns", "host")
+
+
+def _resolve_fail2ban_tags(failregex: str) -> str:
+    def replace(tag: re.Match[str]) -> str:
+        closing, name = tag.group(1), tag.group(2)
+        if not closing and name in _FAIL2BAN_TAGS:
+            return _FAIL2BAN_TAGS[name]
+        if name.startswith("F-") and not name.endswith("/"):
+            group = name[2:].lower().replace("-", "_")
+            return ")" if closing else f"(?P<{'fid' if group == 'id' else group}>"
+        return tag.group(0)
+
+    return _FAIL2BAN_TAG.sub(replace, failregex)
 
 
 def fail2ban_regex_host(failregex: str, line: str) -> str | None:
-    """The address `failregex` (fail2ban syntax) finds in `line`, or None when it does not match.
-    Raises ParseError when the expression cannot be read."""
-    pattern = failregex
-    for tag, replacement in _FAIL2BAN_TAGS.items():
-        pattern = pattern.replace(tag, replacement)
-    pattern = re.sub(r"<F-[A-Z0-9_-]+>", "(?:", pattern)
-    pattern = re.sub(r"</F-[A-Z0-9_-]+>", ")", pattern)
+    """The failure id (the client's address) `failregex` finds in `line`, or None when it does not
+    match. `failregex` may hold fail2ban's tags (`<HOST>`, as a filter file has it) or be what
+    `fail2ban-client get JAIL failregex` prints (the tags already resolved into groups). Raises
+    ParseError when the expression cannot be read."""
     try:
-        match = re.search(pattern, line)
+        match = re.search(_resolve_fail2ban_tags(failregex), line)
     except re.error as error:
         raise ParseError(f"failregex {failregex!r} is not a regular expression: {error}") from None
     if match is None:
         return None
-    return match.groupdict().get("host") or ""
+    groups = match.groupdict()
+    return next((groups[g] for g in _FAILURE_ID_GROUPS if groups.get(g)), "")
+
+
+def _jail_file(text: str, name: str) -> configparser.ConfigParser:
+    """One file as written: [DEFAULT] is a section like the others here (not merged into each),
+    so a jail's own `enabled` and the default one stay apart."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0")
+    try:
+        parser.read_string(text, source=name)
+    except configparser.Error as error:
+        raise ParseError(f"{name} is not a fail2ban jail file: {error}") from None
+    return parser
+
+
+def _enabled_value(parser: configparser.ConfigParser, section: str, name: str) -> bool:
+    try:
+        return parser.getboolean(section, "enabled")
+    except ValueError as error:
+        raise ParseError(f"{name}: [{section}] enabled: {error}") from None
 
 
 def jail_enabled(text: str, jail: str) -> bool | None:
-    """Whether a fail2ban jail file (`jail.d/defaults-debian.conf`) enables `jail`: True or False
-    from its `enabled` key, None when the file does not mention it."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        parser.read_string(text)
-    except configparser.Error as error:
-        raise ParseError(f"not a fail2ban jail file: {error}") from None
+    """Whether one fail2ban jail file (`jail.d/defaults-debian.conf`) enables `jail`: True or
+    False from its `enabled` key, None when the file does not mention it."""
+    parser = _jail_file(text, "the jail file")
     if not parser.has_option(jail, "enabled"):
         return None
-    try:
-        return parser.getboolean(jail, "enabled")
-    except ValueError as error:
-        raise ParseError(f"[{jail}] enabled: {error}") from None
+    return _enabled_value(parser, jail, "the jail file")
+
+
+def fail2ban_read_order(path: str) -> tuple[int, str]:
+    """Where a file of /etc/fail2ban comes in fail2ban's reading of `jail`: jail.conf, then
+    jail.d/*.conf, jail.local, jail.d/*.local, each directory sorted by name
+    (fail2ban/client/configreader.py, 0.9 to 1.1); a later file overrides an earlier one."""
+    name = path.rsplit("/", 1)[-1]
+    in_d = "/jail.d/" in f"/{path}"
+    if not in_d:
+        return (0 if name == "jail.conf" else 2, name)
+    return (1 if name.endswith(".conf") else 3, name)
+
+
+@dataclass(frozen=True)
+class JailSwitch:
+    enabled: bool
+    said_by: str | None  # `FILE: [SECTION] enabled = VALUE`, None when no file says it
+
+
+def fail2ban_jail_switch(files: dict[str, str], jail: str) -> JailSwitch:
+    """Whether fail2ban starts `jail` with these files of its configuration directory ({path:
+    text}): its own `enabled` in the last file that sets it, else `[DEFAULT] enabled` likewise,
+    else off (fail2ban's default)."""
+    own: JailSwitch | None = None
+    default: JailSwitch | None = None
+    for path in sorted(files, key=fail2ban_read_order):
+        parser = _jail_file(files[path], path)
+        if parser.has_option(jail, "enabled"):
+            value = _enabled_value(parser, jail, path)
+            own = JailSwitch(value, f"{path}: [{jail}] enabled = {str(value).lower()}")
+        if parser.has_option("DEFAULT", "enabled"):
+            value = _enabled_value(parser, "DEFAULT", path)
+            default = JailSwitch(value, f"{path}: [DEFAULT] enabled = {str(value).lower()}")
+    return own or default or JailSwitch(False, None)
 
 
 # --- cron and systemd timers ---------------------------------------------------------------------
 SCHEDULE_MARKER = "### "
 _DAILY_SPECIALS = ("@daily", "@midnight", "@hourly")
 _ALL_WEEKDAYS = ("*", "0-6", "1-7", "0-7", "*/1")
+HOUR, DAY = 3600.0, 86400.0
+YEAR = 365 * DAY
+_SPECIAL_PERIODS = {
+    "@hourly": HOUR, "@daily": DAY, "@midnight": DAY, "@weekly": 7 * DAY, "@monthly": YEAR / 12,
+    "@yearly": YEAR, "@annually": YEAR,
+}  # fmt: skip
+# The directories run-parts runs from /etc/crontab (Debian's cron), and how often.
+CRON_DIRECTORIES = {"hourly": HOUR, "daily": DAY, "weekly": 7 * DAY, "monthly": YEAR / 12}
 
 
 @dataclass(frozen=True)
@@ -636,6 +758,7 @@ class ScheduledJob:
     daily: bool  # runs at least once a day
     command: str
     schedule: str
+    period: float | None = None  # seconds between two runs, on average; None: not periodic
 
 
 def cron_is_daily(fields: list[str]) -> bool:
@@ -646,6 +769,47 @@ def cron_is_daily(fields: list[str]) -> bool:
     return day_of_month in ("*", "*/1") and month in ("*", "*/1") and weekday in _ALL_WEEKDAYS
 
 
+def _values_in(field: str, low: int, high: int) -> int:
+    """How many values of low..high a cron field (`*`, `*/15`, `1-5`, `0,30`, `mon`) matches."""
+    count = 0
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        every = int(step) if step.isdigit() and int(step) > 0 else 1
+        if span == "*":
+            first, last = low, high
+        elif "-" in span and all(x.isdigit() for x in span.split("-", 1)):
+            first, last = (int(x) for x in span.split("-", 1))
+        else:
+            first = last = int(span) if span.isdigit() else low  # a name (`mon`) is one value
+            if step:
+                last = high
+        count += len(range(first, last + 1, every))
+    return max(count, 1)
+
+
+def cron_period(fields: list[str]) -> float | None:
+    """Five cron fields (or one `@special`): the average time between two runs (`*/15 * * * *`:
+    900 s, `0 3 * * *`: a day, `0 4 * * 0`: a week); None for `@reboot`."""
+    if fields[0].startswith("@"):
+        return _SPECIAL_PERIODS.get(fields[0])
+    minute, hour, day_of_month, month, weekday = fields[:5]
+    per_day = _values_in(minute, 0, 59) * _values_in(hour, 0, 23)
+    any_day_of_month = day_of_month in ("*", "*/1")
+    any_weekday = weekday in _ALL_WEEKDAYS
+    if any_day_of_month and any_weekday:
+        days = 365.0
+    elif any_day_of_month:  # cron runs on the listed weekdays
+        days = 365 / 7 * min(_values_in(weekday, 0, 6), 7)
+    elif any_weekday:
+        days = 12.0 * _values_in(day_of_month, 1, 31)
+    else:  # either field matching is enough
+        days = min(
+            365.0, 12 * _values_in(day_of_month, 1, 31) + 365 / 7 * _values_in(weekday, 0, 6)
+        )
+    days *= _values_in(month, 1, 12) / 12
+    return YEAR / (per_day * days)
+
+
 def calendar_is_daily(calendar: str) -> bool:
     """A systemd OnCalendar as `systemctl show -p TimersCalendar` normalizes it (`daily` is
     `*-*-* 00:00:00`): every day of every month, without a weekday restriction."""
@@ -653,6 +817,44 @@ def calendar_is_daily(calendar: str) -> bool:
         return True
     words = calendar.split()
     return bool(words) and words[0] in ("*-*-*", "*-*-*/1")
+
+
+def _calendar_values(spec: str, low: int, high: int) -> int:
+    """How many values a systemd calendar component (`*`, `00`, `00/15`, `8..17`, `0,30`) takes."""
+    count = 0
+    for part in spec.split(","):
+        span, _, step = part.partition("/")
+        every = int(step) if step.isdigit() and int(step) > 0 else 1
+        if span == "*":
+            first, last = low, high
+        elif ".." in span:
+            first, last = (int(x) if x.isdigit() else low for x in span.split("..", 1))
+        else:
+            first = int(span) if span.isdigit() else low
+            last = high if step else first
+        count += len(range(first, last + 1, every))
+    return max(count, 1)
+
+
+def calendar_period(calendar: str) -> float | None:
+    """The average time between two elapses of a normalized OnCalendar
+    (`[WEEKDAYS] YYYY-MM-DD HH:MM:SS`), roughly as cron_period does for cron."""
+    words = calendar.split()
+    shortcuts = {"minutely": 60.0, "hourly": HOUR, "daily": DAY, "weekly": 7 * DAY}
+    if len(words) == 1 and words[0] in shortcuts:
+        return shortcuts[words[0]]
+    weekdays = words.pop(0) if words and words[0][:1].isalpha() else None
+    if len(words) != 2 or words[0].count("-") != 2 or words[1].count(":") < 1:
+        return None
+    _, month, day = words[0].split("-")
+    hour, minute = words[1].split(":")[:2]
+    per_day = _calendar_values(hour, 0, 23) * _calendar_values(minute, 0, 59)
+    days = 365.0 if day == "*" else 12.0 * _calendar_values(day, 1, 31)
+    if weekdays:
+        days = days / 7 * min(len(weekdays.split(",")) + 4 * weekdays.count(".."), 7)
+    if month != "*":
+        days *= _calendar_values(month, 1, 12) / 12
+    return YEAR / (per_day * days)
 
 
 def _crontab_jobs(source: str, lines: list[str], *, with_user: bool) -> list[ScheduledJob]:
@@ -669,7 +871,8 @@ def _crontab_jobs(source: str, lines: list[str], *, with_user: bool) -> list[Sch
             raise ParseError(f"{source}: not a crontab line: {stripped!r}")
         command = " ".join(words[size + (1 if with_user else 0) :])
         schedule = " ".join(words[:size])
-        jobs.append(ScheduledJob(source, cron_is_daily(words[:size]), command, schedule))
+        daily = cron_is_daily(words[:size])
+        jobs.append(ScheduledJob(source, daily, command, schedule, cron_period(words[:size])))
     return jobs
 
 
@@ -684,15 +887,17 @@ def _timer_jobs(lines: list[str]) -> list[ScheduledJob]:
         calendars = re.findall(r"OnCalendar=([^;]+?)\s*;", fields[2])
         schedule = ", ".join(calendars) or "no OnCalendar"
         daily = any(calendar_is_daily(c) for c in calendars)
+        periods = [p for c in calendars if (p := calendar_period(c)) is not None]
         command = " ".join(re.findall(r"argv\[\]=([^;]+?)\s*;", fields[3])) or fields[3]
-        jobs.append(ScheduledJob(f"{fields[0]} -> {fields[1]}", daily, command, schedule))
+        source = f"{fields[0]} -> {fields[1]}"
+        jobs.append(ScheduledJob(source, daily, command, schedule, min(periods, default=None)))
     return jobs
 
 
 def parse_schedules(text: str) -> tuple[ScheduledJob, ...]:
     """The schedule probe's output: `### crontab -l`, `### file PATH` (crontab format with a user
-    field), `### daily PATH` (a script cron runs daily) and `### timers` (TIMER, UNIT,
-    TimersCalendar, ExecStart by tabs) sections."""
+    field), `### hourly|daily|weekly|monthly PATH` (a script in cron.daily and its siblings) and
+    `### timers` (TIMER, UNIT, TimersCalendar, ExecStart by tabs) sections."""
     sections: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
         if line.startswith(SCHEDULE_MARKER):
@@ -708,13 +913,56 @@ def parse_schedules(text: str) -> tuple[ScheduledJob, ...]:
             jobs += _crontab_jobs("crontab -l", lines, with_user=False)
         elif kind == "file":
             jobs += _crontab_jobs(path, lines, with_user=True)
-        elif kind == "daily":
+        elif kind in CRON_DIRECTORIES:
             script = [x.strip() for x in lines if x.strip() and not x.strip().startswith("#")]
-            jobs.append(ScheduledJob(path, True, "; ".join(script), "cron.daily"))
+            period = CRON_DIRECTORIES[kind]
+            jobs.append(
+                ScheduledJob(path, period <= DAY, "; ".join(script), f"cron.{kind}", period)
+            )
         elif header == "timers":
             jobs += _timer_jobs(lines)
         else:
             raise ParseError(f"unknown section {header!r} in the schedule probe's output")
+    return tuple(jobs)
+
+
+def parse_workflow_schedules(text: str, source: str) -> tuple[ScheduledJob, ...]:
+    """A Forgejo Actions workflow's `on: schedule: - cron: …` entries: each `run:` step of the
+    workflow's jobs, once per schedule (Forgejo reads the five fields as cron does)."""
+    data = _yaml_mapping(text, source)
+    # YAML 1.1 (PyYAML) reads the bare key `on` as true.
+    triggers = data.get("on", data.get(True))
+    schedules = triggers.get("schedule") if isinstance(triggers, dict) else None
+    if not schedules:
+        return ()
+    if not isinstance(schedules, list):
+        raise ParseError(f"{source}: `on.schedule` is not a list")
+    steps = [
+        (str(step.get("name") or f"step {number}"), str(step["run"]))
+        for job in (data.get("jobs") or {}).values()
+        if isinstance(job, dict)
+        for number, step in enumerate(job.get("steps") or (), 1)
+        if isinstance(step, dict) and "run" in step
+    ]
+    jobs = []
+    for entry in schedules:
+        cron = entry.get("cron") if isinstance(entry, dict) else None
+        fields = str(cron or "").split()
+        if len(fields) != 5:
+            raise ParseError(f"{source}: a schedule without five cron fields: {entry!r}")
+        for name, run in steps:
+            lines = [
+                x.strip() for x in run.splitlines() if x.strip() and not x.strip().startswith("#")
+            ]
+            jobs.append(
+                ScheduledJob(
+                    f"{source}, step {name!r}",
+                    cron_is_daily(fields),
+                    "; ".join(lines),
+                    " ".join(fields),
+                    cron_period(fields),
+                )
+            )
     return tuple(jobs)
 
 

@@ -4,20 +4,64 @@ The log is the component's `log` file, or, for a systemd component without one, 
 journal. `--follow` streams until Ctrl-C: the remote `tail -F` (or `journalctl -f`) runs beside a
 `cat` that waits on the channel's input, so closing our side ends the remote follower too instead
 of leaving it behind on the target.
+
+`--grep RE` keeps the lines that match the extended regular expression RE (grep -E on the target,
+so only matching lines cross the network); with `-f` the follower feeds grep through a fifo, so
+both end with us. `--since TIME` (ISO time, or `30m`, `2h`, `1d` ago) keeps, for a log file, the
+lines from the first one stamped at or after TIME: a line is stamped when it starts with an ISO
+date and time (`2026-12-07T10:00:00…`, `2026-12-07 10:00:00`, or inside `[`), read as UTC, and an
+unstamped line (a continuation) goes with the stamped line before it; for a journal it is
+`journalctl --since`. `-n N` then shows the last N of the lines kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
+from datetime import datetime, timedelta, timezone
 
 from .config import Component, Settings
 from .connection import Remote, quote
-from .errors import RemoteError
+from .errors import RemoteError, UsageError
 from .output import Reporter
 
 STOP_WAIT = 5.0  # seconds for the remote follower to end once our side is closed
 MISSING_EXIT = 66  # the remote command's "no such log" answer, distinct from tail's own failures
+BAD_PATTERN_EXIT = 67  # grep on the target refused the --grep pattern
+UNSTAMPED = "gbdeploy: no line starts with a timestamp"  # awk's word on stderr for --since
+_AGO = re.compile(r"^(\d{1,9})\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+# Keeps the lines from the first one stamped at or after `since` (see the module docstring).
+SINCE_AWK = r"""{ s = $0; sub(/^\[/, "", s) }
+s ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9]/ {
+  t = substr(s, 1, 19); sub(/ /, "T", t); keep = (t >= since); stamped = 1
+}
+keep { print }
+END { if (NR > 0 && !stamped) print "UNSTAMPED" > "/dev/stderr" }""".replace("UNSTAMPED", UNSTAMPED)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO time (UTC unless it says otherwise) or an age like `30m`, `2h`, `1d`: in UTC."""
+    now = now or datetime.now(timezone.utc)
+    ago = _AGO.match(text.strip())
+    if ago:
+        return now - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither an ISO time nor an age",
+            hint="e.g. --since 2026-12-07T09:30 (UTC) or --since 30m (also s, h, d, w)",
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def check_pattern(grep: str | None) -> None:
+    if grep is not None and (not grep or "\n" in grep or "\0" in grep):
+        raise UsageError("--grep expects a regular expression on one line, not empty")
 
 
 def uses_journal(component: Component) -> bool:
@@ -30,8 +74,18 @@ def source(component: Component) -> str:
     return component.log_path
 
 
-def tail_command(component: Component, lines: int, *, follow: bool = False) -> str:
-    """The remote command that prints the last `lines` lines (and, with `follow`, what comes)."""
+def tail_command(
+    component: Component,
+    lines: int,
+    *,
+    follow: bool = False,
+    since: datetime | None = None,
+    grep: str | None = None,
+) -> str:
+    """The remote command that prints the last `lines` lines (and, with `follow`, what comes),
+    of those at or after `since` that match `grep`."""
+    if since is not None or grep is not None:
+        return _filtered_command(component, lines, follow=follow, since=since, grep=grep)
     if uses_journal(component):
         check = ""
         unit = quote(component.restart.unit)
@@ -46,6 +100,50 @@ def tail_command(component: Component, lines: int, *, follow: bool = False) -> s
     return f'{check}{reader} &\nfollower=$!\ncat >/dev/null\nkill "$follower" 2>/dev/null\nexit 0'
 
 
+def _filtered_command(
+    component: Component,
+    lines: int,
+    *,
+    follow: bool,
+    since: datetime | None,
+    grep: str | None,
+) -> str:
+    if follow and since is not None:
+        raise UsageError(
+            "--since picks from the lines already written; with -f use -n N",
+            hint="e.g. gbdeploy logs botserver -f -n 100 --grep ERROR",
+        )
+    check = ""
+    if grep is not None:
+        check = (
+            f"printf '' | grep -E -e {quote(grep)} >/dev/null; [ $? -le 1 ] || "
+            f"exit {BAD_PATTERN_EXIT}\n"
+        )
+    if uses_journal(component):
+        unit = quote(component.restart.unit)
+        stamp = f" --since @{int(since.timestamp())}" if since is not None else ""
+        reader = f"journalctl --no-pager -u {unit}{stamp}"
+        if follow:
+            reader += f" -n {int(lines)} -f"
+    else:
+        path = quote(component.log_path)
+        check = f"[ -e {path} ] || {{ echo 'no such file' >&2; exit {MISSING_EXIT}; }}\n" + check
+        reader = f"tail -n {int(lines)} -F -- {path}" if follow else f"cat -- {path}"
+    if since is not None and not uses_journal(component):
+        moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        reader += f" | awk -v since={quote(moment)} {quote(SINCE_AWK)}"
+    matcher = f"grep -E -e {quote(grep)}" if grep is not None else "cat"
+    if not follow:
+        return f"{check}{reader} | {matcher} | tail -n {int(lines)}"
+    # The follower writes into a fifo that grep reads; both are stopped by their pids.
+    return (
+        f'{check}d=$(mktemp -d) && mkfifo -- "$d/f" || exit 1\n'
+        f'grep --line-buffered -E -e {quote(grep or "")} < "$d/f" &\ng=$!\n'
+        f'{reader} > "$d/f" &\nfollower=$!\n'
+        'cat >/dev/null\nkill "$follower" "$g" 2>/dev/null\nrm -rf -- "$d"\nexit 0'
+    )
+
+
 def _missing(component: Component, where: str) -> RemoteError:
     return RemoteError(
         f"no log at {component.log_path} on {where}",
@@ -53,10 +151,26 @@ def _missing(component: Component, where: str) -> RemoteError:
     )
 
 
-def show_logs(remote: Remote, component: Component, reporter: Reporter, lines: int) -> None:
-    result = remote.run(tail_command(component, lines), check=False)
+def show_logs(
+    remote: Remote,
+    component: Component,
+    reporter: Reporter,
+    lines: int,
+    *,
+    since: datetime | None = None,
+    grep: str | None = None,
+) -> None:
+    result = remote.run(tail_command(component, lines, since=since, grep=grep), check=False)
     if result.exit_code == MISSING_EXIT:
         raise _missing(component, remote.description)
+    if result.exit_code == BAD_PATTERN_EXIT:
+        raise _bad_pattern(grep or "", remote.description)
+    if UNSTAMPED in result.stderr:
+        raise UsageError(
+            f"no line of {component.log_path} on {remote.description} starts with a date and "
+            "time, so --since cannot tell which are recent",
+            hint="use -n N (the last N lines) and --grep RE instead",
+        )
     if not result.ok:
         detail = (result.stderr.strip() or result.stdout.strip())[-500:]
         raise RemoteError(
@@ -65,11 +179,22 @@ def show_logs(remote: Remote, component: Component, reporter: Reporter, lines: i
         )
     if result.stdout:
         reporter.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
+    if (since is not None or grep is not None) and result.stderr.strip():
+        print(result.stderr.rstrip(), file=sys.stderr)  # e.g. the log could not be read
 
 
-def follow_logs(remote: Remote, component: Component, reporter: Reporter, lines: int) -> None:
+def _bad_pattern(grep: str, where: str) -> UsageError:
+    return UsageError(
+        f"--grep {grep!r}: grep -E on {where} refuses this pattern",
+        hint="an extended regular expression, e.g. --grep 'ERROR|panic'",
+    )
+
+
+def follow_logs(
+    remote: Remote, component: Component, reporter: Reporter, lines: int, grep: str | None = None
+) -> None:
     """Stream until the remote side ends or the user presses Ctrl-C (a clean end, not an error)."""
-    channel = remote.channel(tail_command(component, lines, follow=True))
+    channel = remote.channel(tail_command(component, lines, follow=True, grep=grep))
     channel.settimeout(0.5)  # wake up now and then, so Ctrl-C is seen at once
     pending = b""
     try:
@@ -95,6 +220,8 @@ def follow_logs(remote: Remote, component: Component, reporter: Reporter, lines:
         reporter.write(pending.decode(errors="replace") + "\n")
     if channel.exit_status_ready() and channel.recv_exit_status() == MISSING_EXIT:
         raise _missing(component, remote.description)
+    if channel.exit_status_ready() and channel.recv_exit_status() == BAD_PATTERN_EXIT:
+        raise _bad_pattern(grep or "", remote.description)
 
 
 def run_logs(
@@ -104,15 +231,24 @@ def run_logs(
     *,
     lines: int = 20,
     follow: bool = False,
+    since: str | None = None,
+    grep: str | None = None,
+    dry_run: bool = False,
 ) -> None:
     comp = settings.component(component)
+    moment = parse_since(since) if since is not None else None
+    check_pattern(grep)
+    command = tail_command(comp, lines, follow=follow, since=moment, grep=grep)  # checks too
     with Remote(settings.target_of(comp), settings.ssh) as remote:
+        if dry_run:
+            reporter.plan(f"logs of {comp.name} on {remote.description}", [remote.wrap(command)])
+            return
         if follow:
             if not reporter.quiet:
                 print(
                     f"following the {source(comp)} on {remote.description} (Ctrl-C stops)",
                     file=sys.stderr,
                 )
-            follow_logs(remote, comp, reporter, lines)
+            follow_logs(remote, comp, reporter, lines, grep)
         else:
-            show_logs(remote, comp, reporter, lines)
+            show_logs(remote, comp, reporter, lines, since=moment, grep=grep)

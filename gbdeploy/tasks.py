@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, UnexpectedExit
 
-from .cli import confirm, defaults_notice, deploy_question, gbdeploy_config, task
+from .cli import (
+    command_after_dashes,
+    confirm,
+    defaults_notice,
+    deploy_question,
+    describe_target,
+    gbdeploy_config,
+    task,
+)
 from .config import Settings, load_settings, token_values
 from .errors import GbdeployError, OperationFailed, UsageError, internal_error, redact
 from .output import Reporter
@@ -101,18 +109,21 @@ def release(
 ) -> None:
     """Push a submodule, commit its pointer, push the root, wait for CI, verify the deploy."""
     from . import release as release_module
+    from .events import notifying_release
 
-    release_module.run_release(
-        production(c),
-        component,
-        reporter(),
-        dry_run=dry_run,
-        no_wait=no_wait,
-        no_verify=no_verify,
-        dispatch=dispatch,
-        timeout=number(timeout, "timeout"),
-        root=root,
-    )
+    loaded, out = production(c), reporter()
+    with notifying_release(loaded, component, out, root=root, dry_run=dry_run, no_wait=no_wait):
+        release_module.run_release(
+            loaded,
+            component,
+            out,
+            dry_run=dry_run,
+            no_wait=no_wait,
+            no_verify=no_verify,
+            dispatch=dispatch,
+            timeout=number(timeout, "timeout"),
+            root=root,
+        )
 
 
 @task(
@@ -150,17 +161,25 @@ def deploy(
         if not recover and component in loaded.components:
             found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
             artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
-    deploy_module.run_deploy(
-        loaded,
-        component,
-        reporter(),
-        artifact=artifact,
-        strategy=strategy,
-        dry_run=dry_run,
-        force=force,
-        commit=commit,
-        recover=recover,
-    )
+    from .events import watching
+
+    out = reporter()
+    action = "rollback" if recover else "deploy"
+    with watching(
+        loaded, component, out, action=action, strategy=strategy, commit=commit, dry_run=dry_run
+    ) as watch:
+        deploy_module.run_deploy(
+            loaded,
+            component,
+            out,
+            artifact=artifact,
+            strategy=strategy,
+            dry_run=dry_run,
+            force=force,
+            commit=commit,
+            recover=recover,
+            before_change=watch.before_change,
+        )
 
 
 @task(
@@ -202,15 +221,20 @@ def rollback(
     """Put the previous healthy release (or the kept one with --to COMMIT) back, restart it and
     check its health."""
     from . import deploy as deploy_module
+    from .events import watching
 
-    deploy_module.run_rollback(
-        production(c),
-        component,
-        reporter(),
-        dry_run=dry_run,
-        to=to,
-        confirm_change=lambda change: confirm(f"{change}?", yes=yes),
-    )
+    loaded = production(c)
+    out = reporter()
+    with watching(loaded, component, out, action="rollback", dry_run=dry_run) as watch:
+        deploy_module.run_rollback(
+            loaded,
+            component,
+            out,
+            dry_run=dry_run,
+            to=to,
+            before_change=watch.before_change,
+            confirm_change=lambda change: confirm(f"{change}?", yes=yes),
+        )
 
 
 @task(
@@ -236,15 +260,35 @@ def history(c: Context, component: str, limit: int | None = None, json: bool = F
         "component": "whose log to show",
         "lines": "how many of the last lines (default 20)",
         "follow": "keep printing what is appended, until Ctrl-C",
+        "since": "only lines from this time on: ISO time (UTC) or an age such as 30m, 2h, 1d",
+        "grep": "only lines matching this extended regular expression (grep -E on the target)",
+        "dry_run": "print the remote command, run nothing",
     }
 )
 @reporting_errors
-def logs(c: Context, component: str, lines: int = 20, follow: bool = False) -> None:
+def logs(
+    c: Context,
+    component: str,
+    lines: int = 20,
+    follow: bool = False,
+    since: str | None = None,
+    grep: str | None = None,
+    dry_run: bool = False,
+) -> None:
     """The component's log on its target (its `log` file, or its systemd unit's journal)."""
     from . import logs as logs_module
 
     count = number(lines, "lines", int)
-    logs_module.run_logs(production(c), reporter(), component, lines=count, follow=follow)
+    logs_module.run_logs(
+        production(c),
+        reporter(),
+        component,
+        lines=count,
+        follow=follow,
+        since=since,
+        grep=grep,
+        dry_run=dry_run,
+    )
 
 
 @task(
@@ -386,9 +430,90 @@ def demo(c: Context, keep: bool = False, placement: str = "root", container: boo
     sandbox.run_demo(reporter(), keep=keep, placement=placement, container=container)
 
 
+@task(
+    positional=["component", "action"],
+    help={
+        "component": "the component whose deploys to freeze",
+        "action": "acquire (freeze, with -m), release (lift it) or status",
+        "message": "acquire: why, and until when (shown to whoever deploys next)",
+        "dry_run": "print the remote command, change nothing",
+    },
+)
+@reporting_errors
+def lock(
+    c: Context, component: str, action: str, message: str | None = None, dry_run: bool = False
+) -> None:
+    """Freeze a component's deploys with a reason, lift the freeze, or show it.
+
+    acquire -m MSG freezes; release lifts it; status shows it. While frozen, deploy, rollback,
+    start, stop and restart are refused (exit 1) with the reason."""
+    from . import freeze
+
+    freeze.run_lock(production(c), reporter(), component, action, message=message, dry_run=dry_run)
+
+
+def _service(c: Context, component: str, action: str, dry_run: bool, yes: bool) -> None:
+    from . import service_control
+
+    loaded = production(c)
+    if not dry_run and action != "start":
+        confirm(f"{action} {component} on {describe_target(loaded, component)}?", yes=yes)
+    service_control.run_service(loaded, reporter(), component, action, dry_run=dry_run)
+
+
+SERVICE_HELP = {
+    "component": "the component whose service to control",
+    "dry_run": "print the plan of remote commands, change nothing",
+    "yes": "do not ask for confirmation (never asked without a terminal, as in CI)",
+}
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def start(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Start the service (as a deploy starts it) under the deploy lock, and check its health."""
+    _service(c, component, "start", dry_run, yes)
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def stop(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Stop the service (as a deploy stops it: by its exact path) under the deploy lock."""
+    _service(c, component, "stop", dry_run, yes)
+
+
+@task(help=SERVICE_HELP)
+@reporting_errors
+def restart(c: Context, component: str, dry_run: bool = False, yes: bool = False) -> None:
+    """Stop and start the service (as a deploy does) under the deploy lock; check its health."""
+    _service(c, component, "restart", dry_run, yes)
+
+
+@task(
+    name="exec",
+    help={
+        "component": "run on this component's target, as its service user",
+        "dry_run": "print the remote command, run nothing",
+    },
+)
+@reporting_errors
+def exec_(c: Context, component: str, dry_run: bool = False) -> None:
+    """Run a command on the target as the service user: exec COMPONENT -- CMD….
+
+    The command runs in the binary's directory with the component's env, every word quoted:
+    gbdeploy exec botserver -- ls -l. Its non-zero exit is exit 1."""
+    from . import service_control
+
+    service_control.run_exec(
+        production(c), reporter(), component, command_after_dashes(), dry_run=dry_run
+    )
+
+
 namespace = Collection(
     release, deploy, verify, rollback, runs, wait, status, doctor, workflows, maintain, demo
 )
 namespace.add_task(history)
 namespace.add_task(logs)
 namespace.add_task(config_)
+for _command in (lock, start, stop, restart, exec_):
+    namespace.add_task(_command)

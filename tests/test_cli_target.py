@@ -271,3 +271,28 @@ def test_verbose_shows_the_remote_commands_with_the_shared_shell_once(
     assert plan.out.count("sha_of() {") == 1 and "kill -TERM" in plan.out
     brief = run_gbdeploy("rollback", "botserver", "-d")
     assert "sha_of() {" not in brief.out and "-v" in brief.out
+
+
+def test_a_declined_rollback_is_no_failure_to_notify(
+    world, artifacts, project, terminal, run_gbdeploy
+):
+    from test_hooks_notify import Receiver
+
+    receiver = Receiver()
+    try:
+        config = json.loads((project / "gbdeploy.yaml").read_text())
+        config["notify"] = {"webhook": receiver.url}
+        (project / "gbdeploy.yaml").write_text(json.dumps(config))
+        world.deploy(artifacts(OLD), commit=OLD)
+        world.deploy(artifacts(NEW), commit=NEW)
+        terminal.return_value = "n"
+
+        result = run_gbdeploy("rollback", "botserver")
+
+        assert result.code == 0 and "nothing done" in result.err
+        assert receiver.posted() == []
+        terminal.return_value = "y"
+        assert run_gbdeploy("rollback", "botserver").code == 0
+        assert [post["result"] for post in receiver.posted()] == ["ok"]
+    finally:
+        receiver.close()

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gbdeploy.doctor import doctor_plan, run_doctor
+from gbdeploy.config import Target
+from gbdeploy.connection import wrap_for_target
+from gbdeploy.doctor import Doctor, doctor_plan, run_doctor
 from gbdeploy.errors import ConfigError, DoctorFailed
 from gbdeploy.output import Reporter
+from gbdeploy_sandbox.production import SYSTEM
 
 CHECKS = [
     "host.containers",
@@ -212,6 +215,23 @@ def test_fix_leaves_caddy_alone_until_the_storage_root_exists(production, gbuser
     assert production.caddy_reloads() == []
 
 
+def test_caddy_itself_validates_the_caddyfile(production, gbuser):
+    # Debian's caddy 2.6.2 adapts the whole file: a typo inside a nested block fails too.
+    production.make_good()
+    good = production.caddyfile.read_text()
+    text, failed = doctor(production.settings())
+    assert rows(text)["proxy.caddy-valid"] == ("pass", "caddy validate: Valid configuration")
+    nested = good.replace(
+        "\treverse_proxy 10.16.164.40:80", "\thandle {\n\t\treverse_prxy :80\n\t}"
+    )
+    assert nested != good
+    production.caddyfile.write_text(nested)
+    text, failed = doctor(production.settings())
+    assert failed is not None and failed.failed == ["proxy.caddy-valid"]
+    status, saw = rows(text)["proxy.caddy-valid"]
+    assert status == "FAIL" and "unrecognized directive: reverse_prxy" in saw, saw
+
+
 def test_json_in_the_every_rule_broken_production_fails_each_rule_by_name(production, gbuser):
     production.make_broken()
     text, failed = doctor(production.settings(), as_json=True)
@@ -282,6 +302,53 @@ def test_when_no_site_domain_resolves_doctor_suspects_dns_not_the_sites(producti
         saw
         == "none of the 28 site domains resolves from pragmatismo-proxy: is DNS reachable there?"
     )
+
+
+@pytest.mark.parametrize("how", ["iptables-persistent", "script"])
+def test_a_forward_rule_persisted_by_iptables_persistent_or_a_script_passes(
+    production, gbuser, how
+):
+    production.make_good()
+    production.standins.add_unit(
+        "lxd-forward.service", exec_start="/usr/sbin/iptables -I FORWARD -j ACCEPT", enabled=True
+    )  # no longer names the bridge
+    if how == "iptables-persistent":
+        production.rules_file.parent.mkdir(parents=True, exist_ok=True)
+        production.rules_file.write_text(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A FORWARD -i lxdbr0 -j ACCEPT\nCOMMIT\n"
+        )
+        unit, start = "netfilter-persistent.service", "/usr/sbin/netfilter-persistent start"
+    else:
+        script = production.root / "usr/local/sbin/lxd-net"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text("#!/bin/sh\niptables -I FORWARD -i lxdbr0 -j ACCEPT\n")
+        unit, start = "lxd-net.service", f"/bin/sh {script}"
+    production.standins.add_unit(unit, exec_start=start, enabled=False)
+    text, _ = doctor(production.settings())
+    assert rows(text)["host.lxd-forward-rule-persisted"][0] == "FAIL"  # not enabled
+    production.standins.add_unit(unit, exec_start=start, enabled=True)
+    text, failed = doctor(production.settings())
+    assert failed is None, text
+    assert "-A FORWARD -i lxdbr0 -j ACCEPT" in text or "iptables -I FORWARD -i lxdbr0" in text
+    assert f"{unit} (enabled)" in rows(text)["host.lxd-forward-rule-persisted"][1]
+
+
+def test_jail_local_overrides_debians_sshd_default_in_the_proxy(production, gbuser):
+    production.make_good()
+    fail2ban = production.etc / "fail2ban"
+    (fail2ban / "jail.d/defaults-debian.conf").write_text("[sshd]\nenabled = true\n")  # Debian's
+    jail_local = fail2ban / "jail.local"
+    jail_local.write_text("[sshd]\nenabled = false\n")
+    text, _ = doctor(production.settings())
+    assert rows(text)["proxy.fail2ban-sshd-disabled"] == (
+        "pass",
+        "jail.local: [sshd] enabled = false",
+    )
+    jail_local.write_text("[DEFAULT]\nbantime = 1h\n\n[sshd]\nenabled = true\n")
+    text, _ = doctor(production.settings())
+    status, saw = rows(text)["proxy.fail2ban-sshd-disabled"]
+    assert status == "FAIL" and saw.startswith("jail.local: [sshd] enabled = true"), saw
 
 
 @pytest.mark.parametrize(
@@ -375,17 +442,48 @@ def test_the_plan_names_every_command_quoted(production):
     ) in plan
 
 
-def test_through_incus_with_sudo_the_plan_calls_sudo_incus(production):
+def test_through_incus_with_sudo_the_plan_calls_sudo_n_incus(production):
     plan = doctor_plan(production.settings(via="incus", sudo=True))
-    assert "host.containers: on pragmatismo-host: sudo incus list --format csv -c n" in plan
+    assert "host.containers: on pragmatismo-host: sudo -n incus list --format csv -c n" in plan
     assert (
         "host.system-privileged: on pragmatismo-host: "
-        "sudo incus config show pragmatismo-system --expanded"
+        "sudo -n incus config show pragmatismo-system --expanded"
     ) in plan
     assert (
-        "system.loopback-accept: on pragmatismo-host: sudo incus exec pragmatismo-system: "
+        "system.loopback-accept: on pragmatismo-host: sudo -n incus exec pragmatismo-system: "
         "iptables -S INPUT"
     ) in plan
+
+
+def test_doctor_enters_a_container_with_the_deploys_own_wrapper(production):
+    settings = production.settings(via="incus", sudo=True)
+    deploy_target = Target("system", "pragmatismo-host", container=SYSTEM, via="incus", sudo=True)
+    with Doctor(settings) as doctor_run:
+        command = "iptables -S INPUT"
+        assert doctor_run.remote(SYSTEM).wrap(command) == wrap_for_target(deploy_target, command)
+        assert doctor_run.remote(SYSTEM).wrap(command).startswith("sudo -n incus exec")
+        assert doctor_run.remote(None).wrap(command) == command  # the host itself
+
+
+def test_through_sudo_incus_every_check_runs_in_its_container(production, gbuser):
+    # The host's ssh user reaches its containers with `sudo -n incus` (doctor.sudo).
+    production.standins.install_program("incus", "lxc")
+    production.standins.install_program("sudo", "sudo", production.state)
+    lxc = production.standins.bin / "lxc"
+    lxc.rename(lxc.with_suffix(".hidden"))
+    try:
+        production.make_good()
+        text, failed = doctor(production.settings(via="incus", sudo=True))
+    finally:
+        lxc.with_suffix(".hidden").rename(lxc)
+        (production.standins.bin / "incus").unlink()
+        (production.standins.bin / "sudo").unlink()
+    assert failed is None, text
+    assert "28 checks: 28 passed" in text
+    commands = (production.state / "sudo.log").read_text().splitlines()
+    entered = {c.split("COMMAND=incus exec ")[1].split()[0] for c in commands if "exec" in c}
+    assert entered == {SYSTEM, "pragmatismo-proxy", "pragmatismo-dns", "pragmatismo-email",
+                       "pragmatismo-alm-ci"}  # fmt: skip
 
 
 def test_through_incus_every_check_runs_in_its_container(production, gbuser):

@@ -3,6 +3,10 @@ zfs list, du, systemd."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from gbdeploy.doctor_parsers import (
@@ -305,6 +309,29 @@ def test_adding_storage_keeps_every_other_byte():
     assert parse_caddyfile(with_file_system_storage(bare, "/d")).storage.root == "/d"
     with pytest.raises(ParseError, match="already set"):
         with_file_system_storage(changed, "/elsewhere")
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        caddyfile(SITES, storage_root=None),
+        "chat.example.com {\n\treverse_proxy 127.0.0.1:5858\n}\n",
+    ],
+)
+def test_the_storage_doctor_adds_is_valid_for_debians_caddy(tmp_path, original):
+    caddy = shutil.which("caddy")
+    assert caddy, "Debian's caddy is not installed: run `bash .ci/setup`"
+    path = tmp_path / "Caddyfile"
+    path.write_text(with_file_system_storage(original, str(tmp_path / "certificates")))
+    validated = subprocess.run(
+        [caddy, "validate", "--config", str(path), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.strip() == "Valid configuration"
 
 
 # --- Corefile ----------------------------------------------------------------------------------

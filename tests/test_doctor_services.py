@@ -4,25 +4,45 @@ getent hosts, the file and process probes."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from gbdeploy.doctor.proxy import CADDY_ACCESS_LINE
+from gbdeploy.config import DoctorSettings, Settings
+from gbdeploy.connection import CommandResult
+from gbdeploy.doctor import build_checks
+from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
+from gbdeploy.doctor.model import FollowUp, Verdict
+from gbdeploy.doctor.proxy import (
+    CADDY_ACCESS_LINE,
+    SUGGESTED_FAILREGEX,
+    flood_jail_check,
+    proxy_sshd_jail_check,
+)
 from gbdeploy.doctor_parsers import (
+    JailSwitch,
     ParseError,
     calendar_is_daily,
+    calendar_period,
     cron_is_daily,
+    cron_period,
+    fail2ban_jail_switch,
     fail2ban_regex_host,
     jail_enabled,
     parse_fail2ban_list,
     parse_fail2ban_status,
     parse_file_guard,
+    parse_iptables_save,
     parse_process_owners,
     parse_resolutions,
     parse_schedules,
     parse_shell_assignments,
     parse_unit_file_commands,
+    parse_workflow_schedules,
     site_domains,
 )
+from gbdeploy.workflows import rendered_files
 
 # --- /etc/default/ufw --------------------------------------------------------------------------
 UFW = """# /etc/default/ufw
@@ -101,6 +121,67 @@ def test_a_4xx_filter_catches_4xx_lines_of_caddys_json_log_and_nothing_else():
         fail2ban_regex_host('"status":(4', error)
 
 
+# What fail2ban 1.0.2 prints for a jail whose filter says
+# `failregex = ^\{.*"client_ip":"<HOST>".*"status":4\d\d\b`: the server resolved `<HOST>` when it
+# loaded the filter (fail2ban/server/failregex.py, R_HOST, since 0.10) and keeps only the result;
+# client/beautifier.py writes "regular expression are defined".
+HOST_1_0_2 = (
+    r"(?:\[?(?:(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})|(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|:)"
+    r"{1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):)))\]?|(?P<dns>[\w\-.^_]*\w))"
+)
+FAILREGEX_1_0_2 = (
+    "The following regular expression are defined:\n"
+    '`- [0]: ^\\{.*"client_ip":"' + HOST_1_0_2 + '".*"status":4\\d\\d\\b\n'
+)
+
+
+def test_the_resolved_regex_fail2ban_prints_finds_the_client_of_a_4xx_line():
+    [printed] = parse_fail2ban_list(FAILREGEX_1_0_2)
+    assert "<HOST>" not in printed and "(?P<ip4>" in printed
+    error = CADDY_ACCESS_LINE.replace("STATUS", "404")
+    assert fail2ban_regex_host(printed, error) == "203.0.113.7"
+    assert fail2ban_regex_host(printed, CADDY_ACCESS_LINE.replace("STATUS", "200")) is None
+    ipv6 = error.replace('"client_ip":"203.0.113.7"', '"client_ip":"2001:db8::7"')
+    assert fail2ban_regex_host(printed, ipv6) == "2001:db8::7"
+    assert parse_fail2ban_list("No regular expression is defined\n") == ()
+
+
+@pytest.mark.parametrize(
+    "failregex",
+    [
+        r'^\{.*"client_ip":"<HOST>".*"status":4\d\d\b',  # a filter file's text: fail2ban's tags
+        r'"client_ip":"<ADDR>".*"status":4\d\d',
+        r'"client_ip":"<IP4>".*"status":4\d\d',
+        r'"client_ip":"<F-ID>[^"]+</F-ID>".*"status":4\d\d',
+        r'"client_ip":"(?P<host>[^"]+)".*"status":4\d\d',  # 0.9's group
+    ],
+)
+def test_each_tag_and_group_fail2ban_reads_the_address_from(failregex):
+    error = CADDY_ACCESS_LINE.replace("STATUS", "404")
+    assert fail2ban_regex_host(failregex, error) == "203.0.113.7"
+
+
+def test_the_flood_check_passes_the_jail_as_fail2ban_1_0_2_prints_it():
+    log = "/opt/gbo/logs/access.log"
+    check = flood_jail_check(DoctorSettings(), "pragmatismo-proxy")
+    printed = (
+        "### maxretry\n100\n### findtime\n60\n### bantime\n3600\n### logpath\n"
+        f"Current monitored log file(s):\n`- {log}\n### failregex\n{FAILREGEX_1_0_2}"
+    )
+    verdict = check.judge(CommandResult(check.command, 0, printed, ""))
+    assert isinstance(verdict, Verdict)
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        f"jail caddy-http-flood: 100 4xx in 60s from {log} → ban 3600s",
+    )
+    # the check's own suggested regex, once fail2ban has loaded it, passes too
+    assert f"failregex = {SUGGESTED_FAILREGEX})" in check.fix
+    [ours] = parse_fail2ban_list(FAILREGEX_1_0_2)
+    suggested = printed.replace(ours, SUGGESTED_FAILREGEX.replace("<HOST>", HOST_1_0_2))
+    verdict = check.judge(CommandResult(check.command, 0, suggested, ""))
+    assert isinstance(verdict, Verdict) and verdict.status == "pass", verdict
+
+
 def test_debian_sshd_jail_file():
     stock = "[sshd]\nbackend = systemd\nenabled = true\n"
     assert jail_enabled(stock, "sshd") is True
@@ -110,6 +191,80 @@ def test_debian_sshd_jail_file():
         jail_enabled("enabled = true\n", "sshd")  # no section header
     with pytest.raises(ParseError):
         jail_enabled("[sshd]\nenabled = maybe\n", "sshd")
+
+
+# Debian's fail2ban 1.0.2: jail.conf holds `[DEFAULT] enabled = false` and an [sshd] without
+# `enabled`; jail.d/defaults-debian.conf turns sshd on; jail.local and jail.d/*.local come after.
+JAIL_CONF = (
+    "[DEFAULT]\nbantime = 10m\nenabled = false\n\n[sshd]\nport = ssh\nlogpath = %(sshd_log)s\n"
+)
+DEBIAN_DEFAULTS = "[sshd]\nenabled = true\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "enabled", "said_by"),
+    [
+        ({"jail.conf": JAIL_CONF}, False, "jail.conf: [DEFAULT] enabled = false"),
+        (
+            {"jail.conf": JAIL_CONF, "jail.d/defaults-debian.conf": DEBIAN_DEFAULTS},
+            True,
+            "jail.d/defaults-debian.conf: [sshd] enabled = true",
+        ),
+        (  # jail.local is read after jail.d/*.conf, whatever order the files are listed in
+            {
+                "jail.local": "[sshd]\nenabled = false\n",
+                "jail.d/defaults-debian.conf": DEBIAN_DEFAULTS,
+                "jail.conf": JAIL_CONF,
+            },
+            False,
+            "jail.local: [sshd] enabled = false",
+        ),
+        (  # and jail.d/*.local after jail.local
+            {
+                "jail.d/zz-proxy.local": "[sshd]\nenabled = yes\n",
+                "jail.local": "[sshd]\nenabled = false\n",
+                "jail.d/defaults-debian.conf": "[sshd]\nenabled = false\n",
+            },
+            True,
+            "jail.d/zz-proxy.local: [sshd] enabled = true",
+        ),
+        (  # a jail's own `enabled` wins over [DEFAULT], even one read later
+            {
+                "jail.d/defaults-debian.conf": "[sshd]\nenabled = false\n",
+                "jail.local": "[DEFAULT]\nenabled = true\n",
+            },
+            False,
+            "jail.d/defaults-debian.conf: [sshd] enabled = false",
+        ),
+        (
+            {"jail.local": "[DEFAULT]\nenabled = true\n"},
+            True,
+            "jail.local: [DEFAULT] enabled = true",
+        ),
+        ({}, False, None),
+    ],
+)
+def test_the_sshd_jail_is_read_in_fail2bans_own_order(files, enabled, said_by):
+    assert fail2ban_jail_switch(files, "sshd") == JailSwitch(enabled, said_by)
+
+
+def test_the_proxy_sshd_check_reads_jail_local_over_debians_defaults():
+    check = proxy_sshd_jail_check(DoctorSettings(), "pragmatismo-proxy")
+    probe = (
+        f"### jail.conf\n{JAIL_CONF}\n### jail.d/defaults-debian.conf\n{DEBIAN_DEFAULTS}\n"
+        "### jail.local\n[sshd]\nenabled = false\n\n"
+    )
+    verdict = check.judge(CommandResult(check.command, 0, probe, ""))
+    assert isinstance(verdict, Verdict)
+    assert (verdict.status, verdict.saw) == ("pass", "jail.local: [sshd] enabled = false")
+    turned_on = probe + "### jail.d/proxy.local\n[sshd]\nenabled = true\n"
+    verdict = check.judge(CommandResult(check.command, 0, turned_on, ""))
+    assert isinstance(verdict, Verdict) and verdict.status == "fail"
+    assert verdict.saw.startswith("jail.d/proxy.local: [sshd] enabled = true")
+    with pytest.raises(ParseError, match=r"jail.local: \[sshd\] enabled"):
+        check.judge(
+            CommandResult(check.command, 0, "### jail.local\n[sshd]\nenabled = maybe\n", "")
+        )
 
 
 # --- cron and timers ---------------------------------------------------------------------------
@@ -163,6 +318,92 @@ def test_schedules_broken():
         parse_schedules("### timers\nx.timer only\n")
 
 
+# zfs-auto-snapshot 1.2.4's cron files as its Makefile installs them (zfsonlinux/zfs-auto-snapshot,
+# etc/zfs-auto-snapshot.cron.*), as the schedule probe prints them.
+def auto_snapshot_script(label: str, keep: int) -> str:
+    return (
+        "#!/bin/sh\n\n# Only call zfs-auto-snapshot if it's available\n"
+        "which zfs-auto-snapshot > /dev/null || exit 0\n\n"
+        f"exec zfs-auto-snapshot --quiet --syslog --label={label} --keep={keep} //\n"
+    )
+
+
+AUTO_SNAPSHOT_FREQUENT = (
+    "### file /etc/cron.d/zfs-auto-snapshot\n"
+    'PATH="/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"\n\n'
+    "*/15 * * * * root which zfs-auto-snapshot > /dev/null || exit 0 ; zfs-auto-snapshot "
+    "--quiet --syslog --label=frequent --keep=4 //\n"
+)
+
+
+def auto_snapshot_files(**keep: int) -> str:
+    return AUTO_SNAPSHOT_FREQUENT + "".join(
+        f"### {label} /etc/cron.{label}/zfs-auto-snapshot\n{auto_snapshot_script(label, n)}"
+        for label, n in keep.items()
+    )
+
+
+def zfs_schedule_verdict(probe: str) -> Verdict:
+    check = zfs_schedule_check(DoctorSettings())  # snapshot_retention_days: 7
+    verdict = check.judge(
+        CommandResult(check.command, 0, f"### crontab -l\n{probe}### timers\n", "")
+    )
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+def test_zfs_auto_snapshot_keeps_each_label_in_its_own_period():
+    jobs = parse_schedules(auto_snapshot_files(hourly=24, daily=31))
+    assert [(j.source, j.period) for j in jobs] == [
+        ("/etc/cron.d/zfs-auto-snapshot", 900),
+        ("/etc/cron.hourly/zfs-auto-snapshot", 3600),
+        ("/etc/cron.daily/zfs-auto-snapshot", 86400),
+    ]
+    # the package's defaults: the daily label keeps 31 days, not the frequent job's 4
+    verdict = zfs_schedule_verdict(auto_snapshot_files(daily=31))
+    assert verdict.status == "fail"
+    assert verdict.saw == (
+        "snapshots kept longer than 7 days: /etc/cron.daily/zfs-auto-snapshot: --label=daily "
+        "keeps 31, one a day: 31 days"
+    )
+    weekly = zfs_schedule_verdict(auto_snapshot_files(hourly=24, daily=7, weekly=8, monthly=12))
+    assert weekly.status == "fail"
+    assert "--label=weekly keeps 8, one a week: 56 days" in weekly.saw
+    assert "--label=monthly keeps 12, one a month" in weekly.saw
+    assert "--label=daily" not in weekly.saw and "frequent" not in weekly.saw
+    good = zfs_schedule_verdict(auto_snapshot_files(hourly=24, daily=7))
+    assert good.status == "pass", good.saw
+    assert "/etc/cron.daily/zfs-auto-snapshot: --label=daily keeps 7, one a day: 7 days" in good.saw
+    # only the frequent job: it keeps an hour, and takes no daily snapshot that lasts
+    assert zfs_schedule_verdict(AUTO_SNAPSHOT_FREQUENT).status == "fail"
+
+
+@pytest.mark.parametrize(
+    ("fields", "period"),
+    [
+        ("*/15 * * * *", 900),
+        ("0 * * * *", 3600),
+        ("0 3 * * *", 86400),
+        ("0 3,15 * * *", 43200),
+        ("0 4 * * 0", 7 * 86400),
+        ("@weekly", 7 * 86400),
+        ("@reboot", None),
+    ],
+)
+def test_cron_period(fields, period):
+    found = cron_period(fields.split())
+    assert found == period if period is None else found == pytest.approx(period, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("calendar", "period"),
+    [("*-*-* 00:00:00", 86400), ("*-*-* *:00/15:00", 900), ("Mon *-*-* 03:00:00", 7 * 86400),
+     ("*-*-01 00:00:00", 365 * 86400 / 12), ("weekly", 7 * 86400)],
+)  # fmt: skip
+def test_timer_period(calendar, period):
+    assert calendar_period(calendar) == pytest.approx(period, rel=0.01)
+
+
 @pytest.mark.parametrize(
     ("fields", "daily"),
     [
@@ -209,6 +450,141 @@ def test_unit_file_commands():
     ]
     with pytest.raises(ParseError):
         parse_unit_file_commands("lxd-forward.service\t{ path=/x ; }\n")
+
+
+# iptables-persistent (Debian 12, iptables 1.8.9): netfilter-persistent.service runs
+# `netfilter-persistent start`, whose plugin restores /etc/iptables/rules.v4 (iptables-save format).
+UNITS = (
+    "ssh.service\tenabled\t{ path=/usr/sbin/sshd ; argv[]=/usr/sbin/sshd -D $SSHD_OPTS ; "
+    "ignore_errors=no ; } \n"
+    "netfilter-persistent.service\tSTATE\t{ path=/usr/sbin/netfilter-persistent ; "
+    "argv[]=/usr/sbin/netfilter-persistent start ; ignore_errors=no ; } \n"
+    "lxd-net.service\tenabled\t{ path=/bin/sh ; argv[]=/bin/sh /usr/local/sbin/lxd-net.sh ; "
+    "ignore_errors=no ; } \n"
+)
+RULES_V4 = """# Generated by iptables-save v1.8.9 (nf_tables) on Sat Nov 28 10:00:00 2026
+*nat
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 10.16.164.0/24 ! -d 10.16.164.0/24 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A FORWARD -i lxdbr0 -j ACCEPT
+-A FORWARD -o lxdbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+# Completed on Sat Nov 28 10:00:00 2026
+"""
+SCRIPT = """#!/bin/sh
+set -e
+# iptables -I FORWARD -i lxdbr0 -j DROP
+iptables -I FORWARD -i lxdbr0 -j ACCEPT
+"""
+
+
+def forward_verdict(units: str, files: dict[str, str]) -> Verdict:
+    check = forward_rule_check(DoctorSettings())
+    verdict = check.judge(CommandResult(check.command, 0, units, ""))
+    if isinstance(verdict, FollowUp):
+        shown = "".join(f"### {path}\n{text}\n" for path, text in files.items())
+        verdict = verdict.judge(CommandResult(verdict.command, 0, shown, ""))
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+def test_iptables_persistent_saved_rules_persist_the_forward_rule():
+    assert ("-A", "FORWARD", "-i", "lxdbr0", "-j", "ACCEPT") in parse_iptables_save(RULES_V4)
+    assert all(r[1] != "POSTROUTING" for r in parse_iptables_save(RULES_V4))  # *nat left out
+    enabled = UNITS.replace("STATE", "enabled")
+    verdict = forward_verdict(enabled, {"/etc/iptables/rules.v4": RULES_V4})
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        "netfilter-persistent.service (enabled) restores /etc/iptables/rules.v4: "
+        "-A FORWARD -i lxdbr0 -j ACCEPT",
+    )
+    disabled = UNITS.replace("STATE", "disabled")
+    assert forward_verdict(disabled, {"/etc/iptables/rules.v4": RULES_V4}).status == "fail"
+    without = RULES_V4.replace("-A FORWARD -i lxdbr0 -j ACCEPT\n", "").replace("-o lxdbr0", "-o x")
+    verdict = forward_verdict(enabled, {"/etc/iptables/rules.v4": without})
+    assert verdict.status == "fail" and "none of the 3 services adds" in verdict.saw
+    with pytest.raises(ParseError, match="outside"):
+        parse_iptables_save("-A FORWARD -i lxdbr0 -j ACCEPT\n")
+
+
+def test_a_unit_that_runs_a_script_adding_the_forward_rule_persists_it():
+    disabled = UNITS.replace("STATE", "disabled")
+    verdict = forward_verdict(disabled, {"/usr/local/sbin/lxd-net.sh": SCRIPT})
+    assert (verdict.status, verdict.saw) == (
+        "pass",
+        "lxd-net.service (enabled) runs /usr/local/sbin/lxd-net.sh: "
+        "iptables -I FORWARD -i lxdbr0 -j ACCEPT",
+    )
+    commented = SCRIPT.replace("\niptables", "\n# iptables")
+    assert forward_verdict(disabled, {"/usr/local/sbin/lxd-net.sh": commented}).status == "fail"
+
+
+# --- gbdeploy's own runner-maintenance.yaml -------------------------------------------------------
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_committed_maintenance_workflow_counts_as_the_runners_daily_cleanup(tmp_path):
+    mapping = {
+        "doctor": {"host": "pragmatismo-host"},
+        "workflows": {
+            "install": "gbdeploy @ git+https://forge.example/gb/gbdeploy.git@" + "a" * 40
+        },
+    }
+    settings = Settings.from_mapping(mapping, project_dir=tmp_path)
+    workflow = tmp_path / ".forgejo/workflows/runner-maintenance.yaml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(
+        rendered_files(settings)["runner-maintenance.yaml"]
+    )  # as `workflows` writes
+    git(tmp_path, "init", "-q")
+
+    def cleanup_verdict() -> Verdict:
+        [check] = [c for c in build_checks(settings) if c.name == "ci.cache-cleanup-daily"]
+        nothing_on_the_runner = "### crontab -l\n### timers\n"
+        verdict = check.judge(CommandResult(check.command, 0, nothing_on_the_runner, ""))
+        assert isinstance(verdict, Verdict)
+        return verdict
+
+    not_committed = cleanup_verdict()
+    assert not_committed.status == "fail"
+    assert "runner-maintenance.yaml (`gbdeploy workflows` renders it" in check_fix(settings)
+    git(tmp_path, "add", ".forgejo")
+    git(tmp_path, "commit", "-qm", "workflows")
+    verdict = cleanup_verdict()
+    assert verdict.status == "pass", verdict.saw
+    assert verdict.saw.startswith(
+        "daily: .forgejo/workflows/runner-maintenance.yaml at HEAD, step 'Trim the sccache and "
+        "cargo caches' (17 3 * * *): export PATH="
+    )
+    assert verdict.saw.endswith("gbdeploy maintain")
+
+
+def check_fix(settings: Settings) -> str:
+    return next(c.fix for c in build_checks(settings) if c.name == "ci.cache-cleanup-daily")
+
+
+def test_a_workflow_schedule_that_is_not_daily_does_not_count():
+    weekly = (
+        "on:\n  schedule:\n    - cron: '17 3 * * 0'\njobs:\n  maintain:\n    runs-on: gbo\n"
+        "    steps:\n      - run: gbdeploy maintain\n"
+    )
+    [job] = parse_workflow_schedules(weekly, "w.yaml")
+    assert (job.daily, job.command, job.period) == (False, "gbdeploy maintain", 7 * 86400)
+    assert parse_workflow_schedules("on: [push]\njobs: {}\n", "w.yaml") == ()
+    with pytest.raises(ParseError, match="five cron fields"):
+        parse_workflow_schedules(weekly.replace("17 3 * * 0", "daily"), "w.yaml")
 
 
 # --- DNS, files, processes ---------------------------------------------------------------------

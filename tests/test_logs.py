@@ -15,7 +15,7 @@ import pytest
 
 from gbdeploy import logs
 from gbdeploy.config import Component, Restart
-from gbdeploy.errors import PreflightError, RemoteError
+from gbdeploy.errors import PreflightError, RemoteError, UsageError
 from gbdeploy.output import Reporter
 from gbdeploy_sandbox.settings import standin_component, target_settings
 
@@ -167,3 +167,138 @@ def test_logs_and_history_go_into_the_targets_container(sshd, standins, remote_r
         with pytest.raises(PreflightError) as raised:
             read()
         assert "container 'no-such-container' not found on" in str(raised.value)
+
+
+# --- --since and --grep ---------------------------------------------------------------------------
+STAMPED = """\
+2026-12-07T09:58:00Z INFO starting
+2026-12-07T09:59:30Z ERROR db timeout
+  at pool.rs:12
+[2026-12-07 10:00:05 WARN] slow request
+2026-12-07T10:01:00.123Z ERROR panic in handler
+  at handler.rs:99
+2026-12-07T10:02:00Z INFO ok
+"""
+
+
+def _shown(settings, **options) -> list[str]:
+    out = io.StringIO()
+    logs.run_logs(settings, Reporter(stream=out), "botserver", **options)
+    return out.getvalue().splitlines()
+
+
+def test_grep_keeps_the_matching_lines_of_the_whole_log(sshd, remote_root, service_user):
+    settings, log = settings_for(sshd, remote_root, service_user)
+    log.write_text(STAMPED)
+    assert _shown(settings, lines=20, grep="ERROR|panic") == [
+        "2026-12-07T09:59:30Z ERROR db timeout",
+        "2026-12-07T10:01:00.123Z ERROR panic in handler",
+    ]
+    assert _shown(settings, lines=1, grep="ERROR") == [
+        "2026-12-07T10:01:00.123Z ERROR panic in handler"
+    ]
+    assert _shown(settings, lines=5, grep="no such thing") == []
+
+
+def test_since_keeps_stamped_lines_from_that_time_with_their_continuations(
+    sshd, remote_root, service_user
+):
+    settings, log = settings_for(sshd, remote_root, service_user)
+    log.write_text(STAMPED)
+    assert _shown(settings, lines=50, since="2026-12-07T10:00") == [
+        "[2026-12-07 10:00:05 WARN] slow request",
+        "2026-12-07T10:01:00.123Z ERROR panic in handler",
+        "  at handler.rs:99",
+        "2026-12-07T10:02:00Z INFO ok",
+    ]
+    assert _shown(settings, lines=50, since="2026-12-07T09:59:00Z", grep="ERROR") == [
+        "2026-12-07T09:59:30Z ERROR db timeout",
+        "2026-12-07T10:01:00.123Z ERROR panic in handler",
+    ]
+
+
+def test_since_on_a_log_without_timestamps_says_so(sshd, remote_root, service_user):
+    settings, log = settings_for(sshd, remote_root, service_user)
+    log.write_text("plain line\nanother\n")
+    with pytest.raises(UsageError) as raised:
+        _shown(settings, lines=5, since="1h")
+    assert raised.value.exit_code == 2
+    assert "starts with a date and time" in str(raised.value)
+
+
+def test_since_accepts_an_age_or_an_iso_time_and_refuses_anything_else():
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    assert logs.parse_since("30m", now) == datetime(2026, 12, 7, 9, 30, tzinfo=timezone.utc)
+    assert logs.parse_since("2d", now) == datetime(2026, 12, 5, 10, 0, tzinfo=timezone.utc)
+    assert logs.parse_since("2026-12-07T12:00+02:00", now) == now
+    with pytest.raises(UsageError, match="neither an ISO time nor an age"):
+        logs.parse_since("yesterday", now)
+
+
+def test_a_hostile_or_broken_pattern_is_quoted_or_refused(sshd, remote_root, service_user):
+    settings, log = settings_for(sshd, remote_root, service_user)
+    log.write_text("a'; touch pwned; echo 'b\nother\n")
+    assert _shown(settings, lines=5, grep="'; touch pwned; echo '") == ["a'; touch pwned; echo 'b"]
+    assert not list(remote_root.rglob("pwned")) and not (Path.home() / "pwned").exists()
+    with pytest.raises(UsageError) as raised:
+        _shown(settings, lines=5, grep="(")
+    assert raised.value.exit_code == 2
+    with pytest.raises(UsageError, match="with -f use -n"):
+        _shown(settings, lines=5, follow=True, since="1h")
+
+
+def test_logs_dry_run_prints_the_remote_command(sshd, remote_root, service_user):
+    settings, _ = settings_for(sshd, remote_root, service_user)
+    said = "\n".join(_shown(settings, lines=5, grep="ERROR", since="1h", dry_run=True))
+    assert "dry run" in said
+    assert "grep -E -e ERROR" in said
+
+
+def _greps(log: Path) -> list[int]:
+    """Processes of the remote `grep` reading this test's fifo (started beside the follower)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline[:1] == [b"grep"] and b"--line-buffered" in cmdline and b"fresh" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_follow_with_grep_prints_only_matching_new_lines_and_ends_both(
+    sshd, remote_root, service_user, tmp_path, gbdeploy_env
+):
+    log = remote_root / "error.log"
+    log.write_text("fresh old\nnoise old\n")
+    config = _config(tmp_path, sshd, log, remote_root / "botserver")
+    command = [sys.executable, "-m", "gbdeploy", "-f", str(config), "logs", "botserver", "-f"]
+    process = subprocess.Popen(
+        [*command, "--grep", "fresh"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    seen = bytearray()
+    try:
+        assert _read_until(process, b"fresh old\n", seen), bytes(seen)
+        with log.open("a") as f:
+            f.write("noise new\nfresh new\n")
+        assert _read_until(process, b"fresh new\n", seen), bytes(seen)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=POLL_BOUND)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err.decode()
+    assert bytes(seen) == b"fresh old\nfresh new\n"
+    deadline = time.monotonic() + POLL_BOUND
+    while (_followers(log) or _greps(log)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _followers(log) == [] and _greps(log) == []

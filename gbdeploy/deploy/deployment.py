@@ -37,7 +37,7 @@ from pathlib import Path
 
 import paramiko
 
-from .. import artifact, probes, provenance, transfer
+from .. import artifact, freeze, probes, provenance, transfer
 from ..artifact import (
     Fingerprint,
     file_sha256,
@@ -89,6 +89,7 @@ class Facts:
     machine: str | None = None
     current: str | None = None
     releases: list[Release] = field(default_factory=list)
+    frozen: dict[str, object] | None = None  # `gbdeploy lock … acquire` froze the component
 
 
 def parse_facts(stdout: str) -> Facts:
@@ -111,6 +112,8 @@ def parse_facts(stdout: str) -> Facts:
         elif word == "fail":
             key, _, why = rest.partition(" ")
             facts.fails.append((key, why))
+        elif word == "frozen":
+            facts.frozen = freeze.parse_record(rest)
         elif word == "machine":
             facts.machine = rest.strip()
         elif word == "current":
@@ -206,6 +209,9 @@ class Deployment:
         self.release: Release | None = None  # rollback: the release put back
         self.steal: str | None = None  # recover: the token of the stale lock to take over
         self.log_offset = 0
+        # Called once the lock is held and the preflight passed, before anything changes (the
+        # pre_deploy hook); what it raises ends the deploy with nothing changed.
+        self.before_change: Callable[[Deployment], None] | None = None
 
     # -- connection
     @property
@@ -320,7 +326,9 @@ class Deployment:
             self.paths,
             holder=self.holder_record(),
             journal=self.journal_start(),
-            preflight=layout.preflight_lines(self.component, self.ssh_user, upload_kib=kib),
+            preflight=layout.preflight_lines(self.component, self.ssh_user, upload_kib=kib)
+            + "\n"
+            + freeze.check_lines(self.paths),
             steal=self.steal,
         )
 
@@ -338,6 +346,9 @@ class Deployment:
                 )
             if not facts.acquired:
                 raise self.lock_held()
+            if facts.frozen is not None:
+                where = self.remote.description
+                raise freeze.refusal(self.component.name, self.action, where, facts.frozen)
             if facts.fails:
                 raise PreflightError(
                     f"{self.component.name}: the target is not ready; nothing was changed: "
@@ -356,6 +367,8 @@ class Deployment:
                 except UsageError:
                     self.run(self.release_lock_command())
                     raise
+            if self.before_change is not None:
+                self.before_change(self)
             self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
             if self.unchanged:
                 return "unchanged, nothing to do (the target has this binary); checking health"
@@ -842,12 +855,20 @@ def run_deploy(
     verbose: bool = False,
     clock: Callable[[], float] = time.time,
     token: str | None = None,
+    before_change: Callable[[Deployment], None] | None = None,
 ) -> list[Step]:
     """Deploy `artifact` as `component`'s binary on its target (see the module docstring).
     Returns the steps (what ran, or with --dry-run what would run)."""
     comp = settings.component(component)
     if recover:
-        return run_rollback(settings, component, reporter, dry_run=dry_run, recover=True)
+        return run_rollback(
+            settings,
+            component,
+            reporter,
+            dry_run=dry_run,
+            recover=True,
+            before_change=before_change,
+        )
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     local = find_artifact(settings, comp, artifact)
@@ -861,6 +882,7 @@ def run_deploy(
         clock=clock,
         token=token,
     )
+    run.before_change = before_change
     if dry_run:
         if local.is_file():
             run.sha256, run.size = file_sha256(local), local.stat().st_size
@@ -963,6 +985,7 @@ def run_rollback(
     dry_run: bool = False,
     to: str | None = None,
     recover: bool = False,
+    before_change: Callable[[Deployment], None] | None = None,
     confirm_change: Callable[[str], None] | None = None,
 ) -> list[Step]:
     """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
@@ -972,6 +995,7 @@ def run_rollback(
     changed, and may stop it by raising."""
     comp = settings.component(component)
     run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
+    run.before_change = before_change
     run.refuse_a_foreign_ssh_user()
     try:
         facts = parse_facts(run.run(inspect_command(run.paths)))

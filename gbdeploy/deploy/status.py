@@ -109,8 +109,10 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
         lock = LockInfo(facts.held_age, facts.holder, facts.journal, clear)
     try:
         last_deploy = json.loads(last) if last else None
-    except ValueError:
-        last_deploy = {"unreadable": last}
+    except (ValueError, RecursionError):
+        last_deploy = None
+    if last and not isinstance(last_deploy, dict):
+        last_deploy = {"unreadable": last}  # not a line gbdeploy wrote (`[1, 2]`, `null`, text)
     return ComponentStatus(
         component.name,
         description,

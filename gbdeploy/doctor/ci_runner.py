@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import DoctorSettings
+from ..config import DoctorSettings, Settings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import ScheduledJob, parse_du_bytes
+from ..doctor_parsers import ParseError, ScheduledJob, parse_du_bytes, parse_workflow_schedules
+from ..forge.placement import WORKFLOW_DIR, workflow_text
 from ..output import human_bytes
+from ..workflows import MAINTENANCE_WORKFLOW
 from .daemons import describe, schedule_check
 from .model import GIB, Check, Status, Verdict, output_of
 
@@ -31,8 +33,12 @@ def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Che
     )
 
 
-def cache_cleanup_check(d: DoctorSettings, container: str) -> Check:
-    """A daily job cleans both caches: `gbdeploy maintain`, or commands naming each cache."""
+def cache_cleanup_check(
+    d: DoctorSettings, container: str, scheduled_elsewhere: tuple[ScheduledJob, ...] = ()
+) -> Check:
+    """A daily job cleans both caches: `gbdeploy maintain`, or commands naming each cache; the
+    runner's cron and timers count, and `scheduled_elsewhere` (gbdeploy's own maintenance
+    workflow, which Forgejo schedules on the runner)."""
     caches = {
         "sccache": ("sccache", d.sccache_dir),
         "cargo": (d.cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
@@ -43,7 +49,8 @@ def cache_cleanup_check(d: DoctorSettings, container: str) -> Check:
             word in job.command for word in caches[cache]
         )
 
-    def judge(jobs: tuple[ScheduledJob, ...]) -> Verdict:
+    def judge(on_runner: tuple[ScheduledJob, ...]) -> Verdict:
+        jobs = on_runner + scheduled_elsewhere
         daily = {c: [j for j in jobs if j.daily and cleans(j, c)] for c in caches}
         if all(daily.values()):
             shown = "; ".join(dict.fromkeys(describe(j[0]) for j in daily.values()))
@@ -61,6 +68,22 @@ def cache_cleanup_check(d: DoctorSettings, container: str) -> Check:
         container,
         d.cron_etc,
         judge,
-        "a daily cron job on the runner: `17 3 * * * gbdeploy maintain` (crontab -e), or a "
-        "daily systemd timer running it",
+        "commit gbdeploy's own runner-maintenance.yaml (`gbdeploy workflows` renders it; Forgejo "
+        "runs `gbdeploy maintain` daily on the runner), or a daily cron job on the runner: "
+        "`17 3 * * * gbdeploy maintain` (crontab -e), or a daily systemd timer running it",
     )
+
+
+def maintenance_workflow_jobs(settings: Settings) -> tuple[ScheduledJob, ...]:
+    """The schedule of gbdeploy's runner-maintenance.yaml as committed at HEAD of the root
+    repository (where `gbdeploy workflows` writes it), which Forgejo runs; () without one."""
+    if settings.project_dir is None:
+        return ()
+    text = workflow_text(settings.project_dir, "HEAD", MAINTENANCE_WORKFLOW)
+    if text is None:
+        return ()
+    source = f"{WORKFLOW_DIR}/{MAINTENANCE_WORKFLOW} at HEAD"
+    try:
+        return parse_workflow_schedules(text, source)
+    except ParseError:
+        return ()  # not one Forgejo would schedule either

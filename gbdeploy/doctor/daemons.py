@@ -1,12 +1,18 @@
 """What several places run and doctor reads the same way: fail2ban's jails, and the jobs cron and
-systemd timers start (crontab, cron.d, cron.daily, timers)."""
+systemd timers start (crontab, cron.d, cron.hourly … cron.monthly, timers)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from ..connection import CommandResult, quote
-from ..doctor_parsers import SCHEDULE_MARKER, ScheduledJob, parse_fail2ban_status, parse_schedules
+from ..doctor_parsers import (
+    CRON_DIRECTORIES,
+    SCHEDULE_MARKER,
+    ScheduledJob,
+    parse_fail2ban_status,
+    parse_schedules,
+)
 from .model import Check, Verdict, output_of
 
 FAIL2BAN_DOWN = "Is fail2ban running?"
@@ -61,8 +67,9 @@ def schedules_command(cron_etc: str) -> str:
         f"printf '{marker}crontab -l\\n'; crontab -l 2>/dev/null; "
         f'for f in {etc}/crontab {etc}/cron.d/*; do [ -f "$f" ] || continue; '
         f'printf \'{marker}file %s\\n\' "$f"; cat -- "$f"; echo; done; '
-        f'for f in {etc}/cron.daily/*; do [ -f "$f" ] || continue; '
-        f'printf \'{marker}daily %s\\n\' "$f"; cat -- "$f"; echo; done; '
+        f"for d in {' '.join(CRON_DIRECTORIES)}; do "
+        f'for f in {etc}/cron.$d/*; do [ -f "$f" ] || continue; '
+        f'printf \'{marker}%s %s\\n\' "$d" "$f"; cat -- "$f"; echo; done; done; '
         f"printf '{marker}timers\\n'; command -v systemctl >/dev/null || exit 0; "
         "systemctl list-timers --all --plain --no-legend --no-pager | "
         "awk 'NF >= 2 {print $(NF-1), $NF}' | while read -r timer unit; do "

@@ -4,23 +4,38 @@ firewall (ufw, the persisted forward rule) and fail2ban."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
 from ..doctor_parsers import (
     CONTAINER_MARKER,
+    DAY,
+    HOUR,
     ParseError,
     ScheduledJob,
+    UnitFileCommand,
+    accepts_forwarding,
     parse_config_dump,
+    parse_iptables_save,
     parse_lxc_config,
     parse_shell_assignments,
     parse_unit_file_commands,
     parse_zfs_snapshots,
+    split_sections,
     stale_snapshots,
 )
 from ..output import human_bytes
 from .daemons import describe, fail2ban_jail_check, schedule_check
-from .model import Check, Verdict, container_tool, list_containers, output_of, read_command
+from .model import (
+    Check,
+    FollowUp,
+    Verdict,
+    container_tool,
+    list_containers,
+    output_of,
+    read_command,
+)
 
 
 def containers_check(d: DoctorSettings) -> Check:
@@ -53,7 +68,8 @@ def containers_check(d: DoctorSettings) -> Check:
         listing,
         judge,
         f"make sure the ssh user on doctor.host may use {d.via} (in the `lxd`/`incus-admin` "
-        f"group, or doctor.sudo: true): `{listing}` must work",
+        f"group, or doctor.sudo: true with a NOPASSWD sudo rule for {d.via}: doctor never waits "
+        f"for a password): `{listing}` must work",
     )
 
 
@@ -187,30 +203,94 @@ def snapshots_check(d: DoctorSettings) -> Check:
     )
 
 
+_TAKES_SNAPSHOTS = re.compile(r"zfs(-auto)?[- ]snapshot|sanoid")
+# zfs-auto-snapshot's options: `--label=daily`/`-l daily`, `--keep=31`/`-k 31`.
+_LABEL = re.compile(r"(?:--label[= ]|-l ?)([\w.:-]+)")
+_KEEP = re.compile(r"(?:--keep[= ]|-k ?)(\d+)")
+
+
+@dataclass(frozen=True)
+class SnapshotRetention:
+    """How long one job's snapshots stay: `keep` of its label, one taken every `period`."""
+
+    job: ScheduledJob
+    label: str
+    keep: int
+    period: float
+
+    @property
+    def days(self) -> float:
+        return self.keep * self.period / DAY
+
+    def __str__(self) -> str:
+        every = describe_period(self.period)
+        amount, unit = (self.days, "day") if self.days >= 1 else (self.days * 24, "hour")
+        span = f"{amount:.3g} {unit}{'' if f'{amount:.3g}' == '1' else 's'}"
+        return f"--label={self.label or '(none)'} keeps {self.keep}, one {every}: {span}"
+
+
+def describe_period(seconds: float) -> str:
+    for name, length in (("a month", 30 * DAY), ("a week", 7 * DAY), ("a day", DAY)):
+        if abs(seconds - length) <= length * 0.1:
+            return name
+    if seconds >= HOUR:
+        return f"every {seconds / HOUR:g} hours" if seconds != HOUR else "an hour"
+    return f"every {seconds / 60:g} minutes"
+
+
+def snapshot_retentions(jobs: tuple[ScheduledJob, ...]) -> list[SnapshotRetention]:
+    """For each job that keeps a number of snapshots of its label (zfs-auto-snapshot's cron.d,
+    cron.hourly … cron.monthly files), how long they stay: that number in that job's period."""
+    found = []
+    for job in jobs:
+        keep = _KEEP.search(job.command)
+        if keep and job.period and _TAKES_SNAPSHOTS.search(job.command):
+            label = _LABEL.search(job.command)
+            found.append(
+                SnapshotRetention(job, label.group(1) if label else "", int(keep[1]), job.period)
+            )
+    return found
+
+
 def zfs_schedule_check(d: DoctorSettings) -> Check:
     days = d.snapshot_retention_days
 
     def judge(jobs: tuple[ScheduledJob, ...]) -> Verdict:
-        takes = [j for j in jobs if re.search(r"zfs(-auto)?[- ]snapshot|sanoid", j.command)]
+        takes = [j for j in jobs if _TAKES_SNAPSHOTS.search(j.command)]
         daily = [j for j in takes if j.daily]
-        keeps = [int(n) for j in daily for n in re.findall(r"--keep[= ](\d+)", j.command)]
+        retentions = snapshot_retentions(tuple(takes))
         prunes = [j for j in jobs if j.daily and "zfs destroy" in j.command]
         if not daily:
             seen = "; ".join(describe(j) for j in takes) or "no job takes ZFS snapshots"
             return Verdict("fail", f"no daily ZFS snapshot job ({seen})")
-        if keeps and all(n > days for n in keeps):
+        too_long = [r for r in retentions if r.days > days + 0.5]
+        if too_long:
             return Verdict(
                 "fail",
-                f"{describe(daily[0])} keeps {min(keeps)} snapshots, more than {days} days",
+                f"snapshots kept longer than {days} days: "
+                + "; ".join(f"{r.job.source}: {r}" for r in too_long),
+                f"lower --keep in those files so each label keeps at most {days} days "
+                f"(`--label=daily --keep={days}` in cron.daily; remove the weekly and monthly "
+                "jobs), then delete the older snapshots (see host.zfs-snapshots)",
             )
-        if not keeps and not prunes:
+        if retentions and all(r.days < 1 for r in retentions) and not prunes:
+            return Verdict(
+                "fail",
+                "no snapshot is kept a day: "
+                + "; ".join(f"{r.job.source}: {r}" for r in retentions),
+            )
+        if not retentions and not prunes:
             return Verdict(
                 "fail",
                 f"{describe(daily[0])} takes daily snapshots but no daily job removes old ones "
                 f"(no `--keep={days}` and no `zfs destroy`)",
             )
-        kept = f"keeps {min(keeps)}" if keeps else f"pruned by {describe(prunes[0])}"
-        return Verdict("pass", f"{describe(daily[0])}; {kept}")
+        kept = (
+            "; ".join(f"{r.job.source}: {r}" for r in retentions)
+            if retentions
+            else f"pruned by {describe(prunes[0])}"
+        )
+        return Verdict("pass", kept)
 
     return schedule_check(
         "host.zfs-snapshot-schedule",
@@ -257,10 +337,22 @@ SERVICE_FILES = (
 ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
-def forward_rule_check(d: DoctorSettings) -> Check:
-    bridge = d.lxd_bridge
+NETFILTER_PERSISTENT = "netfilter-persistent.service"  # iptables-persistent's unit (Debian)
 
-    def judge(result: CommandResult) -> Verdict:
+
+def files_mentioning(paths: list[str], word: str) -> str:
+    """Each of `paths` that is a text file holding `word`, after a `### PATH` line."""
+    quoted = " ".join(quote(p) for p in paths)
+    return (
+        f'for f in {quoted}; do [ -f "$f" ] && grep -Iqs -- {quote(word)} "$f" || continue; '
+        'printf \'### %s\\n\' "$f"; cat -- "$f"; echo; done'
+    )
+
+
+def forward_rule_check(d: DoctorSettings) -> Check:
+    bridge, rules_file = d.lxd_bridge, d.iptables_rules_file
+
+    def judge(result: CommandResult) -> Verdict | FollowUp:
         if not result.ok:
             return Verdict("fail", f"listing services failed: {output_of(result)}")
         units = parse_unit_file_commands(result.stdout)
@@ -269,6 +361,52 @@ def forward_rule_check(d: DoctorSettings) -> Check:
         if enabled:
             shown = " ".join(enabled[0].command.split())[:120]
             return Verdict("pass", f"{enabled[0].unit} ({enabled[0].state}) runs: {shown}")
+        # What an enabled unit reads: iptables-persistent's saved rules, or the scripts it runs.
+        running = [u for u in units if u.state in ENABLED_STATES]
+        read_by: dict[str, UnitFileCommand] = {}
+        for unit in running:
+            if unit.unit == NETFILTER_PERSISTENT:
+                read_by.setdefault(rules_file, unit)
+            for word in unit.command.split():
+                if word.startswith("/"):
+                    read_by.setdefault(word, unit)
+        if not read_by:
+            return not_restored(units, restoring)
+        return FollowUp(
+            files_mentioning(list(read_by), "FORWARD"),
+            lambda files: judge_files(files, units, restoring, read_by),
+        )
+
+    def judge_files(
+        result: CommandResult,
+        units: tuple[UnitFileCommand, ...],
+        restoring: list[UnitFileCommand],
+        read_by: dict[str, UnitFileCommand],
+    ) -> Verdict:
+        for path, text in split_sections(result.stdout).items():
+            unit = read_by.get(path)
+            if unit is None:
+                continue
+            if path == rules_file and unit.unit == NETFILTER_PERSISTENT:
+                found = [r for r in parse_iptables_save(text) if accepts_forwarding(r, bridge)]
+                how = f"restores {path}"
+            else:
+                found = [
+                    tuple(line.split())
+                    for line in text.splitlines()
+                    if not line.lstrip().startswith("#")
+                    and accepts_forwarding(line.split(), bridge)
+                ]
+                how = f"runs {path}"
+            if found:
+                return Verdict(
+                    "pass", f"{unit.unit} ({unit.state}) {how}: {' '.join(found[0])[:120]}"
+                )
+        return not_restored(units, restoring)
+
+    def not_restored(
+        units: tuple[UnitFileCommand, ...], restoring: list[UnitFileCommand]
+    ) -> Verdict:
         if restoring:
             unit = restoring[0]
             return Verdict(
@@ -279,8 +417,9 @@ def forward_rule_check(d: DoctorSettings) -> Check:
             )
         return Verdict(
             "fail",
-            f"none of the {len(units)} services adds a FORWARD rule for {bridge}: the rule is "
-            "lost at the next reboot",
+            f"none of the {len(units)} services adds a FORWARD rule for {bridge} (nor a script "
+            f"they run, nor {rules_file} through {NETFILTER_PERSISTENT}): the rule is lost at "
+            "the next reboot",
         )
 
     return Check(
@@ -290,7 +429,8 @@ def forward_rule_check(d: DoctorSettings) -> Check:
         judge,
         f"a oneshot unit (e.g. lxd-forward.service: Type=oneshot, ExecStart=iptables -I FORWARD "
         f"-i {bridge} -j ACCEPT and one for -o {bridge}, WantedBy=multi-user.target), then "
-        "`systemctl enable --now lxd-forward.service`",
+        "`systemctl enable --now lxd-forward.service` — or, with iptables-persistent, "
+        f"`iptables-save > {rules_file}` once the rule is in place",
         when_missing="skip",
     )
 

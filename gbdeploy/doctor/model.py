@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import DoctorSettings
+from ..config import DoctorSettings, Target
 from ..connection import CommandResult, quote
+from ..connection import container_tool as shared_container_tool
 
 Status = Literal["pass", "fail", "skip"]
 GIB = 1024**3
@@ -73,17 +74,21 @@ class Check:
 
 
 def container_tool(d: DoctorSettings) -> str:
-    """How the container tool is called on the host: `lxc`, `incus`, `sudo incus`."""
-    return f"sudo {d.via}" if d.sudo else d.via
+    """How the container tool is called on the host, as the deploy calls it: `lxc`, `incus`,
+    `sudo -n incus` (never waiting for a password)."""
+    return shared_container_tool(d.via, d.sudo)
 
 
 def list_containers(tool: str) -> str:
     return f"{tool} list --format csv -c n"
 
 
-def in_place(tool: str, place: str | None, command: str) -> str:
-    """`command` as sent to the host: as it is there, or through `TOOL exec PLACE`."""
-    return f"{tool} exec {quote(place)} -- sh -c {quote(command)}" if place else command
+def place_target(d: DoctorSettings, host: str, place: str | None) -> Target:
+    """Where a check runs, as a deploy target: the host itself, or a container behind it (whose
+    commands the deploy's own wrapper sends through `[sudo -n] lxc|incus exec`)."""
+    if place is None:
+        return Target("lxd-host", host)
+    return Target(place, host, container=place, via=d.via, sudo=d.sudo)
 
 
 def where(place: str | None, host: str, tool: str = "lxc") -> str:

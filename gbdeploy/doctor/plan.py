@@ -7,7 +7,7 @@ from collections.abc import Callable
 from ..config import Component, DoctorSettings, Settings
 from ..connection import Remote
 from ..errors import ConfigError
-from .ci_runner import cache_cleanup_check, cache_size_check
+from .ci_runner import cache_cleanup_check, cache_size_check, maintenance_workflow_jobs
 from .components import not_in_systemd_check, owner_check, ssh_user_check
 from .dns_email import corefile_acl_check, mail_jail_check
 from .host import (
@@ -94,7 +94,7 @@ def build_checks(settings: Settings) -> list[Check]:
         lambda c: [
             cache_size_check("sccache", d.sccache_dir, d.sccache_max_gb, c),
             cache_size_check("cargo", d.cargo_home, d.cargo_max_gb, c),
-            cache_cleanup_check(d, c),
+            cache_cleanup_check(d, c, maintenance_workflow_jobs(settings)),
         ],
     )
     return checks

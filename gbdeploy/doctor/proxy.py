@@ -8,12 +8,13 @@ import hashlib
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
 from ..doctor_parsers import (
+    fail2ban_jail_switch,
     fail2ban_regex_host,
-    jail_enabled,
     parse_caddyfile,
     parse_fail2ban_list,
     parse_resolutions,
     site_domains,
+    split_sections,
     with_file_system_storage,
 )
 from .daemons import fail2ban_trouble
@@ -104,8 +105,9 @@ def caddy_valid_check(d: DoctorSettings, container: str) -> Check:
     command = f"{quote(d.caddy)} validate --config {quote(d.caddyfile)} --adapter caddyfile"
 
     def judge(result: CommandResult) -> Verdict:
-        if result.ok:
-            return Verdict("pass", f"caddy validate: {last_line(result.stdout + result.stderr)}")
+        if result.ok:  # stdout: "Valid configuration"; stderr: Caddy's JSON log lines
+            said = last_line(result.stdout) or "exit 0"
+            return Verdict("pass", f"caddy validate: {said}")
         return Verdict("fail", f"caddy validate: {output_of(result)}")
 
     return Check(
@@ -232,6 +234,10 @@ CADDY_ACCESS_LINE = (
 )
 
 
+# A failregex that bans the clients of 4xx answers in that log, and no one else.
+SUGGESTED_FAILREGEX = r'^\{.*"client_ip":"<HOST>".*"status":4\d\d\b'
+
+
 def flood_jail_check(d: DoctorSettings, container: str) -> Check:
     jail, log = d.flood_jail, d.caddy_access_log
     wanted = {
@@ -274,46 +280,49 @@ def flood_jail_check(d: DoctorSettings, container: str) -> Check:
         container,
         flood_jail_command(jail),
         judge,
-        f'a filter matching 4xx in Caddy\'s JSON log (failregex = "client_ip":"<HOST>".*'
-        f'"status":4\\d\\d) and a jail [{jail}] with logpath = {log}, maxretry = '
+        f"a filter matching 4xx in Caddy's JSON log (failregex = {SUGGESTED_FAILREGEX}) and a "
+        f"jail [{jail}] with logpath = {log}, maxretry = "
         f"{d.flood_maxretry}, findtime = {d.flood_findtime}, bantime = {d.flood_bantime}; then "
         "`fail2ban-client reload`",
     )
 
 
-def split_sections(text: str) -> dict[str, str]:
-    """`### KEY` sections of a probe's output → {KEY: text}."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("### "):
-            current = sections.setdefault(line[4:].strip(), [])
-        else:
-            current.append(line)
-    return {key: "\n".join(lines) for key, lines in sections.items()}
+JAIL_FILES = ("jail.conf", "jail.d/*.conf", "jail.local", "jail.d/*.local")
+
+
+def jail_files_command(directory: str) -> str:
+    """Each file fail2ban reads for its jails, after a `### PATH` line (PATH relative to
+    `directory`); nothing when the directory does not exist."""
+    return (
+        f"cd -- {quote(directory)} 2>/dev/null || exit 0; for f in {' '.join(JAIL_FILES)}; do "
+        '[ -f "$f" ] || continue; printf \'### %s\\n\' "$f"; cat -- "$f"; echo; done'
+    )
 
 
 def proxy_sshd_jail_check(d: DoctorSettings, container: str) -> Check:
-    path = f"{d.fail2ban_dir.rstrip('/')}/jail.d/defaults-debian.conf"
+    directory = d.fail2ban_dir.rstrip("/") or "/"
 
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
-            if "No such file" in result.stderr:
-                return Verdict("pass", f"no {path}: Debian's default sshd jail is not installed")
-            return Verdict("fail", f"cannot read {path}: {output_of(result)}")
-        enabled = jail_enabled(result.stdout, "sshd")
-        if enabled is False:
-            return Verdict("pass", f"{path}: [sshd] enabled = false")
-        said = "enabled = true" if enabled else "no `enabled` line (on by Debian's default)"
+            return Verdict("fail", f"cannot read {directory}: {output_of(result)}")
+        files = split_sections(result.stdout)
+        if not files:
+            return Verdict("pass", f"no jail files in {directory}: fail2ban is not set up here")
+        switch = fail2ban_jail_switch(files, "sshd")
+        if not switch.enabled:
+            return Verdict("pass", switch.said_by or "no file enables [sshd] (off by default)")
         return Verdict(
             "fail",
-            f"{path}: [sshd] {said}: the proxy has no ssh, the jail only fails or watches nothing",
+            f"{switch.said_by}: the proxy has no ssh, the jail only fails or watches nothing",
+            f"set `enabled = false` under [sshd] in {directory}/jail.local (read after "
+            "jail.d/*.conf, so it overrides defaults-debian.conf), then `fail2ban-client reload`",
         )
 
     return Check(
         "proxy.fail2ban-sshd-disabled",
         container,
-        read_command(path),
+        jail_files_command(directory),
         judge,
-        f"set `enabled = false` under [sshd] in {path}, then `fail2ban-client reload`",
+        f"set `enabled = false` under [sshd] in {directory}/jail.local, then "
+        "`fail2ban-client reload`",
     )

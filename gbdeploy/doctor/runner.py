@@ -7,7 +7,7 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
-from ..config import Settings, Target
+from ..config import Settings
 from ..connection import CommandResult, Remote
 from ..doctor_parsers import ParseError
 from ..errors import RemoteError
@@ -18,8 +18,8 @@ from .model import (
     Finding,
     FollowUp,
     container_tool,
-    in_place,
     output_of,
+    place_target,
     where,
 )
 from .plan import require_host
@@ -40,7 +40,7 @@ class Doctor:
 
     def remote(self, place: str | None) -> Remote:
         if place not in self._remotes:
-            target = Target(place or "lxd-host", self.host)
+            target = place_target(self.settings.doctor, self.host, place)
             self._remotes[place] = Remote(target, self.settings.ssh)
         return self._remotes[place]
 
@@ -50,7 +50,7 @@ class Doctor:
         if key not in self._results:
             try:
                 self._results[key] = self.remote(place).run(
-                    in_place(self.tool, place, command), check=False, timeout=COMMAND_TIMEOUT
+                    command, check=False, timeout=COMMAND_TIMEOUT
                 )
             except RemoteError as error:
                 self._results[key] = error
@@ -153,9 +153,7 @@ class Doctor:
                 continue
             try:
                 outcome = self.remote(check.place).run(
-                    in_place(self.tool, check.place, repair.command),
-                    check=False,
-                    timeout=COMMAND_TIMEOUT,
+                    repair.command, check=False, timeout=COMMAND_TIMEOUT
                 )
             except RemoteError as error:
                 said.append(f"not repaired: {check.name}: {error.message}")

@@ -19,7 +19,14 @@ from urllib.parse import quote
 import httpx
 
 from ..config import TOKEN_VARIABLES, ForgeSettings, Secret
-from ..errors import ConfigError, ForgeAuthError, ForgeNotFound, ForgeUnavailable, UsageError
+from ..errors import (
+    ConfigError,
+    ForgeAuthError,
+    ForgeNotFound,
+    ForgeUnavailable,
+    UsageError,
+    redact,
+)
 from .models import (
     DispatchedRun,
     Job,
@@ -264,13 +271,7 @@ class ForgeClient:
         while True:
             attempt += 1
             try:
-                response = self._http.request(
-                    request.method,
-                    request.path,
-                    params=request.params,
-                    json=request.json,
-                    headers=request.headers or None,
-                )
+                response = self._receive(request)
             except httpx.TransportError as error:
                 retryable = request.method == "GET" or isinstance(
                     error, httpx.ConnectError | httpx.ConnectTimeout
@@ -297,6 +298,33 @@ class ForgeClient:
                 )
             self.sleep(delay)
             delay = min(delay * 2, 8.0)
+
+    def _receive(self, request: ApiRequest) -> httpx.Response:
+        """The whole answer within forge.timeout. httpx's timeout bounds each read, not the
+        request: a server that trickles a byte at a time would hold it for as long as it likes."""
+        deadline = self.clock() + self.settings.timeout
+        response = self._http.send(
+            self._http.build_request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers=request.headers or None,
+            ),
+            stream=True,
+        )
+        response.stream = _Deadline(response.stream, lambda: self.clock() > deadline)
+        try:
+            response.read()
+        except _Overdue:
+            raise ForgeUnavailable(
+                f"Forgejo at {self.base_url} did not finish answering to {request.what} within "
+                f"forge.timeout ({self.settings.timeout:g} s): it sends too slowly",
+                hint="check the server and the network between, or raise forge.timeout",
+            ) from None
+        finally:
+            response.close()
+        return response
 
     def raise_for(self, response: httpx.Response, request: ApiRequest) -> None:
         status = response.status_code
@@ -566,11 +594,39 @@ class ForgeClient:
         return content.decode("utf-8", errors="replace")
 
 
+class _Overdue(Exception):
+    """The answer did not arrive whole before the request's deadline."""
+
+
+class _Deadline(httpx.SyncByteStream):
+    """A response body that stops with _Overdue at the first chunk read after the deadline."""
+
+    def __init__(
+        self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, overdue: Callable[[], bool]
+    ) -> None:
+        assert isinstance(stream, httpx.SyncByteStream)
+        self._stream = stream
+        self._overdue = overdue
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if self._overdue():
+                raise _Overdue
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 def _server_message(response: httpx.Response) -> str:
-    """`: <the server's message>` from a Forgejo error body, if it has one (cut short)."""
+    """`: <the server's message>` from a Forgejo error body, if it has one: the token it was sent
+    hidden (a server may echo it), then cut short."""
     try:
         data = response.json()
     except (ValueError, RecursionError):
         return ""
     message = data.get("message") if isinstance(data, dict) else None
-    return f": {message[:300]}" if isinstance(message, str) and message else ""
+    if not isinstance(message, str) or not message:
+        return ""
+    sent = response.request.headers.get("Authorization", "")
+    return f": {redact(message, sent.partition(' ')[2].strip())[:300]}"

@@ -11,8 +11,8 @@ nowhere else — launchers for the stand-ins of `PROGRAMS` (modules of gbdeploy_
   `iptables-save` prints them in iptables-save format;
 - `valkey-cli … ping` answers PONG only while those rules let loopback reach port 6379 (the guide's
   "Connection timed out" story);
-- `caddy validate|reload --config F --adapter caddyfile` rejects unbalanced braces and unknown
-  directives; `reload` records the file's sha256 in `state/caddy.reloads`;
+- `caddy validate --config F --adapter caddyfile` is Debian's real caddy; `reload` has it validate
+  the file, then records the file's sha256 in `state/caddy.reloads` (no Caddy runs here);
 - `zfs list` prints `state/zfs.snapshots`;
 - `fail2ban-client` answers for the jails of `state/fail2ban/PLACE.json` and `crontab -l` with
   `state/crontab/PLACE` (PLACE: the container `lxc exec` runs in, or `host`);
@@ -144,7 +144,7 @@ FLOOD_JAIL = {
     "maxretry": 100,
     "findtime": 60,
     "bantime": 3600,
-    "failregex": ['^.*"client_ip":"<HOST>".*"status":4\\d\\d'],
+    "failregex": ['^\\{.*"client_ip":"<HOST>".*"status":4\\d\\d\\b'],
 }
 MAIL_JAIL = {
     "maxretry": 5,
@@ -170,12 +170,20 @@ PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 47 6\t* * 7\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.weekly; }
 52 6\t1 * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.monthly; }
 """
+# zfs-auto-snapshot's own cron files (etc/ of zfsonlinux/zfs-auto-snapshot 1.2.4, as its Makefile
+# installs them): a cron.d job every 15 minutes and one script per run-parts directory, by label.
+# This host keeps the daily label 7 days (the package's default is 31) and has no weekly or
+# monthly job.
+ZFS_AUTO_SNAPSHOT_FREQUENT = """PATH="/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+*/15 * * * * root which zfs-auto-snapshot > /dev/null || exit 0 ; zfs-auto-snapshot --quiet --syslog --label=frequent --keep=4 //
+"""  # noqa: E501
 ZFS_AUTO_SNAPSHOT = """#!/bin/sh
 
 # Only call zfs-auto-snapshot if it's available
 which zfs-auto-snapshot > /dev/null || exit 0
 
-exec zfs-auto-snapshot --quiet --syslog --label=daily --keep=7 //
+exec zfs-auto-snapshot --quiet --syslog --label=LABEL --keep=KEEP //
 """
 CACHE_LIMIT_GB = 0.001  # about 1 MiB: the broken world holds 2 MiB in each cache
 
@@ -435,7 +443,7 @@ class ProductionWorld:
         crontabs = self.state / "crontab"
         shutil.rmtree(crontabs, ignore_errors=True)
         crontabs.mkdir()
-        for directory in ("cron.d", "cron.daily"):
+        for directory in ("cron.d", "cron.hourly", "cron.daily", "cron.weekly", "cron.monthly"):
             shutil.rmtree(self.etc / directory, ignore_errors=True)
         self._write(self.etc / "crontab", SYSTEM_CRONTAB)
         if good:
@@ -445,7 +453,10 @@ class ProductionWorld:
             self.standins.add_timer(
                 "cache-cleanup.timer", on_calendar="*-*-* 03:17:00", unit="cache-cleanup.service"
             )
-            self._write(self.etc / "cron.daily/zfs-auto-snapshot", ZFS_AUTO_SNAPSHOT)
+            self._write(self.etc / "cron.d/zfs-auto-snapshot", ZFS_AUTO_SNAPSHOT_FREQUENT)
+            for label, keep in (("hourly", 24), ("daily", 7)):
+                script = ZFS_AUTO_SNAPSHOT.replace("LABEL", label).replace("KEEP", str(keep))
+                self._write(self.etc / f"cron.{label}/zfs-auto-snapshot", script)
         else:
             (crontabs / CI_RUNNER).write_text(
                 f"# m h dom mon dow command\n0 4 * * 0 rm -rf {self.sccache}/*\n"

@@ -1,7 +1,12 @@
 """`fail2ban-client status [JAIL]` and `get JAIL maxretry|findtime|bantime|logpath|failregex`,
 in fail2ban's formats, for the jails of `ROOT/fail2ban/PLACE.json` (PLACE is the container `lxc
 exec` runs in, or `host`): {"jails": {NAME: {"maxretry", "findtime", "bantime", "logpath": [...],
-"failregex": [...]}}}. Without that file the server is not running."""
+"failregex": [...]}}} (failregex as a filter file writes it, with `<HOST>`). Without that file the
+server is not running.
+
+As fail2ban 0.10 to 1.1 does, `get JAIL failregex` prints each expression as the server holds it:
+`<HOST>` already replaced by the groups `ip4`, `ip6` and `dns` (fail2ban/server/failregex.py,
+R_HOST; usedns left at its default), numbered by client/beautifier.py's words."""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# What fail2ban 1.0.2 puts in place of `<HOST>` (usedns = warn, the default), as it prints it.
+HOST_AS_PRINTED = (
+    r"(?:\[?(?:(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})|(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|:){1,7}"
+    r"(?:[0-9a-fA-F]{1,4}|(?<=:):)))\]?|(?P<dns>[\w\-.^_]*\w))"
+)
 NOT_RUNNING = (
     "ERROR   Failed to access socket path: /var/run/fail2ban/fail2ban.sock. Is fail2ban running?\n"
 )
@@ -52,11 +62,14 @@ def _get(jail: dict[str, Any], key: str) -> list[str]:
             else ["No file is currently monitored"]
         )
     if key == "failregex":
-        regexes = [f"[{i}]: {r}" for i, r in enumerate(jail.get("failregex", []))]
+        regexes = [
+            f"[{i}]: {r.replace('<HOST>', HOST_AS_PRINTED)}"
+            for i, r in enumerate(jail.get("failregex", []))
+        ]
         return (
-            ["The following regular expressions are defined:", *_tree(regexes)]
+            ["The following regular expression are defined:", *_tree(regexes)]
             if regexes
-            else ["No regular expression is defined."]
+            else ["No regular expression is defined"]
         )
     raise KeyError(key)
 

@@ -1,0 +1,210 @@
+"""`start|stop|restart COMPONENT` and `exec COMPONENT -- CMD…`: the service alone.
+
+start/stop/restart run under the deploy lock (taken, preflighted and freeze-checked exactly as a
+deploy takes it) and through the deploy's own stop and start (`layout.stop_lines`,
+`layout.start_lines`), then check health as a deploy does. They change no binary and write no
+deploy log entry; the journal records their phases, so one that is killed shows in the next
+deploy's lock message. A `start` of a service that already runs starts nothing and checks health.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .config import Component, Settings, token_values
+from .connection import Remote, quote
+from .deploy import engine, layout
+from .deploy.deployment import Deployment, _first_line, _message
+from .deploy.engine import Step, Undo
+from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
+from .output import Reporter
+
+ACTIONS = ("start", "stop", "restart")
+
+
+def service_script(run: Deployment, action: str) -> str:
+    """The stop and/or start, one script, with the deploy's phases in its journal. Prints the
+    stop's outcome (`none`, `stopped PIDS`, `killed PIDS`), `already-running`, or `launched PID`;
+    exits 3 when the stop or the start failed."""
+    component = run.component
+    lines = ["trap '' HUP INT TERM PIPE", layout.variables(run.paths), layout.PHASE]
+    if action in ("stop", "restart"):
+        lines += [
+            'phase "stopping"',
+            "stop_service() {\n" + layout.stop_lines(component) + "\n}",
+            'stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }',
+            'echo "$stopped"',
+            'phase "stopped"',
+        ]
+    if action == "start":
+        lines += [
+            layout.running_lines(component),
+            'if [ "$up" = 1 ]; then echo already-running; exit 0; fi',
+        ]
+    if action in ("start", "restart"):
+        lines += [
+            layout.start_lines(component, run.ssh_user)
+            + ' || { echo "failed start" >&2; exit 3; }',
+            'phase "started"',
+        ]
+    return "\n".join(lines)
+
+
+def control_steps(run: Deployment, action: str) -> list[Step]:
+    begin = run.begin_step(upload=False, machine_of=None)
+    unlock = run.release_lock_command()
+    begin.undo = Undo([unlock], lambda: _release(run, unlock))
+    begin.summary = f"take {run.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+    take = begin.run
+
+    def take_lock() -> str | None:
+        try:
+            return take()
+        except BaseException:
+            if not run.facts.acquired or run.facts.released:
+                begin.undo = None  # refused: held by another, frozen, or given back already
+            raise
+
+    begin.run = take_lock
+    script = service_script(run, action)
+    state: dict[str, str] = {}
+
+    def service() -> str:
+        run.touched = True
+        if action != "stop":
+            run.log_offset = run.log_size()
+        result = run.session.run(script, check=False, timeout=run.component.stop_timeout + 60)
+        state["out"] = result.stdout
+        if not result.ok:
+            why = (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
+            raise DeployFailed(
+                f"{action} of {run.component.name} failed on {run.remote.description}: {why}"
+                + (run.log_tail() if action != "stop" else "")
+            )
+        return _service_detail(result.stdout)
+
+    steps = [
+        begin,
+        Step(action, [script], service, summary=_SUMMARY[action]),
+    ]
+    if action == "stop":
+        steps.append(Step("check", [run.alive_command()], lambda: _check_stopped(run)))
+    else:
+        steps.append(run.health_step())
+    steps.append(Step("unlock", [unlock], lambda: _release(run, unlock) or "lock released"))
+    return steps
+
+
+_SUMMARY = {
+    "start": "start the service (the deploy's start) unless it runs",
+    "stop": "stop the service by its exact path (SIGTERM, wait, SIGKILL), as a deploy does",
+    "restart": "stop (exact path) → start, as a deploy does, in one script",
+}
+
+
+def _release(run: Deployment, unlock: str) -> None:
+    run.run_again_if_dropped(unlock + " || true")
+
+
+def _check_stopped(run: Deployment) -> str:
+    if run.service_alive():
+        raise DeployFailed(f"{run.component.binary} still runs after the stop")
+    return "nothing runs from " + run.component.binary
+
+
+def _service_detail(out: str) -> str:
+    lines = out.splitlines()
+    if "already-running" in lines:
+        return "already running: nothing started"
+    parts = [line for line in lines if line.split()[:1] in (["stopped"], ["killed"], ["launched"])]
+    if "none" in lines:
+        parts.insert(0, "was not running")
+    return "; ".join(parts) or "done"
+
+
+def run_service(
+    settings: Settings,
+    reporter: Reporter,
+    component: str,
+    action: str,
+    *,
+    dry_run: bool = False,
+) -> None:
+    if action not in ACTIONS:
+        raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
+    comp = settings.component(component)
+    run = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
+    steps = control_steps(run, action)
+    title = f"{action} {comp.name} on {run.remote.description}"
+    if dry_run:
+        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
+        return
+    run.refuse_a_foreign_ssh_user()
+    reporter.say(title)
+    try:
+        engine.execute(
+            steps,
+            reporter,
+            interrupts=lambda: engine.interrupts_abort(run.cut),
+            before_undo=run.reconnect,
+            cause=_first_line,
+        )
+    except engine.Undone as undone:
+        raise _outcome(run, action, undone) from None
+    finally:
+        run.close()
+    reporter.summary()
+
+
+def _outcome(run: Deployment, action: str, undone: engine.Undone) -> GbdeployError:
+    error = undone.error
+    if isinstance(error, GbdeployError) and not run.touched:
+        return error  # refused: lock held, frozen, preflight; nothing was changed
+    cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
+    hint = f"`gbdeploy logs {run.component.name}` shows its log; `gbdeploy status` its state"
+    return DeployFailed(f"{action} of {run.component.name} failed: {cause}", hint=hint)
+
+
+# --- exec
+def exec_command(component: Component, ssh_user: str, words: list[str]) -> str:
+    """`cd DIR && RUN_AS env … CMD…` with every word quoted: the command as the service runs."""
+    if not words:
+        raise UsageError(
+            f"exec {component.name}: no command given",
+            hint=f"gbdeploy exec {component.name} -- ls -l   (the command after `--`)",
+        )
+    env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
+    parts = [
+        layout.run_as_prefix(component, ssh_user),
+        f"env {env}" if env else "",
+        " ".join(quote(word) for word in words),
+    ]
+    return f"cd -- {quote(component.directory)} && " + " ".join(p for p in parts if p)
+
+
+def run_exec(
+    settings: Settings,
+    reporter: Reporter,
+    component: str,
+    words: list[str],
+    *,
+    dry_run: bool = False,
+) -> None:
+    """Run `words` on the component's target as its service user; its output is shown as it is;
+    a non-zero exit is exit 1, naming the command's own exit code."""
+    comp = settings.component(component)
+    with Remote(settings.target_of(comp), settings.ssh) as remote:
+        command = exec_command(comp, remote.user, words)
+        if dry_run:
+            reporter.plan(f"exec on {remote.description} as {comp.user}", [remote.wrap(command)])
+            return
+        result = remote.run(command, check=False, timeout=None)
+    if result.stdout:
+        reporter.write(result.stdout)
+    if result.stderr:
+        sys.stderr.write(redact(result.stderr, *token_values()))
+    if not result.ok:
+        shown = " ".join(quote(word) for word in words)
+        raise RemoteError(
+            f"`{shown}` exited {result.exit_code} on {remote.description} as {comp.user}"
+        )

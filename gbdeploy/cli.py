@@ -278,14 +278,14 @@ def columns(rows: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
 
 def command_summaries(collection: Any) -> list[tuple[str, str]]:
     names = sorted(collection.task_names, key=_command_rank)
-    return [(name, _first_line(collection[name].__doc__)) for name in names]
+    return [(name, _summary(collection[name].__doc__)) for name in names]
 
 
 def _command_rank(name: str) -> tuple[int, str]:
     return (COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER), name)
 
 
-def _first_line(doc: str | None) -> str:
+def _summary(doc: str | None) -> str:
     """A command's summary: the first paragraph of its docstring, as one line (a first line
     alone may stop mid-sentence)."""
     paragraph = (doc or "").strip().split("\n\n")[0]

@@ -296,3 +296,61 @@ def test_a_declined_rollback_is_no_failure_to_notify(
         assert [post["result"] for post in receiver.posted()] == ["ok"]
     finally:
         receiver.close()
+
+
+@pytest.fixture(scope="module")
+def host_of_a_non_root_user():
+    """An Incus host (alias `ops-host`) reached as `gbops`, whom its sudo does not know: sudo
+    asks for a password, as the real one does for a user without a NOPASSWD rule."""
+    import pwd
+    import shutil
+    import tempfile
+
+    import gbdeploy_sandbox
+    from gbdeploy_sandbox.sshd import LoopbackSshd
+    from gbdeploy_sandbox.standins import StandinWorld
+
+    try:
+        pwd.getpwnam("gbops")
+    except KeyError:
+        pytest.skip("needs the non-root ssh user gbops (.ci/setup creates it)")
+    made = []
+    for prefix in ("gbdeploy-ops-standins-", "gbdeploy-ops-sshd-"):
+        made.append(Path(tempfile.mkdtemp(prefix=prefix)))
+        made[-1].chmod(0o755)  # gbops reads its stand-ins and authorized key there
+    world = StandinWorld(made[0]).install()
+    world.install_program("incus", "incus")
+    # The stand-in sudo, run by an interpreter gbops may execute (this one may live in a home
+    # directory only root can enter).
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("needs /usr/bin/python3 for the stand-in sudo run as gbops")
+    package_parent = Path(gbdeploy_sandbox.__file__).resolve().parent.parent
+    world.write_executable(
+        "sudo",
+        f"#!{system_python}\nimport sys\nsys.path.insert(0, {str(package_parent)!r})\n"
+        "from gbdeploy_sandbox.programs.sudo import main\n"
+        f"sys.exit(main({str(world.directory)!r}, sys.argv[1:]))\n",
+    )
+    world.add_container("system")
+    for directory in (world.bin, world.containers):
+        directory.chmod(0o755)  # whatever the umask made them
+    with LoopbackSshd(made[1], alias="ops-host", extra_path=[world.bin], user="gbops") as server:
+        yield server
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_sudo_that_asks_for_a_password_is_named_over_ssh(host_of_a_non_root_user):
+    from gbdeploy.config import SshSettings, Target
+    from gbdeploy.connection import Remote
+    from gbdeploy.errors import PreflightError
+
+    server = host_of_a_non_root_user
+    target = Target("system", server.alias, container="system", via="incus", sudo=True)
+    remote = Remote(target, SshSettings(config=str(server.ssh_config)))
+    with remote, pytest.raises(PreflightError) as raised:
+        remote.run("true")
+    said = str(raised.value)
+    assert said.startswith("sudo asks for a password on ops-host: gbops may not run incus")
+    assert "gbops ALL=(root) NOPASSWD: /usr/bin/incus" in said

@@ -8,11 +8,13 @@ Kept apart from program.py (Invoke's Program and its error handling) so each can
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,9 +22,8 @@ from typing import Any, TextIO
 from invoke import Argument, Exit, Program, Task
 from invoke import task as invoke_task
 
-from .config import Settings, Target
+from .config import GbdeployConfig, Settings, Target, load_config, load_settings
 from .config_view import layer_file
-from .errors import OperationFailed
 from .output import options
 
 VERBOSE = "more detail: e.g. the full remote scripts of a --dry-run plan"
@@ -90,11 +91,12 @@ EXIT_CODES = (
     (3, "the CI run finished unsuccessfully"),
     (4, "timed out waiting"),
     (5, "failed AND could not restore the previous state: a person must act"),
+    (130, "interrupted (Ctrl-C) while nothing was being changed; a deploy is undone: 1 or 5"),
 )
 
 EXIT_CODES_BRIEF = (
     "0 done, 1 failed (left safe), 2 bad input or config, 3 CI run failed, 4 timed out, "
-    "5 could not restore (act now)"
+    "5 could not restore (act now), 130 interrupted"
 )
 
 COMPLETION = (
@@ -165,6 +167,11 @@ class CliProgram(Program):
             raise Exit(f"gbdeploy: error: {option_error(self.argv, error)}", code=2) from None
         self._set_verbosity()  # -v/-q may also follow the command
 
+    def parse_cleanup(self) -> None:
+        if self.args.complete.value:
+            complete_components(self.core.remainder, self.collection)  # Exit when it did
+        super().parse_cleanup()
+
     def _set_verbosity(self) -> None:
         verbose, quiet = self.args.verbose.value, self.args.quiet.value
         options.verbosity = 1 if verbose else -1 if quiet else 0
@@ -186,7 +193,7 @@ class CliProgram(Program):
     def print_task_help(self, name: str) -> None:
         context = self.parser.contexts[name]
         positional = [arg.name for arg in context.positional_args]
-        words = " ".join(p.upper() for p in positional)
+        words = " ".join([*(p.upper() for p in positional), *OPTIONAL_USAGE.get(name, ())])
         out = sys.stdout
         out.write(f"Usage: {self.binary} {name} {words + ' ' if words else ''}[OPTIONS]\n\n")
         doc = self.collection[name].__doc__ or ""
@@ -204,6 +211,54 @@ class CliProgram(Program):
         out.write(columns(tuples) if tuples else "  none\n")
         out.write("\nBefore the command: -v (more detail), -q (only results), -f FILE (config)\n")
         out.write(f"Exit codes: {EXIT_CODES_BRIEF}\n")
+
+
+# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
+# become `wait --run-id 123` and `runs --component botserver` (program.optional_positionals).
+OPTIONAL_POSITIONALS = {
+    "wait": "--run-id",
+    "runs": "--component",
+    "status": "--component",
+    "config": "--key",
+}
+# How their help shows those forms (as the README does).
+OPTIONAL_USAGE = {
+    "wait": ("(RUN_ID | --sha SHA)",),
+    "runs": ("[COMPONENT]",),
+    "status": ("[COMPONENT]",),
+    "config": ("[KEY]",),
+}
+
+
+def complete_components(remainder: str, collection: Any) -> None:
+    """Tab completion of a component name where a command takes one (`gbdeploy release <TAB>`,
+    `status <TAB>`, `--component <TAB>`): the configured components, then Exit. Anything else
+    is left to Invoke's completion (commands, options)."""
+    try:
+        words = shlex.split(remainder)[1:]  # after the program's name
+    except ValueError:
+        return
+    commands = [w for w in words if w in collection.task_names]
+    if not commands:
+        return
+    command = commands[0]
+    after = words[words.index(command) + 1 :]
+    takes = OPTIONAL_POSITIONALS.get(command) == "--component" or any(
+        arg.name == "component" and arg.positional for arg in collection[command].get_arguments()
+    )
+    values = [w for w in after if not w.startswith("-")]
+    wanted = (after[-1:] == ["--component"]) or (
+        takes and len(values) <= 1 and (not after or not after[-1].startswith("-"))
+    )
+    if not wanted:
+        return
+    try:
+        names = sorted(load_settings(load_config()).components)
+    except Exception:  # a broken config must not break the shell's completion
+        names = []
+    for name in names:
+        print(name)
+    raise Exit
 
 
 GLOBAL_OPTIONS = (
@@ -224,15 +279,46 @@ def columns(rows: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
 
 def command_summaries(collection: Any) -> list[tuple[str, str]]:
     names = sorted(collection.task_names, key=_command_rank)
-    return [(name, _first_line(collection[name].__doc__)) for name in names]
+    return [(name, _summary(collection[name].__doc__)) for name in names]
 
 
 def _command_rank(name: str) -> tuple[int, str]:
     return (COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER), name)
 
 
-def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+def _summary(doc: str | None) -> str:
+    """A command's summary: the first paragraph of its docstring, as one line (a first line
+    alone may stop mid-sentence)."""
+    paragraph = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+_NO_IDEA = re.compile(r"^No idea what '(.*)' is!$")
+
+
+def parse_problem(error: Exception, commands: Iterable[str], core_flags: Iterable[str]) -> str:
+    """Invoke's "No idea what 'relase' is!" as what it is, with the nearest command or option:
+    `unknown command 'relase': did you mean `release`?`."""
+    found = _NO_IDEA.match(str(error))
+    if not found:
+        return str(error)
+    word = found.group(1)
+    context = getattr(error, "context", None)
+    command = getattr(context, "name", None)
+    if word.startswith("-"):
+        flags = [*(context.flags if context else ()), *core_flags]
+        what = f"unknown option {word}" + (f" for `{command}`" if command else "")
+        near = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+        see = f"`gbdeploy {command} --help` lists its options" if command else ""
+    else:
+        what = f"unknown command {word!r}"
+        if command:
+            what += f" (nor an argument of `{command}`)"
+        near = difflib.get_close_matches(word, [*commands, "help"], n=1, cutoff=0.6)
+        see = "`gbdeploy help` lists the commands"
+    if near:
+        return f"{what}: did you mean `{near[0]}`?"
+    return f"{what}" + (f"\n  hint: {see}" if see else "")
 
 
 _INVALID = re.compile(r"invalid literal for (\w+)\(\)(?: with base \d+)?: (.*)$")
@@ -255,6 +341,13 @@ def option_error(argv: list[str], error: ValueError) -> str:
 
 
 # --- what a command says before it reaches production ---------------------------------------------
+def gbdeploy_config(config: Any) -> GbdeployConfig:
+    """gbdeploy's layered config. Under `invoke` a task's config is Invoke's own (prefix
+    `invoke`, project = the directory of tasks.py), which holds none of gbdeploy's files: they
+    are then loaded as `gbdeploy` loads them, gbdeploy.yaml found from the current directory."""
+    return config if isinstance(config, GbdeployConfig) else load_config()
+
+
 def project_file(config: Any) -> str | None:
     return layer_file(config, "project") or layer_file(config, "runtime")
 
@@ -286,10 +379,13 @@ def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+NOT_CONFIRMED = "gbdeploy: not confirmed: nothing done (--yes skips the question)"
+
+
 def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None) -> None:
-    """From a terminal, ask; anything but y/yes stops with nothing done. `--yes`, no terminal, or
-    CI (`CI`, `FORGEJO_ACTIONS`, `GITHUB_ACTIONS` set, whatever the terminal) goes on without
-    asking."""
+    """From a terminal, ask; anything but y/yes stops with nothing done, exit 0: the user's
+    answer is not a failure. `--yes`, no terminal, or CI (`CI`, `FORGEJO_ACTIONS`,
+    `GITHUB_ACTIONS` set, whatever the terminal) goes on without asking."""
     if yes or in_ci() or not is_terminal():
         return
     try:
@@ -297,7 +393,7 @@ def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None
     except EOFError:
         answer = ""
     if answer.strip().lower() not in ("y", "yes"):
-        raise OperationFailed("not confirmed: nothing was changed", hint="--yes skips the question")
+        raise Exit(NOT_CONFIRMED, code=0)
 
 
 def where(target: Target) -> str:
@@ -310,3 +406,18 @@ def describe_target(settings: Settings, component: str) -> str:
     comp = settings.component(component)
     target = settings.target_of(comp)
     return f"{comp.binary} on target {target.name} ({where(target)})"
+
+
+def deploy_question(
+    settings: Settings, component: str, artifact: str | None, commit: str | None, recover: bool
+) -> str:
+    """What `deploy` is about to change, asked before it connects."""
+    place = describe_target(settings, component)
+    if recover:
+        return (
+            f"recover {component} on {place}: take over an interrupted deploy's lock and put the "
+            "last healthy release back?"
+        )
+    built = artifact or settings.component(component).artifact
+    built_from = f" (commit {commit})" if commit else ""
+    return f"deploy {component} {built}{built_from} to {place}?"

@@ -14,6 +14,7 @@ what differs from the field defaults. A new section is a dataclass plus one fiel
 
 from __future__ import annotations
 
+import difflib
 import errno
 import json
 import math
@@ -533,11 +534,17 @@ class Settings:
     hooks: HookSettings = field(default_factory=HookSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     project_dir: Path | None = field(default=None, metadata=NOT_A_KEY)
+    disabled: tuple[str, ...] = field(default=(), metadata=NOT_A_KEY)  # `enabled: false`
 
     def component(self, name: str) -> Component:
         try:
             return self.components[name]
         except KeyError:
+            if name in self.disabled:
+                raise UsageError(
+                    f"{name} is disabled: components.{name}.enabled is false",
+                    hint=f"`gbdeploy config components.{name}` shows which file says so",
+                ) from None
             known = ", ".join(sorted(self.components)) or "none"
             raise UsageError(
                 f"unknown component {name!r} (configured: {known})",
@@ -570,6 +577,7 @@ class Settings:
             key = f"targets.{name}"
             targets[name] = _build(Target, {"name": name, **_mapping(raw, key)}, key)
         components: dict[str, Component] = {}
+        disabled: list[str] = []
         for given_name, raw in section["components"].items():
             name = _check(given_name, Name, "components")
             key = f"components.{name}"
@@ -579,11 +587,19 @@ class Settings:
             enabled = _check(fields_.pop("enabled", True), bool, f"{key}.enabled")
             if enabled:
                 components[name] = _component(name, fields_, targets)
+            else:
+                disabled.append(name)
         sections = {
             name: _build(kind, section[name], name) for name, kind in _section_types().items()
         }
         sections["forge"] = replace(sections["forge"], token=read_token())
-        return cls(**sections, targets=targets, components=components, project_dir=project_dir)
+        return cls(
+            **sections,
+            targets=targets,
+            components=components,
+            project_dir=project_dir,
+            disabled=tuple(disabled),
+        )
 
 
 def _section_types() -> dict[str, type]:
@@ -800,16 +816,123 @@ class GbdeployConfig(InvokeConfig):
         return _top_level(path, lambda: super(GbdeployConfig, self)._load_json(path))
 
     def load_shell_env(self) -> None:
-        try:
-            super().load_shell_env()
-        except ValueError as error:  # Invoke casts a variable with the default's type
-            raise UncastableEnvVar(f"{error}") from None
+        """The `GBDEPLOY_*` layer, read here rather than by Invoke, which ignores a variable
+        that matches no key (a typo would silently do nothing) and casts `false` to True."""
+        self.merge()
+        self._set(_env=environment_layer(self._config, os.environ))
+        self.merge()
 
     def _load_py(self, path: str) -> Any:
         # Invoke would execute a gbdeploy.py beside the project file; a config is data.
         if Path(path).exists():
             raise ConfigError(path, "gbdeploy reads YAML or JSON config files, not Python")
         raise FileNotFoundError(errno.ENOENT, "no such file", path)
+
+
+# gbdeploy's own variables that are not config keys: the debug switch, what a rendered
+# workflow's job sets for its steps (the deploy step runs gbdeploy with them in its environment;
+# a test checks every name a rendered workflow uses), and the facts a hook is given (a hook may
+# run gbdeploy itself).
+OWN_VARIABLES = frozenset(
+    {
+        "GBDEPLOY_DEBUG",
+        *TOKEN_VARIABLES,
+        # workflow steps
+        "GBDEPLOY_ARTIFACT",
+        "GBDEPLOY_BIN",
+        "GBDEPLOY_BRANCH",
+        "GBDEPLOY_BUILD_DIR",
+        "GBDEPLOY_BUILT",
+        "GBDEPLOY_COMPONENT",
+        "GBDEPLOY_FETCH",
+        "GBDEPLOY_GIT_TOKEN",
+        "GBDEPLOY_INSTALL",
+        "GBDEPLOY_INSTALL_SHA256",
+        "GBDEPLOY_INSTALL_URL",
+        "GBDEPLOY_LOCK",
+        "GBDEPLOY_LOGS_DIR",
+        "GBDEPLOY_SIBLINGS",
+        "GBDEPLOY_SOURCE_DIR",
+        "GBDEPLOY_SUBMODULE",
+        "GBDEPLOY_TOOLCHAIN_PATH",
+        "GBDEPLOY_WORKSPACE_TOML",
+        # hooks
+        "GBDEPLOY_ACTION",
+        "GBDEPLOY_TARGET",
+        "GBDEPLOY_FROM_COMMIT",
+        "GBDEPLOY_TO_COMMIT",
+        "GBDEPLOY_SHA256",
+        "GBDEPLOY_STRATEGY",
+        "GBDEPLOY_RESULT",
+        "GBDEPLOY_WHO",
+        "GBDEPLOY_RUN_URL",
+    }
+)
+ENV_PREFIX = "GBDEPLOY_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _variables(data: typing.Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Each key's variable name (`GBDEPLOY_FORGE_URL`) -> (its dotted key, its current value)."""
+    found: dict[str, Any] = {}
+    for key, value in data.items():
+        here = (*path, str(key))
+        if isinstance(value, typing.Mapping):
+            found.update(_variables(value, here))
+        else:
+            found[ENV_PREFIX + "_".join(here).upper()] = (here, value)
+    return found
+
+
+def environment_layer(merged: typing.Mapping[str, Any], environ: typing.Mapping[str, str]) -> dict:
+    """The values the `GBDEPLOY_*` variables set, each cast to its key's type. A variable that
+    matches no key is an error like a wrong key in a file; so is a value of the wrong type."""
+    known = _variables(merged)
+    layer: dict[str, Any] = {}
+    for name in sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in OWN_VARIABLES):
+        if name not in known:
+            near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+            raise ConfigError(
+                name,
+                "matches no configuration key" + (f": did you mean {near[0]}?" if near else ""),
+                hint="a variable names a key by its path in capitals: forge.url is "
+                "GBDEPLOY_FORGE_URL; `gbdeploy config` lists the keys",
+            )
+        path, current = known[name]
+        key = ".".join(path)
+        value = _cast_variable(name, key, current, environ[name])
+        target = layer
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return layer
+
+
+def _cast_variable(name: str, key: str, current: Any, text: str) -> Any:
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(name, f"expected {expected} ({key}), got {_shown(text)}")
+
+    if isinstance(current, bool):
+        if text.strip().lower() not in (*_TRUE, *_FALSE):
+            raise wrong("true or false")
+        return text.strip().lower() in _TRUE
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise wrong("a whole number") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise wrong("a number") from None
+    if isinstance(current, list | tuple):
+        raise ConfigError(
+            name,
+            f"{key} is a list, which a variable cannot set",
+            hint="put it in a file: gbdeploy.yaml, ~/.gbdeploy.yaml or -f FILE",
+        )
+    return text
 
 
 def _top_level(path: str, load: Callable[[], Any]) -> dict[str, Any]:
@@ -931,20 +1054,41 @@ def load_settings(config: InvokeConfig | None = None, *, start: Path | None = No
     if not isinstance(config, GbdeployConfig):
         config = load_config(start=start)
     project = config._project_path  # type: ignore[attr-defined]
-    runtime = getattr(config, "_runtime_path", None)
     project_dir = Path(project).parent if project else None
     try:
         return Settings.from_mapping(_plain(config), project_dir=project_dir)
     except ConfigError as error:
         if error.key in TOKEN_VARIABLES:
             raise
-        sources = [str(path) for path in (project, runtime) if path]
-        if any(n.startswith("GBDEPLOY_") and n not in TOKEN_VARIABLES for n in os.environ):
-            sources.append("the GBDEPLOY_* environment")
-        where = f" (in {' or '.join(sources)})" if sources else ""
+        where = origin_of(config, error.key)
         raise ConfigError(
-            error.key, error.message.split(": ", 2)[-1] + where, hint=error.hint
+            error.key,
+            error.message.split(": ", 2)[-1] + (f" (in {where})" if where else ""),
+            hint=error.hint,
         ) from None
+
+
+# The layers a value can come from, highest first, and each one's file.
+_LAYERS = ("runtime", "env", "project", "user", "system")
+
+
+def origin_of(config: InvokeConfig, key: str) -> str | None:
+    """The file (or `GBDEPLOY_*` variable) that gave `key` (`components.x.binary`, or
+    `git.submodule_remotes[0]`): the highest layer holding it, or its nearest enclosing key."""
+    path = re.sub(r"\[\d+\]", "", key).split(".")
+    for length in range(len(path), 0, -1):
+        for layer in _LAYERS:
+            data: Any = getattr(config, f"_{layer}", None) or {}
+            for part in path[:length]:
+                data = data.get(part) if isinstance(data, typing.Mapping) else None
+            if data is None:
+                continue
+            if layer == "env":
+                return ENV_PREFIX + "_".join(path[:length]).upper()
+            file = getattr(config, f"_{layer}_path", None)
+            if file and os.path.isfile(file):
+                return str(file)
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -7,15 +7,19 @@ that holds its key. The token never comes from a file and is shown only as set o
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from invoke import Config as InvokeConfig
+from invoke import Exit
 
 from .config import TOKEN_VARIABLES, load_settings
+from .errors import ConfigError, UsageError
 from .output import Reporter, table
 
 # Highest first: the first layer holding a key is where its value came from.
@@ -96,14 +100,11 @@ def files(config: InvokeConfig) -> dict[str, str | None]:
     return {layer: layer_file(config, layer) for layer in ("system", "user", "project", "runtime")}
 
 
-def as_json(config: InvokeConfig) -> dict[str, Any]:
+def as_json(config: InvokeConfig, values: list[Value]) -> dict[str, Any]:
     return {
         "files": files(config),
         "token": token_state(),
-        "values": {
-            v.key: {"value": v.value, "source": v.source, "from": v.origin}
-            for v in effective_values(config)
-        },
+        "values": {v.key: {"value": v.value, "source": v.source, "from": v.origin} for v in values},
     }
 
 
@@ -111,7 +112,7 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def format_config(config: InvokeConfig) -> list[str]:
+def format_config(config: InvokeConfig, values: list[Value]) -> list[str]:
     found = files(config)
     lines = ["files read (lowest first):"]
     for layer in ("system", "user", "project", "runtime"):
@@ -122,15 +123,46 @@ def format_config(config: InvokeConfig) -> list[str]:
         f"token: set (from {token['from']})" if token["set"] else f"token: unset ({variables})"
     )
     lines.append("")
-    rows = [[v.key, _shown(v.value), v.origin] for v in effective_values(config)]
+    rows = [[v.key, _shown(v.value), v.origin] for v in values]
     lines += table(rows, header=["key", "value", "from"])
     return lines
 
 
-def run_config(config: InvokeConfig, reporter: Reporter, *, as_json_output: bool = False) -> None:
+def selected(values: list[Value], key: str | None) -> list[Value]:
+    """The values under `key` (`forge`, `components.botserver`, `forge.url`); all without it."""
+    if not key:
+        return values
+    chosen = [v for v in values if v.key == key or v.key.startswith(f"{key}.")]
+    if not chosen:
+        keys = {v.key for v in values} | {v.key.rsplit(".", 1)[0] for v in values}
+        near = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.6)
+        raise UsageError(
+            f"no configuration key {key!r}" + (f": did you mean {near[0]!r}?" if near else ""),
+            hint="`gbdeploy config` lists every key",
+        )
+    return chosen
+
+
+def run_config(
+    config: InvokeConfig,
+    reporter: Reporter,
+    *,
+    as_json_output: bool = False,
+    key: str | None = None,
+) -> None:
+    """A wrong key or value is said first, naming the file it came from; the values follow (to
+    see what else each layer gave), and the exit code is 2."""
+    try:
+        load_settings(config)
+        problem = None
+    except ConfigError as error:
+        problem = error
+        print(f"gbdeploy: error: {error}", file=sys.stderr, flush=True)
+    values = selected(effective_values(config), key)
     if as_json_output:
-        reporter.say(json.dumps(as_json(config), indent=2, sort_keys=True))
+        reporter.say(json.dumps(as_json(config, values), indent=2, sort_keys=True))
     else:
-        for line in format_config(config):
+        for line in format_config(config, values):
             reporter.say(line)
-    load_settings(config)  # a wrong key or value: after the listing, the error (exit 2)
+    if problem is not None:
+        raise Exit(code=problem.exit_code)

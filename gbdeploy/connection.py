@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import re
 import shlex
 import socket
 from dataclasses import dataclass
@@ -75,6 +76,58 @@ def wrap_for_target(target: Target, command: str) -> str:
     """The exact command line sent over ssh for `command` on `target`."""
     prefix = container_prefix(target)
     return f"{prefix} sh -c {quote(command)}" if prefix else command
+
+
+_NOT_FOUND = re.compile(r"\b(sudo|incus|lxc): (?:command )?not found\b")  # bash / dash
+_NO_REMOTE = re.compile(r'Error: The remote "([^"]*)" doesn\'t exist')
+
+
+def diagnose(target: Target, user: str, said: str) -> PreflightError | None:
+    """What failed, in the user's terms, when a container target's command never ran: the
+    container tool's or sudo's own message (`said`, their stderr) read as which part is missing
+    where, with the key to fix (exit 2: nothing ran). None when `said` is none of those."""
+    if not target.container:
+        return None
+    key = f"targets.{target.name}"
+    host, tool, name = target.ssh, target.via, target.container
+    missing = _NOT_FOUND.search(said)
+    if missing and missing.group(1) == "sudo" and target.sudo:
+        return PreflightError(
+            f"sudo: command not found on {host} ({key}.sudo is true)",
+            hint=f"install sudo on {host}, or set {key}.sudo: false if {user} may run {tool} "
+            "without it",
+        )
+    if missing and missing.group(1) == tool:
+        return PreflightError(
+            f"{tool}: command not found on {host} ({key}.via is {tool})",
+            hint=f"the container tool on {host} is the other one? set {key}.via "
+            f"({'lxc' if tool == 'incus' else 'incus'}); or install {tool} there",
+        )
+    if "sudo: a password is required" in said or "sudo: a terminal is required" in said:
+        return PreflightError(
+            f"sudo asks for a password on {host}: {user} may not run {tool} without one, and "
+            "gbdeploy never types one",
+            hint=f"on {host}: `{user} ALL=(root) NOPASSWD: /usr/bin/{tool}` in "
+            "/etc/sudoers.d/gbdeploy (visudo -f), as the README's container section says",
+        )
+    if "is not in the sudoers file" in said or "is not allowed to execute" in said:
+        return PreflightError(
+            f"sudo refuses {user} on {host}: {said.strip().splitlines()[-1][:200]}",
+            hint=f"on {host}: `{user} ALL=(root) NOPASSWD: /usr/bin/{tool}` in "
+            "/etc/sudoers.d/gbdeploy",
+        )
+    remote = _NO_REMOTE.search(said)
+    if remote:
+        return PreflightError(
+            f"{tool} on {host} has no remote {remote.group(1)!r} ({key}.container is {name!r})",
+            hint=f"`{tool} remote list` on {host} lists its remotes",
+        )
+    if "Error: Instance not found" in said:
+        return PreflightError(
+            f"container {name!r} not found on {host} ({key}.container)",
+            hint=f"`{'sudo ' if target.sudo else ''}{tool} list` on {host} lists its containers",
+        )
+    return None
 
 
 def aead_first_transport(sock: Any, *args: Any, **kwargs: Any) -> paramiko.Transport:
@@ -213,6 +266,23 @@ class Remote:
     def wrap(self, command: str) -> str:
         return wrap_for_target(self.target, command)
 
+    def diagnose(self, said: str) -> PreflightError | None:
+        """A failure of the way into the container, from what the far end said (see diagnose)."""
+        return diagnose(self.target, str(self.connection.user), said)
+
+    def _way_in_failed(self, said: str, timeout: float | None) -> PreflightError | None:
+        """When a failed command's message could be the container tool's or sudo's, whether the
+        way in itself fails (a command inside may say `sudo: not found` about its own sudo)."""
+        if self.diagnose(said) is None:
+            return None
+        try:
+            probe = self.connection.run(
+                self.wrap("true"), hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
+            )
+        except (CommandTimedOut, OSError, EOFError, paramiko.SSHException):
+            return None  # the command's own error, then
+        return None if probe.exited == 0 else self.diagnose(probe.stderr)
+
     def check_address(self) -> None:
         """Refuse, before any connection attempt, an alias that names no host: no Host entry in
         the ssh config and not a resolvable name, or a HostName that does not resolve."""
@@ -291,6 +361,10 @@ class Remote:
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise RemoteError(f"on {self.description}: connection lost: {error}") from None
         outcome = CommandResult(command, result.exited, result.stdout, result.stderr)
+        if not outcome.ok:  # even unchecked: a command that never ran has no result to give
+            found = self._way_in_failed(outcome.stderr, timeout)
+            if found is not None:
+                raise found
         if check and not outcome.ok:
             detail = (outcome.stderr.strip() or outcome.stdout.strip())[-800:]
             raise RemoteError(

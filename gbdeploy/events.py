@@ -19,6 +19,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from invoke import Exit
+
 from . import hooks, notify
 from .config import Settings, token_values
 from .connection import Remote
@@ -128,6 +130,10 @@ def watching(
         return
     try:
         yield watch
+    except Exit as declined:
+        if declined.code != 0:
+            watch.ended(declined)
+        raise  # exit 0: the person said no to the question, nothing was done or tried
     except BaseException as error:
         watch.ended(error)
         raise

@@ -1,9 +1,10 @@
 """`history`: the deploys and rollbacks recorded on a target, newest first, and which one runs.
 
 The deploy step appends one JSON object per line to `<binary>.deploys.log` (time, component,
-action, commit, sha256, strategy, result, duration, who, and possibly more). The log is read as
-it is: unknown keys are kept, a line that is not a JSON object is counted and skipped. The
-binary that runs now is told by its sha256: the one the deploy step keeps beside it
+action, commit, sha256, strategy, result, duration in seconds, who ran it, and from a CI job the
+person who released and the run: `released_by` {git, forge_user}, `ci_run` {id, number, url}).
+The log is read as it is: unknown keys are kept, a line that is not a JSON object is counted and
+skipped. The binary that runs now is told by its sha256: the one the deploy step keeps beside it
 (`<binary>.sha256`, when it is not older than the binary), else hashed on the target.
 """
 
@@ -19,6 +20,7 @@ from . import probes
 from .config import Component, Settings
 from .connection import Remote, quote
 from .output import Reporter, short_sha, table
+from .provenance import describe_person
 
 SHA256_SIDECAR = ".sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -126,9 +128,28 @@ def when(value: Any) -> str:
 
 
 def seconds(value: Any) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.1f}s"
-    return "?"
+    """A recorded duration (whole seconds, measured on the target) as a person reads it:
+    `42s`, `3m 05s`, `1h 02m`."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        return "?"
+    total = round(value)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    return f"{total // 3600}h {total % 3600 // 60:02d}m"
+
+
+def by_whom(entry: LogEntry) -> str:
+    """The person who released (git identity, forge user), else the account that ran it."""
+    return describe_person(entry.fields) or str(entry.get("who") or "?")
+
+
+def which_run(entry: LogEntry) -> str:
+    run = entry.get("ci_run")
+    if not isinstance(run, dict):
+        return "-"  # run by hand, not by CI
+    return f"#{run['number']}" if "number" in run else f"id {run.get('id', '?')}"
 
 
 def format_history(history: History, limit: int | None = None) -> list[str]:
@@ -147,12 +168,17 @@ def format_history(history: History, limit: int | None = None) -> list[str]:
                 str(entry.get("strategy") or "?"),
                 str(entry.get("result") or "?"),
                 seconds(entry.get("duration")),
-                str(entry.get("who") or "?"),
+                which_run(entry),
+                by_whom(entry),
             ]
             for index, entry in enumerate(shown)
         ]
         header = [" ", "when (UTC)", "action", "commit", "sha256", "strategy", "result"]
-        lines += ["  " + line for line in table(rows, header=[*header, "took", "by"])]
+        lines += ["  " + line for line in table(rows, header=[*header, "took", "CI run", "by"])]
+        runs = [entry.get("ci_run") for entry in shown]
+        urls = [f"{r['number']} {r['url']}" for r in runs if isinstance(r, dict) and "url" in r]
+        if urls:
+            lines.append("  CI runs: " + ", ".join(f"#{url}" for url in dict.fromkeys(urls)))
         if len(shown) < len(history.entries):
             lines.append(f"  … {len(history.entries) - len(shown)} older (--limit to see more)")
     if history.unreadable_lines:

@@ -66,6 +66,10 @@ class Reporter:
     _open: str | None = field(default=None, repr=False)  # a step header awaiting its outcome
     _reader_gone: bool = field(default=False, repr=False)
     _held: list[str] | None = field(default=None, repr=False)  # quiet: what a running step said
+    # Lines that many remote scripts begin with (a deploy's paths and shell functions): with -v
+    # they are shown in full once, and in every later script as one line that says so.
+    shared: str = ""
+    _shared_shown: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.color is None:
@@ -130,9 +134,36 @@ class Reporter:
                 hidden += len(rest)
                 self.say(f"  {number:2}. {first}  [+{len(rest)} lines]")
             else:
-                self.say(f"  {number:2}. {line}")
+                self.say(f"  {number:2}. {self.once_shared(line)}")
         if hidden:
             self.say(f"({hidden} more lines of remote script: -v shows every command in full)")
+
+    def remote_commands(self, commands: list[str]) -> None:
+        """With -v, the exact commands a step is about to run on the target."""
+        if self.verbose:
+            for command in commands:
+                self.say("$ " + self.once_shared(command).replace("\n", "\n  "))
+
+    def once_shared(self, text: str) -> str:
+        """`text` with the `shared` lines (matched line by line, whatever their indent; the
+        first may follow a label such as `lock: `) in full the first time, then as one line."""
+        block = [line.strip() for line in self.shared.splitlines() if line.strip()]
+        lines = text.splitlines()
+        if not block or len(lines) < len(block):
+            return text
+        for at in range(len(lines) - len(block) + 1):
+            head = lines[at]
+            if not head.rstrip().endswith(block[0]):
+                continue
+            if [line.strip() for line in lines[at + 1 : at + len(block)]] != block[1:]:
+                continue
+            if not self._shared_shown:
+                self._shared_shown = True
+                return text
+            label = head.rstrip()[: -len(block[0])]
+            said = f"{label}[the {len(block)} shared lines shown in full above]"
+            return "\n".join([*lines[:at], said, *lines[at + len(block) :]])
+        return text
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:

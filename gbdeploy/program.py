@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from invoke import Exit, ParseError
 
 from . import __version__
-from .cli import CliProgram
+from .cli import OPTIONAL_POSITIONALS, CliProgram, parse_problem
 from .config import (
     CONFIG_LOAD_ERRORS,
     GbdeployConfig,
@@ -29,6 +30,11 @@ class GbdeployProgram(CliProgram):
     def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
         try:
             super().run(argv, exit)
+        except BrokenPipeError:  # `gbdeploy help | head`: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the final flush does not fail again
+            if exit:
+                sys.exit(0)
         except Exception as error:  # every expected error became an Exit below or in the tasks
             print(internal_error(error, *token_values()), file=sys.stderr)
             if exit:
@@ -49,12 +55,32 @@ class GbdeployProgram(CliProgram):
             super().create_config()
 
     def parse_core(self, argv: list[str] | None) -> None:
-        with _usage_errors():
+        with self._usage_errors():
             super().parse_core(argv)
 
     def parse_tasks(self) -> None:
-        with _usage_errors():
+        with self._usage_errors():
             super().parse_tasks()
+
+    def parse_cleanup(self) -> None:
+        with self._usage_errors():  # `--help NAME` of an unknown NAME
+            super().parse_cleanup()
+
+    @contextmanager
+    def _usage_errors(self) -> Iterator[None]:
+        """A bad command line is exit 2, with the nearest command or option when it was a
+        typo. Invoke casts a typed option's value (`--limit abc`) while parsing, and lets the
+        cast's ValueError through."""
+        try:
+            yield
+        except ParseError as error:
+            problem = parse_problem(error, namespace.task_names, self.initial_context.flags)
+            raise Exit(f"gbdeploy: error: {problem}", code=UsageError.exit_code) from None
+        except ValueError as error:
+            raise Exit(
+                f"gbdeploy: error: an option's value is not of its type: {error}",
+                code=UsageError.exit_code,
+            ) from None
 
     def update_config(self, merge: bool = True) -> None:
         with self._config_errors():
@@ -69,21 +95,6 @@ class GbdeployProgram(CliProgram):
             super().execute()
 
 
-@contextmanager
-def _usage_errors() -> Iterator[None]:
-    """A bad command line is exit 2. Invoke casts a typed option's value (`--limit abc`) while
-    parsing, and lets the cast's ValueError through."""
-    try:
-        yield
-    except ParseError as error:
-        raise Exit(f"gbdeploy: error: {error}", code=UsageError.exit_code) from None
-    except ValueError as error:
-        raise Exit(
-            f"gbdeploy: error: an option's value is not of its type: {error}",
-            code=UsageError.exit_code,
-        ) from None
-
-
 program = GbdeployProgram(
     name="gbdeploy",
     binary="gbdeploy",
@@ -94,17 +105,14 @@ program = GbdeployProgram(
 
 
 def help_first(argv: list[str]) -> list[str]:
-    """`gbdeploy release --help` means `gbdeploy --help release` (Invoke would take `--help` as
-    the value of the first positional option)."""
+    """`gbdeploy release --help` and `gbdeploy help release` mean `gbdeploy --help release`
+    (Invoke would take `--help` as the value of the first positional option)."""
+    if argv[1:2] == ["help"]:
+        return [argv[0], "--help", *argv[2:3]]
     for index, word in enumerate(argv[1:], 1):
         if word in namespace.task_names and any(a in ("-h", "--help") for a in argv[index + 1 :]):
             return [argv[0], "--help", word]
     return argv
-
-
-# Invoke has no optional positional arguments: `gbdeploy wait 123` and `gbdeploy runs botserver`
-# become `wait --run-id 123` and `runs --component botserver`.
-OPTIONAL_POSITIONALS = {"wait": "--run-id", "runs": "--component", "status": "--component"}
 
 
 def optional_positionals(argv: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import contextlib
 
 from . import git_release
 from .config import Component, Settings
-from .errors import ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
+from .errors import CIRunFailed, ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
 from .forge.client import ForgeClient
 from .forge.placement import WorkflowHome, check_single_placement, starts_on_push, workflow_home
 from .forge.version import concurrency_notice
@@ -81,19 +81,34 @@ def run_release(
             )
             return run_sha
 
-        wait_and_verify(
-            client,
-            settings,
-            component,
-            reporter,
-            run_sha=run_sha,
-            submodule_sha=result.submodule_sha,
-            dispatch=dispatch,
-            may_dispatch=may_dispatch,
-            no_verify=no_verify,
-            timeout=timeout if timeout is not None else settings.release.timeout,
-        )
+        try:
+            wait_and_verify(
+                client,
+                settings,
+                component,
+                reporter,
+                run_sha=run_sha,
+                submodule_sha=result.submodule_sha,
+                dispatch=dispatch,
+                may_dispatch=may_dispatch,
+                no_verify=no_verify,
+                timeout=timeout if timeout is not None else settings.release.timeout,
+            )
+        except CIRunFailed as error:
+            raise CIRunFailed(
+                error.message, hint=f"{error.hint}\n  {_still_running(component, state)}"
+            ) from None
         return run_sha
+
+
+def _still_running(component: str, state: git_release.ReleaseState) -> str:
+    """After a failed run the target should still run the release before this one, which a plain
+    `verify` (it expects the new commit) would call wrong."""
+    before = state.recorded[:12]
+    return (
+        f"the target should still run {before}: check with `gbdeploy verify {component} --commit "
+        f"{before}` (plain `verify` expects {state.short_sha}, which did not deploy)"
+    )
 
 
 def _print_plan(
@@ -247,7 +262,8 @@ def wait_and_verify(
             reporter=reporter,
             pickup_timeout=settings.release.appear_timeout,
             runner_label=settings.workflows.runs_on,
-            resume=f"{resume}   (it pushes nothing new, waits for run {run.id} and verifies)",
+            resume=resume,
+            resume_note=f"it pushes nothing new, waits for run {run.id} and verifies",
         )
         record.detail = finished.status
     if no_verify:
@@ -263,4 +279,9 @@ def wait_and_verify(
         since=finished.started,
         timeout=settings.release.verify_timeout,
         reporter=reporter,
+    )
+    reporter.say(
+        f"released {component} {submodule_sha[:7]}: CI {finished.label} {finished.status}, "
+        f"verified on {settings.target_of(chosen).ssh}"
+        + (f" ({finished.html_url})" if finished.html_url else "")
     )

@@ -151,11 +151,18 @@ def run_wait(
             if run_id is not None:
                 try:
                     client.run(run_id)
+                    ids = [run_id]
                 except ForgeNotFound:
-                    if last:
-                        raise
-                    continue
-                ids = [run_id]
+                    numbered = _run_numbered(client, run_id)
+                    if numbered is None:
+                        if last:
+                            raise
+                        continue
+                    reporter.say(
+                        f"run #{run_id} (its number in the web UI) of {client.repo_path} is run "
+                        f"id {numbered.id}: waiting for it"
+                    )
+                    ids = [numbered.id]
             else:
                 assert sha is not None
                 ids = [r.id for r in _runs_of_commit(client, sha.lower())]
@@ -170,6 +177,16 @@ def run_wait(
                     continue
             return _wait_all(client, settings, reporter, ids, limit)
     return []
+
+
+def _run_numbered(client: ForgeClient, number: int) -> Run | None:
+    """The run the web UI shows as `#number` (runs are listed newest first, numbers falling)."""
+    for run in client.iter_runs():
+        if run.index_in_repo == number and run.source == "runs":
+            return run
+        if run.index_in_repo < number:
+            return None
+    return None
 
 
 def _wait_all(
@@ -204,6 +221,14 @@ def latest_run_line(
 ) -> str:
     """The newest CI run of the component's workflow where it runs, in one line (for `status`);
     never raises."""
+    return latest_run(settings, component, transport=transport)[0]
+
+
+def latest_run(
+    settings: Settings, component: Component, *, transport: httpx.BaseTransport | None = None
+) -> tuple[str, dict[str, object] | None]:
+    """The newest CI run of the component's workflow: its line, and its fields for `status
+    --json` (None when there is no such run or the forge could not be read); never raises."""
     try:
         home = home_of(settings, component)
         with ForgeClient(
@@ -212,10 +237,11 @@ def latest_run_line(
             for run in client.iter_runs(max_pages=2):
                 if run.workflow_id == component.workflow:
                     started = run.started.isoformat(timespec="seconds") if run.started else "-"
-                    return (
+                    line = (
                         f"{run.label}: {run.status}, commit {run.commit_sha[:10]}, started "
                         f"{started}, in {home.full_name}"
                     )
-        return f"no run of {component.workflow} among the newest runs of {home.full_name}"
+                    return line, {**run.as_json(), "repository": home.full_name}
+        return f"no run of {component.workflow} among the newest runs of {home.full_name}", None
     except GbdeployError as error:
-        return f"unavailable: {str(error).splitlines()[0]}"
+        return f"unavailable: {str(error).splitlines()[0]}", None

@@ -13,9 +13,17 @@ from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, UnexpectedExit
 
-from .cli import command_after_dashes, confirm, defaults_notice, describe_target, task
+from .cli import (
+    command_after_dashes,
+    confirm,
+    defaults_notice,
+    deploy_question,
+    describe_target,
+    gbdeploy_config,
+    task,
+)
 from .config import Settings, load_settings, token_values
-from .errors import GbdeployError, UsageError, internal_error, redact
+from .errors import GbdeployError, OperationFailed, UsageError, internal_error, redact
 from .output import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,14 +53,15 @@ def reporting_errors(func: F) -> F:
 
 
 def settings(c: Context) -> Settings:
-    return load_settings(c.config)
+    return load_settings(gbdeploy_config(c.config))
 
 
 def production(c: Context) -> Settings:
     """Settings for a command that reaches a host or the forge: with no project file, it says
     which built-in production defaults it aims at."""
-    loaded = settings(c)
-    defaults_notice(c.config, loaded)
+    config = gbdeploy_config(c.config)
+    loaded = load_settings(config)
+    defaults_notice(config, loaded)
     return loaded
 
 
@@ -148,7 +157,7 @@ def deploy(
 
     loaded = production(c)
     if not dry_run:
-        confirm(f"deploy {component} to {describe_target(loaded, component)}?", yes=yes)
+        confirm(deploy_question(loaded, component, artifact, commit, recover), yes=yes)
         if not recover and component in loaded.components:
             found = artifact_module.find_artifact(loaded, loaded.component(component), artifact)
             artifact_module.prefetch_fingerprint(found)  # while the ssh machinery loads
@@ -215,12 +224,16 @@ def rollback(
     from .events import watching
 
     loaded = production(c)
-    if not dry_run:
-        confirm(f"roll back {component} on {describe_target(loaded, component)}?", yes=yes)
     out = reporter()
     with watching(loaded, component, out, action="rollback", dry_run=dry_run) as watch:
         deploy_module.run_rollback(
-            loaded, component, out, dry_run=dry_run, to=to, before_change=watch.before_change
+            loaded,
+            component,
+            out,
+            dry_run=dry_run,
+            to=to,
+            before_change=watch.before_change,
+            confirm_change=lambda change: confirm(f"{change}?", yes=yes),
         )
 
 
@@ -278,13 +291,19 @@ def logs(
     )
 
 
-@task(name="config", help={"json": "print JSON: {files, token, values: {KEY: {value, source}}}"})
+@task(
+    name="config",
+    help={
+        "json": "print JSON: {files, token, values: {KEY: {value, source}}}",
+        "key": "only this key, or the keys under it (forge, components.botserver)",
+    },
+)
 @reporting_errors
-def config_(c: Context, json: bool = False) -> None:
+def config_(c: Context, json: bool = False, key: str | None = None) -> None:
     """The effective configuration, and the file or variable that gave each value."""
     from . import config_view
 
-    config_view.run_config(c.config, reporter(), as_json_output=json)
+    config_view.run_config(gbdeploy_config(c.config), reporter(), as_json_output=json, key=key)
 
 
 @task(
@@ -334,10 +353,19 @@ def wait(
 @task(help={"component": "only this component (default: all)", "json": "print JSON"})
 @reporting_errors
 def status(c: Context, component: str | None = None, json: bool = False) -> None:
-    """Deployed binary, process, health, lock and latest CI run of each component."""
+    """Deployed binary, process, health, lock and latest CI run of each component; exit 1 when
+    one is unhealthy, not running, locked, left a journal or runs a binary it did not record."""
     from . import deploy as deploy_module
 
-    deploy_module.run_status(production(c), reporter(), component=component, as_json=json)
+    problems = deploy_module.run_status(
+        production(c), reporter(), component=component, as_json=json
+    )
+    if problems:
+        raise OperationFailed(
+            "status: " + "; ".join(problems),
+            hint="`gbdeploy logs COMPONENT` shows why a service is down; a lock or journal left "
+            "by a killed deploy: `gbdeploy deploy COMPONENT --recover`",
+        )
 
 
 @task(help={"fix": "repair what is safe to repair, and print what changed", "json": "print JSON"})
@@ -384,10 +412,11 @@ def maintain(
     help={
         "keep": "leave the sandbox running and print how to use it by hand",
         "placement": "where botserver's workflow lives: root (gb, default) or component",
+        "container": "botserver runs in a container behind the ssh host, entered with sudo incus",
     }
 )
 @reporting_errors
-def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
+def demo(c: Context, keep: bool = False, placement: str = "root", container: bool = False) -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -398,7 +427,7 @@ def demo(c: Context, keep: bool = False, placement: str = "root") -> None:
         ) from None
     if placement not in ("root", "component"):
         raise UsageError(f"--placement: expected root or component, got {placement!r}")
-    sandbox.run_demo(reporter(), keep=keep, placement=placement)
+    sandbox.run_demo(reporter(), keep=keep, placement=placement, container=container)
 
 
 @task(

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from invoke import Exit
 
 from gbdeploy import output
 from gbdeploy.cli import SHORT_FLAGS, confirm
-from gbdeploy.errors import OperationFailed
 from gbdeploy.tasks import namespace
 
 
@@ -46,7 +46,9 @@ def test_help_shows_gbdeploys_commands_options_exit_codes_and_completion(run_gbd
     for noise in ("--pty", "--echo", "--warn-only", "--write-pyc", "Core options"):
         assert noise not in result.out
     assert "-v, --verbose" in result.out and "-q, --quiet" in result.out
-    assert "  5   failed AND could not restore" in result.out
+    codes = {line.split()[0]: line for line in lines if line[:2] == "  " and line.split()}
+    assert "failed AND could not restore" in codes["5"]
+    assert "interrupted (Ctrl-C)" in codes["130"]
     assert "--print-completion-script bash" in result.out
 
 
@@ -172,11 +174,12 @@ def test_deploy_from_a_terminal_asks_first_and_a_no_changes_nothing(
     ask = mocker.patch("builtins.input", return_value="n")
     run_deploy = mocker.patch("gbdeploy.deploy.run_deploy")
 
-    result = run_gbdeploy("deploy", "botserver", "--artifact", "/bin/true")
+    result = run_gbdeploy("deploy", "botserver", "--artifact", "/bin/true", "-c", "1a2b3c4")
 
-    assert result.code == 1
-    assert "not confirmed: nothing was changed" in result.err
+    assert result.code == 0  # the user's answer, not a failure
+    assert "not confirmed: nothing done" in result.err
     question = ask.call_args.args[0]
+    assert question.startswith("deploy botserver /bin/true (commit 1a2b3c4) to ")
     assert "/opt/gbo/bin/botserver on target system (ssh pragmatismo-system)" in question
     run_deploy.assert_not_called()
 
@@ -208,8 +211,9 @@ def test_without_a_terminal_nothing_is_asked(mocker):
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
     mocker.patch("gbdeploy.cli.in_ci", return_value=False)
     confirm("deploy?", yes=False, ask=lambda _: "yes")
-    with pytest.raises(OperationFailed):
+    with pytest.raises(Exit) as stopped:
         confirm("deploy?", yes=False, ask=lambda _: "")
+    assert stopped.value.code == 0
 
 
 # --- verbosity, --list ---------------------------------------------------------------------------
@@ -238,3 +242,135 @@ def test_list_loads_no_network_ssh_or_git_library(empty_dir):
     )
     assert result.stdout.splitlines()[-1] == "[]"
     assert "history" in result.stdout and "logs" in result.stdout
+
+
+# --- under invoke -------------------------------------------------------------------------------
+def test_under_invoke_the_project_file_is_found_as_under_gbdeploy(empty_dir):
+    """A two-line tasks.py beside gbdeploy.yaml, `invoke` run for real from a subdirectory."""
+    (empty_dir / "gbdeploy.yaml").write_text(
+        "forge: {url: 'http://127.0.0.1:9', owner: Someone}\ntargets: {system: {ssh: my-host}}\n"
+    )
+    (empty_dir / "tasks.py").write_text("from gbdeploy.tasks import namespace\n\nns = namespace\n")
+    below = empty_dir / "botserver"
+    below.mkdir()
+    invoke = [sys.executable, "-m", "invoke"]
+
+    shown = subprocess.run([*invoke, "config", "--json"], capture_output=True, text=True, cwd=below)
+    assert shown.returncode == 0, shown.stderr
+    values = json.loads(shown.stdout)["values"]
+    assert values["forge.owner"]["value"] == "Someone"
+    assert values["targets.system.ssh"]["from"] == str(empty_dir / "gbdeploy.yaml")
+
+    planned = subprocess.run(
+        [*invoke, "deploy", "botserver", "--dry-run"], capture_output=True, text=True, cwd=below
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "built-in production" not in planned.stderr
+    assert "my-host" in planned.stdout
+
+
+# --- typos, help, config KEY, disabled components (issue 23, item 8) ---------------------------
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["relase", "botserver"], "unknown command 'relase': did you mean `release`?"),
+        (["release", "botserver", "--dry-rn"], "did you mean `--dry-run`?"),
+        (["--verbsoe", "config"], "unknown option --verbsoe: did you mean `--verbose`?"),
+        (["help", "rollbak"], "did you mean `rollback`?"),
+        (["xyzzy"], "`gbdeploy help` lists the commands"),
+    ],
+)
+def test_a_typo_is_exit_2_with_the_nearest_command_or_option(run_gbdeploy, empty_dir, argv, said):
+    result = run_gbdeploy(*argv)
+    assert result.code == 2, result.text
+    assert said in result.err
+    assert "No idea what" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"), [(["help"], "gbdeploy "), (["help", "status"], "Usage: gbdeploy status")]
+)
+def test_help_as_a_command(run_gbdeploy, empty_dir, argv, starts):
+    result = run_gbdeploy(*argv)
+    assert result.code == 0, result.text
+    assert result.out.startswith(starts)
+
+
+def test_config_key_shows_only_that_key_or_section(run_gbdeploy, empty_dir):
+    keys = [line.split()[0] for line in run_gbdeploy("config", "forge").out.splitlines()[7:]]
+    assert keys[0] == "key" and keys[1:] and all(k.startswith("forge.") for k in keys[1:])
+    data = json.loads(run_gbdeploy("config", "forge.url", "--json").out)
+    assert list(data["values"]) == ["forge.url"]
+    wrong = run_gbdeploy("config", "forge.ulr")
+    assert wrong.code == 2 and "did you mean 'forge.url'?" in wrong.err
+
+
+def test_a_config_error_names_its_file_before_the_table(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("release: {timeout: soon}\n")
+    result = run_gbdeploy("config")
+    assert result.code == 2
+    first = result.err.splitlines()[0]
+    assert "release.timeout" in first and str(empty_dir / "gbdeploy.yaml") in first
+    assert result.err.count("release.timeout") == 1  # said once, not again after the table
+
+
+def test_a_disabled_component_is_named_as_disabled(run_gbdeploy, empty_dir):
+    (empty_dir / "gbdeploy.yaml").write_text("components: {botui: {enabled: false}}\n")
+    result = run_gbdeploy("deploy", "botui", "--dry-run")
+    assert result.code == 2
+    assert "botui is disabled: components.botui.enabled is false" in result.err
+
+
+# --- help texts and completion (issue 23, item 10) ---------------------------------------------
+def test_command_summaries_are_whole_sentences(run_gbdeploy, empty_dir):
+    lines = run_gbdeploy("--help").out.splitlines()
+    rollback = next(line for line in lines if line.startswith("  rollback "))
+    assert rollback.rstrip().endswith("restart it and check its health.")
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("status", "Usage: gbdeploy status [COMPONENT] [OPTIONS]"),
+        ("runs", "Usage: gbdeploy runs [COMPONENT] [OPTIONS]"),
+        ("wait", "Usage: gbdeploy wait (RUN_ID | --sha SHA) [OPTIONS]"),
+        ("config", "Usage: gbdeploy config [KEY] [OPTIONS]"),
+    ],
+)
+def test_help_shows_the_positional_forms(run_gbdeploy, empty_dir, command, usage):
+    assert run_gbdeploy("help", command).out.splitlines()[0] == usage
+
+
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [
+        (["release"], ["api", "botserver"]),
+        (["status", "bot"], ["api", "botserver"]),
+        (["wait", "--component"], ["api", "botserver"]),
+        (["rel"], None),  # a command is being typed: Invoke's own completion
+    ],
+)
+def test_completion_offers_the_configured_components(run_gbdeploy, empty_dir, words, offered):
+    (empty_dir / "gbdeploy.yaml").write_text(
+        "components:\n  botui: {enabled: false}\n  api: {binary: /opt/gbo/bin/api}\n"
+    )
+    result = run_gbdeploy("--complete", "--", "gbdeploy", *words)
+    assert result.code == 0, result.text
+    if offered is None:
+        assert "release" in result.out.split()
+    else:
+        assert result.out.split() == offered
+
+
+def test_help_into_a_closed_pipe_is_not_an_internal_error(empty_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gbdeploy", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=empty_dir,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the help is written
+    _, err = process.communicate(timeout=60)
+    assert "internal error" not in err and "Traceback" not in err

@@ -321,15 +321,99 @@ def test_a_python_config_file_is_refused_not_run(project: Path, run_gbdeploy):
     assert not (project / "ran").exists()
 
 
-def test_a_bad_value_from_the_environment_says_it_may_come_from_there(
+def test_a_bad_value_from_the_environment_names_its_variable(
     project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
 ):
-    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
+    (project / "gbdeploy.yaml").write_text("release: {timeout: 60}\n")
     monkeypatch.setenv("GBDEPLOY_RELEASE_TIMEOUT", "-5")
     result = run_gbdeploy("runs")
     assert result.code == 2, result.text
     assert "config: release.timeout: expected a number of seconds above 0" in result.err
-    assert "or the GBDEPLOY_* environment)" in result.err
+    assert "(in GBDEPLOY_RELEASE_TIMEOUT)" in result.err
+    assert "gbdeploy.yaml" not in result.err  # the file's value is not the bad one
+
+
+def test_a_bad_value_in_a_file_names_that_file_alone(
+    project: Path, run_gbdeploy, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (gbdeploy_env / ".gbdeploy.yaml").write_text("targets: {system: {ssh: 'bad host'}}\n")
+    (project / "gbdeploy.yaml").write_text("git: {branch: main}\n")
+    monkeypatch.setenv("GBDEPLOY_FORGE_URL", "http://127.0.0.1:9")
+    result = run_gbdeploy("runs")
+    assert result.code == 2, result.text
+    assert "config: targets.system.ssh: " in result.err
+    assert f"(in {gbdeploy_env / '.gbdeploy.yaml'})" in result.err
+    assert "GBDEPLOY_FORGE_URL" not in result.err and str(project) not in result.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "said"),
+    [
+        (
+            "GBDEPLOY_FORGE_ULR",
+            "GBDEPLOY_FORGE_ULR: matches no configuration key: did you mean GBDEPLOY_FORGE_URL?",
+        ),
+        (
+            "GBDEPLOY_COMPONENTS_BOTSERVER_HELTH",
+            "did you mean GBDEPLOY_COMPONENTS_BOTSERVER_HEALTH?",
+        ),
+        ("GBDEPLOY_NOTHING_LIKE_IT", "GBDEPLOY_NOTHING_LIKE_IT: matches no configuration key"),
+    ],
+)
+def test_a_variable_that_matches_no_key_is_an_error_like_a_wrong_key(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, variable: str, said: str
+):
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    result = run_gbdeploy("config")
+    assert result.code == 2, result.text
+    assert said in result.err
+    assert result.out == ""  # before any table
+
+
+def test_the_variables_a_rendered_workflow_sets_are_not_taken_for_keys(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch
+):
+    """The deploy step runs gbdeploy with its job's env (GBDEPLOY_COMPONENT, …): every such
+    name a rendered workflow uses is a key or one of gbdeploy's own."""
+    import re
+
+    from gbdeploy.config import DEFAULTS, OWN_VARIABLES, _variables, load_settings
+    from gbdeploy.workflows import rendered_files
+
+    settings = load_settings(start=project)
+    text = "\n".join(rendered_files(settings).values())
+    used = set(re.findall(r"\bGBDEPLOY_[A-Z0-9_]*[A-Z0-9]\b", text))
+    assert used and used <= OWN_VARIABLES | set(_variables(DEFAULTS))
+    for name in OWN_VARIABLES - {"GBDEPLOY_DEBUG"}:
+        monkeypatch.setenv(name, "x")
+    assert run_gbdeploy("config").code == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("GBDEPLOY_RELEASE_TIMEOUT", "soon", "expected a number (release.timeout), got 'soon'"),
+        ("GBDEPLOY_COMPONENTS_BOTSERVER_KEEP_RELEASES", "2.5", "expected a whole number"),
+        ("GBDEPLOY_SSH_ACCEPT_NEW_HOST_KEYS", "maybe", "expected true or false"),
+        ("GBDEPLOY_GIT_SUBMODULE_REMOTES", "origin", "git.submodule_remotes is a list"),
+    ],
+)
+def test_a_bad_variable_value_names_the_variable_and_the_type(
+    project: Path, run_gbdeploy, monkeypatch: pytest.MonkeyPatch, variable, value, said
+):
+    monkeypatch.setenv(variable, value)
+    result = run_gbdeploy("config")
+    assert result.code == 2, result.text
+    assert f"config: {variable}: " in result.err and said in result.err
+
+
+def test_false_from_a_variable_is_false(project: Path, monkeypatch: pytest.MonkeyPatch):
+    from gbdeploy.config import load_settings
+
+    monkeypatch.setenv("GBDEPLOY_SSH_ACCEPT_NEW_HOST_KEYS", "false")
+    assert load_settings(start=project).ssh.accept_new_host_keys is False
+    monkeypatch.setenv("GBDEPLOY_SSH_ACCEPT_NEW_HOST_KEYS", "true")
+    assert load_settings(start=project).ssh.accept_new_host_keys is True
 
 
 def test_a_number_variable_that_is_text_exits_2_naming_it(

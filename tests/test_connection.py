@@ -53,9 +53,12 @@ def test_lxc_targets_run_inside_the_container(sshd, standins):
 
 
 def test_an_unknown_container_is_a_clear_failure(sshd):
-    with remote_for(sshd, lxc="no-such-container") as remote, pytest.raises(RemoteError) as raised:
+    with (
+        remote_for(sshd, lxc="no-such-container") as remote,
+        pytest.raises(PreflightError) as raised,
+    ):
         remote.run("true")
-    assert "Instance not found" in str(raised.value)
+    assert "container 'no-such-container' not found on" in str(raised.value)
 
 
 def test_unknown_host_key_is_refused_with_how_to_add_it(sshd, tmp_path):

@@ -69,6 +69,19 @@ def test_demo_with_the_workflow_in_the_component_repository():
     assert not sandbox_directory(output).exists()
 
 
+def test_demo_releases_into_a_container_through_sudo_and_incus():
+    process = demo_process("--container")
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 0, output
+    assert "botserver in the container system, entered with sudo incus" in output
+    assert "in container system (sudo incus exec system -- …)" in output
+    assert re.search(r"success\s+Deploy botserver", output)
+    assert re.search(r"released and verified: botserver [0-9a-f]{7} is live", output)
+    directory = sandbox_directory(output)
+    assert not directory.exists() and pids_under(directory) == []
+
+
 def test_demo_refuses_an_unknown_placement():
     process = demo_process("--placement", "elsewhere")
     output, _ = process.communicate(timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from gbdeploy import deploy, transfer
 from gbdeploy.artifact import file_sha256
 from gbdeploy.connection import Remote
-from gbdeploy.deploy import session
+from gbdeploy.deploy import layout, session
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
@@ -190,7 +191,11 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    printed = "".join(out.getvalue().split())  # lines are indented and numbered when printed
+    shared = f"{layout.variables(layout.Paths(str(world.binary)))}\n{layout.HELPERS}"
+    whole = re.sub(
+        r"\[the \d+ shared lines shown in full above\]", lambda _: shared, out.getvalue()
+    )
+    printed = "".join(whole.split())  # lines are indented and numbered when printed
     at = 0
     for command in executed:  # each one planned, in its step; the steps in the plan's order
         step = next((i for i in range(at, len(planned)) if command in planned[i].commands), None)

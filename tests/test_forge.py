@@ -498,7 +498,7 @@ def test_wait_gives_up_at_the_timeout_with_the_resume_command(forgejo, clock):
         )
 
     assert caught.value.exit_code == 4
-    assert caught.value.hint.startswith(f"gbdeploy wait {run_id}")
+    assert f"gbdeploy wait {run_id}" in [line.strip() for line in caught.value.hint.splitlines()]
     assert "still waiting" in caught.value.message
     assert clock.slept == 60
     assert forgejo.requests("/cancel") == []  # CI is left alone
@@ -516,7 +516,8 @@ def test_ctrl_c_while_waiting_prints_the_resume_command(forgejo, clock):
     with pytest.raises(KeyboardInterrupt):
         wait_for_run(client, run_id, timeout=60, poll_interval=5, reporter=reporter)
 
-    assert f"resume with `gbdeploy wait {run_id}`" in out.getvalue()
+    assert "resume with:" in out.getvalue()
+    assert f"gbdeploy wait {run_id}" in [line.strip() for line in out.getvalue().splitlines()]
 
 
 def test_wait_rides_out_a_forge_outage(forgejo, clock):

@@ -73,7 +73,7 @@ def test_the_table_shows_short_shas_utc_times_and_marks_what_runs():
     assert rows[2].lstrip().startswith("*")  # B's deploy runs now
     assert not any(row.lstrip().startswith("*") for i, row in enumerate(rows) if i != 2)
     assert COMMIT_B not in text and B not in text  # short forms only
-    assert B[:12] in text and "3.2s" in text and "ci@runner" in text
+    assert B[:12] in text and " 3s " in text and "ci@runner" in text
     assert "2 unreadable line(s)" in text
     assert f"runs now: * — commit {COMMIT_B[:10]}" in text
     assert max(len(row) for row in lines) <= 120
@@ -234,3 +234,28 @@ def test_three_deploys_are_listed_newest_first_and_a_rollback_is_marked_as_runni
     finally:
         kill_pids(pids_under(remote_root))
     assert config.exists()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "shown"),
+    [(3, "3s"), (59.6, "1m 00s"), (185, "3m 05s"), (3725, "1h 02m"), (-4, "?"), ("x", "?")],
+)
+def test_durations_are_shown_in_units_a_person_reads(recorded, shown):
+    assert history.seconds(recorded) == shown
+
+
+def test_the_person_who_released_and_the_ci_run_are_shown_and_in_the_json():
+    released = line(
+        commit=COMMIT_A,
+        sha256=A,
+        released_by={"git": "Ana Lima <ana@example.org>", "forge_user": "ana"},
+        ci_run={"id": 117, "number": 12, "url": "http://forge/GeneralBots/gb/actions/runs/12"},
+    )
+    built = history.build_history("botserver", "t", released + "\n" + line(sha256=B), A)
+    text = "\n".join(history.format_history(built))
+    row = next(r for r in text.splitlines() if COMMIT_A[:10] in r and "*" in r)
+    assert "#12" in row and "Ana Lima <ana@example.org> (forge: ana)" in row
+    assert "#12 http://forge/GeneralBots/gb/actions/runs/12" in text
+    newest, first = built.as_json()["entries"]
+    assert first["released_by"]["forge_user"] == "ana" and first["ci_run"]["id"] == 117
+    assert "released_by" not in newest  # by hand: the account that ran it, as before

@@ -15,7 +15,7 @@ import pytest
 
 from gbdeploy import logs
 from gbdeploy.config import Component, Restart
-from gbdeploy.errors import RemoteError, UsageError
+from gbdeploy.errors import PreflightError, RemoteError, UsageError
 from gbdeploy.output import Reporter
 from gbdeploy_sandbox.settings import standin_component, target_settings
 
@@ -164,9 +164,9 @@ def test_logs_and_history_go_into_the_targets_container(sshd, standins, remote_r
         lambda: logs.run_logs(elsewhere, Reporter(stream=io.StringIO()), "botserver", lines=1),
         lambda: history.read_history(elsewhere, component),
     ):
-        with pytest.raises(RemoteError) as raised:
+        with pytest.raises(PreflightError) as raised:
             read()
-        assert "Instance not found" in str(raised.value)
+        assert "container 'no-such-container' not found on" in str(raised.value)
 
 
 # --- --since and --grep ---------------------------------------------------------------------------

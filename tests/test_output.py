@@ -154,3 +154,21 @@ def test_a_reader_that_went_away_does_not_stop_the_operation():
     reporter.summary()
     assert finished == [True]
     assert ClosedPipe.writes == 1  # tried once, then stopped writing
+
+
+def test_shared_lines_are_shown_in_full_once_then_named():
+    out = io.StringIO()
+    reporter = Reporter(stream=out, verbosity=1, color=False)
+    reporter.shared = "A=1\nf() { :; }"
+    reporter.plan(
+        "plan",
+        [
+            "lock: A=1\n    f() { :; }\n    mkdir L",
+            "    undo: A=1\n        f() { :; }\n        rm L",
+        ],
+    )
+    reporter.remote_commands(["A=1\nf() { :; }\nrun"])
+    text = out.getvalue()
+    assert text.count("f() { :; }") == 1 and "mkdir L" in text and "rm L" in text
+    assert "    undo: [the 2 shared lines shown in full above]" in text
+    assert "$ [the 2 shared lines shown in full above]\n  run" in text

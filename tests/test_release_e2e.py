@@ -165,9 +165,8 @@ def test_a_run_that_does_not_finish_in_time_exits_4_and_says_how_to_resume(
 
     assert result.code == 4, result.text
     run_id = sandbox.forge.runs[0].id
-    assert f"gbdeploy release botserver   (it pushes nothing new, waits for run {run_id}" in (
-        result.text
-    )
+    assert "gbdeploy release botserver" in [line.strip() for line in result.text.splitlines()]
+    assert f"(it pushes nothing new, waits for run {run_id} and verifies)" in result.text
 
 
 def test_a_bad_token_exits_2_and_pushes_nothing(sandbox, run_gbdeploy, monkeypatch):
@@ -326,7 +325,7 @@ def test_ctrl_c_while_waiting_says_to_run_release_again(sandbox, run_gbdeploy, m
     result = run_gbdeploy("release", "botserver")
 
     assert result.code == 130, result.text
-    assert "resume with `gbdeploy release botserver" in result.text
+    assert "gbdeploy release botserver" in [line.strip() for line in result.text.splitlines()]
     assert "gbdeploy wait" not in result.text
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from gbdeploy.config import Settings, SshSettings, Target
 from gbdeploy.connection import Remote, wrap_for_target
-from gbdeploy.errors import ConfigError, RemoteError
+from gbdeploy.errors import ConfigError, PreflightError
 from gbdeploy_sandbox.procs import kill_pids, pids_running, pids_under, wait_for
 from gbdeploy_sandbox.service import build_service
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
@@ -92,14 +92,17 @@ def test_commands_run_in_the_container_through_sudo(incus_host):
 
 @pytest.mark.parametrize(
     ("container", "says"),
-    [("bot:nope", "Instance not found"), ("elsewhere:system", 'The remote "elsewhere"')],
+    [
+        ("bot:nope", "container 'bot:nope' not found on bot-host (targets.system.container)"),
+        ("elsewhere:system", "incus on bot-host has no remote 'elsewhere'"),
+    ],
 )
 def test_an_unknown_container_or_remote_is_a_clear_failure(incus_host, container, says):
     sshd, _ = incus_host
     remote = Remote(incus_target(sshd, container), SshSettings(config=str(sshd.ssh_config)))
-    with remote, pytest.raises(RemoteError) as raised:
+    with remote, pytest.raises(PreflightError) as raised:
         remote.run("true")
-    assert says in str(raised.value) and container in str(raised.value)
+    assert says in str(raised.value) and raised.value.exit_code == 2
 
 
 def sudo_log_lines(world: StandinWorld) -> list[str]:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import paramiko
 
-from .. import artifact, freeze, probes, transfer
+from .. import artifact, freeze, probes, provenance, transfer
 from ..artifact import (
     Fingerprint,
     file_sha256,
@@ -202,6 +202,7 @@ class Deployment:
         self.remote = Remote(self.target, settings.ssh)
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
+        reporter.shared = f"{layout.variables(self.paths)}\n{layout.HELPERS}"  # -v: shown once
         self.token = token or secrets.token_hex(8)
         self.who = f"{_local_user()}@{socket.gethostname()}"
         now = clock()
@@ -331,6 +332,7 @@ class Deployment:
             "strategy": self.strategy,
             "result": result,
             "who": self.who,
+            **provenance.record_fields(),  # the person who released, the CI run
         }
         if self.release is not None:
             entry["release"] = self.release.sha256
@@ -418,7 +420,7 @@ class Deployment:
             "lock",
             [command],
             run,
-            Undo(undo_commands, self.release_after_failure),
+            Undo(undo_commands, self.release_after_failure, shown=lambda: self.facts.acquired),
             summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
         )
 
@@ -896,7 +898,9 @@ class Deployment:
     # -- the outcome
     def outcome(self, undone: engine.Undone) -> GbdeployError:
         error = undone.error
-        cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
+        interrupted = isinstance(error, KeyboardInterrupt)
+        cause = "interrupted" if interrupted else _message(error)
+        again = "run it again when ready" if interrupted else "fix the cause above and run it again"
         name, paths = self.component.name, self.paths
         if self.restore_failed or undone.problems:
             return RestoreFailed(
@@ -932,7 +936,7 @@ class Deployment:
             return DeployFailed(
                 f"{self.action} of {name} failed before the service was touched ({cause}); "
                 f"the running service and {paths.binary} are unchanged",
-                hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+                hint=getattr(error, "hint", None) or again,
             )
         had = self.facts.current is not None
         if not had:
@@ -951,7 +955,7 @@ class Deployment:
             back = "the previous binary is back (it was not running before, so it was not started)"
         return DeployFailed(
             f"{what} failed ({cause}); rolled back: {back}",
-            hint=getattr(error, "hint", None) or "fix the cause above and run it again",
+            hint=getattr(error, "hint", None) or again,
         )
 
     def describe_state(self) -> str:
@@ -1124,7 +1128,7 @@ def run_deploy(
         run.close()
         raise
     run.sha256 = run.fingerprint.sha256
-    reporter.say(
+    reporter.info(
         f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"
     )
@@ -1136,6 +1140,9 @@ def run_deploy(
     finally:
         run.close()
     reporter.summary()
+    built = run.commit or f"sha256 {(run.sha256 or '?')[:12]}"
+    done = "unchanged (it was there already)" if run.unchanged else "deployed"
+    reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
     return steps
 
 
@@ -1215,11 +1222,14 @@ def run_rollback(
     recover: bool = False,
     before_change: Callable[[Deployment], None] | None = None,
     force: bool = False,
+    confirm_change: Callable[[str], None] | None = None,
 ) -> list[Step]:
     """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
     it and check health; undone on failure. `recover`: first take over the lock of a deploy that
     was killed (never one whose deploy still runs here, unless `force`; a service script it left
-    running on the target is waited for), and put the last healthy release back."""
+    running on the target is waited for), and put the last healthy release back.
+    `confirm_change` is given the change ("roll back botserver from 9f116bd to 17c42e4 on …")
+    once it is known, before anything is changed, and may stop it by raising."""
     comp = settings.component(component)
     run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
     run.before_change = before_change
@@ -1283,14 +1293,34 @@ def run_rollback(
             f"{run.remote.description}"
         )
         if dry_run:
-            reporter.plan(title, engine.plan_lines(steps))
+            reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
+            if not reporter.verbose:
+                reporter.say("(each step in one line: -v prints every remote script in full)")
             return steps
-        reporter.say(title)
+        if confirm_change is not None:
+            confirm_change(
+                f"{'recover' if recover else 'roll back'} {comp.name} from "
+                f"{_release_name(facts.current, facts.releases)} to "
+                f"{_release_name(release.sha256, facts.releases)} on {run.remote.description}"
+            )
+        reporter.info(title)
         run.execute(steps)
     finally:
         run.close()
     reporter.summary()
+    reporter.say(
+        f"{comp.name} {_release_name(release.sha256, [release])} runs again on "
+        f"{run.remote.description}, healthy"
+    )
+    reporter.say(_verify_hint(comp.name, release))
     return steps
+
+
+def _verify_hint(name: str, release: Release) -> str:
+    """`verify` alone expects the submodule's HEAD, which a rollback just took off the target."""
+    if release.commit:
+        return f"check it with: gbdeploy verify {name} --commit {release.commit}"
+    return f"check it with: gbdeploy status {name} (this release recorded no commit to verify)"
 
 
 def inspect_command(paths: Paths) -> str:
@@ -1311,6 +1341,14 @@ def inspect_command(paths: Paths) -> str:
 
 
 # --- helpers
+def _release_name(sha256: str | None, releases: list[Release]) -> str:
+    """A binary as a person knows it: its commit when a kept release records one."""
+    if not sha256:
+        return "nothing (no binary)"
+    commit = next((r.commit for r in releases if r.sha256 == sha256 and r.commit), None)
+    return commit[:12] if commit else f"sha256 {sha256[:12]}"
+
+
 def _describe_local(local: Path, run: Deployment) -> str:
     if not local.is_file():
         return "not built yet"

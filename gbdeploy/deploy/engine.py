@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 from ..output import Reporter
@@ -21,6 +21,9 @@ class Undo:
     commands: list[str]
     run: Callable[[], None]
     restores_service: bool = False  # part of putting the running service back
+    # Whether there is anything of ours to undo that the user should see: when not (e.g. the
+    # lock was refused, so it is not ours), the undo still runs, unreported and best-effort.
+    shown: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -83,6 +86,7 @@ def execute(
             for step in steps:
                 done.append(step)
                 with reporter.step(step.name) as record:
+                    reporter.remote_commands(step.commands)  # -v: what runs on the target
                     record.detail = step.run() or ""
     except BaseException as error:
         raise undo(done, error, reporter, before_undo=before_undo, cause=cause) from error
@@ -100,6 +104,10 @@ def undo(
     todo = [step for step in reversed(done) if step.undo is not None]
     if before_undo:
         before_undo(error)
+    for step in [s for s in todo if s.undo is not None and not s.undo.shown()]:
+        todo.remove(step)
+        with suppress(Exception):
+            step.undo.run()
     if todo:
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else cause(error)
         reporter.say(f"undoing after: {why}")

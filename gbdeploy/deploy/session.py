@@ -319,6 +319,10 @@ class Session:
                 else (f"connection lost: {error or type(error).__name__}")
             )
             said = self._err.decode(errors="replace").strip()[-500:]
+            # The far end exited before it started: the container or sudo is not there.
+            found = self.remote.diagnose(said) if self.mode is None else None
+            if found is not None:
+                raise found from None
             raise RemoteError(
                 f"on {self.description}: {why}: {what}" + (f"\n  {said}" if said else "")
             ) from None

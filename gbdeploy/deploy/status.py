@@ -43,9 +43,34 @@ class ComponentStatus:
     ci: str
     interrupted: list[dict[str, object]] = field(default_factory=list)  # journal without a lock
     releases: list[dict[str, object]] = field(default_factory=list)
+    ci_run: dict[str, object] | None = None  # the latest run's fields (`ci` is its line)
+
+    def problems(self) -> list[str]:
+        """What a monitor should hear about: `status` exits 1 when there is any."""
+        found = []
+        if self.binary is None:
+            found.append("the binary is missing")
+        if not self.processes:
+            found.append("not running")
+        if self.health is not None and not self.health.ok:
+            found.append(f"health NOT OK: {self.health.describe()}")
+        if self.lock is not None:
+            found.append("a deploy lock is held")
+        elif self.interrupted:
+            found.append("an interrupted deploy left its journal")
+        recorded = (self.last_deploy or {}).get("sha256")
+        result = (self.last_deploy or {}).get("result")
+        if self.sha256 and recorded and result in ("ok", "unchanged") and recorded != self.sha256:
+            found.append(
+                f"the binary (sha256 {str(self.sha256)[:12]}) is not the one the last "
+                f"{(self.last_deploy or {}).get('action', 'deploy')} recorded "
+                f"({str(recorded)[:12]}): changed outside gbdeploy?"
+            )
+        return found
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["problems"] = self.problems()
         data["health"] = (
             None
             if self.health is None
@@ -76,6 +101,9 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
             session.close()
         description = remote.description
         clear = f"ssh {target.ssh} {quote(remote.wrap(layout.remove_lock_command(paths)))}"
+    from ..runs import latest_run
+
+    ci_line, ci_run = latest_run(settings, component)
     lock = None
     if facts.held_age is not None or facts.holder is not None:
         lock = LockInfo(facts.held_age, facts.holder, facts.journal, clear)
@@ -94,9 +122,10 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
         health,
         last_deploy,
         lock,
-        latest_ci_run(settings, component),
+        ci_line,
         interrupted=[] if lock else facts.journal,
         releases=[asdict(release) for release in facts.releases],
+        ci_run=ci_run,
     )
 
 
@@ -119,21 +148,26 @@ def latest_ci_run(
 
 def run_status(
     settings: Settings, reporter: Reporter, *, component: str | None = None, as_json: bool = False
-) -> None:
+) -> list[str]:
+    """Print each component's status; return its problems, `COMPONENT: what` (see
+    ComponentStatus.problems)."""
     names = [settings.component(component).name] if component else sorted(settings.components)
     failures = 0
     found: list[dict[str, Any]] = []
+    problems: list[str] = []
     for name in names:
         comp = settings.components[name]
         try:
             status = gather_status(settings, comp)
         except RemoteError as error:
             failures += 1
+            problems.append(f"{name}: its target could not be read")
             if as_json:
                 found.append({"component": name, "error": str(error)})
             else:
                 reporter.say(f"{name}: cannot read its target: {error}")
             continue
+        problems += [f"{name}: {problem}" for problem in status.problems()]
         if as_json:
             found.append(status.as_json())
         else:
@@ -143,6 +177,7 @@ def run_status(
         reporter.say(json.dumps(found, indent=2, sort_keys=True, default=str))
     if failures == len(names):
         raise RemoteError("status: no target could be read", hint="see the errors above")
+    return problems
 
 
 def _short(value: object, length: int = 12) -> str:

@@ -214,6 +214,7 @@ def wait_for_run(
     pickup_timeout: float | None = None,
     runner_label: str | None = None,
     resume: str | None = None,
+    resume_note: str = "",
 ) -> Run:
     """Poll run `run_id` until it finishes: a line per status change and a heartbeat line every
     `heartbeat` seconds. Still `waiting` after `pickup_timeout`: say that no runner with its
@@ -267,13 +268,16 @@ def wait_for_run(
                 raise WaitTimeout(
                     f"gave up waiting after {format_seconds(timeout)}: run {run_id} is "
                     f"{state}{why}{stuck}. CI goes on without us",
-                    hint=f"{resume}   (or look at {run.html_url if run else 'the Actions page'})",
+                    hint=f"look at {run.html_url if run else 'the Actions page'}, or resume with"
+                    f"{_resume_lines(resume, resume_note)}",
                 )
             until_heartbeat = max(last_line + heartbeat - now, 0.1)
             client.sleep(min(interval, until_heartbeat, max(deadline - now, 0.0)))
             interval = min(interval * 1.5, cap)
     except KeyboardInterrupt:
-        reporter.say(f"interrupted: CI run {run_id} goes on; resume with `{resume}`")
+        reporter.say(
+            f"interrupted: CI run {run_id} goes on; resume with{_resume_lines(resume, resume_note)}"
+        )
         raise
     if run.succeeded:
         return run
@@ -306,6 +310,11 @@ def wait_for_run(
         hint=f"open {run.html_url or 'the Actions page of ' + client.repo_path}, fix the cause, "
         "then release again",
     )
+
+
+def _resume_lines(command: str, note: str) -> str:
+    """The resume command on a line of its own, to be pasted as it is; what it does below."""
+    return f":\n    {command}" + (f"\n  ({note})" if note else "")
 
 
 def _unclaimed(client: ForgeClient, run: Run, label: str | None, waited: float) -> str:

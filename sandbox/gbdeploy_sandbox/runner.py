@@ -5,7 +5,7 @@ and fails loudly (`UnsupportedWorkflow`, before any step runs) on anything else:
 
 - expressions `${{ secrets.X }}`, `${{ inputs.X }}`, `${{ github.event.inputs.X }}`,
   `${{ env.X }}`, `${{ github.sha|ref|ref_name|event_name|repository|workspace|server_url|
-  run_id|run_number|token }}` (also under `forgejo.` and `forge.`; the token is masked),
+  run_id|run_number|actor|token }}` (also under `forgejo.` and `forge.`; the token is masked),
   `${{ runner.temp|os }}`;
 - `uses: actions/checkout@…` is emulated: the caller provides the checkout (a clone at the sha,
   with its submodules when the step asks for them) and the step checks that it is so, and that
@@ -82,6 +82,7 @@ class RunContext:
     run_id: int = 1
     run_number: int = 1
     token: str = ""  # the job's automatic token (`forgejo.token`), masked like a secret
+    actor: str = ""  # the forge user whose push or dispatch started the run (GITHUB_ACTOR)
 
 
 @dataclass
@@ -224,6 +225,7 @@ class _Expressions:
             "server_url": context.server_url,
             "run_id": str(context.run_id),
             "run_number": str(context.run_number),
+            "actor": context.actor,
         }
         self.runner = {"temp": str(temp), "os": "Linux"}
 

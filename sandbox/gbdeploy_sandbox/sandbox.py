@@ -6,6 +6,10 @@
     <dir>/runner/           the emulated runner's HOME (~/.ssh/config names the target) and
                             one checkout per CI run
 
+With `container`, botserver runs in the container `system` behind that ssh host, entered as
+production enters it (`sudo -n incus exec system -- …`) through the stand-in `sudo` and `incus`
+on the host's PATH (<dir>/host/bin).
+
 Two placements of the workflow (`workflow_repo`): `root` puts the rendered workflow in `gb`, and
 the pointer push starts the run; `component` puts it (with a copy of gbdeploy.yaml, which its
 deploy step reads) in the botserver repository, and the submodule push starts the run there.
@@ -44,8 +48,10 @@ from .gitworld import GitWorld, git
 from .procs import stop_running
 from .service import compiler, service_user
 from .sshd import LoopbackSshd, find_sshd, free_port
+from .standins import StandinWorld
 
 COMPONENT = "botserver"
+CONTAINER = "system"
 OWNER = "GeneralBots"
 RUNNER_LABEL = "gbo"
 PLACEMENTS = ("root", "component")
@@ -68,6 +74,7 @@ class Sandbox:
     port: int
     jobs: dict[int, emulated_runner.JobResult] = field(default_factory=dict)
     placement: str = "root"
+    container: str | None = None  # botserver's container behind the ssh host, if any
 
     @property
     def workflow_repo(self) -> str:
@@ -137,6 +144,7 @@ class Sandbox:
             server_url=self.forge.url,
             run_id=run.run_id,
             run_number=run.run_number,
+            actor=run.repository.split("/", 1)[0],  # the emulator's trigger_user
         )
         try:
             result = emulated_runner.run_job(
@@ -211,11 +219,16 @@ class Sandbox:
 
 
 def create(
-    directory: Path | None = None, *, placement: str = "root", forge_version: str = "16.0.0"
+    directory: Path | None = None,
+    *,
+    placement: str = "root",
+    forge_version: str = "16.0.0",
+    container: bool = False,
 ) -> Sandbox:
     """Build and start a sandbox; the first version of botserver is deployed and running.
     `placement`: where botserver's workflow lives, `root` (gb) or `component` (botserver);
-    `forge_version`: the Forgejo version the emulator answers as (and behaves like)."""
+    `forge_version`: the Forgejo version the emulator answers as (and behaves like);
+    `container`: botserver's target is a container behind the ssh host (sudo + incus)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     find_sshd()  # no sshd: a message that says how to install it, before anything is made
@@ -225,7 +238,9 @@ def create(
     directory.chmod(0o755)  # the service user must reach its binary
     token = secrets.token_hex(20)
     try:
-        sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system").start()
+        path = [_container_host(directory / "host").bin] if container else []
+        sshd = LoopbackSshd(directory / "sshd", alias="pragmatismo-system", extra_path=path)
+        sshd.start()
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -240,7 +255,15 @@ def create(
     component_workflows = [f"{COMPONENT}.yaml"] if placement == "component" else []
     forge.add_repository(OWNER, COMPONENT, workflows=component_workflows, private=False)
     sandbox = Sandbox(
-        directory, token, sshd, GitWorld(directory / "git"), forge, free_port(), {}, placement
+        directory,
+        token,
+        sshd,
+        GitWorld(directory / "git"),
+        forge,
+        free_port(),
+        {},
+        placement,
+        CONTAINER if container else None,
     )
     try:
         _build_world(sandbox)
@@ -257,6 +280,18 @@ def create(
         sandbox.close()
         raise
     return sandbox
+
+
+def _container_host(directory: Path) -> StandinWorld:
+    """The ssh host's container tooling: `sudo` (the ssh user may use it without a password, as
+    root may) and `incus`, holding the container CONTAINER."""
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    world = StandinWorld(directory).install()
+    world.install_program("incus", "incus")
+    world.install_program("sudo", "sudo")
+    world.add_container(CONTAINER)
+    return world
 
 
 def _find_node() -> str:
@@ -297,7 +332,7 @@ def _write_config(sandbox: Sandbox) -> None:
             "verify_timeout": 60,
             "poll_interval": 0.5,
         },
-        "targets": {"system": {"ssh": sandbox.sshd.alias}},
+        "targets": {"system": _target(sandbox)},
         # The runner's persistent disk (build caches, build logs) inside the sandbox, not /opt.
         "workflows": {
             "runs_on": RUNNER_LABEL,
@@ -353,6 +388,12 @@ def _write_config(sandbox: Sandbox) -> None:
     sandbox.log.parent.mkdir(parents=True, exist_ok=True)
     for path in (sandbox.binary.parent, sandbox.log.parent):
         shutil.chown(path, user, user)
+
+
+def _target(sandbox: Sandbox) -> dict[str, object]:
+    if sandbox.container is None:
+        return {"ssh": sandbox.sshd.alias}
+    return {"ssh": sandbox.sshd.alias, "container": sandbox.container, "via": "incus", "sudo": True}
 
 
 def _commit_component_workflow(sandbox: Sandbox, config_text: str) -> None:
@@ -471,15 +512,22 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def run_demo(reporter: Reporter, *, keep: bool = False, placement: str = "root") -> None:
+def run_demo(
+    reporter: Reporter, *, keep: bool = False, placement: str = "root", container: bool = False
+) -> None:
     from gbdeploy.release import run_release
 
     reporter.say(
         "gbdeploy demo: a real release of botserver against a sandbox on this machine "
-        f"(workflow in the {'root' if placement == 'root' else 'botserver'} repository)"
+        f"(workflow in the {'root' if placement == 'root' else 'botserver'} repository"
+        + (
+            f"; botserver in the container {CONTAINER}, entered with sudo incus)"
+            if container
+            else ")"
+        )
     )
     with reporter.step("build the sandbox"):
-        sandbox = create(placement=placement)
+        sandbox = create(placement=placement, container=container)
     kept = False
     try:
         for line in _describe(sandbox):
@@ -515,7 +563,12 @@ def _describe(sandbox: Sandbox) -> list[str]:
         f"  forgejo     {sandbox.forge.url} (emulator; its runner, label {RUNNER_LABEL}, runs "
         f"the workflow of {sandbox.workflow_repo})",
         f"  git         {sandbox.git.root} (remotes origin, alm)",
-        f"  botserver   {sandbox.binary}, health http://127.0.0.1:{sandbox.port}/health",
+        f"  botserver   {sandbox.binary}, health http://127.0.0.1:{sandbox.port}/health"
+        + (
+            f", in container {sandbox.container} (sudo incus exec {sandbox.container} -- …)"
+            if sandbox.container
+            else ""
+        ),
     ]
 
 

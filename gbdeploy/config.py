@@ -384,13 +384,15 @@ class Switch:
     """`components.X.switch`: the zero-downtime strategy behind Caddy. The service alternates
     between the two `ports` (`PORT` in its environment, `{port}` in `start` and `health`); Caddy
     runs on the target `proxy` and dials it as `upstream_host:PORT` in `caddyfile`; the old
-    process gets `drain` seconds for its in-flight requests before it is stopped."""
+    process gets `drain` seconds for its in-flight requests before it is stopped; `caddy` is how
+    the proxy target runs Caddy's command line."""
 
     ports: list[Port]
     proxy: Name
     upstream_host: UpstreamHost
     caddyfile: TargetPath = "/opt/gbo/conf/config"
     drain: Annotated[float, _between(0, 3600, "a number of seconds from 0 to 3600")] = 10.0
+    caddy: OneLine = "caddy"  # the caddy command on the proxy target
 
     def idle_port(self, live: int) -> int:
         """The port the next switch starts the new binary on, while `live` serves."""

@@ -21,6 +21,19 @@ from gbdeploy.errors import UsageError
 from .procs import wait_for
 from .sshd import free_port
 
+MIGRATE_REQUESTS = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def reload_keeps_queued_connections() -> bool:
+    """Whether this network namespace hands the connections queued on a closing SO_REUSEPORT
+    listener to another one: Caddy binds a new socket per config and closes the old one, so
+    without it a reload under load resets a few connections (measured with Caddy 2.6.2: 24 of
+    16635 requests over 40 reloads; 0 with it)."""
+    try:
+        return MIGRATE_REQUESTS.read_text().strip() == "1"
+    except OSError:
+        return False
+
 
 def caddy_binary() -> str:
     found = shutil.which("caddy")
@@ -99,6 +112,12 @@ http://127.0.0.1:{self.other_port} {{
         }
 
     def start(self) -> LoopbackCaddy:
+        if not reload_keeps_queued_connections():
+            raise UsageError(
+                "net.ipv4.tcp_migrate_req is not 1 here: every Caddy reload under load would "
+                "reset the connections queued on its old listener",
+                hint="bash .ci/setup (sysctl -w net.ipv4.tcp_migrate_req=1)",
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.storage.mkdir(parents=True, exist_ok=True)
         self.caddyfile.write_text(self.text())

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from .caddyfile import Change, switch_upstream
+from .caddyfile import Change, admin_address, switch_upstream
 from .connection import CommandResult, Remote, quote
 from .errors import OperationFailed, RemoteError
+from .probes import probe_health
 
 ADAPTER = "--adapter caddyfile"
 # The new file travels as one shell word (printf '%s' WORD): Linux takes up to 128 KiB per word.
@@ -145,11 +146,12 @@ class CaddySwitch:
     stamp: str = field(default_factory=backup_stamp)
     backup_path: str | None = None  # set once the backup exists
     changes: tuple[Change, ...] = ()
+    new_text: str = ""  # the Caddyfile as the switch writes it
 
     def operations(self, current: str) -> Iterator[Operation]:
         """What `apply` runs after reading `current`: the plan `--dry-run` prints."""
         new = switch_upstream(current, self.host, self.old_port, self.new_port)
-        self.changes = new.changes
+        self.changes, self.new_text = new.changes, new.text
         if len(new.text.encode()) > MAX_CADDYFILE_BYTES:
             raise ProxySwitchFailed(
                 f"{self.path} is over {MAX_CADDYFILE_BYTES} bytes, more than one command carries",
@@ -174,6 +176,34 @@ class CaddySwitch:
             result = _checked(remote, operation, nothing_changed=True)
             if operation.name == "back up the Caddyfile":
                 self.backup_path = result.stdout.strip().splitlines()[-1]
+
+    def confirm(self, remote: Remote) -> None:
+        """That the Caddy on the proxy runs a config dialling `host:new_port` and no longer
+        `host:old_port`, read from its admin API (`GET /config/`, where the file names it): the
+        reload took. ProxySwitchFailed otherwise (the caller undoes the switch)."""
+        address = admin_address(self.new_text)
+        if address is None:
+            raise ProxySwitchFailed(
+                f"{self.path} turns Caddy's admin API off: its running config cannot be read",
+                restored=False,
+            )
+        probe = probe_health(f"http://{address}/config/")
+        answer = probe.run(remote)
+        if answer.http_status != 200:
+            raise ProxySwitchFailed(
+                f"Caddy's admin API did not give its config: {answer.describe()}", restored=False
+            )
+        dials = set(_dials(answer.data))
+        new, old = self._dial(self.new_port), self._dial(self.old_port)
+        if new not in dials or old in dials:
+            raise ProxySwitchFailed(
+                f"Caddy runs a config that dials {', '.join(sorted(dials)) or 'nothing'}, not "
+                f"{new} alone for this service: the reload did not take",
+                restored=False,
+            )
+
+    def _dial(self, port: int) -> str:
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     def undo(self, remote: Remote) -> None:
         """The backup back in place and reloaded: Caddy dials the old port again."""
@@ -217,6 +247,19 @@ def _checked(
         where = "; the Caddyfile is as it was" if nothing_changed else ""
         raise ProxySwitchFailed(f"{operation.name} failed: {_said(result)}{where}", restored=True)
     return result
+
+
+def _dials(config: object) -> Iterator[str]:
+    """Every upstream `dial` of a Caddy JSON config, without a network prefix (`tcp/`)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "dial" and isinstance(value, str):
+                yield value.rpartition("/")[2]
+            else:
+                yield from _dials(value)
+    elif isinstance(config, list):
+        for item in config:
+            yield from _dials(item)
 
 
 def _said(result: CommandResult) -> str:

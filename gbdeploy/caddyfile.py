@@ -230,6 +230,26 @@ def upstreams(entries: tuple[Directive, ...]) -> Iterator[_Upstream]:
                         yield _Upstream(token, directive)
 
 
+DEFAULT_ADMIN = "localhost:2019"
+
+
+def admin_address(text: str) -> str | None:
+    """Where the Caddy running this file listens for its admin API (`host:port`, as
+    `caddy reload --config FILE` finds it): the global `admin` option, else localhost:2019;
+    None for `admin off` or a unix socket."""
+    entries = parse(text)
+    if not entries or entries[0].tokens or entries[0].block is None:
+        return DEFAULT_ADMIN
+    admin = next((d for d in entries[0].block if d.name == "admin"), None)
+    if admin is None or len(admin.tokens) < 2:
+        return DEFAULT_ADMIN
+    address = admin.tokens[1].text
+    if address == "off" or address.startswith("unix/"):
+        return None
+    address = address.removeprefix("tcp/")
+    return f"localhost{address}" if address.startswith(":") else address
+
+
 def dialled_ports(text: str, host: str) -> dict[int, list[int]]:
     """The ports of `host` that the file's `reverse_proxy` upstreams dial, each with its lines
     (what doctor compares with the port the component serves)."""

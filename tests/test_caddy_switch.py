@@ -229,3 +229,23 @@ def test_the_plan_is_the_exact_commands_and_changes_nothing(proxied: Proxied):
     assert "restart" not in " ".join(op.command for op in operations)
     assert proxied.caddy.caddyfile.read_bytes() == before
     assert not list(proxied.caddy.caddyfile.parent.glob("config.bak-*"))
+
+
+def test_confirm_reads_from_caddys_admin_api_that_the_reload_took(proxied: Proxied):
+    switch = proxied.switch()
+    list(switch.operations(switch.current_text(proxied.remote)))
+    with pytest.raises(ProxySwitchFailed, match="the reload did not take"):
+        switch.confirm(proxied.remote)  # written nowhere yet: Caddy still dials the old port
+    switch.apply(proxied.remote)
+    switch.confirm(proxied.remote)
+    assert proxied.commit_through_caddy() == NEW
+
+
+def test_admin_address_follows_the_global_option():
+    from gbdeploy.caddyfile import admin_address
+
+    assert admin_address("x.example.com {\n\trespond ok\n}\n") == "localhost:2019"
+    assert admin_address("{\n\tadmin 127.0.0.1:2999\n}\n") == "127.0.0.1:2999"
+    assert admin_address("{\n\tadmin :2999\n}\n") == "localhost:2999"
+    assert admin_address("{\n\tadmin off\n}\n") is None
+    assert admin_address("{\n\tadmin unix//run/caddy.sock\n}\n") is None

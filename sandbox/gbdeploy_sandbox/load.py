@@ -34,6 +34,13 @@ class LoadResult:
         return f"{self.sent} requests in {self.seconds:.1f}s, {self.failed} failed ({why})"
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Load:
     """`with Load("http://127.0.0.1:PORT/health", clients=8) as load: …` then `load.result`."""
 
@@ -47,7 +54,7 @@ class Load:
         request_timeout: float = 10.0,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not ipaddress.ip_address(parts.hostname or "").is_loopback:
+        if parts.scheme != "http" or not _is_loopback(parts.hostname or ""):
             raise ValueError(f"the load generator only sends to http://127.0.0.1, not {url}")
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path = parts.path or "/"

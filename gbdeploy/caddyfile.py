@@ -119,6 +119,12 @@ def parse(text: str) -> tuple[Directive, ...]:
                     break
                 position += 1
                 if token.text == "{" and not token.quoted:
+                    after = all_tokens[position] if position < len(all_tokens) else None
+                    if after is not None and after.line == token.line:
+                        raise CaddyfileRefused(
+                            f"line {token.line}: unexpected `{after.text}` after `{{` on the "
+                            "same line (Caddy refuses it too)"
+                        )
                     block = entries(depth + 1, token.line)
                     break
                 words.append(token)

@@ -132,6 +132,12 @@ SITES = {
         "}\n"
     ),
     "h2c url": "http://chat.example.com {\n\treverse_proxy h2c://10.16.164.33:5858\n}\n",
+    "windows line ends and comments": (
+        "http://chat.example.com {\r\n"
+        "\t# reverse_proxy 10.16.164.33:5858 (a comment stays as it is)\r\n"
+        "\treverse_proxy 10.16.164.33:5858 # the bot\r\n"
+        "}\r\n"
+    ),
 }
 
 
@@ -223,7 +229,13 @@ def test_no_upstream_for_the_host_is_refused_with_what_to_check(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "broken", ['http://x {\n\trespond "open\n', "http://x {\n\treverse_proxy a:1\n", "}\n"]
+    "broken",
+    [
+        'http://x {\n\trespond "open\n',
+        "http://x {\n\treverse_proxy a:1\n",
+        "}\n",
+        "http://x {\n\thandle /x { reverse_proxy 10.16.164.33:5858 }\n}\n",
+    ],
 )
 def test_a_file_caddy_could_not_read_is_refused(broken: str):
     with pytest.raises(CaddyfileRefused, match=r"line \d+"):

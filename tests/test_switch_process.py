@@ -16,7 +16,12 @@ import pytest
 
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote
-from gbdeploy.switch_process import parse_pids, serving_pid_command, stop_pid_command
+from gbdeploy.switch_process import (
+    drain_command,
+    parse_pids,
+    serving_pid_command,
+    stop_pid_command,
+)
 from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_running, wait_for
 from gbdeploy_sandbox.service import Fault
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
@@ -126,3 +131,11 @@ def test_a_pid_that_no_longer_runs_the_binary_is_left_alone(pair: Pair):
         other.kill()
         other.wait()
     assert sorted(pids_running(pair.binary)) == pair.pids
+
+
+def test_the_drain_ends_when_nothing_is_connected_and_is_bounded_otherwise(pair: Pair):
+    port = pair.ports[0]
+    assert pair.remote.run(drain_command(port, 30.0)).stdout.strip() == "drained"
+    with socket.create_connection(("127.0.0.1", port)):  # a request still being served
+        held = pair.remote.run(drain_command(port, 0.5)).stdout.strip()
+    assert held == "drain timed out with 1 connections"

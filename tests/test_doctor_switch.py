@@ -25,6 +25,7 @@ from tests.deploy_world import OLD, Artifacts
 
 NAMES = [
     "system.switch-ports.botserver",
+    "system.switch-direct-clients.botserver",
     "proxy.switch-upstream.botserver",
     "proxy.switch-caddy-storage.botserver",
     "proxy.switch-reload-keeps-connections.botserver",
@@ -126,7 +127,7 @@ def test_a_serving_switch_component_passes_every_check(world: SwitchProduction):
     assert list(found) == NAMES
     assert all(status == "pass" for status, _ in found.values()), found
     assert f"{live} by pid" in found[NAMES[0]][1]
-    assert found[NAMES[1]][1] == (
+    assert found[NAMES[2]][1] == (
         f"Caddy dials 127.0.0.1:{live} (line 8), which answers ok (commit {OLD})"
     )
 
@@ -146,7 +147,7 @@ def test_a_caddyfile_dialling_the_port_nothing_serves_fails(world: SwitchProduct
     live, idle = world.ports
     world.start(live)
     world.dial(idle)
-    status, saw = world.findings()[NAMES[1]]
+    status, saw = world.findings()[NAMES[2]]
     assert status == "fail"
     assert f"Caddy dials 127.0.0.1:{idle} (line 8), and from the proxy no answer" in saw
 
@@ -154,7 +155,7 @@ def test_a_caddyfile_dialling_the_port_nothing_serves_fails(world: SwitchProduct
 def test_a_caddyfile_dialling_both_ports_fails(world: SwitchProduction):
     world.start(world.ports[0])
     world.dial(*world.ports)
-    status, saw = world.findings()[NAMES[1]]
+    status, saw = world.findings()[NAMES[2]]
     assert status == "fail"
     assert (
         f"dials 127.0.0.1 on both ports: {world.ports[0]} (line 8), {world.ports[1]} (line 8)"
@@ -169,7 +170,7 @@ def test_a_caddyfile_the_next_switch_would_refuse_fails(world: SwitchProduction)
     path.write_text(
         path.read_text() + f"\nhttp://x {{\n\tforward_auth 127.0.0.1:{world.ports[0]}\n}}\n"
     )
-    status, saw = world.findings()[NAMES[1]]
+    status, saw = world.findings()[NAMES[2]]
     assert status == "fail"
     assert "the next switch would refuse" in saw and "forward_auth" in saw
 
@@ -177,7 +178,7 @@ def test_a_caddyfile_the_next_switch_would_refuse_fails(world: SwitchProduction)
 def test_the_storage_rule_is_checked_in_the_caddyfile_the_switch_edits(world: SwitchProduction):
     world.start(world.ports[0])
     world.dial(world.ports[0], storage=False)
-    status, saw = world.findings()[NAMES[2]]
+    status, saw = world.findings()[NAMES[3]]
     assert status == "fail"
     assert "no `storage`" in saw
 
@@ -200,4 +201,20 @@ def test_a_proxy_that_resets_queued_connections_on_reload_fails(world: SwitchPro
     assert verdict.status == "fail"
     assert "net.ipv4.tcp_migrate_req = 0: each caddy reload resets" in verdict.saw
     assert "sysctl -w net.ipv4.tcp_migrate_req=1" in check.fix
-    assert world.findings()[NAMES[3]] == ("pass", "net.ipv4.tcp_migrate_req = 1")
+    assert world.findings()[NAMES[4]] == ("pass", "net.ipv4.tcp_migrate_req = 1")
+
+
+def test_botui_dialling_botserver_on_a_switched_port_fails(world: SwitchProduction):
+    """The operations guide's BOTSERVER_URL=http://localhost:5858 reaches botserver directly: a
+    switch moves it to the other port every other deploy."""
+    live, idle = world.ports
+    world.start(live)
+    world.production.standins.add_unit(
+        "ui.service",
+        exec_start=str(world.production.botui),
+        environment={"BOTSERVER_URL": f"http://localhost:{live}", "PORT": "5859"},
+    )
+    status, saw = world.findings()[NAMES[1]]
+    assert status == "fail"
+    assert f"BOTSERVER_URL=http://localhost:{live} dials botserver on port {live} directly" in saw
+    assert f"after a switch to {idle} it reaches nothing" in saw

@@ -4,13 +4,14 @@ a kernel that hands a closing listener's queued connections to the new one on a 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 from ..caddyfile import CaddyfileRefused, dialled_ports, switch_upstream
 from ..config import Component, DoctorSettings, Switch
-from ..connection import CommandResult
-from ..doctor_parsers import ParseError, split_sections
+from ..connection import CommandResult, quote
+from ..doctor_parsers import ParseError, parse_environment, split_sections
 from ..probes import Health, probe_health
 from .model import Check, FollowUp, Verdict, output_of, read_command
 from .proxy import caddy_storage_check
@@ -24,8 +25,12 @@ def switch_checks(d: DoctorSettings, component: Component, system: str, proxy: s
     switch = component.switch
     assert switch is not None
     storage = caddy_storage_check(replace(d, caddyfile=switch.caddyfile), proxy)
+    direct = (
+        [direct_client_check(d, component, switch, system)] if component.name == "botserver" else []
+    )
     return [
         ports_check(component, switch, system),
+        *direct,
         upstream_check(component, switch, proxy),
         replace(storage, name=f"proxy.switch-caddy-storage.{component.name}"),
         reload_keeps_connections_check(component, proxy),
@@ -80,6 +85,52 @@ def ports_check(component: Component, switch: Switch, container: str) -> Check:
         f"only {binary} may listen on {switch.ports[0]} and {switch.ports[1]}",
         when_missing="skip",
     )
+
+
+def direct_client_check(
+    d: DoctorSettings, component: Component, switch: Switch, container: str
+) -> Check:
+    """botui reaches botserver at BOTSERVER_URL, by the operations guide http://localhost:5858:
+    a port a switch takes away every other deploy."""
+    unit, name = d.botui_unit, component.name
+
+    def judge(result: CommandResult) -> Verdict:
+        if not result.ok:
+            return Verdict("pass", f"{unit}: {output_of(result)}: no direct client found")
+        url = parse_environment(result.stdout.strip()).get("BOTSERVER_URL", "")
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return Verdict("pass", f"{unit}: BOTSERVER_URL={url!r} names no port of {name}")
+        if _is_loopback(parts.hostname or "") and port in switch.ports:
+            return Verdict(
+                "fail",
+                f"{unit}: BOTSERVER_URL={url} dials {name} on port {port} directly, not through "
+                f"Caddy: after a switch to {switch.idle_port(port)} it reaches nothing",
+            )
+        return Verdict(
+            "pass", f"{unit}: BOTSERVER_URL={url or '(unset)'}: not a port a switch moves"
+        )
+
+    return Check(
+        f"system.switch-direct-clients.{name}",
+        container,
+        f"systemctl show -p Environment --value {quote(unit)}",
+        judge,
+        f"point BOTSERVER_URL of {unit} at an address that follows the switch (Caddy's), or "
+        f"deploy {name} without switch",
+        when_missing="skip",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def upstream_check(component: Component, switch: Switch, container: str) -> Check:

@@ -11,10 +11,10 @@ Measured, `--runs` rounds each, medians and every run printed:
 
 - a `staged` deploy (`gbdeploy deploy`, as a user runs it, alternating two commits): its restart
   window is where requests fail;
-- the proxy half of a `switch`, alone: `caddy_switch.CaddySwitch` over ssh (back up, write,
-  validate, reload) moving the upstream from the running service to a second one already serving
-  on the other port, and back — what a switch adds over `staged` on the proxy, and that Caddy's
-  reload drops nothing.
+- a `switch` from its parts (`bench.switch_bench.Switching`: what `deploy --strategy switch`
+  will run, without its lock, upload and journal), there and back: the new binary started on the
+  idle port beside the old one, healthy there, Caddy switched (`caddy_switch`: back up, write,
+  validate, reload, confirm), the old port drained, the old process stopped by its pid.
 
 Caddy's reload drops nothing only where `net.ipv4.tcp_migrate_req` is 1 (`.ci/setup` sets it;
 a production proxy needs it too): Caddy binds a new SO_REUSEPORT socket per config and closes the
@@ -27,12 +27,15 @@ stack before it serves: the staged window grows by that much.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from deploy_bench import World
@@ -40,8 +43,14 @@ from deploy_bench import World
 from gbdeploy.caddy_switch import CaddySwitch
 from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote
+from gbdeploy.switch_process import (
+    drain_command,
+    parse_pids,
+    serving_pid_command,
+    stop_pid_command,
+)
 from gbdeploy_sandbox.load import Load, LoadResult
-from gbdeploy_sandbox.procs import kill_pids, wait_for
+from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.proxy import LoopbackCaddy
 from gbdeploy_sandbox.service import Fault, build_service, service_user
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
@@ -62,10 +71,11 @@ def measured(caddy: LoopbackCaddy, clients: int, operation) -> tuple[LoadResult,
     return load.result, seconds
 
 
-def start_beside(binary: Path, port: int, log: Path) -> int:
-    """The other commit serving on the idle port, as a switch's new process would be."""
+def start_beside(binary: Path, port: int, log: Path) -> None:
+    """The new binary serving on the idle port, as a switch starts it (the test's own start: the
+    deploy layer's recipe replaces it)."""
     with open(log, "ab") as out:
-        process = subprocess.Popen(
+        subprocess.Popen(
             ["runuser", "-u", service_user(), "--", str(binary)],
             env={**os.environ, "PORT": str(port)},
             stdin=subprocess.DEVNULL,
@@ -73,17 +83,48 @@ def start_beside(binary: Path, port: int, log: Path) -> int:
             stderr=out,
             start_new_session=True,
         )
-    return process.pid
 
 
-def answers(port: int) -> bool:
-    import urllib.request
+class Switching:
+    """One switch from its parts, as the deploy will run it (without lock, upload and journal):
+    the new binary renamed over the path, started on the idle port beside the old process,
+    healthy there with its commit, Caddy switched and confirmed, the old port drained, the old
+    process stopped by its pid."""
 
+    def __init__(
+        self, remote: Remote, binary: Path, caddy: LoopbackCaddy, live: int, idle: int
+    ) -> None:
+        self.remote, self.binary, self.caddy = remote, binary, caddy
+        self.live, self.idle = live, idle
+        self.proxy_seconds = 0.0
+
+    def run(self, artifact: Path, commit: str, directory: Path) -> None:
+        path = str(self.binary)
+        (old_pid,) = parse_pids(self.remote.run(serving_pid_command(path, self.live)).stdout)
+        staged = self.binary.with_name("botserver.switch-new")
+        shutil.copyfile(artifact, staged)
+        staged.chmod(0o755)
+        shutil.chown(staged, user=service_user())
+        staged.rename(self.binary)
+        start_beside(self.binary, self.idle, directory / "beside.log")
+        if not wait_for(lambda: answers(self.idle) == commit, deadline_seconds=30):
+            raise SystemExit(f"{commit} did not get healthy on {self.idle}")
+        started = time.monotonic()
+        switch = CaddySwitch(str(self.caddy.caddyfile), "127.0.0.1", self.live, self.idle)
+        switch.apply(self.remote)
+        switch.confirm(self.remote)
+        self.proxy_seconds = time.monotonic() - started
+        self.remote.run(drain_command(self.live, 10.0))
+        self.remote.run(stop_pid_command(path, old_pid, 5.0))
+
+
+def answers(port: int) -> str | None:
+    """The commit the service on `port` answers health with, if it does."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-            return True
-    except OSError:
-        return False
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+            return json.loads(answer.read()).get("commit")
+    except (OSError, ValueError):
+        return None
 
 
 def line(name: str, results: list[LoadResult], seconds: list[float]) -> str:
@@ -122,7 +163,6 @@ def main() -> None:
                 settle=options.settle,
             )
             world.prepare()
-            extra: list[int] = []
             caddy = LoopbackCaddy(directory / "proxy", upstream_port=world.port)
             try:
                 world.deploy(binaries[0], COMMITS[0])  # gbdeploy installs and starts it
@@ -145,33 +185,39 @@ def main() -> None:
                     print(f"  staged {attempt + 1}/{runs}: {result.summary()}", file=sys.stderr)
 
                 remote = Remote(
-                    Target("proxy", sshd.alias), SshSettings(config=str(sshd.ssh_config))
+                    Target("system", sshd.alias), SshSettings(config=str(sshd.ssh_config))
                 )
-                idle = free_port()
-                extra.append(start_beside(binaries[1 - current], idle, directory / "beside.log"))
-                if not wait_for(lambda: answers(idle)):
-                    raise SystemExit("the second service did not answer on the idle port")
-                proxy, proxy_seconds = [], []
+                sequence, sequence_seconds, proxy_seconds = [], [], []
                 pid = caddy.pid
+                live, idle = world.port, free_port()
                 with remote:
-                    for attempt in range(runs):
-                        there = CaddySwitch(str(caddy.caddyfile), "127.0.0.1", world.port, idle)
-                        back = CaddySwitch(str(caddy.caddyfile), "127.0.0.1", idle, world.port)
-                        for switch in (there, back):
-                            result, seconds = measured(
-                                caddy, options.clients, lambda s=switch: s.apply(remote)
-                            )
-                            proxy.append(result)
-                            proxy_seconds.append(seconds)
-                        print(f"  proxy switch {attempt + 1}/{runs} done", file=sys.stderr)
+                    for attempt in range(2 * runs):  # there and back, `runs` times
+                        current = 1 - current
+                        step = Switching(remote, world.binary, caddy, live, idle)
+                        result, seconds = measured(
+                            caddy,
+                            options.clients,
+                            lambda s=step, c=current: s.run(binaries[c], COMMITS[c], directory),
+                        )
+                        sequence.append(result)
+                        sequence_seconds.append(seconds)
+                        proxy_seconds.append(step.proxy_seconds)
+                        live, idle = idle, live
+                        print(
+                            f"  switch {attempt + 1}/{2 * runs}: {result.summary()}",
+                            file=sys.stderr,
+                        )
                 if caddy.pid != pid or not caddy.running():
                     raise SystemExit("Caddy was restarted: a switch must only reload it")
             finally:
                 caddy.stop()
-                kill_pids(extra)
                 world.stop_service()
         print(line("staged deploy", staged, staged_seconds))
-        print(line("proxy switch (there, back)", proxy, proxy_seconds))
+        print(line("switch (there, back)", sequence, sequence_seconds))
+        print(
+            f"{'':<28} of which the proxy (backup, write, validate, reload, confirm): median "
+            f"{statistics.median(proxy_seconds):.2f}s"
+        )
         print(
             "A switch deploy adds the proxy switch and the drain to the staged steps, and takes "
             "the restart window out of the served path."

@@ -23,8 +23,10 @@ from .errors import OperationFailed, RemoteError
 from .probes import probe_health
 
 ADAPTER = "--adapter caddyfile"
-# The new file travels as one shell word (printf '%s' WORD): Linux takes up to 128 KiB per word.
-MAX_CADDYFILE_BYTES = 100_000
+# The new file travels inside the command (printf '%s' WORD), which reaches the proxy as one
+# argument of `sh -c` (quoted once more through `lxc exec`): Linux takes 128 KiB per argument.
+# A full proxy config of ~25 sites is a few KiB.
+MAX_CADDYFILE_BYTES = 60_000
 CHANGED = 3  # the exit code of a script that found the Caddyfile changed since it was read
 
 

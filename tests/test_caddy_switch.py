@@ -98,12 +98,14 @@ def test_a_switch_and_back_moves_traffic_with_no_failed_request(proxied: Proxied
     caddy = proxied.caddy
     original = caddy.caddyfile.read_bytes()
     pid = caddy.pid
+    inode = caddy.caddyfile.stat().st_ino
     assert proxied.commit_through_caddy() == OLD
 
     with proxied.load() as load:
         assert load.wait_for_requests(50)
         there = proxied.switch()
         there.apply(proxied.remote)
+        assert caddy.caddyfile.stat().st_ino != inode  # renamed in whole, never written in place
         assert wait_for(lambda: proxied.commit_through_caddy() == NEW)
         assert load.wait_for_requests(50)
         back = proxied.switch(proxied.new_port, proxied.old_port)

@@ -10,8 +10,13 @@ the service's /proc/PID/fd), with `ss` where there is one, else /proc/net/tcp an
 from __future__ import annotations
 
 from .connection import quote
-from .probes import FIND_PIDS, resolve_binary
 
+# `runs PID`: whether PID runs exactly "$b" (or "$b (deleted)", once a new binary was renamed
+# over the path); the `x` keeps a trailing newline of the path from being stripped.
+RUNS = (
+    'runs() { e=$(readlink "/proc/$1/exe" 2>/dev/null && echo x) || return 1; e=${e%?x}; '
+    'case $e in "$b"|"$b (deleted)") return 0 ;; esac; return 1; }'
+)
 POLL = 0.05  # seconds between looks while a stopped process exits, or a port drains
 QUIET_LOOKS = 6  # looks in a row with no connection on the old port: drained
 
@@ -53,16 +58,24 @@ def connections_count(port: int) -> str:
     return f"n=$({found})"
 
 
+def binary_is(binary: str) -> str:
+    """Shell text setting `$b` to `binary` as the kernel shows it in /proc/PID/exe (symlinks in
+    its path resolved)."""
+    q = quote(binary)
+    return f'b=$(readlink -f -- {q} 2>/dev/null) || b={q}; [ -n "$b" ] || b={q}'
+
+
 def serving_pid_command(binary: str, port: int) -> str:
     """Prints the pid of each process running `binary` that listens on `port`, one a line;
     nothing when none does (free, or another program's)."""
     return "\n".join(
         [
-            resolve_binary(binary),
-            FIND_PIDS,
+            binary_is(binary),
+            RUNS,
             listening_inodes(port),
             '[ -n "$inodes" ] || exit 0',
-            "for pid in $(pids); do",
+            "for p in /proc/[0-9]*; do",
+            '  pid=${p#/proc/}; runs "$pid" || continue',
             '  for fd in "/proc/$pid/fd/"*; do',
             '    link=$(readlink "$fd" 2>/dev/null) || continue',
             '    case $link in "socket:["*"]") ;; *) continue ;; esac',
@@ -108,8 +121,8 @@ def stop_pid_command(binary: str, pid: int, timeout: float) -> str:
     wait = f'i=0; while runs {p} && [ "$i" -lt LOOKS ]; do sleep {POLL}; i=$((i + 1)); done'
     return "\n".join(
         [
-            resolve_binary(binary),
-            FIND_PIDS,
+            binary_is(binary),
+            RUNS,
             f"runs {p} || {{ echo none; exit 0; }}",
             f"kill -TERM {p} 2>/dev/null",
             wait.replace("LOOKS", str(looks)),

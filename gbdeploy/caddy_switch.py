@@ -41,11 +41,21 @@ class Operation:
 
 
 class ProxySwitchFailed(OperationFailed):
-    """The switch on the proxy failed; `restored` says whether the Caddyfile is back as it was."""
+    """The switch on the proxy failed. `restored`: the Caddyfile is back as it was. `dials_new`:
+    whether the running Caddy may dial the new port (None: its admin API could not say), so the
+    caller knows whether stopping the new process is safe."""
 
-    def __init__(self, message: str, *, restored: bool, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        restored: bool,
+        dials_new: bool | None = False,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.restored = restored
+        self.dials_new = dials_new
 
 
 def backup_stamp(now: float | None = None) -> str:
@@ -181,28 +191,33 @@ class CaddySwitch:
 
     def confirm(self, remote: Remote) -> None:
         """That the Caddy on the proxy runs a config dialling `host:new_port` and no longer
-        `host:old_port`, read from its admin API (`GET /config/`, where the file names it): the
-        reload took. ProxySwitchFailed otherwise (the caller undoes the switch)."""
-        address = admin_address(self.new_text)
-        if address is None:
-            raise ProxySwitchFailed(
-                f"{self.path} turns Caddy's admin API off: its running config cannot be read",
-                restored=False,
-            )
-        probe = probe_health(f"http://{address}/config/")
-        answer = probe.run(remote)
-        if answer.http_status != 200:
-            raise ProxySwitchFailed(
-                f"Caddy's admin API did not give its config: {answer.describe()}", restored=False
-            )
-        dials = set(_dials(answer.data))
+        `host:old_port`: the reload took. ProxySwitchFailed otherwise (the caller undoes the
+        switch, and stops the new process only once Caddy is seen dialling the old port)."""
+        dials = self.running_dials(remote)
         new, old = self._dial(self.new_port), self._dial(self.old_port)
+        if dials is None:
+            raise ProxySwitchFailed(
+                f"Caddy's running config cannot be read from its admin API (see {self.path}'s "
+                "`admin` option)",
+                restored=False,
+                dials_new=None,
+            )
         if new not in dials or old in dials:
             raise ProxySwitchFailed(
                 f"Caddy runs a config that dials {', '.join(sorted(dials)) or 'nothing'}, not "
                 f"{new} alone for this service: the reload did not take",
                 restored=False,
+                dials_new=new in dials,
             )
+
+    def running_dials(self, remote: Remote) -> set[str] | None:
+        """The upstreams the Caddy on the proxy dials now, from its admin API (`GET /config/`
+        at the address the Caddyfile's `admin` option names); None when it cannot be read."""
+        address = admin_address(self.new_text)
+        if address is None:
+            return None
+        answer = probe_health(f"http://{address}/config/").run(remote)
+        return set(_dials(answer.data)) if answer.http_status == 200 else None
 
     def _dial(self, port: int) -> str:
         return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
@@ -222,20 +237,28 @@ class CaddySwitch:
         said = _said(result)
         try:
             _checked(remote, restore(self.path, self.backup_path))
-        except RemoteError as error:
+        except (ProxySwitchFailed, RemoteError) as error:
             raise ProxySwitchFailed(
                 f"caddy reload failed ({said}), and putting {self.backup_path} back failed too: "
                 f"{error}",
                 restored=False,
+                dials_new=None,
                 hint=f"on the proxy: cp {self.backup_path} {self.path}, caddy validate, "
                 "caddy reload (Caddy keeps running the config it had)",
             ) from None
         again = remote.run(reload(self.path, self.caddy).command, check=False)
         tail = "" if again.ok else f"; reloading it failed too ({_said(again)})"
+        dials = self.running_dials(remote)
+        dials_new = None if dials is None else self._dial(self.new_port) in dials
+        running = {
+            None: "its admin API does not say which config Caddy runs",
+            True: "Caddy still dials the new port",
+            False: "Caddy runs the config it had",
+        }[dials_new]
         raise ProxySwitchFailed(
-            f"caddy reload failed: {said}. Caddy keeps the config it ran, and {self.path} is back "
-            f"as it was{tail}",
+            f"caddy reload failed: {said}. {self.path} is back as it was{tail}; {running}",
             restored=True,
+            dials_new=dials_new,
             hint="`caddy reload` must reach the admin endpoint that the Caddyfile's `admin` "
             "option names: run it by hand on the proxy to see why it fails",
         )

@@ -152,7 +152,7 @@ def test_a_caddyfile_that_fails_validation_is_never_put_in_place(proxied: Proxie
             proxied.switch().apply(proxied.remote)
         assert load.wait_for_requests(30)
 
-    assert failed.value.restored
+    assert failed.value.restored and failed.value.dials_new is False
     assert caddy.caddyfile.read_text() == broken
     assert proxied.commit_through_caddy() == OLD
     assert load.result.failed == 0, load.result.summary()
@@ -177,6 +177,10 @@ def test_a_failed_reload_puts_the_backup_back_and_traffic_stays(proxied: Proxied
 
     assert failed.value.restored
     assert "is back as it was" in str(failed.value)
+    # the file names an admin API this Caddy is not on: which config runs is not known, so the
+    # caller must not stop the new process on the strength of this
+    assert failed.value.dials_new is None
+    assert "its admin API does not say which config Caddy runs" in str(failed.value)
     assert caddy.caddyfile.read_text() == elsewhere
     assert proxied.commit_through_caddy() == OLD
     assert load.result.failed == 0, load.result.summary()

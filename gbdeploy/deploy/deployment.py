@@ -353,6 +353,7 @@ class Deployment:
                     machine_of(facts.machine)
                 except UsageError:
                     self.run(self.release_lock_command())
+                    self.facts.released = True  # given back with its journal: nothing to record
                     raise
             self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
             if self.unchanged:

@@ -6,6 +6,8 @@
  *   -DGB_NEVER_HEALTHY   listens but answers 503 {"status":"degraded"}
  *   -DGB_IGNORE_TERM     ignores SIGTERM, so only SIGKILL stops it
  *   -DGB_SLOW_START      listens only after 0.3 s, as a service that loads before it serves
+ * With GB_ON_TERM in its environment, SIGTERM runs that shell command (a slow shutdown, or a
+ * test's hook into the moment of the stop), then prints `graceful exit` and exits 0.
  * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
  */
 #include <arpa/inet.h>
@@ -26,8 +28,19 @@
 
 static const char commit_marker[] = "gbdeploy-standin-commit=" GB_COMMIT;
 
+static const char *on_term_hook;
+static volatile sig_atomic_t term_requested;
+
 static void on_term(int sig) {
     (void)sig;
+    if (!on_term_hook) _exit(0);
+    term_requested = 1; /* handled in the main loop: accept() returns EINTR */
+}
+
+static void exit_gracefully(void) {
+    if (system(on_term_hook) == -1) perror(GB_SERVICE ": GB_ON_TERM");
+    printf("%s stand-in %s: graceful exit after SIGTERM\n", GB_SERVICE, commit_marker);
+    fflush(stdout);
     _exit(0);
 }
 
@@ -41,7 +54,10 @@ int main(int argc, char **argv) {
 #ifdef GB_IGNORE_TERM
     signal(SIGTERM, SIG_IGN);
 #else
-    signal(SIGTERM, on_term);
+    on_term_hook = getenv("GB_ON_TERM");
+    struct sigaction term = {0};
+    term.sa_handler = on_term; /* no SA_RESTART: a blocked accept() returns to the loop */
+    sigaction(SIGTERM, &term, NULL);
 #endif
     signal(SIGPIPE, SIG_IGN);
 #ifdef GB_SLOW_START
@@ -65,6 +81,7 @@ int main(int argc, char **argv) {
     char request[2048];
     char response[512];
     for (;;) {
+        if (term_requested) exit_gracefully();
         int client = accept(server, NULL, NULL);
         if (client < 0) continue;
         /* Read the whole request head: a client may send it in several writes (bash's

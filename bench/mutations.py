@@ -1,12 +1,13 @@
 """Deliberate breaks of gbdeploy's promises, and whether the test suite notices each one.
 
-    python bench/mutations.py [--only NAME] [--list]
+    python bench/mutations.py [--only NAME[,NAME…]] [--list]
 
-Each mutation replaces one exact piece of text in one file of a throw-away copy of this checkout
-(the text must occur exactly once, so a mutation that no longer applies fails loudly instead of
-passing), then runs the tests named for it in that copy. Those tests first run on the unbroken
-copy and must pass there; a mutation is *caught* when at least one of them then fails. The script
-exits 1 if any mutation survives, no longer applies, or has tests that fail unbroken.
+Each mutation replaces one exact piece of text in one file of a throw-away copy of this checkout,
+then runs the tests named for it in that copy. The text must occur exactly once: a break whose
+text is gone (the source changed) is reported STALE, never counted as caught. The tests first run
+on the unbroken copy and must pass there (BASELINE otherwise); a mutation is *caught* when at least
+one of them then fails. Each line says caught, SURVIVED, STALE or BASELINE; the script exits 1
+unless every break chosen was caught.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+P = "tests/test_promises.py::"
+
 MUTATIONS: tuple[Mutation, ...] = (
+    # --- deploy ---------------------------------------------------------------------------------
     Mutation(
         "skip-upload-check",
         "the upload's sha256 is compared with the artifact's before the swap",
@@ -59,6 +63,147 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_deploy_faults.py::test_a_config_mistake_is_refused_before_anything_stops",),
     ),
     Mutation(
+        "lock-not-atomic",
+        "the lock is taken atomically: of two deploys at one instant, one holds it",
+        "gbdeploy/deploy/layout.py",
+        """'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T";'""",
+        """'if ! { mkdir -p -- "$L" && mv -f -- "$T/holder" "$L/holder"; } 2>/dev/null;'
+        ' then rm -rf -- "$T";'""",
+        (P + "test_two_deploys_racing_for_the_lock_never_both_hold_it",),
+    ),
+    Mutation(
+        "stop-timeout-ignored",
+        "the stop waits stop_timeout between TERM and KILL",
+        "gbdeploy/probes.py",
+        "{looks(timeout)}",
+        "{looks(1.0)}",
+        (P + "test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully",),
+    ),
+    Mutation(
+        "script-undo-skipped",
+        "the service script puts the old binary back itself when a step in it fails",
+        "gbdeploy/deploy/layout.py",
+        'phase "undoing"; if restore; then echo restored;',
+        'phase "undoing"; if true; then echo restored;',
+        (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
+    ),
+    Mutation(
+        "chown-failure-ignored",
+        "a failed chown inside the service script is a failure that undoes the deploy",
+        "gbdeploy/deploy/layout.py",
+        """ownership_lines(component) + ' || fail "chown"',""",
+        """ownership_lines(component) + " || true",""",
+        (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
+    ),
+    Mutation(
+        "swap-failure-ignored",
+        "a failed swap inside the service script is a failure that undoes the deploy",
+        "gbdeploy/deploy/layout.py",
+        """'rename_over "$N" "$B" || fail "swap"',""",
+        """'rename_over "$N" "$B" || true',""",
+        (P + "test_a_failure_inside_the_service_script_restarts_the_old_binary",),
+    ),
+    Mutation(
+        "recover-to-the-oldest",
+        "--recover puts back the newest healthy release",
+        "gbdeploy/deploy/deployment.py",
+        "release = facts.releases[-1] if facts.releases else None",
+        "release = facts.releases[0] if facts.releases else None",
+        (P + "test_recover_after_a_killed_deploy_puts_back_the_newest_healthy_release",),
+    ),
+    Mutation(
+        "rollback-keeps-releases-above",
+        "a rollback drops the releases above the one it put back",
+        "gbdeploy/deploy/deployment.py",
+        "keep, drop = None, self.release.sha256",
+        "keep, drop = None, None",
+        (P + "test_a_rollback_drops_the_releases_above_it",),
+    ),
+    Mutation(
+        "journal-left-after-success",
+        "a deploy that ends cleanly leaves no journal",
+        "gbdeploy/deploy/layout.py",
+        """' rm -f -- "$J";')""",
+        """' :;')""",
+        (P + "test_a_successful_deploy_leaves_no_journal",),
+    ),
+    Mutation(
+        "machine-check-unwired",
+        "deploy refuses an artifact built for another machine than the target's",
+        "gbdeploy/deploy/deployment.py",
+        "steps = deployment_steps(run, local, machine_of=machine_of)",
+        "steps = deployment_steps(run, local, machine_of=None)",
+        (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
+    ),
+    Mutation(
+        "releases-kept-one-too-many",
+        "the target keeps exactly keep_releases healthy releases",
+        "gbdeploy/deploy/layout.py",
+        "tail -n {int(keep)} --",
+        "tail -n {int(keep) + 1} --",
+        ("tests/test_deploy.py::test_kept_releases_are_pruned_to_keep_releases",),
+    ),
+    Mutation(
+        "rollback-unasked",
+        "rollback asks before it acts, from a terminal",
+        "gbdeploy/tasks.py",
+        '    if not dry_run:\n        confirm(f"roll back',
+        '    if False:\n        confirm(f"roll back',
+        (P + "test_rollback_from_a_terminal_asks_and_a_no_changes_nothing",),
+    ),
+    # --- verify ---------------------------------------------------------------------------------
+    Mutation(
+        "verify-ignores-the-commit-bytes",
+        "verify fails when the binary's bytes lack the commit, whatever health says",
+        "gbdeploy/verify.py",
+        "contains_commit=bool(contains),",
+        "contains_commit=contains is not None,",
+        (P + "test_verify_fails_when_the_binary_lacks_the_commit_though_health_reports_it",),
+    ),
+    # --- release --------------------------------------------------------------------------------
+    Mutation(
+        "root-pushed-first",
+        "the root (which starts CI) is pushed only after the submodule reached every remote",
+        "gbdeploy/git_release.py",
+        "    for step in plan.steps:\n",
+        '    for step in sorted(plan.steps, key=lambda s: s.kind == "push-submodule"):\n',
+        (P + "test_release_pushes_the_root_only_after_the_submodule_reached_every_remote",),
+    ),
+    Mutation(
+        "behind-not-refused",
+        "a branch behind its remote is refused before anything is pushed",
+        "gbdeploy/git_release.py",
+        "if tip != head and not _contains(repo, head, tip):",
+        "if False:",
+        ("tests/test_release_git.py",),
+    ),
+    # --- forge ----------------------------------------------------------------------------------
+    Mutation(
+        "dispatch-retried-on-5xx",
+        "a POST (a dispatch) is never sent twice: only GETs are retried on a 5xx",
+        "gbdeploy/forge/client.py",
+        'if not (status >= 500 and request.method == "GET"):',
+        "if not status >= 500:",
+        ("tests/test_forge.py",),
+    ),
+    Mutation(
+        "plan-shows-the-token",
+        "the printed plan of forge requests never shows the token",
+        "gbdeploy/forge/client.py",
+        'headers["Authorization"] = "token ***"',
+        'headers["Authorization"] = f"token {self._token.reveal()}"',
+        ("tests/test_release_git.py", "tests/test_forge.py"),
+    ),
+    Mutation(
+        "wait-never-gives-up",
+        "waiting for a CI run stops at its timeout (exit 4, with the resume command)",
+        "gbdeploy/forge/waiting.py",
+        '            if now >= deadline:\n                state = f"still {last_status}"',
+        '            if False:\n                state = f"still {last_status}"',
+        ("tests/test_forge.py::test_wait_gives_up_at_the_timeout_with_the_resume_command",),
+    ),
+    # --- workflows ------------------------------------------------------------------------------
+    Mutation(
         "workflow-prints-key",
         "the rendered workflow never prints the deploy key",
         "gbdeploy/workflows.py",
@@ -66,6 +211,82 @@ MUTATIONS: tuple[Mutation, ...] = (
         """f'  cat "{SSH_DIR}/deploy_key"\\n'""",
         ("tests/test_workflows.py", "tests/test_runner.py"),
     ),
+    Mutation(
+        "deploys-cancel-each-other",
+        "a running deploy is never cancelled by a later push's run",
+        "gbdeploy/workflows.py",
+        '-deploy-{name}\')}\\n"\n        "  cancel-in-progress: false\\n"',
+        '-deploy-{name}\')}\\n"\n        "  cancel-in-progress: true\\n"',
+        ("tests/test_workflows.py",),
+    ),
+    Mutation(
+        "known-hosts-unused",
+        "the CI deploy checks the target's host key against DEPLOY_KNOWN_HOSTS",
+        "gbdeploy/workflows.py",
+        """f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\\n'""",
+        """f'  : "{SSH_DIR}/known_hosts"\\n'""",
+        ("tests/test_workflows.py", "tests/test_runner.py"),
+    ),
+    # --- config ---------------------------------------------------------------------------------
+    Mutation(
+        "keep-releases-zero",
+        "keep_releases below 1 is a config error (nothing would be left to roll back to)",
+        "gbdeploy/config.py",
+        '_between(1, 100, "a whole number from 1 to 100")',
+        '_between(0, 100, "a whole number from 1 to 100")',
+        (P + "test_keep_releases_below_one_is_a_config_error",),
+    ),
+    Mutation(
+        "unknown-key-accepted",
+        "a misspelt key in a component is an error naming it, not silently ignored",
+        "gbdeploy/config.py",
+        'for unknown in sorted(set(raw) - names - set(given) - {"name"}):',
+        "for unknown in []:",
+        ("tests/test_config.py",),
+    ),
+    # --- doctor ---------------------------------------------------------------------------------
+    Mutation(
+        "vault-group-readable",
+        "Vault's init.json passes only when root alone can read it",
+        "gbdeploy/doctor_parsers.py",
+        'return self.owner == "root" and self.mode & 0o077 == 0',
+        'return self.owner == "root" and self.mode & 0o007 == 0',
+        (P + "test_vault_init_readable_by_anyone_but_root_fails_doctor",),
+    ),
+    Mutation(
+        "loopback-accept-anywhere",
+        "loopback must be accepted before the first DROP, not anywhere in the chain",
+        "gbdeploy/doctor_parsers.py",
+        "if accept and (block is None or accept.position < block.position):",
+        "if accept:",
+        ("tests/test_doctor_parsers.py",),
+    ),
+    # --- maintenance ----------------------------------------------------------------------------
+    Mutation(
+        "trim-newest-first",
+        "over the size limit, the least recently used cache units go first",
+        "gbdeploy/maintenance.py",
+        "key=lambda u: (u.last_used, str(u.path))",
+        "key=lambda u: (-u.last_used, str(u.path))",
+        ("tests/test_maintenance.py",),
+    ),
+    Mutation(
+        "atime-ignored",
+        "a cache unit read recently (atime) counts as used, not only one written",
+        "gbdeploy/maintenance.py",
+        "return max(info.st_atime, info.st_mtime)",
+        "return info.st_mtime",
+        ("tests/test_maintenance.py",),
+    ),
+    Mutation(
+        "symlinked-cache-followed",
+        "a cache directory that is a symlink is skipped, never followed into",
+        "gbdeploy/maintenance.py",
+        "if root.is_symlink():",
+        "if False:",
+        ("tests/test_maintenance.py",),
+    ),
+    # --- output ---------------------------------------------------------------------------------
     Mutation(
         "reporter-unmasked",
         "the Reporter masks the token in everything it prints",
@@ -100,13 +321,15 @@ def copy_checkout(into: Path) -> Path:
     return into
 
 
-def apply(mutation: Mutation, checkout: Path) -> None:
+def apply(mutation: Mutation, checkout: Path, *, dry_run: bool = False) -> None:
+    """Break `checkout`; LookupError when the text to break is not there exactly once."""
     path = checkout / mutation.path
-    text = path.read_text()
+    text = path.read_text() if path.is_file() else ""
     count = text.count(mutation.old)
     if count != 1:
         raise LookupError(f"{mutation.path}: the text to break occurs {count} times, not once")
-    path.write_text(text.replace(mutation.old, mutation.new))
+    if not dry_run:
+        path.write_text(text.replace(mutation.old, mutation.new))
 
 
 def run_tests(mutation: Mutation, checkout: Path) -> subprocess.CompletedProcess[str]:
@@ -124,38 +347,60 @@ def run_tests(mutation: Mutation, checkout: Path) -> subprocess.CompletedProcess
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run only the mutation with this name")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME…]",
+        help="run only these mutations (repeat the option or separate names with commas)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTATIONS if not args.only or m.name == args.only]
-    if args.list or not chosen:
+    wanted = {name for names in args.only for name in names.split(",") if name}
+    unknown = wanted - {m.name for m in MUTATIONS}
+    if unknown:
+        print(f"unknown mutation(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+        return 2
+    if args.list:
         for mutation in MUTATIONS:
             print(f"{mutation.name}: {mutation.promise}")
-        return 0 if chosen or args.list else 2
-    survived = 0
+        return 0
+    chosen = [m for m in MUTATIONS if not wanted or m.name in wanted]
+    tally = {"caught": 0, "SURVIVED": 0, "STALE": 0, "BASELINE": 0}
+    controls: dict[tuple[str, ...], str | None] = {}  # tests → why they fail unbroken, or None
     for mutation in chosen:
         with tempfile.TemporaryDirectory(prefix="gbdeploy-mutant-") as scratch:
             checkout = copy_checkout(Path(scratch) / "main")
-            # The control: unbroken, the same tests must pass, or a failure proves nothing.
-            control = run_tests(mutation, checkout)
-            if control.returncode != 0:
-                last = (control.stdout.strip().splitlines() or ["(no output)"])[-1]
-                print(f"BASELINE {mutation.name}: its tests fail without the break: {last}")
-                survived += 1
-                continue
-            try:
-                apply(mutation, checkout)
+            try:  # first: a break whose text is gone no longer applies (the source changed)
+                apply(mutation, checkout, dry_run=True)
             except LookupError as error:
-                print(f"STALE    {mutation.name}: {error}")
-                survived += 1
-                continue
-            result = run_tests(mutation, checkout)
-        caught = result.returncode not in (0, 5)
-        survived += not caught
-        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(f"{'caught' if caught else 'SURVIVED':8} {mutation.name}: {last}")
-    print(f"{len(chosen) - survived} of {len(chosen)} breaks caught")
-    return 1 if survived else 0
+                outcome, detail = "STALE", f"{error}: update the break to the source"
+            else:
+                if mutation.tests not in controls:
+                    # The control: unbroken, the same tests must pass, or a failure proves nothing.
+                    control = run_tests(mutation, checkout)
+                    controls[mutation.tests] = (
+                        None if control.returncode == 0 else last_line(control.stdout)
+                    )
+                failing = controls[mutation.tests]
+                if failing is not None:
+                    outcome, detail = "BASELINE", f"its tests fail without the break: {failing}"
+                else:
+                    apply(mutation, checkout)
+                    result = run_tests(mutation, checkout)
+                    caught = result.returncode not in (0, 5)
+                    outcome, detail = ("caught" if caught else "SURVIVED"), last_line(result.stdout)
+        tally[outcome] += 1
+        print(f"{outcome:8} {mutation.name}: {detail}", flush=True)
+    print(
+        f"{tally['caught']} of {len(chosen)} breaks caught, {tally['SURVIVED']} survived, "
+        f"{tally['STALE']} no longer apply, {tally['BASELINE']} with tests failing unbroken"
+    )
+    return 0 if tally["caught"] == len(chosen) else 1
+
+
+def last_line(output: str) -> str:
+    return (output.strip().splitlines() or ["(no output)"])[-1]
 
 
 if __name__ == "__main__":

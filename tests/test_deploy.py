@@ -350,28 +350,26 @@ def _sshd_sessions(sshd) -> list[int]:
 def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artifacts):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    big = artifacts(NEW, pad_to=48 << 20)
     new = Path(f"{world.binary}.new")
-    dropped = threading.Event()
+    dropped: list[bool] = []
 
-    def drop_when_half_written() -> None:
-        def partly_written() -> bool:
-            try:
-                return new.stat().st_size > 0
-            except OSError:
-                return False
+    class DropAtTheFirstProgress(io.StringIO):
+        """A terminal: the upload draws its progress here, from inside the upload, after a block
+        went out. The server side of the connection dies right then, mid-upload."""
 
-        if wait_for(partly_written, deadline_seconds=60, interval=0.001):
-            kill_pids(_sshd_sessions(world.sshd))  # the server side of our connection dies
-            dropped.set()
+        def isatty(self) -> bool:
+            return True
 
-    watcher = threading.Thread(target=drop_when_half_written, daemon=True)
-    watcher.start()
+        def write(self, text: str) -> int:
+            if text.startswith("\r→ upload") and not dropped:
+                kill_pids(_sshd_sessions(world.sshd))
+                dropped.append(True)
+            return super().write(text)
+
     with pytest.raises(DeployFailed) as raised:
-        world.deploy(big)
-    watcher.join()
+        world.deploy(artifacts(NEW, pad_to=48 << 20), out=DropAtTheFirstProgress())
 
-    assert dropped.is_set()
+    assert dropped
     assert raised.value.exit_code == 1
     assert "upload of" in str(raised.value)
     assert "unchanged" in str(raised.value)

@@ -16,6 +16,7 @@ import pty
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -194,6 +195,41 @@ def test_a_deploy_cancelled_while_the_service_script_runs_puts_the_old_binary_ba
 
     assert process.returncode == 1, stdout + stderr
     assert_old_service_back(world, old_sha)
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+class SigtermAtTheFirstProgress(io.StringIO):
+    """A terminal the upload draws its progress on, from inside the upload: at the first draw,
+    this process gets SIGTERM (what a cancelled CI job sends), mid-upload whatever the load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = False
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text.startswith("\r→ upload") and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().write(text)
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_sigterm_during_the_upload_leaves_the_old_service_running(world, artifacts, strategy):
+    # seed: the service was stopped before the upload, so the undo must start it again
+    old_sha = deployed(world, artifacts)
+    terminal = SigtermAtTheFirstProgress()
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, pad_to=16 << 20), strategy=strategy, out=terminal)
+
+    assert terminal.sent
+    assert raised.value.exit_code == 1
+    assert "interrupted" in str(raised.value)
+    assert_old_service_back(world, old_sha)
+    assert not Path(f"{world.binary}.new").exists()
     assert not Path(f"{world.binary}.lock").exists()
 
 

@@ -184,7 +184,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/client.py",
         'if not (status >= 500 and request.method == "GET"):',
         "if not status >= 500:",
-        ("tests/test_forge.py",),
+        (P + "test_a_dispatch_answered_with_a_gateway_error_is_not_sent_again",),
     ),
     Mutation(
         "plan-shows-the-token",

@@ -31,13 +31,16 @@ from gbdeploy.config import load_settings
 from gbdeploy.errors import (
     ConfigError,
     DeployFailed,
+    ForgeUnavailable,
     LockHeld,
     PreflightError,
     UsageError,
     VerificationFailed,
 )
+from gbdeploy.forge import ForgeClient
 from gbdeploy.output import Reporter
 from gbdeploy.verify import run_verify
+from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy_sandbox.gitworld import GitWorld, git
 from gbdeploy_sandbox.procs import kill_pids, pids_under, wait_for
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
@@ -548,3 +551,20 @@ def test_release_pushes_the_root_only_after_the_submodule_reached_every_remote(
     assert order[2:] == ["gb@alm"], order
     assert f"botserver@origin refs/heads/main {sha}" in arrivals.read_text()
     assert git(git_world.bare("alm", "gb"), "rev-parse", "main") in arrivals.read_text()
+
+
+# --- forge: a dispatch is sent once -------------------------------------------------------------
+def test_a_dispatch_answered_with_a_gateway_error_is_not_sent_again(forgejo):
+    # A proxy's 502 says nothing of whether Forgejo started the run: a second POST could deploy
+    # the release twice.
+    forgejo.set_ref("main", "3f2a9c0d1e4b5a6978877665544332211000aaaa")
+    forgejo.fail_next(1, status=502)
+    clock = FakeClock()
+    client = ForgeClient(forgejo.forge_settings(), sleep=clock.sleep, clock=clock)
+
+    with pytest.raises(ForgeUnavailable) as raised:
+        client.dispatch("botserver.yaml", "main")
+
+    assert "502" in str(raised.value)
+    assert len(forgejo.requests("/dispatches", method="POST")) == 1
+    assert clock.sleeps == []

@@ -196,10 +196,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "wait-never-gives-up",
-        "waiting for a CI run stops at its timeout (exit 4, with the resume command)",
+        "waiting for a CI run stops at its timeout, not later (exit 4, with the resume command)",
         "gbdeploy/forge/waiting.py",
         '            if now >= deadline:\n                state = f"still {last_status}"',
-        '            if False:\n                state = f"still {last_status}"',
+        '            if now >= deadline + timeout:\n                state = f"still {last_status}"',
         ("tests/test_forge.py::test_wait_gives_up_at_the_timeout_with_the_resume_command",),
     ),
     # --- workflows ------------------------------------------------------------------------------
@@ -332,17 +332,25 @@ def apply(mutation: Mutation, checkout: Path, *, dry_run: bool = False) -> None:
         path.write_text(text.replace(mutation.old, mutation.new))
 
 
+TEST_TIMEOUT = 900  # seconds; tests still running then count as failed (a break may hang them)
+
+
 def run_tests(mutation: Mutation, checkout: Path) -> subprocess.CompletedProcess[str]:
     # The copy's own packages come first, so the tests import the broken code, not this checkout.
     env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'sandbox'}")
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    try:
+        return subprocess.run(
+            [*command, *mutation.tests],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TEST_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        hung = f"the tests were still running after {TEST_TIMEOUT}s (stopped)"
+        return subprocess.CompletedProcess(command, 1, hung, "")
 
 
 def main(argv: list[str] | None = None) -> int:

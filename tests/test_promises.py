@@ -255,14 +255,17 @@ def test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully(
 # --- the lock -------------------------------------------------------------------------------------
 # A `mkdir` first on the target's PATH that, while `.mkdir-barrier` lies in the directory it creates
 # in, waits there until two callers arrived: two deploys then take the lock at the same instant.
+# (Bounded at 2 minutes, which leaves a mark: then the round proves nothing and fails.)
 BARRIER_MKDIR = """#!/bin/sh
 for last; do :; done
 d=$(dirname -- "$last")
 if [ -f "$d/.mkdir-barrier" ]; then
   : > "$d/.mkdir-barrier.arrived.$$"
   i=0
-  while [ "$(ls -a -- "$d" | grep -c '^\\.mkdir-barrier\\.arrived\\.')" -lt 2 ] && [ "$i" -lt 1000 ]
-  do sleep 0.01; i=$((i + 1)); done
+  while [ "$(ls -a -- "$d" | grep -c '^\\.mkdir-barrier\\.arrived\\.')" -lt 2 ]; do
+    [ "$i" -lt 12000 ] || { : > "$d/.mkdir-barrier.timeout"; break; }
+    sleep 0.01; i=$((i + 1))
+  done
 fi
 exec /bin/mkdir "$@"
 """
@@ -316,6 +319,8 @@ def test_two_deploys_racing_for_the_lock_never_both_hold_it(racing_world, artifa
     world = racing_world
     deployed(world, artifacts)
     contenders = {"first": "ccccccc0001", "second": "ccccccc0002"}
+    for commit in contenders.values():
+        artifacts(commit)  # built before the race, not inside it
     directory = world.binary.parent
     for round_ in range(5):
         for arrived in directory.glob(".mkdir-barrier.arrived.*"):
@@ -326,6 +331,7 @@ def test_two_deploys_racing_for_the_lock_never_both_hold_it(racing_world, artifa
 
         arrivals = len(list(directory.glob(".mkdir-barrier.arrived.*")))
         assert arrivals >= 2, "the lock is no longer taken with a mkdir beside the binary"
+        assert not (directory / ".mkdir-barrier.timeout").exists(), "one deploy came 2 min late"
         assert sorted(outcomes.values()) == ["locked", "ok"], f"round {round_}: {outcomes}"
         [winner] = [name for name, outcome in outcomes.items() if outcome == "ok"]
         assert serves(world, contenders[winner]) and len(world.running()) == 1

@@ -195,11 +195,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_release_git.py", "tests/test_forge.py"),
     ),
     Mutation(
-        "wait-never-gives-up",
+        "wait-gives-up-late",
         "waiting for a CI run stops at its timeout, not later (exit 4, with the resume command)",
         "gbdeploy/forge/waiting.py",
-        '            if now >= deadline:\n                state = f"still {last_status}"',
-        '            if now >= deadline + timeout:\n                state = f"still {last_status}"',
+        "deadline = started + timeout",
+        "deadline = started + 2 * timeout",
         ("tests/test_forge.py::test_wait_gives_up_at_the_timeout_with_the_resume_command",),
     ),
     # --- workflows ------------------------------------------------------------------------------

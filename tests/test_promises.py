@@ -27,7 +27,7 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
-from gbdeploy.config import load_settings
+from gbdeploy.config import DEFAULTS, Settings, load_settings
 from gbdeploy.errors import (
     ConfigError,
     DeployFailed,
@@ -38,11 +38,14 @@ from gbdeploy.errors import (
     VerificationFailed,
 )
 from gbdeploy.forge import ForgeClient
+from gbdeploy.maintenance import run_maintain
 from gbdeploy.output import Reporter
 from gbdeploy.verify import run_verify
+from gbdeploy.workflows import render_workflow
 from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy_sandbox.gitworld import GitWorld, git
 from gbdeploy_sandbox.procs import kill_pids, pids_under, wait_for
+from gbdeploy_sandbox.runner import run_job
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
 from gbdeploy_sandbox.standins import StandinWorld
 from tests.deploy_world import (
@@ -56,6 +59,9 @@ from tests.deploy_world import (
     snapshot,
 )
 from tests.test_doctor import doctor, rows
+from tests.test_runner import checkout as runner_checkout  # noqa: F401  (a fixture)
+from tests.test_runner import context as runner_context
+from tests.test_runner import settings as runner_settings
 
 HOLD_SECONDS = 60  # a bound on the hook's wait for the test's word, never reached when all is well
 
@@ -574,3 +580,51 @@ def test_a_dispatch_answered_with_a_gateway_error_is_not_sent_again(forgejo):
     assert "502" in str(raised.value)
     assert len(forgejo.requests("/dispatches", method="POST")) == 1
     assert clock.sleeps == []
+
+
+# --- workflows: the deploy checks the target's host key -------------------------------------------
+def test_the_ci_deploy_is_given_the_known_hosts_from_its_secret(request, tmp_path):
+    """The deploy step's gbdeploy verifies the target's host key against DEPLOY_KNOWN_HOSTS
+    (GBDEPLOY_SSH_KNOWN_HOSTS names the file), never against whatever the runner has."""
+    checkout = request.getfixturevalue("runner_checkout")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "known-hosts-seen"
+    stub = bin_dir / "gbdeploy"
+    stub.write_text(f'#!/bin/bash\ncp -- "$GBDEPLOY_SSH_KNOWN_HOSTS" {shlex.quote(str(seen))}\n')
+    stub.chmod(0o755)
+    hosts = "[203.0.113.7]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheTarget"
+    workflow = tmp_path / "botserver.yaml"
+    workflow.write_text(render_workflow(runner_settings(), "botserver"))
+    ctx = runner_context(checkout, bin_dir, secrets={"DEPLOY_KNOWN_HOSTS": hosts})
+
+    result = run_job(workflow, checkout, ctx)
+
+    assert result.status == "success", result.log
+    assert seen.read_text() == hosts + "\n"
+
+
+# --- maintenance: a cache read recently is in use -------------------------------------------------
+def test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago(tmp_path):
+    """sccache hits and cargo builds read their cache entries without rewriting them: the last
+    read (atime) says an entry is in use as much as the last write does."""
+    now = time.time()
+    day = 86400
+    read_yesterday = tmp_path / "sccache/a/b/hit"
+    never_read = tmp_path / "sccache/a/c/stale"
+    for path in (read_yesterday, never_read):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    os.utime(read_yesterday, (now - 1 * day, now - 60 * day))  # (atime, mtime)
+    os.utime(never_read, (now - 60 * day, now - 60 * day))
+    section = {
+        **DEFAULTS["maintenance"],
+        "sccache_dir": str(tmp_path / "sccache"),
+        "cargo_home": str(tmp_path / "cargo"),
+    }
+    settings = Settings.from_mapping({**DEFAULTS, "maintenance": section})
+
+    run_maintain(settings, Reporter(stream=io.StringIO()), now=now, max_age_days=14, max_size_gb=10)
+
+    assert read_yesterday.exists()
+    assert not never_read.exists()

@@ -225,7 +225,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/workflows.py",
         """f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\\n'""",
         """f'  : "{SSH_DIR}/known_hosts"\\n'""",
-        ("tests/test_workflows.py", "tests/test_runner.py"),
+        (P + "test_the_ci_deploy_is_given_the_known_hosts_from_its_secret",),
     ),
     # --- config ---------------------------------------------------------------------------------
     Mutation(
@@ -276,7 +276,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/maintenance.py",
         "return max(info.st_atime, info.st_mtime)",
         "return info.st_mtime",
-        ("tests/test_maintenance.py",),
+        (P + "test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago",),
     ),
     Mutation(
         "symlinked-cache-followed",

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pty
+import pwd
 import select
 import shlex
 import shutil
@@ -628,3 +629,33 @@ def test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago(t
 
     assert read_yesterday.exists()
     assert not never_read.exists()
+
+
+# --- verify: a second copy as another user --------------------------------------------------------
+def test_verify_fails_when_a_copy_runs_as_another_user_beside_the_services(world, artifacts):
+    """Started by hand (as root here) beside the service's own process: it holds files and ports
+    as that user, and the service user could not stop it."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    if me == world.user:
+        pytest.skip("needs a service user other than this one (.ci/setup creates gbuser)")
+    world.deploy(artifacts(NEW))
+    with open(world.log, "ab") as log:
+        beside = subprocess.Popen(
+            [str(world.binary), "--noconsole"],
+            cwd=world.binary.parent,
+            env={**os.environ, "PORT": str(free_port())},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        assert wait_for(lambda: len(world.running()) == 2)
+
+        with pytest.raises(VerificationFailed) as raised:
+            run_verify(world.settings(), "botserver", Reporter(stream=io.StringIO()), commit=NEW)
+
+        assert "process runs the binary" in str(raised.value)
+        assert f"{beside.pid} as {me}" in str(raised.value)
+    finally:
+        beside.kill()
+        beside.wait()

@@ -199,6 +199,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         ("tests/test_transfer.py::test_a_short_stream_is_refused_and_its_file_removed",),
     ),
+    Mutation(
+        "stale-sha-sidecar-trusted",
+        "the remembered sha256 is trusted only while the binary's size, mtime and inode match",
+        "gbdeploy/deploy/layout.py",
+        """'  if [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ]; then',""",
+        """'  if [ -f "$S" ]; then',""",
+        (P + "test_a_binary_replaced_by_hand_is_not_taken_for_the_one_deployed",),
+    ),
+    Mutation(
+        "history-oldest-first",
+        "history lists the newest deploy first",
+        "gbdeploy/history.py",
+        "    entries.reverse()\n",
+        "",
+        ("tests/test_history.py",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",
@@ -232,6 +248,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if tip != head and not _contains(repo, head, tip):",
         "if False:",
         ("tests/test_release_git.py",),
+    ),
+    Mutation(
+        "dispatch-beside-the-push-run",
+        "with --dispatch, a workflow the push already starts is followed, not dispatched again",
+        "gbdeploy/release.py",
+        "if dispatch and pushes and workflow_text and starts_on_push(workflow_text, branch):",
+        "if False:",
+        (
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+        ),
+    ),
+    Mutation(
+        "both-placements-accepted",
+        "a workflow both repositories start on push is refused (it would deploy twice)",
+        "gbdeploy/forge/placement.py",
+        "        and starts_on_push(in_component, branch)\n    ):",
+        "        and starts_on_push(in_component, branch)\n        and False\n    ):",
+        (
+            "tests/test_release_e2e.py::test_a_workflow_in_both_placements_is_refused_before_any_push",
+        ),
     ),
     # --- forge ----------------------------------------------------------------------------------
     Mutation(

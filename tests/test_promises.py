@@ -659,3 +659,21 @@ def test_verify_fails_when_a_copy_runs_as_another_user_beside_the_services(world
     finally:
         beside.kill()
         beside.wait()
+
+
+# --- the remembered sha256 ------------------------------------------------------------------------
+def test_a_binary_replaced_by_hand_is_not_taken_for_the_one_deployed(world, artifacts):
+    """The sha256 a deploy remembers beside the binary holds only while the file is the same
+    one: replaced by hand (another inode, size or mtime), it is hashed again."""
+    world.deploy(artifacts(NEW))
+    by_hand = world.binary.with_name("botserver.by-hand")
+    shutil.copyfile(artifacts(OLD), by_hand)
+    by_hand.chmod(0o755)
+    os.replace(by_hand, world.binary)  # the process still runs NEW from the replaced file
+    out = io.StringIO()
+
+    world.deploy(artifacts(NEW), out=out)
+
+    assert "unchanged" not in out.getvalue()
+    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert serves(world, NEW) and len(world.running()) == 1

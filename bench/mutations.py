@@ -337,6 +337,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "for unknown in []:",
         ("tests/test_config.py",),
     ),
+    Mutation(
+        "token-read-from-a-file",
+        "the forge token is never read from a configuration file",
+        "gbdeploy/config.py",
+        'if "token" in section["forge"]:',
+        "if False:",
+        ("tests/test_config.py",),
+    ),
+    Mutation(
+        "unknown-host-key-trusted",
+        "an ssh host key not in known_hosts is refused unless accept_new_host_keys says otherwise",
+        "gbdeploy/connection.py",
+        "        if not self.accept_new:\n            port =",
+        "        if False:\n            port =",
+        ("tests/test_connection.py",),
+    ),
     # --- doctor ---------------------------------------------------------------------------------
     Mutation(
         "vault-group-readable",
@@ -353,6 +369,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if accept and (block is None or accept.position < block.position):",
         "if accept:",
         ("tests/test_doctor_parsers.py",),
+    ),
+    Mutation(
+        "binary-owned-by-root-passes",
+        "doctor fails a component binary not owned by its service user",
+        "gbdeploy/doctor/components.py",
+        'if found.split(":")[0] == user:',
+        'if found.split(":")[0] in (user, "root"):',
+        ("tests/test_doctor.py::test_a_broken_production_fails_every_rule_with_what_it_saw",),
     ),
     # --- maintenance ----------------------------------------------------------------------------
     Mutation(

@@ -215,6 +215,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "",
         ("tests/test_history.py",),
     ),
+    Mutation(
+        "restore-starts-a-stopped-service",
+        "after a failure, the previous binary is started again only if it was running before",
+        "gbdeploy/deploy/layout.py",
+        """'if [ "$up" = 1 ]; then ' + start_lines(component, ssh_user) + " || exit 1; fi",""",
+        """'if true; then ' + start_lines(component, ssh_user) + " || exit 1; fi",""",
+        (P + "test_a_failed_deploy_to_a_stopped_service_puts_the_binary_back_and_starts_nothing",),
+    ),
+    Mutation(
+        "skipped-steps-undone",
+        "an unchanged binary whose service is down stays in place (nothing skipped is undone)",
+        "gbdeploy/deploy/deployment.py",
+        "            if not run.unchanged:\n                undo()",
+        "            if True:\n                undo()",
+        (P + "test_an_unchanged_binary_whose_service_is_down_is_left_in_place",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

@@ -47,6 +47,7 @@ from gbdeploy_sandbox.clock import FakeClock
 from gbdeploy_sandbox.gitworld import GitWorld, git
 from gbdeploy_sandbox.procs import kill_pids, pids_under, wait_for
 from gbdeploy_sandbox.runner import run_job
+from gbdeploy_sandbox.service import Fault
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
 from gbdeploy_sandbox.standins import StandinWorld
 from tests.deploy_world import (
@@ -677,3 +678,48 @@ def test_a_binary_replaced_by_hand_is_not_taken_for_the_one_deployed(world, arti
     assert "unchanged" not in out.getvalue()
     assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
     assert serves(world, NEW) and len(world.running()) == 1
+
+
+# --- a service that was not running ---------------------------------------------------------------
+def test_a_failed_deploy_to_a_stopped_service_puts_the_binary_back_and_starts_nothing(
+    world, artifacts
+):
+    deployed(world, artifacts)
+    kill_pids(world.running())  # stopped by someone on purpose before the deploy
+    old_sha = file_sha256(world.binary)
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW, Fault.FAIL_AT_START))
+
+    assert "it was not running before, so it was not started" in str(raised.value)
+    assert file_sha256(world.binary) == old_sha
+    assert world.running() == []
+    assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_an_unchanged_binary_whose_service_is_down_says_force_restarts_it(world, artifacts):
+    world.deploy(artifacts(OLD), commit=OLD)
+    kill_pids(world.running())
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(OLD), commit=OLD)
+
+    assert "unchanged but the service does not run" in str(raised.value)
+    assert "gbdeploy deploy botserver --force" in (raised.value.hint or "")
+    assert world.running() == []
+
+
+def test_an_unchanged_binary_whose_service_is_down_is_left_in_place(world, artifacts):
+    # With an older binary kept as B.prev: the failed health check must not put it back.
+    world.deploy(artifacts(OLD), commit=OLD)
+    world.deploy(artifacts(NEW))
+    kill_pids(world.running())
+
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW))
+
+    assert raised.value.exit_code == 1
+    assert "unchanged but the service does not run" in str(raised.value)
+    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert world.running() == []
+    assert not Path(f"{world.binary}.lock").exists()

@@ -231,6 +231,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            if True:\n                undo()",
         (P + "test_an_unchanged_binary_whose_service_is_down_is_left_in_place",),
     ),
+    Mutation(
+        "recover-stuck-on-an-empty-lock",
+        "--recover takes over a lock left without a holder record",
+        "gbdeploy/deploy/deployment.py",
+        "if facts.held_age is not None and not run.steal:",
+        "if False:",
+        (P + "test_recover_takes_over_a_lock_left_without_a_holder_record",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

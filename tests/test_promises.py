@@ -723,3 +723,17 @@ def test_an_unchanged_binary_whose_service_is_down_is_left_in_place(world, artif
     assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
     assert world.running() == []
     assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_recover_takes_over_a_lock_left_without_a_holder_record(world, artifacts):
+    """Killed between creating the lock and writing its holder: an empty lock directory."""
+    world.deploy(artifacts(OLD), commit=OLD)
+    world.deploy(artifacts(NEW))
+    Path(f"{world.binary}.lock").mkdir()
+    with pytest.raises(LockHeld):
+        world.deploy(artifacts(NEW), force=True)
+
+    deploy.run_deploy(world.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True)
+
+    assert serves(world, NEW) and len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()

@@ -239,6 +239,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (P + "test_recover_takes_over_a_lock_left_without_a_holder_record",),
     ),
+    Mutation(
+        "env-value-unquoted",
+        "a component's environment values reach the service as data, never as shell code",
+        "gbdeploy/deploy/layout.py",
+        'f"{name}={quote(value)}" for name, value in component.env.items()',
+        'f"{name}={value}" for name, value in component.env.items()',
+        (P + "test_environment_values_reach_the_service_as_they_are_never_run",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

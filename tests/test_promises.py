@@ -737,3 +737,17 @@ def test_recover_takes_over_a_lock_left_without_a_holder_record(world, artifacts
 
     assert serves(world, NEW) and len(world.running()) == 1
     assert not Path(f"{world.binary}.lock").exists()
+
+
+# --- the component's environment is data ----------------------------------------------------------
+def test_environment_values_reach_the_service_as_they_are_never_run(world, artifacts):
+    injected = world.root / "injected"
+    value = f'it\'s $(touch {injected}) ; `touch {injected}` "quoted" $HOME'
+    env = {**world.component().env, "GB_GREETING": value}
+
+    world.deploy(artifacts(NEW), component={"env": env})
+
+    [pid] = world.running()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"GB_GREETING={value}".encode() in environ
+    assert not injected.exists()

@@ -327,6 +327,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "deadline = started + 2 * timeout",
         ("tests/test_forge.py::test_wait_gives_up_at_the_timeout_with_the_resume_command",),
     ),
+    Mutation(
+        "superseded-by-any-workflow",
+        "a cancelled run is said to be superseded only by a later run of the same workflow",
+        "gbdeploy/forge/waiting.py",
+        "                and other.workflow_id == run.workflow_id\n",
+        "",
+        (P + "test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow",),
+    ),
     # --- workflows ------------------------------------------------------------------------------
     Mutation(
         "workflow-prints-key",
@@ -351,6 +359,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         """f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\\n'""",
         """f'  : "{SSH_DIR}/known_hosts"\\n'""",
         (P + "test_the_ci_deploy_is_given_the_known_hosts_from_its_secret",),
+    ),
+    Mutation(
+        "pinned-file-unchecked",
+        "the CI installs a gbdeploy file only when it has the pinned sha256",
+        "gbdeploy/workflows.py",
+        '        if pin.sha256\n        else ""\n',
+        '        if False\n        else ""\n',
+        ("tests/test_workflows.py",),
+    ),
+    Mutation(
+        "unpinned-install-accepted",
+        "the CI installs gbdeploy only from a pinned commit or file, never by a bare name",
+        "gbdeploy/workflows.py",
+        "    if _VCS.fullmatch(value):\n        return Pin(value)\n",
+        "    if _VCS.fullmatch(value) or value:\n        return Pin(value)\n",
+        ("tests/test_workflows.py",),
     ),
     # --- config ---------------------------------------------------------------------------------
     Mutation(

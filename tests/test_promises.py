@@ -30,6 +30,7 @@ from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
 from gbdeploy.config import DEFAULTS, Settings, load_settings
 from gbdeploy.errors import (
+    CIRunFailed,
     ConfigError,
     DeployFailed,
     ForgeUnavailable,
@@ -38,12 +39,13 @@ from gbdeploy.errors import (
     UsageError,
     VerificationFailed,
 )
-from gbdeploy.forge import ForgeClient
+from gbdeploy.forge import ForgeClient, wait_for_run
 from gbdeploy.maintenance import run_maintain
 from gbdeploy.output import Reporter
 from gbdeploy.verify import run_verify
 from gbdeploy.workflows import render_workflow
 from gbdeploy_sandbox.clock import FakeClock
+from gbdeploy_sandbox.forgejo import Script
 from gbdeploy_sandbox.gitworld import GitWorld, git
 from gbdeploy_sandbox.procs import kill_pids, pids_under, wait_for
 from gbdeploy_sandbox.runner import run_job
@@ -751,3 +753,25 @@ def test_environment_values_reach_the_service_as_they_are_never_run(world, artif
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert f"GB_GREETING={value}".encode() in environ
     assert not injected.exists()
+
+
+# --- forge: who superseded a cancelled run --------------------------------------------------------
+def test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow(forgejo_factory):
+    workflow = (
+        'on: {push: {branches: [main]}}\njobs: {deploy: {runs-on: gbo, steps: [{run: "true"}]}}\n'
+    )
+    forgejo = forgejo_factory(
+        workflows={"botserver.yaml": workflow, "botui.yaml": workflow}, runner_labels=["gbo"]
+    )
+    sha = "3f2a9c0d1e4b5a6978877665544332211000aaaa"
+    [cancelled] = forgejo.on_push(sha, workflows=["botserver.yaml"], script=Script(hold=True))
+    forgejo.finish(cancelled, "cancelled")  # by a person, in the web UI
+    [other] = forgejo.on_push("0123456789abcdef0123456789abcdef01234567", workflows=["botui.yaml"])
+    clock = FakeClock()
+    client = ForgeClient(forgejo.forge_settings(), sleep=clock.sleep, clock=clock)
+
+    with pytest.raises(CIRunFailed) as raised:
+        wait_for_run(client, cancelled, timeout=60, poll_interval=5, reporter=Reporter())
+
+    assert "finished with status cancelled" in str(raised.value)
+    assert f"gbdeploy wait {other}" not in (raised.value.hint or "")

@@ -434,6 +434,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         'if found.split(":")[0] in (user, "root"):',
         ("tests/test_doctor.py::test_a_broken_production_fails_every_rule_with_what_it_saw",),
     ),
+    Mutation(
+        "snapshot-keep-unchecked",
+        "a daily ZFS snapshot job that keeps more than the retention fails doctor",
+        "gbdeploy/doctor/host.py",
+        "if keeps and all(n > days for n in keeps):",
+        "if False:",
+        (P + "test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor",),
+    ),
+    Mutation(
+        "stale-snapshots-by-day-count",
+        "ZFS snapshots older than the retention (in days) fail doctor",
+        "gbdeploy/doctor_parsers.py",
+        "cutoff = now - retention_days * 86400",
+        "cutoff = now - retention_days * 86400 * 7",
+        ("tests/test_doctor.py", "tests/test_doctor_parsers.py"),
+    ),
     # --- maintenance ----------------------------------------------------------------------------
     Mutation(
         "trim-newest-first",

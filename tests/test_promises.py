@@ -775,3 +775,19 @@ def test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow(forgej
 
     assert "finished with status cancelled" in str(raised.value)
     assert f"gbdeploy wait {other}" not in (raised.value.hint or "")
+
+
+# --- doctor: snapshots kept too long --------------------------------------------------------------
+def test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor(
+    production, service_user
+):
+    production.make_good()
+    job = production.etc / "cron.daily/zfs-auto-snapshot"
+    job.write_text(job.read_text().replace("--keep=7", "--keep=30"))
+
+    text, failed = doctor(production.settings())
+
+    assert failed is not None
+    status, saw = rows(text)["host.zfs-snapshot-schedule"]
+    assert status == "FAIL", saw
+    assert "keeps 30 snapshots, more than 7 days" in saw

@@ -246,6 +246,76 @@ def test_sigterm_during_the_upload_leaves_the_old_service_running(world, artifac
     assert not Path(f"{world.binary}.lock").exists()
 
 
+# A `gbdeploy` process whose stdout is a terminal that stalls at the upload's first progress draw
+# (as one whose operator pressed Ctrl-S): the upload waits inside that draw, mid-way, until a
+# signal ends the wait. Loaded by Python at start (sitecustomize) when GBTEST_STALL_MARKER is set.
+STALLING_TERMINAL = """\
+import os, sys, time
+
+
+class StallingTerminal:
+    def __init__(self, stream, marker):
+        self.stream, self.marker, self.stalled = stream, marker, False
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        if not self.stalled and text.startswith("\\r→ upload"):
+            self.stalled = True
+            open(self.marker, "w").close()
+            for _ in range(1200):  # the deploy's SIGTERM handler raises out of this wait
+                time.sleep(0.05)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+if os.environ.get("GBTEST_STALL_MARKER"):
+    sys.stdout = StallingTerminal(sys.stdout, os.environ["GBTEST_STALL_MARKER"])
+"""
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
+    world, artifacts, tmp_path, strategy
+):
+    old_sha = deployed(world, artifacts)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STALLING_TERMINAL)
+    marker = tmp_path / "stalled-mid-upload"
+    env = {
+        **cli_env(),
+        "PYTHONPATH": f"{site}{os.pathsep}{cli_env()['PYTHONPATH']}",
+        "GBTEST_STALL_MARKER": str(marker),
+        "NO_COLOR": "1",
+    }
+    artifact = str(artifacts(NEW, pad_to=16 << 20))
+    process = subprocess.Popen(
+        [*command_line(world, tmp_path), "deploy", "botserver", "-a", artifact, "-s", strategy],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(marker.exists, deadline_seconds=120), process.communicate(timeout=60)
+        process.terminate()  # what a cancelled CI job sends
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+
+    assert process.returncode == 1, stdout + stderr
+    assert "interrupted" in stderr
+    assert_old_service_back(world, old_sha)
+    assert not Path(f"{world.binary}.new").exists()
+    assert not Path(f"{world.binary}.lock").exists()
+
+
 # --- the stop -------------------------------------------------------------------------------------
 def test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully(
     world, artifacts, monkeypatch

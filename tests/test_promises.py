@@ -277,15 +277,15 @@ if os.environ.get("GBTEST_STALL_MARKER"):
 """
 
 
-@pytest.mark.parametrize("strategy", ["staged", "seed"])
-def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
-    world, artifacts, tmp_path, strategy
-):
-    old_sha = deployed(world, artifacts)
-    site = tmp_path / "site"
+def stalled_mid_upload(
+    world: World, artifacts: Artifacts, directory: Path, strategy: str
+) -> subprocess.Popen[str]:
+    """`gbdeploy deploy` (a big NEW) as its own process, returned once its upload is stalled
+    mid-way (see STALLING_TERMINAL)."""
+    site = directory / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(STALLING_TERMINAL)
-    marker = tmp_path / "stalled-mid-upload"
+    marker = directory / "stalled-mid-upload"
     env = {
         **cli_env(),
         "PYTHONPATH": f"{site}{os.pathsep}{cli_env()['PYTHONPATH']}",
@@ -294,16 +294,27 @@ def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
     }
     artifact = str(artifacts(NEW, pad_to=16 << 20))
     process = subprocess.Popen(
-        [*command_line(world, tmp_path), "deploy", "botserver", "-a", artifact, "-s", strategy],
-        cwd=tmp_path,
+        [*command_line(world, directory), "deploy", "botserver", "-a", artifact, "-s", strategy],
+        cwd=directory,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    if not wait_for(marker.exists, deadline_seconds=120):
+        process.kill()
+        pytest.fail(f"the upload never started: {process.communicate(timeout=60)}")
+    return process
+
+
+@pytest.mark.parametrize("strategy", ["staged", "seed"])
+def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
+    world, artifacts, tmp_path, strategy
+):
+    old_sha = deployed(world, artifacts)
+    process = stalled_mid_upload(world, artifacts, tmp_path, strategy)
     try:
-        assert wait_for(marker.exists, deadline_seconds=120), process.communicate(timeout=60)
         process.terminate()  # what a cancelled CI job sends
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -314,6 +325,25 @@ def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
     assert_old_service_back(world, old_sha)
     assert not Path(f"{world.binary}.new").exists()
     assert not Path(f"{world.binary}.lock").exists()
+
+
+def test_a_deploy_killed_with_the_service_stopped_is_described_then_recovered(
+    world, artifacts, tmp_path
+):
+    world.deploy(artifacts(OLD), commit=OLD)  # a release that passed health
+    process = stalled_mid_upload(world, artifacts, tmp_path, "seed")  # seed: stopped first
+    process.kill()  # nothing of gbdeploy is left to undo anything
+    process.communicate(timeout=60)
+    assert world.running() == []
+
+    status = io.StringIO()
+    deploy.run_status(world.settings(), Reporter(stream=status), component="botserver")
+    assert "LOCKED" in status.getvalue() and "it had STOPPED the service" in status.getvalue()
+    deploy.run_deploy(world.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True)
+
+    assert serves(world, OLD) and len(world.running()) == 1
+    assert not Path(f"{world.binary}.lock").exists()
+    assert not Path(f"{world.binary}.journal").exists()
 
 
 # --- the stop -------------------------------------------------------------------------------------

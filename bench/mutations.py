@@ -247,6 +247,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         'f"{name}={value}" for name, value in component.env.items()',
         (P + "test_environment_values_reach_the_service_as_they_are_never_run",),
     ),
+    Mutation(
+        "exit-5-reported-as-1",
+        "a failure that could not restore the previous state exits 5, not 1",
+        "gbdeploy/tasks.py",
+        'redact(f"gbdeploy: error: {error}", *secrets), code=error.exit_code',
+        'redact(f"gbdeploy: error: {error}", *secrets), code=min(error.exit_code, 2)',
+        (P + "test_the_gbdeploy_process_exits_5_when_the_previous_state_could_not_be_restored",),
+    ),
+    Mutation(
+        "status-hides-the-lock",
+        "status shows a held lock, by whom, and what the interrupted deploy left",
+        "gbdeploy/deploy/status.py",
+        "    if status.lock:\n        lock = status.lock",
+        "    if False:\n        lock = status.lock",
+        (P + "test_a_deploy_killed_with_the_service_stopped_is_described_then_recovered",),
+    ),
+    Mutation(
+        "logs-ignore-the-count",
+        "`logs -n N` shows the last N lines",
+        "gbdeploy/logs.py",
+        'reader = f"tail -n {int(lines)}"',
+        'reader = f"tail -n {int(lines) + 10}"',
+        ("tests/test_logs.py",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

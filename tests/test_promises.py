@@ -891,3 +891,26 @@ def test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor(
     status, saw = rows(text)["host.zfs-snapshot-schedule"]
     assert status == "FAIL", saw
     assert "keeps 30 snapshots, more than 7 days" in saw
+
+
+# --- exit 5 ---------------------------------------------------------------------------------------
+def test_the_gbdeploy_process_exits_5_when_the_previous_state_could_not_be_restored(
+    world, artifacts, tmp_path
+):
+    deployed(world, artifacts)
+    # A start hook that damages the kept binary, so the restore has nothing good to put back.
+    hook = "printf 'not a binary' > ./botserver.prev; exec ./botserver --noconsole"
+    program = cli(world, tmp_path, start=hook)
+    artifact = str(artifacts(NEW, Fault.FAIL_AT_START))
+
+    done = subprocess.run(
+        [*program, "deploy", "botserver", "--artifact", artifact],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "a person must act" in done.stderr

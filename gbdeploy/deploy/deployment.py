@@ -402,6 +402,7 @@ class Deployment:
                     machine_of(facts.machine)
                 except UsageError:
                     self.run(self.release_lock_command())
+                    self.facts.released = True  # given back with its journal: nothing to record
                     raise
             if self.before_change is not None:
                 self.before_change(self)
@@ -1041,6 +1042,14 @@ def _unless_unchanged(run: Deployment, step: Step) -> Step:
         return "skipped (unchanged)" if run.unchanged else inner()
 
     step.run = run_step
+    if step.undo is not None:  # a step that was skipped has nothing to undo
+        undo = step.undo.run
+
+        def undo_step() -> None:
+            if not run.unchanged:
+                undo()
+
+        step.undo.run = undo_step
     return step
 
 

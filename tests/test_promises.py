@@ -36,7 +36,6 @@ from gbdeploy.errors import (
     DeployFailed,
     ForgeUnavailable,
     LockHeld,
-    PreflightError,
     UsageError,
     VerificationFailed,
 )
@@ -483,23 +482,6 @@ def test_recover_after_a_killed_deploy_puts_back_the_newest_healthy_release(
     assert file_sha256(world.binary) == file_sha256(artifacts(newest))
     assert len(world.running()) == 1
     assert not Path(f"{world.binary}.lock").exists()
-
-
-def test_a_rollback_drops_the_releases_above_it(world, artifacts):
-    for commit in KEPT:
-        world.deploy(artifacts(commit), commit=commit)
-    deploy.run_rollback(world.settings(), "botserver", Reporter(stream=io.StringIO()))
-    assert serves(world, KEPT[1])
-
-    # What the rollback left is what a recovery goes back to: not the release rolled back from.
-    deploy.run_deploy(world.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True)
-
-    assert serves(world, KEPT[1])
-    with pytest.raises(PreflightError):
-        deploy.run_rollback(
-            world.settings(), "botserver", Reporter(stream=io.StringIO()), to=KEPT[2]
-        )
-    assert serves(world, KEPT[1])
 
 
 def test_a_successful_deploy_leaves_no_journal(world, artifacts):

@@ -874,7 +874,7 @@ def test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor(
     assert failed is not None
     status, saw = rows(text)["host.zfs-snapshot-schedule"]
     assert status == "FAIL", saw
-    assert "keeps 30 snapshots, more than 7 days" in saw
+    assert "kept longer than 7 days" in saw and "keeps 30, one a day: 30 days" in saw
 
 
 # --- exit 5 ---------------------------------------------------------------------------------------

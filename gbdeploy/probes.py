@@ -127,52 +127,6 @@ def _parse_processes(result: CommandResult) -> list[ProcessInfo]:
     return found
 
 
-# How often a stop looks whether the process is gone: every 20 ms during its first second (a
-# service that exits at once is restarted at once: downtime), then every 100 ms (each look forks).
-FAST_POLL, FAST_LOOKS, SLOW_POLL = 0.02, 50, 0.1
-
-
-def stop_processes_command(binary: str, timeout: float) -> str:
-    """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL.
-
-    Prints `none`, `stopped PIDS` or `killed PIDS`; exits 1 if a process survives SIGKILL. Only
-    pids found by executable path are signalled, and this shell's own pid is never among them
-    (its executable is sh), so the calling ssh session survives.
-    """
-    fast = min(FAST_LOOKS, max(1, round(timeout / FAST_POLL)))
-
-    def looks(seconds: float) -> int:
-        return fast + max(0, round((seconds - fast * FAST_POLL) / SLOW_POLL))
-
-    wait = (
-        f'if [ "$i" -lt {fast} ]; then sleep {FAST_POLL}; else sleep {SLOW_POLL}; fi; i=$((i + 1))'
-    )
-    return "\n".join(
-        [
-            resolve_binary(binary),
-            FIND_PIDS,
-            "alive() {",
-            "  left=",
-            "  for p in $targets; do",
-            '    runs "$p" && left="$left $p"',
-            "  done",
-            '  [ -n "$left" ]',
-            "}",
-            "targets=$(pids)",
-            '[ -n "$targets" ] || { echo none; exit 0; }',
-            "kill -TERM $targets 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(timeout)} ]; do {wait}; done',
-            'alive || { echo "stopped" $targets; exit 0; }',
-            "kill -KILL $left 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(5.0)} ]; do {wait}; done',
-            'alive && { echo "survived SIGKILL:$left" >&2; exit 1; }',
-            'echo "killed" $targets',
-        ]
-    )
-
-
 # --- files ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileStat:

@@ -1,7 +1,7 @@
 """`start|stop|restart COMPONENT` and `exec COMPONENT -- CMD…`: the service alone.
 
 start/stop/restart run under the deploy lock (taken, preflighted and freeze-checked exactly as a
-deploy takes it) and through the deploy's own stop (`layout.stop_lines`) and start (`launch` of
+deploy takes it) and through the deploy's own stop (`service.py`) and start (`launch` of
 the recipe the current config gives, then kept as the binary's), then check health as a deploy
 does. They change no binary and write no deploy log entry; the journal records their phases, so
 one that is killed shows in the next deploy's lock message. A `start` of a service that already
@@ -17,6 +17,7 @@ from .connection import Remote, quote
 from .deploy import engine, layout
 from .deploy.deployment import Deployment, _first_line, _message
 from .deploy.engine import Step, Undo
+from .deploy.service import run_as_prefix, service_of
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
 from .output import Reporter
 
@@ -37,14 +38,14 @@ def service_script(run: Deployment, action: str) -> str:
     if action in ("stop", "restart"):
         lines += [
             'phase "stopping"',
-            "stop_service() {\n" + layout.stop_lines(component) + "\n}",
+            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
             'stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }',
             'echo "$stopped"',
             'phase "stopped"',
         ]
     if action == "start":
         lines += [
-            layout.running_lines(component),
+            service_of(component).running_lines(),
             'if [ "$up" = 1 ]; then echo already-running; exit 0; fi',
         ]
     if action in ("start", "restart"):
@@ -88,7 +89,7 @@ def control_steps(run: Deployment, action: str) -> list[Step]:
                 f"{action} of {run.component.name} failed on {run.remote.description}: {why}"
                 + (run.log_tail() if action != "stop" else "")
             )
-        return _service_detail(result.stdout)
+        return service_of(run.component).detail(result.stdout, started=action != "stop") or "done"
 
     steps = [
         begin,
@@ -117,16 +118,6 @@ def _check_stopped(run: Deployment) -> str:
     if run.service_alive():
         raise DeployFailed(f"{run.component.binary} still runs after the stop")
     return "nothing runs from " + run.component.binary
-
-
-def _service_detail(out: str) -> str:
-    lines = out.splitlines()
-    if "already-running" in lines:
-        return "already running: nothing started"
-    parts = [line for line in lines if line.split()[:1] in (["stopped"], ["killed"], ["launched"])]
-    if "none" in lines:
-        parts.insert(0, "was not running")
-    return "; ".join(parts) or "done"
 
 
 def run_service(
@@ -182,7 +173,7 @@ def exec_command(component: Component, ssh_user: str, words: list[str]) -> str:
         )
     env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
     parts = [
-        layout.run_as_prefix(component, ssh_user),
+        run_as_prefix(component, ssh_user),
         f"env {env}" if env else "",
         " ".join(quote(word) for word in words),
     ]

@@ -64,6 +64,7 @@ from ..output import Reporter, human_bytes
 from . import engine, layout
 from .engine import Step, Undo
 from .layout import Paths
+from .service import service_of
 from .session import Session, put_line
 
 STRATEGIES = ("staged", "seed")
@@ -604,7 +605,7 @@ class Deployment:
                     f"on {self.remote.description}: {name} failed (exit {result.exit_code}): "
                     + (result.stderr.strip() or out.strip())[-500:]
                 )
-            return _service_detail(out, self.component)
+            return service_of(self.component).detail(out, started=start)
 
         def undo() -> None:
             if self.restore_failed:
@@ -882,8 +883,7 @@ class Deployment:
         return found.size if found else 0
 
     def log_tail(self) -> str:
-        systemd = self.component.restart.mode == "systemd"
-        where = f"journalctl -u {self.component.restart.unit}" if systemd else ""
+        where = service_of(self.component).log_elsewhere()
         try:
             tail = probes.probe_tail(self.component.log_path, from_byte=self.log_offset).run(
                 self.session
@@ -995,22 +995,6 @@ _SERVICE_SUMMARY = {
 }
 
 
-def _service_detail(out: str, component: Component) -> str:
-    lines = out.splitlines()
-    stopped = next((line for line in lines if line.split()[:1] in (["stopped"], ["killed"])), "")
-    launched = next((line for line in lines if line.startswith("launched ")), "")
-    parts = []
-    if "was-running 0" in lines:
-        parts.append("was not running")
-    elif stopped:
-        parts.append(stopped.replace("killed", "killed after SIGTERM timeout:"))
-    if launched:
-        parts.append(launched)
-    elif component.restart.mode == "systemd":
-        parts.append(f"systemctl start {component.restart.unit}")
-    return "; ".join(parts)
-
-
 # --- entry points
 def check_artifact(local: Path) -> Callable[[str], None]:
     """The artifact's local checks (exit 2 when it is no ELF executable); returns the check of
@@ -1102,7 +1086,7 @@ def run_deploy(
         full = verbose or reporter.verbose
         reporter.plan(
             f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
-            f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
+            f"{run.remote.description}, strategy {strategy}, restart {service_of(comp).describe()}"
             + (
                 f"; every command runs as `{run.remote.wrap('COMMAND')}`"
                 if run.target.container
@@ -1353,12 +1337,6 @@ def _describe_local(local: Path, run: Deployment) -> str:
     if not local.is_file():
         return "not built yet"
     return f"{human_bytes(local.stat().st_size)}, sha256 {(run.sha256 or '?')[:12]}"
-
-
-def _restart_text(component: Component) -> str:
-    if component.restart.mode == "systemd":
-        return f"systemd unit {component.restart.unit}"
-    return f"process `{component.start_command}` as {component.user}"
 
 
 class _StepProgress(transfer.TerminalProgress):

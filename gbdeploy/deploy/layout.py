@@ -30,13 +30,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass
 
 from ..config import Component
 from ..connection import quote
-from ..errors import UsageError
-from ..probes import FIND_PIDS, resolve_binary, stop_processes_command
+from ..probes import FIND_PIDS, resolve_binary
+from .service import run_as_prefix, service_of
 
 
 @dataclass(frozen=True)
@@ -168,20 +167,6 @@ def releases_lines() -> str:
 
 
 # --- the preflight
-def run_as_prefix(component: Component, ssh_user: str) -> str:
-    """`sudo -u gbuser` (from config), or nothing when the ssh user already is the service user.
-
-    `run_as` is an argument vector, never shell code: split as the shell would split words, each
-    word quoted (`;` or `$(…)` in it reach the program as plain arguments)."""
-    if not component.run_as or ssh_user == component.user:
-        return ""
-    try:
-        words = shlex.split(component.run_as)
-    except ValueError as error:
-        raise UsageError(f"components.{component.name}.run_as: {error}") from None
-    return " ".join(quote(word.format(user=component.user)) for word in words)
-
-
 def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | None) -> str:
     """Checks that print `fail KEY WHY` (and set bad=1) for each problem; change nothing that
     matters (the log's directory and file are created, as the start would)."""
@@ -223,11 +208,7 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
             f'"only ${{avail}} KiB free in {_dq(os.path.dirname(component.binary))}, '
             f'the deploy writes up to ${{need}} KiB (the artifact, kept copies, records)"'
         )
-    if component.restart.mode == "systemd":
-        lines.append(
-            f"command -v systemctl >/dev/null 2>&1 || fail {key}.restart "
-            "'no systemctl on the target'"
-        )
+    lines += service_of(component).preflight_lines(key)
     lines.append('echo "machine $(uname -m)"')
     return "\n".join(lines)
 
@@ -340,54 +321,8 @@ def _token_of(holder: str) -> str:
 
 
 # --- the service: stop, swap, start
-# The far end's shell for the service lives in the functions below (recipe, launch, claim,
-# restore), each a separate piece of text, so that each can move into a file of its own.
-def recipe_text(component: Component, ssh_user: str) -> str:
-    """The sh recipe that starts the service (kept as B.start): run in the binary's directory, as
-    `user`, with its environment, detached (own session, no fd left on the channel). Sourced by
-    `launch` in a subshell; prints `launched PID` (process mode).
-
-    Signals: the scripts that change the service ignore HUP INT TERM PIPE so that they finish once
-    begun, and ignored signals are inherited across exec (FACTS.md). `launch` resets them, and
-    `env --default-signal` (GNU) resets also the INT and QUIT that `&` ignores for a background
-    command; `nohup`, only where there is no setsid, ignores HUP, as its name says."""
-    for name in component.env:
-        if not _ENV_NAME.match(name):
-            raise UsageError(f"components.{component.name}.env: bad variable name {name!r}")
-    if component.restart.mode == "systemd":
-        return f"systemctl start {quote(component.restart.unit)}"
-    env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
-    words = [
-        "$reset",
-        '"$detach"',
-        run_as_prefix(component, ssh_user),
-        f"env {env}" if env else "",
-        f"sh -c {quote(_exec_form(component.start_command))}",
-    ]
-    launch = " ".join(word for word in words if word)
-    return "\n".join(
-        [
-            f"cd -- {quote(component.directory)} || exit 1",
-            f"mkdir -p -- {quote(os.path.dirname(component.log_path) or '/')}",
-            "detach=$(command -v setsid || echo nohup)",
-            "reset=; env --default-signal=TERM true 2>/dev/null &&"
-            " reset='env --default-signal=HUP,INT,QUIT,TERM,PIPE'",
-            f"{launch} < /dev/null >> {quote(component.log_path)} 2>&1 &",
-            'echo "launched $!"',
-        ]
-    )
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _exec_form(command: str) -> str:
-    """`exec CMD` for a simple command, so the service itself is the session's process."""
-    if re.search(r"[;&|\n`$()<>]", command) or command.lstrip().startswith("exec "):
-        return command
-    return f"exec {command}"
-
-
+# How the service itself stops, starts and is seen running is `service.py`'s; the scripts below
+# place those fragments among the swap, the journal and the undo.
 LAUNCH = r"""launch() {
   rm -f -- "$L/launcher"
   out=$( ( trap - HUP INT QUIT TERM PIPE; . "$1" ) ) || { echo "$out"; return 1; }
@@ -399,7 +334,7 @@ LAUNCH = r"""launch() {
 
 def write_recipe_lines(component: Component, ssh_user: str) -> str:
     """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
-    text = recipe_text(component, ssh_user)
+    text = service_of(component).recipe(ssh_user)
     return f"( umask 077; printf '%s\\n' {quote(text)} > \"$L/recipe\" )"
 
 
@@ -439,27 +374,9 @@ def restore_function(component: Component) -> str:
             ' "$G"; fi || return 1',
             "  fi",
             "}",
-            "stop_service() {\n" + stop_lines(component) + "\n}",
+            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
         ]
     )
-
-
-def stop_lines(component: Component) -> str:
-    stop = f"( {stop_processes_command(component.binary, component.stop_timeout)} )"
-    if component.restart.mode == "systemd":
-        return f"systemctl stop {quote(component.restart.unit)} && {stop}"
-    return stop
-
-
-def running_lines(component: Component) -> str:
-    """Sets `up=1` when the service runs (its unit is active, or a process runs B)."""
-    lines = ["up=0"]
-    if component.restart.mode == "systemd":
-        lines.append(
-            f"systemctl is-active --quiet {quote(component.restart.unit)} 2>/dev/null && up=1"
-        )
-    lines.append(f'( {resolve_binary(component.binary)}\n{FIND_PIDS}\n[ -n "$(pids)" ] ) && up=1')
-    return "\n".join(lines)
 
 
 HEALTH_MARK = "__gbdeploy_health__"
@@ -502,10 +419,7 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
 def _stop_and_note(component: Component) -> list[str]:
     """Stop, and note whether anything ran (in `up`, and in B.lock/was-running for the undo):
     the stop's own search for the processes says it, no second search is needed."""
-    lines = []
-    if component.restart.mode == "systemd":
-        unit = quote(component.restart.unit)
-        lines.append(f"systemctl is-active --quiet {unit} 2>/dev/null && up=1")
+    lines = service_of(component).running_before_stop_lines()
     lines += [
         'stopped=$(stop_service) || { echo "$stopped"; fail "stop"; }',
         'echo "$stopped"',

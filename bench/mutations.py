@@ -45,9 +45,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stop-by-pattern",
         "the stop matches the exact executable, never by pattern (which hits bystanders)",
-        "gbdeploy/deploy/service.py",
-        '"targets=$(pids)",',
-        '"targets=$(pgrep -f \\"$b\\" | tr \\"\\\\n\\" \\" \\")",',
+        "gbdeploy/remote/far_end/procs.sh",
+        "targets=$(pids)",
+        'targets=$(pgrep -f "$b" | tr "\\n" " ")',
         ("tests/test_service.py::test_stop_terms_the_binary_and_spares_everything_else",),
     ),
     Mutation(

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from .connection import CommandResult, quote
 from .errors import RemoteError
+from .remote import far_end
 
 T = TypeVar("T")
 
@@ -62,49 +63,12 @@ class ProcessInfo:
     deleted: bool  # runs a binary that has since been replaced or removed
 
 
-# Prints the PID of each process whose executable is exactly "$b" (or "$b (deleted)", once the
-# file was replaced). GNU find compares every /proc/PID/exe target in one process (a readlink per
-# process costs ~1 ms each) with -lname, whose pattern is "$b" with every glob character escaped:
-# an exact match, and only the /proc/PID directory is printed, so an executable path holding a
-# newline cannot forge a line. Where find has no -printf (busybox), the loop compares each
-# readlink exactly (the `x` keeps a trailing newline of the path from being stripped).
-FIND_PIDS = r"""pids() {
-  if [ "$(find /proc -maxdepth 0 -printf ok 2>/dev/null)" = ok ]; then
-    pat=$(printf '%s\n' "$b" | sed 's/[][\\*?]/\\&/g')
-    find /proc -mindepth 2 -maxdepth 2 -name exe \( -lname "$pat" -o -lname "$pat (deleted)" \) \
-      -printf '%h\n' 2>/dev/null | while IFS= read -r p; do
-      p=${p#/proc/}
-      case $p in ''|*[!0-9]*) continue ;; esac
-      [ "$p" = "$$" ] || printf '%s\n' "$p"
-    done
-    return 0
-  fi
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = "$$" ] && continue
-    runs "${p#/proc/}" && printf '%s\n' "${p#/proc/}"
-  done
-  return 0
-}
-runs() {
-  e=$(readlink "/proc/$1/exe" 2>/dev/null && echo x) || return 1
-  e=${e%?x}
-  case $e in "$b"|"$b (deleted)") return 0 ;; esac
-  return 1
-}"""
-
-
-def resolve_binary(path: str) -> str:
-    # The kernel shows the resolved path in /proc/PID/exe, so resolve symlinks in the binary's path.
-    q = quote(path)
-    return f'b=$(readlink -f -- {q} 2>/dev/null) || b={q}; [ -n "$b" ] || b={q}'
-
-
 def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
     """Processes whose /proc/PID/exe is exactly `binary`, with their user."""
     command = "\n".join(
         [
-            resolve_binary(binary),
-            FIND_PIDS,
+            far_end.processes(),
+            f"resolve {quote(binary)}",
             "for pid in $(pids); do",
             '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
             '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',

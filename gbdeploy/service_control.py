@@ -31,9 +31,7 @@ def service_script(run: Deployment, action: str) -> str:
     component = run.component
     lines = [
         "trap '' HUP INT TERM PIPE",  # once begun it finishes; `launch` resets them for the service
-        layout.variables(run.paths),
-        layout.PHASE,
-        layout.LAUNCH,
+        layout.prelude(run.paths),
     ]
     if action in ("stop", "restart"):
         lines += [

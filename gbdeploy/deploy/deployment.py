@@ -203,7 +203,7 @@ class Deployment:
         self.remote = Remote(self.target, settings.ssh)
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
-        reporter.shared = f"{layout.variables(self.paths)}\n{layout.HELPERS}"  # -v: shown once
+        reporter.shared = layout.prelude(self.paths)  # -v: shown once
         self.token = token or secrets.token_hex(8)
         self.who = f"{_local_user()}@{socket.gethostname()}"
         now = clock()
@@ -504,8 +504,8 @@ class Deployment:
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new
-        hash_command = f'{layout.variables(self.paths)}\n{layout.HELPERS}\nsha_of "$N"'
-        uploaded = f"{layout.variables(self.paths)}\n{layout.PHASE}\nphase uploaded"
+        hash_command = f'{layout.prelude(self.paths)}\nsha_of "$N"'
+        uploaded = f"{layout.prelude(self.paths)}\nphase uploaded"
 
         def upload() -> str:
             progress = _StepProgress("upload", self.reporter.stream, end_line=False)
@@ -1311,9 +1311,7 @@ def inspect_command(paths: Paths) -> str:
     """Read-only: the lock, the journal, the kept releases and the current binary's sha256."""
     return "\n".join(
         [
-            layout.variables(paths),
-            layout.HELPERS,
-            layout.held_lines(),
+            layout.prelude(paths),
             '[ -e "$L" ] && held',
             "journal",
             layout.releases_lines(),

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ..config import Component
 from ..connection import quote
-from ..probes import FIND_PIDS, resolve_binary
+from ..remote import far_end
 from .service import run_as_prefix, service_of
 
 
@@ -110,26 +110,10 @@ def variables(paths: Paths) -> str:
     )
 
 
-HELPERS = r"""sha_of() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1" | cut -d' ' -f1
-  elif command -v busybox >/dev/null 2>&1; then busybox sha256sum "$1" | cut -d' ' -f1
-  elif command -v python3 >/dev/null 2>&1; then python3 -c 'import hashlib,sys
-h=hashlib.sha256()
-with open(sys.argv[1],"rb") as f:
-    for b in iter(lambda: f.read(1<<20), b""): h.update(b)
-print(h.hexdigest())' "$1"
-  else echo "no sha256 tool (sha256sum busybox python3)" >&2; return 127
-  fi
-}
-stat_of() { stat -c '%s %Y %i' -- "$1"; }
-remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }
-same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
-rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }"""
-
-PHASE = (
-    'phase() { printf \'{"phase": "%s", "time": "%s"}\\n\' "$1" '
-    '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"; }'
-)
+def prelude(paths: Paths) -> str:
+    """What every script begins with: the quoted variables, then the far end's functions
+    (`remote/far_end/procs.sh`, `lib.sh`). `-v` shows it once (`Reporter.shared`)."""
+    return f"{variables(paths)}\n{far_end.library()}"
 
 
 def current_sha_lines() -> str:
@@ -144,20 +128,6 @@ def current_sha_lines() -> str:
             "  fi",
             '  echo "current $cur"',
             'else echo "current none"; fi',
-        ]
-    )
-
-
-def held_lines() -> str:
-    return "\n".join(
-        [
-            "held() {",
-            '  now=$(date +%s); at=$(stat -c %Y -- "$L" 2>/dev/null || echo "$now")',
-            '  echo "held $((now - at))"',
-            '  [ -f "$L/holder" ] && sed "s/^/holder /" -- "$L/holder"',
-            "  return 0",
-            "}",
-            'journal() { [ -f "$J" ] && sed "s/^/journal /" -- "$J"; return 0; }',
         ]
     )
 
@@ -192,8 +162,8 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
     )
     directory = quote(os.path.dirname(component.binary) or "/")
     lines.append(
-        f"[ -d {directory} ] && [ -w {directory} ] || fail {key}.binary "
-        f"{quote(f'the directory of {component.binary} is missing or not writable')}"
+        f"if [ ! -d {directory} ] || [ ! -w {directory} ]; then fail {key}.binary "
+        f"{quote(f'the directory of {component.binary} is missing or not writable')}; fi"
     )
     if upload_kib is not None:
         # B.new, plus B.prev and the kept release when they cannot be hard links of B (copies
@@ -241,7 +211,7 @@ def begin_command(
     (`--recover`); only a lock still holding that token is removed.
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
-    lines = [variables(paths), HELPERS, held_lines(), f"T={tmp}"]
+    lines = [prelude(paths), f"T={tmp}"]
     if steal:
         lines.append(steal_lines(steal, force=force))
     lines += [
@@ -284,23 +254,8 @@ def steal_lines(steal: str, *, force: bool = False) -> str:
     looks = ORPHAN_WAIT * 10
     return "\n".join(
         [
-            "connected() {",
-            '  kill -0 "$1" 2>/dev/null || return 1',
-            "  tr '\\000' ' ' < \"/proc/$1/cmdline\" 2>/dev/null | grep -q gbdeploy-session &&"
-            " return 0",
-            '  case $(readlink "/proc/$1/exe" 2>/dev/null) in',
-            "  */sh|*/dash|*/bash|*/ash|*/busybox) return 0 ;; esac",
-            "  return 1",
-            "}",
             f"if {stale}; then",
-            '  for d in "$L"/run.*; do',
-            '    [ -d "$d" ] || continue; i=0',
-            f'    while [ ! -f "$d/done" ] && [ "$i" -lt {looks} ]; do',
-            '      p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break',
-            '      [ "$i" = 0 ] && echo "orphan $p"',
-            "      sleep 0.1; i=$((i + 1))",
-            "    done",
-            "  done",
+            f"  wait_for_scripts {looks}",
             f'  s=$(cat "$L/session" 2>/dev/null); i=0; forced={int(force)}',
             '  while [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s" && [ "$i" -lt 50 ]; do',
             "    sleep 0.1; i=$((i + 1))",
@@ -313,7 +268,7 @@ def steal_lines(steal: str, *, force: bool = False) -> str:
 
 
 def steal_command(paths: Paths, steal: str, *, force: bool = False) -> str:
-    return f"{variables(paths)}\n{steal_lines(steal, force=force)}"
+    return f"{prelude(paths)}\n{steal_lines(steal, force=force)}"
 
 
 def _token_of(holder: str) -> str:
@@ -323,15 +278,6 @@ def _token_of(holder: str) -> str:
 # --- the service: stop, swap, start
 # How the service itself stops, starts and is seen running is `service.py`'s; the scripts below
 # place those fragments among the swap, the journal and the undo.
-LAUNCH = r"""launch() {
-  rm -f -- "$L/launcher"
-  out=$( ( trap - HUP INT QUIT TERM PIPE; . "$1" ) ) || { echo "$out"; return 1; }
-  [ -z "$out" ] || echo "$out"
-  case $out in *"launched "*) printf '%s\n' "${out##*launched }" > "$L/launcher" ;; esac
-  return 0
-}"""
-
-
 def write_recipe_lines(component: Component, ssh_user: str) -> str:
     """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
     text = service_of(component).recipe(ssh_user)
@@ -340,43 +286,13 @@ def write_recipe_lines(component: Component, ssh_user: str) -> str:
 
 def claim_lines(name: str, token: str) -> str:
     """The service script `name` begins only while the lock is this deploy's and its undo has not
-    claimed it first (then it exits 4 having changed nothing); `run.NAME/done` marks its end."""
-    run = f'"$L/run.{name}"'
-    return "\n".join(
-        [
-            f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
-            ' { echo "the lock is no longer this deploy\'s" >&2; exit 4; }',
-            f'mkdir -- {run} 2>/dev/null || {{ echo "claimed by the undo" >&2; exit 4; }}',
-            f"echo $$ > {run}/pid",
-            f"trap ': > {run}/done' EXIT",
-        ]
-    )
+    claimed it first (lib.sh's `claim`)."""
+    return f"claim {quote(name)} {quote(token)}"
 
 
-def restore_function(component: Component) -> str:
-    """`restore`: stop what runs, put B.prev back with its recipe (remove B when there was none
-    before; leave B as it is when that is not known), start it again if it ran (`up`)."""
-    return "\n".join(
-        [
-            "restore() {",
-            "  stop_service >/dev/null || return 1",
-            "  case $had in",
-            '  1) [ -f "$P" ] || { echo "no $P to put back" >&2; return 1; }',
-            '     rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
-            ' rename_over "$B.restore" "$B" || return 1',
-            '     if [ -f "$P.start" ]; then cp -p -- "$P.start" "$G"; else rm -f -- "$G"; fi ;;',
-            '  0) rm -f -- "$B" "$G" ;;',
-            '  *) echo "no record whether a binary was there before: $B left as it is" >&2 ;;',
-            "  esac",
-            '  rm -f -- "$S"',
-            '  if [ "$up" = 1 ]; then',
-            '    if [ -f "$G" ]; then launch "$G"; else launch "$L/recipe" && cp -p -- "$L/recipe"'
-            ' "$G"; fi || return 1',
-            "  fi",
-            "}",
-            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
-        ]
-    )
+def stop_function(component: Component) -> str:
+    """`stop_service`, which lib.sh's `restore` calls: the service's own stop (service.py)."""
+    return "stop_service() {\n" + service_of(component).stop_lines() + "\n}"
 
 
 HEALTH_MARK = "__gbdeploy_health__"
@@ -389,24 +305,9 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
     a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
     return "\n".join(
         [
-            variables(paths),
-            resolve_binary(component.binary),
-            FIND_PIDS,
-            'launcher=$(cat "$L/launcher" 2>/dev/null); mine=',
-            "for p in $(pids); do",
-            "  q=$p; n=0",
-            '  while [ -n "$launcher" ] && [ -n "$q" ] && [ "$q" != "$launcher" ] && [ "$q" -gt 1 ]'
-            ' && [ "$n" -lt 30 ]; do',
-            "    q=$(sed -n 's/^PPid:[[:space:]]*//p' \"/proc/$q/status\" 2>/dev/null)",
-            "    n=$((n + 1))",
-            "  done",
-            '  if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then',
-            '    mine="$mine $p:$(stat -c %U "/proc/$p" 2>/dev/null)"',
-            "  fi",
-            "done",
-            'if [ -n "$mine" ]; then echo "up$mine"',
-            'elif [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then echo starting',
-            "else echo down; fi",
+            prelude(paths),
+            f"resolve {quote(component.binary)}",
+            "state",
             *(
                 [f"echo {HEALTH_MARK}", f"( {health}\n)", f'echo "{HEALTH_MARK} $?"']
                 if health
@@ -459,14 +360,11 @@ def service_command(
     half): the service was stopped by an earlier script."""
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
-        LAUNCH,
+        prelude(paths),
         claim_lines(name, token),
         write_recipe_lines(component, ssh_user),
         '[ -f "$W" ] && up=1 || up=0',
-        restore_function(component),
+        stop_function(component),
         'fail() { echo "failed $1" >&2; phase "undoing"; if restore; then echo restored;'
         ' phase "restored"; else echo restore-failed; phase "restore-failed"; fi; exit 3; }',
     ]
@@ -503,7 +401,7 @@ def service_command(
             f'{recipe} || fail "recipe"',
             'rename_over "$N" "$B" || fail "swap"',
             'phase "swapped" || fail "journal"',
-            ownership_lines(component) + ' || fail "chown"',
+            "{ " + ownership_lines(component) + '; } || fail "chown"',
             f'remember_sha {quote(sha256)} || fail "remember sha256"',
             'mv -f -- "$G.new" "$G" || fail "recipe"',
             'launch "$G" || fail "start"',
@@ -530,22 +428,9 @@ def restore_command(
     looks = max(1, int(wait_seconds / 0.1))
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
-        LAUNCH,
+        prelude(paths),
     ]
-    for name in names:
-        run = f'"$L/run.{name}"'
-        lines += [
-            f"if mkdir -- {run} 2>/dev/null; then : > {run}/done; else i=0",
-            f'  while [ -d {run} ] && [ ! -f {run}/done ] && [ "$i" -lt {looks} ]; do',
-            f"    p=$(cat {run}/pid 2>/dev/null)",
-            '    [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null && break',
-            "    sleep 0.1; i=$((i + 1))",
-            "  done",
-            "fi",
-        ]
+    lines += [f"claim_or_wait {quote(name)} {looks}" for name in names]
     lines += [
         f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null || {{ echo not-ours; exit 0; }}',
         '[ -f "$W" ] && up=1 || up=0',
@@ -558,7 +443,7 @@ def restore_command(
         "esac",
         write_recipe_lines(component, ssh_user),
         'had=$(cat "$L/had" 2>/dev/null)',
-        restore_function(component),
+        stop_function(component),
         'phase "undoing"',
         'if ! restore; then phase "restore-failed"; echo restore-failed; exit 1; fi',
         'phase "restored"',
@@ -571,8 +456,7 @@ def healthy_command(paths: Paths, token: str) -> str:
     """Journal `healthy` (the new binary passed health and settled): from here an undo keeps it."""
     return "\n".join(
         [
-            variables(paths),
-            PHASE,
+            prelude(paths),
             f'grep -q -F -e {quote(token)} -- "$L/holder" && phase healthy',
         ]
     )
@@ -606,12 +490,10 @@ def finish_command(
     assert entry.endswith("}")
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
+        prelude(paths),
         f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
         ' { echo "lock not ours"; exit 0; }',
-        f"phase {quote(phase)}",
+        f"phase '{_phase(phase)}'",
     ]
     if keep_release:
         sha, commit, keep = keep_release
@@ -642,6 +524,12 @@ def finish_command(
         ("" if "restore" in phase else 'rm -f -- "$J"; ') + 'rm -rf -- "$L"; echo unlocked',
     ]
     return "\n".join(lines)
+
+
+def _phase(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z-]*", name):
+        raise ValueError(f"not a phase: {name!r}")
+    return name
 
 
 def remove_lock_command(paths: Paths) -> str:

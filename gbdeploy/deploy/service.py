@@ -9,7 +9,7 @@ its log is; one class per `restart` mode, each with the parser of its own output
 
 To change how a deploy stops a service, this module is the place; `layout.py` only calls these
 fragments from the scripts it builds. The process is always found by its executable
-(/proc/PID/exe, see `probes.FIND_PIDS`), never by pattern, so nothing else is signalled.
+(/proc/PID/exe, see `remote/far_end/procs.sh`), never by pattern, so nothing else is signalled.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from dataclasses import dataclass
 from ..config import Component
 from ..connection import quote
 from ..errors import UsageError
-from ..probes import FIND_PIDS, resolve_binary
+from ..remote import far_end
 
 # How often a stop looks whether the process is gone: every 20 ms during its first second (a
 # service that exits at once is restarted at once: downtime), then every 100 ms (each look forks).
+# procs.sh's `stop_by_path` sleeps these; here they turn seconds into its counts of looks.
 FAST_POLL, FAST_LOOKS, SLOW_POLL = 0.02, 50, 0.1
 
 
-def stop_by_path_command(binary: str, timeout: float) -> str:
-    """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL.
+def stop_by_path_lines(binary: str, timeout: float) -> str:
+    """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL
+    (procs.sh's `stop_by_path`, which expects procs.sh ahead of it).
 
     Prints `none`, `stopped PIDS` or `killed PIDS`; exits 1 if a process survives SIGKILL. Only
     pids found by executable path are signalled, and this shell's own pid is never among them
@@ -41,33 +43,12 @@ def stop_by_path_command(binary: str, timeout: float) -> str:
     def looks(seconds: float) -> int:
         return fast + max(0, round((seconds - fast * FAST_POLL) / SLOW_POLL))
 
-    wait = (
-        f'if [ "$i" -lt {fast} ]; then sleep {FAST_POLL}; else sleep {SLOW_POLL}; fi; i=$((i + 1))'
-    )
-    return "\n".join(
-        [
-            resolve_binary(binary),
-            FIND_PIDS,
-            "alive() {",
-            "  left=",
-            "  for p in $targets; do",
-            '    runs "$p" && left="$left $p"',
-            "  done",
-            '  [ -n "$left" ]',
-            "}",
-            "targets=$(pids)",
-            '[ -n "$targets" ] || { echo none; exit 0; }',
-            "kill -TERM $targets 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(timeout)} ]; do {wait}; done',
-            'alive || { echo "stopped" $targets; exit 0; }',
-            "kill -KILL $left 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(5.0)} ]; do {wait}; done',
-            'alive && { echo "survived SIGKILL:$left" >&2; exit 1; }',
-            'echo "killed" $targets',
-        ]
-    )
+    return f"resolve {quote(binary)}; stop_by_path {fast} {looks(timeout)} {looks(5.0)}"
+
+
+def stop_by_path_command(binary: str, timeout: float) -> str:
+    """`stop_by_path_lines` as a whole script."""
+    return f"{far_end.processes()}\n{stop_by_path_lines(binary, timeout)}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,7 @@ def parse_report(out: str) -> Report:
 
 class Service:
     """A component's service under one `restart` mode. The fragments are sh that expects the
-    layout's variables (`layout.variables`) and, for `recipe`, the `launch` function."""
+    layout's prelude (`layout.prelude`: its variables and the far end's functions)."""
 
     def __init__(self, component: Component) -> None:
         self.component = component
@@ -109,7 +90,7 @@ class Service:
     def stop_lines(self) -> str:
         """Stops it; prints `none`, `stopped PIDS` or `killed PIDS`; fails when it survives."""
         component = self.component
-        return f"( {stop_by_path_command(component.binary, component.stop_timeout)} )"
+        return f"( {stop_by_path_lines(component.binary, component.stop_timeout)} )"
 
     def running_before_stop_lines(self) -> list[str]:
         """Sets `up=1` before a stop when the stop's own output cannot tell (a unit is active)."""
@@ -130,7 +111,7 @@ class Service:
         return "\n".join(
             [
                 "up=0",
-                f'( {resolve_binary(component.binary)}\n{FIND_PIDS}\n[ -n "$(pids)" ] ) && up=1',
+                f'( resolve {quote(component.binary)}; [ -n "$(pids)" ] ) && up=1',
             ]
         )
 

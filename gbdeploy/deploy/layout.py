@@ -81,10 +81,6 @@ class Paths:
     def releases(self) -> str:
         return f"{self.binary}.releases"
 
-    @property
-    def release_list(self) -> str:
-        return f"{self.binary}.releases/list"
-
     def release(self, sha256: str) -> str:
         return f"{self.binary}.releases/{sha256}"
 

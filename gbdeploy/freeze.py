@@ -143,11 +143,11 @@ def parse(stdout: str) -> Answer:
 
 
 def freeze_record(message: str) -> str:
-    from .deploy.deployment import _local_user  # deployment imports this module
+    from .deploy.words import local_user
 
     return json.dumps(
         {
-            "holder": f"{_local_user()}@{socket.gethostname()}",
+            "holder": f"{local_user()}@{socket.gethostname()}",
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "message": message,
         },

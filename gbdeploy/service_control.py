@@ -15,9 +15,10 @@ import sys
 from .config import Component, Settings, token_values
 from .connection import Remote, quote
 from .deploy import engine, layout
-from .deploy.deployment import Deployment, _first_line, _message
+from .deploy.deployment import Deployment
 from .deploy.engine import Step, Undo
 from .deploy.service import run_as_prefix, service_of
+from .deploy.words import first_line, message
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
 from .output import Reporter
 
@@ -143,7 +144,7 @@ def run_service(
             reporter,
             interrupts=lambda: engine.interrupts_abort(run.cut),
             before_undo=run.reconnect,
-            cause=_first_line,
+            cause=first_line,
         )
     except engine.Undone as undone:
         raise _outcome(run, action, undone) from None
@@ -156,7 +157,7 @@ def _outcome(run: Deployment, action: str, undone: engine.Undone) -> GbdeployErr
     error = undone.error
     if isinstance(error, GbdeployError) and not run.touched:
         return error  # refused: lock held, frozen, preflight; nothing was changed
-    cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
+    cause = "interrupted" if isinstance(error, KeyboardInterrupt) else message(error)
     hint = f"`gbdeploy logs {run.component.name}` shows its log; `gbdeploy status` its state"
     return DeployFailed(f"{action} of {run.component.name} failed: {cause}", hint=hint)
 

@@ -17,9 +17,9 @@ from ..connection import Remote, quote
 from ..errors import ConfigError, RemoteError
 from ..output import Reporter, human_bytes
 from . import layout
-from .deployment import Facts, describe_journal, inspect_command, parse_facts
 from .layout import Paths
 from .session import Session
+from .state import Facts, describe_journal, inspect_command, parse_facts
 
 
 @dataclass(frozen=True)

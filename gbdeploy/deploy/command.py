@@ -1,0 +1,177 @@
+"""`deploy COMPONENT`: the deploy's steps in order (begin, upload, service, health, finish; seed
+splits the service around the upload), its plan for `--dry-run`, and the run of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import artifact
+from ..artifact import file_sha256, find_artifact, fingerprint, prefetch_fingerprint
+from ..config import Settings
+from ..errors import GbdeployError, UsageError
+from ..output import Reporter, human_bytes
+from . import STRATEGIES, engine
+from .deployment import Deployment
+from .engine import Step
+from .service import service_of
+from .state import COMMIT
+
+__all__ = ["find_artifact", "run_deploy"]
+
+
+def check_artifact(local: Path) -> Callable[[str], None]:
+    """The artifact's local checks (exit 2 when it is no ELF executable); returns the check of
+    the target's `uname -m` against its machine type."""
+    info = artifact.check(local)
+    return lambda uname_m: info.require_machine(uname_m, "the target")
+
+
+def deployment_steps(
+    run: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
+) -> list[Step]:
+    """Every step of a deploy, in order, for the strategy."""
+    begin = run.begin_step(upload=True, machine_of=machine_of)
+    upload = _unless_unchanged(run, run.upload_step(local))
+    health, finish = run.health_step(), run.finish_step()
+    if run.strategy == "seed":
+        stop = _unless_unchanged(run, run.service_step("stop", start=False))
+        start = _unless_unchanged(run, run.service_step("start", stop=False))
+        return [begin, stop, upload, start, health, finish]
+    service = _unless_unchanged(run, run.service_step("restart"))
+    return [begin, upload, service, health, finish]
+
+
+def _unless_unchanged(run: Deployment, step: Step) -> Step:
+    inner = step.run
+
+    def run_step() -> str | None:
+        return "skipped (unchanged)" if run.unchanged else inner()
+
+    step.run = run_step
+    return step
+
+
+def run_deploy(
+    settings: Settings,
+    component: str,
+    reporter: Reporter,
+    *,
+    artifact: str | None = None,
+    strategy: str = "staged",
+    dry_run: bool = False,
+    force: bool = False,
+    commit: str | None = None,
+    recover: bool = False,
+    verbose: bool = False,
+    clock: Callable[[], float] = time.time,
+    token: str | None = None,
+    before_change: Callable[[Deployment], None] | None = None,
+) -> list[Step]:
+    """Deploy `artifact` as `component`'s binary on its target (see the module docstring).
+    Returns the steps (what ran, or with --dry-run what would run)."""
+    comp = settings.component(component)
+    if recover:
+        from .rollback import run_rollback  # rollback builds on this module
+
+        return run_rollback(
+            settings,
+            component,
+            reporter,
+            dry_run=dry_run,
+            recover=True,
+            force=force,
+            before_change=before_change,
+        )
+    if commit is not None and not COMMIT.match(commit):
+        raise UsageError(
+            f"--commit {commit!r} is not a commit: letters, digits, `.`, `_`, `+` and `-` only "
+            "(no spaces or newlines), at most 100",
+            hint="pass the commit the binary was built from, e.g. `--commit $(git rev-parse HEAD)`",
+        )
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    local = find_artifact(settings, comp, artifact)
+    run = Deployment(
+        settings,
+        comp,
+        reporter,
+        action="deploy",
+        commit=commit,
+        strategy=strategy,
+        clock=clock,
+        token=token,
+    )
+    run.before_change = before_change
+    if dry_run:
+        if local.is_file():
+            run.sha256, run.size = file_sha256(local), local.stat().st_size
+        else:
+            run.sha256 = "0" * 64
+        steps = deployment_steps(run, local, machine_of=None)
+        full = verbose or reporter.verbose
+        reporter.plan(
+            f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
+            f"{run.remote.description}, strategy {strategy}, restart {service_of(comp).describe()}"
+            + (
+                f"; every command runs as `{run.remote.wrap('COMMAND')}`"
+                if run.target.container
+                else ""
+            ),
+            engine.plan_lines(steps, verbose=full),
+        )
+        if not full:
+            reporter.say("(each step in one line: -v prints every remote script in full)")
+        return steps
+    run.refuse_a_foreign_ssh_user()
+    machine_of = check_artifact(local)
+    run.size = local.stat().st_size
+    # The artifact is hashed in the background (the CLI started it before loading this module)
+    # while the connection opens and the session's far end starts (and, when the upload needs
+    # its own channel, that channel's receiver, which waits for the lock).
+    prefetch_fingerprint(local)
+    try:
+        run.session.open()
+        run.prepare_upload(local)
+        run.fingerprint = fingerprint(local)
+    except GbdeployError:
+        run.close()
+        raise
+    run.sha256 = run.fingerprint.sha256
+    reporter.info(
+        f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
+        f"{comp.binary} on {run.remote.description} (strategy {strategy})"
+    )
+    steps = deployment_steps(run, local, machine_of=machine_of)
+    if force:
+        steps[0] = _forced(run, steps[0])
+    try:
+        run.execute(steps)
+    finally:
+        run.close()
+    reporter.summary()
+    built = run.commit or f"sha256 {(run.sha256 or '?')[:12]}"
+    done = "unchanged (it was there already)" if run.unchanged else "deployed"
+    reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
+    return steps
+
+
+def _forced(run: Deployment, begin: Step) -> Step:
+    inner = begin.run
+
+    def run_step() -> str | None:
+        detail = inner()
+        if run.unchanged:
+            run.unchanged = False
+            return f"{run.paths.lock}; target has this binary, redeploying (--force)"
+        return detail
+
+    begin.run = run_step
+    return begin
+
+
+def _describe_local(local: Path, run: Deployment) -> str:
+    if not local.is_file():
+        return "not built yet"
+    return f"{human_bytes(local.stat().st_size)}, sha256 {(run.sha256 or '?')[:12]}"

@@ -143,7 +143,7 @@ def run_service(
             steps,
             reporter,
             interrupts=lambda: engine.interrupts_abort(run.cut),
-            before_undo=run.reconnect,
+            before_undo=run.drop_connection,
             cause=first_line,
         )
     except engine.Undone as undone:

@@ -50,21 +50,19 @@ import ipaddress
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, TextIO
+from typing import IO, Protocol
 
 import paramiko
 
 from .artifact import Fingerprint, identity
 from .connection import Remote, quote
 from .errors import OperationFailed, RemoteError
-from .output import human_bytes
 
 Progress = Callable[[int, int], None]  # (bytes of the artifact done, artifact size)
 
@@ -732,52 +730,3 @@ def _drain_stderr(channel: paramiko.Channel) -> str:
                 break
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
-
-
-class TerminalProgress:
-    """A progress callback that keeps one updating line on a terminal: bytes, rate, percent.
-
-    Writes nothing when `stream` is not a TTY (CI logs, pipes); redraws at most every `interval`
-    seconds, and always once at 100 %, then ends the line (unless `end_line` is false: then whoever
-    owns the line finishes it). The rate counts from the moment it is made, so make it right
-    before the upload starts.
-    """
-
-    def __init__(
-        self,
-        label: str = "upload",
-        stream: TextIO | None = None,
-        *,
-        interval: float = 0.2,
-        clock: Callable[[], float] = time.monotonic,
-        end_line: bool = True,
-    ) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.clock = clock
-        self.end_line = end_line
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.started = clock()
-        self.last_draw = float("-inf")
-        self.finished = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or self.finished:
-            return
-        now = self.clock()
-        complete = done >= total
-        if not complete and now - self.last_draw < self.interval:
-            return
-        self.last_draw = now
-        self.stream.write("\r" + self.line(done, total, now - self.started) + "\x1b[K")
-        if complete:
-            if self.end_line:
-                self.stream.write("\n")
-            self.finished = True
-        self.stream.flush()
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        percent = 100.0 * done / total if total else 100.0
-        rate = f"{human_bytes(done / elapsed)}/s" if elapsed > 0 else "-"
-        return f"{self.label}: {human_bytes(done)} / {human_bytes(total)}  {rate}  {percent:3.0f}%"

@@ -51,7 +51,7 @@ from ..errors import (
     RemoteError,
     UsageError,
 )
-from ..output import Reporter, human_bytes
+from ..output import Reporter, StepProgress, human_bytes
 from . import engine, layout
 from .engine import Step, Undo
 from .health import PROGRESS_EVERY, ServiceChecks
@@ -134,16 +134,15 @@ class Deployment(ServiceChecks):
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> str:
         return self.session.run(command, timeout=timeout, check=check).stdout
 
-    def reconnect(self, error: BaseException | None = None) -> None:
-        """A fresh connection and session (the old one may be dropped or cut mid-exchange)."""
+    def drop_connection(self, error: BaseException | None = None) -> None:
+        """Close the session and the connection (either may be dropped or cut mid-exchange): the
+        next exchange opens fresh ones."""
         self.cancel_upload()
         self.session.close()
-        close_quietly(self.remote)
+        self.remote.close_quietly()
 
     def close(self) -> None:
-        self.cancel_upload()
-        self.session.close()
-        close_quietly(self.remote)
+        self.drop_connection()
 
     def sent_plain(self, local: Path) -> bool:
         """Whether the artifact goes uncompressed; decided once (it may sample the artifact)."""
@@ -168,10 +167,7 @@ class Deployment(ServiceChecks):
             pending.cancel()
 
     def cut(self) -> None:
-        transport = self.remote.connection.transport
-        if transport is not None and transport.sock is not None:
-            with suppress(OSError):
-                transport.sock.shutdown(socket.SHUT_RDWR)
+        self.remote.cut()
 
     def refuse_a_foreign_ssh_user(self) -> None:
         """Only root or the service user can see (/proc/PID/exe) and signal the service's
@@ -374,9 +370,9 @@ class Deployment(ServiceChecks):
         try:
             return self.run(command, timeout=timeout)
         except RemoteError:
-            if _transport_active(self.remote):
+            if self.remote.alive:
                 raise
-            self.reconnect()
+            self.drop_connection()
             return self.run(command, timeout=timeout)
 
     def finish_command(self, result: str) -> str:
@@ -399,7 +395,7 @@ class Deployment(ServiceChecks):
         uploaded = f"{layout.prelude(self.paths)}\nphase uploaded"
 
         def upload() -> str:
-            progress = _StepProgress("upload", self.reporter.stream, end_line=False)
+            progress = StepProgress("upload", self.reporter.stream, end_line=False)
             pending, self.pending_upload = self.pending_upload, None
             try:
                 if pending is None and self.upload_through_session(local):
@@ -411,7 +407,7 @@ class Deployment(ServiceChecks):
                         pending = transfer.start_upload(self.remote, local, new)
                     result = pending.send(progress=progress, known=self.fingerprint)
             except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
-                dropped = not _transport_active(self.remote)
+                dropped = not self.remote.alive
                 why = "the connection dropped" if dropped else (str(error) or type(error).__name__)
                 raise RemoteError(
                     f"upload of {local} to {self.remote.description}:{new} failed: {why}",
@@ -620,7 +616,7 @@ class Deployment(ServiceChecks):
                 steps,
                 self.reporter,
                 interrupts=lambda: engine.interrupts_abort(self.cut),
-                before_undo=self.reconnect,
+                before_undo=self.drop_connection,
                 cause=first_line,
             )
         except engine.Undone as undone:
@@ -634,26 +630,3 @@ _SERVICE_SUMMARY = {
     (True, False): "keep B.prev → stop (exact path), in one script",
     (False, True): "swap → chown → start, in one script",
 }
-
-
-class _StepProgress(transfer.TerminalProgress):
-    """The upload's progress, drawn over its step's header `→ upload … ` on a terminal."""
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        rate = done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"→ {self.label} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
-        )
-
-
-def close_quietly(remote: Remote) -> None:
-    """Close, ignoring what a dead or interrupted connection raises while closing."""
-    with suppress(OSError, EOFError, paramiko.SSHException):
-        remote.close()
-    with suppress(OSError, EOFError, paramiko.SSHException):
-        remote.connection.client.close()
-
-
-def _transport_active(remote: Remote) -> bool:
-    transport = remote.connection.transport
-    return bool(transport is not None and transport.is_active())

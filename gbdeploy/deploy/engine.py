@@ -79,7 +79,7 @@ def execute(
 ) -> None:
     """Run `steps`; on failure undo the ones that began (the failing one too: its undo copes with
     a partial run) and raise `Undone`. `interrupts()` is a context manager active while the
-    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. reconnect)."""
+    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. drop the connection)."""
     done: list[Step] = []
     try:
         with interrupts() if interrupts else nullcontext():

@@ -158,7 +158,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
         f"http://localhost:{world.port}/health",
     ):
         assert expected in plan
-    assert plan.index("upload") < plan.index("kill -TERM")  # staged: copy before the stop
+    # the stop's call (its function, with `kill -TERM`, is in the library shown once, first)
+    assert plan.index("upload") < plan.index("; stop_by_path ")  # staged: copy before the stop
 
 
 def test_dry_run_does_not_connect(world, artifacts, tmp_path):
@@ -178,7 +179,7 @@ def test_dry_run_does_not_connect(world, artifacts, tmp_path):
         commit=NEW,
     )
     plan = out.getvalue()
-    assert plan.index("kill -TERM") < plan.index("upload")  # seed: stop first
+    assert plan.index("; stop_by_path ") < plan.index("upload")  # seed: stop first
 
 
 @pytest.mark.parametrize("action", ["deploy", "rollback"])

@@ -3,17 +3,21 @@ builds around them: each one passes Debian's shellcheck (POSIX sh) and `dash -n`
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import io
 import json
 import subprocess
+import tokenize
 from importlib.resources import files
 from types import SimpleNamespace
 
 import pytest
 
-from gbdeploy import freeze, service_control
+from gbdeploy import freeze, service_control, transfer
 from gbdeploy.config import Restart
-from gbdeploy.deploy import layout
+from gbdeploy.connection import quote
+from gbdeploy.deploy import layout, session
 from gbdeploy.deploy.service import service_of
 from gbdeploy.remote import far_end
 from gbdeploy_sandbox.settings import standin_component
@@ -100,3 +104,63 @@ def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
         checked = text.replace(far_end.library(), annotated)
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
         assert dash_n(text) == "", name
+
+
+# --- the Python helper: what the oldest target runs
+OLDEST_PYTHON = "3.4"
+# Syntax newer than 3.4, by the node that carries it (the grammar is parsed by this Python).
+NEWER_SYNTAX = {
+    ast.JoinedStr: "f-string (3.6)",
+    ast.AnnAssign: "variable annotation (3.6)",
+    ast.AsyncFunctionDef: "async def (3.5)",
+    ast.Await: "await (3.5)",
+    ast.AsyncFor: "async for (3.5)",
+    ast.AsyncWith: "async with (3.5)",
+    ast.MatMult: "@ operator (3.5)",
+    ast.NamedExpr: "walrus (3.8)",
+    ast.Match: "match (3.10)",
+}
+
+
+def newer_syntax(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        for kind, what in NEWER_SYNTAX.items():
+            if isinstance(node, kind):
+                found.append(f"line {getattr(node, 'lineno', '?')}: {what}")
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            arguments = node.args
+            if arguments.posonlyargs:
+                found.append(f"line {getattr(node, 'lineno', '?')}: positional-only (3.8)")
+            if isinstance(node, ast.FunctionDef) and (
+                node.returns or any(a.annotation for a in [*arguments.args, *arguments.kwonlyargs])
+            ):
+                found.append(f"line {node.lineno}: annotation (3.0, but kept out)")
+        if isinstance(node, ast.Call) and sum(isinstance(a, ast.Starred) for a in node.args) > 1:
+            found.append(f"line {node.lineno}: several * in one call (3.5)")
+        if isinstance(node, ast.Dict) and None in node.keys:
+            found.append(f"line {node.lineno}: ** in a dict display (3.5)")
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NUMBER and "_" in token.string:
+            found.append(f"line {token.start[0]}: _ in a number (3.6)")
+    return found
+
+
+def test_the_helper_is_python_the_oldest_target_runs():
+    source = FAR_END.joinpath("helper.py").read_text()
+    compile(source, "helper.py", "exec")
+    assert newer_syntax(source) == [], f"helper.py must run on Python {OLDEST_PYTHON}"
+
+
+def test_the_syntax_check_sees_what_3_4_lacks():
+    assert newer_syntax("x = f'{1}'\n") == ["line 1: f-string (3.6)"]
+    assert newer_syntax("if (y := 1): pass\n") == ["line 1: walrus (3.8)"]
+    assert newer_syntax("n = 1_000\n") == ["line 1: _ in a number (3.6)"]
+    assert newer_syntax("f(*a, *b)\n") == ["line 1: several * in one call (3.5)"]
+
+
+def test_the_session_helper_and_the_upload_receiver_are_one_file():
+    helper = FAR_END.joinpath("helper.py").read_text()
+    assert helper == session.HELPER_PROGRAM
+    receiving = transfer.receive_command("stream", "/srv/bot/botserver.new", 10)
+    assert quote(helper) in receiving and "receive /srv/bot/botserver.new 10 stream" in (receiving)

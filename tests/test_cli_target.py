@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from deploy_world import NEW, OLD, command_line
 
+from gbdeploy.cli import CI_VARIABLES
+
 
 @pytest.fixture
 def project(world, tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -32,8 +34,10 @@ def run_gbdeploy(run_gbdeploy):
 
 
 @pytest.fixture
-def terminal(mocker):
-    """A person at a terminal, who answers each question with what `answers` holds."""
+def terminal(mocker, monkeypatch):
+    """A person at a terminal (not a CI job), who answers each question with `return_value`."""
+    for variable in CI_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
     return mocker.patch("builtins.input")
 
@@ -89,11 +93,11 @@ def test_ctrl_c_in_a_deploy_is_undone_without_telling_to_fix_a_cause(
     real = Deployment.wait_until_up
     calls = []
 
-    def interrupted_once(self):
+    def interrupted_once(self, **how):
         calls.append(self)
         if len(calls) == 1:
             raise KeyboardInterrupt  # Ctrl-C while the new binary's health is awaited
-        return real(self)
+        return real(self, **how)
 
     mocker.patch.object(Deployment, "wait_until_up", interrupted_once)
 

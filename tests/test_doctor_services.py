@@ -566,8 +566,9 @@ def test_the_committed_maintenance_workflow_counts_as_the_runners_daily_cleanup(
     assert verdict.status == "pass", verdict.saw
     assert verdict.saw.startswith(
         "daily: .forgejo/workflows/runner-maintenance.yaml at HEAD, step 'Trim the sccache and "
-        "cargo caches' (17 3 * * *): export PATH="
+        "cargo caches' (17 3 * * *): "
     )
+    assert verdict.saw.endswith("gbdeploy maintain")
     assert verdict.saw.endswith("gbdeploy maintain")
 
 

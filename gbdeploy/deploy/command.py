@@ -50,6 +50,14 @@ def _unless_unchanged(run: Deployment, step: Step) -> Step:
         return "skipped (unchanged)" if run.unchanged else inner()
 
     step.run = run_step
+    if step.undo is not None:  # a step that was skipped has nothing to undo
+        undo = step.undo.run
+
+        def undo_step() -> None:
+            if not run.unchanged:
+                undo()
+
+        step.undo.run = undo_step
     return step
 
 

@@ -290,6 +290,7 @@ class Deployment(ServiceChecks):
                     machine_of(facts.machine)
                 except UsageError:
                     self.run(self.release_lock_command())
+                    self.facts.released = True  # given back with its journal: nothing to record
                     raise
             if self.before_change is not None:
                 self.before_change(self)

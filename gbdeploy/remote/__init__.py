@@ -1,8 +1,10 @@
-"""What runs on a target, and how gbdeploy reaches it.
+"""What runs on a target (so far: the far end's files; the connection, session, transfer and probes
+modules are still at `gbdeploy/connection.py`, `deploy/session.py`, `transfer.py`, `probes.py`).
 
 far_end/   the code that runs on the target, as real files shipped with the package:
-           `lib.sh` (the shell functions every deploy script calls) and its Python helper.
-           Python sends the library ahead of a script and writes only the quoted variable
-           prelude and one call line per step; the files are linted in the tests
-           (shellcheck, `dash -n`).
+           `procs.sh` and `lib.sh` (the shell functions every deploy script calls), and
+           `helper.py` (the session helper and the upload's receiver, Python 3.4).
+           Python sends the library after the quoted variable prelude, then the script's own
+           lines (`deploy/layout.py`); the files and every script built from them are linted
+           in the tests (shellcheck, `dash -n`; the helper against Python 3.4's syntax).
 """

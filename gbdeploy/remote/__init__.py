@@ -1,5 +1,6 @@
-"""What runs on a target, and a way to run it here (so far: the far end's files and `LocalRemote`; the connection, session, transfer and probes
-modules are still at `gbdeploy/connection.py`, `deploy/session.py`, `transfer.py`, `probes.py`).
+"""What runs on a target, and a way to run it here. So far the far end's files and `LocalRemote`;
+the connection, session, transfer and probes modules are still at `gbdeploy/connection.py`,
+`deploy/session.py`, `transfer.py` and `probes.py`.
 
 far_end/   the code that runs on the target, as real files shipped with the package:
            `procs.sh` and `lib.sh` (the shell functions every deploy script calls), and

@@ -226,9 +226,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "skipped-steps-undone",
         "an unchanged binary whose service is down stays in place (nothing skipped is undone)",
-        "gbdeploy/deploy/command.py",
-        "            if not run.unchanged:\n                undo()",
-        "            if True:\n                undo()",
+        "gbdeploy/deploy/engine.py",
+        "                    continue  # not begun: nothing to undo",
+        "                    done.append(step)\n                    continue",
         (P + "test_an_unchanged_binary_whose_service_is_down_is_left_in_place",),
     ),
     Mutation(

@@ -44,20 +44,8 @@ def deployment_steps(
 
 
 def _unless_unchanged(run: Deployment, step: Step) -> Step:
-    inner = step.run
-
-    def run_step() -> str | None:
-        return "skipped (unchanged)" if run.unchanged else inner()
-
-    step.run = run_step
-    if step.undo is not None:  # a step that was skipped has nothing to undo
-        undo = step.undo.run
-
-        def undo_step() -> None:
-            if not run.unchanged:
-                undo()
-
-        step.undo.run = undo_step
+    """The step is skipped when the target already has this binary (and not `--force`)."""
+    step.skip_when = lambda: "unchanged" if run.unchanged else ""
     return step
 
 
@@ -112,6 +100,7 @@ def run_deploy(
         token=token,
     )
     run.before_change = before_change
+    run.redeploy = force
     if dry_run:
         if local.is_file():
             run.sha256, run.size = file_sha256(local), local.stat().st_size
@@ -152,8 +141,6 @@ def run_deploy(
         f"{comp.binary} on {run.remote.description} (strategy {strategy})"
     )
     steps = deployment_steps(run, local, machine_of=machine_of)
-    if force:
-        steps[0] = _forced(run, steps[0])
     try:
         run.execute(steps)
     finally:
@@ -163,20 +150,6 @@ def run_deploy(
     done = "unchanged (it was there already)" if run.unchanged else "deployed"
     reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
     return steps
-
-
-def _forced(run: Deployment, begin: Step) -> Step:
-    inner = begin.run
-
-    def run_step() -> str | None:
-        detail = inner()
-        if run.unchanged:
-            run.unchanged = False
-            return f"{run.paths.lock}; target has this binary, redeploying (--force)"
-        return detail
-
-    begin.run = run_step
-    return begin
 
 
 def _describe_local(local: Path, run: Deployment) -> str:

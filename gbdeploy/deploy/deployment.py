@@ -106,7 +106,8 @@ class Deployment(ServiceChecks):
         self.pending_upload: transfer.PendingUpload | None = None
         self.plain: bool | None = None  # the upload goes uncompressed (see sent_plain)
         self.facts = Facts()
-        self.unchanged = False
+        self.unchanged = False  # the target has this binary: the steps that change it are skipped
+        self.redeploy = False  # deploy --force: change it even so
         self.touched = False  # the service script began: a failure now needs a restore
         self.was_running = False
         self.restore_failed = False
@@ -294,12 +295,15 @@ class Deployment(ServiceChecks):
                     raise
             if self.before_change is not None:
                 self.before_change(self)
-            self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
+            same = upload and self.sha256 is not None and facts.current == self.sha256
+            self.unchanged = same and not self.redeploy
             if self.commit is None:  # the same binary keeps the commit it is known by
                 known = [r.commit for r in facts.releases if r.sha256 == self.sha256 and r.commit]
                 self.commit = known[-1] if known else None
             if self.unchanged:
                 return "unchanged, nothing to do (the target has this binary); checking health"
+            if same:
+                return f"{self.paths.lock}; target has this binary, redeploying (--force)"
             if facts.current is None:
                 return f"{self.paths.lock}; no binary on the target yet"
             return f"{self.paths.lock}; target has {facts.current[:12]}"

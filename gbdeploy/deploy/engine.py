@@ -35,6 +35,9 @@ class Step:
     run: Callable[[], str | None]
     undo: Undo | None = None
     summary: str = ""  # one line for the short plan; default: the first command's first line
+    # Asked as the step's turn comes: a reason to skip it ("" runs it). A skipped step has not
+    # begun: it is not undone.
+    skip_when: Callable[[], str] | None = None
 
     def plan_lines(self, *, verbose: bool = False) -> list[str]:
         if not verbose:
@@ -84,6 +87,11 @@ def execute(
     try:
         with interrupts() if interrupts else nullcontext():
             for step in steps:
+                reason = step.skip_when() if step.skip_when is not None else ""
+                if reason:
+                    with reporter.step(step.name) as record:
+                        record.detail = f"skipped ({reason})"
+                    continue  # not begun: nothing to undo
                 done.append(step)
                 with reporter.step(step.name) as record:
                     reporter.remote_commands(step.commands)  # -v: what runs on the target

@@ -104,7 +104,7 @@ class Deployment(ServiceChecks):
         self.size = 0
         self.fingerprint: Fingerprint | None = None  # of the artifact, as hashed here
         self.pending_upload: transfer.PendingUpload | None = None
-        self.plain: bool | None = None  # the upload goes uncompressed (see sent_plain)
+        self.compressed: bool | None = None  # the upload goes through zstd (see compresses)
         self.facts = Facts()
         self.unchanged = False  # the target has this binary: the steps that change it are skipped
         self.redeploy = False  # deploy --force: change it even so
@@ -145,22 +145,25 @@ class Deployment(ServiceChecks):
     def close(self) -> None:
         self.drop_connection()
 
-    def sent_plain(self, local: Path) -> bool:
-        """Whether the artifact goes uncompressed; decided once (it may sample the artifact)."""
-        if self.plain is None:
-            self.plain = transfer.choose_method(self.remote, local, None) == transfer.STREAM
-        return self.plain
+    def compresses(self, local: Path) -> bool:
+        """Whether the artifact goes through zstd: decided once (it may sample the artifact), and
+        the plan, the upload's channel and the session's upload all follow that decision."""
+        if self.compressed is None:
+            self.compressed = transfer.choose_method(self.remote, local, None) == transfer.ZSTD
+        return self.compressed
 
     def upload_through_session(self, local: Path) -> bool:
         """The session's helper takes the file (no second channel), unless the bytes are to be
         compressed or the target has no python3."""
-        return self.sent_plain(local) and self.session.streams_files()
+        return not self.compresses(local) and self.session.streams_files()
 
     def prepare_upload(self, local: Path) -> None:
         """When the upload needs its own channel, open it now: its receiver waits for the word
         (see `transfer.start_upload`), so the target's shell starts while the lock is taken."""
         if not self.upload_through_session(local):
-            self.pending_upload = transfer.start_upload(self.remote, local, self.paths.new)
+            self.pending_upload = transfer.start_upload(
+                self.remote, local, self.paths.new, compress=self.compresses(local)
+            )
 
     def cancel_upload(self) -> None:
         pending, self.pending_upload = self.pending_upload, None
@@ -409,7 +412,9 @@ class Deployment(ServiceChecks):
                     )
                 else:
                     if pending is None:
-                        pending = transfer.start_upload(self.remote, local, new)
+                        pending = transfer.start_upload(
+                            self.remote, local, new, compress=self.compresses(local)
+                        )
                     result = pending.send(progress=progress, known=self.fingerprint)
             except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
                 dropped = not self.remote.alive
@@ -438,8 +443,9 @@ class Deployment(ServiceChecks):
             )
 
         remove = layout.remove_new_command(self.paths)
-        channel = transfer.upload_plan(local, new, remote=self.remote)
-        if local.is_file() and self.sent_plain(local):
+        decided = self.compresses(local) if local.is_file() else None
+        channel = transfer.upload_plan(local, new, compress=decided, remote=self.remote)
+        if decided is False:
             size = local.stat().st_size
             channel = [put_line(new, size), *(f"(without python3 there) {c}" for c in channel)]
         return Step(

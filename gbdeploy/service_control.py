@@ -25,14 +25,14 @@ from .output import Reporter
 ACTIONS = ("start", "stop", "restart")
 
 
-def service_script(run: Deployment, action: str) -> str:
+def service_script(deployment: Deployment, action: str) -> str:
     """The stop and/or start, one script, with the deploy's phases in its journal. Prints the
     stop's outcome (`none`, `stopped PIDS`, `killed PIDS`), `already-running`, or `launched PID`;
     exits 3 when the stop or the start failed."""
-    component = run.component
+    component = deployment.component
     lines = [
         "trap '' HUP INT TERM PIPE",  # once begun it finishes; `launch` resets them for the service
-        layout.prelude(run.paths),
+        layout.prelude(deployment.paths),
     ]
     if action in ("stop", "restart"):
         lines += [
@@ -49,7 +49,7 @@ def service_script(run: Deployment, action: str) -> str:
         ]
     if action in ("start", "restart"):
         lines += [
-            layout.write_recipe_lines(component, run.ssh_user),
+            layout.write_recipe_lines(component, deployment.ssh_user),
             'launch "$L/recipe" || { echo "failed start" >&2; exit 3; }',
             'cp -p -- "$L/recipe" "$G"',
             'phase "started"',
@@ -57,48 +57,58 @@ def service_script(run: Deployment, action: str) -> str:
     return "\n".join(lines)
 
 
-def control_steps(run: Deployment, action: str) -> list[Step]:
-    begin = run.begin_step(upload=False, machine_of=None)
-    unlock = run.release_lock_command()
-    begin.undo = Undo([unlock], lambda: _release(run, unlock))
-    begin.summary = f"take {run.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+def control_steps(deployment: Deployment, action: str) -> list[Step]:
+    begin = deployment.begin_step(upload=False, machine_of=None)
+    unlock = deployment.unlock_command()
+    begin.undo = Undo([unlock], lambda: _unlock(deployment, unlock))
+    begin.summary = (
+        f"take {deployment.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+    )
     take = begin.run
 
     def take_lock() -> str | None:
         try:
             return take()
         except BaseException:
-            if not run.facts.acquired or run.facts.released:
+            if not deployment.facts.acquired or deployment.facts.released:
                 begin.undo = None  # refused: held by another, frozen, or given back already
             raise
 
     begin.run = take_lock
-    script = service_script(run, action)
+    script = service_script(deployment, action)
     state: dict[str, str] = {}
 
     def service() -> str:
-        run.touched = True
+        deployment.touched = True
         if action != "stop":
-            run.log_offset = run.log_size()
-        result = run.session.run(script, check=False, timeout=run.component.stop_timeout + 60)
+            deployment.log_offset = deployment.log_size()
+        result = deployment.session.run(
+            script, check=False, timeout=deployment.component.stop_timeout + 60
+        )
         state["out"] = result.stdout
         if not result.ok:
             why = (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
             raise DeployFailed(
-                f"{action} of {run.component.name} failed on {run.remote.description}: {why}"
-                + (run.log_tail() if action != "stop" else "")
+                f"{action} of {deployment.component.name} failed on "
+                f"{deployment.remote.description}: {why}"
+                + (deployment.log_tail() if action != "stop" else "")
             )
-        return service_of(run.component).detail(result.stdout, started=action != "stop") or "done"
+        return (
+            service_of(deployment.component).detail(result.stdout, started=action != "stop")
+            or "done"
+        )
 
     steps = [
         begin,
         Step(action, [script], service, summary=_SUMMARY[action]),
     ]
     if action == "stop":
-        steps.append(Step("check", [run.state_command()], lambda: _check_stopped(run)))
+        steps.append(
+            Step("check", [deployment.state_command()], lambda: _check_stopped(deployment))
+        )
     else:
-        steps.append(run.health_step())
-    steps.append(Step("unlock", [unlock], lambda: _release(run, unlock) or "lock released"))
+        steps.append(deployment.health_step())
+    steps.append(Step("unlock", [unlock], lambda: _unlock(deployment, unlock) or "lock released"))
     return steps
 
 
@@ -109,14 +119,14 @@ _SUMMARY = {
 }
 
 
-def _release(run: Deployment, unlock: str) -> None:
-    run.run_again_if_dropped(unlock + " || true")
+def _unlock(deployment: Deployment, unlock: str) -> None:
+    deployment.run_again_if_dropped(unlock + " || true")
 
 
-def _check_stopped(run: Deployment) -> str:
-    if run.service_alive():
-        raise DeployFailed(f"{run.component.binary} still runs after the stop")
-    return "nothing runs from " + run.component.binary
+def _check_stopped(deployment: Deployment) -> str:
+    if deployment.service_alive():
+        raise DeployFailed(f"{deployment.component.binary} still runs after the stop")
+    return "nothing runs from " + deployment.component.binary
 
 
 def run_service(
@@ -130,36 +140,36 @@ def run_service(
     if action not in ACTIONS:
         raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
     comp = settings.component(component)
-    run = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
-    steps = control_steps(run, action)
-    title = f"{action} {comp.name} on {run.remote.description}"
+    deployment = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
+    steps = control_steps(deployment, action)
+    title = f"{action} {comp.name} on {deployment.remote.description}"
     if dry_run:
         reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
         return
-    run.refuse_a_foreign_ssh_user()
+    deployment.refuse_a_foreign_ssh_user()
     reporter.say(title)
     try:
         engine.execute(
             steps,
             reporter,
-            interrupts=lambda: engine.interrupts_abort(run.cut),
-            before_undo=run.drop_connection,
+            interrupts=lambda: engine.interrupts_abort(deployment.cut),
+            before_undo=deployment.drop_connection,
             cause=first_line,
         )
     except engine.Undone as undone:
-        raise _outcome(run, action, undone) from None
+        raise _outcome(deployment, action, undone) from None
     finally:
-        run.close()
+        deployment.close()
     reporter.summary()
 
 
-def _outcome(run: Deployment, action: str, undone: engine.Undone) -> GbdeployError:
+def _outcome(deployment: Deployment, action: str, undone: engine.Undone) -> GbdeployError:
     error = undone.error
-    if isinstance(error, GbdeployError) and not run.touched:
+    if isinstance(error, GbdeployError) and not deployment.touched:
         return error  # refused: lock held, frozen, preflight; nothing was changed
     cause = "interrupted" if isinstance(error, KeyboardInterrupt) else message(error)
-    hint = f"`gbdeploy logs {run.component.name}` shows its log; `gbdeploy status` its state"
-    return DeployFailed(f"{action} of {run.component.name} failed: {cause}", hint=hint)
+    hint = f"`gbdeploy logs {deployment.component.name}` shows its log; `gbdeploy status` its state"
+    return DeployFailed(f"{action} of {deployment.component.name} failed: {cause}", hint=hint)
 
 
 # --- exec

@@ -29,23 +29,23 @@ def check_artifact(local: Path) -> Callable[[str], None]:
 
 
 def deployment_steps(
-    run: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
+    deployment: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
 ) -> list[Step]:
     """Every step of a deploy, in order, for the strategy."""
-    begin = run.begin_step(upload=True, machine_of=machine_of)
-    upload = _unless_unchanged(run, run.upload_step(local))
-    health, finish = run.health_step(), run.finish_step()
-    if run.strategy == "seed":
-        stop = _unless_unchanged(run, run.service_step("stop", start=False))
-        start = _unless_unchanged(run, run.service_step("start", stop=False))
+    begin = deployment.begin_step(upload=True, machine_of=machine_of)
+    upload = _unless_unchanged(deployment, deployment.upload_step(local))
+    health, finish = deployment.health_step(), deployment.finish_step()
+    if deployment.strategy == "seed":
+        stop = _unless_unchanged(deployment, deployment.service_step("stop", start=False))
+        start = _unless_unchanged(deployment, deployment.service_step("start", stop=False))
         return [begin, stop, upload, start, health, finish]
-    service = _unless_unchanged(run, run.service_step("restart"))
+    service = _unless_unchanged(deployment, deployment.service_step("restart"))
     return [begin, upload, service, health, finish]
 
 
-def _unless_unchanged(run: Deployment, step: Step) -> Step:
+def _unless_unchanged(deployment: Deployment, step: Step) -> Step:
     """The step is skipped when the target already has this binary (and not `--force`)."""
-    step.skip_when = lambda: "unchanged" if run.unchanged else ""
+    step.skip_when = lambda: "unchanged" if deployment.unchanged else ""
     return step
 
 
@@ -89,7 +89,7 @@ def run_deploy(
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     local = find_artifact(settings, comp, artifact)
-    run = Deployment(
+    deployment = Deployment(
         settings,
         comp,
         reporter,
@@ -99,21 +99,22 @@ def run_deploy(
         clock=clock,
         token=token,
     )
-    run.before_change = before_change
-    run.redeploy = force
+    deployment.before_change = before_change
+    deployment.redeploy = force
     if dry_run:
         if local.is_file():
-            run.sha256, run.size = file_sha256(local), local.stat().st_size
+            deployment.sha256, deployment.size = file_sha256(local), local.stat().st_size
         else:
-            run.sha256 = "0" * 64
-        steps = deployment_steps(run, local, machine_of=None)
+            deployment.sha256 = "0" * 64
+        steps = deployment_steps(deployment, local, machine_of=None)
         full = verbose or reporter.verbose
         reporter.plan(
-            f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
-            f"{run.remote.description}, strategy {strategy}, restart {service_of(comp).describe()}"
+            f"deploy {comp.name}: {local} ({_describe_local(local, deployment)}) to {comp.binary} "
+            f"on {deployment.remote.description}, strategy {strategy}, "
+            f"restart {service_of(comp).describe()}"
             + (
-                f"; every command runs as `{run.remote.wrap('COMMAND')}`"
-                if run.target.container
+                f"; every command runs as `{deployment.remote.wrap('COMMAND')}`"
+                if deployment.target.container
                 else ""
             ),
             engine.plan_lines(steps, verbose=full),
@@ -121,38 +122,38 @@ def run_deploy(
         if not full:
             reporter.say("(each step in one line: -v prints every remote script in full)")
         return steps
-    run.refuse_a_foreign_ssh_user()
+    deployment.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)
-    run.size = local.stat().st_size
+    deployment.size = local.stat().st_size
     # The artifact is hashed in the background (the CLI started it before loading this module)
     # while the connection opens and the session's far end starts (and, when the upload needs
     # its own channel, that channel's receiver, which waits for the lock).
     prefetch_fingerprint(local)
     try:
-        run.session.open()
-        run.prepare_upload(local)
-        run.fingerprint = fingerprint(local)
+        deployment.session.open()
+        deployment.prepare_upload(local)
+        deployment.fingerprint = fingerprint(local)
     except GbdeployError:
-        run.close()
+        deployment.close()
         raise
-    run.sha256 = run.fingerprint.sha256
+    deployment.sha256 = deployment.fingerprint.sha256
     reporter.info(
-        f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
-        f"{comp.binary} on {run.remote.description} (strategy {strategy})"
+        f"deploy {comp.name}: {local} ({_describe_local(local, deployment)}) → "
+        f"{comp.binary} on {deployment.remote.description} (strategy {strategy})"
     )
-    steps = deployment_steps(run, local, machine_of=machine_of)
+    steps = deployment_steps(deployment, local, machine_of=machine_of)
     try:
-        run.execute(steps)
+        deployment.execute(steps)
     finally:
-        run.close()
+        deployment.close()
     reporter.summary()
-    built = run.commit or f"sha256 {(run.sha256 or '?')[:12]}"
-    done = "unchanged (it was there already)" if run.unchanged else "deployed"
-    reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
+    built = deployment.commit or f"sha256 {(deployment.sha256 or '?')[:12]}"
+    done = "unchanged (it was there already)" if deployment.unchanged else "deployed"
+    reporter.say(f"{comp.name} {built} {done} on {deployment.remote.description}, healthy")
     return steps
 
 
-def _describe_local(local: Path, run: Deployment) -> str:
+def _describe_local(local: Path, deployment: Deployment) -> str:
     if not local.is_file():
         return "not built yet"
-    return f"{human_bytes(local.stat().st_size)}, sha256 {(run.sha256 or '?')[:12]}"
+    return f"{human_bytes(local.stat().st_size)}, sha256 {(deployment.sha256 or '?')[:12]}"

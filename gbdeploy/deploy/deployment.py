@@ -61,7 +61,7 @@ from .service import service_of
 from .session import Session, put_line
 from .state import (
     Facts,
-    Release,
+    KeptRelease,
     describe_journal,
     parse_facts,
 )
@@ -114,7 +114,7 @@ class Deployment(ServiceChecks):
         self.restored = False
         self.restored_health = ""
         self.restored_unhealthy = ""
-        self.release: Release | None = None  # rollback: the release put back
+        self.release: KeptRelease | None = None  # rollback: the release put back
         self.service_names: list[str] = []  # the service scripts of this deploy, in order
         # what the undo found on the target: "" (no undo ran), not-ours, untouched, kept, restored
         self.on_target = ""
@@ -293,7 +293,7 @@ class Deployment(ServiceChecks):
                 try:
                     machine_of(facts.machine)
                 except UsageError:
-                    self.run(self.release_lock_command())
+                    self.run(self.unlock_command())
                     self.facts.released = True  # given back with its journal: nothing to record
                     raise
             if self.before_change is not None:
@@ -316,11 +316,11 @@ class Deployment(ServiceChecks):
             "lock",
             [command],
             run,
-            Undo(undo_commands, self.release_after_failure, shown=lambda: self.facts.acquired),
+            Undo(undo_commands, self.unlock_after_failure, shown=lambda: self.facts.acquired),
             summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
         )
 
-    def release_lock_command(self) -> str:
+    def unlock_command(self) -> str:
         return (
             f"grep -q -F -e {quote(self.token)} -- {quote(self.paths.holder)} && "
             f"rm -f -- {quote(self.paths.journal)} && rm -rf -- {quote(self.paths.lock)}"
@@ -351,10 +351,10 @@ class Deployment(ServiceChecks):
             f"it), or only remove the lock: {removal}",
         )
 
-    def release_after_failure(self) -> None:
+    def unlock_after_failure(self) -> None:
         if not self.facts.acquired or self.facts.released:  # not held, or given back already
             with suppress(GbdeployError):
-                self.run_again_if_dropped(self.release_lock_command() + " || true")
+                self.run_again_if_dropped(self.unlock_command() + " || true")
             return
         result = self.result_after_failure()
         try:

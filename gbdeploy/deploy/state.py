@@ -20,7 +20,7 @@ COMMIT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # what --commit and 
 
 # --- what the begin exchange found
 @dataclass(frozen=True)
-class Release:
+class KeptRelease:
     sha256: str
     commit: str | None
     time: str
@@ -38,7 +38,7 @@ class Facts:
     fails: list[tuple[str, str]] = field(default_factory=list)
     machine: str | None = None
     current: str | None = None
-    releases: list[Release] = field(default_factory=list)
+    releases: list[KeptRelease] = field(default_factory=list)
     frozen: dict[str, object] | None = None  # `gbdeploy lock … acquire` froze the component
     orphans: list[str] = field(default_factory=list)  # service scripts waited for (--recover)
     live_session: str | None = None  # --recover: the holder's session on the target still runs
@@ -79,7 +79,7 @@ def parse_facts(stdout: str) -> Facts:
             # a path is built from the sha256: anything but 64 hex digits is no release
             if len(parts) == 3 and layout.SHA256.match(parts[0]) and COMMIT.match(parts[1]):
                 commit = None if parts[1] == "unknown" else parts[1]
-                facts.releases.append(Release(parts[0], commit, parts[2]))
+                facts.releases.append(KeptRelease(parts[0], commit, parts[2]))
     return facts
 
 
@@ -121,7 +121,7 @@ def describe_journal(journal: list[dict[str, object]]) -> str:
     return f"{what}, last phase `{phase}` at {last.get('time', '?')}: {meaning}"
 
 
-def choose_release(facts: Facts, to: str | None) -> Release:
+def choose_release(facts: Facts, to: str | None) -> KeptRelease:
     """The release a rollback puts back: the one with commit (or sha256) `to`, older or newer
     than the running one, else the newest kept before the current binary in deploy order."""
     releases = facts.releases
@@ -188,7 +188,7 @@ def inspect_command(paths: Paths) -> str:
     )
 
 
-def release_name(sha256: str | None, releases: list[Release]) -> str:
+def release_name(sha256: str | None, releases: list[KeptRelease]) -> str:
     """A binary as a person knows it: its commit when a kept release records one."""
     if not sha256:
         return "nothing (no binary)"

@@ -244,7 +244,10 @@ def serve():
             sys.exit(2)
 
 
-if len(sys.argv) == 5 and sys.argv[1] == "receive":
-    receive(sys.argv[2], int(sys.argv[3]), sys.argv[4])
-else:
-    serve()
+if (
+    __name__ == "__main__"
+):  # as `python3 -c` runs it; importing it (a tool walking the package) runs nothing
+    if len(sys.argv) == 5 and sys.argv[1] == "receive":
+        receive(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        serve()

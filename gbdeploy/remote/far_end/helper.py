@@ -244,9 +244,8 @@ def serve():
             sys.exit(2)
 
 
-if (
-    __name__ == "__main__"
-):  # as `python3 -c` runs it; importing it (a tool walking the package) runs nothing
+# As `python3 -c` runs it; importing it (a tool walking the package) runs nothing.
+if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "receive":
         receive(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:

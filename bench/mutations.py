@@ -131,8 +131,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "machine-check-unwired",
         "deploy refuses an artifact built for another machine than the target's",
         "gbdeploy/deploy/command.py",
-        "steps = deployment_steps(run, local, machine_of=machine_of)",
-        "steps = deployment_steps(run, local, machine_of=None)",
+        "steps = deployment_steps(deployment, local, machine_of=machine_of)",
+        "steps = deployment_steps(deployment, local, machine_of=None)",
         (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
     ),
     Mutation(
@@ -235,7 +235,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "recover-stuck-on-an-empty-lock",
         "--recover takes over a lock left without a holder record",
         "gbdeploy/deploy/rollback.py",
-        "if facts.held_age is not None and not run.steal:",
+        "if facts.held_age is not None and not deployment.steal:",
         "if False:",
         (P + "test_recover_takes_over_a_lock_left_without_a_holder_record",),
     ),
@@ -437,7 +437,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "vault-group-readable",
         "Vault's init.json passes only when root alone can read it",
-        "gbdeploy/doctor/parsers.py",
+        "gbdeploy/doctor/parsers/hosts.py",
         'return self.owner == "root" and self.mode & 0o077 == 0',
         'return self.owner == "root" and self.mode & 0o007 == 0',
         (P + "test_vault_init_readable_by_anyone_but_root_fails_doctor",),
@@ -445,7 +445,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "loopback-accept-anywhere",
         "loopback must be accepted before the first DROP, not anywhere in the chain",
-        "gbdeploy/doctor/parsers.py",
+        "gbdeploy/doctor/parsers/firewall.py",
         "if accept and (block is None or accept.position < block.position):",
         "if accept:",
         ("tests/test_doctor_parsers.py",),
@@ -469,7 +469,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stale-snapshots-by-day-count",
         "ZFS snapshots older than the retention (in days) fail doctor",
-        "gbdeploy/doctor/parsers.py",
+        "gbdeploy/doctor/parsers/system.py",
         "cutoff = now - retention_days * 86400",
         "cutoff = now - retention_days * 86400 * 7",
         ("tests/test_doctor.py", "tests/test_doctor_parsers.py"),

@@ -147,8 +147,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "rollback-unasked",
         "rollback asks before it acts, from a terminal",
         "gbdeploy/tasks.py",
-        '    if not dry_run:\n        confirm(f"roll back',
-        '    if False:\n        confirm(f"roll back',
+        'confirm_change=lambda change: confirm(f"{change}?", yes=yes),',
+        "confirm_change=None,",
         (P + "test_rollback_from_a_terminal_asks_and_a_no_changes_nothing",),
     ),
     Mutation(
@@ -388,8 +388,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pinned-file-unchecked",
         "the CI installs a gbdeploy file only when it has the pinned sha256",
         "gbdeploy/workflows.py",
-        '        if pin.sha256\n        else ""\n',
-        '        if False\n        else ""\n',
+        '    if pin.sha256:\n        env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256',
+        '    if False:\n        env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256',
         ("tests/test_workflows.py",),
     ),
     Mutation(
@@ -462,8 +462,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "snapshot-keep-unchecked",
         "a daily ZFS snapshot job that keeps more than the retention fails doctor",
         "gbdeploy/doctor/host.py",
-        "if keeps and all(n > days for n in keeps):",
-        "if False:",
+        "too_long = [r for r in retentions if r.days > days + 0.5]",
+        "too_long = [r for r in retentions if False]",
         (P + "test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor",),
     ),
     Mutation(

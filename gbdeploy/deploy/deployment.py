@@ -56,7 +56,7 @@ from . import engine, layout
 from .engine import Step, Undo
 from .health import PROGRESS_EVERY, ServiceChecks
 from .layout import Paths
-from .outcome import outcome
+from .outcome import lock_held, outcome
 from .service import service_of
 from .session import Session, put_line
 from .state import (
@@ -327,29 +327,7 @@ class Deployment(ServiceChecks):
         )
 
     def lock_held(self) -> LockHeld:
-        facts, name = self.facts, self.component.name
-        held = facts.holder or {}
-        age = f"{facts.held_age}s ago" if facts.held_age is not None else "at an unknown time"
-        if held:
-            who = (
-                f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), taken {age}, "
-                f"{held.get('action', 'deploy')} of commit {held.get('commit') or 'unknown'}"
-            )
-        else:
-            raw = facts.holder_raw.strip()
-            who = repr(raw) if raw else f"no holder record (taken {age})"
-        interrupted = describe_journal(facts.journal) if facts.journal else ""
-        remove = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
-        removal = f"ssh {self.target.ssh} {remove}"
-        return LockHeld(
-            f"{name}: another deploy holds the lock {self.paths.lock} on "
-            f"{self.remote.description}: {who}"
-            + (f"\n  its journal: {interrupted}" if interrupted else "")
-            + "\n  nothing was changed",
-            hint="wait for it to finish; if it no longer runs (it was killed), recover with "
-            f"`gbdeploy deploy {name} --recover` (puts the last healthy release back and runs "
-            f"it), or only remove the lock: {removal}",
-        )
+        return lock_held(self)
 
     def unlock_after_failure(self) -> None:
         if not self.facts.acquired or self.facts.released:  # not held, or given back already

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import probes
-from ..errors import DeployFailed, GbdeployError, OperationFailed, RestoreFailed
-from . import engine
+from ..connection import quote
+from ..errors import DeployFailed, GbdeployError, LockHeld, OperationFailed, RestoreFailed
+from . import engine, layout
+from .state import describe_journal
 from .words import first_line, message
 
 if TYPE_CHECKING:
@@ -96,3 +98,30 @@ def describe_state(deployment: Deployment) -> str:
     except GbdeployError as error:
         parts.append(f"(could not inspect the target: {first_line(error)})")
     return "; ".join(parts)
+
+
+def lock_held(deployment: Deployment) -> LockHeld:
+    """The refusal when another deploy holds the lock: who, since when, what it was doing."""
+    facts, name = deployment.facts, deployment.component.name
+    held = facts.holder or {}
+    age = f"{facts.held_age}s ago" if facts.held_age is not None else "at an unknown time"
+    if held:
+        who = (
+            f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), taken {age}, "
+            f"{held.get('action', 'deploy')} of commit {held.get('commit') or 'unknown'}"
+        )
+    else:
+        raw = facts.holder_raw.strip()
+        who = repr(raw) if raw else f"no holder record (taken {age})"
+    interrupted = describe_journal(facts.journal) if facts.journal else ""
+    remove = quote(deployment.remote.wrap(layout.remove_lock_command(deployment.paths)))
+    removal = f"ssh {deployment.target.ssh} {remove}"
+    return LockHeld(
+        f"{name}: another deploy holds the lock {deployment.paths.lock} on "
+        f"{deployment.remote.description}: {who}"
+        + (f"\n  its journal: {interrupted}" if interrupted else "")
+        + "\n  nothing was changed",
+        hint="wait for it to finish; if it no longer runs (it was killed), recover with "
+        f"`gbdeploy deploy {name} --recover` (puts the last healthy release back and runs "
+        f"it), or only remove the lock: {removal}",
+    )

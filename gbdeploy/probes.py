@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from .config import Component
 from .connection import CommandResult, quote
-from .errors import RemoteError
+from .errors import ConfigError, RemoteError
 from .remote import far_end
 
 T = TypeVar("T")
@@ -302,6 +303,17 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
         "fi",
     ]
     return Probe("health", "\n".join(lines), lambda r: parse_health(url, r), timeout=timeout + 10)
+
+
+def health_probe(component: Component) -> Probe[Health] | None:
+    """The probe of the component's health URL (None without one); a URL the probe cannot use
+    is the config's error, named by its key. The deploy, rollback, start and `status` use it."""
+    if not component.health:
+        return None
+    try:
+        return probe_health(component.health, timeout=5.0)
+    except ValueError as error:
+        raise ConfigError(f"components.{component.name}.health", str(error)) from None
 
 
 def parse_health(url: str, result: CommandResult) -> Health:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .. import probes
 from ..config import Component
 from ..connection import CommandResult
-from ..errors import ConfigError, DeployFailed, GbdeployError
+from ..errors import DeployFailed, GbdeployError
 from ..output import Reporter
 from . import layout
 from .engine import Step
@@ -85,13 +85,7 @@ class ServiceChecks:
         return self.service_state()[0] in ("up", "starting")
 
     def health_probe(self) -> probes.Probe[probes.Health] | None:
-        url = self.component.health
-        if not url:
-            return None
-        try:
-            return probes.probe_health(url, timeout=5.0)
-        except ValueError as error:
-            raise ConfigError(f"components.{self.component.name}.health", str(error)) from None
+        return probes.health_probe(self.component)
 
     def wait_until_up(self, *, settle: float = 0.0, expect: str | None = "") -> str:
         """First-ready: checked at once, then every HEALTH_INTERVAL, until the process this deploy

@@ -181,8 +181,7 @@ def inspect_command(paths: Paths) -> str:
             '[ -e "$L" ] && held',
             "journal",
             layout.releases_lines(),
-            'if [ -f "$B" ] && [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ];'
-            ' then echo "current $(cut -d" " -f1 "$S")"',
+            'if cur=$(remembered); then echo "current $cur"',
             'elif [ -f "$B" ]; then echo "current $(sha_of "$B")"; else echo "current none"; fi',
         ]
     )

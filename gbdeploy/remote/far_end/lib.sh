@@ -21,6 +21,11 @@ print(h.hexdigest())' "$1"
 }
 stat_of() { stat -c '%s %Y %i' -- "$1"; }
 remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }
+# remembered: the sha256 of B kept in S (`SHA SIZE MTIME INODE`), printed only while B's size,
+# mtime and inode still match what was kept (else fails: B was replaced since).
+remembered() {
+  [ -f "$B" ] && [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ] && cut -d" " -f1 "$S"
+}
 same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
 rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }
 

@@ -358,3 +358,19 @@ def test_a_sudo_that_asks_for_a_password_is_named_over_ssh(host_of_a_non_root_us
     said = str(raised.value)
     assert said.startswith("sudo asks for a password on ops-host: gbops may not run incus")
     assert "gbops ALL=(root) NOPASSWD: /usr/bin/incus" in said
+
+
+def test_a_malformed_token_stops_only_the_commands_that_send_it(
+    world, artifacts, project, run_gbdeploy, monkeypatch
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", "tok-123\nX-Injected: 1")
+
+    deployed = run_gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)), "--yes")
+    forge = run_gbdeploy("runs")
+
+    assert deployed.code == 0, deployed.text  # deploy never talks to the forge
+    assert (world.health() or {}).get("commit") == NEW
+    assert forge.code == 2, forge.text
+    assert "GBDEPLOY_FORGE_TOKEN: holds a character no token has" in forge.err
+    assert "tok-123" not in deployed.text + forge.text

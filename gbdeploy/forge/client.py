@@ -132,6 +132,8 @@ class ForgeClient:
         self._legacy_tasks: bool | None = None  # None: not known yet
         self._version: ForgeVersion | None = None
         self._token = settings.token
+        if settings.token is not None and settings.token.problem is not None:
+            raise settings.token.problem
         base = settings.url.rstrip("/")
         if not re.match(r"https?://[^/]+", base):
             raise ConfigError("forge.url", f"expected http(s)://HOST[:PORT], got {settings.url!r}")

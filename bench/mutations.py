@@ -49,10 +49,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stop-by-pattern",
         "the stop matches the exact executable, never by pattern (which hits bystanders)",
-        "gbdeploy/probes.py",
-        '"targets=$(pids)",',
-        '"targets=$(pgrep -f \\"$b\\" | tr \\"\\\\n\\" \\" \\")",',
-        ("tests/test_probes.py::test_stop_terms_the_binary_and_spares_everything_else",),
+        "gbdeploy/remote/far_end/procs.sh",
+        "targets=$(pids)",
+        'targets=$(pgrep -f "$b" | tr "\\n" " ")',
+        ("tests/test_service.py::test_stop_terms_the_binary_and_spares_everything_else",),
     ),
     Mutation(
         "preflight-ignored",
@@ -74,7 +74,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stop-timeout-ignored",
         "the stop waits stop_timeout between TERM and KILL",
-        "gbdeploy/probes.py",
+        "gbdeploy/deploy/service.py",
         "{looks(timeout)}",
         "{looks(1.0)}",
         (P + "test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully",),
@@ -91,8 +91,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "chown-failure-ignored",
         "a failed chown inside the service script is a failure that undoes the deploy",
         "gbdeploy/deploy/layout.py",
-        """ownership_lines(component) + ' || fail "chown"',""",
-        """ownership_lines(component) + " || true",""",
+        "'; } || fail \"chown\"',",
+        "'; } || true',",
         (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
     ),
     Mutation(
@@ -106,7 +106,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "recover-to-the-oldest",
         "--recover puts back the newest healthy release",
-        "gbdeploy/deploy/deployment.py",
+        "gbdeploy/deploy/rollback.py",
         "release = facts.releases[-1] if facts.releases else None",
         "release = facts.releases[0] if facts.releases else None",
         (P + "test_recover_after_a_killed_deploy_puts_back_the_newest_healthy_release",),
@@ -130,9 +130,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "machine-check-unwired",
         "deploy refuses an artifact built for another machine than the target's",
-        "gbdeploy/deploy/deployment.py",
-        "steps = deployment_steps(run, local, machine_of=machine_of)",
-        "steps = deployment_steps(run, local, machine_of=None)",
+        "gbdeploy/deploy/command.py",
+        "steps = deployment_steps(deployment, local, machine_of=machine_of)",
+        "steps = deployment_steps(deployment, local, machine_of=None)",
         (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
     ),
     Mutation(
@@ -154,9 +154,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stop-kills-at-once",
         "the stop asks first (SIGTERM) and kills only a service that did not exit in time",
-        "gbdeploy/probes.py",
-        '"kill -TERM $targets 2>/dev/null",',
-        '"kill -KILL $targets 2>/dev/null",',
+        "gbdeploy/remote/far_end/procs.sh",
+        "kill -TERM $targets 2>/dev/null",
+        "kill -KILL $targets 2>/dev/null",
         (P + "test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully",),
     ),
     Mutation(
@@ -170,7 +170,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "started-as-the-ssh-user",
         "the service starts as its user (run_as), never as the ssh user (root)",
-        "gbdeploy/deploy/layout.py",
+        "gbdeploy/deploy/service.py",
         "if not component.run_as or ssh_user == component.user:",
         "if True:",
         ("tests/test_deploy.py::test_deploy_replaces_the_running_process",),
@@ -186,7 +186,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "seed-uploads-before-the-stop",
         "strategy seed stops the service before the upload (the operations guide's order)",
-        "gbdeploy/deploy/deployment.py",
+        "gbdeploy/deploy/command.py",
         "return [begin, stop, upload, start, health, finish]",
         "return [begin, upload, stop, start, health, finish]",
         ("tests/test_deploy.py::test_dry_run_does_not_connect",),
@@ -194,7 +194,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "short-upload-kept",
         "the target refuses a stream shorter than the size announced",
-        "gbdeploy/transfer.py",
+        "gbdeploy/remote/far_end/helper.py",
         "if got != size:",
         "if False:",
         ("tests/test_transfer.py::test_a_short_stream_is_refused_and_its_file_removed",),
@@ -218,31 +218,33 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "restore-starts-a-stopped-service",
         "after a failure, the previous binary is started again only if it was running before",
-        "gbdeploy/deploy/layout.py",
-        """'  if [ "$up" = 1 ]; then',""",
-        """'  if true; then',""",
+        "gbdeploy/remote/far_end/lib.sh",
+        '  if [ "$up" = 1 ]; then\n    if [ -f "$G" ]; then launch',
+        '  if true; then\n    if [ -f "$G" ]; then launch',
         (P + "test_a_failed_deploy_to_a_stopped_service_puts_the_binary_back_and_starts_nothing",),
     ),
     Mutation(
         "skipped-steps-undone",
-        "an unchanged binary whose service is down stays in place (nothing skipped is undone)",
-        "gbdeploy/deploy/deployment.py",
-        "            if not run.unchanged:\n                undo()",
-        "            if True:\n                undo()",
+        # The undo of a skipped service step acts on the target's journal, which says the service
+        # was never touched: undoing it is harmless by design; running it is what must not happen.
+        "an unchanged binary whose service is down stays in place (a skipped step never runs)",
+        "gbdeploy/deploy/engine.py",
+        "                    continue  # not begun: nothing to undo",
+        "                    pass  # (broken: the skipped step runs, and is undone)",
         (P + "test_an_unchanged_binary_whose_service_is_down_is_left_in_place",),
     ),
     Mutation(
         "recover-stuck-on-an-empty-lock",
         "--recover takes over a lock left without a holder record",
-        "gbdeploy/deploy/deployment.py",
-        "if facts.held_age is not None and not run.steal:",
+        "gbdeploy/deploy/rollback.py",
+        "if facts.held_age is not None and not deployment.steal:",
         "if False:",
         (P + "test_recover_takes_over_a_lock_left_without_a_holder_record",),
     ),
     Mutation(
         "env-value-unquoted",
         "a component's environment values reach the service as data, never as shell code",
-        "gbdeploy/deploy/layout.py",
+        "gbdeploy/deploy/service.py",
         'f"{name}={quote(value)}" for name, value in component.env.items()',
         'f"{name}={value}" for name, value in component.env.items()',
         (P + "test_environment_values_reach_the_service_as_they_are_never_run",),
@@ -437,7 +439,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "vault-group-readable",
         "Vault's init.json passes only when root alone can read it",
-        "gbdeploy/doctor_parsers.py",
+        "gbdeploy/doctor/parsers/hosts.py",
         'return self.owner == "root" and self.mode & 0o077 == 0',
         'return self.owner == "root" and self.mode & 0o007 == 0',
         (P + "test_vault_init_readable_by_anyone_but_root_fails_doctor",),
@@ -445,7 +447,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "loopback-accept-anywhere",
         "loopback must be accepted before the first DROP, not anywhere in the chain",
-        "gbdeploy/doctor_parsers.py",
+        "gbdeploy/doctor/parsers/firewall.py",
         "if accept and (block is None or accept.position < block.position):",
         "if accept:",
         ("tests/test_doctor_parsers.py",),
@@ -469,7 +471,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stale-snapshots-by-day-count",
         "ZFS snapshots older than the retention (in days) fail doctor",
-        "gbdeploy/doctor_parsers.py",
+        "gbdeploy/doctor/parsers/system.py",
         "cutoff = now - retention_days * 86400",
         "cutoff = now - retention_days * 86400 * 7",
         ("tests/test_doctor.py", "tests/test_doctor_parsers.py"),

@@ -344,8 +344,6 @@ class Target:
                     f"{key}.lxc", "give either `lxc: NAME` or `container: NAME` with `via`"
                 )
             object.__setattr__(self, "container", self.lxc)
-        elif self.container and self.via == "lxc":
-            object.__setattr__(self, "lxc", self.container)  # what older readers look at
         if self.sudo and not self.container:
             raise ConfigError(f"{key}.sudo", "applies to the container tool: set `container`")
 

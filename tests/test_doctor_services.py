@@ -14,13 +14,7 @@ from gbdeploy.connection import CommandResult
 from gbdeploy.doctor import build_checks
 from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
 from gbdeploy.doctor.model import FollowUp, Verdict
-from gbdeploy.doctor.proxy import (
-    CADDY_ACCESS_LINE,
-    SUGGESTED_FAILREGEX,
-    flood_jail_check,
-    proxy_sshd_jail_check,
-)
-from gbdeploy.doctor_parsers import (
+from gbdeploy.doctor.parsers import (
     JailSwitch,
     ParseError,
     calendar_is_daily,
@@ -41,6 +35,12 @@ from gbdeploy.doctor_parsers import (
     parse_unit_file_commands,
     parse_workflow_schedules,
     site_domains,
+)
+from gbdeploy.doctor.proxy import (
+    CADDY_ACCESS_LINE,
+    SUGGESTED_FAILREGEX,
+    flood_jail_check,
+    proxy_sshd_jail_check,
 )
 from gbdeploy.workflows import rendered_files
 

@@ -19,10 +19,10 @@ from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import OperationFailed, RemoteError
+from gbdeploy.output import TerminalProgress
 from gbdeploy.transfer import (
     STREAM,
     ZSTD,
-    TerminalProgress,
     UploadResult,
     choose_method,
     receive_command,

@@ -51,8 +51,6 @@ PAGE_LIMIT = 50  # Forgejo's maximum page size
 READ_SCOPE = "read:repository"
 WRITE_SCOPE = "write:repository"
 LOG_TAIL_BYTES = 6000
-# Forgejo's scope middleware answers this before the handler runs.
-SCOPE_REFUSAL = "token does not have at least one of required scope(s)"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]

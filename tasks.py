@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from invoke import Collection, Context, task
@@ -32,10 +33,12 @@ def bench(c: Context, runs: int = 3) -> None:
     c.run(f"{PYTHON} bench/deploy_bench.py --runs {int(runs)}", pty=False)
 
 
-@task
-def mutations(c: Context) -> None:
-    """Break each promise on purpose in a throw-away copy; every break must fail a test."""
-    c.run(f"{PYTHON} bench/mutations.py", pty=False)
+@task(help={"only": "only these breaks, comma-separated (bench/mutations.py --list)"})
+def mutations(c: Context, only: str = "") -> None:
+    """Break each promise on purpose in a throw-away copy; every break must fail a test, and each
+    is reported caught, SURVIVED or STALE (its text is no longer in the source)."""
+    selection = f" --only {shlex.quote(only)}" if only else ""
+    c.run(f"{PYTHON} bench/mutations.py{selection}", pty=False)
 
 
 ns = Collection(test, lint, bench, mutations)

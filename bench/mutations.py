@@ -1,12 +1,13 @@
 """Deliberate breaks of gbdeploy's promises, and whether the test suite notices each one.
 
-    python bench/mutations.py [--only NAME] [--list]
+    python bench/mutations.py [--only NAME[,NAME…]] [--list]
 
-Each mutation replaces one exact piece of text in one file of a throw-away copy of this checkout
-(the text must occur exactly once, so a mutation that no longer applies fails loudly instead of
-passing), then runs the tests named for it in that copy. Those tests first run on the unbroken
-copy and must pass there; a mutation is *caught* when at least one of them then fails. The script
-exits 1 if any mutation survives, no longer applies, or has tests that fail unbroken.
+Each mutation replaces one exact piece of text in one file of a throw-away copy of this checkout,
+then runs the tests named for it in that copy. The text must occur exactly once: a break whose
+text is gone (the source changed) is reported STALE, never counted as caught. The tests first run
+on the unbroken copy and must pass there (BASELINE otherwise); a mutation is *caught* when at least
+one of them then fails. Each line says caught, SURVIVED, STALE or BASELINE; the script exits 1
+unless every break chosen was caught.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+P = "tests/test_promises.py::"
+
 MUTATIONS: tuple[Mutation, ...] = (
+    # --- deploy ---------------------------------------------------------------------------------
     Mutation(
         "skip-upload-check",
         "the upload's sha256 is compared with the artifact's before the swap",
@@ -45,10 +49,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stop-by-pattern",
         "the stop matches the exact executable, never by pattern (which hits bystanders)",
-        "gbdeploy/probes.py",
-        '"targets=$(pids)",',
-        '"targets=$(pgrep -f \\"$b\\" | tr \\"\\\\n\\" \\" \\")",',
-        ("tests/test_probes.py::test_stop_terms_the_binary_and_spares_everything_else",),
+        "gbdeploy/remote/far_end/procs.sh",
+        "targets=$(pids)",
+        'targets=$(pgrep -f "$b" | tr "\\n" " ")',
+        ("tests/test_service.py::test_stop_terms_the_binary_and_spares_everything_else",),
     ),
     Mutation(
         "preflight-ignored",
@@ -59,6 +63,306 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_deploy_faults.py::test_a_config_mistake_is_refused_before_anything_stops",),
     ),
     Mutation(
+        "lock-not-atomic",
+        "the lock is taken atomically: of two deploys at one instant, one holds it",
+        "gbdeploy/deploy/layout.py",
+        """'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T";'""",
+        """'if ! { mkdir -p -- "$L" && mv -f -- "$T/holder" "$L/holder"; } 2>/dev/null;'
+        ' then rm -rf -- "$T";'""",
+        (P + "test_two_deploys_racing_for_the_lock_never_both_hold_it",),
+    ),
+    Mutation(
+        "stop-timeout-ignored",
+        "the stop waits stop_timeout between TERM and KILL",
+        "gbdeploy/deploy/service.py",
+        "{looks(timeout)}",
+        "{looks(1.0)}",
+        (P + "test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully",),
+    ),
+    Mutation(
+        "script-undo-skipped",
+        "the service script puts the old binary back itself when a step in it fails",
+        "gbdeploy/deploy/layout.py",
+        'phase "undoing"; if restore; then echo restored;',
+        'phase "undoing"; if true; then echo restored;',
+        (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
+    ),
+    Mutation(
+        "chown-failure-ignored",
+        "a failed chown inside the service script is a failure that undoes the deploy",
+        "gbdeploy/deploy/layout.py",
+        "'; } || fail \"chown\"',",
+        "'; } || true',",
+        (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
+    ),
+    Mutation(
+        "swap-failure-ignored",
+        "a failed swap inside the service script is a failure that undoes the deploy",
+        "gbdeploy/deploy/layout.py",
+        """'rename_over "$N" "$B" || fail "swap"',""",
+        """'rename_over "$N" "$B" || true',""",
+        (P + "test_a_failure_inside_the_service_script_restarts_the_old_binary",),
+    ),
+    Mutation(
+        "recover-to-the-oldest",
+        "--recover puts back the newest healthy release",
+        "gbdeploy/deploy/rollback.py",
+        "release = facts.releases[-1] if facts.releases else None",
+        "release = facts.releases[0] if facts.releases else None",
+        (P + "test_recover_after_a_killed_deploy_puts_back_the_newest_healthy_release",),
+    ),
+    Mutation(
+        "rollback-reorders-releases",
+        "a rollback keeps the newer releases where they are, so `rollback --to` can roll forward",
+        "gbdeploy/deploy/deployment.py",
+        'if result in ("ok", "unchanged") and self.sha256 and self.release is None:',
+        'if result in ("ok", "unchanged") and self.sha256:',
+        ("tests/test_deploy.py::test_rollback_to_a_commit_keeps_the_newer_ones_and_rolls_forward",),
+    ),
+    Mutation(
+        "journal-left-after-success",
+        "a deploy that ends cleanly leaves no journal",
+        "gbdeploy/deploy/layout.py",
+        """else 'rm -f -- "$J"; ')""",
+        """else ':; ')""",
+        (P + "test_a_successful_deploy_leaves_no_journal",),
+    ),
+    Mutation(
+        "machine-check-unwired",
+        "deploy refuses an artifact built for another machine than the target's",
+        "gbdeploy/deploy/command.py",
+        "steps = deployment_steps(deployment, local, machine_of=machine_of)",
+        "steps = deployment_steps(deployment, local, machine_of=None)",
+        (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
+    ),
+    Mutation(
+        "releases-kept-one-too-many",
+        "the target keeps exactly keep_releases healthy releases",
+        "gbdeploy/deploy/layout.py",
+        "tail -n {int(keep)} --",
+        "tail -n {int(keep) + 1} --",
+        ("tests/test_deploy.py::test_kept_releases_are_pruned_to_keep_releases",),
+    ),
+    Mutation(
+        "rollback-unasked",
+        "rollback asks before it acts, from a terminal",
+        "gbdeploy/tasks.py",
+        'confirm_change=lambda change: confirm(f"{change}?", yes=yes),',
+        "confirm_change=None,",
+        (P + "test_rollback_from_a_terminal_asks_and_a_no_changes_nothing",),
+    ),
+    Mutation(
+        "stop-kills-at-once",
+        "the stop asks first (SIGTERM) and kills only a service that did not exit in time",
+        "gbdeploy/remote/far_end/procs.sh",
+        "kill -TERM $targets 2>/dev/null",
+        "kill -KILL $targets 2>/dev/null",
+        (P + "test_the_stop_gives_the_service_its_stop_timeout_to_exit_gracefully",),
+    ),
+    Mutation(
+        "previous-binary-not-kept",
+        "the binary that ran before is kept (B.prev) so a failure can put it back",
+        "gbdeploy/deploy/layout.py",
+        """'  same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',""",
+        """'  : || { echo "cannot keep $B as $P" >&2; exit 1; }',""",
+        ("tests/test_deploy.py::test_binary_that_fails_to_start_is_rolled_back",),
+    ),
+    Mutation(
+        "started-as-the-ssh-user",
+        "the service starts as its user (run_as), never as the ssh user (root)",
+        "gbdeploy/deploy/service.py",
+        "if not component.run_as or ssh_user == component.user:",
+        "if True:",
+        ("tests/test_deploy.py::test_deploy_replaces_the_running_process",),
+    ),
+    Mutation(
+        "failed-upload-left-behind",
+        "a failed upload leaves no partial B.new on the target",
+        "gbdeploy/deploy/layout.py",
+        'return f"rm -f -- {quote(paths.new)}"',
+        'return f": {quote(paths.new)}"',
+        ("tests/test_deploy_faults.py::test_a_damaged_upload_is_caught_before_the_swap",),
+    ),
+    Mutation(
+        "seed-uploads-before-the-stop",
+        "strategy seed stops the service before the upload (the operations guide's order)",
+        "gbdeploy/deploy/command.py",
+        "return [begin, stop, upload, start, health, finish]",
+        "return [begin, upload, stop, start, health, finish]",
+        ("tests/test_deploy.py::test_dry_run_does_not_connect",),
+    ),
+    Mutation(
+        "short-upload-kept",
+        "the target refuses a stream shorter than the size announced",
+        "gbdeploy/remote/far_end/helper.py",
+        "if got != size:",
+        "if False:",
+        ("tests/test_transfer.py::test_a_short_stream_is_refused_and_its_file_removed",),
+    ),
+    Mutation(
+        "stale-sha-sidecar-trusted",
+        "the remembered sha256 is trusted only while the binary's size, mtime and inode match",
+        "gbdeploy/deploy/layout.py",
+        """'  if [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ]; then',""",
+        """'  if [ -f "$S" ]; then',""",
+        (P + "test_a_binary_replaced_by_hand_is_not_taken_for_the_one_deployed",),
+    ),
+    Mutation(
+        "history-oldest-first",
+        "history lists the newest deploy first",
+        "gbdeploy/history.py",
+        "    entries.reverse()\n",
+        "",
+        ("tests/test_history.py",),
+    ),
+    Mutation(
+        "restore-starts-a-stopped-service",
+        "after a failure, the previous binary is started again only if it was running before",
+        "gbdeploy/remote/far_end/lib.sh",
+        '  if [ "$up" = 1 ]; then\n    if [ -f "$G" ]; then launch',
+        '  if true; then\n    if [ -f "$G" ]; then launch',
+        (P + "test_a_failed_deploy_to_a_stopped_service_puts_the_binary_back_and_starts_nothing",),
+    ),
+    Mutation(
+        "skipped-steps-undone",
+        # The undo of a skipped service step acts on the target's journal, which says the service
+        # was never touched: undoing it is harmless by design; running it is what must not happen.
+        "an unchanged binary whose service is down stays in place (a skipped step never runs)",
+        "gbdeploy/deploy/engine.py",
+        "                    continue  # not begun: nothing to undo",
+        "                    pass  # (broken: the skipped step runs, and is undone)",
+        (P + "test_an_unchanged_binary_whose_service_is_down_is_left_in_place",),
+    ),
+    Mutation(
+        "recover-stuck-on-an-empty-lock",
+        "--recover takes over a lock left without a holder record",
+        "gbdeploy/deploy/rollback.py",
+        "if facts.held_age is not None and not deployment.steal:",
+        "if False:",
+        (P + "test_recover_takes_over_a_lock_left_without_a_holder_record",),
+    ),
+    Mutation(
+        "env-value-unquoted",
+        "a component's environment values reach the service as data, never as shell code",
+        "gbdeploy/deploy/service.py",
+        'f"{name}={quote(value)}" for name, value in component.env.items()',
+        'f"{name}={value}" for name, value in component.env.items()',
+        (P + "test_environment_values_reach_the_service_as_they_are_never_run",),
+    ),
+    Mutation(
+        "exit-5-reported-as-1",
+        "a failure that could not restore the previous state exits 5, not 1",
+        "gbdeploy/tasks.py",
+        'redact(f"gbdeploy: error: {error}", *secrets), code=error.exit_code',
+        'redact(f"gbdeploy: error: {error}", *secrets), code=min(error.exit_code, 2)',
+        (P + "test_the_gbdeploy_process_exits_5_when_the_previous_state_could_not_be_restored",),
+    ),
+    Mutation(
+        "status-hides-the-lock",
+        "status shows a held lock, by whom, and what the interrupted deploy left",
+        "gbdeploy/deploy/status.py",
+        "    if status.lock:\n        lock = status.lock",
+        "    if False:\n        lock = status.lock",
+        (P + "test_a_deploy_killed_with_the_service_stopped_is_described_then_recovered",),
+    ),
+    Mutation(
+        "logs-ignore-the-count",
+        "`logs -n N` shows the last N lines",
+        "gbdeploy/logs.py",
+        'reader = f"tail -n {int(lines)}"',
+        'reader = f"tail -n {int(lines) + 10}"',
+        ("tests/test_logs.py",),
+    ),
+    # --- verify ---------------------------------------------------------------------------------
+    Mutation(
+        "verify-accepts-a-root-copy",
+        "verify fails when the binary also runs as another user than the service's",
+        "gbdeploy/verify.py",
+        '"process runs the binary", bool(mine) and not others, saw',
+        '"process runs the binary", bool(mine), saw',
+        (P + "test_verify_fails_when_a_copy_runs_as_another_user_beside_the_services",),
+    ),
+    Mutation(
+        "verify-ignores-the-commit-bytes",
+        "verify fails when the binary's bytes lack the commit, whatever health says",
+        "gbdeploy/verify.py",
+        "contains_commit=bool(contains),",
+        "contains_commit=contains is not None,",
+        (P + "test_verify_fails_when_the_binary_lacks_the_commit_though_health_reports_it",),
+    ),
+    # --- release --------------------------------------------------------------------------------
+    Mutation(
+        "root-pushed-first",
+        "the root (which starts CI) is pushed only after the submodule reached every remote",
+        "gbdeploy/git_release.py",
+        "    for step in plan.steps:\n",
+        '    for step in sorted(plan.steps, key=lambda s: s.kind == "push-submodule"):\n',
+        (P + "test_release_pushes_the_root_only_after_the_submodule_reached_every_remote",),
+    ),
+    Mutation(
+        "behind-not-refused",
+        "a branch behind its remote is refused before anything is pushed",
+        "gbdeploy/git_release.py",
+        "if tip != head and not _contains(repo, head, tip):",
+        "if False:",
+        ("tests/test_release_git.py",),
+    ),
+    Mutation(
+        "dispatch-beside-the-push-run",
+        "with --dispatch, a workflow the push already starts is followed, not dispatched again",
+        "gbdeploy/release.py",
+        "if dispatch and pushes and workflow_text and starts_on_push(workflow_text, branch):",
+        "if False:",
+        (
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+        ),
+    ),
+    Mutation(
+        "both-placements-accepted",
+        "a workflow both repositories start on push is refused (it would deploy twice)",
+        "gbdeploy/forge/placement.py",
+        "        and starts_on_push(in_component, branch)\n    ):",
+        "        and starts_on_push(in_component, branch)\n        and False\n    ):",
+        (
+            "tests/test_release_e2e.py::test_a_workflow_in_both_placements_is_refused_before_any_push",
+        ),
+    ),
+    # --- forge ----------------------------------------------------------------------------------
+    Mutation(
+        "dispatch-retried-on-5xx",
+        "a POST (a dispatch) is never sent twice: only GETs are retried on a 5xx",
+        "gbdeploy/forge/client.py",
+        'if not (status >= 500 and request.method == "GET"):',
+        "if not status >= 500:",
+        (P + "test_a_dispatch_answered_with_a_gateway_error_is_not_sent_again",),
+    ),
+    Mutation(
+        "plan-shows-the-token",
+        "the printed plan of forge requests never shows the token",
+        "gbdeploy/forge/client.py",
+        'headers["Authorization"] = "token ***"',
+        'headers["Authorization"] = f"token {self._token.reveal()}"',
+        ("tests/test_release_git.py", "tests/test_forge.py"),
+    ),
+    Mutation(
+        "wait-gives-up-late",
+        "waiting for a CI run stops at its timeout, not later (exit 4, with the resume command)",
+        "gbdeploy/forge/waiting.py",
+        "deadline = started + timeout",
+        "deadline = started + 2 * timeout",
+        ("tests/test_forge.py::test_wait_gives_up_at_the_timeout_with_the_resume_command",),
+    ),
+    Mutation(
+        "superseded-by-any-workflow",
+        "a cancelled run is said to be superseded only by a later run of the same workflow",
+        "gbdeploy/forge/waiting.py",
+        "                and other.workflow_id == run.workflow_id\n",
+        "",
+        (P + "test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow",),
+    ),
+    # --- workflows ------------------------------------------------------------------------------
+    Mutation(
         "workflow-prints-key",
         "the rendered workflow never prints the deploy key",
         "gbdeploy/workflows.py",
@@ -66,6 +370,138 @@ MUTATIONS: tuple[Mutation, ...] = (
         """f'  cat "{SSH_DIR}/deploy_key"\\n'""",
         ("tests/test_workflows.py", "tests/test_runner.py"),
     ),
+    Mutation(
+        "deploys-cancel-each-other",
+        "a running deploy is never cancelled by a later push's run",
+        "gbdeploy/workflows.py",
+        '-deploy-{name}\')}\\n"\n        "  cancel-in-progress: false\\n"',
+        '-deploy-{name}\')}\\n"\n        "  cancel-in-progress: true\\n"',
+        ("tests/test_workflows.py",),
+    ),
+    Mutation(
+        "known-hosts-unused",
+        "the CI deploy checks the target's host key against DEPLOY_KNOWN_HOSTS",
+        "gbdeploy/workflows.py",
+        """f'  export GBDEPLOY_SSH_KNOWN_HOSTS="{SSH_DIR}/known_hosts"\\n'""",
+        """f'  : "{SSH_DIR}/known_hosts"\\n'""",
+        (P + "test_the_ci_deploy_is_given_the_known_hosts_from_its_secret",),
+    ),
+    Mutation(
+        "pinned-file-unchecked",
+        "the CI installs a gbdeploy file only when it has the pinned sha256",
+        "gbdeploy/workflows.py",
+        '    if pin.sha256:\n        env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256\n',
+        '    if False:\n        env["GBDEPLOY_INSTALL_SHA256"] = pin.sha256\n',
+        ("tests/test_workflows.py::test_a_pinned_file_with_another_hash_is_never_installed",),
+    ),
+    Mutation(
+        "unpinned-install-accepted",
+        "the CI installs gbdeploy only from a pinned commit or file, never by a bare name",
+        "gbdeploy/workflows.py",
+        "    if _VCS.fullmatch(value):\n        return Pin(value)\n",
+        "    if _VCS.fullmatch(value) or value:\n        return Pin(value)\n",
+        ("tests/test_workflows.py",),
+    ),
+    # --- config ---------------------------------------------------------------------------------
+    Mutation(
+        "keep-releases-zero",
+        "keep_releases below 1 is a config error (nothing would be left to roll back to)",
+        "gbdeploy/config.py",
+        '_between(1, 100, "a whole number from 1 to 100")',
+        '_between(0, 100, "a whole number from 1 to 100")',
+        (P + "test_keep_releases_below_one_is_a_config_error",),
+    ),
+    Mutation(
+        "unknown-key-accepted",
+        "a misspelt key in a component is an error naming it, not silently ignored",
+        "gbdeploy/config.py",
+        'for unknown in sorted(set(raw) - names - set(given) - {"name"}):',
+        "for unknown in []:",
+        ("tests/test_config.py",),
+    ),
+    Mutation(
+        "token-read-from-a-file",
+        "the forge token is never read from a configuration file",
+        "gbdeploy/config.py",
+        'if "token" in section["forge"]:',
+        "if False:",
+        ("tests/test_config.py",),
+    ),
+    Mutation(
+        "unknown-host-key-trusted",
+        "an ssh host key not in known_hosts is refused unless accept_new_host_keys says otherwise",
+        "gbdeploy/connection.py",
+        "        if not self.accept_new:\n            port =",
+        "        if False:\n            port =",
+        ("tests/test_connection.py",),
+    ),
+    # --- doctor ---------------------------------------------------------------------------------
+    Mutation(
+        "vault-group-readable",
+        "Vault's init.json passes only when root alone can read it",
+        "gbdeploy/doctor/parsers/hosts.py",
+        'return self.owner == "root" and self.mode & 0o077 == 0',
+        'return self.owner == "root" and self.mode & 0o007 == 0',
+        (P + "test_vault_init_readable_by_anyone_but_root_fails_doctor",),
+    ),
+    Mutation(
+        "loopback-accept-anywhere",
+        "loopback must be accepted before the first DROP, not anywhere in the chain",
+        "gbdeploy/doctor/parsers/firewall.py",
+        "if accept and (block is None or accept.position < block.position):",
+        "if accept:",
+        ("tests/test_doctor_parsers.py",),
+    ),
+    Mutation(
+        "binary-owned-by-root-passes",
+        "doctor fails a component binary not owned by its service user",
+        "gbdeploy/doctor/components.py",
+        'if found.split(":")[0] == user:',
+        'if found.split(":")[0] in (user, "root"):',
+        ("tests/test_doctor.py::test_a_broken_production_fails_every_rule_with_what_it_saw",),
+    ),
+    Mutation(
+        "snapshot-keep-unchecked",
+        "a daily ZFS snapshot job that keeps more than the retention fails doctor",
+        "gbdeploy/doctor/host.py",
+        "too_long = [r for r in retentions if r.days > days + 0.5]",
+        "too_long = []",
+        (P + "test_a_daily_snapshot_job_keeping_more_than_the_retention_fails_doctor",),
+    ),
+    Mutation(
+        "stale-snapshots-by-day-count",
+        "ZFS snapshots older than the retention (in days) fail doctor",
+        "gbdeploy/doctor/parsers/system.py",
+        "cutoff = now - retention_days * 86400",
+        "cutoff = now - retention_days * 86400 * 7",
+        ("tests/test_doctor.py", "tests/test_doctor_parsers.py"),
+    ),
+    # --- maintenance ----------------------------------------------------------------------------
+    Mutation(
+        "trim-newest-first",
+        "over the size limit, the least recently used cache units go first",
+        "gbdeploy/maintenance.py",
+        "key=lambda u: (u.last_used, str(u.path))",
+        "key=lambda u: (-u.last_used, str(u.path))",
+        ("tests/test_maintenance.py",),
+    ),
+    Mutation(
+        "atime-ignored",
+        "a cache unit read recently (atime) counts as used, not only one written",
+        "gbdeploy/maintenance.py",
+        "return max(info.st_atime, info.st_mtime)",
+        "return info.st_mtime",
+        (P + "test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago",),
+    ),
+    Mutation(
+        "symlinked-cache-followed",
+        "a cache directory that is a symlink is skipped, never followed into",
+        "gbdeploy/maintenance.py",
+        "if root.is_symlink():",
+        "if False:",
+        ("tests/test_maintenance.py",),
+    ),
+    # --- output ---------------------------------------------------------------------------------
     Mutation(
         "reporter-unmasked",
         "the Reporter masks the token in everything it prints",
@@ -100,62 +536,94 @@ def copy_checkout(into: Path) -> Path:
     return into
 
 
-def apply(mutation: Mutation, checkout: Path) -> None:
+def apply(mutation: Mutation, checkout: Path, *, dry_run: bool = False) -> None:
+    """Break `checkout`; LookupError when the text to break is not there exactly once."""
     path = checkout / mutation.path
-    text = path.read_text()
+    text = path.read_text() if path.is_file() else ""
     count = text.count(mutation.old)
     if count != 1:
         raise LookupError(f"{mutation.path}: the text to break occurs {count} times, not once")
-    path.write_text(text.replace(mutation.old, mutation.new))
+    if not dry_run:
+        path.write_text(text.replace(mutation.old, mutation.new))
+
+
+TEST_TIMEOUT = 900  # seconds; tests still running then count as failed (a break may hang them)
 
 
 def run_tests(mutation: Mutation, checkout: Path) -> subprocess.CompletedProcess[str]:
     # The copy's own packages come first, so the tests import the broken code, not this checkout.
     env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'sandbox'}")
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    try:
+        return subprocess.run(
+            [*command, *mutation.tests],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TEST_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        hung = f"the tests were still running after {TEST_TIMEOUT}s (stopped)"
+        return subprocess.CompletedProcess(command, 1, hung, "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run only the mutation with this name")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME…]",
+        help="run only these mutations (repeat the option or separate names with commas)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTATIONS if not args.only or m.name == args.only]
-    if args.list or not chosen:
+    wanted = {name for names in args.only for name in names.split(",") if name}
+    unknown = wanted - {m.name for m in MUTATIONS}
+    if unknown:
+        print(f"unknown mutation(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+        return 2
+    if args.list:
         for mutation in MUTATIONS:
             print(f"{mutation.name}: {mutation.promise}")
-        return 0 if chosen or args.list else 2
-    survived = 0
+        return 0
+    chosen = [m for m in MUTATIONS if not wanted or m.name in wanted]
+    tally = {"caught": 0, "SURVIVED": 0, "STALE": 0, "BASELINE": 0}
+    controls: dict[tuple[str, ...], str | None] = {}  # tests → why they fail unbroken, or None
     for mutation in chosen:
         with tempfile.TemporaryDirectory(prefix="gbdeploy-mutant-") as scratch:
             checkout = copy_checkout(Path(scratch) / "main")
-            # The control: unbroken, the same tests must pass, or a failure proves nothing.
-            control = run_tests(mutation, checkout)
-            if control.returncode != 0:
-                last = (control.stdout.strip().splitlines() or ["(no output)"])[-1]
-                print(f"BASELINE {mutation.name}: its tests fail without the break: {last}")
-                survived += 1
-                continue
-            try:
-                apply(mutation, checkout)
+            try:  # first: a break whose text is gone no longer applies (the source changed)
+                apply(mutation, checkout, dry_run=True)
             except LookupError as error:
-                print(f"STALE    {mutation.name}: {error}")
-                survived += 1
-                continue
-            result = run_tests(mutation, checkout)
-        caught = result.returncode not in (0, 5)
-        survived += not caught
-        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(f"{'caught' if caught else 'SURVIVED':8} {mutation.name}: {last}")
-    print(f"{len(chosen) - survived} of {len(chosen)} breaks caught")
-    return 1 if survived else 0
+                outcome, detail = "STALE", f"{error}: update the break to the source"
+            else:
+                if mutation.tests not in controls:
+                    # The control: unbroken, the same tests must pass, or a failure proves nothing.
+                    control = run_tests(mutation, checkout)
+                    controls[mutation.tests] = (
+                        None if control.returncode == 0 else last_line(control.stdout)
+                    )
+                failing = controls[mutation.tests]
+                if failing is not None:
+                    outcome, detail = "BASELINE", f"its tests fail without the break: {failing}"
+                else:
+                    apply(mutation, checkout)
+                    result = run_tests(mutation, checkout)
+                    caught = result.returncode not in (0, 5)
+                    outcome, detail = ("caught" if caught else "SURVIVED"), last_line(result.stdout)
+        tally[outcome] += 1
+        print(f"{outcome:8} {mutation.name}: {detail}", flush=True)
+    print(
+        f"{tally['caught']} of {len(chosen)} breaks caught, {tally['SURVIVED']} survived, "
+        f"{tally['STALE']} no longer apply, {tally['BASELINE']} with tests failing unbroken"
+    )
+    return 0 if tally["caught"] == len(chosen) else 1
+
+
+def last_line(output: str) -> str:
+    return (output.strip().splitlines() or ["(no output)"])[-1]
 
 
 if __name__ == "__main__":

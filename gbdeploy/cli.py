@@ -45,22 +45,6 @@ SHORT_FLAGS = {
     "message": "m",
 }
 
-# Invoke's own options that gbdeploy does not use: accepted (Invoke reads them), never shown.
-HIDDEN_CORE = {
-    "command-timeout",
-    "complete",
-    "debug",
-    "dry",
-    "echo",
-    "hide",
-    "list-depth",
-    "list-format",
-    "prompt-for-sudo-password",
-    "pty",
-    "warn-only",
-    "write-pyc",
-}
-
 # The order commands are shown in (any other task follows, by name).
 COMMAND_ORDER = (
     "release",
@@ -398,8 +382,7 @@ def confirm(question: str, *, yes: bool, ask: Callable[[str], str] | None = None
 
 def where(target: Target) -> str:
     """`ssh HOST`, and the container behind it when there is one."""
-    inner = getattr(target, "container", None) or getattr(target, "lxc", None)
-    return f"ssh {target.ssh}" + (f", container {inner}" if inner else "")
+    return f"ssh {target.ssh}" + (f", container {target.container}" if target.container else "")
 
 
 def describe_target(settings: Settings, component: str) -> str:

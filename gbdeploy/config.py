@@ -272,14 +272,18 @@ TokenText = re.compile(r"[\x21-\x7e]{1,4096}")  # visible ASCII: what a forge to
 
 
 class Secret:
-    """A value that never shows itself in str(), repr() or f-strings; `.reveal()` gives it."""
+    """A value that never shows itself in str(), repr() or f-strings; `.reveal()` gives it.
+    `problem`: why it cannot be used (a token with a newline), raised where it would be used."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "problem")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, problem: ConfigError | None = None) -> None:
         self._value = value
+        self.problem = problem
 
     def reveal(self) -> str:
+        if self.problem is not None:
+            raise self.problem
         return self._value
 
     def __repr__(self) -> str:
@@ -357,8 +361,6 @@ class Target:
                     f"{key}.lxc", "give either `lxc: NAME` or `container: NAME` with `via`"
                 )
             object.__setattr__(self, "container", self.lxc)
-        elif self.container and self.via == "lxc":
-            object.__setattr__(self, "lxc", self.container)  # what older readers look at
         if self.sudo and not self.container:
             raise ConfigError(f"{key}.sudo", "applies to the container tool: set `container`")
 
@@ -667,18 +669,22 @@ def _section_types() -> dict[str, type]:
 
 
 def read_token() -> Secret | None:
-    """The forge token from the environment; one that could not be a token is refused without
-    showing any of it."""
+    """The forge token from the environment. One that could not be a token is kept with its
+    problem, which is raised (its value never shown) by the command that would send it, so a
+    command that never talks to the forge (`deploy`) is not stopped by it."""
     for variable in TOKEN_VARIABLES:
         value = os.environ.get(variable, "").strip()
         if not value:
             continue
         if not TokenText.fullmatch(value):
-            raise ConfigError(
-                variable,
-                "holds a character no token has (a newline, a space, or another control or "
-                "non-ASCII character); its value is not shown",
-                hint=f'set it again from the token alone, e.g. export {variable}="$(cat FILE)"',
+            return Secret(
+                value,
+                ConfigError(
+                    variable,
+                    "holds a character no token has (a newline, a space, or another control "
+                    "or non-ASCII character); its value is not shown",
+                    hint=f'set it again from the token alone, e.g. export {variable}="$(cat FILE)"',
+                ),
             )
         return Secret(value)
     return None

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import socket
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -385,6 +386,28 @@ class Remote:
 
     def close(self) -> None:
         self.connection.close()
+
+    # -- the transport (ssh's one TCP connection under every channel)
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is open and its transport still active (not dropped)."""
+        transport = self.connection.transport
+        return bool(transport is not None and transport.is_active())
+
+    def cut(self) -> None:
+        """Shut the connection's socket down at once, so every wait on it ends now (a cancel);
+        safe from another thread and on a connection that is gone."""
+        transport = self.connection.transport
+        if transport is not None and transport.sock is not None:
+            with suppress(OSError):
+                transport.sock.shutdown(socket.SHUT_RDWR)
+
+    def close_quietly(self) -> None:
+        """Close, ignoring what a dead or interrupted connection raises while closing."""
+        with suppress(OSError, EOFError, paramiko.SSHException):
+            self.close()
+        with suppress(OSError, EOFError, paramiko.SSHException):
+            self.connection.client.close()
 
     def __enter__(self) -> Remote:
         return self

@@ -71,7 +71,7 @@ class Watch:
         facts.who = run.who
 
     def ended(self, error: BaseException | None) -> None:
-        from .deploy.deployment import _message
+        from .deploy.words import message
 
         facts, run = self.facts, self.run
         if error is None:
@@ -80,7 +80,7 @@ class Watch:
             facts.result = run.result_after_failure() if run is not None else "failed"
             if isinstance(error, KeyboardInterrupt):
                 facts.result += " (interrupted)"
-            facts.error = redact(_message(error), *token_values())[:ERROR_LIMIT]
+            facts.error = redact(message(error), *token_values())[:ERROR_LIMIT]
             if run is not None and run.touched and self.settings.notify.webhook:
                 facts.log_tail = self.log_tail()
         name = "post_deploy" if error is None else "on_failure"
@@ -111,7 +111,7 @@ def watching(
     commit: str | None = None,
     dry_run: bool = False,
 ) -> Iterator[Watch]:
-    from .deploy.deployment import _local_user
+    from .deploy.words import local_user
 
     comp = settings.component(component)  # an unknown component is bad input, not a deploy
     facts = DeployFacts(
@@ -120,7 +120,7 @@ def watching(
         target=comp.target,
         to_commit=commit,
         strategy=strategy or action,
-        who=f"{_local_user()}@{socket.gethostname()}",
+        who=f"{local_user()}@{socket.gethostname()}",
         run_url=run_url(),
     )
     watch = Watch(settings, reporter, facts)
@@ -158,7 +158,7 @@ def notifying_release(
         if dry_run:
             _plan(settings, reporter, "release")
         return
-    from .deploy.deployment import _message
+    from .deploy.words import message
 
     facts = DeployFacts(action="release", component=comp.name, target=comp.target)
     facts.from_commit, facts.to_commit, facts.who = _release_facts(settings, comp.submodule, root)
@@ -166,7 +166,7 @@ def notifying_release(
         yield
     except BaseException as error:
         facts.result = _failure(error)
-        facts.error = redact(_message(error), *token_values())[:ERROR_LIMIT]
+        facts.error = redact(message(error), *token_values())[:ERROR_LIMIT]
         notify.send(settings.notify, facts, reporter)
         raise
     facts.result = "pushed, not waited for" if no_wait else "ok"
@@ -188,9 +188,9 @@ def _release_facts(
     import git
 
     from . import git_release
-    from .deploy.deployment import _local_user
+    from .deploy.words import local_user
 
-    fallback = f"{_local_user()}@{socket.gethostname()}"
+    fallback = f"{local_user()}@{socket.gethostname()}"
     try:
         root_dir = git_release.find_root(root, settings.project_dir)
         recorded = git_release.recorded_commit(root_dir, submodule)

@@ -72,8 +72,7 @@ def acquire_command(paths: Paths, record: str, token: str) -> str:
     holder = json.dumps({**json.loads(record), "action": "lock acquire", "token": token})
     return "\n".join(
         [
-            layout.variables(paths),
-            layout.held_lines(),
+            layout.prelude(paths),
             f"F={quote(marker(paths))}; T={quote(paths.lock_tmp(token))}",
             'if [ -e "$F" ]; then printf "frozen %s\\n" "$(head -n 1 -- "$F")"; exit 0; fi',
             'if [ -e "$L" ]; then held; exit 0; fi',
@@ -103,8 +102,7 @@ def status_command(paths: Paths) -> str:
     frozen = quote(marker(paths))
     return "\n".join(
         [
-            layout.variables(paths),
-            layout.held_lines(),
+            layout.prelude(paths),
             f'[ -e {frozen} ] && printf "frozen %s\\n" "$(head -n 1 -- {frozen})"',
             '[ -e "$L" ] && held',
             "true",
@@ -145,11 +143,11 @@ def parse(stdout: str) -> Answer:
 
 
 def freeze_record(message: str) -> str:
-    from .deploy.deployment import _local_user  # deployment imports this module
+    from .deploy.words import local_user
 
     return json.dumps(
         {
-            "holder": f"{_local_user()}@{socket.gethostname()}",
+            "holder": f"{local_user()}@{socket.gethostname()}",
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "message": message,
         },

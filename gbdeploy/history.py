@@ -5,7 +5,8 @@ action, commit, sha256, strategy, result, duration in seconds, who ran it, and f
 person who released and the run: `released_by` {git, forge_user}, `ci_run` {id, number, url}).
 The log is read as it is: unknown keys are kept, a line that is not a JSON object is counted and
 skipped. The binary that runs now is told by its sha256: the one the deploy step keeps beside it
-(`<binary>.sha256`, when it is not older than the binary), else hashed on the target.
+(`<binary>.sha256`, while the binary's size, mtime and inode are those it kept: the deploy's own
+rule), else hashed on the target.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 from . import probes
 from .config import Component, Settings
 from .connection import Remote, quote
+from .deploy import layout
+from .deploy.layout import Paths
 from .output import Reporter, short_sha, table
 from .provenance import describe_person
 
-SHA256_SIDECAR = ".sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SUCCESS_RESULTS = ("ok", "unchanged")
 
@@ -208,7 +210,7 @@ def describe_running(history: History, limit: int | None = None) -> str:
 
 # --- reading the target ---------------------------------------------------------------------------
 def deploy_log_path(component: Component) -> str:
-    return f"{component.binary}.deploys.log"
+    return Paths(component.binary).deploy_log
 
 
 def read_log_command(path: str) -> str:
@@ -217,9 +219,9 @@ def read_log_command(path: str) -> str:
 
 
 def sidecar_command(binary: str) -> str:
-    """The sha256 kept beside the binary, when both exist and it is not older than the binary."""
-    b, s = quote(binary), quote(binary + SHA256_SIDECAR)
-    return f"[ -f {s} ] && [ -e {b} ] && [ ! {b} -nt {s} ] && head -c 200 -- {s}"
+    """The sha256 the deploy kept beside the binary (B.sha256), by the deploy's own rule: only
+    while the binary's size, mtime and inode are still those it kept (lib.sh's `remembered`)."""
+    return f"{layout.prelude(Paths(binary))}\nremembered"
 
 
 def parse_sidecar(stdout: str) -> str | None:

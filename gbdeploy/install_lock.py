@@ -58,8 +58,9 @@ def build_wheel() -> tuple[str, bytes]:
     version = distribution.version
     info = f"gbdeploy-{version}.dist-info"
     files: dict[str, bytes] = {}
-    for path in sorted(package.rglob("*.py")):
-        if "__pycache__" not in path.parts:
+    for path in sorted(package.rglob("*")):
+        # the modules, and the far end's files sent to targets (pyproject's package-data)
+        if path.suffix in (".py", ".sh") and "__pycache__" not in path.parts:
             files[f"gbdeploy/{path.relative_to(package).as_posix()}"] = path.read_bytes()
     files[f"{info}/METADATA"] = _metadata(distribution).encode()
     files[f"{info}/WHEEL"] = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -268,3 +268,63 @@ def table(rows: list[list[str]], *, header: list[str] | None = None) -> list[str
         ).rstrip()
         for row in every
     ]
+
+
+# --- progress of a long transfer
+class TerminalProgress:
+    """A progress callback that keeps one updating line on a terminal: bytes, rate, percent.
+
+    Writes nothing when `stream` is not a TTY (CI logs, pipes); redraws at most every `interval`
+    seconds, and always once at 100 %, then ends the line (unless `end_line` is false: then whoever
+    owns the line finishes it). The rate counts from the moment it is made, so make it right
+    before the upload starts.
+    """
+
+    def __init__(
+        self,
+        label: str = "upload",
+        stream: TextIO | None = None,
+        *,
+        interval: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        end_line: bool = True,
+    ) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.clock = clock
+        self.end_line = end_line
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = clock()
+        self.last_draw = float("-inf")
+        self.finished = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or self.finished:
+            return
+        now = self.clock()
+        complete = done >= total
+        if not complete and now - self.last_draw < self.interval:
+            return
+        self.last_draw = now
+        self.stream.write("\r" + self.line(done, total, now - self.started) + "\x1b[K")
+        if complete:
+            if self.end_line:
+                self.stream.write("\n")
+            self.finished = True
+        self.stream.flush()
+
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        percent = 100.0 * done / total if total else 100.0
+        rate = f"{human_bytes(done / elapsed)}/s" if elapsed > 0 else "-"
+        return f"{self.label}: {human_bytes(done)} / {human_bytes(total)}  {rate}  {percent:3.0f}%"
+
+
+class StepProgress(TerminalProgress):
+    """The upload's progress, drawn over its step's header `→ upload … ` on a terminal."""
+
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return (
+            f"→ {self.label} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
+        )

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from .config import Component
 from .connection import CommandResult, quote
-from .errors import RemoteError
+from .errors import ConfigError, RemoteError
+from .remote import far_end
 
 T = TypeVar("T")
 
@@ -62,49 +64,12 @@ class ProcessInfo:
     deleted: bool  # runs a binary that has since been replaced or removed
 
 
-# Prints the PID of each process whose executable is exactly "$b" (or "$b (deleted)", once the
-# file was replaced). GNU find compares every /proc/PID/exe target in one process (a readlink per
-# process costs ~1 ms each) with -lname, whose pattern is "$b" with every glob character escaped:
-# an exact match, and only the /proc/PID directory is printed, so an executable path holding a
-# newline cannot forge a line. Where find has no -printf (busybox), the loop compares each
-# readlink exactly (the `x` keeps a trailing newline of the path from being stripped).
-FIND_PIDS = r"""pids() {
-  if [ "$(find /proc -maxdepth 0 -printf ok 2>/dev/null)" = ok ]; then
-    pat=$(printf '%s\n' "$b" | sed 's/[][\\*?]/\\&/g')
-    find /proc -mindepth 2 -maxdepth 2 -name exe \( -lname "$pat" -o -lname "$pat (deleted)" \) \
-      -printf '%h\n' 2>/dev/null | while IFS= read -r p; do
-      p=${p#/proc/}
-      case $p in ''|*[!0-9]*) continue ;; esac
-      [ "$p" = "$$" ] || printf '%s\n' "$p"
-    done
-    return 0
-  fi
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = "$$" ] && continue
-    runs "${p#/proc/}" && printf '%s\n' "${p#/proc/}"
-  done
-  return 0
-}
-runs() {
-  e=$(readlink "/proc/$1/exe" 2>/dev/null && echo x) || return 1
-  e=${e%?x}
-  case $e in "$b"|"$b (deleted)") return 0 ;; esac
-  return 1
-}"""
-
-
-def resolve_binary(path: str) -> str:
-    # The kernel shows the resolved path in /proc/PID/exe, so resolve symlinks in the binary's path.
-    q = quote(path)
-    return f'b=$(readlink -f -- {q} 2>/dev/null) || b={q}; [ -n "$b" ] || b={q}'
-
-
 def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
     """Processes whose /proc/PID/exe is exactly `binary`, with their user."""
     command = "\n".join(
         [
-            resolve_binary(binary),
-            FIND_PIDS,
+            far_end.processes(),
+            f"resolve {quote(binary)}",
             "for pid in $(pids); do",
             '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
             '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',
@@ -125,52 +90,6 @@ def _parse_processes(result: CommandResult) -> list[ProcessInfo]:
         if len(parts) == 4 and parts[0].isdigit():
             found.append(ProcessInfo(int(parts[0]), int(parts[1]), parts[2], parts[3] == "deleted"))
     return found
-
-
-# How often a stop looks whether the process is gone: every 20 ms during its first second (a
-# service that exits at once is restarted at once: downtime), then every 100 ms (each look forks).
-FAST_POLL, FAST_LOOKS, SLOW_POLL = 0.02, 50, 0.1
-
-
-def stop_processes_command(binary: str, timeout: float) -> str:
-    """SIGTERM every process running exactly `binary`, wait up to `timeout`, then SIGKILL.
-
-    Prints `none`, `stopped PIDS` or `killed PIDS`; exits 1 if a process survives SIGKILL. Only
-    pids found by executable path are signalled, and this shell's own pid is never among them
-    (its executable is sh), so the calling ssh session survives.
-    """
-    fast = min(FAST_LOOKS, max(1, round(timeout / FAST_POLL)))
-
-    def looks(seconds: float) -> int:
-        return fast + max(0, round((seconds - fast * FAST_POLL) / SLOW_POLL))
-
-    wait = (
-        f'if [ "$i" -lt {fast} ]; then sleep {FAST_POLL}; else sleep {SLOW_POLL}; fi; i=$((i + 1))'
-    )
-    return "\n".join(
-        [
-            resolve_binary(binary),
-            FIND_PIDS,
-            "alive() {",
-            "  left=",
-            "  for p in $targets; do",
-            '    runs "$p" && left="$left $p"',
-            "  done",
-            '  [ -n "$left" ]',
-            "}",
-            "targets=$(pids)",
-            '[ -n "$targets" ] || { echo none; exit 0; }',
-            "kill -TERM $targets 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(timeout)} ]; do {wait}; done',
-            'alive || { echo "stopped" $targets; exit 0; }',
-            "kill -KILL $left 2>/dev/null",
-            "i=0",
-            f'while alive && [ "$i" -lt {looks(5.0)} ]; do {wait}; done',
-            'alive && { echo "survived SIGKILL:$left" >&2; exit 1; }',
-            'echo "killed" $targets',
-        ]
-    )
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -384,6 +303,17 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
         "fi",
     ]
     return Probe("health", "\n".join(lines), lambda r: parse_health(url, r), timeout=timeout + 10)
+
+
+def health_probe(component: Component) -> Probe[Health] | None:
+    """The probe of the component's health URL (None without one); a URL the probe cannot use
+    is the config's error, named by its key. The deploy, rollback, start and `status` use it."""
+    if not component.health:
+        return None
+    try:
+        return probe_health(component.health, timeout=5.0)
+    except ValueError as error:
+        raise ConfigError(f"components.{component.name}.health", str(error)) from None
 
 
 def parse_health(url: str, result: CommandResult) -> Health:

@@ -1,7 +1,7 @@
 """`start|stop|restart COMPONENT` and `exec COMPONENT -- CMD…`: the service alone.
 
 start/stop/restart run under the deploy lock (taken, preflighted and freeze-checked exactly as a
-deploy takes it) and through the deploy's own stop (`layout.stop_lines`) and start (`launch` of
+deploy takes it) and through the deploy's own stop (`service.py`) and start (`launch` of
 the recipe the current config gives, then kept as the binary's), then check health as a deploy
 does. They change no binary and write no deploy log entry; the journal records their phases, so
 one that is killed shows in the next deploy's lock message. A `start` of a service that already
@@ -15,41 +15,41 @@ import sys
 from .config import Component, Settings, token_values
 from .connection import Remote, quote
 from .deploy import engine, layout
-from .deploy.deployment import Deployment, _first_line, _message
+from .deploy.deployment import Deployment
 from .deploy.engine import Step, Undo
+from .deploy.service import run_as_prefix, service_of
+from .deploy.words import first_line, message
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
 from .output import Reporter
 
 ACTIONS = ("start", "stop", "restart")
 
 
-def service_script(run: Deployment, action: str) -> str:
+def service_script(deployment: Deployment, action: str) -> str:
     """The stop and/or start, one script, with the deploy's phases in its journal. Prints the
     stop's outcome (`none`, `stopped PIDS`, `killed PIDS`), `already-running`, or `launched PID`;
     exits 3 when the stop or the start failed."""
-    component = run.component
+    component = deployment.component
     lines = [
         "trap '' HUP INT TERM PIPE",  # once begun it finishes; `launch` resets them for the service
-        layout.variables(run.paths),
-        layout.PHASE,
-        layout.LAUNCH,
+        layout.prelude(deployment.paths),
     ]
     if action in ("stop", "restart"):
         lines += [
             'phase "stopping"',
-            "stop_service() {\n" + layout.stop_lines(component) + "\n}",
+            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
             'stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }',
             'echo "$stopped"',
             'phase "stopped"',
         ]
     if action == "start":
         lines += [
-            layout.running_lines(component),
+            service_of(component).running_lines(),
             'if [ "$up" = 1 ]; then echo already-running; exit 0; fi',
         ]
     if action in ("start", "restart"):
         lines += [
-            layout.write_recipe_lines(component, run.ssh_user),
+            layout.write_recipe_lines(component, deployment.ssh_user),
             'launch "$L/recipe" || { echo "failed start" >&2; exit 3; }',
             'cp -p -- "$L/recipe" "$G"',
             'phase "started"',
@@ -57,48 +57,58 @@ def service_script(run: Deployment, action: str) -> str:
     return "\n".join(lines)
 
 
-def control_steps(run: Deployment, action: str) -> list[Step]:
-    begin = run.begin_step(upload=False, machine_of=None)
-    unlock = run.release_lock_command()
-    begin.undo = Undo([unlock], lambda: _release(run, unlock))
-    begin.summary = f"take {run.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+def control_steps(deployment: Deployment, action: str) -> list[Step]:
+    begin = deployment.begin_step(upload=False, machine_of=None)
+    unlock = deployment.unlock_command()
+    begin.undo = Undo([unlock], lambda: _unlock(deployment, unlock))
+    begin.summary = (
+        f"take {deployment.paths.lock} (atomic) as a deploy does, preflight, freeze check"
+    )
     take = begin.run
 
     def take_lock() -> str | None:
         try:
             return take()
         except BaseException:
-            if not run.facts.acquired or run.facts.released:
+            if not deployment.facts.acquired or deployment.facts.released:
                 begin.undo = None  # refused: held by another, frozen, or given back already
             raise
 
     begin.run = take_lock
-    script = service_script(run, action)
+    script = service_script(deployment, action)
     state: dict[str, str] = {}
 
     def service() -> str:
-        run.touched = True
+        deployment.touched = True
         if action != "stop":
-            run.log_offset = run.log_size()
-        result = run.session.run(script, check=False, timeout=run.component.stop_timeout + 60)
+            deployment.log_offset = deployment.log_size()
+        result = deployment.session.run(
+            script, check=False, timeout=deployment.component.stop_timeout + 60
+        )
         state["out"] = result.stdout
         if not result.ok:
             why = (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
             raise DeployFailed(
-                f"{action} of {run.component.name} failed on {run.remote.description}: {why}"
-                + (run.log_tail() if action != "stop" else "")
+                f"{action} of {deployment.component.name} failed on "
+                f"{deployment.remote.description}: {why}"
+                + (deployment.log_tail() if action != "stop" else "")
             )
-        return _service_detail(result.stdout)
+        return (
+            service_of(deployment.component).detail(result.stdout, started=action != "stop")
+            or "done"
+        )
 
     steps = [
         begin,
         Step(action, [script], service, summary=_SUMMARY[action]),
     ]
     if action == "stop":
-        steps.append(Step("check", [run.state_command()], lambda: _check_stopped(run)))
+        steps.append(
+            Step("check", [deployment.state_command()], lambda: _check_stopped(deployment))
+        )
     else:
-        steps.append(run.health_step())
-    steps.append(Step("unlock", [unlock], lambda: _release(run, unlock) or "lock released"))
+        steps.append(deployment.health_step())
+    steps.append(Step("unlock", [unlock], lambda: _unlock(deployment, unlock) or "lock released"))
     return steps
 
 
@@ -109,24 +119,14 @@ _SUMMARY = {
 }
 
 
-def _release(run: Deployment, unlock: str) -> None:
-    run.run_again_if_dropped(unlock + " || true")
+def _unlock(deployment: Deployment, unlock: str) -> None:
+    deployment.run_again_if_dropped(unlock + " || true")
 
 
-def _check_stopped(run: Deployment) -> str:
-    if run.service_alive():
-        raise DeployFailed(f"{run.component.binary} still runs after the stop")
-    return "nothing runs from " + run.component.binary
-
-
-def _service_detail(out: str) -> str:
-    lines = out.splitlines()
-    if "already-running" in lines:
-        return "already running: nothing started"
-    parts = [line for line in lines if line.split()[:1] in (["stopped"], ["killed"], ["launched"])]
-    if "none" in lines:
-        parts.insert(0, "was not running")
-    return "; ".join(parts) or "done"
+def _check_stopped(deployment: Deployment) -> str:
+    if deployment.service_alive():
+        raise DeployFailed(f"{deployment.component.binary} still runs after the stop")
+    return "nothing runs from " + deployment.component.binary
 
 
 def run_service(
@@ -140,36 +140,36 @@ def run_service(
     if action not in ACTIONS:
         raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
     comp = settings.component(component)
-    run = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
-    steps = control_steps(run, action)
-    title = f"{action} {comp.name} on {run.remote.description}"
+    deployment = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
+    steps = control_steps(deployment, action)
+    title = f"{action} {comp.name} on {deployment.remote.description}"
     if dry_run:
         reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
         return
-    run.refuse_a_foreign_ssh_user()
+    deployment.refuse_a_foreign_ssh_user()
     reporter.say(title)
     try:
         engine.execute(
             steps,
             reporter,
-            interrupts=lambda: engine.interrupts_abort(run.cut),
-            before_undo=run.reconnect,
-            cause=_first_line,
+            interrupts=lambda: engine.interrupts_abort(deployment.cut),
+            before_undo=deployment.drop_connection,
+            cause=first_line,
         )
     except engine.Undone as undone:
-        raise _outcome(run, action, undone) from None
+        raise _outcome(deployment, action, undone) from None
     finally:
-        run.close()
+        deployment.close()
     reporter.summary()
 
 
-def _outcome(run: Deployment, action: str, undone: engine.Undone) -> GbdeployError:
+def _outcome(deployment: Deployment, action: str, undone: engine.Undone) -> GbdeployError:
     error = undone.error
-    if isinstance(error, GbdeployError) and not run.touched:
+    if isinstance(error, GbdeployError) and not deployment.touched:
         return error  # refused: lock held, frozen, preflight; nothing was changed
-    cause = "interrupted" if isinstance(error, KeyboardInterrupt) else _message(error)
-    hint = f"`gbdeploy logs {run.component.name}` shows its log; `gbdeploy status` its state"
-    return DeployFailed(f"{action} of {run.component.name} failed: {cause}", hint=hint)
+    cause = "interrupted" if isinstance(error, KeyboardInterrupt) else message(error)
+    hint = f"`gbdeploy logs {deployment.component.name}` shows its log; `gbdeploy status` its state"
+    return DeployFailed(f"{action} of {deployment.component.name} failed: {cause}", hint=hint)
 
 
 # --- exec
@@ -182,7 +182,7 @@ def exec_command(component: Component, ssh_user: str, words: list[str]) -> str:
         )
     env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
     parts = [
-        layout.run_as_prefix(component, ssh_user),
+        run_as_prefix(component, ssh_user),
         f"env {env}" if env else "",
         " ".join(quote(word) for word in words),
     ]

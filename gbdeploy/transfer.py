@@ -50,21 +50,20 @@ import ipaddress
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, TextIO
+from typing import IO, Protocol
 
 import paramiko
 
 from .artifact import Fingerprint, identity
 from .connection import Remote, quote
 from .errors import OperationFailed, RemoteError
-from .output import human_bytes
+from .remote import far_end
 
 Progress = Callable[[int, int], None]  # (bytes of the artifact done, artifact size)
 
@@ -88,67 +87,6 @@ REFUSED_HINT = (
     "check on the target that the directory exists and the ssh user may write there, and that "
     "the disk has room (df -h)"
 )
-
-# The in-process receiver: argv = path, size, method. Kept to Python 3.4 syntax (old targets).
-RECEIVER_PROGRAM = """\
-import hashlib, os, stat, sys
-path, size, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-child = None
-created = False
-def fail(message):
-    if child is not None:
-        child.kill()
-    if created:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    sys.stderr.write(message + "\\n")
-    sys.exit(1)
-def widen(fd):
-    try:
-        import fcntl
-        fcntl.fcntl(fd, 1031, 1 << 20)
-    except Exception:
-        pass
-widen(0)
-source = 0
-if method == "zstd":
-    import subprocess
-    child = subprocess.Popen(["zstd", "-d", "-q", "-c"], stdout=subprocess.PIPE)
-    source = child.stdout.fileno()
-    widen(source)
-try:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    out = os.open(path, flags, 0o666)
-except OSError as error:
-    fail("%s: %s" % (path, error.strerror))
-created = stat.S_ISREG(os.fstat(out).st_mode)  # never remove a device such as /dev/full
-digest = hashlib.sha256()
-buffer = bytearray(1 << 20)
-view = memoryview(buffer)
-got = 0
-try:
-    while True:
-        count = os.readv(source, [buffer])
-        if not count:
-            break
-        chunk = view[:count]
-        digest.update(chunk)
-        got += count
-        while chunk:
-            chunk = chunk[os.write(out, chunk):]
-    if created:
-        os.fdatasync(out)  # on disk before it is renamed over the binary
-    os.close(out)
-except OSError as error:
-    fail("%s: %s" % (path, error.strerror))
-if child is not None and child.wait() != 0:
-    fail("decompressing the stream failed (zstd exit %d)" % child.returncode)
-if got != size:
-    fail("the stream carried %d bytes, not the %d announced" % (got, size))
-sys.stdout.write("python3 %s\\n" % digest.hexdigest())
-"""
 
 
 @dataclass(frozen=True)
@@ -212,7 +150,7 @@ def receive_command(method: str, remote_path: str, size: int) -> str:
         # A new file, never written through: not through a symlink planted there, not into an
         # inode the running binary shares by a hard link. Devices and directories stay.
         f"if [ -f {path} ] || [ -L {path} ]; then rm -f -- {path} || exit 1; fi",
-        *exec_python(RECEIVER_PROGRAM, f"{path} {int(size)} {method}"),
+        *exec_python(far_end.text("helper.py"), f"receive {path} {int(size)} {method}"),
         "if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; "
         "elif command -v busybox >/dev/null 2>&1; then h='busybox sha256sum'; else h=; fi",
         'if [ -n "$h" ] && command -v tee >/dev/null 2>&1; then',
@@ -732,52 +670,3 @@ def _drain_stderr(channel: paramiko.Channel) -> str:
                 break
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
-
-
-class TerminalProgress:
-    """A progress callback that keeps one updating line on a terminal: bytes, rate, percent.
-
-    Writes nothing when `stream` is not a TTY (CI logs, pipes); redraws at most every `interval`
-    seconds, and always once at 100 %, then ends the line (unless `end_line` is false: then whoever
-    owns the line finishes it). The rate counts from the moment it is made, so make it right
-    before the upload starts.
-    """
-
-    def __init__(
-        self,
-        label: str = "upload",
-        stream: TextIO | None = None,
-        *,
-        interval: float = 0.2,
-        clock: Callable[[], float] = time.monotonic,
-        end_line: bool = True,
-    ) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.clock = clock
-        self.end_line = end_line
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.started = clock()
-        self.last_draw = float("-inf")
-        self.finished = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or self.finished:
-            return
-        now = self.clock()
-        complete = done >= total
-        if not complete and now - self.last_draw < self.interval:
-            return
-        self.last_draw = now
-        self.stream.write("\r" + self.line(done, total, now - self.started) + "\x1b[K")
-        if complete:
-            if self.end_line:
-                self.stream.write("\n")
-            self.finished = True
-        self.stream.flush()
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        percent = 100.0 * done / total if total else 100.0
-        rate = f"{human_bytes(done / elapsed)}/s" if elapsed > 0 else "-"
-        return f"{self.label}: {human_bytes(done)} / {human_bytes(total)}  {rate}  {percent:3.0f}%"

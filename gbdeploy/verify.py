@@ -21,8 +21,8 @@ from .errors import UsageError, VerificationFailed
 from .output import Reporter
 from .probes import (
     Runner,
+    health_probe,
     probe_contains,
-    probe_health,
     probe_last_line,
     probe_processes,
     probe_stat,
@@ -216,7 +216,8 @@ def gather(remote: Runner, component: Component, expected_commit: str) -> Target
         return TargetFacts(None, None, False, [], None, "no binary")
     contains = probe_contains(component.binary, expected_commit[:MIN_COMMIT_DIGITS]).run(remote)
     processes = [(p.pid, p.user) for p in probe_processes(component.binary).run(remote)]
-    health = probe_health(component.health).run(remote) if component.health else None
+    probe = health_probe(component)
+    health = probe.run(remote) if probe is not None else None
     return TargetFacts(
         last_deploy=_json_object(probe_last_line(Paths(component.binary).deploy_log).run(remote)),
         mtime=datetime.fromtimestamp(stat.mtime, tz=timezone.utc),

@@ -59,6 +59,7 @@ from typing import Literal
 import yaml
 
 from .config import CONFIG_NAMES, Component, Settings
+from .deploy import STRATEGIES
 from .errors import ConfigError, GbdeployError, UsageError
 from .forge.client import ForgeClient
 from .forge.version import concurrency_notice
@@ -68,7 +69,6 @@ from .output import Reporter
 CHECKOUT_ACTION = "actions/checkout@v4"
 MAINTENANCE_WORKFLOW = "runner-maintenance.yaml"
 MAINTENANCE_CRON = "17 3 * * *"
-STRATEGIES = ("staged", "seed")
 VENV_ROOT = "$HOME/.cache/gbdeploy"
 SSH_DIR = "${RUNNER_TEMP:-$HOME}/gbdeploy-ssh"
 GBDEPLOY_BIN = "${RUNNER_TEMP:-$HOME}/gbdeploy-bin"  # the install step writes where gbdeploy is

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from deploy_world import NEW, OLD, command_line
 
+from gbdeploy.cli import CI_VARIABLES
+
 
 @pytest.fixture
 def project(world, tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -32,8 +34,10 @@ def run_gbdeploy(run_gbdeploy):
 
 
 @pytest.fixture
-def terminal(mocker):
-    """A person at a terminal, who answers each question with what `answers` holds."""
+def terminal(mocker, monkeypatch):
+    """A person at a terminal (not a CI job), who answers each question with `return_value`."""
+    for variable in CI_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     mocker.patch("gbdeploy.cli.is_terminal", return_value=True)
     return mocker.patch("builtins.input")
 
@@ -89,11 +93,11 @@ def test_ctrl_c_in_a_deploy_is_undone_without_telling_to_fix_a_cause(
     real = Deployment.wait_until_up
     calls = []
 
-    def interrupted_once(self):
+    def interrupted_once(self, **how):
         calls.append(self)
         if len(calls) == 1:
             raise KeyboardInterrupt  # Ctrl-C while the new binary's health is awaited
-        return real(self)
+        return real(self, **how)
 
     mocker.patch.object(Deployment, "wait_until_up", interrupted_once)
 
@@ -354,3 +358,19 @@ def test_a_sudo_that_asks_for_a_password_is_named_over_ssh(host_of_a_non_root_us
     said = str(raised.value)
     assert said.startswith("sudo asks for a password on ops-host: gbops may not run incus")
     assert "gbops ALL=(root) NOPASSWD: /usr/bin/incus" in said
+
+
+def test_a_malformed_token_stops_only_the_commands_that_send_it(
+    world, artifacts, project, run_gbdeploy, monkeypatch
+):
+    world.deploy(artifacts(OLD), commit=OLD)
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", "tok-123\nX-Injected: 1")
+
+    deployed = run_gbdeploy("deploy", "botserver", "--artifact", str(artifacts(NEW)), "--yes")
+    forge = run_gbdeploy("runs")
+
+    assert deployed.code == 0, deployed.text  # deploy never talks to the forge
+    assert (world.health() or {}).get("commit") == NEW
+    assert forge.code == 2, forge.text
+    assert "GBDEPLOY_FORGE_TOKEN: holds a character no token has" in forge.err
+    assert "tok-123" not in deployed.text + forge.text

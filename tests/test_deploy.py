@@ -135,30 +135,30 @@ def test_lxc_target_runs_every_command_in_the_container(world, artifacts, standi
     assert f"(lxc {container})" in out.getvalue()
 
 
+def plan_steps(plan: str) -> list[str]:
+    """The step names of a printed plan (`  3. upload: …`), in order, each once."""
+    names = re.findall(r"^ +\d+\. +([a-z]+):", plan, flags=re.MULTILINE)
+    return list(dict.fromkeys(names))
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(world, artifacts):
     deployed(world, artifacts)
     before, pids = snapshot(world), world.running()
-    out = io.StringIO()
+    short, full = io.StringIO(), io.StringIO()
 
-    world.deploy(artifacts(NEW), dry_run=True, verbose=True, out=out)
+    world.deploy(artifacts(NEW), dry_run=True, out=short)
+    world.deploy(artifacts(NEW), dry_run=True, verbose=True, out=full)
 
     assert snapshot(world) == before and world.running() == pids
-    plan = out.getvalue()
-    assert "dry run: nothing is changed" in plan
-    binary = str(world.binary)
-    for expected in (
-        f"L={binary}.lock",
-        'mv -T -- "$T" "$L"',  # the lock, built aside and renamed into place
-        f"< {artifacts(NEW)}",  # the upload reads the artifact …
-        f"{binary}.new",  # … and the target writes it beside the binary
-        'rename_over "$N" "$B"',
-        f"chown -- {world.user}: ",
-        "kill -TERM",
-        "runuser -u",
-        f"http://localhost:{world.port}/health",
-    ):
-        assert expected in plan
-    assert plan.index("upload") < plan.index("kill -TERM")  # staged: copy before the stop
+    for plan in (short.getvalue(), full.getvalue()):
+        assert "dry run: nothing is changed" in plan
+        # staged: the upload before the service is touched, health before the lock goes
+        assert plan_steps(plan) == ["lock", "upload", "restart", "health", "finish"]
+        binary = str(world.binary)
+        for named in (f"{binary}.lock", str(artifacts(NEW)), f"{binary}.new", world.user):
+            assert named in plan
+        assert f"http://localhost:{world.port}/health" in plan
+    assert len(full.getvalue().splitlines()) > 3 * len(short.getvalue().splitlines())
 
 
 def test_dry_run_does_not_connect(world, artifacts, tmp_path):
@@ -177,8 +177,8 @@ def test_dry_run_does_not_connect(world, artifacts, tmp_path):
         force=False,
         commit=NEW,
     )
-    plan = out.getvalue()
-    assert plan.index("kill -TERM") < plan.index("upload")  # seed: stop first
+    # seed: the service stops before the upload, and starts after it
+    assert plan_steps(out.getvalue()) == ["lock", "stop", "upload", "start", "health", "finish"]
 
 
 @pytest.mark.parametrize("action", ["deploy", "rollback"])
@@ -350,28 +350,26 @@ def _sshd_sessions(sshd) -> list[int]:
 def test_connection_dropped_mid_upload_leaves_the_service_untouched(world, artifacts):
     old_sha = deployed(world, artifacts)
     pids = world.running()
-    big = artifacts(NEW, pad_to=48 << 20)
     new = Path(f"{world.binary}.new")
-    dropped = threading.Event()
+    dropped: list[bool] = []
 
-    def drop_when_half_written() -> None:
-        def partly_written() -> bool:
-            try:
-                return new.stat().st_size > 0
-            except OSError:
-                return False
+    class DropAtTheFirstProgress(io.StringIO):
+        """A terminal: the upload draws its progress here, from inside the upload, after a block
+        went out. The server side of the connection dies right then, mid-upload."""
 
-        if wait_for(partly_written, deadline_seconds=60, interval=0.001):
-            kill_pids(_sshd_sessions(world.sshd))  # the server side of our connection dies
-            dropped.set()
+        def isatty(self) -> bool:
+            return True
 
-    watcher = threading.Thread(target=drop_when_half_written, daemon=True)
-    watcher.start()
+        def write(self, text: str) -> int:
+            if text.startswith("\r→ upload") and not dropped:
+                kill_pids(_sshd_sessions(world.sshd))
+                dropped.append(True)
+            return super().write(text)
+
     with pytest.raises(DeployFailed) as raised:
-        world.deploy(big)
-    watcher.join()
+        world.deploy(artifacts(NEW, pad_to=48 << 20), out=DropAtTheFirstProgress())
 
-    assert dropped.is_set()
+    assert dropped
     assert raised.value.exit_code == 1
     assert "upload of" in str(raised.value)
     assert "unchanged" in str(raised.value)

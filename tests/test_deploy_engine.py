@@ -51,6 +51,18 @@ def test_steps_run_in_order_and_report_their_detail():
     assert "→ a … ok" in out.getvalue() and "b done" in out.getvalue()
 
 
+def test_a_skipped_step_neither_runs_nor_is_undone():
+    target, out = Target(), io.StringIO()
+    skipped = target.step("b")
+    skipped.skip_when = lambda: "unchanged"
+    steps = [target.step("a"), skipped, target.step("c", fails=True)]
+    with pytest.raises(Undone) as raised:
+        execute(steps, Reporter(stream=out))
+    assert target.log == ["run a", "run c", "undo c", "undo a"]
+    assert raised.value.done == ["a", "c"]
+    assert "→ b … ok" in out.getvalue() and "skipped (unchanged)" in out.getvalue()
+
+
 def test_a_failure_undoes_every_step_that_began_newest_first():
     target = Target()
     steps = [

@@ -191,7 +191,7 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    shared = f"{layout.variables(layout.Paths(str(world.binary)))}\n{layout.HELPERS}"
+    shared = layout.prelude(layout.Paths(str(world.binary)))
     whole = re.sub(
         r"\[the \d+ shared lines shown in full above\]", lambda _: shared, out.getvalue()
     )

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -19,8 +20,9 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
-from gbdeploy.deploy.deployment import Deployment, describe_journal
+from gbdeploy.deploy.deployment import Deployment
 from gbdeploy.deploy.session import Session
+from gbdeploy.deploy.state import describe_journal
 from gbdeploy.errors import DeployFailed, LockHeld, PreflightError, RemoteError, UsageError
 from gbdeploy.output import Reporter
 from gbdeploy_sandbox.procs import executable_of, wait_for
@@ -198,7 +200,7 @@ def cancel_the_service_script(monkeypatch) -> None:
     real_run = Session.run
 
     def run(self, command, **kwargs):
-        if "claimed by the undo" in command:
+        if re.search(r"^claim ", command, re.MULTILINE):  # lib.sh's claim, called first
             raise KeyboardInterrupt
         return real_run(self, command, **kwargs)
 

@@ -1,8 +1,10 @@
 """Signal sweeps: `gbdeploy deploy` and `gbdeploy rollback` SIGTERMed (a cancelled CI job) or
-SIGKILLed at a moment that moves 20-50 ms earlier each round, through the whole run on the
-target. Every round must end with the service healthy, or with a lock and journal that
-`deploy --recover` turns into a healthy service: one process, from B's path, not ignoring
-SIGTERM, running a kept release whose commit its health names; no lock or journal left."""
+SIGKILLed at a moment that moves 20-50 ms later each round, counted from when the run's lock
+appears on the target, so every round lands in the part of the run that changes the target,
+whatever the machine's load does to its start-up. Every round must end with the service healthy,
+or with a lock and journal that `deploy --recover` turns into a healthy service: one process,
+from B's path, not ignoring SIGTERM, running a kept release whose commit its health names; no lock
+or journal left."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from gbdeploy_sandbox.procs import executable_of, wait_for
 from tests.deploy_world import NEW, OLD, World, cli_env, command_line
 
 ROUNDS = 10  # per action and signal: bounded, each a whole CLI run (and a recover)
-STEP = (0.020, 0.050)  # seconds the signal moves earlier each round
+STEP = (0.020, 0.050)  # seconds the signal moves later each round, from the lock's appearance
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 
 
@@ -47,12 +49,19 @@ def healthy_and_recorded(world: World) -> str:
     return commit
 
 
-def interrupted(command: list[str], directory: Path, after: float, sig: int) -> None:
+def interrupted(command: list[str], directory: Path, lock: Path, after: float, sig: int) -> None:
+    """Run `command` and send it `sig` `after` seconds past the moment its lock appears on the
+    target (or at once if it ends without taking one)."""
     process = subprocess.Popen(
         command, cwd=directory, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        time.sleep(after)  # the moment of the signal, not a wait for a state
+        wait_for(
+            lambda: lock.exists() or process.poll() is not None,
+            deadline_seconds=120,
+            interval=0.002,
+        )
+        time.sleep(after)  # the moment of the signal within the locked run, not a wait for a state
         process.send_signal(sig)
         process.wait(timeout=300)
     finally:
@@ -60,13 +69,11 @@ def interrupted(command: list[str], directory: Path, after: float, sig: int) -> 
         process.wait()
 
 
-def run_whole(command: list[str], directory: Path) -> float:
-    started = time.monotonic()
+def run_whole(command: list[str], directory: Path) -> None:
     done = subprocess.run(
         command, cwd=directory, env=cli_env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return time.monotonic() - started
 
 
 def recover_if_locked(world: World) -> bool:
@@ -98,23 +105,24 @@ def test_signal_sweep_ends_healthy_or_recoverable(world, artifacts, tmp_path, ac
         return OLD if commit == NEW else NEW
 
     running = healthy_and_recorded(world)
-    whole = run_whole(command(other(running)), tmp_path)
+    run_whole(command(other(running)), tmp_path)
     running = healthy_and_recorded(world)
+    lock = Path(f"{world.binary}.lock")
     seed = random.randrange(1 << 30)
     steps = random.Random(seed)
     recovered = {signal.SIGTERM: 0, signal.SIGKILL: 0}
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        after = whole
+        after = steps.uniform(0, STEP[0])
         for round_number in range(ROUNDS):
-            after = max(0.0, after - steps.uniform(*STEP))
-            interrupted(command(other(running)), tmp_path, after, sig)
+            interrupted(command(other(running)), tmp_path, lock, after, sig)
             try:
                 recovered[sig] += recover_if_locked(world)
                 running = healthy_and_recorded(world)
             except BaseException as error:
                 raise AssertionError(
-                    f"{action} {sig.name} at {after:.3f}s (round {round_number}, seed {seed}): "
-                    f"{error!r}"
+                    f"{action} {sig.name} {after:.3f}s after the lock (round {round_number}, "
+                    f"seed {seed}): {error!r}"
                 ) from error
+            after += steps.uniform(*STEP)
     # the sweep reached the target: a SIGKILLed run leaves its lock for --recover
     assert recovered[signal.SIGKILL] >= 1, recovered

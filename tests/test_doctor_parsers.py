@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from gbdeploy.doctor_parsers import (
+from gbdeploy.doctor.parsers import (
     ParseError,
     listen_ports,
     loopback_verdict,

@@ -14,13 +14,7 @@ from gbdeploy.connection import CommandResult
 from gbdeploy.doctor import build_checks
 from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
 from gbdeploy.doctor.model import FollowUp, Verdict
-from gbdeploy.doctor.proxy import (
-    CADDY_ACCESS_LINE,
-    SUGGESTED_FAILREGEX,
-    flood_jail_check,
-    proxy_sshd_jail_check,
-)
-from gbdeploy.doctor_parsers import (
+from gbdeploy.doctor.parsers import (
     JailSwitch,
     ParseError,
     calendar_is_daily,
@@ -41,6 +35,12 @@ from gbdeploy.doctor_parsers import (
     parse_unit_file_commands,
     parse_workflow_schedules,
     site_domains,
+)
+from gbdeploy.doctor.proxy import (
+    CADDY_ACCESS_LINE,
+    SUGGESTED_FAILREGEX,
+    flood_jail_check,
+    proxy_sshd_jail_check,
 )
 from gbdeploy.workflows import rendered_files
 
@@ -566,8 +566,9 @@ def test_the_committed_maintenance_workflow_counts_as_the_runners_daily_cleanup(
     assert verdict.status == "pass", verdict.saw
     assert verdict.saw.startswith(
         "daily: .forgejo/workflows/runner-maintenance.yaml at HEAD, step 'Trim the sccache and "
-        "cargo caches' (17 3 * * *): export PATH="
+        "cargo caches' (17 3 * * *): "
     )
+    assert verdict.saw.endswith("gbdeploy maintain")
     assert verdict.saw.endswith("gbdeploy maintain")
 
 

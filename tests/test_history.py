@@ -141,20 +141,20 @@ def test_history_reads_the_targets_log_and_hashes_the_running_binary(
     assert data["entries"][0]["current"] is True
 
 
-def test_the_sha256_kept_beside_the_binary_is_used_unless_it_is_older(
+def test_the_sha256_kept_beside_the_binary_is_used_only_while_the_binary_is_as_kept(
     sshd, remote_root, service_user
 ):
     settings, binary = settings_for(sshd, remote_root, service_user)
     binary.write_bytes(b"\x7fELF one")
     sidecar = Path(f"{binary}.sha256")
-    sidecar.write_text(f"{B}  {binary}\n")
+    kept = binary.stat()  # as the deploy keeps it: SHA SIZE MTIME INODE
+    sidecar.write_text(f"{B} {kept.st_size} {int(kept.st_mtime)} {kept.st_ino}\n")
     Path(f"{binary}.deploys.log").write_text(line(commit=COMMIT_B, sha256=B) + "\n")
     component = settings.components["botserver"]
     assert history.read_history(settings, component).running_sha256 == B
 
-    # A binary newer than its sidecar (replaced by hand): the sidecar is not believed.
-    stat = sidecar.stat()
-    os.utime(sidecar, (stat.st_atime - 100, stat.st_mtime - 100))
+    # The binary replaced by hand since (another mtime): the sidecar is not believed.
+    os.utime(binary, (kept.st_atime + 100, kept.st_mtime + 100))
     actual = hashlib.sha256(binary.read_bytes()).hexdigest()
     assert history.read_history(settings, component).running_sha256 == actual
 

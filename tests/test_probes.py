@@ -162,26 +162,6 @@ def test_processes_sees_a_replaced_binary_as_deleted(remote, running):
     assert found.deleted
 
 
-def test_stop_terms_the_binary_and_spares_everything_else(remote, running, remote_root):
-    binary, _, process = running
-    assert wait_for(lambda: probes.probe_processes(str(binary)).run(remote))
-    # A process whose command line holds the LITERAL path, as `pgrep -f "$b" | xargs kill` would
-    # match it (the path has spaces and quotes: it is one argv word, exactly the binary's path).
-    bystander = subprocess.Popen(["sh", "-c", "sleep 30", str(binary)])
-    cmdline = Path(f"/proc/{bystander.pid}/cmdline")
-    try:
-        # until the child has exec'd, its command line is still empty
-        assert wait_for(lambda: str(binary).encode() + b"\0" in cmdline.read_bytes())
-        output = remote.run(probes.stop_processes_command(str(binary), 5)).stdout
-        assert output.startswith("stopped ")
-        assert process.wait(timeout=10) is not None
-        assert bystander.poll() is None
-        assert remote.run(probes.stop_processes_command(str(binary), 5)).stdout == "none\n"
-    finally:
-        bystander.kill()
-        bystander.wait()
-
-
 def test_stat_reports_owner_mode_size_and_mtime(remote, running, service_user):
     binary, _, _ = running
     binary.chmod(0o750)

@@ -198,13 +198,16 @@ def test_forge_errors_that_recover_do_not_stop_the_release(sandbox, run_gbdeploy
 
 def test_a_forge_that_keeps_failing_stops_the_release_before_any_push(sandbox, run_gbdeploy):
     sandbox.forge.fail_next(1000)
-    commit = developer_commit(sandbox)
+    running = health(sandbox)["commit"]
+    developer_commit(sandbox)
+    refs_before = sandbox.git.refs()
 
     result = run_gbdeploy("release", "botserver")
 
     assert result.code == 2, result.text
     assert "nothing was pushed" in result.text
-    assert sandbox.git.ref("alm", "botserver") != commit
+    assert sandbox.git.refs() == refs_before  # no remote, no clone moved
+    assert health(sandbox)["commit"] == running
 
 
 def test_a_run_that_succeeds_without_deploying_fails_verification_naming_the_check(
@@ -286,16 +289,19 @@ def test_a_read_only_token_without_push_run_stops_instead_of_dispatching(
 
 def test_a_workflow_in_both_placements_is_refused_before_any_push(sandbox, run_gbdeploy):
     workflow = (sandbox.git.root / ".forgejo" / "workflows" / "botserver.yaml").read_text()
-    commit = developer_commit(
+    running = health(sandbox)["commit"]
+    developer_commit(
         sandbox, "Add its own workflow", **{".forgejo/workflows/botserver.yaml": workflow}
     )
+    refs_before = sandbox.git.refs()
 
     result = run_gbdeploy("release", "botserver")
 
     assert result.code == 2, result.text
     assert "is in both placements" in result.text and "deploying this release twice" in result.text
-    assert sandbox.git.ref("alm", "botserver") != commit
+    assert sandbox.git.refs() == refs_before  # no remote, no clone moved
     assert sandbox.forge.runs == []
+    assert health(sandbox)["commit"] == running
 
 
 def test_a_dispatch_only_copy_in_the_component_repository_is_no_second_deploy(

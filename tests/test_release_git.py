@@ -6,10 +6,11 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import TEST_TOKEN
+from conftest import TEST_TOKEN, CliResult
 
 from gbdeploy_sandbox.gitworld import GitWorld, git
 
@@ -184,10 +185,37 @@ def test_dry_run_also_prints_the_forge_requests_without_the_token(
 # --- refusals (exit 2, nothing changed) --------------------------------------------------------
 
 
-def assert_refused(world: GitWorld, result, *needles: str) -> None:
+def world_state(world: GitWorld) -> dict[str, str]:
+    """Every ref of every remote and clone, and what `git status` shows in the two clones."""
+    state = world.refs()
+    for label, path in (("root", world.root), ("submodule", world.submodule)):
+        state[f"status {label}"] = git(path, "status", "--porcelain", "--untracked-files=all")
+    return state
+
+
+@dataclass(frozen=True)
+class Ran(CliResult):
+    before: dict[str, str] = field(default_factory=dict)  # world_state before the run
+
+
+@pytest.fixture
+def run_gbdeploy(run_gbdeploy, git_world: GitWorld):
+    """conftest's runner; each result also holds the world as it was before (`assert_refused`)."""
+
+    def run(*args: str) -> Ran:
+        before = world_state(git_world)
+        result = run_gbdeploy(*args)
+        return Ran(result.code, result.out, result.err, before)
+
+    return run
+
+
+def assert_refused(world: GitWorld, result: Ran, *needles: str) -> None:
+    """Exit 2 with each of `needles` on stderr, and nothing pushed, committed or changed."""
     assert result.code == 2, result.text
     for needle in needles:
         assert needle in result.err, f"{needle!r} not in:\n{result.err}"
+    assert world_state(world) == result.before, "the refusal pushed or changed something"
 
 
 def test_unknown_component_is_refused(git_world: GitWorld, run_gbdeploy):

@@ -19,10 +19,10 @@ from gbdeploy.config import SshSettings, Target
 from gbdeploy.connection import Remote, quote
 from gbdeploy.deploy.session import Session
 from gbdeploy.errors import OperationFailed, RemoteError
+from gbdeploy.output import TerminalProgress
 from gbdeploy.transfer import (
     STREAM,
     ZSTD,
-    TerminalProgress,
     UploadResult,
     choose_method,
     receive_command,
@@ -45,6 +45,9 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
         "compressible": build_service(directory / "compressible", "c0ffee1", pad_to=8 * MiB),
         "random": build_service(
             directory / "random", "c0ffee2", pad_to=6 * MiB, compressible_padding=False
+        ),
+        "big random": build_service(
+            directory / "big-random", "c0ffee3", pad_to=48 * MiB, compressible_padding=False
         ),
     }
 
@@ -390,15 +393,17 @@ def test_a_short_stream_is_refused_and_its_file_removed(sshd, remote_root, artif
 def test_an_artifact_rewritten_during_the_upload_is_refused(
     sshd, remote_root, artifacts, tmp_path, way
 ):
+    # Big enough that when the first chunk has gone out, the reading is far from its end even
+    # through zstd (whose reader runs ahead by at most its pipes and its few MiB of jobs).
     local = tmp_path / "botserver"
-    shutil.copyfile(artifacts["random"], local)
-    grown: list[bool] = []
+    shutil.copyfile(artifacts["big random"], local)
+    appended_at: list[int] = []
 
     def the_build_appends(done: int, total: int) -> None:
-        if not grown:
+        if not appended_at:
             with open(local, "ab") as f:
                 f.write(b"more of a build still running" * 1000)
-            grown.append(True)
+            appended_at.append(done)
 
     target = remote_root / "botserver.new"
     with remote_for(sshd) as remote, pytest.raises(OperationFailed) as raised:
@@ -406,6 +411,8 @@ def test_an_artifact_rewritten_during_the_upload_is_refused(
             upload_through(Session(remote), local, str(target), progress=the_build_appends)
         else:
             upload(remote, local, str(target), progress=the_build_appends, compress=way == ZSTD)
+    size = artifacts["big random"].stat().st_size
+    assert appended_at and appended_at[0] < size // 2  # the build wrote while it was being read
     assert f"the artifact {local} changed while it was uploaded" in str(raised.value)
     assert gone_within(target)  # the receiver got a short stream and removed what it wrote
 

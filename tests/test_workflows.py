@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -408,6 +409,12 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
     lock = tmp_path / ".forgejo" / "gbdeploy" / "requirements.txt"
     wheels = list(lock.parent.glob("gbdeploy-*-py3-none-any.whl"))
     assert len(wheels) == 1 and f"wrote {lock}" in out.getvalue()
+    with zipfile.ZipFile(
+        wheels[0]
+    ) as wheel:  # the far end's files go with the code that sends them
+        assert {"gbdeploy/remote/far_end/lib.sh", "gbdeploy/remote/far_end/procs.sh"} <= set(
+            wheel.namelist()
+        )
     lines = [line for line in lock.read_text().splitlines() if not line.startswith("#")]
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     assert f"./.forgejo/gbdeploy/{wheels[0].name} --hash=sha256:{digest}" in lines

@@ -3,7 +3,30 @@
     layout      the target's paths and the exact shell scripts that change it
     session     many commands over one ssh channel
     engine      steps, execute, undo (a transaction; knows nothing of ssh)
-    deployment  deploy, rollback and recovery: every step built in one place
+    service     how a service stops, starts, is seen running (process, systemd)
+    deployment  one deploy, rollback or recovery: its state and its steps
+    health      whether what it started runs and answers healthy (part of a Deployment)
+    state       what the target has: lock, journal, kept releases (parsed)
+    outcome     how a failure is told
+    command     `deploy`: the steps in order, the plan, the run
+    rollback    `rollback` and `deploy --recover`
+    words       an error's first line or message, the local user
+
+Where a change goes: how the service stops or starts → `service.py` (and, for the far end's
+own functions, `gbdeploy/remote/far_end/procs.sh`, `lib.sh`); which files a deploy writes on the
+target → `layout.py` (paths and scripts) with `lib.sh`; the order of the steps → `command.py`;
+what a failure says → `outcome.py`.
+
+Naming conventions:
+    *_command   a whole script, ready to send: `layout.prelude(paths)` (the quoted variables
+                B, N, P, L, J, S, R, W, G and the far end's library), then its calls
+    *_lines     a fragment of sh for such a script (it expects the prelude), no exit of its own
+    *_function  an sh function definition (e.g. `stop_function`: `stop_service() {…}`)
+    *_step      an `engine.Step`: the commands it runs (as planned and as sent) and its undo
+    probe_*     a read-only fact (`gbdeploy.probes`): its command and the parser of its output
+The far end's words (what its scripts print, one per line: `acquired`, `held AGE`, `stopped
+PIDS`, `launched PID`, `restored …`) are parsed next to the code that makes them print:
+`state.parse_facts`, `service.parse_report`, `health.ServiceChecks.check`.
     status      `status` and `status --json`
 
 Importing `gbdeploy.deploy.layout` (as `verify` does) loads none of the deploy machinery: the
@@ -14,11 +37,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# How a deploy puts the new binary in place (see `command.py`), one list for the command line
+# and the rendered workflows.
+STRATEGIES = ("staged", "seed")
+
 _NAMES = {
-    "STRATEGIES": "deployment",
-    "find_artifact": "deployment",
-    "run_deploy": "deployment",
-    "run_rollback": "deployment",
+    "find_artifact": "command",
+    "run_deploy": "command",
+    "run_rollback": "rollback",
     "Paths": "layout",
     "ComponentStatus": "status",
     "format_status": "status",

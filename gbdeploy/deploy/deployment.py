@@ -23,161 +23,53 @@ them.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import re
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import paramiko
 
-from .. import artifact, freeze, probes, provenance, transfer
+from .. import freeze, probes, provenance, transfer
 from ..artifact import (
     Fingerprint,
-    file_sha256,
-    find_artifact,
-    fingerprint,
-    prefetch_fingerprint,
 )
 from ..config import Component, Settings
-from ..connection import CommandResult, Remote, quote
+from ..connection import Remote, quote
 from ..errors import (
-    ConfigError,
     DeployFailed,
     GbdeployError,
     LockHeld,
     OperationFailed,
     PreflightError,
     RemoteError,
-    RestoreFailed,
     UsageError,
 )
-from ..output import Reporter, human_bytes
+from ..output import Reporter, StepProgress, human_bytes
 from . import engine, layout
 from .engine import Step, Undo
+from .health import PROGRESS_EVERY, ServiceChecks
 from .layout import Paths
+from .outcome import lock_held, outcome
+from .service import service_of
 from .session import Session, put_line
-
-STRATEGIES = ("staged", "seed")
-HEALTH_INTERVAL = 0.05  # seconds between two health checks while a service starts
-SETTLE_INTERVAL = 0.25  # seconds between two checks while a healthy new process settles
-PROGRESS_EVERY = 5.0  # a long wait prints a line this often
-COMMIT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # what --commit and the list may hold
-
-
-# --- what the begin exchange found
-@dataclass(frozen=True)
-class Release:
-    sha256: str
-    commit: str | None
-    time: str
-
-
-@dataclass
-class Facts:
-    acquired: bool = False
-    released: bool = False
-    held_age: int | None = None
-    holder: dict[str, object] | None = None
-    holder_raw: str = ""
-    journal: list[dict[str, object]] = field(default_factory=list)
-    lockfail: str | None = None
-    fails: list[tuple[str, str]] = field(default_factory=list)
-    machine: str | None = None
-    current: str | None = None
-    releases: list[Release] = field(default_factory=list)
-    frozen: dict[str, object] | None = None  # `gbdeploy lock … acquire` froze the component
-    orphans: list[str] = field(default_factory=list)  # service scripts waited for (--recover)
-    live_session: str | None = None  # --recover: the holder's session on the target still runs
-
-
-def parse_facts(stdout: str) -> Facts:
-    facts = Facts()
-    for line in stdout.splitlines():
-        word, _, rest = line.partition(" ")
-        if word == "acquired":
-            facts.acquired = True
-        elif word == "released":  # the preflight failed: the lock was given back at once
-            facts.released = True
-        elif word == "held":
-            facts.held_age = int(rest) if rest.strip().lstrip("-").isdigit() else None
-        elif word == "holder":
-            facts.holder_raw = rest
-            facts.holder = _json_object(rest)
-        elif word == "journal":
-            facts.journal.append(_json_object(rest) or {"unreadable": rest})
-        elif word == "lockfail":
-            facts.lockfail = rest.strip() or "unknown error"
-        elif word == "fail":
-            key, _, why = rest.partition(" ")
-            facts.fails.append((key, why))
-        elif word == "frozen":
-            facts.frozen = freeze.parse_record(rest)
-        elif word == "orphan":
-            facts.orphans.append(rest.strip())
-        elif word == "live-session":
-            facts.live_session = rest.strip()
-        elif word == "machine":
-            facts.machine = rest.strip()
-        elif word == "current":
-            facts.current = None if rest.strip() == "none" else rest.strip()
-        elif word == "release":
-            parts = rest.split()
-            # a path is built from the sha256: anything but 64 hex digits is no release
-            if len(parts) == 3 and layout.SHA256.match(parts[0]) and COMMIT.match(parts[1]):
-                commit = None if parts[1] == "unknown" else parts[1]
-                facts.releases.append(Release(parts[0], commit, parts[2]))
-    return facts
-
-
-def _json_object(text: str) -> dict[str, object] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-# --- what an interrupted deploy left
-_PHASE_MEANING = {
-    "locked": "it had not touched the service yet",
-    "uploaded": "it had uploaded the new binary but not touched the service",
-    "stopping": "it was STOPPING the service: it may be down",
-    "stopped": "it had STOPPED the service: it may be down",
-    "swapped": "it had put the new binary in place but not started it: the service may be down",
-    "started": "it had started the new binary, which never passed its health check",
-    "healthy": "the new binary had passed its health check; only the end was missing",
-    "undoing": "it was putting the previous binary back",
-    "restored": "it had put the previous binary back",
-    "restore-failed": "it could NOT put the previous binary back: the service may be down",
-    "done": "it had ended",
-    "failed-nothing-changed": "it failed before it touched the service",
-    "failed-rolled-back": "it failed and had put the previous binary back",
-    "failed-restore-failed": "it failed and could NOT put the previous binary back: the service "
-    "may be down",
-}
-
-
-def describe_journal(journal: list[dict[str, object]]) -> str:
-    if not journal:
-        return "no journal (an older gbdeploy, or it was killed while taking the lock)"
-    first, last = journal[0], journal[-1]
-    phase = str(last.get("phase", "?"))
-    what = f"{first.get('action', 'deploy')} of commit {first.get('commit') or 'unknown'}"
-    meaning = _PHASE_MEANING.get(phase, "unknown phase")
-    return f"{what}, last phase `{phase}` at {last.get('time', '?')}: {meaning}"
+from .state import (
+    Facts,
+    KeptRelease,
+    describe_journal,
+    parse_facts,
+)
+from .words import first_line, local_user
 
 
 # --- the deployment
-class Deployment:
+class Deployment(ServiceChecks):
     """One deploy (or rollback, or recovery) of one component: its steps, its state, its undo."""
 
     def __init__(
@@ -202,9 +94,9 @@ class Deployment:
         self.remote = Remote(self.target, settings.ssh)
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
-        reporter.shared = f"{layout.variables(self.paths)}\n{layout.HELPERS}"  # -v: shown once
+        reporter.shared = layout.prelude(self.paths)  # -v: shown once
         self.token = token or secrets.token_hex(8)
-        self.who = f"{_local_user()}@{socket.gethostname()}"
+        self.who = f"{local_user()}@{socket.gethostname()}"
         now = clock()
         self.started_epoch = int(now)
         self.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
@@ -212,16 +104,17 @@ class Deployment:
         self.size = 0
         self.fingerprint: Fingerprint | None = None  # of the artifact, as hashed here
         self.pending_upload: transfer.PendingUpload | None = None
-        self.plain: bool | None = None  # the upload goes uncompressed (see sent_plain)
+        self.compressed: bool | None = None  # the upload goes through zstd (see compresses)
         self.facts = Facts()
-        self.unchanged = False
+        self.unchanged = False  # the target has this binary: the steps that change it are skipped
+        self.redeploy = False  # deploy --force: change it even so
         self.touched = False  # the service script began: a failure now needs a restore
         self.was_running = False
         self.restore_failed = False
         self.restored = False
         self.restored_health = ""
         self.restored_unhealthy = ""
-        self.release: Release | None = None  # rollback: the release put back
+        self.release: KeptRelease | None = None  # rollback: the release put back
         self.service_names: list[str] = []  # the service scripts of this deploy, in order
         # what the undo found on the target: "" (no undo ran), not-ours, untouched, kept, restored
         self.on_target = ""
@@ -242,33 +135,35 @@ class Deployment:
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> str:
         return self.session.run(command, timeout=timeout, check=check).stdout
 
-    def reconnect(self, error: BaseException | None = None) -> None:
-        """A fresh connection and session (the old one may be dropped or cut mid-exchange)."""
+    def drop_connection(self, error: BaseException | None = None) -> None:
+        """Close the session and the connection (either may be dropped or cut mid-exchange): the
+        next exchange opens fresh ones."""
         self.cancel_upload()
         self.session.close()
-        close_quietly(self.remote)
+        self.remote.close_quietly()
 
     def close(self) -> None:
-        self.cancel_upload()
-        self.session.close()
-        close_quietly(self.remote)
+        self.drop_connection()
 
-    def sent_plain(self, local: Path) -> bool:
-        """Whether the artifact goes uncompressed; decided once (it may sample the artifact)."""
-        if self.plain is None:
-            self.plain = transfer.choose_method(self.remote, local, None) == transfer.STREAM
-        return self.plain
+    def compresses(self, local: Path) -> bool:
+        """Whether the artifact goes through zstd: decided once (it may sample the artifact), and
+        the plan, the upload's channel and the session's upload all follow that decision."""
+        if self.compressed is None:
+            self.compressed = transfer.choose_method(self.remote, local, None) == transfer.ZSTD
+        return self.compressed
 
     def upload_through_session(self, local: Path) -> bool:
         """The session's helper takes the file (no second channel), unless the bytes are to be
         compressed or the target has no python3."""
-        return self.sent_plain(local) and self.session.streams_files()
+        return not self.compresses(local) and self.session.streams_files()
 
     def prepare_upload(self, local: Path) -> None:
         """When the upload needs its own channel, open it now: its receiver waits for the word
         (see `transfer.start_upload`), so the target's shell starts while the lock is taken."""
         if not self.upload_through_session(local):
-            self.pending_upload = transfer.start_upload(self.remote, local, self.paths.new)
+            self.pending_upload = transfer.start_upload(
+                self.remote, local, self.paths.new, compress=self.compresses(local)
+            )
 
     def cancel_upload(self) -> None:
         pending, self.pending_upload = self.pending_upload, None
@@ -276,10 +171,7 @@ class Deployment:
             pending.cancel()
 
     def cut(self) -> None:
-        transport = self.remote.connection.transport
-        if transport is not None and transport.sock is not None:
-            with suppress(OSError):
-                transport.sock.shutdown(socket.SHUT_RDWR)
+        self.remote.cut()
 
     def refuse_a_foreign_ssh_user(self) -> None:
         """Only root or the service user can see (/proc/PID/exe) and signal the service's
@@ -401,16 +293,20 @@ class Deployment:
                 try:
                     machine_of(facts.machine)
                 except UsageError:
-                    self.run(self.release_lock_command())
+                    self.run(self.unlock_command())
+                    self.facts.released = True  # given back with its journal: nothing to record
                     raise
             if self.before_change is not None:
                 self.before_change(self)
-            self.unchanged = upload and self.sha256 is not None and facts.current == self.sha256
+            same = upload and self.sha256 is not None and facts.current == self.sha256
+            self.unchanged = same and not self.redeploy
             if self.commit is None:  # the same binary keeps the commit it is known by
                 known = [r.commit for r in facts.releases if r.sha256 == self.sha256 and r.commit]
                 self.commit = known[-1] if known else None
             if self.unchanged:
                 return "unchanged, nothing to do (the target has this binary); checking health"
+            if same:
+                return f"{self.paths.lock}; target has this binary, redeploying (--force)"
             if facts.current is None:
                 return f"{self.paths.lock}; no binary on the target yet"
             return f"{self.paths.lock}; target has {facts.current[:12]}"
@@ -420,45 +316,23 @@ class Deployment:
             "lock",
             [command],
             run,
-            Undo(undo_commands, self.release_after_failure, shown=lambda: self.facts.acquired),
+            Undo(undo_commands, self.unlock_after_failure, shown=lambda: self.facts.acquired),
             summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
         )
 
-    def release_lock_command(self) -> str:
+    def unlock_command(self) -> str:
         return (
             f"grep -q -F -e {quote(self.token)} -- {quote(self.paths.holder)} && "
             f"rm -f -- {quote(self.paths.journal)} && rm -rf -- {quote(self.paths.lock)}"
         )
 
     def lock_held(self) -> LockHeld:
-        facts, name = self.facts, self.component.name
-        held = facts.holder or {}
-        age = f"{facts.held_age}s ago" if facts.held_age is not None else "at an unknown time"
-        if held:
-            who = (
-                f"{held.get('holder', '?')} (pid {held.get('pid', '?')}), taken {age}, "
-                f"{held.get('action', 'deploy')} of commit {held.get('commit') or 'unknown'}"
-            )
-        else:
-            raw = facts.holder_raw.strip()
-            who = repr(raw) if raw else f"no holder record (taken {age})"
-        interrupted = describe_journal(facts.journal) if facts.journal else ""
-        remove = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
-        removal = f"ssh {self.target.ssh} {remove}"
-        return LockHeld(
-            f"{name}: another deploy holds the lock {self.paths.lock} on "
-            f"{self.remote.description}: {who}"
-            + (f"\n  its journal: {interrupted}" if interrupted else "")
-            + "\n  nothing was changed",
-            hint="wait for it to finish; if it no longer runs (it was killed), recover with "
-            f"`gbdeploy deploy {name} --recover` (puts the last healthy release back and runs "
-            f"it), or only remove the lock: {removal}",
-        )
+        return lock_held(self)
 
-    def release_after_failure(self) -> None:
+    def unlock_after_failure(self) -> None:
         if not self.facts.acquired or self.facts.released:  # not held, or given back already
             with suppress(GbdeployError):
-                self.run_again_if_dropped(self.release_lock_command() + " || true")
+                self.run_again_if_dropped(self.unlock_command() + " || true")
             return
         result = self.result_after_failure()
         try:
@@ -467,7 +341,7 @@ class Deployment:
             removal = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
             self.reporter.say(
                 f"  warning: could not record the result and remove the lock {self.paths.lock}: "
-                f"{_first_line(error)}\n  remove it by hand once no deploy runs: "
+                f"{first_line(error)}\n  remove it by hand once no deploy runs: "
                 f"ssh {self.target.ssh} {removal}"
             )
 
@@ -482,9 +356,9 @@ class Deployment:
         try:
             return self.run(command, timeout=timeout)
         except RemoteError:
-            if _transport_active(self.remote):
+            if self.remote.alive:
                 raise
-            self.reconnect()
+            self.drop_connection()
             return self.run(command, timeout=timeout)
 
     def finish_command(self, result: str) -> str:
@@ -503,11 +377,11 @@ class Deployment:
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new
-        hash_command = f'{layout.variables(self.paths)}\n{layout.HELPERS}\nsha_of "$N"'
-        uploaded = f"{layout.variables(self.paths)}\n{layout.PHASE}\nphase uploaded"
+        hash_command = f'{layout.prelude(self.paths)}\nsha_of "$N"'
+        uploaded = f"{layout.prelude(self.paths)}\nphase uploaded"
 
         def upload() -> str:
-            progress = _StepProgress("upload", self.reporter.stream, end_line=False)
+            progress = StepProgress("upload", self.reporter.stream, end_line=False)
             pending, self.pending_upload = self.pending_upload, None
             try:
                 if pending is None and self.upload_through_session(local):
@@ -516,10 +390,12 @@ class Deployment:
                     )
                 else:
                     if pending is None:
-                        pending = transfer.start_upload(self.remote, local, new)
+                        pending = transfer.start_upload(
+                            self.remote, local, new, compress=self.compresses(local)
+                        )
                     result = pending.send(progress=progress, known=self.fingerprint)
             except (GbdeployError, OSError, EOFError, paramiko.SSHException) as error:
-                dropped = not _transport_active(self.remote)
+                dropped = not self.remote.alive
                 why = "the connection dropped" if dropped else (str(error) or type(error).__name__)
                 raise RemoteError(
                     f"upload of {local} to {self.remote.description}:{new} failed: {why}",
@@ -545,8 +421,9 @@ class Deployment:
             )
 
         remove = layout.remove_new_command(self.paths)
-        channel = transfer.upload_plan(local, new, remote=self.remote)
-        if local.is_file() and self.sent_plain(local):
+        decided = self.compresses(local) if local.is_file() else None
+        channel = transfer.upload_plan(local, new, compress=decided, remote=self.remote)
+        if decided is False:
             size = local.stat().st_size
             channel = [put_line(new, size), *(f"(without python3 there) {c}" for c in channel)]
         return Step(
@@ -604,7 +481,7 @@ class Deployment:
                     f"on {self.remote.description}: {name} failed (exit {result.exit_code}): "
                     + (result.stderr.strip() or out.strip())[-500:]
                 )
-            return _service_detail(out, self.component)
+            return service_of(self.component).detail(out, started=start)
 
         def undo() -> None:
             if self.restore_failed:
@@ -684,168 +561,11 @@ class Deployment:
             self.restored_health = self.wait_until_up(expect=before[-1] if before else None)
         except DeployFailed as error:
             if self.service_alive():
-                self.restored_unhealthy = _first_line(error)
+                self.restored_unhealthy = first_line(error)
                 return
             raise
 
     # -- health
-    def state_command(self, *, health: bool = False) -> str:
-        probe = self.health_probe() if health else None
-        return layout.state_command(
-            self.paths, self.component, probe.command if probe is not None else None
-        )
-
-    def check(self) -> tuple[str, dict[int, str], probes.Health | None]:
-        """One exchange: `up` with the processes this deploy started (any process running the
-        binary when it started none) and their users, `starting` or `down`; and what the health
-        URL answers (None without one)."""
-        probe = self.health_probe()
-        result = self.session.run(
-            self.state_command(health=True),
-            check=False,
-            timeout=probe.timeout if probe is not None else 30.0,
-        )
-        head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
-        words = head.split()
-        running = {}
-        for word in words[1:]:
-            pid, _, user = word.partition(":")
-            if pid.isdigit():
-                running[int(pid)] = user
-        health = None
-        if probe is not None:
-            body, found, status = rest.rpartition(f"{layout.HEALTH_MARK} ")
-            if mark and found and status.strip().isdigit():
-                code = int(status)
-            else:  # the exchange itself failed
-                body, code = "", result.exit_code or 1
-            body = body[:-1] if body.endswith("\n") else body
-            health = probe.parse(CommandResult(probe.command, code, body, result.stderr))
-        return (words[0] if words else "down"), running, health
-
-    def service_state(self) -> tuple[str, list[int]]:
-        """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
-        words = self.run(self.state_command()).split()
-        state = words[0] if words else "down"
-        return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
-
-    def service_alive(self) -> bool:
-        return self.service_state()[0] in ("up", "starting")
-
-    def health_probe(self) -> probes.Probe[probes.Health] | None:
-        url = self.component.health
-        if not url:
-            return None
-        try:
-            return probes.probe_health(url, timeout=5.0)
-        except ValueError as error:
-            raise ConfigError(f"components.{self.component.name}.health", str(error)) from None
-
-    def wait_until_up(self, *, settle: float = 0.0, expect: str | None = "") -> str:
-        """First-ready: checked at once, then every HEALTH_INTERVAL, until the process this deploy
-        started runs and the health URL answers ok with the expected commit (when known), or
-        `health_timeout` passes; the service dying ends the wait at once. Then, for `settle`
-        seconds, the same processes must keep running and every answer stay ok. `expect`: the
-        commit the answer must name (default this deploy's; None: any)."""
-        expected = self.commit if expect == "" else expect
-        component = self.component
-        started = time.monotonic()
-        deadline = started + component.health_timeout
-        next_note = started + PROGRESS_EVERY
-        probe = self.health_probe()
-        settled_from: float | None = None
-        pids: list[int] = []
-        last: probes.Health | None = None
-        while True:
-            state, users, answer = self.check()
-            running = list(users)
-            if state == "down":
-                if self.unchanged:
-                    raise DeployFailed(
-                        f"{component.name}: the binary is unchanged but the service does not run",
-                        hint=f"`gbdeploy deploy {component.name} --force` restarts it",
-                    )
-                when = " after it had answered healthy" if settled_from is not None else ""
-                raise DeployFailed(
-                    f"{component.binary} exited while starting{when}" + self.log_tail()
-                )
-            why = ""
-            if probe is not None and state == "up":
-                last = answer
-                assert last is not None
-                why = self.unhealthy(last, expected)
-            elif state != "up":
-                why = "the process it started has not started the binary yet"
-            now = time.monotonic()
-            if not why and settled_from is None:
-                settled_from, pids = now, running
-            elif settled_from is not None:
-                gone = sorted(set(pids) - set(running))
-                if gone or why:
-                    raise DeployFailed(
-                        f"{component.name} answered healthy, then within its settle window "
-                        f"({settle:g}s, `components.{component.name}.health_settle`) "
-                        + (f"pid {', '.join(map(str, gone))} exited" if gone else why)
-                        + self.log_tail()
-                    )
-            if settled_from is not None and now - settled_from >= settle:
-                self.users = sorted(set(users.values()))
-                if probe is None:
-                    return "running (no health URL configured)"
-                assert last is not None
-                return f"status ok, commit {last.commit or '?'}" + (
-                    f", stayed healthy {settle:g}s" if settle else ""
-                )
-            if settled_from is None and now > deadline:
-                raise DeployFailed(
-                    f"{component.name} not healthy after {component.health_timeout:g}s: {why}"
-                    + self.log_tail()
-                )
-            if now >= next_note:
-                next_note = now + PROGRESS_EVERY
-                what = "settling" if settled_from is not None else f"waiting: {why}"
-                self.reporter.say(f"  … {int(now - started)}s, {component.name} {what}")
-            time.sleep(HEALTH_INTERVAL if settled_from is None else SETTLE_INTERVAL)
-
-    def unhealthy(self, health: probes.Health, commit: str | None) -> str:
-        """Why this answer does not count as healthy ("" when it does)."""
-        if not health.ok:
-            return health.describe()
-        expected, got = (commit or "").lower(), (health.commit or "").lower()
-        if expected and got and not (expected.startswith(got) or got.startswith(expected)):
-            return (
-                f"{health.url} answers for commit {health.commit}, not {commit}: another "
-                f"binary, or another service on that URL (check `components."
-                f"{self.component.name}.health`)"
-            )
-        return ""
-
-    def health_step(self) -> Step:
-        healthy = layout.healthy_command(self.paths, self.token)
-        commands = [self.state_command(health=True)]
-
-        def run() -> str:
-            settle = 0.0 if self.unchanged else self.component.health_settle
-            detail = self.wait_until_up(settle=settle)
-            others = [user for user in self.users if user != self.component.user]
-            if others:
-                self.reporter.say(
-                    f"  warning: {self.component.binary} runs as {', '.join(others)}, not "
-                    f"{self.component.user}: check `run_as` of {self.component.name} in the config"
-                )
-            if not self.unchanged:
-                self.run(healthy)
-            return detail
-
-        return Step(
-            "health",
-            [*commands, healthy],
-            run,
-            summary=f"{self.component.health or 'the process runs'}: first-ready, "
-            f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:g}s, then "
-            f"{self.component.health_settle:g}s settle",
-        )
-
     def finish_step(self) -> Step:
         results = ("ok", "unchanged")
         commands = {result: self.finish_command(result) for result in results}
@@ -876,102 +596,8 @@ class Deployment:
             summary="keep the release, append the deploy log, end the journal, unlock",
         )
 
-    # -- logs
-    def log_size(self) -> int:
-        found = probes.probe_stat(self.component.log_path).run(self.session)
-        return found.size if found else 0
-
-    def log_tail(self) -> str:
-        systemd = self.component.restart.mode == "systemd"
-        where = f"journalctl -u {self.component.restart.unit}" if systemd else ""
-        try:
-            tail = probes.probe_tail(self.component.log_path, from_byte=self.log_offset).run(
-                self.session
-            )
-        except GbdeployError:
-            tail = ""
-        if not tail.strip():
-            return f"; nothing in {self.component.log_path}" + (f" (see {where})" if where else "")
-        lines = "\n    ".join(tail.rstrip().splitlines())
-        return f"; last lines of {self.component.log_path}:\n    {lines}"
-
-    # -- the outcome
     def outcome(self, undone: engine.Undone) -> GbdeployError:
-        error = undone.error
-        interrupted = isinstance(error, KeyboardInterrupt)
-        cause = "interrupted" if interrupted else _message(error)
-        again = "run it again when ready" if interrupted else "fix the cause above and run it again"
-        name, paths = self.component.name, self.paths
-        if self.restore_failed or undone.problems:
-            return RestoreFailed(
-                f"{self.action} of {name} failed ({cause}) and the previous state could NOT be "
-                f"restored: {'; '.join(undone.problems) or 'see above'}.\n  State now: "
-                + self.describe_state(),
-                hint=f"a person must act: put a good binary at {paths.binary} (the previous one, "
-                f"if intact, is {paths.prev}; kept releases are in {paths.releases}), start it, "
-                f"then check with `gbdeploy status {name}`",
-            )
-        what = f"{self.action} of {name}"
-        if self.release is not None:
-            what += f" to release {self.release.commit or 'unknown'} ({self.release.sha256[:12]})"
-        if self.on_target == "kept":
-            return DeployFailed(
-                f"{what} was interrupted ({cause}) after the new binary had passed health and "
-                f"settled on the target: it runs and was kept, nothing was undone",
-                hint=f"`gbdeploy status {name}` shows what runs",
-            )
-        if self.on_target == "not-ours":
-            return DeployFailed(
-                f"{what} was interrupted ({cause}); the target no longer holds its lock: it had "
-                "finished there (or `--recover` took it over), so nothing was undone",
-                hint=f"`gbdeploy status {name}` and `gbdeploy history {name}` show what runs",
-            )
-        if not self.touched:
-            if isinstance(error, GbdeployError) and not isinstance(error, OperationFailed):
-                return error
-            if isinstance(error, GbdeployError) and (
-                not self.facts.acquired or self.facts.released
-            ):
-                return error  # the lock was not ours: held by another, or could not be taken
-            return DeployFailed(
-                f"{self.action} of {name} failed before the service was touched ({cause}); "
-                f"the running service and {paths.binary} are unchanged",
-                hint=getattr(error, "hint", None) or again,
-            )
-        had = self.facts.current is not None
-        if not had:
-            back = f"there was no binary before, so the new one was removed from {paths.binary}"
-        elif self.restored_unhealthy:
-            back = (
-                f"the binary that ran before ({(self.facts.current or '')[:12]}) is back and "
-                f"running, but its health URL does not answer either ({self.restored_unhealthy})"
-                f" — check `components.{name}.health`"
-            )
-        elif self.was_running:
-            back = f"the binary that ran before ({(self.facts.current or '')[:12]}) runs again" + (
-                f" and is healthy ({self.restored_health})" if self.restored_health else ""
-            )
-        else:
-            back = "the previous binary is back (it was not running before, so it was not started)"
-        return DeployFailed(
-            f"{what} failed ({cause}); rolled back: {back}",
-            hint=getattr(error, "hint", None) or again,
-        )
-
-    def describe_state(self) -> str:
-        """What is on the target right now, as far as we can still tell."""
-        parts = []
-        try:
-            for label, path in (("binary", self.paths.binary), ("previous", self.paths.prev)):
-                sha = probes.probe_sha256(path).run(self.session)
-                parts.append(f"{label} {path}: " + (f"sha256 {sha[:12]}" if sha else "MISSING"))
-            procs = probes.probe_processes(self.component.binary).run(self.session)
-            parts.append(
-                "running: " + (", ".join(f"pid {p.pid} ({p.user})" for p in procs) or "NOTHING")
-            )
-        except GbdeployError as error:
-            parts.append(f"(could not inspect the target: {_first_line(error)})")
-        return "; ".join(parts)
+        return outcome(self, undone)
 
     def execute(self, steps: list[Step]) -> None:
         try:
@@ -979,8 +605,8 @@ class Deployment:
                 steps,
                 self.reporter,
                 interrupts=lambda: engine.interrupts_abort(self.cut),
-                before_undo=self.reconnect,
-                cause=_first_line,
+                before_undo=self.drop_connection,
+                cause=first_line,
             )
         except engine.Undone as undone:
             raise self.outcome(undone) from None
@@ -993,409 +619,3 @@ _SERVICE_SUMMARY = {
     (True, False): "keep B.prev → stop (exact path), in one script",
     (False, True): "swap → chown → start, in one script",
 }
-
-
-def _service_detail(out: str, component: Component) -> str:
-    lines = out.splitlines()
-    stopped = next((line for line in lines if line.split()[:1] in (["stopped"], ["killed"])), "")
-    launched = next((line for line in lines if line.startswith("launched ")), "")
-    parts = []
-    if "was-running 0" in lines:
-        parts.append("was not running")
-    elif stopped:
-        parts.append(stopped.replace("killed", "killed after SIGTERM timeout:"))
-    if launched:
-        parts.append(launched)
-    elif component.restart.mode == "systemd":
-        parts.append(f"systemctl start {component.restart.unit}")
-    return "; ".join(parts)
-
-
-# --- entry points
-def check_artifact(local: Path) -> Callable[[str], None]:
-    """The artifact's local checks (exit 2 when it is no ELF executable); returns the check of
-    the target's `uname -m` against its machine type."""
-    info = artifact.check(local)
-    return lambda uname_m: info.require_machine(uname_m, "the target")
-
-
-def deployment_steps(
-    run: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
-) -> list[Step]:
-    """Every step of a deploy, in order, for the strategy."""
-    begin = run.begin_step(upload=True, machine_of=machine_of)
-    upload = _unless_unchanged(run, run.upload_step(local))
-    health, finish = run.health_step(), run.finish_step()
-    if run.strategy == "seed":
-        stop = _unless_unchanged(run, run.service_step("stop", start=False))
-        start = _unless_unchanged(run, run.service_step("start", stop=False))
-        return [begin, stop, upload, start, health, finish]
-    service = _unless_unchanged(run, run.service_step("restart"))
-    return [begin, upload, service, health, finish]
-
-
-def _unless_unchanged(run: Deployment, step: Step) -> Step:
-    inner = step.run
-
-    def run_step() -> str | None:
-        return "skipped (unchanged)" if run.unchanged else inner()
-
-    step.run = run_step
-    return step
-
-
-def run_deploy(
-    settings: Settings,
-    component: str,
-    reporter: Reporter,
-    *,
-    artifact: str | None = None,
-    strategy: str = "staged",
-    dry_run: bool = False,
-    force: bool = False,
-    commit: str | None = None,
-    recover: bool = False,
-    verbose: bool = False,
-    clock: Callable[[], float] = time.time,
-    token: str | None = None,
-    before_change: Callable[[Deployment], None] | None = None,
-) -> list[Step]:
-    """Deploy `artifact` as `component`'s binary on its target (see the module docstring).
-    Returns the steps (what ran, or with --dry-run what would run)."""
-    comp = settings.component(component)
-    if recover:
-        return run_rollback(
-            settings,
-            component,
-            reporter,
-            dry_run=dry_run,
-            recover=True,
-            force=force,
-            before_change=before_change,
-        )
-    if commit is not None and not COMMIT.match(commit):
-        raise UsageError(
-            f"--commit {commit!r} is not a commit: letters, digits, `.`, `_`, `+` and `-` only "
-            "(no spaces or newlines), at most 100",
-            hint="pass the commit the binary was built from, e.g. `--commit $(git rev-parse HEAD)`",
-        )
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
-    local = find_artifact(settings, comp, artifact)
-    run = Deployment(
-        settings,
-        comp,
-        reporter,
-        action="deploy",
-        commit=commit,
-        strategy=strategy,
-        clock=clock,
-        token=token,
-    )
-    run.before_change = before_change
-    if dry_run:
-        if local.is_file():
-            run.sha256, run.size = file_sha256(local), local.stat().st_size
-        else:
-            run.sha256 = "0" * 64
-        steps = deployment_steps(run, local, machine_of=None)
-        full = verbose or reporter.verbose
-        reporter.plan(
-            f"deploy {comp.name}: {local} ({_describe_local(local, run)}) to {comp.binary} on "
-            f"{run.remote.description}, strategy {strategy}, restart {_restart_text(comp)}"
-            + (
-                f"; every command runs as `{run.remote.wrap('COMMAND')}`"
-                if run.target.container
-                else ""
-            ),
-            engine.plan_lines(steps, verbose=full),
-        )
-        if not full:
-            reporter.say("(each step in one line: -v prints every remote script in full)")
-        return steps
-    run.refuse_a_foreign_ssh_user()
-    machine_of = check_artifact(local)
-    run.size = local.stat().st_size
-    # The artifact is hashed in the background (the CLI started it before loading this module)
-    # while the connection opens and the session's far end starts (and, when the upload needs
-    # its own channel, that channel's receiver, which waits for the lock).
-    prefetch_fingerprint(local)
-    try:
-        run.session.open()
-        run.prepare_upload(local)
-        run.fingerprint = fingerprint(local)
-    except GbdeployError:
-        run.close()
-        raise
-    run.sha256 = run.fingerprint.sha256
-    reporter.info(
-        f"deploy {comp.name}: {local} ({_describe_local(local, run)}) → "
-        f"{comp.binary} on {run.remote.description} (strategy {strategy})"
-    )
-    steps = deployment_steps(run, local, machine_of=machine_of)
-    if force:
-        steps[0] = _forced(run, steps[0])
-    try:
-        run.execute(steps)
-    finally:
-        run.close()
-    reporter.summary()
-    built = run.commit or f"sha256 {(run.sha256 or '?')[:12]}"
-    done = "unchanged (it was there already)" if run.unchanged else "deployed"
-    reporter.say(f"{comp.name} {built} {done} on {run.remote.description}, healthy")
-    return steps
-
-
-def _forced(run: Deployment, begin: Step) -> Step:
-    inner = begin.run
-
-    def run_step() -> str | None:
-        detail = inner()
-        if run.unchanged:
-            run.unchanged = False
-            return f"{run.paths.lock}; target has this binary, redeploying (--force)"
-        return detail
-
-    begin.run = run_step
-    return begin
-
-
-def choose_release(facts: Facts, to: str | None) -> Release:
-    """The release a rollback puts back: the one with commit (or sha256) `to`, older or newer
-    than the running one, else the newest kept before the current binary in deploy order."""
-    releases = facts.releases
-    if to:
-        wanted = to.lower()
-        for release in reversed(releases):
-            if (release.commit or "").lower().startswith(wanted) or (
-                len(wanted) >= 7 and release.sha256.startswith(wanted)
-            ):
-                return release
-        kept = ", ".join(f"{r.commit or 'unknown'} ({r.sha256[:12]})" for r in releases)
-        raise PreflightError(
-            f"no kept release with commit {to} (kept: {kept or 'none'}); nothing was changed",
-            hint="`gbdeploy history COMPONENT` lists the deploys",
-        )
-    shas = [r.sha256 for r in releases]
-    below = releases[: shas.index(facts.current)] if facts.current in shas else releases
-    candidates = [r for r in below if r.sha256 != facts.current]
-    if not candidates:
-        raise PreflightError(
-            "no healthy release kept on the target from before the running one; nothing was "
-            "changed",
-            hint="each deploy keeps the binaries that passed health (`gbdeploy history` lists "
-            "them); `rollback --to COMMIT` names one, or deploy a known-good build",
-        )
-    return candidates[-1]
-
-
-def _running_release(facts: Facts) -> str:
-    if facts.current is None:
-        return "no binary"
-    known = [r.commit for r in facts.releases if r.sha256 == facts.current and r.commit]
-    return f"commit {known[-1] if known else 'unknown'} (sha256 {facts.current[:12]})"
-
-
-def _holder_alive(holder: dict[str, object] | None) -> int | None:
-    """The pid of the deploy holding the lock when it runs on this machine and is alive."""
-    if not holder or str(holder.get("holder", "")).rpartition("@")[2] != socket.gethostname():
-        return None
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-def run_rollback(
-    settings: Settings,
-    component: str,
-    reporter: Reporter,
-    *,
-    dry_run: bool = False,
-    to: str | None = None,
-    recover: bool = False,
-    before_change: Callable[[Deployment], None] | None = None,
-    force: bool = False,
-    confirm_change: Callable[[str], None] | None = None,
-) -> list[Step]:
-    """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
-    it and check health; undone on failure. `recover`: first take over the lock of a deploy that
-    was killed (never one whose deploy still runs here, unless `force`; a service script it left
-    running on the target is waited for), and put the last healthy release back.
-    `confirm_change` is given the change ("roll back botserver from 9f116bd to 17c42e4 on …")
-    once it is known, before anything is changed, and may stop it by raising."""
-    comp = settings.component(component)
-    run = Deployment(settings, comp, reporter, action="rollback", commit=None, strategy="rollback")
-    run.before_change = before_change
-    run.refuse_a_foreign_ssh_user()
-    try:
-        facts = parse_facts(run.run(inspect_command(run.paths)))
-        if recover:
-            alive = _holder_alive(facts.holder)
-            if alive and not force:
-                run.facts = facts
-                held = run.lock_held()
-                raise LockHeld(
-                    f"{held.message}\n  the deploy holding it still runs on this machine (pid "
-                    f"{alive}): --recover does not take over a live deploy's lock",
-                    hint=f"wait for it, or stop it (`kill {alive}`); `--recover --force` takes "
-                    "over anyway",
-                )
-            run.force = force
-            if facts.holder:
-                run.steal = str(facts.holder.get("token", "")) or None
-            if facts.held_age is not None and not run.steal:
-                run.steal = layout.HOLDERLESS
-            if facts.held_age is None and not facts.journal and run.service_alive():
-                reporter.say(
-                    f"recover {comp.name}: nothing to recover (no lock, no interrupted deploy); "
-                    f"{_running_release(facts)} runs, left as it is"
-                )
-                return []
-            release = facts.releases[-1] if facts.releases else None
-            if release is None:
-                if run.steal and not dry_run:
-                    if "live-session" in run.run(
-                        layout.steal_command(run.paths, run.steal, force=force)
-                    ):
-                        run.facts = facts
-                        raise LockHeld(
-                            f"{run.lock_held().message}\n  the deploy holding it is still "
-                            "connected to the target: --recover does not take it over",
-                            hint="wait for it to finish, or `--recover --force`",
-                        )
-                    reporter.say(f"recover {comp.name}: the stale lock {run.paths.lock} removed")
-                raise PreflightError(
-                    f"{comp.name}: no healthy release is kept on the target to recover to"
-                    + ("; the stale lock was removed" if run.steal else ""),
-                    hint=f"deploy a known-good build: `gbdeploy deploy {comp.name} --force`",
-                )
-            found = describe_journal(facts.journal) if facts.journal else "no interrupted deploy"
-            reporter.say(f"recover {comp.name}: found {found}")
-        else:
-            release = choose_release(facts, to)
-        run.release, run.sha256, run.commit = release, release.sha256, release.commit
-        steps = [
-            run.begin_step(upload=False, machine_of=None),
-            run.service_step("restart", source=run.paths.release(release.sha256)),
-            run.health_step(),
-            run.finish_step(),
-        ]
-        title = (
-            f"{'recover' if recover else 'rollback'} {comp.name} from {_running_release(facts)} "
-            f"to release {release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
-            f"{run.remote.description}"
-        )
-        if dry_run:
-            reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-            if not reporter.verbose:
-                reporter.say("(each step in one line: -v prints every remote script in full)")
-            return steps
-        if confirm_change is not None:
-            confirm_change(
-                f"{'recover' if recover else 'roll back'} {comp.name} from "
-                f"{_release_name(facts.current, facts.releases)} to "
-                f"{_release_name(release.sha256, facts.releases)} on {run.remote.description}"
-            )
-        reporter.info(title)
-        run.execute(steps)
-    finally:
-        run.close()
-    reporter.summary()
-    reporter.say(
-        f"{comp.name} {_release_name(release.sha256, [release])} runs again on "
-        f"{run.remote.description}, healthy"
-    )
-    reporter.say(_verify_hint(comp.name, release))
-    return steps
-
-
-def _verify_hint(name: str, release: Release) -> str:
-    """`verify` alone expects the submodule's HEAD, which a rollback just took off the target."""
-    if release.commit:
-        return f"check it with: gbdeploy verify {name} --commit {release.commit}"
-    return f"check it with: gbdeploy status {name} (this release recorded no commit to verify)"
-
-
-def inspect_command(paths: Paths) -> str:
-    """Read-only: the lock, the journal, the kept releases and the current binary's sha256."""
-    return "\n".join(
-        [
-            layout.variables(paths),
-            layout.HELPERS,
-            layout.held_lines(),
-            '[ -e "$L" ] && held',
-            "journal",
-            layout.releases_lines(),
-            'if [ -f "$B" ] && [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ];'
-            ' then echo "current $(cut -d" " -f1 "$S")"',
-            'elif [ -f "$B" ]; then echo "current $(sha_of "$B")"; else echo "current none"; fi',
-        ]
-    )
-
-
-# --- helpers
-def _release_name(sha256: str | None, releases: list[Release]) -> str:
-    """A binary as a person knows it: its commit when a kept release records one."""
-    if not sha256:
-        return "nothing (no binary)"
-    commit = next((r.commit for r in releases if r.sha256 == sha256 and r.commit), None)
-    return commit[:12] if commit else f"sha256 {sha256[:12]}"
-
-
-def _describe_local(local: Path, run: Deployment) -> str:
-    if not local.is_file():
-        return "not built yet"
-    return f"{human_bytes(local.stat().st_size)}, sha256 {(run.sha256 or '?')[:12]}"
-
-
-def _restart_text(component: Component) -> str:
-    if component.restart.mode == "systemd":
-        return f"systemd unit {component.restart.unit}"
-    return f"process `{component.start_command}` as {component.user}"
-
-
-class _StepProgress(transfer.TerminalProgress):
-    """The upload's progress, drawn over its step's header `→ upload … ` on a terminal."""
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        rate = done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"→ {self.label} … {human_bytes(done)} / {human_bytes(total)} ({human_bytes(rate)}/s) "
-        )
-
-
-def close_quietly(remote: Remote) -> None:
-    """Close, ignoring what a dead or interrupted connection raises while closing."""
-    with suppress(OSError, EOFError, paramiko.SSHException):
-        remote.close()
-    with suppress(OSError, EOFError, paramiko.SSHException):
-        remote.connection.client.close()
-
-
-def _transport_active(remote: Remote) -> bool:
-    transport = remote.connection.transport
-    return bool(transport is not None and transport.is_active())
-
-
-def _first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error) or type(error).__name__
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(error).__name__
-
-
-def _message(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error) or type(error).__name__
-    return str(text).strip()
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # a CI container without a passwd entry for its uid
-        return f"uid{os.getuid()}"

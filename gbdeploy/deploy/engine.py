@@ -35,6 +35,9 @@ class Step:
     run: Callable[[], str | None]
     undo: Undo | None = None
     summary: str = ""  # one line for the short plan; default: the first command's first line
+    # Asked as the step's turn comes: a reason to skip it ("" runs it). A skipped step has not
+    # begun: it is not undone.
+    skip_when: Callable[[], str] | None = None
 
     def plan_lines(self, *, verbose: bool = False) -> list[str]:
         if not verbose:
@@ -79,11 +82,16 @@ def execute(
 ) -> None:
     """Run `steps`; on failure undo the ones that began (the failing one too: its undo copes with
     a partial run) and raise `Undone`. `interrupts()` is a context manager active while the
-    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. reconnect)."""
+    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. drop the connection)."""
     done: list[Step] = []
     try:
         with interrupts() if interrupts else nullcontext():
             for step in steps:
+                reason = step.skip_when() if step.skip_when is not None else ""
+                if reason:
+                    with reporter.step(step.name) as record:
+                        record.detail = f"skipped ({reason})"
+                    continue  # not begun: nothing to undo
                 done.append(step)
                 with reporter.step(step.name) as record:
                     reporter.remote_commands(step.commands)  # -v: what runs on the target

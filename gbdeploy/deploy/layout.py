@@ -30,13 +30,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass
 
 from ..config import Component
 from ..connection import quote
-from ..errors import UsageError
-from ..probes import FIND_PIDS, resolve_binary, stop_processes_command
+from ..remote import far_end
+from .service import run_as_prefix, service_of
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,6 @@ class Paths:
     def releases(self) -> str:
         return f"{self.binary}.releases"
 
-    @property
-    def release_list(self) -> str:
-        return f"{self.binary}.releases/list"
-
     def release(self, sha256: str) -> str:
         return f"{self.binary}.releases/{sha256}"
 
@@ -111,26 +106,10 @@ def variables(paths: Paths) -> str:
     )
 
 
-HELPERS = r"""sha_of() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1" | cut -d' ' -f1
-  elif command -v busybox >/dev/null 2>&1; then busybox sha256sum "$1" | cut -d' ' -f1
-  elif command -v python3 >/dev/null 2>&1; then python3 -c 'import hashlib,sys
-h=hashlib.sha256()
-with open(sys.argv[1],"rb") as f:
-    for b in iter(lambda: f.read(1<<20), b""): h.update(b)
-print(h.hexdigest())' "$1"
-  else echo "no sha256 tool (sha256sum busybox python3)" >&2; return 127
-  fi
-}
-stat_of() { stat -c '%s %Y %i' -- "$1"; }
-remember_sha() { printf '%s %s\n' "$1" "$(stat_of "$B")" > "$S.tmp" && mv -f -- "$S.tmp" "$S"; }
-same_bytes() { [ "$1" -ef "$2" ] || ln -f -- "$1" "$2" 2>/dev/null || cp -p -- "$1" "$2"; }
-rename_over() { if [ "$1" -ef "$2" ]; then rm -f -- "$1"; else mv -f -- "$1" "$2"; fi; }"""
-
-PHASE = (
-    'phase() { printf \'{"phase": "%s", "time": "%s"}\\n\' "$1" '
-    '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"; }'
-)
+def prelude(paths: Paths) -> str:
+    """What every script begins with: the quoted variables, then the far end's functions
+    (`remote/far_end/procs.sh`, `lib.sh`). `-v` shows it once (`Reporter.shared`)."""
+    return f"{variables(paths)}\n{far_end.library()}"
 
 
 def current_sha_lines() -> str:
@@ -149,39 +128,11 @@ def current_sha_lines() -> str:
     )
 
 
-def held_lines() -> str:
-    return "\n".join(
-        [
-            "held() {",
-            '  now=$(date +%s); at=$(stat -c %Y -- "$L" 2>/dev/null || echo "$now")',
-            '  echo "held $((now - at))"',
-            '  [ -f "$L/holder" ] && sed "s/^/holder /" -- "$L/holder"',
-            "  return 0",
-            "}",
-            'journal() { [ -f "$J" ] && sed "s/^/journal /" -- "$J"; return 0; }',
-        ]
-    )
-
-
 def releases_lines() -> str:
     return '[ -f "$R/list" ] && sed "s/^/release /" -- "$R/list"; true'
 
 
 # --- the preflight
-def run_as_prefix(component: Component, ssh_user: str) -> str:
-    """`sudo -u gbuser` (from config), or nothing when the ssh user already is the service user.
-
-    `run_as` is an argument vector, never shell code: split as the shell would split words, each
-    word quoted (`;` or `$(…)` in it reach the program as plain arguments)."""
-    if not component.run_as or ssh_user == component.user:
-        return ""
-    try:
-        words = shlex.split(component.run_as)
-    except ValueError as error:
-        raise UsageError(f"components.{component.name}.run_as: {error}") from None
-    return " ".join(quote(word.format(user=component.user)) for word in words)
-
-
 def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | None) -> str:
     """Checks that print `fail KEY WHY` (and set bad=1) for each problem; change nothing that
     matters (the log's directory and file are created, as the start would)."""
@@ -207,8 +158,8 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
     )
     directory = quote(os.path.dirname(component.binary) or "/")
     lines.append(
-        f"[ -d {directory} ] && [ -w {directory} ] || fail {key}.binary "
-        f"{quote(f'the directory of {component.binary} is missing or not writable')}"
+        f"if [ ! -d {directory} ] || [ ! -w {directory} ]; then fail {key}.binary "
+        f"{quote(f'the directory of {component.binary} is missing or not writable')}; fi"
     )
     if upload_kib is not None:
         # B.new, plus B.prev and the kept release when they cannot be hard links of B (copies
@@ -223,11 +174,7 @@ def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | No
             f'"only ${{avail}} KiB free in {_dq(os.path.dirname(component.binary))}, '
             f'the deploy writes up to ${{need}} KiB (the artifact, kept copies, records)"'
         )
-    if component.restart.mode == "systemd":
-        lines.append(
-            f"command -v systemctl >/dev/null 2>&1 || fail {key}.restart "
-            "'no systemctl on the target'"
-        )
+    lines += service_of(component).preflight_lines(key)
     lines.append('echo "machine $(uname -m)"')
     return "\n".join(lines)
 
@@ -260,7 +207,7 @@ def begin_command(
     (`--recover`); only a lock still holding that token is removed.
     """
     tmp = quote(paths.lock_tmp(_token_of(holder)))
-    lines = [variables(paths), HELPERS, held_lines(), f"T={tmp}"]
+    lines = [prelude(paths), f"T={tmp}"]
     if steal:
         lines.append(steal_lines(steal, force=force))
     lines += [
@@ -303,23 +250,8 @@ def steal_lines(steal: str, *, force: bool = False) -> str:
     looks = ORPHAN_WAIT * 10
     return "\n".join(
         [
-            "connected() {",
-            '  kill -0 "$1" 2>/dev/null || return 1',
-            "  tr '\\000' ' ' < \"/proc/$1/cmdline\" 2>/dev/null | grep -q gbdeploy-session &&"
-            " return 0",
-            '  case $(readlink "/proc/$1/exe" 2>/dev/null) in',
-            "  */sh|*/dash|*/bash|*/ash|*/busybox) return 0 ;; esac",
-            "  return 1",
-            "}",
             f"if {stale}; then",
-            '  for d in "$L"/run.*; do',
-            '    [ -d "$d" ] || continue; i=0',
-            f'    while [ ! -f "$d/done" ] && [ "$i" -lt {looks} ]; do',
-            '      p=$(cat "$d/pid" 2>/dev/null); [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break',
-            '      [ "$i" = 0 ] && echo "orphan $p"',
-            "      sleep 0.1; i=$((i + 1))",
-            "    done",
-            "  done",
+            f"  wait_for_scripts {looks}",
             f'  s=$(cat "$L/session" 2>/dev/null); i=0; forced={int(force)}',
             '  while [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s" && [ "$i" -lt 50 ]; do',
             "    sleep 0.1; i=$((i + 1))",
@@ -332,7 +264,7 @@ def steal_lines(steal: str, *, force: bool = False) -> str:
 
 
 def steal_command(paths: Paths, steal: str, *, force: bool = False) -> str:
-    return f"{variables(paths)}\n{steal_lines(steal, force=force)}"
+    return f"{prelude(paths)}\n{steal_lines(steal, force=force)}"
 
 
 def _token_of(holder: str) -> str:
@@ -340,126 +272,23 @@ def _token_of(holder: str) -> str:
 
 
 # --- the service: stop, swap, start
-# The far end's shell for the service lives in the functions below (recipe, launch, claim,
-# restore), each a separate piece of text, so that each can move into a file of its own.
-def recipe_text(component: Component, ssh_user: str) -> str:
-    """The sh recipe that starts the service (kept as B.start): run in the binary's directory, as
-    `user`, with its environment, detached (own session, no fd left on the channel). Sourced by
-    `launch` in a subshell; prints `launched PID` (process mode).
-
-    Signals: the scripts that change the service ignore HUP INT TERM PIPE so that they finish once
-    begun, and ignored signals are inherited across exec (FACTS.md). `launch` resets them, and
-    `env --default-signal` (GNU) resets also the INT and QUIT that `&` ignores for a background
-    command; `nohup`, only where there is no setsid, ignores HUP, as its name says."""
-    for name in component.env:
-        if not _ENV_NAME.match(name):
-            raise UsageError(f"components.{component.name}.env: bad variable name {name!r}")
-    if component.restart.mode == "systemd":
-        return f"systemctl start {quote(component.restart.unit)}"
-    env = " ".join(f"{name}={quote(value)}" for name, value in component.env.items())
-    words = [
-        "$reset",
-        '"$detach"',
-        run_as_prefix(component, ssh_user),
-        f"env {env}" if env else "",
-        f"sh -c {quote(_exec_form(component.start_command))}",
-    ]
-    launch = " ".join(word for word in words if word)
-    return "\n".join(
-        [
-            f"cd -- {quote(component.directory)} || exit 1",
-            f"mkdir -p -- {quote(os.path.dirname(component.log_path) or '/')}",
-            "detach=$(command -v setsid || echo nohup)",
-            "reset=; env --default-signal=TERM true 2>/dev/null &&"
-            " reset='env --default-signal=HUP,INT,QUIT,TERM,PIPE'",
-            f"{launch} < /dev/null >> {quote(component.log_path)} 2>&1 &",
-            'echo "launched $!"',
-        ]
-    )
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _exec_form(command: str) -> str:
-    """`exec CMD` for a simple command, so the service itself is the session's process."""
-    if re.search(r"[;&|\n`$()<>]", command) or command.lstrip().startswith("exec "):
-        return command
-    return f"exec {command}"
-
-
-LAUNCH = r"""launch() {
-  rm -f -- "$L/launcher"
-  out=$( ( trap - HUP INT QUIT TERM PIPE; . "$1" ) ) || { echo "$out"; return 1; }
-  [ -z "$out" ] || echo "$out"
-  case $out in *"launched "*) printf '%s\n' "${out##*launched }" > "$L/launcher" ;; esac
-  return 0
-}"""
-
-
+# How the service itself stops, starts and is seen running is `service.py`'s; the scripts below
+# place those fragments among the swap, the journal and the undo.
 def write_recipe_lines(component: Component, ssh_user: str) -> str:
     """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
-    text = recipe_text(component, ssh_user)
+    text = service_of(component).recipe(ssh_user)
     return f"( umask 077; printf '%s\\n' {quote(text)} > \"$L/recipe\" )"
 
 
 def claim_lines(name: str, token: str) -> str:
     """The service script `name` begins only while the lock is this deploy's and its undo has not
-    claimed it first (then it exits 4 having changed nothing); `run.NAME/done` marks its end."""
-    run = f'"$L/run.{name}"'
-    return "\n".join(
-        [
-            f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
-            ' { echo "the lock is no longer this deploy\'s" >&2; exit 4; }',
-            f'mkdir -- {run} 2>/dev/null || {{ echo "claimed by the undo" >&2; exit 4; }}',
-            f"echo $$ > {run}/pid",
-            f"trap ': > {run}/done' EXIT",
-        ]
-    )
+    claimed it first (lib.sh's `claim`)."""
+    return f"claim {quote(name)} {quote(token)}"
 
 
-def restore_function(component: Component) -> str:
-    """`restore`: stop what runs, put B.prev back with its recipe (remove B when there was none
-    before; leave B as it is when that is not known), start it again if it ran (`up`)."""
-    return "\n".join(
-        [
-            "restore() {",
-            "  stop_service >/dev/null || return 1",
-            "  case $had in",
-            '  1) [ -f "$P" ] || { echo "no $P to put back" >&2; return 1; }',
-            '     rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" &&'
-            ' rename_over "$B.restore" "$B" || return 1',
-            '     if [ -f "$P.start" ]; then cp -p -- "$P.start" "$G"; else rm -f -- "$G"; fi ;;',
-            '  0) rm -f -- "$B" "$G" ;;',
-            '  *) echo "no record whether a binary was there before: $B left as it is" >&2 ;;',
-            "  esac",
-            '  rm -f -- "$S"',
-            '  if [ "$up" = 1 ]; then',
-            '    if [ -f "$G" ]; then launch "$G"; else launch "$L/recipe" && cp -p -- "$L/recipe"'
-            ' "$G"; fi || return 1',
-            "  fi",
-            "}",
-            "stop_service() {\n" + stop_lines(component) + "\n}",
-        ]
-    )
-
-
-def stop_lines(component: Component) -> str:
-    stop = f"( {stop_processes_command(component.binary, component.stop_timeout)} )"
-    if component.restart.mode == "systemd":
-        return f"systemctl stop {quote(component.restart.unit)} && {stop}"
-    return stop
-
-
-def running_lines(component: Component) -> str:
-    """Sets `up=1` when the service runs (its unit is active, or a process runs B)."""
-    lines = ["up=0"]
-    if component.restart.mode == "systemd":
-        lines.append(
-            f"systemctl is-active --quiet {quote(component.restart.unit)} 2>/dev/null && up=1"
-        )
-    lines.append(f'( {resolve_binary(component.binary)}\n{FIND_PIDS}\n[ -n "$(pids)" ] ) && up=1')
-    return "\n".join(lines)
+def stop_function(component: Component) -> str:
+    """`stop_service`, which lib.sh's `restore` calls: the service's own stop (service.py)."""
+    return "stop_service() {\n" + service_of(component).stop_lines() + "\n}"
 
 
 HEALTH_MARK = "__gbdeploy_health__"
@@ -472,24 +301,9 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
     a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
     return "\n".join(
         [
-            variables(paths),
-            resolve_binary(component.binary),
-            FIND_PIDS,
-            'launcher=$(cat "$L/launcher" 2>/dev/null); mine=',
-            "for p in $(pids); do",
-            "  q=$p; n=0",
-            '  while [ -n "$launcher" ] && [ -n "$q" ] && [ "$q" != "$launcher" ] && [ "$q" -gt 1 ]'
-            ' && [ "$n" -lt 30 ]; do',
-            "    q=$(sed -n 's/^PPid:[[:space:]]*//p' \"/proc/$q/status\" 2>/dev/null)",
-            "    n=$((n + 1))",
-            "  done",
-            '  if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then',
-            '    mine="$mine $p:$(stat -c %U "/proc/$p" 2>/dev/null)"',
-            "  fi",
-            "done",
-            'if [ -n "$mine" ]; then echo "up$mine"',
-            'elif [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then echo starting',
-            "else echo down; fi",
+            prelude(paths),
+            f"resolve {quote(component.binary)}",
+            "state",
             *(
                 [f"echo {HEALTH_MARK}", f"( {health}\n)", f'echo "{HEALTH_MARK} $?"']
                 if health
@@ -502,10 +316,7 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
 def _stop_and_note(component: Component) -> list[str]:
     """Stop, and note whether anything ran (in `up`, and in B.lock/was-running for the undo):
     the stop's own search for the processes says it, no second search is needed."""
-    lines = []
-    if component.restart.mode == "systemd":
-        unit = quote(component.restart.unit)
-        lines.append(f"systemctl is-active --quiet {unit} 2>/dev/null && up=1")
+    lines = service_of(component).running_before_stop_lines()
     lines += [
         'stopped=$(stop_service) || { echo "$stopped"; fail "stop"; }',
         'echo "$stopped"',
@@ -545,14 +356,11 @@ def service_command(
     half): the service was stopped by an earlier script."""
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
-        LAUNCH,
+        prelude(paths),
         claim_lines(name, token),
         write_recipe_lines(component, ssh_user),
         '[ -f "$W" ] && up=1 || up=0',
-        restore_function(component),
+        stop_function(component),
         'fail() { echo "failed $1" >&2; phase "undoing"; if restore; then echo restored;'
         ' phase "restored"; else echo restore-failed; phase "restore-failed"; fi; exit 3; }',
     ]
@@ -589,7 +397,7 @@ def service_command(
             f'{recipe} || fail "recipe"',
             'rename_over "$N" "$B" || fail "swap"',
             'phase "swapped" || fail "journal"',
-            ownership_lines(component) + ' || fail "chown"',
+            "{ " + ownership_lines(component) + '; } || fail "chown"',
             f'remember_sha {quote(sha256)} || fail "remember sha256"',
             'mv -f -- "$G.new" "$G" || fail "recipe"',
             'launch "$G" || fail "start"',
@@ -616,22 +424,9 @@ def restore_command(
     looks = max(1, int(wait_seconds / 0.1))
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
-        LAUNCH,
+        prelude(paths),
     ]
-    for name in names:
-        run = f'"$L/run.{name}"'
-        lines += [
-            f"if mkdir -- {run} 2>/dev/null; then : > {run}/done; else i=0",
-            f'  while [ -d {run} ] && [ ! -f {run}/done ] && [ "$i" -lt {looks} ]; do',
-            f"    p=$(cat {run}/pid 2>/dev/null)",
-            '    [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null && break',
-            "    sleep 0.1; i=$((i + 1))",
-            "  done",
-            "fi",
-        ]
+    lines += [f"claim_or_wait {quote(name)} {looks}" for name in names]
     lines += [
         f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null || {{ echo not-ours; exit 0; }}',
         '[ -f "$W" ] && up=1 || up=0',
@@ -644,7 +439,7 @@ def restore_command(
         "esac",
         write_recipe_lines(component, ssh_user),
         'had=$(cat "$L/had" 2>/dev/null)',
-        restore_function(component),
+        stop_function(component),
         'phase "undoing"',
         'if ! restore; then phase "restore-failed"; echo restore-failed; exit 1; fi',
         'phase "restored"',
@@ -657,8 +452,7 @@ def healthy_command(paths: Paths, token: str) -> str:
     """Journal `healthy` (the new binary passed health and settled): from here an undo keeps it."""
     return "\n".join(
         [
-            variables(paths),
-            PHASE,
+            prelude(paths),
             f'grep -q -F -e {quote(token)} -- "$L/holder" && phase healthy',
         ]
     )
@@ -692,12 +486,10 @@ def finish_command(
     assert entry.endswith("}")
     lines = [
         "trap '' HUP INT TERM PIPE",
-        variables(paths),
-        HELPERS,
-        PHASE,
+        prelude(paths),
         f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
         ' { echo "lock not ours"; exit 0; }',
-        f"phase {quote(phase)}",
+        f"phase '{_phase(phase)}'",
     ]
     if keep_release:
         sha, commit, keep = keep_release
@@ -728,6 +520,12 @@ def finish_command(
         ("" if "restore" in phase else 'rm -f -- "$J"; ') + 'rm -rf -- "$L"; echo unlocked',
     ]
     return "\n".join(lines)
+
+
+def _phase(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z-]*", name):
+        raise ValueError(f"not a phase: {name!r}")
+    return name
 
 
 def remove_lock_command(paths: Paths) -> str:

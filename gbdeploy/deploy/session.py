@@ -35,6 +35,7 @@ import paramiko
 
 from ..connection import CommandResult, Remote, quote
 from ..errors import RemoteError
+from ..remote import far_end
 from ..transfer import REFUSED_HINT, exec_python, upload_failed
 
 T = TypeVar("T")
@@ -45,134 +46,9 @@ HELPER = "python3"
 SHELL = "sh"
 HELLO = "gbdeploy-session"
 
-# The far end when python3 is there. Kept to Python 3.4 syntax (old targets). Requests:
-#   run N\n + N bytes of command     -> ran STATUS NOUT NERR\n + stdout + stderr
-#   put SIZE N\n + N bytes of path + SIZE bytes
-#                                    -> put SHA256\n, or refused N\n + reason (and it exits)
-HELPER_PROGRAM = """\
-import hashlib, os, select, stat, subprocess, sys
-BLOCK = 1 << 20
-pending = bytearray()
-def fill(limit):
-    data = os.read(0, limit)
-    if not data:
-        sys.exit(0)
-    pending.extend(data)
-def line():
-    while True:
-        at = pending.find(b"\\n")
-        if at >= 0:
-            text = bytes(pending[:at])
-            del pending[:at + 1]
-            return text
-        fill(65536)
-def exact(count):
-    while len(pending) < count:
-        fill(max(65536, count - len(pending)))
-    data = bytes(pending[:count])
-    del pending[:count]
-    return data
-def send(*parts):
-    view = memoryview(b"".join(parts))
-    while view:
-        view = view[os.write(1, view):]
-def header(*words):
-    return (" ".join(str(word) for word in words) + "\\n").encode()
-def write_all(fd, view):
-    while view:
-        view = view[os.write(fd, view):]
-def run(command):
-    try:
-        child = subprocess.Popen([b"sh", b"-c", command], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as error:
-        message = ("cannot run sh: %s\\n" % error).encode()
-        send(header("ran", 127, 0, len(message)), message)
-        return
-    out_fd, err_fd = child.stdout.fileno(), child.stderr.fileno()
-    got = {out_fd: [], err_fd: []}
-    reading = [out_fd, err_fd]
-    while reading:
-        ready = select.select(reading, [], [], 0.05)[0]
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if data:
-                got[fd].append(data)
-            else:
-                reading.remove(fd)
-        if not ready and child.poll() is not None:
-            break  # a process it left running still holds its output: not waited for
-    status = child.wait()
-    child.stdout.close()
-    child.stderr.close()
-    if status < 0:
-        status = 128 - status
-    out, err = b"".join(got[out_fd]), b"".join(got[err_fd])
-    send(header("ran", status, len(out), len(err)), out, err)
-def put(size, path):
-    state = {"created": False}
-    def refuse(reason):
-        if state["created"]:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        message = str(reason).encode("utf-8", "replace")
-        try:
-            send(header("refused", len(message)), message)
-        except OSError:
-            pass
-        sys.exit(1)
-    try:
-        if os.path.isfile(path) or os.path.islink(path):
-            os.unlink(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags, 0o666)
-    except OSError as error:
-        refuse(error.strerror or error)
-    state["created"] = stat.S_ISREG(os.fstat(fd).st_mode)  # never remove a device
-    digest = hashlib.sha256()
-    left = size
-    buffer = bytearray(BLOCK)
-    view = memoryview(buffer)
-    try:
-        if pending:
-            take = bytes(pending[:left])
-            del pending[:len(take)]
-            digest.update(take)
-            write_all(fd, memoryview(take))
-            left -= len(take)
-        while left:
-            count = os.readv(0, [view[:min(left, BLOCK)]])
-            if not count:
-                refuse("the stream ended %d bytes short" % left)
-            chunk = view[:count]
-            digest.update(chunk)
-            write_all(fd, chunk)
-            left -= count
-        if state["created"]:
-            os.fdatasync(fd)  # on disk before it is renamed over the binary
-        os.close(fd)
-    except OSError as error:
-        refuse(error.strerror or error)
-    send(b"put " + digest.hexdigest().encode() + b"\\n")
-try:
-    import fcntl
-    fcntl.fcntl(0, 1031, BLOCK)
-except Exception:
-    pass
-send(b"gbdeploy-session python3\\n")
-while True:
-    words = line().split(b" ")
-    if words[0] == b"run" and len(words) == 2:
-        run(exact(int(words[1])))
-    elif words[0] == b"put" and len(words) == 3:
-        size = int(words[1])
-        put(size, exact(int(words[2])))
-    else:
-        send(b"refused 15\\nunknown request")
-        sys.exit(2)
-"""
+# The far end when python3 is there: `remote/far_end/helper.py` (its requests are described
+# there), which also receives uploads on a channel of their own (`transfer.receive_command`).
+HELPER_PROGRAM = far_end.text("helper.py")
 
 
 def launcher_command() -> str:

@@ -14,12 +14,12 @@ import httpx
 from .. import probes
 from ..config import Component, Settings
 from ..connection import Remote, quote
-from ..errors import ConfigError, RemoteError
+from ..errors import RemoteError
 from ..output import Reporter, human_bytes
 from . import layout
-from .deployment import Facts, describe_journal, inspect_command, parse_facts
 from .layout import Paths
 from .session import Session
+from .state import Facts, describe_journal, inspect_command, parse_facts
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
             stat = probes.probe_stat(component.binary).run(session)
             facts: Facts = parse_facts(session.run(inspect_command(paths)).stdout)
             procs = probes.probe_processes(component.binary).run(session)
-            health = health_probe(component).run(session) if component.health else None
+            probe = probes.health_probe(component)
+            health = probe.run(session) if probe is not None else None
             last = probes.probe_last_line(paths.deploy_log).run(session)
         finally:
             session.close()
@@ -127,13 +128,6 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
         releases=[asdict(release) for release in facts.releases],
         ci_run=ci_run,
     )
-
-
-def health_probe(component: Component) -> probes.Probe[probes.Health]:
-    try:
-        return probes.probe_health(str(component.health))
-    except ValueError as error:
-        raise ConfigError(f"components.{component.name}.health", str(error)) from None
 
 
 def latest_ci_run(

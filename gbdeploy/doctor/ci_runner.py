@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..config import DoctorSettings, Settings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import ParseError, ScheduledJob, parse_du_bytes, parse_workflow_schedules
 from ..errors import GbdeployError
 from ..forge.client import ForgeClient
 from ..forge.placement import WORKFLOW_DIR, workflow_text
@@ -13,6 +12,7 @@ from ..output import human_bytes
 from ..workflows import MAINTENANCE_WORKFLOW
 from .daemons import describe, schedule_check
 from .model import GIB, Check, Finding, Status, Verdict, output_of
+from .parsers import ParseError, ScheduledJob, parse_du_bytes, parse_workflow_schedules
 
 
 def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Check:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ..config import Component
 from ..connection import CommandResult, quote
-from ..doctor_parsers import parse_process_owners, parse_unit_table
 from .model import ACTIVE_STATES, Check, Repair, Verdict, output_of
+from .parsers import parse_process_owners, parse_unit_table
 
 
 def owner_check(component: Component, container: str) -> Check:

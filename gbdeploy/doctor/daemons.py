@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..connection import CommandResult, quote
-from ..doctor_parsers import (
+from .model import Check, Verdict, output_of
+from .parsers import (
     CRON_DIRECTORIES,
     SCHEDULE_MARKER,
     ScheduledJob,
     parse_fail2ban_status,
     parse_schedules,
 )
-from .model import Check, Verdict, output_of
 
 FAIL2BAN_DOWN = "Is fail2ban running?"
 

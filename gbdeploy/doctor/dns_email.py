@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..config import DoctorSettings
 from ..connection import CommandResult
-from ..doctor_parsers import parse_corefile
 from .daemons import fail2ban_jail_check
 from .model import Check, Verdict, output_of, read_command
+from .parsers import parse_corefile
 
 
 def corefile_acl_check(d: DoctorSettings, container: str) -> Check:

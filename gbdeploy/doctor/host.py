@@ -8,7 +8,18 @@ from dataclasses import dataclass
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import (
+from ..output import human_bytes
+from .daemons import describe, fail2ban_jail_check, schedule_check
+from .model import (
+    Check,
+    FollowUp,
+    Verdict,
+    container_tool,
+    list_containers,
+    output_of,
+    read_command,
+)
+from .parsers import (
     CONTAINER_MARKER,
     DAY,
     HOUR,
@@ -24,17 +35,6 @@ from ..doctor_parsers import (
     parse_zfs_snapshots,
     split_sections,
     stale_snapshots,
-)
-from ..output import human_bytes
-from .daemons import describe, fail2ban_jail_check, schedule_check
-from .model import (
-    Check,
-    FollowUp,
-    Verdict,
-    container_tool,
-    list_containers,
-    output_of,
-    read_command,
 )
 
 

@@ -7,7 +7,9 @@ import hashlib
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import (
+from .daemons import fail2ban_trouble
+from .model import Check, FollowUp, Repair, Verdict, last_line, output_of, read_command
+from .parsers import (
     fail2ban_jail_switch,
     fail2ban_regex_host,
     parse_caddyfile,
@@ -17,8 +19,6 @@ from ..doctor_parsers import (
     split_sections,
     with_file_system_storage,
 )
-from .daemons import fail2ban_trouble
-from .model import Check, FollowUp, Repair, Verdict, last_line, output_of, read_command
 
 
 def caddy_storage_check(d: DoctorSettings, container: str) -> Check:

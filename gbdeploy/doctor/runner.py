@@ -9,7 +9,6 @@ from types import TracebackType
 
 from ..config import Settings
 from ..connection import CommandResult, Remote
-from ..doctor_parsers import ParseError
 from ..errors import RemoteError
 from .host import container_names
 from .model import (
@@ -22,6 +21,7 @@ from .model import (
     place_target,
     where,
 )
+from .parsers import ParseError
 from .plan import require_host
 
 

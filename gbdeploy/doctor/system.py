@@ -7,13 +7,13 @@ import os
 
 from ..config import DoctorSettings
 from ..connection import CommandResult, quote
-from ..doctor_parsers import (
+from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, output_of
+from .parsers import (
     loopback_verdict,
     parse_environment,
     parse_file_guard,
     parse_iptables_chain,
 )
-from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, output_of
 
 
 def loopback_check(d: DoctorSettings, container: str) -> Check:

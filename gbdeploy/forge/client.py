@@ -51,8 +51,6 @@ PAGE_LIMIT = 50  # Forgejo's maximum page size
 READ_SCOPE = "read:repository"
 WRITE_SCOPE = "write:repository"
 LOG_TAIL_BYTES = 6000
-# Forgejo's scope middleware answers this before the handler runs.
-SCOPE_REFUSAL = "token does not have at least one of required scope(s)"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -134,6 +132,8 @@ class ForgeClient:
         self._legacy_tasks: bool | None = None  # None: not known yet
         self._version: ForgeVersion | None = None
         self._token = settings.token
+        if settings.token is not None and settings.token.problem is not None:
+            raise settings.token.problem
         base = settings.url.rstrip("/")
         if not re.match(r"https?://[^/]+", base):
             raise ConfigError("forge.url", f"expected http(s)://HOST[:PORT], got {settings.url!r}")

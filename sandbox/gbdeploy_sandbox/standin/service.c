@@ -13,6 +13,9 @@
  *   -DGB_SLOW_START      listens only after 0.3 s, as a service that loads before it serves
  *   -DGB_DIE_AFTER_MS=N  serves, then exits 1 after N ms, as a binary that crashes once running
  *   -DGB_FLAPPING        its health answers ok, then 503, in turn
+ * With GB_ON_TERM in its environment (a variant a test asks for at run time), it installs a SIGTERM
+ * handler that runs that shell command (a slow shutdown, or a test's hook into the moment of the
+ * stop), then prints `graceful exit` and exits 0.
  * Listens on 127.0.0.1:$PORT (default 5858). Extra arguments (e.g. --noconsole) are ignored.
  */
 #include <arpa/inet.h>
@@ -35,11 +38,26 @@
 static const char commit_marker[] = "gbdeploy-standin-commit=" GB_COMMIT;
 
 #ifdef GB_TERM_HANDLER
-static void on_term(int sig) {
+static void exit_at_once(int sig) {
     (void)sig;
     _exit(0);
 }
 #endif
+
+static const char *on_term_hook;
+static volatile sig_atomic_t term_requested;
+
+static void on_term(int sig) {
+    (void)sig;
+    term_requested = 1; /* handled in the main loop: accept() returns EINTR */
+}
+
+static void exit_gracefully(void) {
+    if (system(on_term_hook) == -1) perror(GB_SERVICE ": GB_ON_TERM");
+    printf("%s stand-in %s: graceful exit after SIGTERM\n", GB_SERVICE, commit_marker);
+    fflush(stdout);
+    _exit(0);
+}
 
 #ifdef GB_DIE_AFTER_MS
 static void on_alarm(int sig) {
@@ -61,7 +79,15 @@ int main(int argc, char **argv) {
     signal(SIGTERM, SIG_IGN);
 #endif
 #ifdef GB_TERM_HANDLER
-    signal(SIGTERM, on_term);
+    signal(SIGTERM, exit_at_once);
+#endif
+#ifndef GB_IGNORE_TERM
+    on_term_hook = getenv("GB_ON_TERM");
+    if (on_term_hook) {
+        struct sigaction term = {0};
+        term.sa_handler = on_term; /* no SA_RESTART: a blocked accept() returns to the loop */
+        sigaction(SIGTERM, &term, NULL);
+    }
 #endif
 #ifdef GB_DIE_AFTER_MS
     signal(SIGALRM, on_alarm);
@@ -90,6 +116,7 @@ int main(int argc, char **argv) {
     char response[512];
     unsigned long health_requests = 0;
     for (;;) {
+        if (term_requested) exit_gracefully();
         int client = accept(server, NULL, NULL);
         if (client < 0) continue;
         /* Read the whole request head: a client may send it in several writes (bash's

@@ -1,0 +1,31 @@
+"""The code that runs on a target, as files (read with `importlib.resources`, shipped as package
+data). Nothing here is imported on the target: the text is sent over the connection."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+
+@cache
+def text(name: str) -> str:
+    """The far-end file `name` (e.g. `lib.sh`)."""
+    return files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def processes() -> str:
+    """`procs.sh`: finding and stopping processes by executable (comment lines left out: the
+    target need not read them)."""
+    return _stripped(text("procs.sh"))
+
+
+def library() -> str:
+    """`procs.sh` and `lib.sh`: every function of the deploy's scripts."""
+    return processes() + "\n" + _stripped(text("lib.sh"))
+
+
+@cache
+def _stripped(source: str) -> str:
+    return "\n".join(
+        line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )

@@ -1,0 +1,166 @@
+"""The code that runs on a target, as files (`gbdeploy/remote/far_end/`) and as the scripts Python
+builds around them: each one passes Debian's shellcheck (POSIX sh) and `dash -n`."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import io
+import json
+import subprocess
+import tokenize
+from importlib.resources import files
+from types import SimpleNamespace
+
+import pytest
+
+from gbdeploy import freeze, service_control, transfer
+from gbdeploy.config import Restart
+from gbdeploy.connection import quote
+from gbdeploy.deploy import layout, session
+from gbdeploy.deploy.service import service_of
+from gbdeploy.remote import far_end
+from gbdeploy_sandbox.settings import standin_component
+
+HOSTILE = "/srv/bot server's $(id) `x`/botserver"  # every value must stay quoted
+
+# Checks that do not apply to a script built of a shared prelude and fragments: SC2034, a prelude
+# variable this script does not use; SC3013, `-ef` (every target's sh has it: dash, bash, busybox);
+# SC2016, `$` inside single quotes, and SC2089/SC2090, quotes inside a variable's value: every
+# value is quoted on purpose, and the quotes and `$(id)` of a hostile path are its text.
+GENERATED_EXCLUDES = "SC2034,SC3013,SC2016,SC2089,SC2090"
+
+
+def shellcheck(text: str, *, exclude: str = "") -> str:
+    command = ["shellcheck", "--shell=sh", "--severity=style", "-"]
+    if exclude:
+        command[1:1] = ["--exclude", exclude]
+    checked = subprocess.run(command, input=text, text=True, capture_output=True)
+    return checked.stdout + checked.stderr if checked.returncode else ""
+
+
+def dash_n(text: str) -> str:
+    checked = subprocess.run(["dash", "-n"], input=text, text=True, capture_output=True)
+    return checked.stderr if checked.returncode else ""
+
+
+FAR_END = files("gbdeploy.remote.far_end")
+
+
+@pytest.mark.parametrize("name", ["lib.sh", "procs.sh"])
+def test_each_far_end_file_is_clean_posix_sh(name):
+    text = FAR_END.joinpath(name).read_text()
+    assert shellcheck(text) == ""
+    assert dash_n(text) == ""
+
+
+def scripts(mode: str) -> dict[str, str]:
+    component = standin_component(HOSTILE, HOSTILE + ".log", "gbuser", 8080)
+    if mode == "systemd":
+        component = dataclasses.replace(component, restart=Restart("systemd", "bot.service"))
+    paths = layout.Paths(component.binary)
+    holder = json.dumps({"token": "t0k"})
+    preflight = layout.preflight_lines(component, "root", upload_kib=10)
+    service = dict(sha256="a" * 64, token="t0k", name="restart")
+    built = {
+        "begin": layout.begin_command(paths, holder=holder, journal="{}", preflight=preflight),
+        "begin-stealing": layout.begin_command(
+            paths, holder=holder, journal="{}", preflight=preflight, steal="old"
+        ),
+        "steal": layout.steal_command(paths, layout.HOLDERLESS, force=True),
+        "service": layout.service_command(paths, component, "root", **service),
+        "service-stop": layout.service_command(paths, component, "root", **service, start=False),
+        "service-start": layout.service_command(
+            paths, component, "root", **service, stop=False, source=HOSTILE + ".releases/x"
+        ),
+        "restore": layout.restore_command(
+            paths, component, "root", token="t0k", names=["a", "b"], wait_seconds=2
+        ),
+        "state": layout.state_command(paths, component, "curl -s http://localhost:8080/"),
+        "healthy": layout.healthy_command(paths, "t0k"),
+        "finish": layout.finish_command(
+            paths,
+            token="t0k",
+            log_entry={"action": "deploy"},
+            started_epoch=1,
+            keep_release=("b" * 64, "abc1234", 3),
+        ),
+        "inspect": freeze.status_command(paths),
+        "freeze": freeze.acquire_command(paths, json.dumps({"by": "me"}), "t0k"),
+        "recipe": service_of(component).recipe("gbops"),
+    }
+    run = SimpleNamespace(component=component, paths=paths, ssh_user="gbops")
+    for action in service_control.ACTIONS:
+        built[action] = service_control.service_script(run, action)  # type: ignore[arg-type]
+    return built
+
+
+@pytest.mark.parametrize("mode", ["process", "systemd"])
+def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
+    # The library is sent without its comments; checked with them, its directives apply.
+    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    for name, text in scripts(mode).items():
+        assert far_end.library() in text or name == "recipe", name
+        checked = text.replace(far_end.library(), annotated)
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
+        assert dash_n(text) == "", name
+
+
+# --- the Python helper: what the oldest target runs
+OLDEST_PYTHON = "3.4"
+# Syntax newer than 3.4, by the node that carries it (the grammar is parsed by this Python).
+NEWER_SYNTAX = {
+    ast.JoinedStr: "f-string (3.6)",
+    ast.AnnAssign: "variable annotation (3.6)",
+    ast.AsyncFunctionDef: "async def (3.5)",
+    ast.Await: "await (3.5)",
+    ast.AsyncFor: "async for (3.5)",
+    ast.AsyncWith: "async with (3.5)",
+    ast.MatMult: "@ operator (3.5)",
+    ast.NamedExpr: "walrus (3.8)",
+    ast.Match: "match (3.10)",
+}
+
+
+def newer_syntax(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        for kind, what in NEWER_SYNTAX.items():
+            if isinstance(node, kind):
+                found.append(f"line {getattr(node, 'lineno', '?')}: {what}")
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            arguments = node.args
+            if arguments.posonlyargs:
+                found.append(f"line {getattr(node, 'lineno', '?')}: positional-only (3.8)")
+            if isinstance(node, ast.FunctionDef) and (
+                node.returns or any(a.annotation for a in [*arguments.args, *arguments.kwonlyargs])
+            ):
+                found.append(f"line {node.lineno}: annotation (3.0, but kept out)")
+        if isinstance(node, ast.Call) and sum(isinstance(a, ast.Starred) for a in node.args) > 1:
+            found.append(f"line {node.lineno}: several * in one call (3.5)")
+        if isinstance(node, ast.Dict) and None in node.keys:
+            found.append(f"line {node.lineno}: ** in a dict display (3.5)")
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NUMBER and "_" in token.string:
+            found.append(f"line {token.start[0]}: _ in a number (3.6)")
+    return found
+
+
+def test_the_helper_is_python_the_oldest_target_runs():
+    source = FAR_END.joinpath("helper.py").read_text()
+    compile(source, "helper.py", "exec")
+    assert newer_syntax(source) == [], f"helper.py must run on Python {OLDEST_PYTHON}"
+
+
+def test_the_syntax_check_sees_what_3_4_lacks():
+    assert newer_syntax("x = f'{1}'\n") == ["line 1: f-string (3.6)"]
+    assert newer_syntax("if (y := 1): pass\n") == ["line 1: walrus (3.8)"]
+    assert newer_syntax("n = 1_000\n") == ["line 1: _ in a number (3.6)"]
+    assert newer_syntax("f(*a, *b)\n") == ["line 1: several * in one call (3.5)"]
+
+
+def test_the_session_helper_and_the_upload_receiver_are_one_file():
+    helper = FAR_END.joinpath("helper.py").read_text()
+    assert helper == session.HELPER_PROGRAM
+    receiving = transfer.receive_command("stream", "/srv/bot/botserver.new", 10)
+    assert quote(helper) in receiving and "receive /srv/bot/botserver.new 10 stream" in (receiving)

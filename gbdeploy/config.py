@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import ipaddress
 import json
 import math
 import os
@@ -79,6 +80,7 @@ def _formats_with(*names: str) -> Callable[[str], bool]:
 
 def _http_url(*, port_required: bool) -> Callable[[str], bool]:
     def accepts(value: str) -> bool:
+        value = with_port(value, 1)  # a switch component's health names its port `{port}`
         if not _URL.fullmatch(value):
             return False
         try:
@@ -96,6 +98,20 @@ def _http_url(*, port_required: bool) -> Callable[[str], bool]:
         )
 
     return accepts
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def with_port(template: str, port: int) -> str:
+    """`template` (a component's `start` or `health`) with `{port}` replaced by `port`; other
+    braces (a shell's `${VAR}`) are left as they are."""
+    return template.replace("{port}", str(port))
 
 
 _URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")  # no quotes, spaces, `$` or backticks
@@ -198,7 +214,8 @@ ForgeUrl = Annotated[
 HealthUrl = Annotated[
     str,
     _matching(
-        "an http:// or https:// URL with host and port, e.g. http://localhost:5858/health",
+        "an http:// or https:// URL with host and port, e.g. http://localhost:5858/health "
+        "(a switch component: http://localhost:{port}/health)",
         r".+",
         _http_url(port_required=True),
     ),
@@ -354,6 +371,36 @@ class Restart:
     unit: str | None = None
 
 
+UpstreamHost = Annotated[
+    str,
+    _matching(
+        "a host name or IP address as Caddy dials it, without port, e.g. 10.16.164.33",
+        r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]+",
+        lambda v: ":" not in v or _is_ip_address(v),  # `host:port` is no IPv6 address
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """`components.X.switch`: the zero-downtime strategy behind Caddy. The service alternates
+    between the two `ports` (`PORT` in its environment, `{port}` in `start` and `health`); Caddy
+    runs on the target `proxy` and dials it as `upstream_host:PORT` in `caddyfile`; the old
+    process gets `drain` seconds for its in-flight requests before it is stopped; `caddy` is how
+    the proxy target runs Caddy's command line."""
+
+    ports: list[Port]
+    proxy: Name
+    upstream_host: UpstreamHost
+    caddyfile: TargetPath = "/opt/gbo/conf/config"
+    drain: Annotated[float, _between(0, 3600, "a number of seconds from 0 to 3600")] = 10.0
+    caddy: OneLine = "caddy"  # the caddy command on the proxy target
+
+    def idle_port(self, live: int) -> int:
+        """The port the next switch starts the new binary on, while `live` serves."""
+        return self.ports[1] if live == self.ports[0] else self.ports[0]
+
+
 @dataclass(frozen=True)
 class Component:
     """A service gbdeploy deploys. `submodule`, `workflow` and `artifact` left empty follow the
@@ -383,6 +430,17 @@ class Component:
     health_settle: Annotated[float, _between(0, 3600, "a number of seconds from 0 to 3600")] = 3.0
     # binaries that passed health kept on the target for `rollback`; at least the running one
     keep_releases: Annotated[int, _between(1, 100, "a whole number from 1 to 100")] = 3
+    switch: Switch | None = field(default=None, metadata=NOT_A_KEY)  # built in _component
+
+    def on_port(self, port: int) -> Component:
+        """This component as it runs on `port`: `{port}` replaced in `start` and `health`, and
+        `PORT` in its environment."""
+        return replace(
+            self,
+            start=with_port(self.start, port) if self.start else None,
+            health=with_port(self.health, port) if self.health else None,
+            env={**self.env, "PORT": str(port)},
+        )
 
     @property
     def directory(self) -> str:
@@ -658,13 +716,65 @@ def _component(name: str, raw: dict[str, Any], targets: dict[str, Target]) -> Co
         raise ConfigError(
             f"{key}.restart", f"expected `process` or `{{systemd: UNIT}}`, got {_shown(restart)}"
         )
+    raw_switch = raw.pop("switch", None)
     component = _build(Component, {"name": name, **raw}, key, restart=parsed_restart)
     if component.target not in targets:
         known = ", ".join(sorted(targets)) or "none"
         raise ConfigError(
             f"{key}.target", f"no target named {component.target!r} (targets: {known})"
         )
-    return component
+    if raw_switch is None:
+        for field_name in ("start", "health"):
+            if "{port}" in (getattr(component, field_name) or ""):
+                raise ConfigError(
+                    f"{key}.{field_name}",
+                    "{port} is the port a switch deploy chose, and this component has none",
+                    hint=f"set {key}.switch (ports, proxy, upstream_host), or write the port",
+                )
+        return component
+    switch = _switch(_mapping(raw_switch, f"{key}.switch"), f"{key}.switch", targets)
+    _check_switch_component(component, key)
+    return replace(component, switch=switch)
+
+
+def _switch(raw: dict[str, Any], key: str, targets: dict[str, Target]) -> Switch:
+    switch = _build(Switch, raw, key)
+    if len(switch.ports) != 2 or switch.ports[0] == switch.ports[1]:
+        raise ConfigError(
+            f"{key}.ports",
+            f"expected two different ports, got {_shown(switch.ports)}",
+            hint="e.g. ports: [5858, 5868]: the service alternates between them",
+        )
+    if switch.proxy not in targets:
+        known = ", ".join(sorted(targets)) or "none"
+        raise ConfigError(
+            f"{key}.proxy",
+            f"no target named {switch.proxy!r} (targets: {known})",
+            hint="add the target where Caddy runs under `targets:`",
+        )
+    return switch
+
+
+def _check_switch_component(component: Component, key: str) -> None:
+    """What a switch needs of the component itself: a port-bearing health URL, no fixed PORT."""
+    if component.restart.mode != "process":
+        raise ConfigError(
+            f"{key}.switch",
+            "runs two processes of the binary side by side, which one systemd unit cannot",
+            hint=f"use `restart: process` for {component.name}, or remove switch",
+        )
+    if not component.health or "{port}" not in component.health:
+        raise ConfigError(
+            f"{key}.health",
+            "a switch component's health URL must name its port as {port}",
+            hint="e.g. health: http://localhost:{port}/health",
+        )
+    if "PORT" in component.env:
+        raise ConfigError(
+            f"{key}.env.PORT",
+            "a switch sets PORT to the port it starts the new binary on",
+            hint=f"remove {key}.env.PORT; {key}.switch.ports lists the ports",
+        )
 
 
 def _mapping(value: Any, key: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from .proxy import (
     flood_jail_check,
     proxy_sshd_jail_check,
 )
+from .switch import switch_checks
 from .system import botui_url_check, loopback_check, valkey_check, vault_init_check
 
 
@@ -86,6 +87,9 @@ def build_checks(settings: Settings) -> list[Check]:
             proxy_sshd_jail_check(d, c),
         ],
     )
+    for component in settings.components.values():
+        if component.switch is not None:
+            checks += switch_checks_of(settings, component)
     checks += in_container("dns", d.dns, lambda c: [corefile_acl_check(d, c)])
     checks += in_container("email", d.email, lambda c: [mail_jail_check(d, c)])
     checks += in_container(
@@ -110,6 +114,22 @@ def component_checks(settings: Settings, component: Component, container: str) -
             ssh_user_check(component, container, ssh_user, target.name),
         ]
     return checks
+
+
+def switch_checks_of(settings: Settings, component: Component) -> list[Check]:
+    """A switch component's checks: where it runs, and where its `switch.proxy` target's Caddy
+    runs (that target's container, else doctor.proxy); skipped where that is null."""
+    assert component.switch is not None
+    system = container_of(settings, component)
+    proxy_target = settings.targets.get(component.switch.proxy)
+    proxy = (proxy_target.container if proxy_target else None) or settings.doctor.proxy
+    built = switch_checks(settings.doctor, component, system or "-", proxy or "-")
+    return [
+        check
+        if check.place != "-"
+        else disabled_check(check.name, "system" if check.name.startswith("system.") else "proxy")
+        for check in built
+    ]
 
 
 def container_of(settings: Settings, component: Component) -> str | None:

@@ -91,7 +91,7 @@ class Load:
         deadline = time.monotonic() + deadline_seconds
         while self.result.sent < target and time.monotonic() < deadline:
             if self._stop.is_set():
-                return False
+                break  # stopped (or its count reached): no more requests will come
             time.sleep(0.01)
         return self.result.sent >= target
 

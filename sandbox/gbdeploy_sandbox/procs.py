@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def kill_pids(pids: list[int], *, deadline_seconds: float = 5.0) -> None:
     deadline = time.monotonic() + deadline_seconds
     while any(executable_of(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def end_process(process: subprocess.Popen[bytes] | None, *, term_seconds: float = 10.0) -> None:
+    """SIGTERM a child this sandbox started (if it still runs), give it `term_seconds`, then
+    SIGKILL it; reaped either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=term_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def stop_running(binary: str | Path, *, term_seconds: float = 10.0) -> None:

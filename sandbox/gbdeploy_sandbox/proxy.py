@@ -18,7 +18,7 @@ from types import TracebackType
 
 from gbdeploy.errors import UsageError
 
-from .procs import wait_for
+from .procs import end_process, wait_for
 from .sshd import free_port
 
 MIGRATE_REQUESTS = Path("/proc/sys/net/ipv4/tcp_migrate_req")
@@ -148,13 +148,7 @@ http://127.0.0.1:{self.other_port} {{
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
     def __enter__(self) -> LoopbackCaddy:
         return self.start()

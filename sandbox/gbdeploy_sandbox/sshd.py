@@ -17,6 +17,8 @@ from types import TracebackType
 
 from gbdeploy.errors import UsageError
 
+from .procs import end_process
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -151,13 +153,7 @@ LogLevel VERBOSE
         return ["ssh", "-F", str(self.ssh_config), self.alias, *remote]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self.process = None
 
     def __enter__(self) -> LoopbackSshd:

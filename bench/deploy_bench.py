@@ -321,9 +321,9 @@ def deploy_rounds(world: World, binaries: list[Path], commits: list[str], runs: 
 def upload_rounds(world: World, local: Path, runs: int, figures: Figures) -> None:
     """The upload alone (in this process, connection included) against scp: over a channel of
     its own (`transfer.upload`), and through a deploy's session (`transfer.upload_through`)."""
-    from gbdeploy import transfer
     from gbdeploy.config import SshSettings, Target
-    from gbdeploy.connection import Remote
+    from gbdeploy.remote import transfer
+    from gbdeploy.remote.connection import Remote
 
     sshd = world.sshd
     target = world.root / "upload.bin"
@@ -332,7 +332,7 @@ def upload_rounds(world: World, local: Path, runs: int, figures: Figures) -> Non
         return transfer.upload(remote, local, str(target), compress=compress)
 
     def through_the_session(remote: Remote, compress: bool | None) -> transfer.UploadResult:
-        from gbdeploy.deploy.session import Session
+        from gbdeploy.remote.session import Session
 
         session = Session(remote)
         try:

@@ -430,7 +430,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "unknown-host-key-trusted",
         "an ssh host key not in known_hosts is refused unless accept_new_host_keys says otherwise",
-        "gbdeploy/connection.py",
+        "gbdeploy/remote/connection.py",
         "        if not self.accept_new:\n            port =",
         "        if False:\n            port =",
         ("tests/test_connection.py",),

@@ -42,7 +42,7 @@ from deploy_bench import World
 
 from gbdeploy.caddy_switch import CaddySwitch
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote
+from gbdeploy.remote.connection import Remote
 from gbdeploy.switch_process import (
     drain_command,
     parse_pids,

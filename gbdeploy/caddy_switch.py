@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from .caddyfile import Change, admin_address, switch_upstream
-from .connection import CommandResult, Remote, quote
 from .errors import OperationFailed, RemoteError
-from .probes import probe_health
+from .remote.connection import CommandResult, Remote, quote
+from .remote.probes import probe_health
 
 ADAPTER = "--adapter caddyfile"
 # The new file travels inside the command (printf '%s' WORD), which reaches the proxy as one

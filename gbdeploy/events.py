@@ -23,11 +23,11 @@ from invoke import Exit
 
 from . import hooks, notify
 from .config import Settings, token_values
-from .connection import Remote
 from .errors import GbdeployError, redact
 from .hooks import DeployFacts
 from .logs import tail_command
 from .output import Reporter
+from .remote.connection import Remote
 
 if TYPE_CHECKING:  # the deploy machinery loads when a deploy runs, not with this module
     from .deploy.deployment import Deployment

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .config import Component, Settings
-from .connection import Remote, quote
 from .deploy import layout
 from .deploy.layout import Paths
 from .errors import LockHeld, RemoteError, UsageError
 from .output import Reporter
+from .remote.connection import Remote, quote
 
 ACTIONS = ("acquire", "release", "status")
 MESSAGE_LIMIT = 500

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import probes
 from .config import Component, Settings
-from .connection import Remote, quote
 from .deploy import layout
 from .deploy.layout import Paths
 from .output import Reporter, short_sha, table
 from .provenance import describe_person
+from .remote import probes
+from .remote.connection import Remote, quote
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SUCCESS_RESULTS = ("ok", "unchanged")

@@ -22,9 +22,9 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from .config import Component, Settings
-from .connection import Remote, quote
 from .errors import RemoteError, UsageError
 from .output import Reporter
+from .remote.connection import Remote, quote
 
 STOP_WAIT = 5.0  # seconds for the remote follower to end once our side is closed
 MISSING_EXIT = 66  # the remote command's "no such log" answer, distinct from tail's own failures

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 from .config import Component, Settings, token_values
-from .connection import Remote, quote
 from .deploy import engine, layout
 from .deploy.deployment import Deployment
 from .deploy.engine import Step, Undo
@@ -21,6 +20,7 @@ from .deploy.service import run_as_prefix, service_of
 from .deploy.words import first_line, message
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
 from .output import Reporter
+from .remote.connection import Remote, quote
 
 ACTIONS = ("start", "stop", "restart")
 

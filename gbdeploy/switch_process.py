@@ -9,7 +9,7 @@ the service's /proc/PID/fd), with `ss` where there is one, else /proc/net/tcp an
 
 from __future__ import annotations
 
-from .connection import quote
+from .remote.connection import quote
 
 # `runs PID`: whether PID runs exactly "$b" (or "$b (deleted)", once a new binary was renamed
 # over the path); the `x` keeps a trailing newline of the path from being stripped.

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .config import Component, Settings
-from .connection import Remote
 from .deploy.layout import Paths
 from .errors import UsageError, VerificationFailed
 from .output import Reporter
-from .probes import (
+from .remote.connection import Remote
+from .remote.probes import (
     Runner,
     health_probe,
     probe_contains,

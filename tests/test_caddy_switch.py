@@ -17,7 +17,7 @@ import pytest
 
 from gbdeploy.caddy_switch import CaddySwitch, ProxySwitchFailed
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote
+from gbdeploy.remote.connection import Remote
 from gbdeploy_sandbox.load import Load
 from gbdeploy_sandbox.procs import kill_pids, wait_for
 from gbdeploy_sandbox.proxy import LoopbackCaddy

@@ -207,7 +207,7 @@ def test_a_container_target_that_cannot_be_entered_says_what_is_missing_where(
 
 def test_sudo_that_asks_for_a_password_is_named():
     from gbdeploy.config import Target
-    from gbdeploy.connection import diagnose
+    from gbdeploy.remote.connection import diagnose
     from gbdeploy_sandbox.programs.sudo import PASSWORD_REQUIRED
 
     target = Target("system", "prod-host", container="system", via="incus", sudo=True)
@@ -225,8 +225,8 @@ def test_a_failing_command_inside_a_working_container_is_not_blamed_on_the_way_i
     import shutil
 
     from gbdeploy.config import load_settings
-    from gbdeploy.connection import Remote
     from gbdeploy.errors import RemoteError
+    from gbdeploy.remote.connection import Remote
 
     container = standins.add_container("system")  # the lxc stand-in is on the sshd's PATH
     _with_target(project, container="system")
@@ -347,8 +347,8 @@ def host_of_a_non_root_user():
 
 def test_a_sudo_that_asks_for_a_password_is_named_over_ssh(host_of_a_non_root_user):
     from gbdeploy.config import SshSettings, Target
-    from gbdeploy.connection import Remote
     from gbdeploy.errors import PreflightError
+    from gbdeploy.remote.connection import Remote
 
     server = host_of_a_non_root_user
     target = Target("system", server.alias, container="system", via="incus", sudo=True)

@@ -8,8 +8,8 @@ import paramiko
 import pytest
 
 from gbdeploy.config import Settings, SshSettings, Target
-from gbdeploy.connection import Remote, quote, wrap_for_target
 from gbdeploy.errors import ConfigError, HostKeyError, PreflightError, RemoteError
+from gbdeploy.remote.connection import Remote, quote, wrap_for_target
 
 
 def remote_for(sshd, *, lxc=None, accept_new=False) -> Remote:

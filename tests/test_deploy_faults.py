@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import deploy, transfer
+from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
-from gbdeploy.connection import Remote
-from gbdeploy.deploy import layout, session
-from gbdeploy.deploy.session import Session
+from gbdeploy.deploy import layout
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.remote import session, transfer
+from gbdeploy.remote.connection import Remote
+from gbdeploy.remote.session import Session
 from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.service import Fault
 from tests.deploy_world import (

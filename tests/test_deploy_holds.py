@@ -21,10 +21,10 @@ import pytest
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
 from gbdeploy.deploy.deployment import Deployment
-from gbdeploy.deploy.session import Session
 from gbdeploy.deploy.state import describe_journal
 from gbdeploy.errors import DeployFailed, LockHeld, PreflightError, RemoteError, UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.remote.session import Session
 from gbdeploy_sandbox.procs import executable_of, wait_for
 from gbdeploy_sandbox.service import Fault
 from gbdeploy_sandbox.sshd import free_port

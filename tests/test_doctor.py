@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from gbdeploy.config import Target
-from gbdeploy.connection import wrap_for_target
 from gbdeploy.doctor import Doctor, doctor_plan, run_doctor
 from gbdeploy.errors import ConfigError, DoctorFailed
 from gbdeploy.output import Reporter
+from gbdeploy.remote.connection import wrap_for_target
 from gbdeploy_sandbox.production import SYSTEM
 
 CHECKS = [

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from gbdeploy.config import DoctorSettings, Settings
-from gbdeploy.connection import CommandResult
 from gbdeploy.doctor import build_checks
 from gbdeploy.doctor.host import forward_rule_check, zfs_schedule_check
 from gbdeploy.doctor.model import FollowUp, Verdict
@@ -42,6 +41,7 @@ from gbdeploy.doctor.proxy import (
     flood_jail_check,
     proxy_sshd_jail_check,
 )
+from gbdeploy.remote.connection import CommandResult
 from gbdeploy.workflows import rendered_files
 
 # --- /etc/default/ufw --------------------------------------------------------------------------

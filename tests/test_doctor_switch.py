@@ -192,8 +192,8 @@ def test_the_checks_show_in_the_plan_only_for_a_switch_component(world: SwitchPr
 
 def test_a_proxy_that_resets_queued_connections_on_reload_fails(world: SwitchProduction):
     """The proxy's kernel is read (here it is set: .ci/setup); its judge on the value 0."""
-    from gbdeploy.connection import CommandResult
     from gbdeploy.doctor.switch import reload_keeps_connections_check
+    from gbdeploy.remote.connection import CommandResult
 
     settings = world.settings()
     check = reload_keeps_connections_check(settings.component("botserver"), PROXY)

@@ -14,12 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from gbdeploy import freeze, service_control, transfer
+from gbdeploy import freeze, service_control
 from gbdeploy.config import Restart
-from gbdeploy.connection import quote
-from gbdeploy.deploy import layout, session
+from gbdeploy.deploy import layout
 from gbdeploy.deploy.service import service_of
-from gbdeploy.remote import far_end
+from gbdeploy.remote import far_end, session, transfer
+from gbdeploy.remote.connection import quote
 from gbdeploy_sandbox.settings import standin_component
 
 HOSTILE = "/srv/bot server's $(id) `x`/botserver"  # every value must stay quoted

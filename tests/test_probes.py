@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import probes
 from gbdeploy.artifact import file_sha256
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import CommandResult, Remote, quote
+from gbdeploy.remote import probes
+from gbdeploy.remote.connection import CommandResult, Remote, quote
 from gbdeploy_sandbox.procs import executable_of, kill_pids, pids_under, wait_for
 from gbdeploy_sandbox.service import Fault, build_service
 from gbdeploy_sandbox.sshd import free_port

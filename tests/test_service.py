@@ -7,9 +7,9 @@ import dataclasses
 import subprocess
 from pathlib import Path
 
-from gbdeploy import probes
 from gbdeploy.config import Restart
 from gbdeploy.deploy import service
+from gbdeploy.remote import probes
 from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.settings import standin_component
 from tests.test_probes import remote, running, service_binary  # noqa: F401 (fixtures)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import transfer
 from gbdeploy.artifact import file_sha256
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote, quote
-from gbdeploy.deploy import session as session_module
-from gbdeploy.deploy.session import Session
 from gbdeploy.errors import RemoteError
+from gbdeploy.remote import session as session_module
+from gbdeploy.remote import transfer
+from gbdeploy.remote.connection import Remote, quote
+from gbdeploy.remote.session import Session
 from gbdeploy_sandbox.procs import wait_for
 
 MiB = 1 << 20

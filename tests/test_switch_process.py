@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote
+from gbdeploy.remote.connection import Remote
 from gbdeploy.switch_process import (
     drain_command,
     parse_pids,

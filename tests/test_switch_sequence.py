@@ -20,7 +20,7 @@ import pytest
 
 from gbdeploy.caddy_switch import CaddySwitch
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote
+from gbdeploy.remote.connection import Remote
 from gbdeploy.switch_process import (
     drain_command,
     parse_pids,

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from gbdeploy.config import Settings, SshSettings, Target
-from gbdeploy.connection import Remote, wrap_for_target
 from gbdeploy.errors import ConfigError, PreflightError
+from gbdeploy.remote.connection import Remote, wrap_for_target
 from gbdeploy_sandbox.procs import kill_pids, pids_running, pids_under, wait_for
 from gbdeploy_sandbox.service import build_service
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy import artifact, transfer
+from gbdeploy import artifact
 from gbdeploy.artifact import Fingerprint, file_sha256, fingerprint
 from gbdeploy.config import SshSettings, Target
-from gbdeploy.connection import Remote, quote
-from gbdeploy.deploy.session import Session
 from gbdeploy.errors import OperationFailed, RemoteError
 from gbdeploy.output import TerminalProgress
-from gbdeploy.transfer import (
+from gbdeploy.remote import transfer
+from gbdeploy.remote.connection import Remote, quote
+from gbdeploy.remote.session import Session
+from gbdeploy.remote.transfer import (
     STREAM,
     ZSTD,
     UploadResult,

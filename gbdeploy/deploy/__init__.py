@@ -23,7 +23,7 @@ Naming conventions:
     *_lines     a fragment of sh for such a script (it expects the prelude), no exit of its own
     *_function  an sh function definition (e.g. `stop_function`: `stop_service() {…}`)
     *_step      an `engine.Step`: the commands it runs (as planned and as sent) and its undo
-    probe_*     a read-only fact (`gbdeploy.probes`): its command and the parser of its output
+    probe_*     a read-only fact (`remote.probes`): its command and the parser of its output
 The far end's words (what its scripts print, one per line: `acquired`, `held AGE`, `stopped
 PIDS`, `launched PID`, `restored …`) are parsed next to the code that makes them print:
 `state.parse_facts`, `service.parse_report`, `health.ServiceChecks.check`.

@@ -36,12 +36,11 @@ from pathlib import Path
 
 import paramiko
 
-from .. import freeze, probes, provenance, transfer
+from .. import freeze, provenance
 from ..artifact import (
     Fingerprint,
 )
 from ..config import Component, Settings
-from ..connection import Remote, quote
 from ..errors import (
     DeployFailed,
     GbdeployError,
@@ -52,13 +51,15 @@ from ..errors import (
     UsageError,
 )
 from ..output import Reporter, StepProgress, human_bytes
+from ..remote import probes, transfer
+from ..remote.connection import Remote, quote
+from ..remote.session import Session, put_line
 from . import engine, layout
 from .engine import Step, Undo
 from .health import PROGRESS_EVERY, ServiceChecks
 from .layout import Paths
 from .outcome import lock_held, outcome
 from .service import service_of
-from .session import Session, put_line
 from .state import (
     Facts,
     KeptRelease,

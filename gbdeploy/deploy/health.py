@@ -8,16 +8,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .. import probes
 from ..config import Component
-from ..connection import CommandResult
 from ..errors import DeployFailed, GbdeployError
 from ..output import Reporter
+from ..remote import probes
+from ..remote.connection import CommandResult
+from ..remote.session import Session
 from . import layout
 from .engine import Step
 from .layout import Paths
 from .service import service_of
-from .session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Callable

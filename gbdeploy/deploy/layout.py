@@ -33,8 +33,8 @@ import re
 from dataclasses import dataclass
 
 from ..config import Component
-from ..connection import quote
 from ..remote import far_end
+from ..remote.connection import quote
 from .service import run_as_prefix, service_of
 
 

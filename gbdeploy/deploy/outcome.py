@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import probes
-from ..connection import quote
 from ..errors import DeployFailed, GbdeployError, LockHeld, OperationFailed, RestoreFailed
+from ..remote import probes
+from ..remote.connection import quote
 from . import engine, layout
 from .state import describe_journal
 from .words import first_line, message

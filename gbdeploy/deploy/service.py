@@ -20,9 +20,9 @@ import shlex
 from dataclasses import dataclass
 
 from ..config import Component
-from ..connection import quote
 from ..errors import UsageError
 from ..remote import far_end
+from ..remote.connection import quote
 
 # How often a stop looks whether the process is gone: every 20 ms during its first second (a
 # service that exits at once is restarted at once: downtime), then every 100 ms (each look forks).

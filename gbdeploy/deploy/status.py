@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 
-from .. import probes
 from ..config import Component, Settings
-from ..connection import Remote, quote
 from ..errors import RemoteError
 from ..output import Reporter, human_bytes
+from ..remote import probes
+from ..remote.connection import Remote, quote
+from ..remote.session import Session
 from . import layout
 from .layout import Paths
-from .session import Session
 from .state import Facts, describe_journal, inspect_command, parse_facts
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..config import DoctorSettings, Settings
-from ..connection import CommandResult, quote
 from ..errors import GbdeployError
 from ..forge.client import ForgeClient
 from ..forge.placement import WORKFLOW_DIR, workflow_text
 from ..forge.version import concurrency_notice
 from ..output import human_bytes
+from ..remote.connection import CommandResult, quote
 from ..workflows import MAINTENANCE_WORKFLOW
 from .daemons import describe, schedule_check
 from .model import GIB, Check, Finding, Status, Verdict, output_of

@@ -4,7 +4,7 @@ service, and an ssh user that can stop the service."""
 from __future__ import annotations
 
 from ..config import Component
-from ..connection import CommandResult, quote
+from ..remote.connection import CommandResult, quote
 from .model import ACTIVE_STATES, Check, Repair, Verdict, output_of
 from .parsers import parse_process_owners, parse_unit_table
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..connection import CommandResult, quote
+from ..remote.connection import CommandResult, quote
 from .model import Check, Verdict, output_of
 from .parsers import (
     CRON_DIRECTORIES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import DoctorSettings
-from ..connection import CommandResult
+from ..remote.connection import CommandResult
 from .daemons import fail2ban_jail_check
 from .model import Check, Verdict, output_of, read_command
 from .parsers import parse_corefile

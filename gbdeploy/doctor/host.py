@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 
 from ..config import DoctorSettings
-from ..connection import CommandResult, quote
 from ..output import human_bytes
+from ..remote.connection import CommandResult, quote
 from .daemons import describe, fail2ban_jail_check, schedule_check
 from .model import (
     Check,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..config import DoctorSettings, Target
-from ..connection import CommandResult, quote
-from ..connection import container_tool as shared_container_tool
+from ..remote.connection import CommandResult, quote
+from ..remote.connection import container_tool as shared_container_tool
 
 Status = Literal["pass", "fail", "skip"]
 GIB = 1024**3

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import Component, DoctorSettings, Settings
-from ..connection import Remote
 from ..errors import ConfigError
+from ..remote.connection import Remote
 from .ci_runner import cache_cleanup_check, cache_size_check, maintenance_workflow_jobs
 from .components import not_in_systemd_check, owner_check, ssh_user_check
 from .dns_email import corefile_acl_check, mail_jail_check

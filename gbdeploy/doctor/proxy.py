@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from ..config import DoctorSettings
-from ..connection import CommandResult, quote
+from ..remote.connection import CommandResult, quote
 from .daemons import fail2ban_trouble
 from .model import Check, FollowUp, Repair, Verdict, last_line, output_of, read_command
 from .parsers import (

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from ..config import Settings
-from ..connection import CommandResult, Remote
 from ..errors import RemoteError
+from ..remote.connection import CommandResult, Remote
 from .host import container_names
 from .model import (
     COMMAND_TIMEOUT,

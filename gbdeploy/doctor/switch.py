@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..caddyfile import CaddyfileRefused, dialled_ports, switch_upstream
 from ..config import Component, DoctorSettings, Switch
-from ..connection import CommandResult, quote
-from ..probes import Health, probe_health
+from ..remote.connection import CommandResult, quote
+from ..remote.probes import Health, probe_health
 from .model import Check, FollowUp, Verdict, output_of, read_command
 from .parsers import ParseError, parse_environment, split_sections
 from .proxy import caddy_storage_check

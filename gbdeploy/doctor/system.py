@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ..config import DoctorSettings
-from ..connection import CommandResult, quote
+from ..remote.connection import CommandResult, quote
 from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, output_of
 from .parsers import (
     loopback_verdict,

@@ -1,6 +1,10 @@
-"""What runs on a target, and a way to run it here. So far the far end's files and `LocalRemote`;
-the connection, session, transfer and probes modules are still at `gbdeploy/connection.py`,
-`deploy/session.py`, `transfer.py` and `probes.py`.
+"""Talking to a target: the connection, what runs there, and a way to run it here.
+
+connection.py  `Remote`: one SSH connection (Fabric) to a target, its transport (`alive`, `cut`,
+               `close_quietly`), the container wrapper, `quote` for every remote value.
+session.py     `Session`: one helper process on the target answering many requests on one channel.
+transfer.py    The upload: hashed, optionally compressed, into a temporary file renamed in place.
+probes.py      Read-only facts about a target: each a command and the parser of its output.
 
 far_end/   the code that runs on the target, as real files shipped with the package:
            `procs.sh` and `lib.sh` (the shell functions every deploy script calls), and

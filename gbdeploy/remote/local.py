@@ -10,8 +10,8 @@ from __future__ import annotations
 import getpass
 import subprocess
 
-from ..connection import CommandResult
 from ..errors import RemoteError
+from .connection import CommandResult
 
 
 class LocalRemote:

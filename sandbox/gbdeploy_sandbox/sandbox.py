@@ -38,9 +38,9 @@ from pathlib import Path
 import yaml
 
 from gbdeploy.config import Settings, load_settings
-from gbdeploy.connection import quote
 from gbdeploy.errors import UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.remote.connection import quote
 
 from . import runner as emulated_runner
 from .forgejo import ExecutorContext, ForgejoEmulator

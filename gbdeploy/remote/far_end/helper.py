@@ -2,7 +2,7 @@
 # of gbdeploy is installed on a target). Kept to Python 3.4 syntax: old targets (the tests check
 # it). Two ways to run it:
 #
-#   (no arguments)          the session helper (`deploy/session.py`): reads requests from stdin
+#   (no arguments)          the session helper (`remote/session.py`): reads requests from stdin
 #       run N\n + N bytes of command  -> ran STATUS NOUT NERR\n + stdout + stderr
 #       put SIZE N\n + N bytes of path + SIZE bytes
 #                                     -> put SHA256\n, or refused N\n + reason (and it exits)

@@ -1,7 +1,7 @@
 """Uploading an artifact to a target, hashed on the target as it is written.
 
 The bytes go either through the deploy's session (`upload_through`: its python3 helper takes the
-file, see `deploy.session`) or over an exec channel of their own (`upload`, `start_upload`) into a
+file, see `remote.session`) or over an exec channel of their own (`upload`, `start_upload`) into a
 receiver on the target that writes the file and computes its sha256 from the very bytes it
 writes, in the same pass:
 
@@ -60,10 +60,10 @@ from typing import IO, Protocol
 
 import paramiko
 
-from .artifact import Fingerprint, identity
+from ..artifact import Fingerprint, identity
+from ..errors import OperationFailed, RemoteError
+from . import far_end
 from .connection import Remote, quote
-from .errors import OperationFailed, RemoteError
-from .remote import far_end
 
 Progress = Callable[[int, int], None]  # (bytes of the artifact done, artifact size)
 
@@ -378,7 +378,7 @@ class PendingUpload:
 
 
 class FileSink(Protocol):
-    """Where `upload_through` sends the bytes: a `deploy.session.Session` with its helper."""
+    """Where `upload_through` sends the bytes: a `remote.session.Session` with its helper."""
 
     def put(
         self, remote_path: str, size: int, chunks: Iterable[memoryview], *, timeout: float | None

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from .config import Component
+from ..config import Component
+from ..errors import ConfigError, RemoteError
+from . import far_end
 from .connection import CommandResult, quote
-from .errors import ConfigError, RemoteError
-from .remote import far_end
 
 T = TypeVar("T")
 

@@ -33,10 +33,10 @@ from typing import TypeVar
 
 import paramiko
 
-from ..connection import CommandResult, Remote, quote
 from ..errors import RemoteError
-from ..remote import far_end
-from ..transfer import REFUSED_HINT, exec_python, upload_failed
+from . import far_end
+from .connection import CommandResult, Remote, quote
+from .transfer import REFUSED_HINT, exec_python, upload_failed
 
 T = TypeVar("T")
 RECEIVE = 1 << 16

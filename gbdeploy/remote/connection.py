@@ -36,8 +36,8 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
-from .config import SshSettings, Target
-from .errors import ConfigError, HostKeyError, PreflightError, RemoteError
+from ..config import SshSettings, Target
+from ..errors import ConfigError, HostKeyError, PreflightError, RemoteError
 
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
 DEFAULT_SSH_CONFIG = SshSettings.config

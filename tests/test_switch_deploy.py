@@ -1,0 +1,275 @@
+"""`deploy --strategy switch` end to end over the real sshd, in front of Debian's real Caddy, under
+steady load through Caddy (issue 22's "Done when"): two switches there and back fail no request,
+the old process is gone after each, the Caddyfile keeps every other site byte for byte and has a
+backup, Caddy is reloaded not restarted; every failure (unhealthy binary, validate, reload,
+confirm) leaves Caddy and the old service as they were, with no failed request; a deploy killed
+mid-switch is finished by `--recover` with one healthy process behind Caddy."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gbdeploy import deploy
+from gbdeploy.config import Settings, Switch, Target
+from gbdeploy.errors import DeployFailed, PreflightError
+from gbdeploy.output import Reporter
+from gbdeploy_sandbox.load import Load
+from gbdeploy_sandbox.procs import pids_running, wait_for
+from gbdeploy_sandbox.proxy import LoopbackCaddy
+from gbdeploy_sandbox.service import Fault
+from gbdeploy_sandbox.sshd import free_port
+from tests.deploy_world import NEW, OLD, Artifacts, World, cli_env, deployed
+
+pytestmark = pytest.mark.slow
+
+THIRD = "ccccccc3333"
+BOTH = Path(__file__).resolve().parents[1]
+
+
+def health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            return json.loads(answer.read())
+    except OSError:
+        return None
+
+
+@dataclasses.dataclass
+class SwitchWorld:
+    world: World
+    caddy: LoopbackCaddy
+    ports: tuple[int, int]
+    caddy_command: str = "caddy"
+
+    def settings(self) -> Settings:
+        base = self.world.settings(
+            env={},
+            health="http://localhost:{port}/health",
+            switch=Switch(
+                ports=list(self.ports),
+                proxy="proxy",
+                upstream_host="127.0.0.1",
+                caddyfile=str(self.caddy.caddyfile),
+                drain=10.0,
+                caddy=self.caddy_command,
+            ),
+        )
+        proxy = Target("proxy", self.world.sshd.alias)
+        return dataclasses.replace(base, targets={**base.targets, "proxy": proxy})
+
+    def deploy(self, commit: str, artifact: Path, **options) -> str:
+        out = io.StringIO()
+        deploy.run_deploy(
+            self.settings(),
+            "botserver",
+            Reporter(stream=out),
+            artifact=str(artifact),
+            commit=commit,
+            strategy=options.pop("strategy", "switch"),
+            **options,
+        )
+        return out.getvalue()
+
+    def through_caddy(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"{self.caddy.url}/health", timeout=5) as answer:
+                return json.loads(answer.read())["commit"]
+        except OSError:
+            return None
+
+    def backups(self) -> list[Path]:
+        return sorted(self.caddy.caddyfile.parent.glob("config.bak-*"))
+
+    def failing_caddy(self, operation: str) -> None:
+        """`switch.caddy` becomes a wrapper of the real caddy whose `OPERATION` fails (`validate`)
+        or does nothing (`reload-ignored`), or fails only on its first run (`reload`)."""
+        wrapper = self.world.root / "caddy-wrapper"
+        real = subprocess.run(["which", "caddy"], capture_output=True, text=True).stdout.strip()
+        once = self.world.root / "caddy-wrapper.failed-once"
+        body = {
+            "validate": '[ "$1" = validate ] && '
+            '{ echo "Error: adapting config: bad" >&2; exit 1; }',
+            "reload": f'[ "$1" = reload ] && [ ! -e {once} ] && {{ : > {once}; '
+            'echo "Error: sending configuration to instance: refused" >&2; exit 1; }',
+            "reload-ignored": '[ "$1" = reload ] && exit 0',
+        }[operation]
+        wrapper.write_text(f'#!/bin/sh\n{body}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        self.caddy_command = str(wrapper)
+
+
+@pytest.fixture
+def switch_world(world: World, artifacts: Artifacts) -> Iterator[SwitchWorld]:
+    first, second = world.port, free_port()
+    caddy = LoopbackCaddy(world.root / "proxy", upstream_port=first)
+    deployed(world, artifacts, OLD)
+    caddy.start()
+    try:
+        yield SwitchWorld(world, caddy, (first, second))
+    finally:
+        caddy.stop()
+
+
+def under_load(made: SwitchWorld):
+    return Load(f"{made.caddy.url}/health", clients=6, max_seconds=120)
+
+
+def test_two_switches_there_and_back_under_load_fail_no_request(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    made = switch_world
+    original = made.caddy.caddyfile.read_text()
+    other_sites = original[original.index("# another site") :]
+    caddy_pid = made.caddy.pid
+    first, second = made.ports
+
+    with under_load(made) as load:
+        assert load.wait_for_requests(50)
+        made.deploy(NEW, artifacts(NEW))
+        assert made.through_caddy() == NEW
+        assert (health(second) or {}).get("commit") == NEW
+        assert len(pids_running(made.world.binary)) == 1  # the old process is gone
+        assert health(first) is None
+        assert load.wait_for_requests(50)
+        made.deploy(THIRD, artifacts(THIRD))
+        assert made.through_caddy() == THIRD
+        assert len(pids_running(made.world.binary)) == 1
+        assert (health(first) or {}).get("commit") == THIRD
+        assert load.wait_for_requests(50)
+
+    assert load.result.failed == 0, load.result.summary()
+    assert made.caddy.pid == caddy_pid and made.caddy.running()  # reloaded, not restarted
+    text = made.caddy.caddyfile.read_text()
+    assert text == original  # back on the first port: the very same bytes
+    assert text[text.index("# another site") :] == other_sites
+    assert len(made.backups()) >= 1
+    log = made.world.deploy_log()
+    assert [(e["strategy"], e["result"], e["switch"]["live"]) for e in log] == [
+        ("switch", "ok", second),
+        ("switch", "ok", first),
+    ]
+    assert not Path(f"{made.world.binary}.lock").exists()
+    assert not Path(f"{made.world.binary}.journal").exists()
+
+
+def left_as_it_was(made: SwitchWorld, before: bytes, caddy_pid: int, old_pids: list[int]) -> None:
+    assert made.caddy.caddyfile.read_bytes() == before
+    assert made.caddy.pid == caddy_pid
+    assert pids_running(made.world.binary) == old_pids
+    assert made.through_caddy() == OLD
+    assert (made.world.health() or {}).get("commit") == OLD
+    assert not Path(f"{made.world.binary}.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "fault, wrapper, says",
+    [
+        (Fault.NEVER_HEALTHY, None, "not healthy"),
+        (Fault.NONE, "validate", "adapting config"),
+        (Fault.NONE, "reload", "caddy reload failed"),
+        (Fault.NONE, "reload-ignored", "the reload did not take"),
+    ],
+    ids=["unhealthy", "validate", "reload", "confirm"],
+)
+def test_a_failure_leaves_traffic_where_it_was(
+    switch_world: SwitchWorld, artifacts: Artifacts, fault: Fault, wrapper: str | None, says: str
+):
+    made = switch_world
+    if wrapper:
+        made.failing_caddy(wrapper)
+    before = made.caddy.caddyfile.read_bytes()
+    caddy_pid = made.caddy.pid
+    old_pids = pids_running(made.world.binary)
+    old_binary = made.world.binary.read_bytes()
+
+    with under_load(made) as load:
+        assert load.wait_for_requests(50)
+        with pytest.raises(DeployFailed, match=says) as failed:
+            made.deploy(NEW, artifacts(NEW, fault))
+        assert load.wait_for_requests(50)
+
+    assert failed.value.exit_code == 1
+    assert "traffic stayed where it was" in str(failed.value)
+    assert load.result.failed == 0, load.result.summary()
+    left_as_it_was(made, before, caddy_pid, old_pids)
+    assert made.world.binary.read_bytes() == old_binary
+    assert [e["result"] for e in made.world.deploy_log()] == ["failed, rolled back"]
+
+
+def test_a_switch_component_refuses_another_strategy_and_the_reverse(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    with pytest.raises(PreflightError, match="--strategy switch") as refused:
+        switch_world.deploy(NEW, artifacts(NEW), strategy="staged")
+    assert refused.value.exit_code == 2
+    with pytest.raises(PreflightError, match=r"needs components\.botserver\.switch"):
+        switch_world.world.deploy(artifacts(NEW), strategy="switch")
+
+
+def test_dry_run_prints_the_switch_plan_and_changes_nothing(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    out = switch_world.deploy(NEW, artifacts(NEW), dry_run=True)
+    for step in ("lock:", "upload:", "beside:", "health:", "proxy:", "drain:", "stop old:"):
+        assert step in out
+    assert "strategy switch" in out
+    assert not switch_world.backups()
+
+
+def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_caddy(
+    switch_world: SwitchWorld, artifacts: Artifacts, tmp_path: Path
+):
+    """The deploy is SIGKILLed once the new process has started beside the old one (the journal
+    says `started`): `--recover` finds Caddy still on the old port, stops the new process by its
+    pid, puts the old binary back at the path, and unlocks."""
+    made = switch_world
+    settings = made.settings()
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import io, pickle, sys\n"
+        "from gbdeploy import deploy\n"
+        "from gbdeploy.output import Reporter\n"
+        f"settings = pickle.loads({pickle_bytes(settings)!r})\n"
+        f"deploy.run_deploy(settings, 'botserver', Reporter(stream=io.StringIO()), "
+        f"artifact={str(artifacts(NEW, Fault.SLOW_START))!r}, commit={NEW!r}, strategy='switch')\n"
+    )
+    journal = Path(f"{made.world.binary}.journal")
+    old_pids = pids_running(made.world.binary)
+    with under_load(made) as load:
+        assert load.wait_for_requests(30)
+        child = subprocess.Popen([sys.executable, str(script)], env=cli_env())
+        try:
+            assert wait_for(
+                lambda: journal.exists() and '"started"' in journal.read_text(),
+                deadline_seconds=60,
+            )
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        assert len(pids_running(made.world.binary)) == 2  # both run: the kill left them
+        out = io.StringIO()
+        deploy.run_deploy(settings, "botserver", Reporter(stream=out), recover=True)
+        assert load.wait_for_requests(30)
+
+    assert load.result.failed == 0, load.result.summary()
+    assert pids_running(made.world.binary) == old_pids
+    assert made.through_caddy() == OLD
+    assert not Path(f"{made.world.binary}.lock").exists()
+    assert made.world.deploy_log()[-1]["switch"]["live"] == made.ports[0]
+
+
+def pickle_bytes(value: object) -> bytes:
+    import pickle
+
+    return pickle.dumps(value)

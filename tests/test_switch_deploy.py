@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -227,12 +228,17 @@ def test_dry_run_prints_the_switch_plan_and_changes_nothing(
     assert not switch_world.backups()
 
 
+@pytest.mark.parametrize(
+    "killed_at, serves",
+    [("started", OLD), ("switched", NEW)],
+    ids=["new-started-caddy-on-old", "caddy-switched-old-draining"],
+)
 def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_caddy(
-    switch_world: SwitchWorld, artifacts: Artifacts, tmp_path: Path
+    switch_world: SwitchWorld, artifacts: Artifacts, tmp_path: Path, killed_at: str, serves: str
 ):
-    """The deploy is SIGKILLed once the new process has started beside the old one (the journal
-    says `started`): `--recover` finds Caddy still on the old port, stops the new process by its
-    pid, puts the old binary back at the path, and unlocks."""
+    """The deploy is SIGKILLed once its journal says `killed_at`: `--recover` keeps the process
+    on the port Caddy runs, stops the other by its pid, puts that process's binary at the path,
+    and unlocks; no request fails meanwhile."""
     made = switch_world
     settings = made.settings()
     script = tmp_path / "run.py"
@@ -240,36 +246,35 @@ def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_ca
         "import io, pickle, sys\n"
         "from gbdeploy import deploy\n"
         "from gbdeploy.output import Reporter\n"
-        f"settings = pickle.loads({pickle_bytes(settings)!r})\n"
+        f"settings = pickle.loads({pickle.dumps(settings)!r})\n"
         f"deploy.run_deploy(settings, 'botserver', Reporter(stream=io.StringIO()), "
-        f"artifact={str(artifacts(NEW, Fault.SLOW_START))!r}, commit={NEW!r}, strategy='switch')\n"
+        f"artifact={str(artifacts(NEW))!r}, commit={NEW!r}, strategy='switch')\n"
     )
     journal = Path(f"{made.world.binary}.journal")
-    old_pids = pids_running(made.world.binary)
     with under_load(made) as load:
         assert load.wait_for_requests(30)
         child = subprocess.Popen([sys.executable, str(script)], env=cli_env())
         try:
             assert wait_for(
-                lambda: journal.exists() and '"started"' in journal.read_text(),
+                lambda: journal.exists() and f'"{killed_at}"' in journal.read_text(),
                 deadline_seconds=60,
             )
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
-        assert len(pids_running(made.world.binary)) == 2  # both run: the kill left them
-        out = io.StringIO()
-        deploy.run_deploy(settings, "botserver", Reporter(stream=out), recover=True)
+        # both run: the kill left the new one beside the old
+        assert wait_for(lambda: len(pids_running(made.world.binary)) == 2)
+        said = io.StringIO()
+        deploy.run_deploy(settings, "botserver", Reporter(stream=said), recover=True)
+        assert "alone (one process)" in said.getvalue()
         assert load.wait_for_requests(30)
 
     assert load.result.failed == 0, load.result.summary()
-    assert pids_running(made.world.binary) == old_pids
-    assert made.through_caddy() == OLD
+    assert len(pids_running(made.world.binary)) == 1
+    assert made.through_caddy() == serves
+    live = made.ports[0] if serves == OLD else made.ports[1]
+    assert (health(live) or {}).get("commit") == serves
+    assert made.world.binary.read_bytes() == artifacts(serves).read_bytes()
     assert not Path(f"{made.world.binary}.lock").exists()
-    assert made.world.deploy_log()[-1]["switch"]["live"] == made.ports[0]
-
-
-def pickle_bytes(value: object) -> bytes:
-    import pickle
-
-    return pickle.dumps(value)
+    last = made.world.deploy_log()[-1]
+    assert (last["recovered"], last["switch"]["live"]) == (True, live)

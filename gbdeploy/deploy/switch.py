@@ -32,10 +32,22 @@ from collections.abc import Callable
 from ..caddy_switch import CaddySwitch, ProxySwitchFailed, read_file, reload
 from ..caddyfile import dialled_ports
 from ..config import Component, Settings
-from ..errors import DeployFailed, GbdeployError, PreflightError, RemoteError
+from ..errors import (
+    DeployFailed,
+    GbdeployError,
+    PreflightError,
+    RemoteError,
+    RestoreFailed,
+)
 from ..output import Reporter
 from ..remote.connection import Remote, quote
-from ..switch_process import POLL, drain_command, listening_inodes, parse_pids
+from ..switch_process import (
+    POLL,
+    drain_command,
+    listening_inodes,
+    parse_pids,
+    serving_pid_command,
+)
 from . import engine, layout
 from .deployment import Deployment
 from .engine import Step, Undo
@@ -368,6 +380,103 @@ class SwitchDeployment(Deployment):
             skip(self.stop_old_step()),
         ]
         return [begin, *([source] if source is not None else []), *middle, self.finish_step()]
+
+    # -- recovery
+    def serving_port(self) -> int:
+        """The port Caddy runs a config dialling (its admin API; the file when the API is off).
+        RestoreFailed (exit 5) when it dials neither or both: a person must decide."""
+        text = self.read_caddyfile()
+        probe = self.new_caddy_switch(*self.switch.ports)
+        probe.new_text = text
+        running = probe.running_dials(self.proxy)
+        if running is None:
+            filed = dialled_ports(text, self.switch.upstream_host)
+            serving = [port for port in self.switch.ports if port in filed]
+        else:
+            serving = [port for port in self.switch.ports if probe._dial(port) in running]
+        if len(serving) != 1:
+            raise RestoreFailed(
+                f"{self.base.name}: Caddy on {self.proxy.description} dials "
+                f"{' and '.join(map(str, serving)) or 'neither'} of the ports "
+                f"{self.switch.ports[0]}, {self.switch.ports[1]}: recovery cannot tell which "
+                "process should serve; nothing was changed",
+                hint=f"make {self.switch.caddyfile} dial the port whose process is healthy, "
+                f"`caddy reload`, then `gbdeploy deploy {self.base.name} --recover` again",
+            )
+        return serving[0]
+
+    def keep_serving_command(self, port: int) -> str:
+        """On the target, with the process serving `port` kept: the other port drained, every
+        other process running B stopped by pid, B made the kept process's binary, its recipe
+        for `port` in place. Prints `keep PID`, the stops, and what became of B; `serving none`
+        (exit 3) when nothing of ours listens on `port`."""
+        other = self.switch.idle_port(port)
+        looks = max(1, round(self.component.stop_timeout / POLL))
+        return "\n".join(
+            [
+                "trap '' HUP INT TERM PIPE",
+                layout.prelude(self.paths),
+                f"keep=$( {serving_pid_command(self.paths.binary, port)}\n)",
+                f"resolve {quote(self.paths.binary)}",
+                'keep=$(printf "%s\\n" "$keep" | head -n 1)',
+                '[ -n "$keep" ] || { echo "serving none"; exit 3; }',
+                'echo "keep $keep"',
+                f"( {drain_command(other, self.switch.drain)}\n)",
+                f'stop_all_but {looks} "$keep" || exit 1',
+                'keep_binary_of "$keep" || exit 1',
+                layout.write_recipe_lines(self.base.on_port(port), self.ssh_user),
+                'cp -p -- "$L/recipe" "$G"',
+                'phase "recovered"',
+            ]
+        )
+
+    def recover_step(self) -> Step:
+        def run() -> str:
+            port = self.serving_port()
+            self.set_live(port)
+            self.component = self.base.on_port(port)
+            text = self.read_caddyfile()
+            other = self.switch.idle_port(port)
+            said = []
+            if port not in dialled_ports(text, self.switch.upstream_host):
+                back = self.new_caddy_switch(other, port)  # the file, not what Caddy runs
+                back.apply(self.proxy, text)
+                said.append(
+                    f"{self.switch.caddyfile} dials :{port} again (backup {back.backup_path})"
+                )
+            result = self.session.run(
+                self.keep_serving_command(port), check=False, timeout=self.switch.drain + 120
+            )
+            self.touched = True
+            if "serving none" in result.stdout:
+                raise RestoreFailed(
+                    f"{self.base.name}: Caddy dials port {port}, where no process running "
+                    f"{self.paths.binary} listens: traffic fails",
+                    hint=f"start {self.base.name} on port {port} (PORT={port}), or point "
+                    f"{self.switch.caddyfile} at a port that serves, then `--recover` again",
+                )
+            if not result.ok:
+                self.restore_failed = True
+                raise RestoreFailed(
+                    f"{self.base.name}: recovery on the target failed: "
+                    + (result.stderr.strip() or result.stdout.strip())[-300:],
+                    hint=f"`gbdeploy status {self.base.name}` shows what runs",
+                )
+            said += [line for line in result.stdout.splitlines() if line.strip()]
+            said.append(self.wait_until_up(expect=None))
+            return "; ".join(said)
+
+        return Step(
+            "recover",
+            [
+                "(the port Caddy runs: its admin API GET /config/)",
+                "keep the process on it, "
+                "drain and stop every other by pid, the binary of the kept one at the path",
+            ],
+            run,
+            summary="keep the process on the port Caddy dials, stop the other by pid, the "
+            "Caddyfile and the binary at the path made to agree",
+        )
 
     # -- how a failure is told
     def outcome(self, undone: engine.Undone) -> GbdeployError:

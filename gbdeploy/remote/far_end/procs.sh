@@ -117,15 +117,13 @@ switch_unplace() {
   esac
   rm -f -- "$S"
 }
-# keep_binary_of PID: after a recovery, B is the binary PID runs: already (nothing to do), B.prev
-# (switch_unplace), or else its bytes copied back from /proc/PID/exe. Prints what it did.
+# keep_binary_of PID: after a recovery, B is the binary PID runs: already (`binary-kept`), else
+# B.prev when that is it, else its bytes copied back from /proc/PID/exe (`binary-restored`).
 # shellcheck disable=SC3013
 keep_binary_of() {
-  if [ "/proc/$1/exe" -ef "$B" ]; then echo "binary-kept"
-  elif [ -f "$P" ] && [ "/proc/$1/exe" -ef "$P" ]; then switch_unplace && echo "binary-restored"
-  else
-    rm -f -- "$B.restore"
-    cp -- "/proc/$1/exe" "$B.restore" && chmod 0755 -- "$B.restore" &&
-      rename_over "$B.restore" "$B" && rm -f -- "$S" && echo "binary-copied"
-  fi
+  if [ "/proc/$1/exe" -ef "$B" ]; then echo "binary-kept"; return 0; fi
+  rm -f -- "$B.restore"
+  if [ -f "$P" ] && [ "/proc/$1/exe" -ef "$P" ]; then same_bytes "$P" "$B.restore"
+  else cp -- "/proc/$1/exe" "$B.restore" && chmod 0755 -- "$B.restore"
+  fi && rename_over "$B.restore" "$B" && rm -f -- "$S" && echo "binary-restored"
 }

@@ -23,8 +23,10 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.config import Settings, Switch, Target
+from gbdeploy.deploy.status import gather_status
 from gbdeploy.errors import DeployFailed, PreflightError
 from gbdeploy.output import Reporter
+from gbdeploy.verify import verify_deployed
 from gbdeploy_sandbox.load import Load
 from gbdeploy_sandbox.procs import pids_running, wait_for
 from gbdeploy_sandbox.proxy import LoopbackCaddy
@@ -148,18 +150,35 @@ def test_two_switches_there_and_back_under_load_fail_no_request(
         assert len(pids_running(made.world.binary)) == 1
         assert (health(first) or {}).get("commit") == THIRD
         assert load.wait_for_requests(50)
+        # rollback goes the same way: the kept release beside, on the idle port, then Caddy
+        deploy.run_rollback(made.settings(), "botserver", Reporter(stream=io.StringIO()))
+        assert made.through_caddy() == NEW
+        assert len(pids_running(made.world.binary)) == 1
+        assert load.wait_for_requests(50)
 
     assert load.result.failed == 0, load.result.summary()
     assert made.caddy.pid == caddy_pid and made.caddy.running()  # reloaded, not restarted
     text = made.caddy.caddyfile.read_text()
-    assert text == original  # back on the first port: the very same bytes
+    assert text == original.replace(f":{first}\n", f":{second}\n")  # only the upstream moved
     assert text[text.index("# another site") :] == other_sites
     assert len(made.backups()) >= 1
     log = made.world.deploy_log()
-    assert [(e["strategy"], e["result"], e["switch"]["live"]) for e in log] == [
-        ("switch", "ok", second),
-        ("switch", "ok", first),
+    assert [(e["action"], e["strategy"], e["result"], e["switch"]["live"]) for e in log] == [
+        ("deploy", "switch", "ok", second),
+        ("deploy", "switch", "ok", first),
+        ("rollback", "switch", "ok", second),
     ]
+    status = gather_status(made.settings(), made.settings().component("botserver"))
+    assert status.switch is not None and status.switch["live"] == second
+    assert status.health is not None and status.health.ok and status.health.commit == NEW
+    verify_deployed(
+        made.settings(),
+        made.settings().component("botserver"),
+        NEW,
+        since=None,
+        timeout=10,
+        reporter=Reporter(stream=io.StringIO()),
+    )
     assert not Path(f"{made.world.binary}.lock").exists()
     assert not Path(f"{made.world.binary}.journal").exists()
 
@@ -262,8 +281,11 @@ def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_ca
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
-        # both run: the kill left the new one beside the old
+        # both run: the kill left the new one beside the old; status shows both
         assert wait_for(lambda: len(pids_running(made.world.binary)) == 2)
+        during = gather_status(settings, settings.component("botserver")).switch
+        assert during is not None
+        assert all(during["serving"][port] for port in made.ports)
         said = io.StringIO()
         deploy.run_deploy(settings, "botserver", Reporter(stream=said), recover=True)
         assert "alone (one process)" in said.getvalue()

@@ -130,7 +130,8 @@ def release(
     help={
         "component": "component to deploy",
         "artifact": "the built binary to deploy (default: the component's `artifact`)",
-        "strategy": "staged (upload, then swap; default) or seed (stop, copy, start)",
+        "strategy": "staged (upload, then swap; default), seed (stop, copy, start) or switch "
+        "(a component with `switch:`: start beside on the idle port, switch Caddy, stop the old)",
         "dry_run": "print the plan of remote commands, change nothing",
         "force": "upload and restart even when the target already has this binary",
         "commit": "the commit this binary was built from (recorded in the lock and deploy log)",

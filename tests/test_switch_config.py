@@ -164,3 +164,15 @@ def test_doctor_reports_a_component_whose_env_dials_a_switch_port_directly(proje
         if status == "fail":
             assert f"components.botui.env.BOTSERVER_URL={url}" in verdict.saw
             assert "not through Caddy" in verdict.saw
+
+
+def test_the_rendered_workflow_of_a_switch_component_deploys_with_switch(project: Path):
+    """A push runs the deploy job without inputs: its default must be the one strategy a switch
+    component accepts (`staged` would be refused with exit 2)."""
+    from gbdeploy.workflows import render_workflow
+
+    (project / "gbdeploy.yaml").write_text(GOOD + "    binary: /opt/gbo/bin/botserver\n")
+    text = render_workflow(load_settings(start=project), "botserver")
+    assert '--strategy "${STRATEGY:-switch}"' in text
+    assert "default: switch" in text
+    assert "- staged" not in text

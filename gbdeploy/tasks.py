@@ -414,10 +414,18 @@ def maintain(
         "keep": "leave the sandbox running and print how to use it by hand",
         "placement": "where botserver's workflow lives: root (gb, default) or component",
         "container": "botserver runs in a container behind the ssh host, entered with sudo incus",
+        "switch": "instead: zero-downtime deploys (--strategy switch) behind a real Caddy, "
+        "under load",
     }
 )
 @reporting_errors
-def demo(c: Context, keep: bool = False, placement: str = "root", container: bool = False) -> None:
+def demo(
+    c: Context,
+    keep: bool = False,
+    placement: str = "root",
+    container: bool = False,
+    switch: bool = False,
+) -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -428,6 +436,11 @@ def demo(c: Context, keep: bool = False, placement: str = "root", container: boo
         ) from None
     if placement not in ("root", "component"):
         raise UsageError(f"--placement: expected root or component, got {placement!r}")
+    if switch:
+        from gbdeploy_sandbox.switch_demo import run_switch_demo
+
+        run_switch_demo(reporter())
+        return
     sandbox.run_demo(reporter(), keep=keep, placement=placement, container=container)
 
 

@@ -220,7 +220,9 @@ class SwitchDeployment(Deployment):
                 why = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
                 raise DeployFailed(f"starting beside failed on the target ({why})")
             launched = next((line for line in out if line.startswith("launched")), "launched ?")
-            old = ", ".join(map(str, self.old_pids)) or "none"
+            if not self.old_pids:
+                return f"{launched} on port {self.idle}; nothing ran before"
+            old = ", ".join(map(str, self.old_pids))
             return f"{launched} on port {self.idle}; pid {old} keeps serving port {self.live}"
 
         def undo() -> None:

@@ -194,7 +194,7 @@ class CaddySwitch:
         `host:old_port`: the reload took. ProxySwitchFailed otherwise (the caller undoes the
         switch, and stops the new process only once Caddy is seen dialling the old port)."""
         dials = self.running_dials(remote)
-        new, old = self._dial(self.new_port), self._dial(self.old_port)
+        new, old = self.dial(self.new_port), self.dial(self.old_port)
         if dials is None:
             raise ProxySwitchFailed(
                 f"Caddy's running config cannot be read from its admin API (see {self.path}'s "
@@ -219,7 +219,8 @@ class CaddySwitch:
         answer = probe_health(f"http://{address}/config/").run(remote)
         return set(_dials(answer.data)) if answer.http_status == 200 else None
 
-    def _dial(self, port: int) -> str:
+    def dial(self, port: int) -> str:
+        """`host:port` as Caddy's running config names the upstream (`[v6]:port` for IPv6)."""
         return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     def undo(self, remote: Remote) -> None:
@@ -249,7 +250,7 @@ class CaddySwitch:
         again = remote.run(reload(self.path, self.caddy).command, check=False)
         tail = "" if again.ok else f"; reloading it failed too ({_said(again)})"
         dials = self.running_dials(remote)
-        dials_new = None if dials is None else self._dial(self.new_port) in dials
+        dials_new = None if dials is None else self.dial(self.new_port) in dials
         running = {
             None: "its admin API does not say which config Caddy runs",
             True: "Caddy still dials the new port",

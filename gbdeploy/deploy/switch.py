@@ -166,7 +166,8 @@ class SwitchDeployment(Deployment):
                 f"remember_sha {quote(self.sha256 or '')} || exit 3",
                 'cp -p -- "$L/recipe" "$G" || exit 3',
                 'launch "$G" || { echo "the start failed" >&2; exit 3; }',
-                'phase "started"',
+                'printf \'{"phase": "started", "launcher": "%s", "time": "%s"}\\n\' '
+                '"$(cat "$L/launcher" 2>/dev/null)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"',
             ]
         )
 
@@ -292,18 +293,30 @@ class SwitchDeployment(Deployment):
                 return  # the Caddyfile was never changed
             if error is not None and error.restored and error.dials_new is False:
                 return  # the failed reload was undone by caddy_switch and Caddy runs the old
-            caddy_switch.undo(self.proxy)
+            failed = ""
+            try:
+                caddy_switch.undo(self.proxy)
+            except (ProxySwitchFailed, RemoteError) as error:
+                failed = f" ({first_line(error)})"
+            # Whether the new process may be stopped is what Caddy runs, not what undo said.
             dials = caddy_switch.running_dials(self.proxy)
-            old, new = caddy_switch._dial(self.live), caddy_switch._dial(self.idle)
+            old, new = caddy_switch.dial(self.live), caddy_switch.dial(self.idle)
             if dials is None or new in dials or old not in dials:
                 raise RemoteError(
-                    f"{path} is back from {caddy_switch.backup_path} and reloaded, but Caddy "
+                    f"putting {caddy_switch.backup_path} back over {path} and reloading"
+                    + (f" failed{failed}" if failed else " ran")
+                    + ", and Caddy "
                     + (
                         "does not say which config it runs"
                         if dials is None
                         else f"dials {', '.join(sorted(dials)) or 'nothing'}"
                     )
                     + f": the new process on port {self.idle} is left running"
+                )
+            if failed:
+                self.reporter.say(
+                    f"  warning: putting the backup back failed{failed}, but Caddy runs the old "
+                    f"config (it dials {old})"
                 )
 
         return Step(
@@ -395,7 +408,7 @@ class SwitchDeployment(Deployment):
             filed = dialled_ports(text, self.switch.upstream_host)
             serving = [port for port in self.switch.ports if port in filed]
         else:
-            serving = [port for port in self.switch.ports if probe._dial(port) in running]
+            serving = [port for port in self.switch.ports if probe.dial(port) in running]
         if len(serving) != 1:
             raise RestoreFailed(
                 f"{self.base.name}: Caddy on {self.proxy.description} dials "

@@ -54,10 +54,12 @@ class SwitchWorld:
     caddy: LoopbackCaddy
     ports: tuple[int, int]
     caddy_command: str = "caddy"
+    health_timeout: float = 30.0  # a bound on a poll: generous for a loaded machine
 
     def settings(self) -> Settings:
         base = self.world.settings(
             env={},
+            health_timeout=self.health_timeout,
             health="http://localhost:{port}/health",
             switch=Switch(
                 ports=list(self.ports),
@@ -208,6 +210,8 @@ def test_a_failure_leaves_traffic_where_it_was(
     made = switch_world
     if wrapper:
         made.failing_caddy(wrapper)
+    if fault is Fault.NEVER_HEALTHY:
+        made.health_timeout = 3.0  # it answers, never ok: the whole bound is waited out
     before = made.caddy.caddyfile.read_bytes()
     caddy_pid = made.caddy.pid
     old_pids = pids_running(made.world.binary)

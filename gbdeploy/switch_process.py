@@ -9,6 +9,7 @@ the service's /proc/PID/fd), with `ss` where there is one, else /proc/net/tcp an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from .remote.connection import quote
@@ -152,3 +153,17 @@ def live_port(serving: dict[int, list[int]], recorded: object = None) -> int | N
     if recorded in busy or (not busy and recorded in serving):
         return int(recorded)  # type: ignore[arg-type]
     return busy[0] if busy else None
+
+
+def live_port_on_target(
+    run: Callable[[str], str], binary: str, ports: list[int], deploy_log: str
+) -> int:
+    """The port a switch component serves on now (see `live_port`; the last deploy's record
+    while nothing serves; else the first port)."""
+    last = run(f"tail -n 1 -- {quote(deploy_log)} 2>/dev/null || true").strip()
+    try:
+        recorded = (json.loads(last or "{}").get("switch") or {}).get("live")
+    except (ValueError, AttributeError):
+        recorded = None
+    live = live_port(serving_ports(run, binary, ports), recorded)
+    return live if live is not None else ports[0]

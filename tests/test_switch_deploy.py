@@ -26,6 +26,7 @@ from gbdeploy.config import Settings, Switch, Target
 from gbdeploy.deploy.status import gather_status
 from gbdeploy.errors import DeployFailed, PreflightError
 from gbdeploy.output import Reporter
+from gbdeploy.service_control import run_service
 from gbdeploy.verify import verify_deployed
 from gbdeploy_sandbox.load import Load
 from gbdeploy_sandbox.procs import pids_running, wait_for
@@ -159,6 +160,9 @@ def test_two_switches_there_and_back_under_load_fail_no_request(
         assert load.wait_for_requests(50)
 
     assert load.result.failed == 0, load.result.summary()
+    # `restart` of a switch component (in place, not zero-downtime) keeps the port it serves on
+    run_service(made.settings(), Reporter(stream=io.StringIO()), "botserver", "restart")
+    assert made.through_caddy() == NEW and (health(second) or {}).get("commit") == NEW
     assert made.caddy.pid == caddy_pid and made.caddy.running()  # reloaded, not restarted
     text = made.caddy.caddyfile.read_text()
     assert text == original.replace(f":{first}\n", f":{second}\n")  # only the upstream moved

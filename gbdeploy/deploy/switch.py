@@ -69,8 +69,7 @@ class SwitchDeployment(Deployment):
         # one channel for every command on the proxy: a new one per command costs 0.65-0.9 s
         # each on a loaded 2-core machine (measured), five of them per switch
         self.proxy_session = Session(self.proxy)
-        self.live, self.idle = self.switch.ports[0], self.switch.ports[1]
-        self.set_live(self.live)  # the plan's guess; `find_live` asks the Caddyfile
+        self.set_live(self.switch.ports[0])  # the plan's guess; `find_live` asks the Caddyfile
         self.old_pids: list[int] = []  # what ran B before the new one started
         self.caddy_switch: CaddySwitch | None = None
         self.proxy_error: ProxySwitchFailed | None = None
@@ -81,6 +80,16 @@ class SwitchDeployment(Deployment):
         super().close()
         self.proxy_session.close()
         self.proxy.close_quietly()
+
+    def drop_connection(self, error: BaseException | None = None) -> None:
+        """Also the proxy's session: an exchange cut short leaves it unusable, and the undo
+        opens a fresh one."""
+        super().drop_connection(error)
+        self.proxy_session.close()
+
+    def cut(self) -> None:
+        super().cut()
+        self.proxy.cut()
 
     # -- the ports
     def find_live(self) -> None:
@@ -102,7 +111,6 @@ class SwitchDeployment(Deployment):
         self.set_live(live[0])
 
     def set_live(self, live: int) -> None:
-        assert self.switch is not None
         self.live, self.idle = live, self.switch.idle_port(live)
         self.component = self.base.on_port(self.idle)
 
@@ -454,7 +462,7 @@ class SwitchDeployment(Deployment):
         def run() -> str:
             port = self.serving_port()
             self.set_live(port)
-            self.component = self.base.on_port(port)
+            self.component = self.base.on_port(port)  # the one kept, not a new one beside
             text = self.read_caddyfile()
             other = self.switch.idle_port(port)
             said = []

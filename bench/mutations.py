@@ -288,8 +288,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "switch-undo-leaves-the-new-running",
         "a failed switch stops the process it started beside the old one",
         "gbdeploy/deploy/switch.py",
-        'f"stop_all_but {looks} $before && switch_unplace ||"',
-        'f"switch_unplace ||"',
+        'f"if ! {{ stop_all_but {looks} $before && switch_unplace; }}; then",',
+        'f"if ! {{ switch_unplace; }}; then",',
         ("tests/test_switch_deploy.py::test_a_failure_leaves_traffic_where_it_was",),
     ),
     Mutation(

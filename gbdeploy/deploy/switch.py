@@ -203,8 +203,9 @@ class SwitchDeployment(Deployment):
                 'before=$(sed -n \'s/.*"old_pids": "\\([0-9 ]*\\)".*/\\1/p\' -- "$J" | head -n 1)',
                 'phase "undoing"',
                 "# shellcheck disable=SC2086  # the pids, one word each",
-                f"stop_all_but {looks} $before && switch_unplace ||"
-                ' { phase "restore-failed"; echo restore-failed; exit 1; }',
+                f"if ! {{ stop_all_but {looks} $before && switch_unplace; }}; then",
+                '  phase "restore-failed"; echo restore-failed; exit 1',
+                "fi",
                 'phase "restored"',
                 "echo restored",
             ]
@@ -376,7 +377,7 @@ class SwitchDeployment(Deployment):
                 "rc=0",
                 f'for p in {pids}; do stop_pid "$p" {looks} || rc=1; done',
                 'phase "old-stopped"',
-                "exit $rc",
+                '[ "$rc" = 0 ]  # the exit status: whether each old process stopped',
             ]
         )
 

@@ -91,7 +91,7 @@ stop_all_but() {
     case " $* " in *" $p "*) continue ;; esac
     stop_pid "$p" "$looks" || rc=1
   done
-  return $rc
+  return "$rc"
 }
 # switch_place SOURCE OWNER: put SOURCE (B.new, or a kept release) at B with nothing stopped: B
 # kept as P with its recipe (`$L/had` says whether there was one), SOURCE owned by OWNER and

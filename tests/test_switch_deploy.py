@@ -255,6 +255,18 @@ def test_dry_run_prints_the_switch_plan_and_changes_nothing(
     assert not switch_world.backups()
 
 
+def test_the_binary_already_there_changes_nothing_and_checks_the_live_port(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    pids = pids_running(switch_world.world.binary)
+    out = switch_world.deploy(OLD, artifacts(OLD))
+    assert "unchanged (it was there already)" in out
+    assert pids_running(switch_world.world.binary) == pids
+    assert not switch_world.backups()
+    last = switch_world.world.deploy_log()[-1]
+    assert (last["result"], last["switch"]["live"]) == ("unchanged", switch_world.ports[0])
+
+
 @pytest.mark.parametrize(
     "killed_at, serves",
     [("started", OLD), ("switched", NEW)],

@@ -320,3 +320,23 @@ def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_ca
     assert not Path(f"{made.world.binary}.lock").exists()
     last = made.world.deploy_log()[-1]
     assert (last["recovered"], last["switch"]["live"]) == (True, live)
+
+
+def test_recover_makes_the_caddyfile_dial_the_port_caddy_runs(switch_world: SwitchWorld):
+    """Killed between the Caddyfile's rename and the reload: the file dials the new port, Caddy
+    still runs the old config. `--recover` goes by what Caddy runs and writes the file back."""
+    made = switch_world
+    first, second = made.ports
+    original = made.caddy.caddyfile.read_text()
+    made.caddy.caddyfile.write_text(original.replace(f":{first}\n", f":{second}\n"))
+    journal = Path(f"{made.world.binary}.journal")
+    journal.write_text(json.dumps({"phase": "switching", "from": first, "to": second}) + "\n")
+    pids = pids_running(made.world.binary)
+
+    deploy.run_deploy(made.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True)
+
+    assert made.caddy.caddyfile.read_text() == original
+    assert len(made.backups()) == 1  # the file as the kill left it
+    assert pids_running(made.world.binary) == pids
+    assert made.through_caddy() == OLD
+    assert not journal.exists()

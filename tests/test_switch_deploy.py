@@ -56,6 +56,7 @@ class SwitchWorld:
     ports: tuple[int, int]
     caddy_command: str = "caddy"
     health_timeout: float = 30.0  # a bound on a poll: generous for a loaded machine
+    caddyfile: Path | None = None  # default: the Caddy's own
 
     def settings(self) -> Settings:
         base = self.world.settings(
@@ -66,7 +67,7 @@ class SwitchWorld:
                 ports=list(self.ports),
                 proxy="proxy",
                 upstream_host="127.0.0.1",
-                caddyfile=str(self.caddy.caddyfile),
+                caddyfile=str(self.caddyfile or self.caddy.caddyfile),
                 drain=10.0,
                 caddy=self.caddy_command,
             ),
@@ -243,6 +244,12 @@ def test_a_switch_component_refuses_another_strategy_and_the_reverse(
     assert refused.value.exit_code == 2
     with pytest.raises(PreflightError, match=r"needs components\.botserver\.switch"):
         switch_world.world.deploy(artifacts(NEW), strategy="switch")
+    switch_world.caddyfile = switch_world.world.root / "no/such/Caddyfile"
+    with pytest.raises(PreflightError, match=r"cannot read .*no/such/Caddyfile") as unread:
+        switch_world.deploy(NEW, artifacts(NEW))
+    assert unread.value.exit_code == 2
+    assert not Path(f"{switch_world.world.binary}.lock").exists()
+    assert (switch_world.world.health() or {}).get("commit") == OLD
 
 
 def test_dry_run_prints_the_switch_plan_and_changes_nothing(

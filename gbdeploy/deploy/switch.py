@@ -115,14 +115,17 @@ class SwitchDeployment(Deployment):
         self.component = self.base.on_port(self.idle)
 
     def read_caddyfile(self) -> str:
-        try:
-            return self.proxy_session.run(read_file(self.switch.caddyfile).command).stdout
-        except GbdeployError as error:
+        """The Caddyfile's text; a file the proxy cannot give is the config's error (exit 2), a
+        connection that fails is not (RemoteError, exit 1)."""
+        result = self.proxy_session.run(read_file(self.switch.caddyfile).command, check=False)
+        if not result.ok:
+            said = (result.stderr.strip() or f"exit {result.exit_code}").splitlines()[-1]
             raise PreflightError(
                 f"{self.base.name}: cannot read {self.switch.caddyfile} on "
-                f"{self.proxy.description}: {first_line(error)}; nothing was changed",
+                f"{self.proxy.description}: {said}; nothing was changed",
                 hint=f"check components.{self.base.name}.switch.caddyfile and .proxy",
-            ) from None
+            )
+        return result.stdout
 
     def new_caddy_switch(self, old: int, new: int) -> CaddySwitch:
         return CaddySwitch(

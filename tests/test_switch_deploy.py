@@ -23,7 +23,7 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.config import Settings, Switch, Target
-from gbdeploy.deploy.status import gather_status
+from gbdeploy.deploy.status import format_status, gather_status
 from gbdeploy.errors import DeployFailed, PreflightError
 from gbdeploy.output import Reporter
 from gbdeploy.service_control import run_service
@@ -310,9 +310,11 @@ def test_recover_after_a_kill_mid_switch_ends_with_one_healthy_process_behind_ca
             child.wait()
         # both run: the kill left the new one beside the old; status shows both
         assert wait_for(lambda: len(pids_running(made.world.binary)) == 2)
-        during = gather_status(settings, settings.component("botserver")).switch
-        assert during is not None
-        assert all(during["serving"][port] for port in made.ports)
+        status = gather_status(settings, settings.component("botserver"))
+        assert status.switch is not None
+        assert all(status.switch["serving"][port] for port in made.ports)
+        shown = "\n".join(format_status(settings.component("botserver"), status))
+        assert "both serve: a switch in progress" in shown
         said = io.StringIO()
         deploy.run_deploy(settings, "botserver", Reporter(stream=said), recover=True)
         assert "alone (one process)" in said.getvalue()

@@ -349,3 +349,36 @@ def test_recover_makes_the_caddyfile_dial_the_port_caddy_runs(switch_world: Swit
     assert pids_running(made.world.binary) == pids
     assert made.through_caddy() == OLD
     assert not journal.exists()
+
+
+def test_a_process_left_on_the_idle_port_is_refused_then_recovered(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    """Something of ours already serves the idle port (a switch killed before any lock was
+    recorded, or started by hand): the deploy changes nothing (exit 1), `--recover` keeps the
+    process Caddy dials and stops the other by its pid."""
+    made = switch_world
+    second = made.ports[1]
+    old_pids = pids_running(made.world.binary)
+    stray = subprocess.Popen(
+        ["runuser", "-u", made.world.user, "--", str(made.world.binary)],
+        cwd=made.world.binary.parent,
+        env={**os.environ, "PORT": str(second)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert wait_for(lambda: (health(second) or {}).get("commit") == OLD)
+    before = made.caddy.caddyfile.read_bytes()
+
+    with pytest.raises(DeployFailed, match=f"already listens on the idle port {second}") as busy:
+        made.deploy(NEW, artifacts(NEW))
+    assert busy.value.exit_code == 1
+    assert made.caddy.caddyfile.read_bytes() == before and not made.backups()
+    assert len(pids_running(made.world.binary)) == 2
+
+    deploy.run_deploy(made.settings(), "botserver", Reporter(stream=io.StringIO()), recover=True)
+    assert pids_running(made.world.binary) == old_pids
+    assert made.through_caddy() == OLD and health(second) is None
+    stray.wait(timeout=30)

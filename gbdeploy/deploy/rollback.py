@@ -71,14 +71,14 @@ def run_rollback(
                 deployment.steal = str(facts.holder.get("token", "")) or None
             if facts.held_age is not None and not deployment.steal:
                 deployment.steal = layout.HOLDERLESS
+            if comp.switch is not None:  # even unlocked: two processes may run, one behind Caddy
+                return _recover_switch(deployment, facts, dry_run=dry_run)
             if facts.held_age is None and not facts.journal and deployment.service_alive():
                 reporter.say(
                     f"recover {comp.name}: nothing to recover (no lock, no interrupted deploy); "
                     f"{running_release(facts)} runs, left as it is"
                 )
                 return []
-            if comp.switch is not None:
-                return _recover_switch(deployment, facts, dry_run=dry_run)
             release = facts.releases[-1] if facts.releases else None
             if release is None:
                 if deployment.steal and not dry_run:

@@ -100,7 +100,8 @@ class SwitchWorld:
 
     def failing_caddy(self, operation: str) -> None:
         """`switch.caddy` becomes a wrapper of the real caddy whose `OPERATION` fails (`validate`)
-        or does nothing (`reload-ignored`), or fails only on its first run (`reload`)."""
+        or does nothing (`reload-ignored`), or fails only on its first run (`reload`), or takes
+        and then hangs, failing every later run (`reload-then-hang`)."""
         wrapper = self.world.root / "caddy-wrapper"
         real = subprocess.run(["which", "caddy"], capture_output=True, text=True).stdout.strip()
         once = self.world.root / "caddy-wrapper.failed-once"
@@ -110,6 +111,11 @@ class SwitchWorld:
             "reload": f'[ "$1" = reload ] && [ ! -e {once} ] && {{ : > {once}; '
             'echo "Error: sending configuration to instance: refused" >&2; exit 1; }',
             "reload-ignored": '[ "$1" = reload ] && exit 0',
+            # the first reload takes, then hangs (the deploy is interrupted there); later fail
+            "reload-then-hang": f'if [ "$1" = reload ]; then [ -e {once} ] && '
+            '{ echo "Error: sending configuration to instance: refused" >&2; exit 1; }; '
+            f'{real} "$@" || exit 1; : > {once}; i=0; '
+            'while [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; exit 0; fi',
         }[operation]
         wrapper.write_text(f'#!/bin/sh\n{body}\nexec {real} "$@"\n')
         wrapper.chmod(0o755)
@@ -382,3 +388,46 @@ def test_a_process_left_on_the_idle_port_is_refused_then_recovered(
     assert pids_running(made.world.binary) == old_pids
     assert made.through_caddy() == OLD and health(second) is None
     stray.wait(timeout=30)
+
+
+def test_an_interrupted_switch_whose_caddy_cannot_be_put_back_leaves_the_new_one_serving(
+    switch_world: SwitchWorld, artifacts: Artifacts, tmp_path: Path
+):
+    """SIGTERM once Caddy was reloaded onto the new port, and the reload that would put it back
+    fails: the process Caddy dials is never stopped (no request fails), and the deploy exits 5
+    saying what runs."""
+    made = switch_world
+    made.failing_caddy("reload-then-hang")
+    second = made.ports[1]
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import io, pickle, sys\n"
+        "from gbdeploy import deploy\n"
+        "from gbdeploy.errors import GbdeployError\n"
+        "from gbdeploy.output import Reporter\n"
+        f"settings = pickle.loads({pickle.dumps(made.settings())!r})\n"
+        "try:\n"
+        f"    deploy.run_deploy(settings, 'botserver', Reporter(stream=io.StringIO()), "
+        f"artifact={str(artifacts(NEW))!r}, commit={NEW!r}, strategy='switch')\n"
+        "except GbdeployError as error:\n"
+        "    print(error)\n"
+        "    sys.exit(error.exit_code)\n"
+    )
+    reloaded = made.world.root / "caddy-wrapper.failed-once"
+    with under_load(made) as load:
+        assert load.wait_for_requests(30)
+        child = subprocess.Popen(
+            [sys.executable, str(script)], env=cli_env(), stdout=subprocess.PIPE, text=True
+        )
+        assert wait_for(reloaded.exists, deadline_seconds=60)
+        child.send_signal(signal.SIGTERM)
+        said, _ = child.communicate(timeout=300)
+        assert load.wait_for_requests(30)
+
+    assert child.returncode == 5, said
+    assert f"traffic could NOT be put back on port {made.ports[0]}" in said
+    assert "--recover" in said
+    assert f"the new process on port {second} is left running" in said
+    assert load.result.failed == 0, load.result.summary()
+    assert made.through_caddy() == NEW
+    assert (health(second) or {}).get("commit") == NEW

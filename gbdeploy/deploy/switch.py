@@ -75,6 +75,8 @@ class SwitchDeployment(Deployment):
         self.proxy_error: ProxySwitchFailed | None = None
         self.switched = False  # Caddy confirmed on the new port: from here nothing is undone
         self.undo_said = ""  # what the beside undo reported
+        # the proxy's undo could not see Caddy back on the old port: the new process stays
+        self.traffic_stuck = False
 
     def close(self) -> None:
         super().close()
@@ -82,10 +84,11 @@ class SwitchDeployment(Deployment):
         self.proxy.close_quietly()
 
     def drop_connection(self, error: BaseException | None = None) -> None:
-        """Also the proxy's session: an exchange cut short leaves it unusable, and the undo
-        opens a fresh one."""
+        """Also the proxy's session and connection (an interrupt cuts it): the undo opens fresh
+        ones."""
         super().drop_connection(error)
         self.proxy_session.close()
+        self.proxy.close_quietly()
 
     def cut(self) -> None:
         super().cut()
@@ -319,6 +322,7 @@ class SwitchDeployment(Deployment):
             dials = caddy_switch.running_dials(self.proxy_session)
             old, new = caddy_switch.dial(self.live), caddy_switch.dial(self.idle)
             if dials is None or new in dials or old not in dials:
+                self.traffic_stuck = True
                 raise RemoteError(
                     f"putting {caddy_switch.backup_path} back over {path} and reloading"
                     + (f" failed{failed}" if failed else " ran")
@@ -512,6 +516,16 @@ class SwitchDeployment(Deployment):
 
     # -- how a failure is told
     def outcome(self, undone: engine.Undone) -> GbdeployError:
+        if self.traffic_stuck:
+            return RestoreFailed(
+                f"{self.action} of {self.base.name} failed ({message(undone.error)}) and traffic "
+                f"could NOT be put back on port {self.live}: {'; '.join(undone.problems)}. Both "
+                f"processes run (the old one: pid "
+                f"{', '.join(map(str, self.old_pids)) or 'none'}), nothing was stopped",
+                hint=f"a person must act: `gbdeploy deploy {self.base.name} --recover` keeps the "
+                f"process Caddy dials and stops the other once {self.switch.caddyfile} and Caddy "
+                "agree (check `caddy reload` on the proxy by hand first)",
+            )
         if undone.problems or self.restore_failed or self.on_target != "restored":
             return super().outcome(undone)
         cause = message(undone.error)

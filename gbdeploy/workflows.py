@@ -58,7 +58,8 @@ from typing import Literal
 
 import yaml
 
-from .config import CONFIG_NAMES, Component, Settings
+from .config import Component, Settings
+from .config_layers import CONFIG_NAMES
 from .deploy import STRATEGIES
 from .errors import ConfigError, GbdeployError, UsageError
 from .forge.client import ForgeClient

@@ -29,7 +29,8 @@ import pytest
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
 from gbdeploy.cli import CI_VARIABLES
-from gbdeploy.config import DEFAULTS, Settings, load_settings
+from gbdeploy.config import DEFAULTS, Settings
+from gbdeploy.config_layers import load_settings
 from gbdeploy.errors import (
     CIRunFailed,
     ConfigError,

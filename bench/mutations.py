@@ -397,7 +397,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "unpinned-install-accepted",
         "the CI installs gbdeploy only from a pinned commit or file, never by a bare name",
-        "gbdeploy/workflows.py",
+        "gbdeploy/install_lock.py",
         "    if _VCS.fullmatch(value):\n        return Pin(value)\n",
         "    if _VCS.fullmatch(value) or value:\n        return Pin(value)\n",
         ("tests/test_workflows.py",),

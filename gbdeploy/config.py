@@ -263,10 +263,8 @@ class DoctorSettings:
     botui_unit: UnitName = "ui.service"
     botserver_url: ForgeUrl = "http://localhost:5858"
     proxy_ports: list[Port] = field(default_factory=lambda: list(PROXY_PORTS))
-    # The runner's caches, where the rendered workflows put them (WorkflowSettings).
-    sccache_dir: TargetPath = "/opt/gbo/cache/sccache"
+    # The largest the runner's caches may grow (where they are: workflows.sccache_dir, cargo_home).
     sccache_max_gb: Gigabytes = 20.0
-    cargo_home: TargetPath = "/opt/gbo/cache/cargo"
     cargo_max_gb: Gigabytes = 20.0
     snapshot_retention_days: Count = 7
     email: ContainerName | None = "pragmatismo-email"
@@ -289,8 +287,8 @@ class DoctorSettings:
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
-    sccache_dir: LocalPath = "/opt/gbo/cache/sccache"  # as the rendered workflows build
-    cargo_home: LocalPath = "/opt/gbo/cache/cargo"
+    """How `gbdeploy maintain` trims the runner's caches (workflows.sccache_dir, cargo_home)."""
+
     max_age_days: Count = 14
     max_size_gb: Gigabytes = 20.0
 
@@ -316,6 +314,16 @@ class WorkflowSettings:
     toolchain_path: ToolchainPath = "$HOME/.cargo/bin"
     # The secret holding a token that may read the private submodules ("": the job token).
     submodules_secret: SecretName = ""
+
+    def __post_init__(self) -> None:
+        for key in RUNNER_CACHES:  # one of each: `maintain` trims it and `doctor` measures it
+            if "{component}" in getattr(self, key):
+                raise ConfigError(
+                    f"workflows.{key}", "is one cache for every component: no {component} in it"
+                )
+
+
+RUNNER_CACHES = ("sccache_dir", "cargo_home")  # the fields of WorkflowSettings that name them
 
 
 @dataclass(frozen=True)
@@ -407,6 +415,9 @@ class Settings:
             key = sorted(unknown)[0]
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(DEFAULTS))})")
         section = {name: mapping_of(data.get(name), name) for name in DEFAULTS}
+        for old, key in ((s, k) for s in ("doctor", "maintenance") for k in RUNNER_CACHES):
+            if key in section[old]:
+                raise ConfigError(f"{old}.{key}", f"moved to workflows.{key}, where builds put it")
         if "token" in section["forge"]:
             raise ConfigError(
                 "forge.token",

@@ -428,16 +428,7 @@ def render_maintenance_workflow(settings: Settings) -> str:
         "jobs:\n"
         "  maintain:\n"
         f"    runs-on: {_yaml(runs_on)}\n"
-        "    env:\n"
-        + _env(
-            {  # trim the caches the deploy jobs fill (workflows.*), not maintenance's defaults
-                "GBDEPLOY_MAINTENANCE_SCCACHE_DIR": settings.workflows.sccache_dir,
-                "GBDEPLOY_MAINTENANCE_CARGO_HOME": settings.workflows.cargo_home,
-                **NO_PROMPTS,
-            },
-            6,
-        )
-        + "    defaults:\n"
+        "    env:\n" + _env(NO_PROMPTS, 6) + "    defaults:\n"
         "      run:\n"
         "        shell: bash\n"
         "    steps:\n"

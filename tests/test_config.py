@@ -92,12 +92,19 @@ def test_doctor_and_maintenance_look_at_the_caches_the_workflows_build_in(projec
     """The runner's caches as FACTS has them (/opt/gbo/cache): the rendered workflows fill them,
     `maintain` trims them, `doctor` measures them — one place, not three."""
     settings = settings_in(project)
-    caches = {
-        "workflows": (settings.workflows.sccache_dir, settings.workflows.cargo_home),
-        "doctor": (settings.doctor.sccache_dir, settings.doctor.cargo_home),
-        "maintenance": (settings.maintenance.sccache_dir, settings.maintenance.cargo_home),
-    }
-    assert set(caches.values()) == {("/opt/gbo/cache/sccache", "/opt/gbo/cache/cargo")}
+    caches = (settings.workflows.sccache_dir, settings.workflows.cargo_home)
+    assert caches == ("/opt/gbo/cache/sccache", "/opt/gbo/cache/cargo")
+
+
+@pytest.mark.parametrize("section", ["doctor", "maintenance"])
+def test_the_runner_caches_are_named_once_where_the_builds_put_them(project: Path, section: str):
+    """Set elsewhere, a cache would be measured and trimmed in one place and filled in another."""
+    with pytest.raises(errors.ConfigError, match=rf"{section}\.sccache_dir: moved to workflows"):
+        settings_in(project, f"{section}: {{sccache_dir: /srv/cache}}\n")
+    moved = settings_in(project, "workflows: {sccache_dir: /srv/cache}\n")
+    assert moved.workflows.sccache_dir == "/srv/cache"
+    with pytest.raises(errors.ConfigError, match=r"workflows\.cargo_home: is one cache"):
+        settings_in(project, "workflows: {cargo_home: '/srv/{component}/cargo'}\n")
 
 
 def test_project_values_merge_over_defaults_and_a_component_can_be_dropped(project: Path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import DoctorSettings, Settings
+from ..config import Settings
 from ..forge.concurrency import forge_concurrency
 from ..forge.placement import WORKFLOW_DIR, workflow_text
 from ..output import human_bytes
@@ -35,14 +35,15 @@ def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Che
 
 
 def cache_cleanup_check(
-    d: DoctorSettings, container: str, scheduled_elsewhere: tuple[ScheduledJob, ...] = ()
+    settings: Settings, container: str, scheduled_elsewhere: tuple[ScheduledJob, ...] = ()
 ) -> Check:
     """A daily job cleans both caches: `gbdeploy maintain`, or commands naming each cache; the
     runner's cron and timers count, and `scheduled_elsewhere` (gbdeploy's own maintenance
     workflow, which Forgejo schedules on the runner)."""
+    sccache_dir, cargo_home = settings.workflows.sccache_dir, settings.workflows.cargo_home
     caches = {
-        "sccache": ("sccache", d.sccache_dir),
-        "cargo": (d.cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
+        "sccache": ("sccache", sccache_dir),
+        "cargo": (cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
     }
 
     def cleans(job: ScheduledJob, cache: str) -> bool:
@@ -67,7 +68,7 @@ def cache_cleanup_check(
     return schedule_check(
         "ci.cache-cleanup-daily",
         container,
-        d.cron_etc,
+        settings.doctor.cron_etc,
         judge,
         "commit gbdeploy's own runner-maintenance.yaml (`gbdeploy workflows` renders it; Forgejo "
         "runs `gbdeploy maintain` daily on the runner), or a daily cron job on the runner: "

@@ -27,6 +27,7 @@ from invoke.util import yaml as invoke_yaml  # Invoke parses with its vendored c
 from .config import DEFAULTS, TOKEN_VARIABLES, Settings, top_level_problem
 from .config_values import shown
 from .errors import ConfigError
+from .hooks import FACT_VARIABLES
 
 CONFIG_NAMES = ("gbdeploy.yaml", "gbdeploy.yml", "gbdeploy.json")
 
@@ -104,16 +105,7 @@ OWN_VARIABLES = frozenset(
         "GBDEPLOY_SUBMODULE",
         "GBDEPLOY_TOOLCHAIN_PATH",
         "GBDEPLOY_WORKSPACE_TOML",
-        # hooks
-        "GBDEPLOY_ACTION",
-        "GBDEPLOY_TARGET",
-        "GBDEPLOY_FROM_COMMIT",
-        "GBDEPLOY_TO_COMMIT",
-        "GBDEPLOY_SHA256",
-        "GBDEPLOY_STRATEGY",
-        "GBDEPLOY_RESULT",
-        "GBDEPLOY_WHO",
-        "GBDEPLOY_RUN_URL",
+        *FACT_VARIABLES,  # what a hook is given
     }
 )
 ENV_PREFIX = "GBDEPLOY_"

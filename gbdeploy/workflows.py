@@ -57,7 +57,7 @@ from .config_layers import CONFIG_NAMES
 from .deploy import STRATEGIES
 from .errors import ConfigError, UsageError
 from .forge.concurrency import forge_concurrency
-from .forge.placement import placement_of
+from .forge.placement import WORKFLOW_DIR, placement_of
 from .install_lock import INSTALL_DIR, LOCK_FILE, Pin, install_files, pinned_install
 from .output import Reporter
 from .workflow_build import build_script
@@ -484,7 +484,7 @@ def component_files(settings: Settings) -> dict[str, dict[str, str]]:
 def default_out_dir(settings: Settings, cwd: Path | None = None) -> Path:
     """`<root repo>/.forgejo/workflows`: root is the project dir, else the git toplevel of cwd."""
     if settings.project_dir is not None:
-        return settings.project_dir / ".forgejo" / "workflows"
+        return settings.project_dir / WORKFLOW_DIR
     where = cwd or Path.cwd()
     found = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"],
@@ -498,7 +498,7 @@ def default_out_dir(settings: Settings, cwd: Path | None = None) -> Path:
             f"{where} is not inside a git repository and no gbdeploy.yaml was found",
             hint="run from the root repository, or give the directory with --out",
         )
-    return Path(found.stdout.strip()) / ".forgejo" / "workflows"
+    return Path(found.stdout.strip()) / WORKFLOW_DIR
 
 
 def _write(path: Path, text: str | bytes, reporter: Reporter) -> None:
@@ -536,7 +536,7 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in files.items():
         _write(directory / filename, text, reporter)
-    _write_install_files(directory.parent.parent, pin, reporter)
+    _write_install_files(root, pin, reporter)
     reporter.say(
         f"commit them (and {INSTALL_DIR}/) in the root repository and push to make Forgejo use them"
     )
@@ -551,7 +551,7 @@ def run_workflows(settings: Settings, reporter: Reporter, *, out: str | Path | N
     for submodule, texts in elsewhere.items():
         target = directory / submodule if out is not None else root / submodule
         for filename, text in texts.items():
-            _write(target / ".forgejo" / "workflows" / filename, text, reporter)
+            _write(target / WORKFLOW_DIR / filename, text, reporter)
         _write_install_files(target, pin, reporter)
         if config is not None:
             copy = target / config.name

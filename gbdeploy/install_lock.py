@@ -10,6 +10,10 @@ The wheel is built here from the package's own files with fixed timestamps, so r
 same code twice writes the same bytes. The dependency hashes are those of the wheels pip
 downloads for them (pip's ordinary client and index configuration), for this machine's platform
 and Python: render on the runner's kind of machine (Linux, the runner's Python).
+
+The wheel is the default `Pin`; `workflows.install` may name another source instead (a VCS URL
+at a full commit, or a committed file with its sha256), and `workflows.source` this gbdeploy's
+own commit at that repository (`pinned_install`). A bare name, version, branch or tag is refused.
 """
 
 from __future__ import annotations

@@ -27,15 +27,15 @@ Every job, as it must be to run unchanged on real Forgejo and forgejo-runner:
   (`workflows.*`), so a small change is an incremental build; an artifact under `target/` is
   taken from `CARGO_TARGET_DIR` when the build put it there, and copied out under the lock;
 - the build's output saved as `<workflows.logs_dir>/<component>-build-<UTC time>-<run>.log`;
-- gbdeploy installed from a pinned source no one else can publish to (`pinned_install`: by
-  default the wheel and hash lock `install_lock` writes beside the workflows) into a venv keyed
-  by the lock and pin, unless the runner already has `gbdeploy` on its PATH;
+- gbdeploy installed from a pinned source no one else can publish to (`install_lock`: by
+  default the wheel and hash lock `gbdeploy workflows` writes beside the workflows) into a venv
+  keyed by the lock and pin, unless the runner already has `gbdeploy` on its PATH;
 - every value from the configuration reaches the shell through `env:` (a JSON string, which is a
   YAML scalar) and is used as "$VARIABLE": nothing in a name, path or artifact is ever parsed as
   shell; only `build` is shell by design;
 - the deploy key and known_hosts come from the secrets `DEPLOY_SSH_KEY`/`DEPLOY_KNOWN_HOSTS`
   through `env:`, are written under `$RUNNER_TEMP` with mode 0600 and removed when the deploy
-  step ends; `secret_exposures` checks the rendered text itself for any step that could print
+  step ends; `workflow_secrets` checks the rendered text itself for any step that could print
   them, and rendering refuses a workflow that has one.
 
 Steps run with `shell: bash` (`bash --noprofile --norc -eo pipefail`).

@@ -29,7 +29,8 @@ import pytest
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
 from gbdeploy.cli import CI_VARIABLES
-from gbdeploy.config import DEFAULTS, Settings, load_settings
+from gbdeploy.config import DEFAULTS, Settings
+from gbdeploy.config_layers import load_settings
 from gbdeploy.errors import (
     CIRunFailed,
     ConfigError,
@@ -705,12 +706,8 @@ def test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago(t
         path.write_bytes(b"x" * 100)
     os.utime(read_yesterday, (now - 1 * day, now - 60 * day))  # (atime, mtime)
     os.utime(never_read, (now - 60 * day, now - 60 * day))
-    section = {
-        **DEFAULTS["maintenance"],
-        "sccache_dir": str(tmp_path / "sccache"),
-        "cargo_home": str(tmp_path / "cargo"),
-    }
-    settings = Settings.from_mapping({**DEFAULTS, "maintenance": section})
+    caches = {"sccache_dir": str(tmp_path / "sccache"), "cargo_home": str(tmp_path / "cargo")}
+    settings = Settings.from_mapping({**DEFAULTS, "workflows": {**DEFAULTS["workflows"], **caches}})
 
     run_maintain(settings, Reporter(stream=io.StringIO()), now=now, max_age_days=14, max_size_gb=10)
 

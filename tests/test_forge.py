@@ -807,9 +807,9 @@ def test_release_preflight_says_what_the_forge_version_does_to_concurrency(
 
 
 def test_a_token_over_plain_http_to_another_machine_is_said_once(capsys, monkeypatch):
-    from gbdeploy.forge import client as client_module
+    from gbdeploy.forge import transport
 
-    monkeypatch.setattr(client_module, "_warned_plain_http", set())
+    monkeypatch.setattr(transport, "_warned_plain_http", set())
     for url in ("http://alm.example", "http://alm.example", "http://127.0.0.1:3000"):
         ForgeClient(ForgeSettings(url, "GeneralBots", "gb", 5.0, Secret(TOKEN))).close()
     ForgeClient(ForgeSettings("https://alm.example", "GeneralBots", "gb", 5.0, Secret(TOKEN)))
@@ -996,7 +996,7 @@ def test_hostile_answers_through_the_cli_are_a_message_not_a_traceback(
         kwargs["transport"] = httpx.MockTransport(handler)
         return real_client(*args, **kwargs)
 
-    mocker.patch("gbdeploy.forge.client.httpx.Client", side_effect=client_with_handler)
+    mocker.patch("gbdeploy.forge.transport.httpx.Client", side_effect=client_with_handler)
     (tmp_path / "gbdeploy.yaml").write_text("forge: {url: 'http://127.0.0.1:9'}\n")
     monkeypatch.chdir(tmp_path)
 

@@ -21,7 +21,8 @@ from ..errors import (
     WaitTimeout,
 )
 from ..output import Reporter
-from .client import PAGE_LIMIT, ForgeClient, PlannedRequest
+from .client import ForgeClient
+from .endpoints import PAGE_LIMIT, PlannedRequest
 from .models import DISPATCH_EVENT, Run, printable
 
 LOG_TAIL_LINES = 40
@@ -48,14 +49,14 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
     the very methods that send them."""
     plan = [
         client.plan(
-            client.repository_request(),
+            client.endpoints.repository(),
             "check the API answers and the token is accepted (before any push)",
         )
     ]
-    dispatch = client.dispatch_request(search.workflow, search.sha)
+    dispatch = client.endpoints.dispatch(search.workflow, search.sha)
     plan.append(
         client.plan(
-            client.dispatch_request(search.workflow, ""),
+            client.endpoints.dispatch(search.workflow, ""),
             "may the token dispatch? asked before any push, and nothing is dispatched: "
             "400 = yes (the ref is empty), 403 = a read-only token"
             + (" (refused: nothing pushed)" if search.dispatch else ""),
@@ -66,7 +67,7 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
     else:
         plan.append(
             client.plan(
-                client.runs_request(head_sha=search.sha, event="push", limit=PAGE_LIMIT, page=1),
+                client.endpoints.runs(head_sha=search.sha, event="push", limit=PAGE_LIMIT, page=1),
                 f"poll until the push run of {search.sha[:12]} appears",
             )
         )
@@ -76,10 +77,10 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
                 "only if no push run appears in time (and the server has /runs): dispatch",
             )
         )
-    plan.append(client.plan(client.run_request("{run_id}"), "poll the run until it finishes"))
+    plan.append(client.plan(client.endpoints.run("{run_id}"), "poll the run until it finishes"))
     plan.append(
         client.plan(
-            client.jobs_request("{run_id}"),
+            client.endpoints.jobs("{run_id}"),
             "if it fails: find the failed job, then GET /actions/jobs/{id}/logs (Range)",
         )
     )

@@ -549,7 +549,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/freeze.py",
         "bad=1; fi'",
         "bad=0; fi'",
-        ("tests/test_deploy_holds.py",),
+        (
+            "tests/test_service_control.py::test_a_frozen_component_refuses_the_next_deploy_with_the_reason",
+        ),
     ),
     Mutation(
         "history-failed-deploy-current",

@@ -567,7 +567,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/logs.py",
         'matcher = f"grep -E -e {quote(grep)}"',
         'matcher = f"grep -e {quote(grep)}"',
-        ("tests/test_logs.py",),
+        ("tests/test_logs.py::test_grep_keeps_the_matching_lines_of_the_whole_log",),
     ),
     # --- forge, verify ----------------------------------------------------------------------------
     Mutation(

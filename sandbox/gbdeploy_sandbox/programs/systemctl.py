@@ -97,7 +97,8 @@ def _stop(root: Path, unit: str) -> None:
         time.sleep(0.02)
     if _alive(pidfile):
         os.kill(pid, signal.SIGKILL)
-        while _alive(pidfile):  # as systemd: `stop` returns once the main process is gone
+        deadline = time.monotonic() + TIMEOUT_STOP_SECONDS
+        while _alive(pidfile) and time.monotonic() < deadline:  # as systemd: once it is gone
             time.sleep(0.02)
 
 

@@ -356,6 +356,29 @@ def test_find_run_waits_for_the_push_run_to_appear(forgejo_factory, clock):
     )
 
 
+def test_find_run_follows_the_newest_push_run_of_the_commit(forgejo, clock):
+    # The commit was pushed to a branch first (its run failed there), then released to main.
+    [on_the_branch] = forgejo.on_push(SHA, ref="refs/heads/try", workflows=["botserver.yaml"])
+    forgejo.finish(on_the_branch, "failure")
+    [released] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+    reporter, out = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.id == released != on_the_branch
+    assert not run.finished
+    assert f"found run {released} " in out.getvalue()
+
+
 def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
     forgejo.on_push(SHA, workflows=["botui.yaml"])  # the push started only the other workflow
     reporter, out = capture()

@@ -379,6 +379,27 @@ def test_find_run_follows_the_newest_push_run_of_the_commit(forgejo, clock):
     assert f"found run {released} " in out.getvalue()
 
 
+def test_find_run_ignores_a_newer_push_of_the_commit_to_another_branch(forgejo, clock):
+    # Released to main, then the same commit pushed to a branch: that run builds the branch's
+    # workflow (no deploy), so waiting for it would report a deploy that never happened.
+    [released] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+    [on_the_branch] = forgejo.on_push(SHA, ref="refs/heads/try", workflows=["botserver.yaml"])
+    reporter, _ = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.id == released != on_the_branch
+
+
 def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
     forgejo.on_push(SHA, workflows=["botui.yaml"])  # the push started only the other workflow
     reporter, out = capture()

@@ -109,7 +109,7 @@ def find_run(
             f"waiting for the push run of {workflow} for {sha[:12]} in {client.repo_path} …"
         )
         while True:
-            found = _newest_run(client, sha, workflow, cause="push")
+            found = _newest_run(client, sha, workflow, cause="push", branch=ref)
             if found:
                 reporter.say(f"found {found.label}: {found.status} {found.html_url}".rstrip())
                 return found
@@ -151,9 +151,13 @@ def find_run(
     )
 
 
-def _newest_run(client: ForgeClient, sha: str, workflow: str, *, cause: str) -> Run | None:
-    """The newest run of `workflow` for `sha` started by `cause`. Dispatched runs are listed
-    without an event filter: their `event` is empty."""
+def _newest_run(
+    client: ForgeClient, sha: str, workflow: str, *, cause: str, branch: str | None = None
+) -> Run | None:
+    """The newest run of `workflow` for `sha` started by `cause` (on `branch`, when the forge
+    names the run's branch: the same commit pushed to another branch runs that branch's jobs).
+    Dispatched runs are listed without an event filter: their `event` is empty."""
+    short = branch.removeprefix("refs/heads/") if branch else None
     event = cause if cause == "push" else None
     page = client.runs(head_sha=sha, event=event, limit=PAGE_LIMIT)
     matching = [
@@ -162,6 +166,7 @@ def _newest_run(client: ForgeClient, sha: str, workflow: str, *, cause: str) -> 
         if r.commit_sha == sha
         and (r.cause == cause or (r.source == "tasks" and not r.cause))
         and (not r.workflow_id or r.workflow_id == workflow)
+        and (short is None or not r.ref or r.ref == short)
     ]
     return max(matching, key=lambda r: r.id) if matching else None
 

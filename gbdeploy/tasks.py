@@ -22,7 +22,8 @@ from .cli import (
     gbdeploy_config,
     task,
 )
-from .config import Settings, load_settings, token_values
+from .config import Settings, token_values
+from .config_layers import load_settings
 from .errors import GbdeployError, OperationFailed, UsageError, internal_error, redact
 from .output import Reporter
 

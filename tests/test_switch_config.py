@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy.config import Switch, load_settings, with_port
+from gbdeploy.config import Switch
+from gbdeploy.config_layers import load_settings
+from gbdeploy.config_values import with_port
 
 GOOD = """\
 targets:

@@ -96,9 +96,9 @@ def build_checks(settings: Settings) -> list[Check]:
         "ci_runner",
         d.ci_runner,
         lambda c: [
-            cache_size_check("sccache", d.sccache_dir, d.sccache_max_gb, c),
-            cache_size_check("cargo", d.cargo_home, d.cargo_max_gb, c),
-            cache_cleanup_check(d, c, maintenance_workflow_jobs(settings)),
+            cache_size_check("sccache", settings.workflows.sccache_dir, d.sccache_max_gb, c),
+            cache_size_check("cargo", settings.workflows.cargo_home, d.cargo_max_gb, c),
+            cache_cleanup_check(settings, c, maintenance_workflow_jobs(settings)),
         ],
     )
     return checks

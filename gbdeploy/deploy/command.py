@@ -1,5 +1,6 @@
 """`deploy COMPONENT`: the deploy's steps in order (begin, upload, service, health, finish; seed
-splits the service around the upload), its plan for `--dry-run`, and the run of them."""
+splits the service around the upload; switch, for a component with `switch:`, is `switch.py`'s),
+its plan for `--dry-run`, and the run of them."""
 
 from __future__ import annotations
 

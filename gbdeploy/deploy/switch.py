@@ -405,9 +405,11 @@ class SwitchDeployment(Deployment):
 
     def steps(self, begin: Step, source: Step | None, skip: Callable[[Step], Step]) -> list[Step]:
         """`begin`, then `source` (the upload; None for a rollback), then the switch."""
-        source_path = self.paths.new if source is not None else None
-        assert source_path is not None or self.release is not None
-        placed = source_path or self.paths.release(self.release.sha256)  # type: ignore[union-attr]
+        if source is not None:
+            placed = self.paths.new
+        else:
+            assert self.release is not None  # a rollback: the kept release goes beside
+            placed = self.paths.release(self.release.sha256)
         middle = [
             skip(self.beside_step(placed)),
             self.health_on_idle_step(),

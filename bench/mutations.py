@@ -273,6 +273,33 @@ MUTATIONS: tuple[Mutation, ...] = (
         'reader = f"tail -n {int(lines) + 10}"',
         ("tests/test_logs.py",),
     ),
+    # --- switch ---------------------------------------------------------------------------------
+    Mutation(
+        "switch-stops-old-by-path",
+        "a switch stops the old process by its pid: by path it would stop the new one too",
+        "gbdeploy/deploy/switch.py",
+        """f'for p in {pids}; do stop_pid "$p" {looks} || rc=1; done',""",
+        """f'stop_by_path 1 {looks} 100 || rc=1',""",
+        (
+            "tests/test_switch_deploy.py::test_two_switches_there_and_back_under_load_fail_no_request",
+        ),
+    ),
+    Mutation(
+        "switch-undo-leaves-the-new-running",
+        "a failed switch stops the process it started beside the old one",
+        "gbdeploy/deploy/switch.py",
+        'f"if ! {{ stop_all_but {looks} $before && switch_unplace; }}; then",',
+        'f"if ! {{ switch_unplace; }}; then",',
+        ("tests/test_switch_deploy.py::test_a_failure_leaves_traffic_where_it_was",),
+    ),
+    Mutation(
+        "switch-caddyfile-not-put-back",
+        "a switch whose confirmation fails puts the Caddyfile's backup back",
+        "gbdeploy/deploy/switch.py",
+        "                caddy_switch.undo(self.proxy_session)\n",
+        "                pass\n",
+        ("tests/test_switch_deploy.py::test_a_failure_leaves_traffic_where_it_was",),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

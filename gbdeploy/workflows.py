@@ -280,7 +280,7 @@ def _ssh_step() -> str:
     )
 
 
-def _deploy_step(name: str) -> str:
+def _deploy_step(name: str, default: str = "staged") -> str:
     return (
         f"      - name: {_yaml(f'Deploy {name}')}\n"
         "        env:\n"
@@ -300,7 +300,7 @@ def _deploy_step(name: str) -> str:
             'artifact="$(cat "${RUNNER_TEMP:-$HOME}/gbdeploy-artifact")"\n'
             "# --yes: the step runs on a PTY with nobody to answer a question\n"
             'gbdeploy deploy "$GBDEPLOY_COMPONENT" --artifact "$artifact"'
-            ' --commit "$COMMIT" --strategy "${STRATEGY:-staged}" --yes\n',
+            ' --commit "$COMMIT" --strategy "${STRATEGY:-' + default + '}" --yes\n',
             10,
         )
     )
@@ -357,7 +357,14 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
     _refuse_expressions("workflows.runs_on", runs_on)
     pin = pinned_install(settings)
     name = component.name
-    options = "".join(f"          - {s}\n" for s in STRATEGIES)
+    # a switch component deploys only with `switch`, and only it does
+    strategies = ["switch"] if component.switch else [s for s in STRATEGIES if s != "switch"]
+    options = "".join(f"          - {s}\n" for s in strategies)
+    described = (
+        "switch (start beside on the idle port, switch Caddy, stop the old)"
+        if component.switch
+        else "staged (upload, then swap) or seed (stop, copy, start)"
+    )
     paths = f"    paths:\n      - {_yaml(submodule)}\n      - {_yaml(submodule + '/**')}\n"
     checkout = (
         _checkout_steps(settings, component, submodule)
@@ -374,9 +381,9 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         f"      - {_yaml(branch)}\n" + (paths if in_root else "") + "  workflow_dispatch:\n"
         "    inputs:\n"
         "      strategy:\n"
-        "        description: staged (upload, then swap) or seed (stop, copy, start)\n"
+        f"        description: {described}\n"
         "        required: false\n"
-        "        default: staged\n"
+        f"        default: {strategies[0]}\n"
         "        type: choice\n"
         "        options:\n"
         f"{options}"
@@ -402,7 +409,7 @@ def render_workflow(settings: Settings, component: Component | str) -> str:
         + _block(build_script(component), 10)
         + _install_step(pin)
         + _ssh_step()
-        + _deploy_step(name)
+        + _deploy_step(name, strategies[0])
     )
     refuse_exposures(text, f"components.{name}.build")
     return text

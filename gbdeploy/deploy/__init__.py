@@ -8,6 +8,7 @@
     state       what the target has: lock, journal, kept releases (parsed)
     outcome     how a failure is told
     command     `deploy`: the steps in order, the plan, the run
+    switch      strategy `switch`: start beside, switch Caddy, drain, stop the old by pid
     rollback    `rollback` and `deploy --recover`
     status      `status` and `status --json`
     words       an error's first line or message, the local user
@@ -39,7 +40,7 @@ from typing import Any
 
 # How a deploy puts the new binary in place (see `command.py`), one list for the command line
 # and the rendered workflows.
-STRATEGIES = ("staged", "seed")
+STRATEGIES = ("staged", "seed", "switch")
 
 _NAMES = {
     "find_artifact": "command",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import io
 import json
 import subprocess
@@ -164,3 +165,33 @@ def test_the_session_helper_and_the_upload_receiver_are_one_file():
     assert helper == session.HELPER_PROGRAM
     receiving = transfer.receive_command("stream", "/srv/bot/botserver.new", 10)
     assert quote(helper) in receiving and "receive /srv/bot/botserver.new 10 stream" in (receiving)
+
+
+def load_helper() -> SimpleNamespace:
+    """helper.py as a module of its own (importing it runs nothing)."""
+    namespace: dict[str, object] = {"__name__": "gbdeploy_far_end_helper"}
+    exec(compile(FAR_END.joinpath("helper.py").read_text(), "helper.py", "exec"), namespace)
+    return SimpleNamespace(**namespace)
+
+
+def test_the_helper_starts_writing_to_disk_while_the_bytes_arrive(tmp_path):
+    """The fdatasync before the rename is on the deploy's path: by then every full stretch of the
+    file must already be on its way to disk, not all 150 MB at once."""
+    helper = load_helper()
+    started: list[tuple[int, int]] = []
+    write_new = helper.write_new
+    write_new.__globals__["writeback"] = lambda fd, offset, count: started.append((offset, count))
+    block = bytes(range(256)) * 4096  # 1 MiB
+    chunks = [memoryview(block)] * 20
+    target = tmp_path / "botserver.new"
+
+    digest, count = write_new(str(target), iter(chunks))
+
+    assert count == 20 * len(block) and target.stat().st_size == count
+    assert digest == hashlib.sha256(block * 20).hexdigest()
+    every = helper.WRITEBACK_EVERY
+    assert started == [(0, every), (every, every)]  # the last 4 MiB: the fdatasync's
+
+
+def test_the_helper_finds_sync_file_range_on_linux():
+    assert load_helper().writeback_function() is not None

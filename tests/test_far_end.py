@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tokenize
 from importlib.resources import files
@@ -195,3 +196,31 @@ def test_the_helper_starts_writing_to_disk_while_the_bytes_arrive(tmp_path):
 
 def test_the_helper_finds_sync_file_range_on_linux():
     assert load_helper().writeback_function() is not None
+
+
+def test_the_helper_keeps_what_a_command_wrote_just_before_it_exited(capfd):
+    """On a busy machine the command may write and exit between two looks at its pipes: the
+    answer must still carry its output (it came back empty, exit 0, and a probe failed)."""
+    helper = load_helper()
+    real = helper.select
+
+    class LooksOnlyAfterTheExit:
+        """The first look times out just after the command wrote its output and exited."""
+
+        looked = False
+
+        @classmethod
+        def select(cls, r, w, x, timeout=None):
+            if cls.looked:
+                return real.select(r, w, x, timeout)
+            cls.looked = True
+            real.select(r, [], [])  # its output is there
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # and it has exited (not reaped)
+            return [], [], []
+
+    helper.run.__globals__["select"] = LooksOnlyAfterTheExit
+    capfd.readouterr()
+
+    helper.run(b"printf 'size 42'; printf oops >&2")
+
+    assert capfd.readouterr().out == "ran 0 7 4\nsize 42oops"

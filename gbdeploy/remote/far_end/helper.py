@@ -202,6 +202,16 @@ def header(*words):
     return (" ".join(str(word) for word in words) + "\n").encode()
 
 
+def take(ready, reading, got):
+    """Read once from each ready pipe into `got`; a pipe at its end leaves `reading`."""
+    for fd in ready:
+        data = os.read(fd, 65536)
+        if data:
+            got[fd].append(data)
+        else:
+            reading.remove(fd)
+
+
 def run(command):
     try:
         child = subprocess.Popen(
@@ -219,14 +229,17 @@ def run(command):
     reading = [out_fd, err_fd]
     while reading:
         ready = select.select(reading, [], [], 0.05)[0]
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if data:
-                got[fd].append(data)
-            else:
-                reading.remove(fd)
+        take(ready, reading, got)
         if not ready and child.poll() is not None:
-            break  # a process it left running still holds its output: not waited for
+            # It may have written its last words and exited after the select above (a busy
+            # machine): they are in the pipes, which a process it left running may still hold
+            # open, so take what is there, without waiting for their end.
+            for _ in range(64):
+                ready = select.select(reading, [], [], 0)[0]
+                if not ready:
+                    break
+                take(ready, reading, got)
+            break
     status = child.wait()
     child.stdout.close()
     child.stderr.close()

@@ -14,8 +14,6 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from . import __version__
 from .config import NotifySettings, token_values
 from .errors import redact
@@ -82,6 +80,8 @@ def send(settings: NotifySettings, facts: DeployFacts, reporter: Reporter) -> bo
     """POST the notification; a failure of any kind is one warning line. True when delivered."""
     if not settings.webhook:
         return False
+    import httpx  # here, not at the top: a deploy without a webhook never loads it (~30 ms)
+
     where = shown_url(settings.webhook)
     try:
         response = httpx.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -123,4 +124,9 @@ def optional_positionals(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    program.run(optional_positionals(help_first(sys.argv)))
+    try:
+        program.run(optional_positionals(help_first(sys.argv)))
+    finally:
+        # The interpreter's exit would otherwise collect every object of the loaded libraries
+        # (paramiko, invoke, cryptography) before it ends: 40 to 100 ms after the work is done.
+        gc.freeze()

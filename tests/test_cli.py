@@ -244,6 +244,22 @@ def test_list_loads_no_network_ssh_or_git_library(empty_dir):
     assert "history" in result.stdout and "logs" in result.stdout
 
 
+def test_the_program_leaves_its_objects_out_of_the_collections_at_exit(empty_dir):
+    """The interpreter's exit collects every object of the libraries a command loaded (tens of
+    ms after a deploy's work is done) unless the program froze them as it ended."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "from gbdeploy.program import main\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['gbdeploy', '--list']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=empty_dir
+    )
+    assert result.stdout.splitlines()[-1] == "frozen at exit: True"
+
+
 # --- under invoke -------------------------------------------------------------------------------
 def test_under_invoke_the_project_file_is_found_as_under_gbdeploy(empty_dir):
     """A two-line tasks.py beside gbdeploy.yaml, `invoke` run for real from a subdirectory."""

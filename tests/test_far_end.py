@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import io
 import json
+import os
 import subprocess
 import tokenize
 from importlib.resources import files
@@ -202,3 +204,61 @@ def test_every_script_a_switch_sends_is_clean_posix_sh():
         checked = text.replace(far_end.library(), annotated)
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
         assert dash_n(text) == "", name
+
+
+def load_helper() -> SimpleNamespace:
+    """helper.py as a module of its own (importing it runs nothing)."""
+    namespace: dict[str, object] = {"__name__": "gbdeploy_far_end_helper"}
+    exec(compile(FAR_END.joinpath("helper.py").read_text(), "helper.py", "exec"), namespace)
+    return SimpleNamespace(**namespace)
+
+
+def test_the_helper_starts_writing_to_disk_while_the_bytes_arrive(tmp_path):
+    """The fdatasync before the rename is on the deploy's path: by then every full stretch of the
+    file must already be on its way to disk, not all 150 MB at once."""
+    helper = load_helper()
+    started: list[tuple[int, int]] = []
+    write_new = helper.write_new
+    write_new.__globals__["writeback"] = lambda fd, offset, count: started.append((offset, count))
+    block = bytes(range(256)) * 4096  # 1 MiB
+    chunks = [memoryview(block)] * 20
+    target = tmp_path / "botserver.new"
+
+    digest, count = write_new(str(target), iter(chunks))
+
+    assert count == 20 * len(block) and target.stat().st_size == count
+    assert digest == hashlib.sha256(block * 20).hexdigest()
+    every = helper.WRITEBACK_EVERY
+    assert started == [(0, every), (every, every)]  # the last 4 MiB: the fdatasync's
+
+
+def test_the_helper_finds_sync_file_range_on_linux():
+    assert load_helper().writeback_function() is not None
+
+
+def test_the_helper_keeps_what_a_command_wrote_just_before_it_exited(capfd):
+    """On a busy machine the command may write and exit between two looks at its pipes: the
+    answer must still carry its output (it came back empty, exit 0, and a probe failed)."""
+    helper = load_helper()
+    real = helper.select
+
+    class LooksOnlyAfterTheExit:
+        """The first look times out just after the command wrote its output and exited."""
+
+        looked = False
+
+        @classmethod
+        def select(cls, r, w, x, timeout=None):
+            if cls.looked:
+                return real.select(r, w, x, timeout)
+            cls.looked = True
+            real.select(r, [], [])  # its output is there
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # and it has exited (not reaped)
+            return [], [], []
+
+    helper.run.__globals__["select"] = LooksOnlyAfterTheExit
+    capfd.readouterr()
+
+    helper.run(b"printf 'size 42'; printf oops >&2")
+
+    assert capfd.readouterr().out == "ran 0 7 4\nsize 42oops"

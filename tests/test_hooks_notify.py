@@ -299,3 +299,22 @@ def test_a_release_is_posted_with_its_commits_and_who_made_it(git_world, run_gbd
     assert refused.code == 1
     assert receiver.posted()[-1]["ok"] is False
     assert "pushes are frozen" in receiver.posted()[-1]["error"]
+
+
+def test_a_deploy_without_a_webhook_never_loads_the_http_library(world, artifacts, tmp_path):
+    """Every deploy process pays for what it imports (~30 ms for httpx): a deploy that posts
+    nothing must not load it."""
+    python, *module = command_line(world, tmp_path)
+    deploy_args = ["deploy", "botserver", "--artifact", str(artifacts(NEW)), "--commit", NEW]
+    done = subprocess.run(
+        [python, "-X", "importtime", *module, *deploy_args],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "paramiko" in imported and "httpx" not in imported
+    assert (world.health() or {}).get("commit") == NEW

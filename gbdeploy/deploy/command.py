@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import artifact
+from .. import artifact, provenance
 from ..artifact import file_sha256, find_artifact, fingerprint, prefetch_fingerprint
 from ..config import Settings
 from ..errors import GbdeployError, UsageError
@@ -136,6 +136,7 @@ def run_deploy(
     prefetch_fingerprint(local)
     try:
         deployment.session.open()
+        provenance.record_fields()  # git is asked for the log line while the far end starts
         deployment.prepare_upload(local)
         if isinstance(deployment, SwitchDeployment):
             deployment.find_live()

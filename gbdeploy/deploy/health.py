@@ -151,7 +151,10 @@ class ServiceChecks:
                 next_note = now + PROGRESS_EVERY
                 what = "settling" if settled_from is not None else f"waiting: {why}"
                 self.reporter.say(f"  … {int(now - started)}s, {component.name} {what}")
-            time.sleep(HEALTH_INTERVAL if settled_from is None else SETTLE_INTERVAL)
+            if settled_from is None:
+                time.sleep(HEALTH_INTERVAL)
+            else:  # the last check falls at the window's end, not up to an interval past it
+                time.sleep(min(SETTLE_INTERVAL, settled_from + settle - now))
 
     def unhealthy(self, health: probes.Health, commit: str | None) -> str:
         """Why this answer does not count as healthy ("" when it does)."""

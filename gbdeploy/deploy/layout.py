@@ -509,9 +509,12 @@ def finish_command(
             ' mv -f -- "$R/list.new" "$R/list"; } 2>&1 ); then echo kept',
             'else echo "keep-failed $err" | tr "\\n" " "; echo; fi',
             'rm -f -- "$R/list.tmp" "$R/list.new"',
+            # The list's sha256s read once, not an awk per kept file: the finish runs after the
+            # settle window, on the deploy's path.
+            'listed=" $(while read -r k _ || [ -n "$k" ]; do printf \'%s \' "$k"; done 2>/dev/null'
+            ' < "$R/list")"',
             'for f in "$R"/*; do n=${f##*/}; n=${n%.start}; case $n in list|list.*) continue ;;'
-            ' esac; awk -v n="$n" \'$1 == n {f = 1} END {exit !f}\' "$R/list" 2>/dev/null ||'
-            ' rm -f -- "$f"; done',
+            ' esac; case $listed in *" $n "*) ;; *) rm -f -- "$f" ;; esac; done',
         ]
     lines += [
         f"d=$(( $(date +%s) - {int(started_epoch)} ))",

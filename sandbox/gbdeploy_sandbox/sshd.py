@@ -22,6 +22,7 @@ from .procs import end_process
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEBIAN_SFTP = "/usr/lib/openssh/sftp-server"  # the sftp subsystem of Debian's sshd_config
 
 
 def find_sshd() -> str:
@@ -45,7 +46,9 @@ def _keygen(path: Path, comment: str) -> None:
 class LoopbackSshd:
     """`with LoopbackSshd(directory, alias="pragmatismo-system") as sshd:` then connect with
     `ssh -F sshd.ssh_config alias`. `extra_path` directories go first on the server's PATH (for
-    stand-in executables such as `lxc` or `systemctl`)."""
+    stand-in executables such as `lxc` or `systemctl`). `sftp`: the server's sftp subsystem
+    (what `scp` talks to): `internal-sftp` starts no process; Debian's default (DEBIAN_SFTP) is a
+    program the server starts through the user's shell, as any command (bash reads ~/.bashrc)."""
 
     def __init__(
         self,
@@ -54,9 +57,11 @@ class LoopbackSshd:
         alias: str = "pragmatismo-system",
         extra_path: Iterable[Path] = (),
         user: str | None = None,
+        sftp: str = "internal-sftp",
     ) -> None:
         self.directory = Path(directory)
         self.alias = alias
+        self.sftp = sftp
         self.extra_path = [Path(p) for p in extra_path]
         self.user = user or _current_user()
         self.port = 0
@@ -110,7 +115,7 @@ UsePAM no
 AllowUsers {self.user}
 MaxStartups 64:30:128
 MaxSessions 64
-Subsystem sftp internal-sftp
+Subsystem sftp {self.sftp}
 SetEnv PATH={path}
 LogLevel VERBOSE
 """

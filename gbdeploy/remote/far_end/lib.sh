@@ -69,15 +69,19 @@ restore() {
     if [ -f "$G" ]; then launch "$G"; else launch "$L/recipe" && cp -p -- "$L/recipe" "$G"; fi || return 1
   fi
 }
+# parent: q becomes the parent pid of process q ("" once it is gone). /proc/PID/stat is
+# `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses, the fields after it never do.
+parent() { _stat=; read -r _stat 2>/dev/null < "/proc/$q/stat"; _stat=${_stat##*) }; q=${_stat#* }; q=${q%% *}; }
 # state: prints `up PID:USER…` (the processes running "$b" that descend from what this deploy
 # launched, or any when it launched nothing: a systemd unit, an unchanged binary), `starting` (its
-# launcher still runs), or `down`.
+# launcher still runs), or `down`. Every health check runs it: files are read with `read`, not by
+# forking cat or sed.
 state() {
-  launcher=$(cat "$L/launcher" 2>/dev/null); mine=
+  launcher=; read -r launcher 2>/dev/null < "$L/launcher"; mine=
   for p in $(pids); do
     q=$p; n=0
     while [ -n "$launcher" ] && [ -n "$q" ] && [ "$q" != "$launcher" ] && [ "$q" -gt 1 ] && [ "$n" -lt 30 ]; do
-      q=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$q/status" 2>/dev/null)
+      parent
       n=$((n + 1))
     done
     if [ -z "$launcher" ] || [ "$q" = "$launcher" ]; then

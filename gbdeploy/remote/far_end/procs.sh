@@ -9,12 +9,15 @@ resolve() { b=$(readlink -f -- "$1" 2>/dev/null) || b=$1; [ -n "$b" ] || b=$1; }
 # file was replaced). GNU find compares every /proc/PID/exe target in one process (a readlink per
 # process costs ~1 ms each) with -lname, whose pattern is "$b" with every glob character escaped:
 # an exact match, and only the /proc/PID directory is printed, so an executable path holding a
-# newline cannot forge a line. Where find has no -printf (busybox), the loop compares each
-# readlink exactly (the `x` keeps a trailing newline of the path from being stripped).
+# newline cannot forge a line. The links are named to find (the shell's glob), not searched for:
+# reading every /proc/PID directory to find its `exe` took 3x as long (110 ms for 200 processes
+# on a busy machine), and every health check runs this. Where find has no -printf (busybox), the
+# loop compares each readlink exactly (the `x` keeps a trailing newline of the path from being
+# stripped).
 pids() {
   if [ "$(find /proc -maxdepth 0 -printf ok 2>/dev/null)" = ok ]; then
     pat=$(printf '%s\n' "$b" | sed 's/[][\\*?]/\\&/g')
-    find /proc -mindepth 2 -maxdepth 2 -name exe \( -lname "$pat" -o -lname "$pat (deleted)" \) \
+    find /proc/[0-9]*/exe -maxdepth 0 \( -lname "$pat" -o -lname "$pat (deleted)" \) \
       -printf '%h\n' 2>/dev/null | while IFS= read -r p; do
       p=${p#/proc/}
       case $p in ''|*[!0-9]*) continue ;; esac

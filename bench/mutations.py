@@ -131,8 +131,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "machine-check-unwired",
         "deploy refuses an artifact built for another machine than the target's",
         "gbdeploy/deploy/command.py",
-        "steps = deployment_steps(deployment, local, machine_of=machine_of)",
-        "steps = deployment_steps(deployment, local, machine_of=None)",
+        "plan = deployment_plan(deployment, local, machine_of=machine_of)",
+        "plan = deployment_plan(deployment, local, machine_of=None)",
         (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
     ),
     Mutation(

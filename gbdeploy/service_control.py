@@ -15,7 +15,7 @@ import sys
 from .config import Component, Settings, token_values
 from .deploy import engine, layout
 from .deploy.deployment import Deployment
-from .deploy.engine import Step, Undo
+from .deploy.engine import Command, Step, Undo
 from .deploy.service import run_as_prefix, service_of
 from .deploy.words import first_line, message
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
@@ -59,8 +59,7 @@ def service_script(deployment: Deployment, action: str) -> str:
 
 def control_steps(deployment: Deployment, action: str) -> list[Step]:
     begin = deployment.begin_step(upload=False, machine_of=None)
-    unlock = deployment.unlock_command()
-    begin.undo = Undo([unlock], lambda: _unlock(deployment, unlock))
+    begin.undo = Undo([deployment.unlock], lambda: _unlock(deployment))
     begin.summary = (
         f"take {deployment.paths.lock} (atomic) as a deploy does, preflight, freeze check"
     )
@@ -75,14 +74,14 @@ def control_steps(deployment: Deployment, action: str) -> list[Step]:
             raise
 
     begin.run = take_lock
-    script = service_script(deployment, action)
+    script = Command(action, lambda: service_script(deployment, action))
     state: dict[str, str] = {}
 
     def service() -> str:
         deployment.touched = True
         if action != "stop":
             deployment.log_offset = deployment.log_size()
-        result = deployment.session.run(
+        result = deployment.send(
             script, check=False, timeout=deployment.component.stop_timeout + 60
         )
         state["out"] = result.stdout
@@ -103,12 +102,12 @@ def control_steps(deployment: Deployment, action: str) -> list[Step]:
         Step(action, [script], service, summary=_SUMMARY[action]),
     ]
     if action == "stop":
-        steps.append(
-            Step("check", [deployment.state_command()], lambda: _check_stopped(deployment))
-        )
+        steps.append(Step("check", [deployment.state_check], lambda: _check_stopped(deployment)))
     else:
         steps.append(deployment.health_step())
-    steps.append(Step("unlock", [unlock], lambda: _unlock(deployment, unlock) or "lock released"))
+    steps.append(
+        Step("unlock", [deployment.unlock], lambda: _unlock(deployment) or "lock released")
+    )
     return steps
 
 
@@ -119,8 +118,8 @@ _SUMMARY = {
 }
 
 
-def _unlock(deployment: Deployment, unlock: str) -> None:
-    deployment.run_again_if_dropped(unlock + " || true")
+def _unlock(deployment: Deployment) -> None:
+    deployment.run_again_if_dropped(deployment.unlock, check=False)
 
 
 def _check_stopped(deployment: Deployment) -> str:
@@ -136,21 +135,24 @@ def run_service(
     action: str,
     *,
     dry_run: bool = False,
-) -> None:
+) -> engine.Plan:
+    """Returns the plan: with `dry_run` what would run (printed here), else the one that ran."""
     if action not in ACTIONS:
         raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
     comp = settings.component(component)
     deployment = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
-    steps = control_steps(deployment, action)
-    title = f"{action} {comp.name} on {deployment.remote.description}"
+    plan = engine.Plan(
+        f"{action} {comp.name} on {deployment.remote.description}",
+        control_steps(deployment, action),
+    )
     if dry_run:
-        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-        return
+        engine.show_plan(plan, reporter, verbose=reporter.verbose)
+        return plan
     deployment.refuse_a_foreign_ssh_user()
-    reporter.say(title)
+    reporter.say(plan.title)
     try:
         engine.execute(
-            steps,
+            plan.steps,
             reporter,
             interrupts=lambda: engine.interrupts_abort(deployment.cut),
             before_undo=deployment.drop_connection,
@@ -161,6 +163,7 @@ def run_service(
     finally:
         deployment.close()
     reporter.summary()
+    return plan
 
 
 def _outcome(deployment: Deployment, action: str, undone: engine.Undone) -> GbdeployError:

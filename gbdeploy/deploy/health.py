@@ -15,7 +15,7 @@ from ..remote import probes
 from ..remote.connection import CommandResult
 from ..remote.session import Session
 from . import layout
-from .engine import Step
+from .engine import Command, Step
 from .layout import Paths
 from .service import service_of
 
@@ -40,6 +40,10 @@ class ServiceChecks:
     users: list[str]
     log_offset: int
     run: Callable[..., str]
+    send: Callable[..., CommandResult]
+    health_check: Command  # `state_command(health=True)`, one object from plan to run
+    state_check: Command  # `state_command()`
+    log_stat: Command  # `log_probe().command`
 
     def state_command(self, *, health: bool = False) -> str:
         probe = self.health_probe() if health else None
@@ -52,10 +56,8 @@ class ServiceChecks:
         binary when it started none) and their users, `starting` or `down`; and what the health
         URL answers (None without one)."""
         probe = self.health_probe()
-        result = self.session.run(
-            self.state_command(health=True),
-            check=False,
-            timeout=probe.timeout if probe is not None else 30.0,
+        result = self.send(
+            self.health_check, check=False, timeout=probe.timeout if probe is not None else 30.0
         )
         head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
         words = head.split()
@@ -77,7 +79,7 @@ class ServiceChecks:
 
     def service_state(self) -> tuple[str, list[int]]:
         """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
-        words = self.run(self.state_command()).split()
+        words = self.send(self.state_check).stdout.split()
         state = words[0] if words else "down"
         return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
 
@@ -167,8 +169,7 @@ class ServiceChecks:
         return ""
 
     def health_step(self) -> Step:
-        healthy = layout.healthy_command(self.paths, self.token)
-        commands = [self.state_command(health=True)]
+        healthy = Command("healthy", lambda: layout.healthy_command(self.paths, self.token))
 
         def run() -> str:
             settle = 0.0 if self.unchanged else self.component.health_settle
@@ -180,12 +181,12 @@ class ServiceChecks:
                     f"{self.component.user}: check `run_as` of {self.component.name} in the config"
                 )
             if not self.unchanged:
-                self.run(healthy)
+                self.send(healthy)
             return detail
 
         return Step(
             "health",
-            [*commands, healthy],
+            [self.health_check, healthy],
             run,
             summary=f"{self.component.health or 'the process runs'}: first-ready, "
             f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:g}s, then "
@@ -193,8 +194,12 @@ class ServiceChecks:
         )
 
     # -- logs
+    def log_probe(self) -> probes.Probe[probes.FileStat | None]:
+        return probes.probe_stat(self.component.log_path)
+
     def log_size(self) -> int:
-        found = probes.probe_stat(self.component.log_path).run(self.session)
+        probe = self.log_probe()
+        found = probe.parse(self.send(self.log_stat, check=False, timeout=probe.timeout))
         return found.size if found else 0
 
     def log_tail(self) -> str:

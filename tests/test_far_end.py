@@ -18,6 +18,7 @@ from gbdeploy import freeze, service_control
 from gbdeploy.config import Restart
 from gbdeploy.deploy import layout
 from gbdeploy.deploy.service import service_of
+from gbdeploy.deploy.state import inspect_command
 from gbdeploy.remote import far_end, session, transfer
 from gbdeploy.remote.connection import quote
 from gbdeploy_sandbox.settings import standin_component
@@ -45,9 +46,10 @@ def dash_n(text: str) -> str:
 
 
 FAR_END = files("gbdeploy.remote.far_end")
+LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh"])
+@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -85,8 +87,13 @@ def scripts(mode: str) -> dict[str, str]:
             started_epoch=1,
             keep_release=("b" * 64, "abc1234", 3),
         ),
-        "inspect": freeze.status_command(paths),
+        "freeze-status": freeze.status_command(paths),
         "freeze": freeze.acquire_command(paths, json.dumps({"by": "me"}), "t0k"),
+        "unfreeze": freeze.release_command(paths),
+        "inspect": inspect_command(paths),
+        "finish-restore-failed": layout.finish_command(
+            paths, token="t0k", log_entry={}, started_epoch=1, phase="failed-restore-failed"
+        ),
         "recipe": service_of(component).recipe("gbops"),
     }
     run = SimpleNamespace(component=component, paths=paths, ssh_user="gbops")
@@ -98,7 +105,7 @@ def scripts(mode: str) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["process", "systemd"])
 def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
     # The library is sent without its comments; checked with them, its directives apply.
-    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    annotated = "".join(FAR_END.joinpath(name).read_text() for name in LIBRARY)
     for name, text in scripts(mode).items():
         assert far_end.library() in text or name == "recipe", name
         checked = text.replace(far_end.library(), annotated)

@@ -211,7 +211,7 @@ class SystemdService(Service):
 
     def preflight_lines(self, key: str) -> list[str]:
         return [
-            f"command -v systemctl >/dev/null 2>&1 || fail {key}.restart "
+            f"command -v systemctl >/dev/null 2>&1 || refuse {key}.restart "
             "'no systemctl on the target'"
         ]
 

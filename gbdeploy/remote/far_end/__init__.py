@@ -20,8 +20,8 @@ def processes() -> str:
 
 
 def library() -> str:
-    """`procs.sh` and `lib.sh`: every function of the deploy's scripts."""
-    return processes() + "\n" + _stripped(text("lib.sh"))
+    """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts."""
+    return "\n".join([processes(), _stripped(text("lib.sh")), _stripped(text("steps.sh"))])
 
 
 @cache

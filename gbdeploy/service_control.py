@@ -35,25 +35,12 @@ def service_script(deployment: Deployment, action: str) -> str:
         layout.prelude(deployment.paths),
     ]
     if action in ("stop", "restart"):
-        lines += [
-            'phase "stopping"',
-            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
-            'stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }',
-            'echo "$stopped"',
-            'phase "stopped"',
-        ]
+        lines += [layout.stop_function(component), "control_stop"]
     if action == "start":
-        lines += [
-            service_of(component).running_lines(),
-            'if [ "$up" = 1 ]; then echo already-running; exit 0; fi',
-        ]
+        lines += [service_of(component).running_lines(), "start_unless_running"]
     if action in ("start", "restart"):
-        lines += [
-            layout.write_recipe_lines(component, deployment.ssh_user),
-            'launch "$L/recipe" || { echo "failed start" >&2; exit 3; }',
-            'cp -p -- "$L/recipe" "$G"',
-            'phase "started"',
-        ]
+        recipe = service_of(component).recipe(deployment.ssh_user)
+        lines.append(layout.call("control_start", recipe))
     return "\n".join(lines)
 
 

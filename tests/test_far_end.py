@@ -19,7 +19,7 @@ from gbdeploy.config import Restart
 from gbdeploy.deploy import layout
 from gbdeploy.deploy.service import service_of
 from gbdeploy.deploy.state import inspect_command
-from gbdeploy.remote import far_end, session, transfer
+from gbdeploy.remote import far_end, probes, session, transfer
 from gbdeploy.remote.connection import quote
 from gbdeploy_sandbox.settings import standin_component
 
@@ -49,7 +49,7 @@ FAR_END = files("gbdeploy.remote.far_end")
 LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh"])
+@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -100,6 +100,24 @@ def scripts(mode: str) -> dict[str, str]:
     for action in service_control.ACTIONS:
         built[action] = service_control.service_script(run, action)  # type: ignore[arg-type]
     return built
+
+
+def test_every_probe_is_clean_posix_sh():
+    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("probes.sh").read_text()
+    path = HOSTILE
+    for probe in (
+        probes.probe_processes(path),
+        probes.probe_stat(path),
+        probes.probe_sha256(path),
+        probes.probe_contains(path, "it's $HOME"),
+        probes.probe_last_line(path),
+        probes.probe_tail(path, from_byte=10),
+        probes.probe_health("http://localhost:8080/health?x=1"),
+        probes.probe_health("https://localhost/health"),
+    ):
+        checked = probe.command.replace(far_end.processes(), "").replace(far_end.probes(), "")
+        assert shellcheck(annotated + checked, exclude=GENERATED_EXCLUDES) == "", probe.name
+        assert dash_n(probe.command) == "", probe.name
 
 
 @pytest.mark.parametrize("mode", ["process", "systemd"])

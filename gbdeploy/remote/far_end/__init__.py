@@ -19,6 +19,11 @@ def processes() -> str:
     return _stripped(text("procs.sh"))
 
 
+def probes() -> str:
+    """`probes.sh`: the probes' functions (`remote/probes.py`)."""
+    return _stripped(text("probes.sh"))
+
+
 def library() -> str:
     """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts."""
     return "\n".join([processes(), _stripped(text("lib.sh")), _stripped(text("steps.sh"))])

@@ -256,3 +256,25 @@ freeze_lift() {
 # freeze_status F: `frozen RECORD` when frozen, `held AGE` + `holder …` while a deploy holds the
 # deploy lock.
 freeze_status() { frozen_record "$1"; if [ -e "$L" ]; then held; fi; return 0; }
+
+# --- the service alone (service_control.py: start, stop, restart under the deploy lock)
+# note_running BINARY: `up=1` while a process runs BINARY (else `up=0`).
+note_running() { up=0; if ( resolve "$1"; [ -n "$(pids)" ] ); then up=1; fi; }
+# start_unless_running: with `up=1` prints `already-running` and ends the script.
+start_unless_running() { if [ "$up" = 1 ]; then echo already-running; exit 0; fi; }
+# control_stop: journal `stopping`, stop (`stop_service`) and print its outcome, journal
+# `stopped`; a failed stop ends the script (exit 3).
+control_stop() {
+  phase "stopping"
+  stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }
+  echo "$stopped"
+  phase "stopped"
+}
+# control_start RECIPE: launch the recipe of the current config (a failure ends the script, exit
+# 3), keep it as B's, journal `started`.
+control_start() {
+  write_recipe "$1"
+  launch "$L/recipe" || { echo "failed start" >&2; exit 3; }
+  cp -p -- "$L/recipe" "$G"
+  phase "started"
+}

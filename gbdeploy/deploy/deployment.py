@@ -51,7 +51,7 @@ from ..errors import (
     UsageError,
 )
 from ..output import Reporter, StepProgress, human_bytes
-from ..remote import transfer
+from ..remote import far_end, transfer
 from ..remote.connection import CommandResult, Remote, quote
 from ..remote.session import Session, put_line
 from . import engine, layout
@@ -96,6 +96,7 @@ class Deployment(ServiceChecks):
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
         reporter.shared = layout.prelude(self.paths)  # -v: shown once
+        reporter.more_shared = [far_end.probes()]
         self.token = token or secrets.token_hex(8)
         self.who = f"{local_user()}@{socket.gethostname()}"
         now = clock()
@@ -377,8 +378,10 @@ class Deployment(ServiceChecks):
         return _FAILED_RESULTS[2] if self.restore_failed else _FAILED_RESULTS[1]
 
     def run_again_if_dropped(
-        self, command: Command, *, timeout: float = 120.0, check: bool = True
+        self, command: Command | str, *, timeout: float = 120.0, check: bool = True
     ) -> str:
+        if isinstance(command, str):
+            command = Command.fixed(command)
         try:
             return self.send(command, timeout=timeout, check=check).stdout
         except RemoteError:

@@ -22,7 +22,9 @@ Paths on the target, for a component whose binary is B:
                        SHA.start beside each binary is its recipe
     B.deploys.log      one JSON line per deploy and rollback, appended
 
-Every function here returns text; nothing connects. Every value goes through `quote`.
+Every function here returns text; nothing connects. A script is the quoted variables and the far
+end's library (`prelude`), then one call line per step: the steps are functions of
+`remote/far_end/steps.sh` (and lib.sh, procs.sh), every value an argument through `quote`.
 """
 
 from __future__ import annotations
@@ -223,11 +225,6 @@ def _token_of(holder: str) -> str:
 # --- the service: stop, swap, start
 # How the service itself stops, starts and is seen running is `service.py`'s; the scripts below
 # place those fragments among the swap, the journal and the undo.
-def write_recipe_lines(component: Component, ssh_user: str) -> str:
-    """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
-    return call("write_recipe", service_of(component).recipe(ssh_user))
-
-
 def stop_function(component: Component) -> str:
     """`stop_service`, which lib.sh's `restore` calls: the service's own stop (service.py)."""
     return "stop_service() { " + service_of(component).stop_lines() + "; }"

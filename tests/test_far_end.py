@@ -9,12 +9,13 @@ import io
 import json
 import subprocess
 import tokenize
+from datetime import datetime, timezone
 from importlib.resources import files
 from types import SimpleNamespace
 
 import pytest
 
-from gbdeploy import freeze, service_control
+from gbdeploy import freeze, logs, service_control
 from gbdeploy.config import Restart
 from gbdeploy.deploy import layout
 from gbdeploy.deploy.service import service_of
@@ -49,7 +50,7 @@ FAR_END = files("gbdeploy.remote.far_end")
 LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh"])
+@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -118,6 +119,26 @@ def test_every_probe_is_clean_posix_sh():
         checked = probe.command.replace(far_end.processes(), "").replace(far_end.probes(), "")
         assert shellcheck(annotated + checked, exclude=GENERATED_EXCLUDES) == "", probe.name
         assert dash_n(probe.command) == "", probe.name
+
+
+def test_every_logs_script_is_clean_posix_sh():
+    annotated = FAR_END.joinpath("logs.sh").read_text()
+    file_log = standin_component(HOSTILE, HOSTILE + ".log", "gbuser", 8080)
+    journal = dataclasses.replace(file_log, log=None, restart=Restart("systemd", "bot.service"))
+    since = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    for component in (file_log, journal):
+        for options in (
+            {},
+            {"follow": True},
+            {"grep": "it's $(id)"},
+            {"grep": "x|y", "follow": True},
+            {"since": since, "grep": "x"},
+        ):
+            text = logs.tail_command(component, 7, **options)
+            checked = text.replace(far_end.logs(), annotated)
+            # SC2317: a function this one call line leaves unused reads as unreachable
+            assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", options
+            assert dash_n(text) == "", options
 
 
 @pytest.mark.parametrize("mode", ["process", "systemd"])

@@ -24,6 +24,11 @@ def probes() -> str:
     return _stripped(text("probes.sh"))
 
 
+def logs() -> str:
+    """`logs.sh`: reading a component's log (`gbdeploy/logs.py`)."""
+    return _stripped(text("logs.sh"))
+
+
 def library() -> str:
     """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts."""
     return "\n".join([processes(), _stripped(text("lib.sh")), _stripped(text("steps.sh"))])

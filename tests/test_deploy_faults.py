@@ -18,6 +18,7 @@ from gbdeploy.artifact import file_sha256
 from gbdeploy.deploy import layout
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.remote import far_end as far_end_library  # (the tests name a parameter far_end)
 from gbdeploy.remote import session, transfer
 from gbdeploy.remote.connection import Remote
 from gbdeploy.remote.session import Session
@@ -193,9 +194,12 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    shared = layout.prelude(layout.Paths(str(world.binary)))
+    blocks = (layout.prelude(layout.Paths(str(world.binary))), far_end_library.probes())
+    shared = {sum(1 for line in block.splitlines() if line.strip()): block for block in blocks}
     whole = re.sub(
-        r"\[the \d+ shared lines shown in full above\]", lambda _: shared, out.getvalue()
+        r"\[the (\d+) shared lines shown in full above\]",
+        lambda named: shared[int(named.group(1))],
+        out.getvalue(),
     )
     printed = "".join(whole.split())  # lines are indented and numbered when printed
     at = 0

@@ -169,6 +169,7 @@ class ServiceChecks:
         return ""
 
     def health_step(self) -> Step:
+        self.health_probe()  # a URL it cannot use is the config's error, before anything runs
         healthy = Command("healthy", lambda: layout.healthy_command(self.paths, self.token))
 
         def run() -> str:

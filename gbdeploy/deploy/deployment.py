@@ -485,6 +485,7 @@ class Deployment(ServiceChecks):
                 start=start,
             ),
         )
+        command.render()  # a config mistake in it (run_as, env) is refused as the step is built
         self.service_names.append(name)
 
         def run() -> str:

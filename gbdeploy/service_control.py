@@ -68,9 +68,7 @@ def control_steps(deployment: Deployment, action: str) -> list[Step]:
         deployment.touched = True
         if action != "stop":
             deployment.log_offset = deployment.log_size()
-        result = deployment.send(
-            script, check=False, timeout=deployment.component.stop_timeout + 60
-        )
+        result = deployment.exchange(script, timeout=deployment.component.stop_timeout + 60)
         state["out"] = result.stdout
         if not result.ok:
             why = (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]

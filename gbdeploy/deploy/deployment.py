@@ -149,12 +149,16 @@ class Deployment(ServiceChecks):
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> str:
         return self.session.run(command, timeout=timeout, check=check).stdout
 
-    def send(
-        self, command: Command, *, timeout: float = 120.0, check: bool = True
-    ) -> CommandResult:
-        """Run one of the plan's commands (recorded in `sent`: what ran is the plan's objects)."""
+    def send(self, command: Command, *, timeout: float = 120.0, check: bool = True) -> str:
+        """The output of one of the plan's commands, sent (recorded in `sent`: what runs is the
+        plan's own objects)."""
         self.sent.append(command)
-        return self.session.run(command.text, timeout=timeout, check=check)
+        return self.run(command.text, timeout=timeout, check=check)
+
+    def exchange(self, command: Command, *, timeout: float = 120.0) -> CommandResult:
+        """`send` with the whole result (exit code, stderr), never raised on."""
+        self.sent.append(command)
+        return self.session.run(command.text, timeout=timeout, check=False)
 
     def drop_connection(self, error: BaseException | None = None) -> None:
         """Close the session and the connection (either may be dropped or cut mid-exchange): the
@@ -271,7 +275,7 @@ class Deployment(ServiceChecks):
         command = Command("begin", lambda: self.begin_command(upload=upload))
 
         def run() -> str:
-            self.facts = parse_facts(self.send(command).stdout)
+            self.facts = parse_facts(self.send(command))
             facts = self.facts
             if facts.lockfail:
                 raise RemoteError(
@@ -383,12 +387,12 @@ class Deployment(ServiceChecks):
         if isinstance(command, str):
             command = Command.fixed(command)
         try:
-            return self.send(command, timeout=timeout, check=check).stdout
+            return self.send(command, timeout=timeout, check=check)
         except RemoteError:
             if self.remote.alive:
                 raise
             self.drop_connection()
-            return self.send(command, timeout=timeout, check=check).stdout
+            return self.send(command, timeout=timeout, check=check)
 
     def finish_result(self) -> str:
         return "unchanged" if self.unchanged else "ok"
@@ -437,7 +441,7 @@ class Deployment(ServiceChecks):
                 ) from None
             got = result.remote_sha256
             if got is None:  # the target could not hash while writing: one more pass there
-                got = self.send(hash_command, timeout=300).stdout.strip()
+                got = self.send(hash_command, timeout=300).strip()
             if got != self.sha256:
                 raise DeployFailed(
                     f"the upload at {new} has sha256 {got or 'none'}, the artifact has "
@@ -497,7 +501,7 @@ class Deployment(ServiceChecks):
                 f"{self.component.stop_timeout:g}s for SIGTERM before SIGKILL)"
             )
             with self.progress(note):
-                result = self.send(command, check=False, timeout=self.component.stop_timeout + 60)
+                result = self.exchange(command, timeout=self.component.stop_timeout + 60)
             out = result.stdout
             self.was_running = self.was_running or "was-running 1" in out
             if result.exit_code == 3:  # the script failed and undid itself
@@ -604,7 +608,7 @@ class Deployment(ServiceChecks):
     # -- health
     def finish_step(self) -> Step:
         def run() -> str:
-            out = self.send(self.finish).stdout
+            out = self.send(self.finish)
             if "lock not ours" in out:
                 raise OperationFailed(
                     f"{self.component.name}: the lock {self.paths.lock} is no longer this "

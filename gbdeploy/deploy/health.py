@@ -40,7 +40,8 @@ class ServiceChecks:
     users: list[str]
     log_offset: int
     run: Callable[..., str]
-    send: Callable[..., CommandResult]
+    send: Callable[..., str]
+    exchange: Callable[..., CommandResult]
     health_check: Command  # `state_command(health=True)`, one object from plan to run
     state_check: Command  # `state_command()`
     log_stat: Command  # `log_probe().command`
@@ -56,8 +57,8 @@ class ServiceChecks:
         binary when it started none) and their users, `starting` or `down`; and what the health
         URL answers (None without one)."""
         probe = self.health_probe()
-        result = self.send(
-            self.health_check, check=False, timeout=probe.timeout if probe is not None else 30.0
+        result = self.exchange(
+            self.health_check, timeout=probe.timeout if probe is not None else 30.0
         )
         head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
         words = head.split()
@@ -79,7 +80,7 @@ class ServiceChecks:
 
     def service_state(self) -> tuple[str, list[int]]:
         """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
-        words = self.send(self.state_check).stdout.split()
+        words = self.send(self.state_check).split()
         state = words[0] if words else "down"
         return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
 
@@ -200,7 +201,7 @@ class ServiceChecks:
 
     def log_size(self) -> int:
         probe = self.log_probe()
-        found = probe.parse(self.send(self.log_stat, check=False, timeout=probe.timeout))
+        found = probe.parse(self.exchange(self.log_stat, timeout=probe.timeout))
         return found.size if found else 0
 
     def log_tail(self) -> str:

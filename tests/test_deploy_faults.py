@@ -194,7 +194,8 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    blocks = (layout.prelude(layout.Paths(str(world.binary))), far_end_library.probes())
+    paths = layout.Paths(str(world.binary))
+    blocks = (layout.prelude(paths), layout.prelude(paths, steps=False), far_end_library.probes())
     shared = {sum(1 for line in block.splitlines() if line.strip()): block for block in blocks}
     whole = re.sub(
         r"\[the (\d+) shared lines shown in full above\]",

@@ -96,7 +96,7 @@ class Deployment(ServiceChecks):
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
         reporter.shared = layout.prelude(self.paths)  # -v: shown once
-        reporter.more_shared = [far_end.probes()]
+        reporter.more_shared = [layout.prelude(self.paths, steps=False), far_end.probes()]
         self.token = token or secrets.token_hex(8)
         self.who = f"{local_user()}@{socket.gethostname()}"
         now = clock()

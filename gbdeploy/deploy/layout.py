@@ -108,10 +108,11 @@ def variables(paths: Paths) -> str:
     )
 
 
-def prelude(paths: Paths) -> str:
+def prelude(paths: Paths, *, steps: bool = True) -> str:
     """What every script begins with: the quoted variables, then the far end's functions
-    (`remote/far_end/procs.sh`, `lib.sh`, `steps.sh`). `-v` shows it once (`Reporter.shared`)."""
-    return f"{variables(paths)}\n{far_end.library()}"
+    (`remote/far_end/procs.sh`, `lib.sh`, and `steps.sh` unless `steps` is False: a check that
+    calls none of them). `-v` shows each once (`Reporter.shared`, `more_shared`)."""
+    return f"{variables(paths)}\n{far_end.library(steps=steps)}"
 
 
 def call(function: str, *arguments: object) -> str:
@@ -240,7 +241,7 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
     a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
     return "\n".join(
         [
-            prelude(paths),
+            prelude(paths, steps=False),  # sent with every health check: the smallest
             f"resolve {quote(component.binary)}",
             "state",
             *(

@@ -29,9 +29,11 @@ def logs() -> str:
     return _stripped(text("logs.sh"))
 
 
-def library() -> str:
-    """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts."""
-    return "\n".join([processes(), _stripped(text("lib.sh")), _stripped(text("steps.sh"))])
+def library(*, steps: bool = True) -> str:
+    """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts (without
+    `steps`, what its checks need: the one sent most often, every health check)."""
+    files = [processes(), _stripped(text("lib.sh"))]
+    return "\n".join([*files, _stripped(text("steps.sh"))] if steps else files)
 
 
 @cache

@@ -269,8 +269,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "logs-ignore-the-count",
         "`logs -n N` shows the last N lines",
         "gbdeploy/logs.py",
-        'reader = f"tail -n {int(lines)}"',
-        'reader = f"tail -n {int(lines) + 10}"',
+        '_call("tail", "-n", int(lines), "--", path)',
+        '_call("tail", "-n", int(lines) + 10, "--", path)',
         ("tests/test_logs.py",),
     ),
     # --- verify ---------------------------------------------------------------------------------

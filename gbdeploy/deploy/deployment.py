@@ -27,10 +27,9 @@ import json
 import os
 import secrets
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,7 +55,7 @@ from ..remote.connection import CommandResult, Remote, quote
 from ..remote.session import Session, put_line
 from . import engine, layout
 from .engine import Command, Step, Undo
-from .health import PROGRESS_EVERY, ServiceChecks
+from .health import ServiceChecks
 from .layout import Paths
 from .outcome import lock_held, outcome
 from .service import service_of
@@ -554,25 +553,6 @@ class Deployment(ServiceChecks):
             Undo(restored, self.guard_restore(undo), restores_service=True),
             summary=_SERVICE_SUMMARY[(stop, start)],
         )
-
-    @contextmanager
-    def progress(self, note: str) -> Iterator[None]:
-        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
-        seconds says so."""
-        done = threading.Event()
-        started = time.monotonic()
-
-        def tell() -> None:
-            while not done.wait(PROGRESS_EVERY):
-                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
-
-        teller = threading.Thread(target=tell, daemon=True)
-        teller.start()
-        try:
-            yield
-        finally:
-            done.set()
-            teller.join()
 
     def restore_command(self) -> str:
         return layout.restore_command(

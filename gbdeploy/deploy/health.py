@@ -1,11 +1,14 @@
 """Whether the service a deploy started runs and answers healthy: one exchange per check (the
-processes and the health answer together), first-ready, then a settle window; and the log lines
-shown when it does not. A part of `Deployment` (a base class): it reads the deploy's session,
+processes and the health answer together), first-ready, then a settle window; the log lines
+shown when it does not; and a line now and then while one long exchange runs (`progress`). A part of `Deployment` (a base class): it reads the deploy's session,
 component, commit and reporter."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..config import Component
@@ -194,6 +197,25 @@ class ServiceChecks:
             f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:g}s, then "
             f"{self.component.health_settle:g}s settle",
         )
+
+    @contextmanager
+    def progress(self, note: str) -> Iterator[None]:
+        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
+        seconds says so."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tell() -> None:
+            while not done.wait(PROGRESS_EVERY):
+                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
+
+        teller = threading.Thread(target=tell, daemon=True)
+        teller.start()
+        try:
+            yield
+        finally:
+            done.set()
+            teller.join()
 
     # -- logs
     def log_probe(self) -> probes.Probe[probes.FileStat | None]:

@@ -11,10 +11,10 @@ Measured, `--runs` rounds each, medians and every run printed:
 
 - a `staged` deploy (`gbdeploy deploy`, as a user runs it, alternating two commits): its restart
   window is where requests fail;
-- a `switch` from its parts (`bench.switch_bench.Switching`: what `deploy --strategy switch`
-  will run, without its lock, upload and journal), there and back: the new binary started on the
-  idle port beside the old one, healthy there, Caddy switched (`caddy_switch`: back up, write,
-  validate, reload, confirm), the old port drained, the old process stopped by its pid.
+- a `switch` deploy (`gbdeploy deploy --strategy switch`, as a user runs it, the same two
+  commits), there and back: lock, upload, the new binary started on the idle port beside the old
+  one, healthy there, Caddy switched (back up, write, validate, reload, confirm), the old port
+  drained, the old process stopped by its pid, the release kept; and its extra time over staged.
 
 Caddy's reload drops nothing only where `net.ipv4.tcp_migrate_req` is 1 (`.ci/setup` sets it;
 a production proxy needs it too): Caddy binds a new SO_REUSEPORT socket per config and closes the
@@ -27,30 +27,17 @@ stack before it serves: the staged window grows by that much.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
+import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+import yaml
 from deploy_bench import World
 
-from gbdeploy.caddy_switch import CaddySwitch
-from gbdeploy.config import SshSettings, Target
-from gbdeploy.remote.connection import Remote
-from gbdeploy.switch_process import (
-    drain_command,
-    parse_pids,
-    serving_pid_command,
-    stop_pid_command,
-)
 from gbdeploy_sandbox.load import Load, LoadResult
-from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.proxy import LoopbackCaddy
 from gbdeploy_sandbox.service import Fault, build_service, service_user
 from gbdeploy_sandbox.sshd import LoopbackSshd, free_port
@@ -71,60 +58,29 @@ def measured(caddy: LoopbackCaddy, clients: int, operation) -> tuple[LoadResult,
     return load.result, seconds
 
 
-def start_beside(binary: Path, port: int, log: Path) -> None:
-    """The new binary serving on the idle port, as a switch starts it (the test's own start: the
-    deploy layer's recipe replaces it)."""
-    with open(log, "ab") as out:
-        subprocess.Popen(
-            ["runuser", "-u", service_user(), "--", str(binary)],
-            env={**os.environ, "PORT": str(port)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+def use_switch(world: World, caddy: LoopbackCaddy, ports: tuple[int, int]) -> None:
+    """The bench's gbdeploy.yaml with botserver as a switch component behind `caddy`: `PORT` and
+    `{port}` from the port in use, Caddy on the target `proxy` (the same loopback sshd)."""
+    path = world.project / "gbdeploy.yaml"
+    config = yaml.safe_load(path.read_text())
+    botserver = config["components"]["botserver"]
+    botserver["env"] = {}
+    botserver["health"] = "http://127.0.0.1:{port}/health"
+    botserver["switch"] = {
+        "ports": list(ports),
+        "proxy": "proxy",
+        "caddyfile": str(caddy.caddyfile),
+        "upstream_host": "127.0.0.1",
+        "drain": 10,
+    }
+    config["targets"]["proxy"] = {"ssh": world.sshd.alias}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-class Switching:
-    """One switch from its parts, as the deploy will run it (without lock, upload and journal):
-    the new binary renamed over the path, started on the idle port beside the old process,
-    healthy there with its commit, Caddy switched and confirmed, the old port drained, the old
-    process stopped by its pid."""
-
-    def __init__(
-        self, remote: Remote, binary: Path, caddy: LoopbackCaddy, live: int, idle: int
-    ) -> None:
-        self.remote, self.binary, self.caddy = remote, binary, caddy
-        self.live, self.idle = live, idle
-        self.proxy_seconds = 0.0
-
-    def run(self, artifact: Path, commit: str, directory: Path) -> None:
-        path = str(self.binary)
-        (old_pid,) = parse_pids(self.remote.run(serving_pid_command(path, self.live)).stdout)
-        staged = self.binary.with_name("botserver.switch-new")
-        shutil.copyfile(artifact, staged)
-        staged.chmod(0o755)
-        shutil.chown(staged, user=service_user())
-        staged.rename(self.binary)
-        start_beside(self.binary, self.idle, directory / "beside.log")
-        if not wait_for(lambda: answers(self.idle) == commit, deadline_seconds=30):
-            raise SystemExit(f"{commit} did not get healthy on {self.idle}")
-        started = time.monotonic()
-        switch = CaddySwitch(str(self.caddy.caddyfile), "127.0.0.1", self.live, self.idle)
-        switch.apply(self.remote)
-        switch.confirm(self.remote)
-        self.proxy_seconds = time.monotonic() - started
-        self.remote.run(drain_command(self.live, 10.0))
-        self.remote.run(stop_pid_command(path, old_pid, 5.0))
-
-
-def answers(port: int) -> str | None:
-    """The commit the service on `port` answers health with, if it does."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
-            return json.loads(answer.read()).get("commit")
-    except (OSError, ValueError):
-        return None
+def step_seconds(output: str, step: str) -> float:
+    """A step's seconds from the summary a deploy prints (`ok   proxy   0.41s …`)."""
+    found = re.search(rf"^\s*ok\s+{re.escape(step)}\s+([0-9.]+)s", output, re.MULTILINE)
+    return float(found[1]) if found else float("nan")
 
 
 def line(name: str, results: list[LoadResult], seconds: list[float]) -> str:
@@ -184,44 +140,48 @@ def main() -> None:
                     staged_seconds.append(seconds)
                     print(f"  staged {attempt + 1}/{runs}: {result.summary()}", file=sys.stderr)
 
-                remote = Remote(
-                    Target("system", sshd.alias), SshSettings(config=str(sshd.ssh_config))
-                )
+                use_switch(world, caddy, (world.port, free_port()))
                 sequence, sequence_seconds, proxy_seconds = [], [], []
                 pid = caddy.pid
-                live, idle = world.port, free_port()
-                with remote:
-                    for attempt in range(2 * runs):  # there and back, `runs` times
-                        current = 1 - current
-                        step = Switching(remote, world.binary, caddy, live, idle)
-                        result, seconds = measured(
-                            caddy,
-                            options.clients,
-                            lambda s=step, c=current: s.run(binaries[c], COMMITS[c], directory),
-                        )
-                        sequence.append(result)
-                        sequence_seconds.append(seconds)
-                        proxy_seconds.append(step.proxy_seconds)
-                        live, idle = idle, live
-                        print(
-                            f"  switch {attempt + 1}/{2 * runs}: {result.summary()}",
-                            file=sys.stderr,
-                        )
+                outputs: list[str] = []
+                for attempt in range(2 * runs):  # there and back, `runs` times
+                    current = 1 - current
+                    result, seconds = measured(
+                        caddy,
+                        options.clients,
+                        lambda c=current: outputs.append(
+                            world.gbdeploy(
+                                "deploy",
+                                "botserver",
+                                "--artifact",
+                                str(binaries[c]),
+                                "--commit",
+                                COMMITS[c],
+                                "--strategy",
+                                "switch",
+                            )[1]
+                        ),
+                    )
+                    sequence.append(result)
+                    sequence_seconds.append(seconds)
+                    proxy_seconds.append(step_seconds(outputs[-1], "proxy"))
+                    print(
+                        f"  switch {attempt + 1}/{2 * runs}: {result.summary()}",
+                        file=sys.stderr,
+                    )
                 if caddy.pid != pid or not caddy.running():
                     raise SystemExit("Caddy was restarted: a switch must only reload it")
             finally:
                 caddy.stop()
                 world.stop_service()
         print(line("staged deploy", staged, staged_seconds))
-        print(line("switch (there, back)", sequence, sequence_seconds))
+        print(line("switch deploy (there, back)", sequence, sequence_seconds))
         print(
             f"{'':<28} of which the proxy (backup, write, validate, reload, confirm): median "
             f"{statistics.median(proxy_seconds):.2f}s"
         )
-        print(
-            "A switch deploy adds the proxy switch and the drain to the staged steps, and takes "
-            "the restart window out of the served path."
-        )
+        extra = statistics.median(sequence_seconds) - statistics.median(staged_seconds)
+        print(f"{'':<28} a switch deploy takes {extra:+.2f}s over a staged one (medians)")
 
 
 if __name__ == "__main__":

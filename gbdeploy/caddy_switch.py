@@ -5,8 +5,9 @@ it: never a partial file, never an invalid one in place), `caddy reload` (never 
 a failed reload put the backup back and reload again.
 
 Each operation is the exact shell text it runs on the proxy target, so `--dry-run` prints what
-would run. `CaddySwitch.apply` runs them over a `Remote`; `CaddySwitch.undo` puts the backup back
-(a later step — the check through Caddy — failed). Which upstreams change is `caddyfile`'s.
+would run. `CaddySwitch.apply` runs them over a `Remote` or a `Session`; `CaddySwitch.undo` puts
+the backup back (a later step — the check through Caddy — failed). Which upstreams change is
+`caddyfile`'s.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import PurePosixPath
 
 from .caddyfile import Change, admin_address, switch_upstream
 from .errors import OperationFailed, RemoteError
-from .remote.connection import CommandResult, Remote, quote
-from .remote.probes import probe_health
+from .remote.connection import CommandResult, quote
+from .remote.probes import Runner, probe_health
 
 ADAPTER = "--adapter caddyfile"
 # The new file travels inside the command (printf '%s' WORD), which reaches the proxy as one
@@ -174,10 +175,10 @@ class CaddySwitch:
         yield write(self.path, new.text, digest, self.caddy)
         yield reload(self.path, self.caddy)
 
-    def current_text(self, remote: Remote) -> str:
+    def current_text(self, remote: Runner) -> str:
         return _checked(remote, read_file(self.path)).stdout
 
-    def apply(self, remote: Remote, current: str | None = None) -> None:
+    def apply(self, remote: Runner, current: str | None = None) -> None:
         """Back up, write, validate, reload. On a failed reload the backup goes back and Caddy is
         reloaded with it; Caddy keeps running the config it had whenever a reload fails."""
         current = self.current_text(remote) if current is None else current
@@ -189,12 +190,12 @@ class CaddySwitch:
             if operation.name == "back up the Caddyfile":
                 self.backup_path = result.stdout.strip().splitlines()[-1]
 
-    def confirm(self, remote: Remote) -> None:
+    def confirm(self, remote: Runner) -> None:
         """That the Caddy on the proxy runs a config dialling `host:new_port` and no longer
         `host:old_port`: the reload took. ProxySwitchFailed otherwise (the caller undoes the
         switch, and stops the new process only once Caddy is seen dialling the old port)."""
         dials = self.running_dials(remote)
-        new, old = self._dial(self.new_port), self._dial(self.old_port)
+        new, old = self.dial(self.new_port), self.dial(self.old_port)
         if dials is None:
             raise ProxySwitchFailed(
                 f"Caddy's running config cannot be read from its admin API (see {self.path}'s "
@@ -210,7 +211,7 @@ class CaddySwitch:
                 dials_new=new in dials,
             )
 
-    def running_dials(self, remote: Remote) -> set[str] | None:
+    def running_dials(self, remote: Runner) -> set[str] | None:
         """The upstreams the Caddy on the proxy dials now, from its admin API (`GET /config/`
         at the address the Caddyfile's `admin` option names); None when it cannot be read."""
         address = admin_address(self.new_text)
@@ -219,17 +220,18 @@ class CaddySwitch:
         answer = probe_health(f"http://{address}/config/").run(remote)
         return set(_dials(answer.data)) if answer.http_status == 200 else None
 
-    def _dial(self, port: int) -> str:
+    def dial(self, port: int) -> str:
+        """`host:port` as Caddy's running config names the upstream (`[v6]:port` for IPv6)."""
         return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
-    def undo(self, remote: Remote) -> None:
+    def undo(self, remote: Runner) -> None:
         """The backup back in place and reloaded: Caddy dials the old port again."""
         if self.backup_path is None:
             return  # the file was never changed
         _checked(remote, restore(self.path, self.backup_path))
         _checked(remote, reload(self.path, self.caddy))
 
-    def _reload_or_restore(self, remote: Remote, operation: Operation) -> None:
+    def _reload_or_restore(self, remote: Runner, operation: Operation) -> None:
         result = remote.run(operation.command, check=False)
         if result.ok:
             return
@@ -249,7 +251,7 @@ class CaddySwitch:
         again = remote.run(reload(self.path, self.caddy).command, check=False)
         tail = "" if again.ok else f"; reloading it failed too ({_said(again)})"
         dials = self.running_dials(remote)
-        dials_new = None if dials is None else self._dial(self.new_port) in dials
+        dials_new = None if dials is None else self.dial(self.new_port) in dials
         running = {
             None: "its admin API does not say which config Caddy runs",
             True: "Caddy still dials the new port",
@@ -265,7 +267,7 @@ class CaddySwitch:
 
 
 def _checked(
-    remote: Remote, operation: Operation, *, nothing_changed: bool = False
+    remote: Runner, operation: Operation, *, nothing_changed: bool = False
 ) -> CommandResult:
     result = remote.run(operation.command, check=False)
     if not result.ok:

@@ -60,16 +60,39 @@ class Directive:
             yield from child.walk()
 
 
+class CaddySyntaxError(ValueError):
+    """Text Caddy's lexer refuses; `line` is where it starts."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+def _continues_line(text: str, index: int) -> bool:
+    """Whether the `\\` at `index` ends its line (LF or CRLF): the next line continues it."""
+    return text.startswith(("\n", "\r\n"), index + 1)
+
+
 def tokens(text: str) -> list[Token]:
-    """Caddy's lexer, keeping where each token lies in `text`."""
+    """Caddy 2.6's lexer (also the Corefile's), keeping where each token lies in `text`. A token
+    ends at white space; `#` at a token's start comments out the rest of the line; `"…"` and
+    `` `…` `` quote at a token's start. `\\` escapes the next character: before white space it is
+    dropped (before a newline it continues the logical line), in `"…"` `\\"` is a quote, and any
+    other pair stays as it is written (`\\\\` is two backslashes)."""
     found: list[Token] = []
     line, index, length = 1, 0, len(text)
+    continued = 0  # lines joined to this logical line, counted again at its end
     while index < length:
         char = text[index]
-        if char == "\\" and text.startswith("\n", index + 1):
-            index += 2  # a continued line: the next tokens stay on this logical line
+        if char == "\\" and _continues_line(text, index):
+            index = text.index("\n", index) + 1  # the next tokens stay on this logical line
+            continued += 1
+        elif char == "\\" and index + 1 < length and text[index + 1].isspace():
+            index += 1
         elif char.isspace():
-            line += char == "\n"
+            if char == "\n":
+                line, continued = line + 1 + continued, 0
             index += 1
         elif char == "#":
             while index < length and text[index] != "\n":
@@ -77,20 +100,24 @@ def tokens(text: str) -> list[Token]:
         elif char in '"`':
             start, index, value = index, index + 1, []
             while index < length and text[index] != char:
-                if char == '"' and text[index] == "\\" and text.startswith('"', index + 1):
-                    index += 1
+                if char == '"' and text[index] == "\\" and index + 1 < length:
+                    index += 1  # an escaped pair: `\"` is a quote, `\x` stays `\x`
+                    value.append("" if text[index] == '"' else "\\")
                 value.append(text[index])
                 index += 1
             if index >= length:
-                raise CaddyfileRefused(f"line {line}: quoted text is never closed")
+                raise CaddySyntaxError(line, "unterminated quoted text")
             index += 1
             found.append(Token(line, "".join(value), start, index, True))
-            line += "".join(value).count("\n")
+            if "\n" in value:
+                line, continued = line + value.count("\n") + continued, 0
         else:
             start = index
             while index < length and not text[index].isspace():
                 if text[index] == "\\" and index + 1 < length:
-                    index += 1
+                    if text[index + 1].isspace():
+                        break  # dropped, as above
+                    index += 1  # an escaped pair, kept as it is written
                 index += 1
             found.append(Token(line, text[start:index], start, index, False))
     return found
@@ -98,7 +125,10 @@ def tokens(text: str) -> list[Token]:
 
 def parse(text: str) -> tuple[Directive, ...]:
     """The file's top-level entries, each with its block's entries."""
-    all_tokens = tokens(text)
+    try:
+        all_tokens = tokens(text)
+    except CaddySyntaxError as error:
+        raise CaddyfileRefused(str(error)) from None
     position = 0
 
     def entries(depth: int, opened_at: int) -> tuple[Directive, ...]:

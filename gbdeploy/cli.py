@@ -22,7 +22,8 @@ from typing import Any, TextIO
 from invoke import Argument, Exit, Program, Task
 from invoke import task as invoke_task
 
-from .config import GbdeployConfig, Settings, Target, load_config, load_settings
+from .config import Settings, Target
+from .config_layers import GbdeployConfig, load_config, load_settings
 from .config_view import layer_file
 from .output import options
 

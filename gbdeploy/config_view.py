@@ -18,7 +18,8 @@ from typing import Any
 from invoke import Config as InvokeConfig
 from invoke import Exit
 
-from .config import TOKEN_VARIABLES, load_settings
+from .config import TOKEN_VARIABLES
+from .config_layers import load_settings, plain
 from .errors import ConfigError, UsageError
 from .output import Reporter, table
 
@@ -54,17 +55,9 @@ def _lookup(data: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
     return True, data
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(value[k]) for k in value}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def effective_values(config: InvokeConfig) -> list[Value]:
     """Every gbdeploy key of the merged configuration (Invoke's own sections left out)."""
-    merged = _plain(config)
+    merged = plain(config)
     ours = {k: v for k, v in merged.items() if k not in InvokeConfig.global_defaults()}
     values = []
     for path in _leaves(ours):

@@ -457,13 +457,15 @@ def _count(repo: Repo, revisions: str) -> int | None:
 
 # --- the plan ----------------------------------------------------------------------------------
 
-StepKind = Literal["push-submodule", "commit-pointer", "push-root"]
+GitStepKind = Literal["push-submodule", "commit-pointer", "push-root"]
 
 
 @dataclass(frozen=True)
-class Step:
+class GitStep:
+    """One push or commit of the release's git half (a deploy's step is `deploy.engine.Step`)."""
+
     name: str  # what the user reads: "push botserver to origin"
-    kind: StepKind
+    kind: GitStepKind
     command: GitCommand
     remote: str | None = None
 
@@ -472,7 +474,7 @@ class Step:
 class ReleasePlan:
     state: ReleaseState
     message: str | None  # the root commit's message; None when the pointer is already committed
-    steps: tuple[Step, ...]
+    steps: tuple[GitStep, ...]
 
     @property
     def commands(self) -> list[str]:
@@ -496,8 +498,8 @@ def plan_release(settings: Settings, state: ReleaseState) -> ReleasePlan:
     branch = state.branch
     refspec = f"refs/heads/{branch}:refs/heads/{branch}"
     root_name = state.root.name
-    steps: list[Step] = [
-        Step(
+    steps: list[GitStep] = [
+        GitStep(
             f"push {state.submodule_path} to {remote}",
             "push-submodule",
             GitCommand(state.submodule, ("push", "--porcelain", remote, refspec)),
@@ -509,14 +511,14 @@ def plan_release(settings: Settings, state: ReleaseState) -> ReleasePlan:
     if state.recorded != state.sha:
         message = commit_message(settings, state)
         steps.append(
-            Step(
+            GitStep(
                 f"commit {state.submodule_path} pointer in {root_name}",
                 "commit-pointer",
                 GitCommand(state.root, ("commit", "-m", message, "--", state.submodule_path)),
             )
         )
     steps.extend(
-        Step(
+        GitStep(
             f"push {root_name} to {remote}",
             "push-root",
             GitCommand(state.root, ("push", "--porcelain", remote, refspec)),
@@ -539,7 +541,7 @@ class ReleaseResult:
 
 def execute_plan(plan: ReleasePlan, reporter: Reporter) -> ReleaseResult:
     state = plan.state
-    pushed: dict[StepKind, list[str]] = {"push-submodule": [], "push-root": []}
+    pushed: dict[GitStepKind, list[str]] = {"push-submodule": [], "push-root": []}
     committed = False
     for step in plan.steps:
         with reporter.step(step.name) as record:
@@ -563,7 +565,7 @@ def execute_plan(plan: ReleasePlan, reporter: Reporter) -> ReleaseResult:
     return ReleaseResult(root_sha=root_sha, submodule_sha=state.sha, committed=committed)
 
 
-def _push(step: Step, state: ReleaseState, done: list[str], *, committed: bool) -> str:
+def _push(step: GitStep, state: ReleaseState, done: list[str], *, committed: bool) -> str:
     """Run one push; the outcome for the user ("up to date", "a1b2c3d..e4f5a6b", "new branch"),
     or PushRejected naming the remote and where the commit already is."""
     assert step.remote is not None

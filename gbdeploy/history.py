@@ -154,6 +154,15 @@ def which_run(entry: LogEntry) -> str:
     return f"#{run['number']}" if "number" in run else f"id {run.get('id', '?')}"
 
 
+def strategy(entry: LogEntry) -> str:
+    """The strategy, and for a switch the port it left live (`switch :5868`)."""
+    name = str(entry.get("strategy") or "?")
+    switch = entry.get("switch")
+    if isinstance(switch, dict) and isinstance(switch.get("live"), int):
+        return f"{name} :{switch['live']}"
+    return name
+
+
 def format_history(history: History, limit: int | None = None) -> list[str]:
     shown = history.entries[:limit] if limit else history.entries
     lines = [f"{history.component} on {history.target}: deploys and rollbacks, newest first"]
@@ -167,7 +176,7 @@ def format_history(history: History, limit: int | None = None) -> list[str]:
                 str(entry.get("action") or "deploy"),
                 short_sha(entry.get("commit")),
                 short_sha(entry.sha256, 12),
-                str(entry.get("strategy") or "?"),
+                strategy(entry),
                 str(entry.get("result") or "?"),
                 seconds(entry.get("duration")),
                 which_run(entry),

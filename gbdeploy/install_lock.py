@@ -10,6 +10,10 @@ The wheel is built here from the package's own files with fixed timestamps, so r
 same code twice writes the same bytes. The dependency hashes are those of the wheels pip
 downloads for them (pip's ordinary client and index configuration), for this machine's platform
 and Python: render on the runner's kind of machine (Linux, the runner's Python).
+
+The wheel is the default `Pin`; `workflows.install` may name another source instead (a VCS URL
+at a full commit, or a committed file with its sha256), and `workflows.source` this gbdeploy's
+own commit at that repository (`pinned_install`). A bare name, version, branch or tag is refused.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ import functools
 import hashlib
 import importlib.metadata
 import io
+import json
 import re
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from .config import Settings
 from .errors import ConfigError
 
 INSTALL_DIR = ".forgejo/gbdeploy"
@@ -161,3 +169,110 @@ def install_files(*, with_wheel: bool) -> dict[str, bytes]:
     lines.extend(dependency_pins(wheel_name, wheel))
     files[LOCK_FILE] = ("\n".join(lines) + "\n").encode()
     return files
+
+
+# --- the pinned source: what the job installs gbdeploy itself from ----------------------------
+
+_COMMIT = r"[0-9a-f]{40}|[0-9a-f]{64}"
+_VCS = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*)?"
+    r"git\+(?P<scheme>https|http|ssh|file)://(?P<rest>[^\s#'\"]+)@(?P<commit>" + _COMMIT + ")"
+    r"(?:#(?P<fragment>[A-Za-z0-9_=&./-]+))?"
+)
+_FILE = re.compile(r"(?P<path>[A-Za-z0-9_][A-Za-z0-9_./+-]*)#sha256=(?P<sha256>[0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A pinned source of gbdeploy: a pip requirement, and for a file its sha256. `wheel`: the
+    wheel `gbdeploy workflows` writes beside the workflows, named with its hash in the lock."""
+
+    requirement: str
+    sha256: str | None = None  # set for a file in the repository: checked before pip sees it
+    why: str = ""  # how an automatic pin was found, for the report
+    kind: Literal["wheel", "vcs", "file"] = "vcs"
+
+    @property
+    def url(self) -> str:
+        """The repository URL of a VCS pin (what `git ls-remote` checks)."""
+        found = _VCS.search(self.requirement)
+        return f"{found['scheme']}://{found['rest']}" if found else ""
+
+
+def parse_pin(value: str, key: str = "workflows.install") -> Pin:
+    """`git+URL@<full commit>` (optionally `gbdeploy @ …`), or `PATH#sha256=<hex>` of a file in
+    the repository; anything else (a bare name, a version, a branch or tag) is refused."""
+    value = value.strip()
+    if _VCS.fullmatch(value):
+        return Pin(value)
+    found = _FILE.fullmatch(value)
+    if found:
+        path = found["path"]
+        if ".." in path.split("/") or path.startswith("/"):
+            raise ConfigError(key, f"the file must be inside the repository, got {path!r}")
+        return Pin(path, found["sha256"], kind="file")
+    raise ConfigError(
+        key,
+        f"{value!r} is not a pinned source: a name (or a version, branch or tag) is whatever is "
+        "published under it when the job runs, and the job holds the production deploy key",
+        hint="use git+https://HOST/OWNER/gbdeploy.git@<40-hex commit>, or a wheel committed in "
+        "the repository as PATH#sha256=<its sha256> (or leave it empty: the commit this gbdeploy "
+        "the wheel `gbdeploy workflows` writes beside the workflows)",
+    )
+
+
+def pinned_install(settings: Settings) -> Pin:
+    """`workflows.install` checked; when empty, the wheel of this gbdeploy that `gbdeploy
+    workflows` writes beside the workflows (`install_lock`), or with `workflows.source` set the
+    commit this gbdeploy was installed from (PEP 610 `direct_url.json`, or the git clone it runs
+    from) at that repository."""
+    if settings.workflows.install:
+        return parse_pin(settings.workflows.install)
+    if not settings.workflows.source:
+        return Pin(LOCK_FILE, kind="wheel", why=f"this gbdeploy as a wheel in {INSTALL_DIR}/")
+    source = settings.workflows.source
+    commit, where = _own_commit()
+    if commit is None:
+        raise ConfigError(
+            "workflows.install",
+            f"is empty and this gbdeploy's commit cannot be found ({where})",
+            hint="set it to git+URL@<40-hex commit> or PATH#sha256=<hex>",
+        )
+    source = source.removeprefix("git+")
+    pin = parse_pin(f"gbdeploy @ git+{source}@{commit}", "workflows.source")
+    return Pin(pin.requirement, why=f"the commit this gbdeploy {where}")
+
+
+def _own_commit() -> tuple[str | None, str]:
+    """This gbdeploy's commit and how it was found."""
+    directory = Path(__file__).resolve().parent.parent
+    try:
+        text = importlib.metadata.distribution("gbdeploy").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        text = None
+    data = json.loads(text) if text else {}
+    vcs = data.get("vcs_info") or {}
+    commit = str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and re.fullmatch(_COMMIT, commit):
+        return commit, f"installed from {data.get('url', '')}"
+    url = str(data.get("url", ""))
+    if url.startswith("file://") and not (directory / "pyproject.toml").is_file():
+        directory = Path(url.removeprefix("file://"))
+    if not (directory / "pyproject.toml").is_file():
+        return None, "installed without VCS information"
+    head = subprocess.run(
+        ["git", "-C", str(directory), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if head.returncode != 0 or not re.fullmatch(_COMMIT, head.stdout.strip()):
+        return None, f"{directory} is not a git clone"
+    changed = subprocess.run(
+        ["git", "-C", str(directory), "status", "--porcelain", "--", "gbdeploy", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    uncommitted = "; its uncommitted changes are NOT in the jobs" if changed else ""
+    return head.stdout.strip(), f"runs from ({directory}, HEAD{uncommitted})"

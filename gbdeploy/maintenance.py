@@ -3,8 +3,8 @@ until the runner's disk is full; a daily run (cron or a timer) keeps them bounde
 
 Runs on the runner's own filesystem. Each cache is a set of removable units:
 
-- sccache (`maintenance.sccache_dir`): every file, at any depth;
-- cargo (`maintenance.cargo_home`): the downloaded crates (`registry/cache/<index>/<crate>.crate`),
+- sccache (`workflows.sccache_dir`, where the builds put it): every file, at any depth;
+- cargo (`workflows.cargo_home`): the downloaded crates (`registry/cache/<index>/<crate>.crate`),
   their unpacked sources (`registry/src/<index>/<crate-version>/`), git dependencies' checkouts
   (`git/checkouts/<repo>/<rev>/`) and their bare clones (`git/db/<repo>/`). Cargo fetches any of
   them again when a build needs it.
@@ -123,10 +123,10 @@ def _units(root: Path, depth: int | None) -> Iterator[Unit]:
 
 
 def _cache_roots(settings: Settings) -> list[tuple[str, Path, list[tuple[str, int | None]]]]:
-    maintenance = settings.maintenance
+    caches = settings.workflows
     return [
-        ("sccache", Path(maintenance.sccache_dir).expanduser(), [(".", None)]),
-        ("cargo", Path(maintenance.cargo_home).expanduser(), list(CARGO_CACHES)),
+        ("sccache", Path(caches.sccache_dir), [(".", None)]),
+        ("cargo", Path(caches.cargo_home), list(CARGO_CACHES)),
     ]
 
 

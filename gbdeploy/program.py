@@ -11,13 +11,8 @@ from invoke import Exit, ParseError
 
 from . import __version__
 from .cli import OPTIONAL_POSITIONALS, CliProgram, parse_problem
-from .config import (
-    CONFIG_LOAD_ERRORS,
-    GbdeployConfig,
-    check_runtime_path,
-    config_load_error,
-    token_values,
-)
+from .config import token_values
+from .config_layers import CONFIG_LOAD_ERRORS, GbdeployConfig, check_runtime_path, config_load_error
 from .errors import ConfigError, UsageError, internal_error
 from .tasks import namespace
 

@@ -125,6 +125,8 @@ def run_service(
     if action not in ACTIONS:
         raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
     comp = settings.component(component)
+    if comp.switch is not None:  # its health URL and PORT: the port it serves on now
+        comp = comp.on_port(comp.switch.ports[0] if dry_run else _live_port(settings, comp))
     deployment = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
     plan = engine.Plan(
         f"{action} {comp.name} on {deployment.remote.description}",
@@ -149,6 +151,19 @@ def run_service(
         deployment.close()
     reporter.summary()
     return plan
+
+
+def _live_port(settings: Settings, component: Component) -> int:
+    from .switch_process import live_port_on_target
+
+    assert component.switch is not None
+    with Remote(settings.target_of(component), settings.ssh) as remote:
+        return live_port_on_target(
+            lambda command: remote.run(command).stdout,
+            component.binary,
+            component.switch.ports,
+            layout.Paths(component.binary).deploy_log,
+        )
 
 
 def _outcome(deployment: Deployment, action: str, undone: engine.Undone) -> GbdeployError:

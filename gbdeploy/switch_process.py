@@ -9,6 +9,9 @@ the service's /proc/PID/fd), with `ss` where there is one, else /proc/net/tcp an
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 from .remote.connection import quote
 
 # `runs PID`: whether PID runs exactly "$b" (or "$b (deleted)", once a new binary was renamed
@@ -133,3 +136,34 @@ def stop_pid_command(binary: str, pid: int, timeout: float) -> str:
             f"echo killed {p}",
         ]
     )
+
+
+def serving_ports(run: Callable[[str], str], binary: str, ports: list[int]) -> dict[int, list[int]]:
+    """The pids of `binary` listening on each of a switch component's `ports` (`run` sends a
+    command to the target and returns what it printed)."""
+    return {port: parse_pids(run(serving_pid_command(binary, port))) for port in ports}
+
+
+def live_port(serving: dict[int, list[int]], recorded: object = None) -> int | None:
+    """The port a switch component serves on: the one port with a process; while both have one
+    (a switch in progress), the one the last deploy recorded (`recorded`, its `switch.live`)."""
+    busy = [port for port, pids in serving.items() if pids]
+    if len(busy) == 1:
+        return busy[0]
+    if recorded in busy or (not busy and recorded in serving):
+        return int(recorded)  # type: ignore[arg-type]
+    return busy[0] if busy else None
+
+
+def live_port_on_target(
+    run: Callable[[str], str], binary: str, ports: list[int], deploy_log: str
+) -> int:
+    """The port a switch component serves on now (see `live_port`; the last deploy's record
+    while nothing serves; else the first port)."""
+    last = run(f"tail -n 1 -- {quote(deploy_log)} 2>/dev/null || true").strip()
+    try:
+        recorded = (json.loads(last or "{}").get("switch") or {}).get("live")
+    except (ValueError, AttributeError):
+        recorded = None
+    live = live_port(serving_ports(run, binary, ports), recorded)
+    return live if live is not None else ports[0]

@@ -22,7 +22,8 @@ from .cli import (
     gbdeploy_config,
     task,
 )
-from .config import Settings, load_settings, token_values
+from .config import Settings, token_values
+from .config_layers import load_settings
 from .errors import GbdeployError, OperationFailed, UsageError, internal_error, redact
 from .output import Reporter
 
@@ -130,7 +131,8 @@ def release(
     help={
         "component": "component to deploy",
         "artifact": "the built binary to deploy (default: the component's `artifact`)",
-        "strategy": "staged (upload, then swap; default) or seed (stop, copy, start)",
+        "strategy": "staged (upload, then swap; default), seed (stop, copy, start) or switch "
+        "(a component with `switch:`: start beside on the idle port, switch Caddy, stop the old)",
         "dry_run": "print the plan of remote commands, change nothing",
         "force": "upload and restart even when the target already has this binary",
         "commit": "the commit this binary was built from (recorded in the lock and deploy log)",
@@ -413,10 +415,18 @@ def maintain(
         "keep": "leave the sandbox running and print how to use it by hand",
         "placement": "where botserver's workflow lives: root (gb, default) or component",
         "container": "botserver runs in a container behind the ssh host, entered with sudo incus",
+        "switch": "instead: zero-downtime deploys (--strategy switch) behind a real Caddy, "
+        "under load",
     }
 )
 @reporting_errors
-def demo(c: Context, keep: bool = False, placement: str = "root", container: bool = False) -> None:
+def demo(
+    c: Context,
+    keep: bool = False,
+    placement: str = "root",
+    container: bool = False,
+    switch: bool = False,
+) -> None:
     """A real release of botserver against a local sandbox (sshd, git remotes, Forgejo emulator)."""
     try:
         from gbdeploy_sandbox import sandbox
@@ -427,6 +437,11 @@ def demo(c: Context, keep: bool = False, placement: str = "root", container: boo
         ) from None
     if placement not in ("root", "component"):
         raise UsageError(f"--placement: expected root or component, got {placement!r}")
+    if switch:
+        from gbdeploy_sandbox.switch_demo import run_switch_demo
+
+        run_switch_demo(reporter())
+        return
     sandbox.run_demo(reporter(), keep=keep, placement=placement, container=container)
 
 

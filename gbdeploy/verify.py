@@ -216,10 +216,19 @@ def gather(remote: Runner, component: Component, expected_commit: str) -> Target
         return TargetFacts(None, None, False, [], None, "no binary")
     contains = probe_contains(component.binary, expected_commit[:MIN_COMMIT_DIGITS]).run(remote)
     processes = [(p.pid, p.user) for p in probe_processes(component.binary).run(remote)]
+    last_deploy = _json_object(probe_last_line(Paths(component.binary).deploy_log).run(remote))
+    if component.switch is not None:  # the health URL of the port that serves now
+        from .switch_process import live_port, serving_ports
+
+        serving = serving_ports(
+            lambda command: remote.run(command).stdout, component.binary, component.switch.ports
+        )
+        live = live_port(serving, ((last_deploy or {}).get("switch") or {}).get("live"))
+        component = component.on_port(live if live is not None else component.switch.ports[0])
     probe = health_probe(component)
     health = probe.run(remote) if probe is not None else None
     return TargetFacts(
-        last_deploy=_json_object(probe_last_line(Paths(component.binary).deploy_log).run(remote)),
+        last_deploy=last_deploy,
         mtime=datetime.fromtimestamp(stat.mtime, tz=timezone.utc),
         owner=stat.owner,
         contains_commit=bool(contains),

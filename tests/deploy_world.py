@@ -158,3 +158,65 @@ def command_line(world: World, directory: Path) -> list[str]:
 
 def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+# A `gbdeploy` process whose stdout is a terminal that stalls at the upload's first progress draw
+# (as one whose operator pressed Ctrl-S): the upload waits inside that draw, mid-way, until a
+# signal ends the wait. Loaded by Python at start (sitecustomize) when GBTEST_STALL_MARKER is set.
+STALLING_TERMINAL = """\
+import os, sys, time
+
+
+class StallingTerminal:
+    def __init__(self, stream, marker):
+        self.stream, self.marker, self.stalled = stream, marker, False
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        if not self.stalled and text.startswith("\\r→ upload"):
+            self.stalled = True
+            open(self.marker, "w").close()
+            for _ in range(1200):  # the deploy's SIGTERM handler raises out of this wait
+                time.sleep(0.05)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+if os.environ.get("GBTEST_STALL_MARKER"):
+    sys.stdout = StallingTerminal(sys.stdout, os.environ["GBTEST_STALL_MARKER"])
+"""
+
+
+def stalled_mid_upload(
+    world: World, directory: Path, artifact: Path, strategy: str
+) -> subprocess.Popen[str]:
+    """`gbdeploy deploy --artifact ARTIFACT` (big enough to draw progress) as its own process,
+    returned once its upload is stalled mid-way (see STALLING_TERMINAL)."""
+    site = directory / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STALLING_TERMINAL)
+    marker = directory / "stalled-mid-upload"
+    env = {
+        **cli_env(),
+        "PYTHONPATH": f"{site}{os.pathsep}{cli_env()['PYTHONPATH']}",
+        "GBTEST_STALL_MARKER": str(marker),
+        "NO_COLOR": "1",
+    }
+    options = ("--artifact", str(artifact), "--strategy", strategy)
+    process = subprocess.Popen(
+        [*command_line(world, directory), "deploy", "botserver", *options],
+        cwd=directory,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if not wait_for(marker.exists, deadline_seconds=120):
+        process.kill()
+        raise AssertionError(f"the upload never started: {process.communicate(timeout=60)}")
+    return process

@@ -217,6 +217,28 @@ def test_a_file_changed_since_it_was_read_is_left_alone(proxied: Proxied):
     assert proxied.commit_through_caddy() == OLD
 
 
+def test_a_file_edited_after_the_backup_is_not_overwritten(proxied: Proxied, monkeypatch):
+    """Someone edits the Caddyfile while the switch is between its backup and its write."""
+    switch = proxied.switch()
+    read = switch.current_text(proxied.remote)
+    edited = read.replace("# another site", "# another site, edited meanwhile")
+    backup = next(op for op in switch.operations(read) if op.name == "back up the Caddyfile")
+    run = proxied.remote.run
+
+    def edited_after_the_backup(command: str, **options):
+        result = run(command, **options)
+        if command == backup.command:
+            proxied.caddy.caddyfile.write_text(edited)
+        return result
+
+    monkeypatch.setattr(proxied.remote, "run", edited_after_the_backup)
+
+    with pytest.raises(ProxySwitchFailed, match="changed since it was read"):
+        switch.apply(proxied.remote, read)
+    assert proxied.caddy.caddyfile.read_text() == edited
+    assert proxied.commit_through_caddy() == OLD
+
+
 def test_the_plan_is_the_exact_commands_and_changes_nothing(proxied: Proxied):
     before = proxied.caddy.caddyfile.read_bytes()
     path = str(proxied.caddy.caddyfile)

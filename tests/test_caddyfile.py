@@ -240,3 +240,67 @@ def test_no_upstream_for_the_host_is_refused_with_what_to_check(tmp_path: Path):
 def test_a_file_caddy_could_not_read_is_refused(broken: str):
     with pytest.raises(CaddyfileRefused, match=r"line \d+"):
         switch_upstream(broken, HOST, OLD, NEW)
+
+
+# --- the one lexer (switch and doctor), at its edges -----------------------------------------
+# The arguments of `header X-N SEARCH REPLACE` as written in a Caddyfile, and the two tokens Caddy
+# 2.6 reads from them (test_the_lexer_reads_what_caddy_reads checks each against real caddy).
+LEXER_EDGES = (
+    (r"a\b c", ("a\\b", "c")),
+    (r"a\\ c", ("a\\\\", "c")),
+    (r"a\"b c", ('a\\"b', "c")),
+    ('"x y"z', ("x y", "z")),
+    ('a"b c', ('a"b', "c")),
+    ("a#b c # a comment", ("a#b", "c")),
+    (r"`q\"r` c", ('q\\"r', "c")),
+    (r'"a\\b\"c" d', ('a\\\\b"c', "d")),
+    (r'"a\\" d', ("a\\\\", "d")),
+    (r"a\ b", ("a", "b")),
+    ("one \\\n\t\ttwo", ("one", "two")),
+    ("one\\\n\t\ttwo", ("one", "two")),
+)
+
+
+def edges_site() -> str:
+    lines = "".join(f"\theader X-{n} {written}\n" for n, (written, _) in enumerate(LEXER_EDGES))
+    return f":8080 {{\n{lines}\trespond after 200\n}}\n"
+
+
+def test_the_lexer_reads_what_caddy_reads(tmp_path: Path):
+    from gbdeploy.caddyfile import tokens
+
+    path = tmp_path / "Caddyfile"
+    path.write_text(edges_site())
+    handlers = adapted(path)["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"]
+    by_caddy = {
+        name: (change["search_regexp"], change["replace"])
+        for handler in handlers
+        if handler["handler"] == "headers"
+        for name, (change,) in handler["response"]["replace"].items()
+    }
+
+    for n, (written, read) in enumerate(LEXER_EDGES):
+        assert by_caddy[f"X-{n}"] == read, written
+        words = [token.text for token in tokens(f"header X-{n} {written}\n")]
+        assert words == ["header", f"X-{n}", *read], written
+
+
+def test_doctor_reads_the_caddyfile_with_the_same_lexer_and_lines():
+    from gbdeploy.doctor.parsers import parse_caddy_syntax
+
+    (site,) = parse_caddy_syntax(edges_site())
+    assert [entry.args[2:] for entry in site.block[:-1]] == [read for _, read in LEXER_EDGES]
+    # lines joined by a `\` count again after them: `respond` is on its own line number
+    assert site.block[-1].args[0] == "respond"
+    assert site.block[-1].line == edges_site().splitlines().index("\trespond after 200") + 1
+
+
+def test_a_quote_left_open_is_refused_with_its_line_by_both():
+    from gbdeploy.doctor.parsers import ParseError, parse_caddy_syntax
+
+    text = 'http://x {\n\treverse_proxy a:1 \\\n\t\tb:2\n\trespond "open\n}\n'
+    with pytest.raises(CaddyfileRefused, match="line 4: unterminated quoted text"):
+        switch_upstream(text, HOST, OLD, NEW)
+    with pytest.raises(ParseError, match="unterminated") as raised:
+        parse_caddy_syntax(text)
+    assert raised.value.line == 4

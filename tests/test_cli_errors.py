@@ -73,7 +73,7 @@ def test_gbdeploy_debug_shows_the_traceback_still_without_the_token(
 
 def test_an_exception_outside_any_command_is_reported_as_a_bug(project: Path, run_gbdeploy, mocker):
     """Before a task runs (config creation): the program itself catches it."""
-    mocker.patch("gbdeploy.config.find_project_dir", side_effect=OSError("disk on fire"))
+    mocker.patch("gbdeploy.config_layers.find_project_dir", side_effect=OSError("disk on fire"))
 
     result = run_gbdeploy("status")
 

@@ -224,7 +224,7 @@ def test_a_failing_command_inside_a_working_container_is_not_blamed_on_the_way_i
 ):
     import shutil
 
-    from gbdeploy.config import load_settings
+    from gbdeploy.config_layers import load_settings
     from gbdeploy.errors import RemoteError
     from gbdeploy.remote.connection import Remote
 

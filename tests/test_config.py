@@ -10,15 +10,9 @@ import pytest
 from conftest import TEST_TOKEN
 
 from gbdeploy import errors
-from gbdeploy.config import (
-    Count,
-    Restart,
-    Settings,
-    Target,
-    _build,
-    load_config,
-    load_settings,
-)
+from gbdeploy.config import Restart, Settings, Target
+from gbdeploy.config_layers import load_config, load_settings
+from gbdeploy.config_values import Count, build_dataclass
 from gbdeploy_sandbox.gitworld import GitWorld
 
 DOCUMENTED_COMMANDS = (
@@ -98,12 +92,19 @@ def test_doctor_and_maintenance_look_at_the_caches_the_workflows_build_in(projec
     """The runner's caches as FACTS has them (/opt/gbo/cache): the rendered workflows fill them,
     `maintain` trims them, `doctor` measures them — one place, not three."""
     settings = settings_in(project)
-    caches = {
-        "workflows": (settings.workflows.sccache_dir, settings.workflows.cargo_home),
-        "doctor": (settings.doctor.sccache_dir, settings.doctor.cargo_home),
-        "maintenance": (settings.maintenance.sccache_dir, settings.maintenance.cargo_home),
-    }
-    assert set(caches.values()) == {("/opt/gbo/cache/sccache", "/opt/gbo/cache/cargo")}
+    caches = (settings.workflows.sccache_dir, settings.workflows.cargo_home)
+    assert caches == ("/opt/gbo/cache/sccache", "/opt/gbo/cache/cargo")
+
+
+@pytest.mark.parametrize("section", ["doctor", "maintenance"])
+def test_the_runner_caches_are_named_once_where_the_builds_put_them(project: Path, section: str):
+    """Set elsewhere, a cache would be measured and trimmed in one place and filled in another."""
+    with pytest.raises(errors.ConfigError, match=rf"{section}\.sccache_dir: moved to workflows"):
+        settings_in(project, f"{section}: {{sccache_dir: /srv/cache}}\n")
+    moved = settings_in(project, "workflows: {sccache_dir: /srv/cache}\n")
+    assert moved.workflows.sccache_dir == "/srv/cache"
+    with pytest.raises(errors.ConfigError, match=r"workflows\.cargo_home: is one cache"):
+        settings_in(project, "workflows: {cargo_home: '/srv/{component}/cargo'}\n")
 
 
 def test_project_values_merge_over_defaults_and_a_component_can_be_dropped(project: Path):
@@ -377,7 +378,8 @@ def test_the_variables_a_rendered_workflow_sets_are_not_taken_for_keys(
     name a rendered workflow uses is a key or one of gbdeploy's own."""
     import re
 
-    from gbdeploy.config import DEFAULTS, OWN_VARIABLES, _variables, load_settings
+    from gbdeploy.config import DEFAULTS
+    from gbdeploy.config_layers import OWN_VARIABLES, _variables, load_settings
     from gbdeploy.workflows import rendered_files
 
     settings = load_settings(start=project)
@@ -408,7 +410,7 @@ def test_a_bad_variable_value_names_the_variable_and_the_type(
 
 
 def test_false_from_a_variable_is_false(project: Path, monkeypatch: pytest.MonkeyPatch):
-    from gbdeploy.config import load_settings
+    from gbdeploy.config_layers import load_settings
 
     monkeypatch.setenv("GBDEPLOY_SSH_ACCEPT_NEW_HOST_KEYS", "false")
     assert load_settings(start=project).ssh.accept_new_host_keys is False
@@ -487,12 +489,12 @@ class Section:
 
 def test_a_key_is_one_typed_field_whose_type_carries_its_rule():
     """How a key is added: one field; its type's rule refuses bad values at load."""
-    assert _build(Section, {}, "s") == Section("lxc", 3)
-    assert _build(Section, {"via": "incus", "keep": 5}, "s") == Section("incus", 5)
+    assert build_dataclass(Section, {}, "s") == Section("lxc", 3)
+    assert build_dataclass(Section, {"via": "incus", "keep": 5}, "s") == Section("incus", 5)
     with pytest.raises(errors.ConfigError, match=r"s\.via: expected one of lxc, incus, got 'lx'"):
-        _build(Section, {"via": "lx"}, "s")
+        build_dataclass(Section, {"via": "lx"}, "s")
     with pytest.raises(errors.ConfigError, match=r"s\.keep: expected a whole number from 0"):
-        _build(Section, {"keep": -1}, "s")
+        build_dataclass(Section, {"keep": -1}, "s")
 
 
 def test_any_component_key_can_be_set_from_the_environment(

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from tests.deploy_world import (
     command_line,
     deployed,
     snapshot,
+    stalled_mid_upload,
 )
 
 
@@ -647,54 +647,81 @@ def test_upload_progress_is_shown_on_a_terminal_only(world, artifacts):
     assert "\r" not in pipe.getvalue()
 
 
-def test_two_deploys_at_once_never_interleave(world, artifacts):
+def test_two_deploys_at_once_never_interleave(world, artifacts, monkeypatch):
+    """Two deploys held until both are about to take the lock, then let go together, round after
+    round: one is refused or waits its turn; never do both stop and start the service."""
+    # Each service, when stopped, notes its commit: the order of the stops on the target.
+    stops = world.root / "stops"
+    stops.touch(mode=0o666)
+    stops.chmod(0o666)  # the service user writes here
+
+    def env(commit: str) -> dict[str, str]:
+        return {**world.component().env, "GB_ON_TERM": f"echo {commit} >> {stops}"}
+
     deployed(world, artifacts)
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
+    world.deploy(artifacts(OLD), commit=OLD, force=True, component={"env": env(OLD)})
+    at_the_lock: dict[str, threading.Barrier] = {}
+    begins: set[str] = set()
+    begin_command, run = deployment.Deployment.begin_command, deployment.Deployment.run
 
-    def one_deploy() -> None:
-        barrier.wait()
-        try:
-            world.deploy(artifacts(NEW), force=True)
-            outcomes.append("ok")
-        except LockHeld:
-            outcomes.append("locked")
-        except Exception as error:  # any other outcome fails the test below
-            outcomes.append(repr(error))
+    def recorded_begin(self, **options) -> str:
+        command = begin_command(self, **options)
+        begins.add(command)
+        return command
 
-    threads = [threading.Thread(target=one_deploy) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def held_at_the_lock(self, command: str, **options) -> str:
+        if command in begins:  # the exchange that takes the lock
+            at_the_lock["round"].wait(timeout=120)
+        return run(self, command, **options)
 
-    assert sorted(outcomes) in (["locked", "ok"], ["ok", "ok"])
-    assert world.health()["commit"] == NEW and len(world.running()) == 1
-    assert not Path(f"{world.binary}.lock").exists()
+    monkeypatch.setattr(deployment.Deployment, "begin_command", recorded_begin)
+    monkeypatch.setattr(deployment.Deployment, "run", held_at_the_lock)
+    contenders = ("ccccccc0001", "ccccccc0002")
+    for commit in contenders:
+        artifacts(commit)  # built before the race, not inside it
+    serving = OLD
+    for round_ in range(8):
+        stops.write_text("")
+        at_the_lock["round"] = threading.Barrier(len(contenders))
+        finished: list[tuple[str, str]] = []  # (commit, outcome), in the order they ended
+
+        def one_deploy(commit: str, finished: list[tuple[str, str]]) -> None:
+            try:
+                world.deploy(
+                    artifacts(commit), commit=commit, force=True, component={"env": env(commit)}
+                )
+                finished.append((commit, "ok"))
+            except LockHeld:
+                finished.append((commit, "locked"))
+            except Exception as error:  # any other outcome fails the round
+                finished.append((commit, repr(error)))
+
+        threads = [threading.Thread(target=one_deploy, args=(c, finished)) for c in contenders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        outcomes = sorted(outcome for _, outcome in finished)
+        assert outcomes in (["locked", "ok"], ["ok", "ok"]), f"round {round_}: {finished}"
+        done = [commit for commit, outcome in finished if outcome == "ok"]
+        # Each deploy stopped what the one before it started: none stopped a service twice or
+        # found it already stopped by the other.
+        assert stops.read_text().split() == [serving, *done[:-1]], f"round {round_}: {finished}"
+        serving = done[-1]
+        assert world.health()["commit"] == serving and len(world.running()) == 1
+        assert not Path(f"{world.binary}.lock").exists()
 
 
 def test_sigterm_mid_upload_undoes_the_deploy(world, artifacts, tmp_path):
     old_sha = deployed(world, artifacts)
     pids = world.running()
     new = Path(f"{world.binary}.new")
-    artifact = str(artifacts(NEW, pad_to=48 << 20))
-    process = subprocess.Popen(
-        [*command_line(world, tmp_path), "deploy", "botserver", "--artifact", artifact],
-        cwd=tmp_path,
-        env={**cli_env(), "PYTHONFAULTHANDLER": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = stalled_mid_upload(world, tmp_path, artifacts(NEW, pad_to=48 << 20), "staged")
     try:
-        assert wait_for(new.exists, deadline_seconds=60, interval=0.001)
+        assert new.exists()  # the upload is under way, held by its progress draw
         process.terminate()  # what a cancelled CI job sends
-        try:
-            stdout, stderr = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
-            stdout, stderr = process.communicate(timeout=10)
-            pytest.fail(f"gbdeploy did not exit after SIGTERM:\n{stdout}\n{stderr}")
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
     print(stdout, stderr)  # shown when an assertion below fails

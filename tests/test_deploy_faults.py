@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import signal
 import subprocess
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.deploy_world import (
     command_line,
     deployed,
     snapshot,
+    stalled_mid_upload,
 )
 
 
@@ -242,29 +242,38 @@ def gbdeploy(world: World, directory: Path, *args: str) -> subprocess.CompletedP
     )
 
 
-def kill_at_phase(world: World, directory: Path, phase: str, *args: str) -> None:
-    """Start `gbdeploy deploy … ARGS` and SIGKILL it once the target's journal shows `phase`."""
-    journal = Path(f"{world.binary}.journal")
-    process = subprocess.Popen(
-        [*command_line(world, directory), "deploy", "botserver", *args],
-        cwd=directory,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def journal_phases(world: World) -> list[str]:
+    """The phases the target's journal shows, in order ([] when there is none)."""
     try:
+        text = Path(f"{world.binary}.journal").read_text()
+    except OSError:
+        return []
+    return re.findall(r'"phase": "([a-z-]+)"', text)
 
-        def reached() -> bool:
-            try:
-                return f'"phase": "{phase}"' in journal.read_text()
-            except OSError:
-                return False
 
-        assert wait_for(reached, deadline_seconds=120, interval=0.001)
-        process.send_signal(signal.SIGKILL)
+def kill_at_phase(world: World, directory: Path, phase: str, artifact: Path, strategy: str) -> None:
+    """`gbdeploy deploy --artifact ARTIFACT --strategy STRATEGY` SIGKILLed at `phase`, as the
+    target's journal shows it; returns once the target's side came to rest."""
+    if phase == "stopped":  # seed stops before the upload: killed while its upload is held
+        process = stalled_mid_upload(world, directory, artifact, strategy)
+        assert journal_phases(world)[-1] == "stopped", journal_phases(world)
+    else:
+        options = ("--artifact", str(artifact), "--strategy", strategy)
+        process = subprocess.Popen(
+            [*command_line(world, directory), "deploy", "botserver", *options],
+            cwd=directory,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        assert wait_for(lambda: phase in journal_phases(world), deadline_seconds=120)
     finally:
         process.kill()
-        process.wait()
+        process.communicate()
+    if phase != "stopped":
+        # The service script ignores the hangup and runs to its end (`started`) on the target.
+        assert wait_for(lambda: journal_phases(world)[-1:] == ["started"], deadline_seconds=120)
 
 
 @pytest.mark.parametrize(
@@ -282,7 +291,7 @@ def test_after_a_killed_deploy_the_next_command_says_what_it_left_and_recovers(
     deployed(world, artifacts)
     world.deploy(artifacts(OLD), commit=OLD, force=True)  # OLD is a release that passed health
     big = artifacts(NEW, Fault.NEVER_HEALTHY, pad_to=32 << 20)
-    kill_at_phase(world, tmp_path, phase, "--artifact", str(big), "--strategy", strategy)
+    kill_at_phase(world, tmp_path, phase, big, strategy)
 
     status = gbdeploy(world, tmp_path, "status", "--component", "botserver")
     assert "LOCKED" in status.stdout and said in status.stdout, status.stdout
@@ -291,7 +300,7 @@ def test_after_a_killed_deploy_the_next_command_says_what_it_left_and_recovers(
     assert again.returncode == 1
     assert said in again.stderr and "--recover" in again.stderr
     as_json = json.loads(gbdeploy(world, tmp_path, "status", "--json").stdout)
-    assert as_json[0]["lock"]["journal"][-1]["phase"] in (phase, "started")
+    assert as_json[0]["lock"]["journal"][-1]["phase"] == journal_phases(world)[-1]
 
     recovered = gbdeploy(world, tmp_path, "deploy", "botserver", "--recover")
 
@@ -318,32 +327,9 @@ def test_sigterm_while_the_service_is_stopped_puts_it_back(world, artifacts, tmp
     undo, on a fresh connection, starts the previous binary again."""
     old_sha = deployed(world, artifacts)
     journal = Path(f"{world.binary}.journal")
-    big = str(artifacts(NEW, pad_to=48 << 20))
-    process = subprocess.Popen(
-        [
-            *command_line(world, tmp_path),
-            "deploy",
-            "botserver",
-            "--artifact",
-            big,
-            "--strategy",
-            "seed",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = stalled_mid_upload(world, tmp_path, artifacts(NEW, pad_to=48 << 20), "seed")
     try:
-
-        def stopped() -> bool:
-            try:
-                return '"phase": "stopped"' in journal.read_text()
-            except OSError:
-                return False
-
-        assert wait_for(stopped, deadline_seconds=120, interval=0.001)
+        assert world.running() == [] and journal_phases(world)[-1] == "stopped"
         process.terminate()
         _, stderr = process.communicate(timeout=120)
     finally:

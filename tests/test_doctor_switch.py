@@ -29,6 +29,7 @@ NAMES = [
     "proxy.switch-upstream.botserver",
     "proxy.switch-caddy-storage.botserver",
     "proxy.switch-reload-keeps-connections.botserver",
+    "config.switch-direct-env.botserver",
 ]
 
 

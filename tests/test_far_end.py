@@ -211,3 +211,41 @@ def test_the_session_helper_and_the_upload_receiver_are_one_file():
     assert helper == session.HELPER_PROGRAM
     receiving = transfer.receive_command("stream", "/srv/bot/botserver.new", 10)
     assert quote(helper) in receiving and "receive /srv/bot/botserver.new 10 stream" in (receiving)
+
+
+def test_every_script_a_switch_sends_is_clean_posix_sh():
+    """`deploy --strategy switch`'s own scripts (deploy/switch.py), with a hostile path."""
+    from gbdeploy.config import Switch
+    from gbdeploy.deploy.switch import SwitchDeployment
+
+    switch = Switch(ports=[5858, 5868], proxy="proxy", upstream_host="10.0.0.1")
+    base = dataclasses.replace(
+        standin_component(HOSTILE, HOSTILE + ".log", "gbuser", 5858),
+        env={},
+        health="http://localhost:{port}/health",
+        switch=switch,
+    )
+    run = SimpleNamespace(
+        base=base,
+        component=base.on_port(5868),
+        switch=switch,
+        paths=layout.Paths(HOSTILE),
+        token="t0k",
+        live=5858,
+        idle=5868,
+        ssh_user="root",
+        sha256="a" * 64,
+        old_pids=[12, 34],
+    )
+    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    built = {
+        "beside": SwitchDeployment.beside_command(run, HOSTILE + ".new"),  # type: ignore[arg-type]
+        "unplace": SwitchDeployment.unplace_command(run),  # type: ignore[arg-type]
+        "stop-old": SwitchDeployment.stop_old_command(run),  # type: ignore[arg-type]
+        "keep-serving": SwitchDeployment.keep_serving_command(run, 5868),  # type: ignore[arg-type]
+        "note": SwitchDeployment.note_command(run, {"phase": "switching"}),  # type: ignore[arg-type]
+    }
+    for name, text in built.items():
+        checked = text.replace(far_end.library(), annotated)
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
+        assert dash_n(text) == "", name

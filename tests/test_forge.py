@@ -356,6 +356,50 @@ def test_find_run_waits_for_the_push_run_to_appear(forgejo_factory, clock):
     )
 
 
+def test_find_run_follows_the_newest_push_run_of_the_commit(forgejo, clock):
+    # The commit was pushed to a branch first (its run failed there), then released to main.
+    [on_the_branch] = forgejo.on_push(SHA, ref="refs/heads/try", workflows=["botserver.yaml"])
+    forgejo.finish(on_the_branch, "failure")
+    [released] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+    reporter, out = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.id == released != on_the_branch
+    assert not run.finished
+    assert f"found run {released} " in out.getvalue()
+
+
+def test_find_run_ignores_a_newer_push_of_the_commit_to_another_branch(forgejo, clock):
+    # Released to main, then the same commit pushed to a branch: that run builds the branch's
+    # workflow (no deploy), so waiting for it would report a deploy that never happened.
+    [released] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+    [on_the_branch] = forgejo.on_push(SHA, ref="refs/heads/try", workflows=["botserver.yaml"])
+    reporter, _ = capture()
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter,
+        poll_interval=5,
+    )
+
+    assert run.id == released != on_the_branch
+
+
 def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
     forgejo.on_push(SHA, workflows=["botui.yaml"])  # the push started only the other workflow
     reporter, out = capture()
@@ -807,9 +851,9 @@ def test_release_preflight_says_what_the_forge_version_does_to_concurrency(
 
 
 def test_a_token_over_plain_http_to_another_machine_is_said_once(capsys, monkeypatch):
-    from gbdeploy.forge import client as client_module
+    from gbdeploy.forge import transport
 
-    monkeypatch.setattr(client_module, "_warned_plain_http", set())
+    monkeypatch.setattr(transport, "_warned_plain_http", set())
     for url in ("http://alm.example", "http://alm.example", "http://127.0.0.1:3000"):
         ForgeClient(ForgeSettings(url, "GeneralBots", "gb", 5.0, Secret(TOKEN))).close()
     ForgeClient(ForgeSettings("https://alm.example", "GeneralBots", "gb", 5.0, Secret(TOKEN)))
@@ -996,7 +1040,7 @@ def test_hostile_answers_through_the_cli_are_a_message_not_a_traceback(
         kwargs["transport"] = httpx.MockTransport(handler)
         return real_client(*args, **kwargs)
 
-    mocker.patch("gbdeploy.forge.client.httpx.Client", side_effect=client_with_handler)
+    mocker.patch("gbdeploy.forge.transport.httpx.Client", side_effect=client_with_handler)
     (tmp_path / "gbdeploy.yaml").write_text("forge: {url: 'http://127.0.0.1:9'}\n")
     monkeypatch.chdir(tmp_path)
 

@@ -259,3 +259,14 @@ def test_the_person_who_released_and_the_ci_run_are_shown_and_in_the_json():
     newest, first = built.as_json()["entries"]
     assert first["released_by"]["forge_user"] == "ana" and first["ci_run"]["id"] == 117
     assert "released_by" not in newest  # by hand: the account that ran it, as before
+
+
+def test_a_switch_shows_the_port_it_left_live():
+    text = "\n".join(
+        [
+            line(commit=COMMIT_A, sha256=A, strategy="switch", switch={"live": 5868}),
+            line(commit=COMMIT_B, sha256=B, strategy="switch", switch={"live": 5858}),
+        ]
+    )
+    rows = history.format_history(history.build_history("botserver", "t", text, B))
+    assert "switch :5858" in rows[2] and "switch :5868" in rows[3]

@@ -182,6 +182,22 @@ def test_every_deploy_and_rollback_is_posted_without_the_token(
     assert not any(TEST_TOKEN in body["raw"] for body in receiver.bodies)
 
 
+def test_a_token_in_a_ci_variable_is_masked_in_the_post(
+    world, artifacts, gbdeploy, receiver, monkeypatch
+):
+    # A runner registered with its credentials in the instance URL passes them on to each job in
+    # GITHUB_SERVER_URL, from which the post's run_url is made.
+    server = f"http://ci:{TEST_TOKEN}@127.0.0.1:3000"
+    monkeypatch.setitem(RUN_ENV, "GITHUB_SERVER_URL", server)
+
+    done = deploy(gbdeploy, artifacts(OLD), OLD, notify={"webhook": receiver.url})
+
+    assert done.returncode == 0, done.stderr
+    (body,) = receiver.posted()
+    assert body["run_url"].endswith("@127.0.0.1:3000/GeneralBots/gb/actions/runs/41")
+    assert TEST_TOKEN not in receiver.bodies[0]["raw"]
+
+
 def test_a_failed_deploy_posts_its_result_and_the_services_last_log_lines(
     world, artifacts, gbdeploy, receiver, tmp_path
 ):

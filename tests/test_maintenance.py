@@ -27,13 +27,14 @@ def put(path: Path, size: int, days_ago: float) -> Path:
 
 
 def settings(tmp_path: Path, **maintenance: object) -> Settings:
-    section = {
-        **DEFAULTS["maintenance"],
-        "sccache_dir": str(tmp_path / "sccache"),
-        "cargo_home": str(tmp_path / "cargo"),
-        **maintenance,
-    }
-    return Settings.from_mapping({**DEFAULTS, "maintenance": section})
+    caches = {"sccache_dir": str(tmp_path / "sccache"), "cargo_home": str(tmp_path / "cargo")}
+    return Settings.from_mapping(
+        {
+            **DEFAULTS,
+            "maintenance": {**DEFAULTS["maintenance"], **maintenance},
+            "workflows": {**DEFAULTS["workflows"], **caches},  # where the builds put them
+        }
+    )
 
 
 def maintain(tmp_path: Path, **options: object) -> str:

@@ -29,7 +29,8 @@ import pytest
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
 from gbdeploy.cli import CI_VARIABLES
-from gbdeploy.config import DEFAULTS, Settings, load_settings
+from gbdeploy.config import DEFAULTS, Settings
+from gbdeploy.config_layers import load_settings
 from gbdeploy.errors import (
     CIRunFailed,
     ConfigError,
@@ -61,6 +62,7 @@ from tests.deploy_world import (
     command_line,
     deployed,
     snapshot,
+    stalled_mid_upload,
 )
 from tests.test_doctor import doctor, rows
 from tests.test_runner import checkout as runner_checkout  # noqa: F401  (a fixture)
@@ -247,74 +249,12 @@ def test_sigterm_during_the_upload_leaves_the_old_service_running(world, artifac
     assert not Path(f"{world.binary}.lock").exists()
 
 
-# A `gbdeploy` process whose stdout is a terminal that stalls at the upload's first progress draw
-# (as one whose operator pressed Ctrl-S): the upload waits inside that draw, mid-way, until a
-# signal ends the wait. Loaded by Python at start (sitecustomize) when GBTEST_STALL_MARKER is set.
-STALLING_TERMINAL = """\
-import os, sys, time
-
-
-class StallingTerminal:
-    def __init__(self, stream, marker):
-        self.stream, self.marker, self.stalled = stream, marker, False
-
-    def isatty(self):
-        return True
-
-    def write(self, text):
-        if not self.stalled and text.startswith("\\r→ upload"):
-            self.stalled = True
-            open(self.marker, "w").close()
-            for _ in range(1200):  # the deploy's SIGTERM handler raises out of this wait
-                time.sleep(0.05)
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-if os.environ.get("GBTEST_STALL_MARKER"):
-    sys.stdout = StallingTerminal(sys.stdout, os.environ["GBTEST_STALL_MARKER"])
-"""
-
-
-def stalled_mid_upload(
-    world: World, artifacts: Artifacts, directory: Path, strategy: str
-) -> subprocess.Popen[str]:
-    """`gbdeploy deploy` (a big NEW) as its own process, returned once its upload is stalled
-    mid-way (see STALLING_TERMINAL)."""
-    site = directory / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(STALLING_TERMINAL)
-    marker = directory / "stalled-mid-upload"
-    env = {
-        **cli_env(),
-        "PYTHONPATH": f"{site}{os.pathsep}{cli_env()['PYTHONPATH']}",
-        "GBTEST_STALL_MARKER": str(marker),
-        "NO_COLOR": "1",
-    }
-    artifact = str(artifacts(NEW, pad_to=16 << 20))
-    process = subprocess.Popen(
-        [*command_line(world, directory), "deploy", "botserver", "-a", artifact, "-s", strategy],
-        cwd=directory,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if not wait_for(marker.exists, deadline_seconds=120):
-        process.kill()
-        pytest.fail(f"the upload never started: {process.communicate(timeout=60)}")
-    return process
-
-
 @pytest.mark.parametrize("strategy", ["staged", "seed"])
 def test_a_cancelled_ci_job_mid_upload_exits_1_with_the_old_service_running(
     world, artifacts, tmp_path, strategy
 ):
     old_sha = deployed(world, artifacts)
-    process = stalled_mid_upload(world, artifacts, tmp_path, strategy)
+    process = stalled_mid_upload(world, tmp_path, artifacts(NEW, pad_to=16 << 20), strategy)
     try:
         process.terminate()  # what a cancelled CI job sends
         stdout, stderr = process.communicate(timeout=120)
@@ -332,7 +272,8 @@ def test_a_deploy_killed_with_the_service_stopped_is_described_then_recovered(
     world, artifacts, tmp_path
 ):
     world.deploy(artifacts(OLD), commit=OLD)  # a release that passed health
-    process = stalled_mid_upload(world, artifacts, tmp_path, "seed")  # seed: stopped first
+    big = artifacts(NEW, pad_to=16 << 20)
+    process = stalled_mid_upload(world, tmp_path, big, "seed")  # seed: stopped first
     process.kill()  # nothing of gbdeploy is left to undo anything
     process.communicate(timeout=60)
     assert world.running() == []
@@ -706,12 +647,8 @@ def test_maintenance_keeps_a_cache_entry_read_recently_though_written_long_ago(t
         path.write_bytes(b"x" * 100)
     os.utime(read_yesterday, (now - 1 * day, now - 60 * day))  # (atime, mtime)
     os.utime(never_read, (now - 60 * day, now - 60 * day))
-    section = {
-        **DEFAULTS["maintenance"],
-        "sccache_dir": str(tmp_path / "sccache"),
-        "cargo_home": str(tmp_path / "cargo"),
-    }
-    settings = Settings.from_mapping({**DEFAULTS, "maintenance": section})
+    caches = {"sccache_dir": str(tmp_path / "sccache"), "cargo_home": str(tmp_path / "cargo")}
+    settings = Settings.from_mapping({**DEFAULTS, "workflows": {**DEFAULTS["workflows"], **caches}})
 
     run_maintain(settings, Reporter(stream=io.StringIO()), now=now, max_age_days=14, max_size_gb=10)
 

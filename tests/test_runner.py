@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -607,13 +608,15 @@ def test_the_maintenance_workflow_installs_gbdeploy_for_real_and_trims_the_cache
     from gbdeploy.install_lock import install_files
     from gbdeploy.workflows import render_maintenance_workflow
 
+    caches = {k: str(tmp_path / "cache" / k) for k in ("sccache_dir", "cargo_home")}
     for relative, data in install_files(with_wheel=True).items():
         (checkout / relative).parent.mkdir(parents=True, exist_ok=True)
         (checkout / relative).write_bytes(data)
-    git(checkout, "add", ".forgejo")
-    git(checkout, "commit", "-q", "-m", "gbdeploy: wheel and lock")
+    # the project's config, where the builds' caches are named: the one place maintain reads
+    (checkout / "gbdeploy.yaml").write_text(json.dumps({"workflows": caches}))
+    git(checkout, "add", ".forgejo", "gbdeploy.yaml")
+    git(checkout, "commit", "-q", "-m", "gbdeploy: wheel, lock and config")
     chosen = on_disk(tmp_path)
-    caches = {k: str(tmp_path / "cache" / k) for k in ("sccache_dir", "cargo_home")}
     chosen = dataclasses.replace(chosen, workflows=dataclasses.replace(chosen.workflows, **caches))
     old = Path(caches["sccache_dir"]) / "ab" / "old-object"
     old.parent.mkdir(parents=True)

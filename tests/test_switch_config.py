@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gbdeploy.config import Switch, load_settings, with_port
+from gbdeploy.config import Switch
+from gbdeploy.config_layers import load_settings
+from gbdeploy.config_values import with_port
 
 GOOD = """\
 targets:
@@ -136,3 +138,43 @@ def test_the_drain_can_be_set_from_the_environment(project: Path, monkeypatch: p
     monkeypatch.setenv("GBDEPLOY_COMPONENTS_BOTSERVER_SWITCH_DRAIN", "3")
     switch = load_settings(start=project).component("botserver").switch
     assert switch is not None and switch.drain == 3.0
+
+
+def test_doctor_reports_a_component_whose_env_dials_a_switch_port_directly(project: Path):
+    """The operations guide's botui has BOTSERVER_URL=http://localhost:5858: once botserver
+    alternates ports, every other deploy leaves botui dialling nothing."""
+    from gbdeploy.doctor.switch import direct_env_check
+    from gbdeploy.remote.connection import CommandResult
+
+    botui = (
+        "  botui:\n    binary: /opt/gbo/bin/botui\n    env:\n"
+        "      BOTSERVER_URL: {url}\n      PORT: '5859'\n"
+    )
+    for url, status in [
+        ("http://localhost:5858", "fail"),
+        ("http://10.16.164.33:5868/api", "fail"),
+        ("https://chat.example.com", "pass"),
+        ("http://localhost:5859", "pass"),
+    ]:
+        (project / "gbdeploy.yaml").write_text(GOOD + botui.format(url=url))
+        settings = load_settings(start=project)
+        check = direct_env_check(
+            settings.components.values(), settings.component("botserver"), "system"
+        )
+        verdict = check.judge(CommandResult(check.command, 0, "", ""))
+        assert verdict.status == status, (url, verdict.saw)
+        if status == "fail":
+            assert f"components.botui.env.BOTSERVER_URL={url}" in verdict.saw
+            assert "not through Caddy" in verdict.saw
+
+
+def test_the_rendered_workflow_of_a_switch_component_deploys_with_switch(project: Path):
+    """A push runs the deploy job without inputs: its default must be the one strategy a switch
+    component accepts (`staged` would be refused with exit 2)."""
+    from gbdeploy.workflows import render_workflow
+
+    (project / "gbdeploy.yaml").write_text(GOOD + "    binary: /opt/gbo/bin/botserver\n")
+    text = render_workflow(load_settings(start=project), "botserver")
+    assert '--strategy "${STRATEGY:-switch}"' in text
+    assert "default: switch" in text
+    assert "- staged" not in text

@@ -18,14 +18,10 @@ import yaml
 
 from gbdeploy.config import DEFAULTS, Settings
 from gbdeploy.errors import ConfigError, UsageError
+from gbdeploy.install_lock import pinned_install
 from gbdeploy.output import Reporter
-from gbdeploy.workflows import (
-    pinned_install,
-    render_workflow,
-    rendered_files,
-    run_workflows,
-    secret_exposures,
-)
+from gbdeploy.workflow_secrets import secret_exposures
+from gbdeploy.workflows import component_files, render_workflow, rendered_files, run_workflows
 from tests.test_runner import checkout as root_checkout  # noqa: F401 (a fixture)
 from tests.test_runner import git, stub_gbdeploy  # noqa: F401 (a fixture)
 
@@ -243,8 +239,6 @@ def test_the_default_workflow_runs_on_the_real_forge_and_runner():
     assert install["env"]["GBDEPLOY_INSTALL"] == ".forgejo/gbdeploy/requirements.txt"
     maintenance = yaml.safe_load(rendered_files(default_settings())["runner-maintenance.yaml"])
     env = maintenance["jobs"]["maintain"]["env"]
-    assert env["GBDEPLOY_MAINTENANCE_SCCACHE_DIR"] == "/opt/gbo/cache/sccache"
-    assert env["GBDEPLOY_MAINTENANCE_CARGO_HOME"] == "/opt/gbo/cache/cargo"
     for scope in (job["env"], env):  # every step runs on a PTY: no fetch may ask anything
         assert scope["GIT_TERMINAL_PROMPT"] == "0" and scope["GIT_ASKPASS"] == ""
 
@@ -443,6 +437,19 @@ def test_the_component_placement_renders_the_file_for_the_component_repository(t
     ).read_text()
     assert not (project / ".forgejo" / "workflows" / "botui.yaml").exists()
     assert "in the repository of submodule botui" in out.getvalue()
+
+
+def test_the_root_repository_named_in_another_case_gets_the_root_workflow():
+    """Forgejo's owner and repository names ignore case, and so does `release` when it decides
+    which push starts the run: the file goes where release expects it, in the root repository
+    with its `paths` filter, not into the submodule."""
+    component = {**DEFAULTS["components"]["botserver"], "workflow_repo": "generalbots/GB"}
+    settings = Settings.from_mapping({**DEFAULTS, "components": {"botserver": component}})
+
+    assert "botserver.yaml" in rendered_files(settings)
+    assert component_files(settings) == {}
+    on = yaml.safe_load(rendered_files(settings)["botserver.yaml"])[True]  # YAML 1.1: `on` is true
+    assert on["push"]["paths"] == ["botserver", "botserver/**"]
 
 
 @pytest.mark.parametrize(

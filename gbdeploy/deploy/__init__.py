@@ -1,7 +1,6 @@
 """The runner-side deploy step, `rollback` and `status`, over SSH.
 
     layout      the target's paths and the exact shell scripts that change it
-    session     many commands over one ssh channel
     engine      steps, execute, undo (a transaction; knows nothing of ssh)
     service     how a service stops, starts, is seen running (process, systemd)
     deployment  one deploy, rollback or recovery: its state and its steps
@@ -9,8 +8,11 @@
     state       what the target has: lock, journal, kept releases (parsed)
     outcome     how a failure is told
     command     `deploy`: the steps in order, the plan, the run
+    switch      strategy `switch`: start beside, switch Caddy, drain, stop the old by pid
     rollback    `rollback` and `deploy --recover`
+    status      `status` and `status --json`
     words       an error's first line or message, the local user
+(The ssh session, the upload and the target's facts are `gbdeploy/remote/`.)
 
 Where a change goes: how the service stops or starts → `service.py` (and, for the far end's
 own functions, `gbdeploy/remote/far_end/procs.sh`, `lib.sh`); which files a deploy writes on the
@@ -30,7 +32,6 @@ Naming conventions:
 The far end's words (what its scripts print, one per line: `acquired`, `held AGE`, `stopped
 PIDS`, `launched PID`, `restored …`) are parsed next to the code that makes them print:
 `state.parse_facts`, `service.parse_report`, `health.ServiceChecks.check`.
-    status      `status` and `status --json`
 
 Importing `gbdeploy.deploy.layout` (as `verify` does) loads none of the deploy machinery: the
 names below are loaded on first use.
@@ -42,7 +43,7 @@ from typing import Any
 
 # How a deploy puts the new binary in place (see `command.py`), one list for the command line
 # and the rendered workflows.
-STRATEGIES = ("staged", "seed")
+STRATEGIES = ("staged", "seed", "switch")
 
 _NAMES = {
     "find_artifact": "command",

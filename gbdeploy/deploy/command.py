@@ -1,5 +1,6 @@
 """`deploy COMPONENT`: the deploy's steps in order (begin, upload, service, health, finish; seed
-splits the service around the upload), its plan for `--dry-run`, and the run of them."""
+splits the service around the upload; switch, for a component with `switch:`, is `switch.py`'s),
+its plan for `--dry-run`, and the run of them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .deployment import Deployment
 from .engine import Step
 from .service import service_of
 from .state import COMMIT
+from .switch import SwitchDeployment, refuse_mismatch
 
 __all__ = ["find_artifact", "run_deploy"]
 
@@ -34,6 +36,8 @@ def deployment_steps(
     """Every step of a deploy, in order, for the strategy."""
     begin = deployment.begin_step(upload=True, machine_of=machine_of)
     upload = _unless_unchanged(deployment, deployment.upload_step(local))
+    if isinstance(deployment, SwitchDeployment):
+        return deployment.steps(begin, upload, lambda step: _unless_unchanged(deployment, step))
     health, finish = deployment.health_step(), deployment.finish_step()
     if deployment.strategy == "seed":
         stop = _unless_unchanged(deployment, deployment.service_step("stop", start=False))
@@ -107,8 +111,9 @@ def run_deploy(
         )
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    refuse_mismatch(comp, strategy)
     local = find_artifact(settings, comp, artifact)
-    deployment = Deployment(
+    deployment = (SwitchDeployment if comp.switch is not None else Deployment)(
         settings,
         comp,
         reporter,
@@ -138,6 +143,8 @@ def run_deploy(
     try:
         deployment.session.open()
         deployment.prepare_upload(local)
+        if isinstance(deployment, SwitchDeployment):
+            deployment.find_live()
         deployment.fingerprint = fingerprint(local)
     except GbdeployError:
         deployment.close()

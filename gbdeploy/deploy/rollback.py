@@ -10,6 +10,7 @@ from ..output import Reporter
 from . import engine, layout
 from .deployment import Deployment
 from .state import (
+    Facts,
     KeptRelease,
     choose_release,
     describe_journal,
@@ -19,6 +20,7 @@ from .state import (
     release_name,
     running_release,
 )
+from .switch import SwitchDeployment
 
 
 def run_rollback(
@@ -40,9 +42,14 @@ def run_rollback(
     `confirm_change` is given the change ("roll back botserver from 9f116bd to 17c42e4 on …")
     once it is known, before anything is changed, and may stop it by raising."""
     comp = settings.component(component)
-    deployment = Deployment(
-        settings, comp, reporter, action="rollback", commit=None, strategy="rollback"
-    )
+    if comp.switch is not None:  # started beside on the idle port, Caddy switched
+        deployment: Deployment = SwitchDeployment(
+            settings, comp, reporter, action="rollback", commit=None, strategy="switch"
+        )
+    else:
+        deployment = Deployment(
+            settings, comp, reporter, action="rollback", commit=None, strategy="rollback"
+        )
     deployment.before_change = before_change
     deployment.refuse_a_foreign_ssh_user()
     try:
@@ -63,6 +70,8 @@ def run_rollback(
                 deployment.steal = str(facts.holder.get("token", "")) or None
             if facts.held_age is not None and not deployment.steal:
                 deployment.steal = layout.HOLDERLESS
+            if comp.switch is not None:  # even unlocked: two processes may run, one behind Caddy
+                return _recover_switch(deployment, facts, dry_run=dry_run)
             if facts.held_age is None and not facts.journal and deployment.service_alive():
                 reporter.say(
                     f"recover {comp.name}: nothing to recover (no lock, no interrupted deploy); "
@@ -98,12 +107,18 @@ def run_rollback(
             release.sha256,
             release.commit,
         )
-        steps = [
-            deployment.begin_step(upload=False, machine_of=None),
-            deployment.service_step("restart", source=deployment.paths.release(release.sha256)),
-            deployment.health_step(),
-            deployment.finish_step(),
-        ]
+        begin = deployment.begin_step(upload=False, machine_of=None)
+        if isinstance(deployment, SwitchDeployment):
+            if not dry_run:
+                deployment.find_live()
+            steps = deployment.steps(begin, None, lambda step: step)
+        else:
+            steps = [
+                begin,
+                deployment.service_step("restart", source=deployment.paths.release(release.sha256)),
+                deployment.health_step(),
+                deployment.finish_step(),
+            ]
         title = (
             f"{'recover' if recover else 'rollback'} {comp.name} from {running_release(facts)} "
             f"to release {release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
@@ -130,6 +145,31 @@ def run_rollback(
     )
     reporter.say(_verify_hint(comp.name, release))
     return plan
+
+
+def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> list[Step]:
+    """`--recover` of a switch component: whatever the journal says, the port Caddy runs keeps
+    its process, and everything else is made to agree with it (see `switch.recover_step`)."""
+    assert isinstance(deployment, SwitchDeployment)
+    reporter = deployment.reporter
+    found = describe_journal(facts.journal) if facts.journal else "no interrupted deploy"
+    steps = [
+        deployment.begin_step(upload=False, machine_of=None),
+        deployment.recover_step(),
+        deployment.finish_step(),
+    ]
+    title = f"recover {deployment.base.name} on {deployment.remote.description}: found {found}"
+    if dry_run:
+        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
+        return steps
+    reporter.info(title)
+    deployment.execute(steps)
+    reporter.summary()
+    reporter.say(
+        f"{deployment.base.name} serves on port {deployment.live} behind Caddy, healthy, "
+        "alone (one process)"
+    )
+    return steps
 
 
 def _verify_hint(name: str, release: KeptRelease) -> str:

@@ -108,6 +108,14 @@ _PHASE_MEANING = {
     "failed-rolled-back": "it failed and had put the previous binary back",
     "failed-restore-failed": "it failed and could NOT put the previous binary back: the service "
     "may be down",
+    # strategy switch (deploy/switch.py): the old process serves until `switched`
+    "placing": "a switch: it was putting the new binary in place beside the running one",
+    "switching": "a switch: it was changing the Caddyfile on the proxy",
+    "reloaded": "a switch: it had reloaded Caddy, not yet confirmed on the new port",
+    "switched": "a switch: Caddy dials the new process; the old one was still to be stopped",
+    "draining": "a switch: Caddy dials the new process; the old one was draining",
+    "old-stopped": "a switch: the old process was stopped; only the end was missing",
+    "recovered": "a recovery had made everything agree with the port Caddy dials",
 }
 
 

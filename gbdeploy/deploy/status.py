@@ -44,6 +44,8 @@ class ComponentStatus:
     interrupted: list[dict[str, object]] = field(default_factory=list)  # journal without a lock
     releases: list[dict[str, object]] = field(default_factory=list)
     ci_run: dict[str, object] | None = None  # the latest run's fields (`ci` is its line)
+    # a switch component: {"live": PORT or None, "serving": {PORT: [PIDS]}}
+    switch: dict[str, object] | None = None
 
     def problems(self) -> list[str]:
         """What a monitor should hear about: `status` exits 1 when there is any."""
@@ -95,9 +97,10 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
             stat = probes.probe_stat(component.binary).run(session)
             facts: Facts = parse_facts(session.run(inspect_command(paths)).stdout)
             procs = probes.probe_processes(component.binary).run(session)
-            probe = probes.health_probe(component)
-            health = probe.run(session) if probe is not None else None
             last = probes.probe_last_line(paths.deploy_log).run(session)
+            switch, on_port = _switch_state(session, component, last)
+            probe = probes.health_probe(on_port)
+            health = probe.run(session) if probe is not None else None
         finally:
             session.close()
         description = remote.description
@@ -127,7 +130,29 @@ def gather_status(settings: Settings, component: Component) -> ComponentStatus:
         interrupted=[] if lock else facts.journal,
         releases=[asdict(release) for release in facts.releases],
         ci_run=ci_run,
+        switch=switch,
     )
+
+
+def _switch_state(
+    session: Session, component: Component, last: str | None
+) -> tuple[dict[str, object] | None, Component]:
+    """For a switch component: which port serves (and with which pids, both during a switch),
+    and the component on that port (its health URL); else (None, the component)."""
+    if component.switch is None:
+        return None, component
+    from ..switch_process import live_port, serving_ports
+
+    try:
+        recorded = (json.loads(last or "{}").get("switch") or {}).get("live")
+    except (ValueError, AttributeError):
+        recorded = None
+    serving = serving_ports(
+        lambda command: session.run(command).stdout, component.binary, component.switch.ports
+    )
+    live = live_port(serving, recorded)
+    on_port = component.on_port(live if live is not None else component.switch.ports[0])
+    return {"live": live, "serving": serving}, on_port
 
 
 def latest_ci_run(
@@ -179,6 +204,20 @@ def _short(value: object, length: int = 12) -> str:
     return str(value)[:length] if value else "?"
 
 
+def _describe_switch(switch: dict[str, object]) -> str:
+    live, serving = switch.get("live"), switch.get("serving") or {}
+    assert isinstance(serving, dict)
+    ports = [
+        f"port {port}: "
+        + (f"pid {', '.join(map(str, pids))}" if pids else "free")
+        + (" (live)" if port == live else "")
+        for port, pids in serving.items()
+    ]
+    busy = [port for port, pids in serving.items() if pids]
+    during = "; both serve: a switch in progress (or one that was killed)" if len(busy) > 1 else ""
+    return "; ".join(ports) + during
+
+
 def format_status(component: Component, status: ComponentStatus) -> list[str]:
     lines = [f"{component.name} on {status.target}"]
     if status.binary is None:
@@ -195,6 +234,8 @@ def format_status(component: Component, status: ComponentStatus) -> list[str]:
         for p in status.processes
     )
     lines.append(f"  process  {running or 'NOT RUNNING'}")
+    if status.switch is not None:
+        lines.append(f"  switch   {_describe_switch(status.switch)}")
     if status.health is None:
         lines.append("  health   (no health URL configured)")
     elif status.health.ok:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import DoctorSettings, Settings
-from ..errors import GbdeployError
-from ..forge.client import ForgeClient
+from ..config import Settings
+from ..forge.concurrency import forge_concurrency
 from ..forge.placement import WORKFLOW_DIR, workflow_text
-from ..forge.version import concurrency_notice
 from ..output import human_bytes
 from ..remote.connection import CommandResult, quote
 from ..workflows import MAINTENANCE_WORKFLOW
@@ -37,14 +35,15 @@ def cache_size_check(name: str, path: str, max_gb: float, container: str) -> Che
 
 
 def cache_cleanup_check(
-    d: DoctorSettings, container: str, scheduled_elsewhere: tuple[ScheduledJob, ...] = ()
+    settings: Settings, container: str, scheduled_elsewhere: tuple[ScheduledJob, ...] = ()
 ) -> Check:
     """A daily job cleans both caches: `gbdeploy maintain`, or commands naming each cache; the
     runner's cron and timers count, and `scheduled_elsewhere` (gbdeploy's own maintenance
     workflow, which Forgejo schedules on the runner)."""
+    sccache_dir, cargo_home = settings.workflows.sccache_dir, settings.workflows.cargo_home
     caches = {
-        "sccache": ("sccache", d.sccache_dir),
-        "cargo": (d.cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
+        "sccache": ("sccache", sccache_dir),
+        "cargo": (cargo_home, "CARGO_HOME", "cargo cache", "cargo-cache", ".cargo/registry"),
     }
 
     def cleans(job: ScheduledJob, cache: str) -> bool:
@@ -69,7 +68,7 @@ def cache_cleanup_check(
     return schedule_check(
         "ci.cache-cleanup-daily",
         container,
-        d.cron_etc,
+        settings.doctor.cron_etc,
         judge,
         "commit gbdeploy's own runner-maintenance.yaml (`gbdeploy workflows` renders it; Forgejo "
         "runs `gbdeploy maintain` daily on the runner), or a daily cron job on the runner: "
@@ -97,24 +96,9 @@ FORGE_VERSION_CHECK = "ci.forgejo-version"
 
 def forge_version_finding(settings: Settings) -> Finding | None:
     """Which Forgejo the forge runs, judged by what it does to the rendered workflows'
-    concurrency group (deploys queue only from v14). Asked only with a token configured (a
-    forge this project talks to), as `workflows` does; None otherwise."""
-    if settings.forge.token is None:
+    concurrency group (`forge.concurrency`); None without a token."""
+    verdict = forge_concurrency(settings.forge)
+    if verdict is None:
         return None
-    try:
-        with ForgeClient(settings.forge, retries=0, retry_budget=0.0) as client:
-            version = client.server_version()
-    except GbdeployError as error:
-        return Finding(FORGE_VERSION_CHECK, "skip", f"{settings.forge.url}: {error}")
-    if version.major is None:
-        return Finding(
-            FORGE_VERSION_CHECK, "skip", f"{settings.forge.url} does not say its version"
-        )
-    notice = concurrency_notice(version)
-    if notice is None:
-        return Finding(
-            FORGE_VERSION_CHECK, "pass", f"Forgejo {version.text}: a component's deploys queue"
-        )
-    return Finding(
-        FORGE_VERSION_CHECK, "fail", notice, fix="upgrade the forge to Forgejo 14 or later"
-    )
+    fix = "upgrade the forge to Forgejo 14 or later" if verdict.status == "fail" else ""
+    return Finding(FORGE_VERSION_CHECK, verdict.status, verdict.message, fix=fix)

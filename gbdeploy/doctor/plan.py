@@ -30,7 +30,7 @@ from .proxy import (
     flood_jail_check,
     proxy_sshd_jail_check,
 )
-from .switch import switch_checks
+from .switch import direct_env_check, switch_checks
 from .system import botui_url_check, loopback_check, valkey_check, vault_init_check
 
 
@@ -96,9 +96,9 @@ def build_checks(settings: Settings) -> list[Check]:
         "ci_runner",
         d.ci_runner,
         lambda c: [
-            cache_size_check("sccache", d.sccache_dir, d.sccache_max_gb, c),
-            cache_size_check("cargo", d.cargo_home, d.cargo_max_gb, c),
-            cache_cleanup_check(d, c, maintenance_workflow_jobs(settings)),
+            cache_size_check("sccache", settings.workflows.sccache_dir, d.sccache_max_gb, c),
+            cache_size_check("cargo", settings.workflows.cargo_home, d.cargo_max_gb, c),
+            cache_cleanup_check(settings, c, maintenance_workflow_jobs(settings)),
         ],
     )
     return checks
@@ -124,6 +124,7 @@ def switch_checks_of(settings: Settings, component: Component) -> list[Check]:
     proxy_target = settings.targets.get(component.switch.proxy)
     proxy = (proxy_target.container if proxy_target else None) or settings.doctor.proxy
     built = switch_checks(settings.doctor, component, system or "-", proxy or "-")
+    built.append(direct_env_check(settings.components.values(), component, system or "-"))
     return [
         check
         if check.place != "-"

@@ -5,6 +5,8 @@ a kernel that hands a closing listener's queued connections to the new one on a 
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
@@ -121,6 +123,55 @@ def direct_client_check(
         f"point BOTSERVER_URL of {unit} at an address that follows the switch (Caddy's), or "
         f"deploy {name} without switch",
         when_missing="skip",
+    )
+
+
+_HOST_PORT = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})\b")
+
+
+def direct_env_dials(components: Iterable[Component], component: Component) -> list[str]:
+    """`components.OTHER.env.NAME=VALUE` for each other component whose environment dials
+    `component` on one of its switch ports directly (loopback, or its upstream_host), not
+    through Caddy: the operations guide's botui `BOTSERVER_URL=http://localhost:5858`."""
+    switch = component.switch
+    assert switch is not None
+    hosts = {switch.upstream_host.strip("[]").lower()}
+    found = []
+    for other in components:
+        if other.name == component.name:
+            continue
+        for key, value in other.env.items():
+            for match in _HOST_PORT.finditer(value):
+                host, port = match.group(1).strip("[]").lower(), int(match.group(2))
+                if port in switch.ports and (_is_loopback(host) or host in hosts):
+                    found.append(f"components.{other.name}.env.{key}={value}")
+                    break
+    return found
+
+
+def direct_env_check(components: Iterable[Component], component: Component, place: str) -> Check:
+    """The config's side of `direct_client_check`: a gbdeploy component started with an
+    environment that dials a switch component's port reaches nothing after the next switch."""
+    name, switch = component.name, component.switch
+    assert switch is not None
+    dials = direct_env_dials(components, component)
+
+    def judge(result: CommandResult) -> Verdict:
+        if dials:
+            return Verdict(
+                "fail",
+                f"{'; '.join(dials)}: dials {name} on a port a switch moves "
+                f"({switch.ports[0]}/{switch.ports[1]}), not through Caddy",
+            )
+        return Verdict("pass", f"no component's env dials {name} on its ports directly")
+
+    return Check(
+        f"config.switch-direct-env.{name}",
+        place,
+        "true",  # judged on gbdeploy.yaml alone
+        judge,
+        f"point it at the address Caddy serves {name} on (the site whose reverse_proxy dials "
+        f"{switch.upstream_host}:PORT), so it follows every switch",
     )
 
 

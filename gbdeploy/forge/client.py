@@ -1,28 +1,25 @@
-"""Forgejo's REST API for one repository: requests described once, sent with retries, answered
-with typed models (models.py) or with the error of errors.py that says what to do next.
+"""Forgejo's REST API for one repository: the calls a command makes, sent with retries and
+answered with typed models (models.py) or with the error of errors.py that says what to do next.
 
-Every endpoint is an `ApiRequest` built by one method (`requests_for_*`); `send` sends it and
-`PlannedRequest.of` shows it, token hidden, for `--dry-run`: the plan and the request cannot
-drift apart. `ForgeClient` takes an httpx transport (the test seam), a clock and a sleep.
+Every request is an `ApiRequest` from `Endpoints` (endpoints.py); `send` sends it and `plan`
+shows it, token hidden, for `--dry-run`. The httpx client, its TLS verification and the deadline
+on a whole answer are transport.py's; servers before Forgejo 12 are read through legacy_tasks.py.
+`ForgeClient` takes an httpx transport (the test seam), a clock and a sleep.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
-import ssl
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ..config import TOKEN_VARIABLES, ForgeSettings, Secret
+from ..config import TOKEN_VARIABLES, ForgeSettings
 from ..errors import (
     ConfigError,
     ForgeAuthError,
@@ -31,6 +28,8 @@ from ..errors import (
     UsageError,
     redact,
 )
+from .endpoints import PAGE_LIMIT, WRITE_SCOPE, ApiRequest, Endpoints, PlannedRequest
+from .legacy_tasks import numbered_run, read_tasks, runs_page
 from .models import (
     DispatchedRun,
     Job,
@@ -41,15 +40,10 @@ from .models import (
     as_str,
     job_from_api,
     run_from_api,
-    run_from_tasks,
-    runs_from_tasks,
 )
+from .transport import Overdue, http_client, read_before_deadline
 from .version import ForgeVersion
 
-API_PREFIX = "/api/v1"
-PAGE_LIMIT = 50  # Forgejo's maximum page size
-READ_SCOPE = "read:repository"
-WRITE_SCOPE = "write:repository"
 LOG_TAIL_BYTES = 6000
 
 Clock = Callable[[], float]
@@ -62,53 +56,6 @@ def token_variable() -> str | None:
         if os.environ.get(variable, "").strip():
             return variable
     return None
-
-
-class TokenAuth(httpx.Auth):
-    """`Authorization: token <T>` on every request; shows itself as `***`."""
-
-    def __init__(self, token: Secret) -> None:
-        self._token = token
-
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        request.headers["Authorization"] = f"token {self._token.reveal()}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "TokenAuth('***')"
-
-
-@dataclass(frozen=True)
-class ApiRequest:
-    """One API request, described once: what `send` sends and what `--dry-run` prints."""
-
-    method: str
-    path: str  # under /api/v1
-    what: str  # "reading run 12 of GeneralBots/gb": for messages
-    not_found: str = ""
-    scope: str = READ_SCOPE
-    params: dict[str, Any] | None = None
-    json: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    ok: tuple[int, ...] = (200,)
-    passthrough: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class PlannedRequest:
-    """A request as `--dry-run` shows it, with the token hidden."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None = None
-    note: str = ""
-
-    def __str__(self) -> str:
-        shown = ", ".join(f"{k}: {v}" for k, v in self.headers.items())
-        body = f" {self.body}" if self.body else ""
-        note = f"  # {self.note}" if self.note else ""
-        return f"{self.method} {self.url}{body}  [{shown}]{note}"
 
 
 class ForgeClient:
@@ -138,17 +85,8 @@ class ForgeClient:
         if not re.match(r"https?://[^/]+", base):
             raise ConfigError("forge.url", f"expected http(s)://HOST[:PORT], got {settings.url!r}")
         self.base_url = base
-        self._http = httpx.Client(
-            base_url=base + API_PREFIX,
-            timeout=httpx.Timeout(settings.timeout, connect=min(10.0, settings.timeout)),
-            transport=transport,
-            auth=TokenAuth(settings.token) if settings.token else None,
-            headers={"Accept": "application/json", "User-Agent": "gbdeploy"},
-            follow_redirects=False,
-            verify=_verification(settings),
-        )
-        if settings.token:
-            _warn_plain_http(base)
+        self.endpoints = Endpoints(base, settings.owner, settings.repo)
+        self._http = http_client(settings, base, transport)
 
     def close(self) -> None:
         self._http.close()
@@ -164,110 +102,19 @@ class ForgeClient:
 
     @property
     def repo_path(self) -> str:
-        return f"{self.settings.owner}/{self.settings.repo}"
-
-    def _repo(self, suffix: str = "") -> str:
-        owner = quote(self.settings.owner, safe="")
-        repo = quote(self.settings.repo, safe="")
-        return f"/repos/{owner}/{repo}{suffix}"
-
-    # ---- the request descriptions
-
-    def repository_request(self) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._repo(),
-            what=f"reading repository {self.repo_path}",
-            not_found=f"repository {self.repo_path} was not found at {self.base_url}",
-        )
-
-    def version_request(self) -> ApiRequest:
-        return ApiRequest("GET", "/version", what="reading the Forgejo version", passthrough=(404,))
+        return self.endpoints.repo_path
 
     def server_version(self) -> ForgeVersion:
         """The forge's version (asked once); unknown ("") when it does not say."""
         if self._version is None:
             try:
-                response = self.send(self.version_request())
+                response = self.send(self.endpoints.version())
                 data = response.json() if response.status_code == 200 else {}
             except (ForgeUnavailable, ForgeAuthError, UsageError, ValueError):
                 data = {}
             text = data.get("version") if isinstance(data, dict) else None
             self._version = ForgeVersion(text if isinstance(text, str) else "")
         return self._version
-
-    def runs_request(
-        self, *, head_sha: str | None = None, event: str | None = None, limit: int, page: int
-    ) -> ApiRequest:
-        params: dict[str, Any] = {}
-        if head_sha:
-            params["head_sha"] = head_sha
-        if event:
-            params["event"] = event
-        params.update({"limit": min(max(limit, 1), PAGE_LIMIT), "page": max(page, 1)})
-        return ApiRequest(
-            "GET",
-            self._repo("/actions/runs"),
-            what=f"listing the runs of {self.repo_path}",
-            params=params,
-            passthrough=(404,),
-        )
-
-    def run_request(self, run_id: int | str) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._repo(f"/actions/runs/{run_id}"),
-            what=f"reading run {run_id} of {self.repo_path}",
-            not_found=f"no run with id {run_id} in {self.repo_path} (the id is the one in the "
-            "API and in `gbdeploy runs`, not the #number of the web page)",
-            passthrough=(404,),
-        )
-
-    def jobs_request(self, run_id: int | str) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._repo(f"/actions/runs/{run_id}/jobs"),
-            what=f"listing the jobs of run {run_id}",
-            not_found=f"Forgejo lists no jobs for run {run_id} in {self.repo_path} (the jobs "
-            "API needs Forgejo 16)",
-        )
-
-    def job_log_request(self, job_id: int | str, tail_bytes: int) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._repo(f"/actions/jobs/{job_id}/logs"),
-            what=f"reading the log of job {job_id}",
-            not_found=f"Forgejo has no log for job {job_id} in {self.repo_path} (the log API "
-            "needs Forgejo 16)",
-            headers={"Range": f"bytes=-{int(tail_bytes)}", "Accept": "text/plain"},
-            ok=(200, 206),
-            passthrough=(416,),
-        )
-
-    def tasks_request(self, page: int) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._repo("/actions/tasks"),
-            what=f"listing the action tasks of {self.repo_path}",
-            not_found=f"repository {self.repo_path} has neither /actions/runs nor /actions/tasks "
-            "(Forgejo older than v8, or Actions are disabled for it)",
-            params={"limit": PAGE_LIMIT, "page": page},
-        )
-
-    def dispatch_request(
-        self, workflow: str, ref: str, inputs: dict[str, str] | None = None
-    ) -> ApiRequest:
-        return ApiRequest(
-            "POST",
-            self._repo(f"/actions/workflows/{quote(workflow, safe='')}/dispatches"),
-            what=f"dispatch workflow {workflow} on {ref or 'an empty ref'} in {self.repo_path}",
-            scope=WRITE_SCOPE,
-            not_found=f"Forgejo does not know ref {ref!r} or workflow {workflow} in "
-            f"{self.repo_path}",
-            json={"ref": ref, "inputs": dict(inputs or {}), "return_run_info": True},
-            ok=(201, 204),
-            passthrough=(400, 403, 500),
-        )
 
     def plan(self, request: ApiRequest, note: str = "") -> PlannedRequest:
         """How `request` goes on the wire, token hidden (sends nothing)."""
@@ -337,17 +184,14 @@ class ForgeClient:
             ),
             stream=True,
         )
-        response.stream = _Deadline(response.stream, lambda: self.clock() > deadline)
         try:
-            response.read()
-        except _Overdue:
+            read_before_deadline(response, lambda: self.clock() > deadline)
+        except Overdue:
             raise ForgeUnavailable(
                 f"Forgejo at {self.base_url} did not finish answering to {request.what} within "
                 f"forge.timeout ({self.settings.timeout:g} s): it sends too slowly",
                 hint="check the server and the network between, or raise forge.timeout",
             ) from None
-        finally:
-            response.close()
         return response
 
     def raise_for(self, response: httpx.Response, request: ApiRequest) -> None:
@@ -396,19 +240,11 @@ class ForgeClient:
                     f"that has scope {request.scope}",
                 )
             raise ForgeNotFound(
-                f"{request.not_found or what} (404{said})", hint=self.not_found_hint()
+                f"{request.not_found or what} (404{said})", hint=self.endpoints.not_found_hint()
             )
         if status >= 500:
             raise ForgeUnavailable(f"Forgejo answered HTTP {status} to {what}{said}")
         raise UsageError(f"Forgejo refused {what} (HTTP {status}{said})")
-
-    def not_found_hint(self) -> str:
-        return (
-            f"check forge.url ({self.base_url}) and that {self.repo_path} exists there and the "
-            "token may see it (forge.owner/forge.repo in gbdeploy.yaml, or the component's "
-            f"workflow_repo; forge.owner ({self.settings.owner}) and forge.repo "
-            f"({self.settings.repo}))"
-        )
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         try:
@@ -435,7 +271,7 @@ class ForgeClient:
 
     def check_access(self) -> dict[str, Any]:
         """The repository answers and the token is accepted for reading it."""
-        request = self.repository_request()
+        request = self.endpoints.repository()
         return self._object(self.send(request), request.what)
 
     def check_write_scope(self, workflow: str) -> None:
@@ -445,7 +281,7 @@ class ForgeClient:
         say. A dispatch with an empty ref is answered by the scope middleware (403) when the
         token lacks write:repository, else by the handler (400: the ref is required): no run
         is ever made."""
-        request = replace(self.dispatch_request(workflow, ""), passthrough=(400, 403, 404, 500))
+        request = replace(self.endpoints.dispatch(workflow, ""), passthrough=(400, 403, 404, 500))
         response = self.send(request)
         status = response.status_code
         if status == 400:
@@ -479,7 +315,7 @@ class ForgeClient:
         """Start `workflow` on `ref`; the new run's id (None from servers before v11)."""
         if not ref:
             raise UsageError(f"cannot dispatch workflow {workflow}: the ref is empty")
-        request = self.dispatch_request(workflow, ref, inputs)
+        request = self.endpoints.dispatch(workflow, ref, inputs)
         response = self.send(request)
         status = response.status_code
         said = _server_message(response)
@@ -520,12 +356,12 @@ class ForgeClient:
         """One page of runs, newest first. On servers without `/runs`, built from `/tasks`
         (filtered here: `/tasks` takes no filters)."""
         if self._legacy_tasks:
-            return self._runs_from_tasks(head_sha=head_sha, event=event, limit=limit, page=page)
-        request = self.runs_request(head_sha=head_sha, event=event, limit=limit, page=page)
+            return runs_page(self._tasks(), head_sha=head_sha, event=event, limit=limit, page=page)
+        request = self.endpoints.runs(head_sha=head_sha, event=event, limit=limit, page=page)
         response = self.send(request)
         if response.status_code == 404:
             self._switch_to_tasks()
-            return self._runs_from_tasks(head_sha=head_sha, event=event, limit=limit, page=page)
+            return runs_page(self._tasks(), head_sha=head_sha, event=event, limit=limit, page=page)
         self._legacy_tasks = False
         data = self._object(response, request.what)
         runs = [run_from_api(r) for r in as_dicts(data.get("workflow_runs"))]
@@ -566,30 +402,13 @@ class ForgeClient:
         self.check_access()  # raises ForgeNotFound naming owner/repo when that is the cause
         self._legacy_tasks = True
 
-    def _all_tasks(self, max_pages: int = 4) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = []
-        for page in range(1, max_pages + 1):
-            request = self.tasks_request(page)
-            data = self._object(self.send(request), request.what)
-            entries = as_dicts(data.get("workflow_runs"))
-            tasks.extend(entries)
-            if not entries or len(tasks) >= as_int(data.get("total_count")):
-                break
-        return tasks
-
-    def _runs_from_tasks(
-        self, *, head_sha: str | None, event: str | None, limit: int, page: int
-    ) -> RunPage:
-        runs = [
-            r
-            for r in runs_from_tasks(self._all_tasks())
-            if (not head_sha or r.commit_sha == head_sha) and (not event or r.event == event)
-        ]
-        start = (page - 1) * limit
-        return RunPage(runs=runs[start : start + limit], total_count=len(runs))
+    def _tasks(self) -> list[dict[str, Any]]:
+        return read_tasks(
+            self.endpoints, lambda request: self._object(self.send(request), request.what)
+        )
 
     def run(self, run_id: int) -> Run:
-        request = self.run_request(int(run_id))
+        request = self.endpoints.run(int(run_id))
         if self._legacy_tasks:
             return self._run_from_tasks(run_id, request.not_found)
         response = self.send(request)
@@ -603,23 +422,17 @@ class ForgeClient:
         return run_from_api(self._object(response, request.what))
 
     def _run_from_tasks(self, run_number: int, not_found: str) -> Run:
-        tasks = [t for t in self._all_tasks() if as_int(t.get("run_number")) == run_number]
-        if not tasks:
-            raise ForgeNotFound(
-                f"{not_found}; this server (before Forgejo 12) lists runs only once a runner "
-                f"has picked them up, by run number",
-                hint=self.not_found_hint(),
-            )
-        return run_from_tasks(tasks)
+        hint = self.endpoints.not_found_hint()
+        return numbered_run(self._tasks(), run_number, not_found=not_found, hint=hint)
 
     def jobs(self, run_id: int) -> list[Job]:
-        request = self.jobs_request(int(run_id))
+        request = self.endpoints.jobs(int(run_id))
         data = self._json(self.send(request), request.what)
         return [job_from_api(j) for j in as_dicts(data)]
 
     def job_log(self, job_id: int, tail_bytes: int = LOG_TAIL_BYTES) -> str:
         """The last `tail_bytes` of a job's log (a suffix `Range`; cut here if it is ignored)."""
-        response = self.send(self.job_log_request(int(job_id), tail_bytes))
+        response = self.send(self.endpoints.job_log(int(job_id), tail_bytes))
         if response.status_code == 416:  # an empty log has no suffix to give
             return ""
         content = response.content
@@ -628,75 +441,9 @@ class ForgeClient:
         return content.decode("utf-8", errors="replace")
 
 
-class _Overdue(Exception):
-    """The answer did not arrive whole before the request's deadline."""
-
-
-class _Deadline(httpx.SyncByteStream):
-    """A response body that stops with _Overdue at the first chunk read after the deadline."""
-
-    def __init__(
-        self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, overdue: Callable[[], bool]
-    ) -> None:
-        assert isinstance(stream, httpx.SyncByteStream)
-        self._stream = stream
-        self._overdue = overdue
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._stream:
-            if self._overdue():
-                raise _Overdue
-            yield chunk
-
-    def close(self) -> None:
-        self._stream.close()
-
-
 def newest_first(runs: list[Run]) -> list[Run]:
     """Runs by `id`, highest first: never the order a server happened to send."""
     return sorted(runs, key=lambda run: run.id, reverse=True)
-
-
-_warned_plain_http: set[str] = set()  # forge URLs already warned about in this command
-
-
-def _warn_plain_http(base_url: str) -> None:
-    """A token over plain http to another machine travels in clear: say it once per command."""
-    split = urlsplit(base_url)
-    host = (split.hostname or "").lower()
-    if split.scheme != "http" or base_url in _warned_plain_http:
-        return
-    if host == "localhost" or _is_loopback(host):
-        return
-    _warned_plain_http.add(base_url)
-    print(
-        f"warning: the forge token goes in clear over plain http to {base_url}: use "
-        "https:// in forge.url, with forge.ca_file naming the CA certificate that signed the "
-        "server's certificate if it is not a public one",
-        file=sys.stderr,
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _verification(settings: ForgeSettings) -> ssl.SSLContext | bool:
-    """Certificates are always verified: against forge.ca_file when it is set."""
-    if not settings.ca_file:
-        return True
-    path = os.path.expanduser(settings.ca_file)
-    try:
-        return ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigError(
-            "forge.ca_file",
-            f"cannot read a CA certificate from {path}: {error}",
-            hint="name a PEM file with the certificate of the CA that signed forge.url's",
-        ) from None
 
 
 def _server_message(response: httpx.Response) -> str:

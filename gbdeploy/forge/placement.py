@@ -53,6 +53,18 @@ class WorkflowHome:
         return root_sha if self.placement == "root" else submodule_sha
 
 
+def placement_of(settings: Settings, component: Component) -> Placement:
+    """`root` when `component`'s workflow lives in the root repository: `workflow_repo: root`, or
+    the root repository named as OWNER/REPO (in any case: the forge's names ignore it)."""
+    where = component.workflow_repo
+    if where in ("root", "component"):
+        return where  # type: ignore[return-value]
+    owner, _, repo = where.partition("/")
+    forge = settings.forge
+    same = (owner.lower(), repo.lower()) == (forge.owner.lower(), forge.repo.lower())
+    return "root" if same else "component"
+
+
 def workflow_home(settings: Settings, component: Component, root: Path | None) -> WorkflowHome:
     """Where `component`'s workflow runs. `root` (the root repository) is needed only for
     `component`, to read the submodule's URL."""
@@ -67,7 +79,7 @@ def workflow_home(settings: Settings, component: Component, root: Path | None) -
             "component", owner, repo, f"the submodule's repository ({url} in .gitmodules)"
         )
     owner, _, repo = where.partition("/")
-    if (owner.lower(), repo.lower()) == (forge.owner.lower(), forge.repo.lower()):
+    if placement_of(settings, component) == "root":
         return WorkflowHome("root", owner, repo, f"workflow_repo {where} (the root repository)")
     return WorkflowHome("component", owner, repo, f"workflow_repo {where}")
 

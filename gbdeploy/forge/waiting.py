@@ -21,7 +21,8 @@ from ..errors import (
     WaitTimeout,
 )
 from ..output import Reporter
-from .client import PAGE_LIMIT, ForgeClient, PlannedRequest
+from .client import ForgeClient
+from .endpoints import PAGE_LIMIT, PlannedRequest
 from .models import DISPATCH_EVENT, Run, printable
 
 LOG_TAIL_LINES = 40
@@ -48,14 +49,14 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
     the very methods that send them."""
     plan = [
         client.plan(
-            client.repository_request(),
+            client.endpoints.repository(),
             "check the API answers and the token is accepted (before any push)",
         )
     ]
-    dispatch = client.dispatch_request(search.workflow, search.sha)
+    dispatch = client.endpoints.dispatch(search.workflow, search.sha)
     plan.append(
         client.plan(
-            client.dispatch_request(search.workflow, ""),
+            client.endpoints.dispatch(search.workflow, ""),
             "may the token dispatch? asked before any push, and nothing is dispatched: "
             "400 = yes (the ref is empty), 403 = a read-only token"
             + (" (refused: nothing pushed)" if search.dispatch else ""),
@@ -66,7 +67,7 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
     else:
         plan.append(
             client.plan(
-                client.runs_request(head_sha=search.sha, event="push", limit=PAGE_LIMIT, page=1),
+                client.endpoints.runs(head_sha=search.sha, event="push", limit=PAGE_LIMIT, page=1),
                 f"poll until the push run of {search.sha[:12]} appears",
             )
         )
@@ -76,10 +77,10 @@ def planned_requests(client: ForgeClient, search: RunSearch) -> list[PlannedRequ
                 "only if no push run appears in time (and the server has /runs): dispatch",
             )
         )
-    plan.append(client.plan(client.run_request("{run_id}"), "poll the run until it finishes"))
+    plan.append(client.plan(client.endpoints.run("{run_id}"), "poll the run until it finishes"))
     plan.append(
         client.plan(
-            client.jobs_request("{run_id}"),
+            client.endpoints.jobs("{run_id}"),
             "if it fails: find the failed job, then GET /actions/jobs/{id}/logs (Range)",
         )
     )
@@ -108,7 +109,7 @@ def find_run(
             f"waiting for the push run of {workflow} for {sha[:12]} in {client.repo_path} …"
         )
         while True:
-            found = _newest_run(client, sha, workflow, cause="push")
+            found = _newest_run(client, sha, workflow, cause="push", branch=ref)
             if found:
                 reporter.say(f"found {found.label}: {found.status} {found.html_url}".rstrip())
                 return found
@@ -150,9 +151,13 @@ def find_run(
     )
 
 
-def _newest_run(client: ForgeClient, sha: str, workflow: str, *, cause: str) -> Run | None:
-    """The newest run of `workflow` for `sha` started by `cause`. Dispatched runs are listed
-    without an event filter: their `event` is empty."""
+def _newest_run(
+    client: ForgeClient, sha: str, workflow: str, *, cause: str, branch: str | None = None
+) -> Run | None:
+    """The newest run of `workflow` for `sha` started by `cause` (on `branch`, when the forge
+    names the run's branch: the same commit pushed to another branch runs that branch's jobs).
+    Dispatched runs are listed without an event filter: their `event` is empty."""
+    short = branch.removeprefix("refs/heads/") if branch else None
     event = cause if cause == "push" else None
     page = client.runs(head_sha=sha, event=event, limit=PAGE_LIMIT)
     matching = [
@@ -161,6 +166,7 @@ def _newest_run(client: ForgeClient, sha: str, workflow: str, *, cause: str) -> 
         if r.commit_sha == sha
         and (r.cause == cause or (r.source == "tasks" and not r.cause))
         and (not r.workflow_id or r.workflow_id == workflow)
+        and (short is None or not r.ref or r.ref == short)
     ]
     return max(matching, key=lambda r: r.id) if matching else None
 

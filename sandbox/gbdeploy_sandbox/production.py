@@ -333,9 +333,7 @@ class ProductionWorld:
                 "corefile": str(self.corefile),
                 "valkey_cli": str(self.valkey_cli),
                 "iptables_rules_file": str(self.rules_file),
-                "sccache_dir": str(self.sccache),
                 "sccache_max_gb": CACHE_LIMIT_GB,
-                "cargo_home": str(self.cargo),
                 "cargo_max_gb": CACHE_LIMIT_GB,
                 "ufw_defaults": str(self.etc / "default/ufw"),
                 "fail2ban_dir": str(self.etc / "fail2ban"),
@@ -343,6 +341,8 @@ class ProductionWorld:
                 "vault_init": str(self.vault_init),
                 "caddy_access_log": str(self.root / "opt/gbo/logs/access.log"),
             },
+            # the CI runner's caches, which the builds fill and doctor measures
+            "workflows": {"sccache_dir": str(self.sccache), "cargo_home": str(self.cargo)},
         }
 
     def _target(self) -> dict[str, str]:

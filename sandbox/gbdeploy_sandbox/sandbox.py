@@ -37,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from gbdeploy.config import Settings, load_settings
+from gbdeploy.config import Settings
+from gbdeploy.config_layers import load_settings
 from gbdeploy.errors import UsageError
 from gbdeploy.output import Reporter
 from gbdeploy.remote.connection import quote

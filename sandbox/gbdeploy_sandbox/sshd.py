@@ -17,6 +17,7 @@ from types import TracebackType
 
 from gbdeploy.errors import UsageError
 
+from .ports import free_port
 from .procs import end_process
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
@@ -31,12 +32,6 @@ def find_sshd() -> str:
         "no OpenSSH server (sshd) on this machine: the sandbox needs one on 127.0.0.1",
         hint="apt-get update && apt-get install -y openssh-server",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _keygen(path: Path, comment: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...caddyfile import CaddySyntaxError
+from ...caddyfile import tokens as caddy_tokens
 from .base import ParseError
 
 
@@ -22,45 +24,13 @@ class Directive:
         return next((d for d in self.block or () if d.name == name), None)
 
 
-def _tokens(text: str) -> list[tuple[int, str, bool]]:
-    """(line, token, quoted) with comments dropped; quotes and backticks keep spaces."""
-    tokens: list[tuple[int, str, bool]] = []
-    line, index, length = 1, 0, len(text)
-    while index < length:
-        char = text[index]
-        if char == "\n":
-            line += 1
-            index += 1
-        elif char.isspace():
-            index += 1
-        elif char == "#":
-            while index < length and text[index] != "\n":
-                index += 1
-        elif char in '"`':
-            start_line, index, value = line, index + 1, []
-            while index < length and text[index] != char:
-                if char == '"' and text[index] == "\\" and index + 1 < length:
-                    index += 1
-                if text[index] == "\n":
-                    line += 1
-                value.append(text[index])
-                index += 1
-            if index >= length:
-                raise ParseError("unterminated quoted text", start_line)
-            tokens.append((start_line, "".join(value), True))
-            index += 1
-        else:
-            start = index
-            while index < length and not text[index].isspace():
-                index += 1
-            tokens.append((line, text[start:index], False))
-    return tokens
-
-
 def parse_caddy_syntax(text: str) -> tuple[Directive, ...]:
     """The top-level entries of a Caddyfile-format file (Caddy's and CoreDNS's config): each line of
     tokens is a directive; one ending in a lone `{` owns the lines up to its matching `}`."""
-    tokens = _tokens(text)
+    try:
+        tokens = [(token.line, token.text, token.quoted) for token in caddy_tokens(text)]
+    except CaddySyntaxError as error:
+        raise ParseError(error.problem, error.line) from None
     position = 0
 
     def entries(depth: int, opened_at: int) -> tuple[Directive, ...]:

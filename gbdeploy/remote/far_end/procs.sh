@@ -67,3 +67,63 @@ _looks() {
   done
 }
 
+
+# --- strategy switch (gbdeploy/deploy/switch.py): two processes run from the same path, the old
+# one from its unlinked inode (`"$b (deleted)"`), so each is stopped by its pid, never by path.
+# stop_pid PID LOOKS: SIGTERM exactly PID if it still runs "$b" (a reused pid is left alone), look
+# up to LOOKS times (every 50 ms), then SIGKILL. Prints `none PID`, `stopped PID` or `killed PID`;
+# returns 1 if it survives SIGKILL.
+stop_pid() {
+  runs "$1" || { echo "none $1"; return 0; }
+  kill -TERM "$1" 2>/dev/null
+  i=0; while runs "$1" && [ "$i" -lt "$2" ]; do sleep 0.05; i=$((i + 1)); done
+  runs "$1" || { echo "stopped $1"; return 0; }
+  kill -KILL "$1" 2>/dev/null
+  i=0; while runs "$1" && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  runs "$1" && { echo "survived SIGKILL: $1" >&2; return 1; }
+  echo "killed $1"
+}
+# stop_all_but LOOKS KEEP…: stop_pid every process running "$b" except the pids KEEP (the ones
+# that ran before the switch began).
+stop_all_but() {
+  looks=$1; shift; rc=0
+  for p in $(pids); do
+    case " $* " in *" $p "*) continue ;; esac
+    stop_pid "$p" "$looks" || rc=1
+  done
+  return "$rc"
+}
+# switch_place SOURCE OWNER: put SOURCE (B.new, or a kept release) at B with nothing stopped: B
+# kept as P with its recipe (`$L/had` says whether there was one), SOURCE owned by OWNER and
+# renamed over B; the process running the old B keeps its inode.
+switch_place() {
+  if [ -f "$B" ]; then
+    same_bytes "$B" "$P" || return 1
+    if [ -f "$G" ]; then cp -p -- "$G" "$P.start" || return 1; else rm -f -- "$P.start"; fi
+    echo 1 > "$L/had" || return 1
+  else echo 0 > "$L/had" || return 1
+  fi
+  if [ "$1" != "$N" ]; then rm -f -- "$N"; same_bytes "$1" "$N" || return 1; fi
+  chown -- "$2" "$N" && chmod 0755 -- "$N" && rename_over "$N" "$B"
+}
+# switch_unplace: undo switch_place (P back at B with its recipe, or no B when there was none);
+# nothing is stopped or started.
+switch_unplace() {
+  case $(cat "$L/had" 2>/dev/null) in
+  1) rm -f -- "$B.restore"; same_bytes "$P" "$B.restore" && rename_over "$B.restore" "$B" || return 1
+     if [ -f "$P.start" ]; then cp -p -- "$P.start" "$G"; else rm -f -- "$G"; fi ;;
+  0) rm -f -- "$B" "$G" ;;
+  *) return 0 ;;
+  esac
+  rm -f -- "$S"
+}
+# keep_binary_of PID: after a recovery, B is the binary PID runs: already (`binary-kept`), else
+# B.prev when that is it, else its bytes copied back from /proc/PID/exe (`binary-restored`).
+# shellcheck disable=SC3013
+keep_binary_of() {
+  if [ "/proc/$1/exe" -ef "$B" ]; then echo "binary-kept"; return 0; fi
+  rm -f -- "$B.restore"
+  if [ -f "$P" ] && [ "/proc/$1/exe" -ef "$P" ]; then same_bytes "$P" "$B.restore"
+  else cp -- "/proc/$1/exe" "$B.restore" && chmod 0755 -- "$B.restore"
+  fi && rename_over "$B.restore" "$B" && rm -f -- "$S" && echo "binary-restored"
+}

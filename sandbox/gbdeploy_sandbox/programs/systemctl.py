@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+TIMEOUT_STOP_SECONDS = 90  # systemd's DefaultTimeoutStopSec
 QUIET = ("--no-pager", "--quiet", "-q", "--plain", "--no-legend", "--all")
 
 
@@ -70,7 +71,9 @@ def _start(root: Path, unit: str) -> None:
         )
     pid = process.pid
     if command[0] == "runuser":
-        deadline = time.monotonic() + 5
+        # runuser either forks the service or exits: wait for one of the two, however loaded the
+        # machine (a short deadline here recorded runuser's own pid as the main pid).
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             children = Path(f"/proc/{pid}/task/{pid}/children")
             kids = children.read_text().split() if children.exists() else []
@@ -89,11 +92,14 @@ def _stop(root: Path, unit: str) -> None:
     if not pid:
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + TIMEOUT_STOP_SECONDS
     while _alive(pidfile) and time.monotonic() < deadline:
         time.sleep(0.02)
     if _alive(pidfile):
         os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT_STOP_SECONDS
+        while _alive(pidfile) and time.monotonic() < deadline:  # as systemd: once it is gone
+            time.sleep(0.02)
 
 
 def _exec_start(command: str) -> str:

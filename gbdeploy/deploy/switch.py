@@ -1,0 +1,563 @@
+"""Strategy `switch`: a zero-downtime deploy behind the Caddy that General Bots already runs.
+
+    lock      as every deploy (journal, preflight, what the target has)
+    upload    B.new, hashed as written (as `staged`)
+    beside    B kept as B.prev, the new binary renamed over B with NOTHING stopped (the old
+              process keeps running from its inode), started on the idle port (PORT, `{port}`)
+    health    the strict health of the new process on the idle port: alive, its commit, settled
+    proxy     on targets[switch.proxy]: back up the Caddyfile, move only the upstreams that dial
+              this component's live host:port, validate beside, rename, `caddy reload`, confirm
+              from Caddy's admin API that it dials the new port alone (`caddy_switch`)
+    drain     wait until nothing is connected to the old port (at most `switch.drain` seconds)
+    stop old  the processes that ran before, each by its pid (both run from the same path)
+    finish    keep the release, the deploy log with `switch: {live, previous}`, unlock
+
+Until Caddy is confirmed on the new port every failure leaves traffic where it was: the proxy's
+undo puts the backup back and reloads (and checks Caddy dials the old port again), the beside
+step's undo stops every process running B but the ones that ran before, and puts B.prev back.
+From `switched` on (journalled) nothing is undone: the new process serves.
+
+The journal says, for `--recover`: `placing` (both ports and the pids that ran before),
+`started`, `healthy`, `switching`, `reloaded` (the backup's path), `switched`, `draining`,
+`old-stopped`. A recovery decides by what Caddy runs (its admin API), not by the journal: the
+port Caddy dials keeps its process, the Caddyfile is made to dial it too, every other process
+running B is stopped by pid, and B is made the binary of the process that serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from ..caddy_switch import CaddySwitch, ProxySwitchFailed, read_file, reload
+from ..caddyfile import dialled_ports
+from ..config import Component, Settings
+from ..errors import (
+    DeployFailed,
+    GbdeployError,
+    PreflightError,
+    RemoteError,
+    RestoreFailed,
+)
+from ..output import Reporter
+from ..remote.connection import Remote, quote
+from ..remote.session import Session
+from ..switch_process import (
+    POLL,
+    drain_command,
+    listening_inodes,
+    parse_pids,
+    serving_pid_command,
+)
+from . import engine, layout
+from .deployment import Deployment
+from .engine import Step, Undo
+from .words import first_line, message
+
+IDLE_BUSY = 5  # the beside script's exit when something already listens on the idle port
+
+
+class SwitchDeployment(Deployment):
+    """A deploy (or rollback, or recovery) of a component with `switch:`; see the module."""
+
+    def __init__(self, settings: Settings, component: Component, reporter: Reporter, **kw) -> None:
+        super().__init__(settings, component, reporter, **kw)
+        assert component.switch is not None
+        self.switch = component.switch
+        self.base = component
+        self.proxy = Remote(settings.targets[self.switch.proxy], settings.ssh)
+        # one channel for every command on the proxy: a new one per command costs 0.65-0.9 s
+        # each on a loaded 2-core machine (measured), five of them per switch
+        self.proxy_session = Session(self.proxy)
+        self.set_live(self.switch.ports[0])  # the plan's guess; `find_live` asks the Caddyfile
+        self.old_pids: list[int] = []  # what ran B before the new one started
+        self.caddy_switch: CaddySwitch | None = None
+        self.proxy_error: ProxySwitchFailed | None = None
+        self.switched = False  # Caddy confirmed on the new port: from here nothing is undone
+        self.undo_said = ""  # what the beside undo reported
+        # the proxy's undo could not see Caddy back on the old port: the new process stays
+        self.traffic_stuck = False
+
+    def close(self) -> None:
+        super().close()
+        self.proxy_session.close()
+        self.proxy.close_quietly()
+
+    def drop_connection(self, error: BaseException | None = None) -> None:
+        """Also the proxy's session and connection (an interrupt cuts it): the undo opens fresh
+        ones."""
+        super().drop_connection(error)
+        self.proxy_session.close()
+        self.proxy.close_quietly()
+
+    def cut(self) -> None:
+        super().cut()
+        self.proxy.cut()
+
+    # -- the ports
+    def find_live(self) -> None:
+        """The live port: the one of `switch.ports` that the Caddyfile dials for upstream_host
+        (exactly one, else exit 2 with nothing changed). The new binary starts on the other."""
+        text = self.read_caddyfile()
+        host, ports = self.switch.upstream_host, self.switch.ports
+        dialled = dialled_ports(text, host)
+        live = [port for port in ports if port in dialled]
+        if len(live) != 1:
+            found = ", ".join(f"{host}:{port}" for port in sorted(dialled)) or "none"
+            raise PreflightError(
+                f"{self.base.name}: {self.switch.caddyfile} on {self.proxy.description} must "
+                f"dial exactly one of {host}:{ports[0]} and {host}:{ports[1]} (it dials: "
+                f"{found}); nothing was changed",
+                hint=f"make its reverse_proxy for {self.base.name} dial {host}:{ports[0]}, "
+                f"start {self.base.name} there, then deploy again",
+            )
+        self.set_live(live[0])
+
+    def set_live(self, live: int) -> None:
+        self.live, self.idle = live, self.switch.idle_port(live)
+        self.component = self.base.on_port(self.idle)
+
+    def read_caddyfile(self) -> str:
+        """The Caddyfile's text; a file the proxy cannot give is the config's error (exit 2), a
+        connection that fails is not (RemoteError, exit 1)."""
+        result = self.proxy_session.run(read_file(self.switch.caddyfile).command, check=False)
+        if not result.ok:
+            said = (result.stderr.strip() or f"exit {result.exit_code}").splitlines()[-1]
+            raise PreflightError(
+                f"{self.base.name}: cannot read {self.switch.caddyfile} on "
+                f"{self.proxy.description}: {said}; nothing was changed",
+                hint=f"check components.{self.base.name}.switch.caddyfile and .proxy",
+            )
+        return result.stdout
+
+    def new_caddy_switch(self, old: int, new: int) -> CaddySwitch:
+        return CaddySwitch(
+            self.switch.caddyfile, self.switch.upstream_host, old, new, caddy=self.switch.caddy
+        )
+
+    # -- records
+    def log_entry(self, result: str) -> dict[str, object]:
+        entry = super().log_entry(result)
+        live = self.idle if self.switched else self.live
+        entry["switch"] = {"live": live, "previous": self.live if self.switched else None}
+        return entry
+
+    def note_command(self, record: dict[str, object]) -> str:
+        """Append `record` (with its time) to the journal, while the lock is this deploy's."""
+        line = json.dumps(record, sort_keys=True)
+        assert line.endswith("}")
+        return "\n".join(
+            [
+                layout.prelude(self.paths),
+                f'grep -q -F -e {quote(self.token)} -- "$L/holder" 2>/dev/null || exit 0',
+                f'printf \'%s, "time": "%s"}}\\n\' {quote(line[:-1])} '
+                '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"',
+            ]
+        )
+
+    def note(self, record: dict[str, object]) -> None:
+        self.run(self.note_command(record))
+
+    # -- the steps
+    def beside_command(self, source: str) -> str:
+        """Place `source` at B with nothing stopped, and start it on the idle port. Prints
+        `before PIDS` (what ran B), then `launched PID`; exits IDLE_BUSY (nothing changed) when
+        something already listens on the idle port."""
+        placing = json.dumps(
+            {"phase": "placing", "live": self.live, "idle": self.idle}, sort_keys=True
+        )
+        return "\n".join(
+            [
+                "trap '' HUP INT TERM PIPE",
+                layout.prelude(self.paths),
+                layout.claim_lines("beside", self.token),
+                f"resolve {quote(self.paths.binary)}",
+                listening_inodes(self.idle),
+                f'[ -z "$inodes" ] || {{ echo "port {self.idle} is in use" >&2; '
+                f"exit {IDLE_BUSY}; }}",
+                'before=$(pids | tr "\\n" " ")',
+                'echo "before $before"',
+                f'printf \'%s, "old_pids": "%s", "time": "%s"}}\\n\' {quote(placing[:-1])} '
+                '"$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J" || exit 1',
+                layout.write_recipe_lines(self.component, self.ssh_user),
+                f"switch_place {quote(source)} {quote(self.component.user + ':')} || "
+                '{ echo "cannot put the new binary in place" >&2; exit 3; }',
+                f"remember_sha {quote(self.sha256 or '')} || exit 3",
+                'cp -p -- "$L/recipe" "$G" || exit 3',
+                'launch "$G" || { echo "the start failed" >&2; exit 3; }',
+                'printf \'{"phase": "started", "launcher": "%s", "time": "%s"}\\n\' '
+                '"$(cat "$L/launcher" 2>/dev/null)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"',
+            ]
+        )
+
+    def unplace_command(self) -> str:
+        """The beside step's undo, decided on the target's journal: nothing when the lock is not
+        ours (`not-ours`), the switch was confirmed (`kept`) or nothing was placed
+        (`untouched`); else stop every process running B but those that ran before, put B.prev
+        back (`restored`, or `restore-failed`, exit 1)."""
+        looks = max(1, round(self.component.stop_timeout / POLL))
+        return "\n".join(
+            [
+                "trap '' HUP INT TERM PIPE",
+                layout.prelude(self.paths),
+                f"claim_or_wait beside {max(1, int((self.component.stop_timeout + 60) * 10))}",
+                f'grep -q -F -e {quote(self.token)} -- "$L/holder" 2>/dev/null || '
+                "{ echo not-ours; exit 0; }",
+                'grep -q \'"phase": "switched"\' -- "$J" 2>/dev/null && { echo kept; exit 0; }',
+                'grep -q \'"phase": "placing"\' -- "$J" 2>/dev/null || { echo untouched; exit 0; }',
+                f"resolve {quote(self.paths.binary)}",
+                'before=$(sed -n \'s/.*"old_pids": "\\([0-9 ]*\\)".*/\\1/p\' -- "$J" | head -n 1)',
+                'phase "undoing"',
+                "# shellcheck disable=SC2086  # the pids, one word each",
+                f"if ! {{ stop_all_but {looks} $before && switch_unplace; }}; then",
+                '  phase "restore-failed"; echo restore-failed; exit 1',
+                "fi",
+                'phase "restored"',
+                "echo restored",
+            ]
+        )
+
+    def beside_step(self, source: str) -> Step:
+        command = self.beside_command(source)
+        undo_command = self.unplace_command()
+
+        def run() -> str:
+            self.touched = True
+            self.log_offset = self.log_size()
+            result = self.session.run(command, check=False, timeout=60)
+            out = result.stdout.splitlines()
+            before = next((line for line in out if line.startswith("before")), "before")
+            self.old_pids = parse_pids(before.removeprefix("before"))
+            self.was_running = bool(self.old_pids)
+            if result.exit_code == IDLE_BUSY:
+                self.touched = False
+                raise DeployFailed(
+                    f"{self.base.name}: something already listens on the idle port {self.idle} "
+                    f"of {self.remote.description}: nothing was changed",
+                    hint=f"`gbdeploy status {self.base.name}` shows what runs; a switch that "
+                    f"was killed is finished with `gbdeploy deploy {self.base.name} --recover`",
+                )
+            if not result.ok:
+                why = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
+                raise DeployFailed(f"starting beside failed on the target ({why})")
+            launched = next((line for line in out if line.startswith("launched")), "launched ?")
+            if not self.old_pids:
+                return f"{launched} on port {self.idle}; nothing ran before"
+            old = ", ".join(map(str, self.old_pids))
+            return f"{launched} on port {self.idle}; pid {old} keeps serving port {self.live}"
+
+        def undo() -> None:
+            out = self.run_again_if_dropped(undo_command, timeout=self.component.stop_timeout + 120)
+            words = out.split()
+            self.undo_said = next(
+                (w for w in words if w in ("not-ours", "untouched", "kept", "restored")), "?"
+            )
+            self.on_target = "kept" if self.undo_said == "kept" else self.undo_said
+            if self.undo_said == "restored":
+                self.restored = True
+            elif self.undo_said == "untouched":
+                self.touched = False
+            elif self.undo_said == "?":
+                raise RemoteError(f"the undo on the target said: {out.strip()[-300:] or '?'}")
+
+        return Step(
+            "beside",
+            [command],
+            run,
+            Undo([undo_command], self.guard_restore(undo), restores_service=True),
+            summary=f"keep B.prev, new binary renamed over {self.paths.binary} with nothing "
+            f"stopped, started on the idle port (of {self.switch.ports[0]}, "
+            f"{self.switch.ports[1]}: the one Caddy does not dial)",
+        )
+
+    def health_on_idle_step(self) -> Step:
+        step = self.health_step()
+        check = step.run
+
+        def run() -> str:
+            if self.unchanged:  # nothing was started: the live port's process is the one
+                self.component = self.base.on_port(self.live)
+            return check()
+
+        step.run = run
+        return step
+
+    def proxy_step(self) -> Step:
+        path, caddy = self.switch.caddyfile, self.switch.caddy
+        caddy_switch = self.new_caddy_switch(self.live, self.idle)
+        self.caddy_switch = caddy_switch
+
+        def run() -> str:
+            self.note({"phase": "switching", "from": self.live, "to": self.idle})
+            try:
+                caddy_switch.apply(self.proxy_session)
+                self.note({"phase": "reloaded", "backup": caddy_switch.backup_path})
+                caddy_switch.confirm(self.proxy_session)
+            except ProxySwitchFailed as error:
+                self.proxy_error = error
+                raise
+            self.note({"phase": "switched", "live": self.idle})
+            self.switched = True
+            moved = len(caddy_switch.changes)
+            return (
+                f"{moved} upstream{'s' if moved != 1 else ''} {self.switch.upstream_host}:"
+                f"{self.live} → :{self.idle}, backup {caddy_switch.backup_path}, reloaded; "
+                f"Caddy dials :{self.idle}"
+            )
+
+        def undo() -> None:
+            if self.switched:
+                return  # confirmed: the new process serves, nothing to put back
+            error = self.proxy_error
+            if caddy_switch.backup_path is None:
+                return  # the Caddyfile was never changed
+            if error is not None and error.restored and error.dials_new is False:
+                return  # the failed reload was undone by caddy_switch and Caddy runs the old
+            failed = ""
+            try:
+                caddy_switch.undo(self.proxy_session)
+            except (ProxySwitchFailed, RemoteError) as error:
+                failed = f" ({first_line(error)})"
+            # Whether the new process may be stopped is what Caddy runs, not what undo said.
+            dials = caddy_switch.running_dials(self.proxy_session)
+            old, new = caddy_switch.dial(self.live), caddy_switch.dial(self.idle)
+            if dials is None or new in dials or old not in dials:
+                self.traffic_stuck = True
+                raise RemoteError(
+                    f"putting {caddy_switch.backup_path} back over {path} and reloading"
+                    + (f" failed{failed}" if failed else " ran")
+                    + ", and Caddy "
+                    + (
+                        "does not say which config it runs"
+                        if dials is None
+                        else f"dials {', '.join(sorted(dials)) or 'nothing'}"
+                    )
+                    + f": the new process on port {self.idle} is left running"
+                )
+            if failed:
+                self.reporter.say(
+                    f"  warning: putting the backup back failed{failed}, but Caddy runs the old "
+                    f"config (it dials {old})"
+                )
+
+        return Step(
+            "proxy",
+            [
+                read_file(path).command,
+                f"(back up, write beside, caddy validate, rename: {path})",
+                reload(path, caddy).command,
+                "(confirm: Caddy's admin API GET /config/ dials the new port alone)",
+            ],
+            run,
+            Undo(
+                [f"(put the backup of {path} back), {reload(path, caddy).command}"],
+                self.guard_restore(undo),
+                restores_service=True,
+            ),
+            summary=f"on {self.proxy.description}: back up {path}, move only the upstreams "
+            f"dialling {self.switch.upstream_host}:<live> to <idle>, validate, rename, caddy "
+            "reload, confirm from Caddy's admin API",
+        )
+
+    def drain_step(self) -> Step:
+        command = drain_command(self.live, self.switch.drain)
+
+        def run() -> str:
+            self.note({"phase": "draining", "port": self.live})
+            return self.run(command, timeout=self.switch.drain + 60).strip()
+
+        return Step(
+            "drain",
+            [command],
+            run,
+            summary=f"wait until nothing is connected to the old port, at most "
+            f"{self.switch.drain:g}s",
+        )
+
+    def stop_old_command(self) -> str:
+        looks = max(1, round(self.component.stop_timeout / POLL))
+        pids = " ".join(str(pid) for pid in self.old_pids)
+        return "\n".join(
+            [
+                layout.prelude(self.paths),
+                f"resolve {quote(self.paths.binary)}",
+                "rc=0",
+                f'for p in {pids}; do stop_pid "$p" {looks} || rc=1; done',
+                'phase "old-stopped"',
+                '[ "$rc" = 0 ]  # the exit status: whether each old process stopped',
+            ]
+        )
+
+    def stop_old_step(self) -> Step:
+        def run() -> str:
+            if not self.old_pids:
+                return "nothing ran before"
+            out = self.run(self.stop_old_command(), timeout=self.component.stop_timeout + 60)
+            return "; ".join(out.split("\n")).strip("; ")
+
+        return Step(
+            "stop old",
+            ["stop_pid PID (each pid that ran the binary before the new one started)"],
+            run,
+            summary="SIGTERM each old process by its pid (never by path), SIGKILL after "
+            f"{self.component.stop_timeout:g}s",
+        )
+
+    def steps(self, begin: Step, source: Step | None, skip: Callable[[Step], Step]) -> list[Step]:
+        """`begin`, then `source` (the upload; None for a rollback), then the switch."""
+        if source is not None:
+            placed = self.paths.new
+        else:
+            assert self.release is not None  # a rollback: the kept release goes beside
+            placed = self.paths.release(self.release.sha256)
+        middle = [
+            skip(self.beside_step(placed)),
+            self.health_on_idle_step(),
+            skip(self.proxy_step()),
+            skip(self.drain_step()),
+            skip(self.stop_old_step()),
+        ]
+        return [begin, *([source] if source is not None else []), *middle, self.finish_step()]
+
+    # -- recovery
+    def serving_port(self) -> int:
+        """The port Caddy runs a config dialling (its admin API; the file when the API is off).
+        RestoreFailed (exit 5) when it dials neither or both: a person must decide."""
+        text = self.read_caddyfile()
+        probe = self.new_caddy_switch(*self.switch.ports)
+        probe.new_text = text
+        running = probe.running_dials(self.proxy_session)
+        if running is None:
+            filed = dialled_ports(text, self.switch.upstream_host)
+            serving = [port for port in self.switch.ports if port in filed]
+        else:
+            serving = [port for port in self.switch.ports if probe.dial(port) in running]
+        if len(serving) != 1:
+            raise RestoreFailed(
+                f"{self.base.name}: Caddy on {self.proxy.description} dials "
+                f"{' and '.join(map(str, serving)) or 'neither'} of the ports "
+                f"{self.switch.ports[0]}, {self.switch.ports[1]}: recovery cannot tell which "
+                "process should serve; nothing was changed",
+                hint=f"make {self.switch.caddyfile} dial the port whose process is healthy, "
+                f"`caddy reload`, then `gbdeploy deploy {self.base.name} --recover` again",
+            )
+        return serving[0]
+
+    def keep_serving_command(self, port: int) -> str:
+        """On the target, with the process serving `port` kept: the other port drained, every
+        other process running B stopped by pid, B made the kept process's binary, its recipe
+        for `port` in place. Prints `keep PID`, the stops, and what became of B; `serving none`
+        (exit 3) when nothing of ours listens on `port`."""
+        other = self.switch.idle_port(port)
+        looks = max(1, round(self.component.stop_timeout / POLL))
+        return "\n".join(
+            [
+                "trap '' HUP INT TERM PIPE",
+                layout.prelude(self.paths),
+                f"keep=$( {serving_pid_command(self.paths.binary, port)}\n)",
+                f"resolve {quote(self.paths.binary)}",
+                'keep=$(printf "%s\\n" "$keep" | head -n 1)',
+                '[ -n "$keep" ] || { echo "serving none"; exit 3; }',
+                'echo "keep $keep"',
+                f"( {drain_command(other, self.switch.drain)}\n)",
+                f'stop_all_but {looks} "$keep" || exit 1',
+                'keep_binary_of "$keep" || exit 1',
+                layout.write_recipe_lines(self.base.on_port(port), self.ssh_user),
+                'cp -p -- "$L/recipe" "$G"',
+                'phase "recovered"',
+            ]
+        )
+
+    def recover_step(self) -> Step:
+        def run() -> str:
+            port = self.serving_port()
+            self.set_live(port)
+            self.component = self.base.on_port(port)  # the one kept, not a new one beside
+            text = self.read_caddyfile()
+            other = self.switch.idle_port(port)
+            said = []
+            if port not in dialled_ports(text, self.switch.upstream_host):
+                back = self.new_caddy_switch(other, port)  # the file, not what Caddy runs
+                back.apply(self.proxy_session, text)
+                said.append(
+                    f"{self.switch.caddyfile} dials :{port} again (backup {back.backup_path})"
+                )
+            result = self.session.run(
+                self.keep_serving_command(port), check=False, timeout=self.switch.drain + 120
+            )
+            self.touched = True
+            if "serving none" in result.stdout:
+                raise RestoreFailed(
+                    f"{self.base.name}: Caddy dials port {port}, where no process running "
+                    f"{self.paths.binary} listens: traffic fails",
+                    hint=f"start {self.base.name} on port {port} (PORT={port}), or point "
+                    f"{self.switch.caddyfile} at a port that serves, then `--recover` again",
+                )
+            if not result.ok:
+                self.restore_failed = True
+                raise RestoreFailed(
+                    f"{self.base.name}: recovery on the target failed: "
+                    + (result.stderr.strip() or result.stdout.strip())[-300:],
+                    hint=f"`gbdeploy status {self.base.name}` shows what runs",
+                )
+            said += [line for line in result.stdout.splitlines() if line.strip()]
+            said.append(self.wait_until_up(expect=None))
+            return "; ".join(said)
+
+        return Step(
+            "recover",
+            [
+                "(the port Caddy runs: its admin API GET /config/)",
+                "keep the process on it, "
+                "drain and stop every other by pid, the binary of the kept one at the path",
+            ],
+            run,
+            summary="keep the process on the port Caddy dials, stop the other by pid, the "
+            "Caddyfile and the binary at the path made to agree",
+        )
+
+    # -- how a failure is told
+    def outcome(self, undone: engine.Undone) -> GbdeployError:
+        if self.traffic_stuck:
+            return RestoreFailed(
+                f"{self.action} of {self.base.name} failed ({message(undone.error)}) and traffic "
+                f"could NOT be put back on port {self.live}: {'; '.join(undone.problems)}. Both "
+                f"processes run (the old one: pid "
+                f"{', '.join(map(str, self.old_pids)) or 'none'}), nothing was stopped",
+                hint=f"a person must act: `gbdeploy deploy {self.base.name} --recover` keeps the "
+                f"process Caddy dials and stops the other once {self.switch.caddyfile} and Caddy "
+                "agree (check `caddy reload` on the proxy by hand first)",
+            )
+        if undone.problems or self.restore_failed or self.on_target != "restored":
+            return super().outcome(undone)
+        cause = message(undone.error)
+        proxy = "Caddy was not touched"
+        if self.caddy_switch is not None and self.caddy_switch.backup_path is not None:
+            proxy = (
+                f"Caddy dials port {self.live} as before ({self.switch.caddyfile} is as it was; "
+                f"backup {self.caddy_switch.backup_path})"
+            )
+        old = ", ".join(map(str, self.old_pids)) or "none"
+        return DeployFailed(
+            f"{self.action} of {self.base.name} failed ({cause}); traffic stayed where it was: "
+            f"{proxy}, the old process (pid {old}) kept serving port {self.live}, the new one "
+            f"was stopped and {self.paths.binary} is the old binary again",
+            hint=getattr(undone.error, "hint", None) or "fix the cause above and run it again",
+        )
+
+
+def refuse_mismatch(component: Component, strategy: str) -> None:
+    """A switch component deploys only with `--strategy switch`, and only it does (exit 2)."""
+    if component.switch is not None and strategy != "switch":
+        raise PreflightError(
+            f"{component.name} has `switch:` (it alternates between ports "
+            f"{component.switch.ports[0]} and {component.switch.ports[1]} behind Caddy): "
+            f"`--strategy {strategy}` would restart it in place on a port Caddy may not dial",
+            hint=f"`gbdeploy deploy {component.name} --strategy switch`",
+        )
+    if component.switch is None and strategy == "switch":
+        raise PreflightError(
+            f"`--strategy switch` needs components.{component.name}.switch (ports, proxy, "
+            "caddyfile, upstream_host)",
+            hint="see the README's switch section, or deploy with --strategy staged",
+        )

@@ -573,9 +573,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "freeze-not-enforced",
         "a frozen component refuses deploys (the freeze is more than a note)",
-        "gbdeploy/freeze.py",
-        "bad=1; fi'",
-        "bad=0; fi'",
+        "gbdeploy/remote/far_end/steps.sh",
+        'if frozen_record "$1"; then bad=1; fi',
+        'if frozen_record "$1"; then bad=0; fi',
         (
             "tests/test_service_control.py::test_a_frozen_component_refuses_the_next_deploy_with_the_reason",
         ),
@@ -592,8 +592,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "logs-grep-basic-regex",
         "`logs --grep` takes an extended regular expression (ERROR|WARN)",
         "gbdeploy/logs.py",
-        'matcher = f"grep -E -e {quote(grep)}"',
-        'matcher = f"grep -e {quote(grep)}"',
+        'matcher = _call("grep", "-E", "-e", grep)',
+        'matcher = _call("grep", "-e", grep)',
         ("tests/test_logs.py::test_grep_keeps_the_matching_lines_of_the_whole_log",),
     ),
     # --- forge, verify ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Whether the service a deploy started runs and answers healthy: one exchange per check (the
 processes and the health answer together), first-ready, then a settle window; the log lines
-shown when it does not; and a line now and then while one long exchange runs (`progress`). A part of `Deployment` (a base class): it reads the deploy's session,
-component, commit and reporter."""
+shown when it does not; and a line now and then while one long exchange runs (`progress`). A
+part of `Deployment` (a base class): it reads the deploy's session, component, commit and
+reporter."""
 
 from __future__ import annotations
 

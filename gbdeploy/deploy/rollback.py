@@ -147,7 +147,7 @@ def run_rollback(
     return plan
 
 
-def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> list[Step]:
+def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> engine.Plan:
     """`--recover` of a switch component: whatever the journal says, the port Caddy runs keeps
     its process, and everything else is made to agree with it (see `switch.recover_step`)."""
     assert isinstance(deployment, SwitchDeployment)
@@ -159,17 +159,18 @@ def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> l
         deployment.finish_step(),
     ]
     title = f"recover {deployment.base.name} on {deployment.remote.description}: found {found}"
+    plan = engine.Plan(title, steps)
     if dry_run:
-        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-        return steps
+        engine.show_plan(plan, reporter, verbose=reporter.verbose)
+        return plan
     reporter.info(title)
-    deployment.execute(steps)
+    deployment.execute(plan.steps)
     reporter.summary()
     reporter.say(
         f"{deployment.base.name} serves on port {deployment.live} behind Caddy, healthy, "
         "alone (one process)"
     )
-    return steps
+    return plan
 
 
 def _verify_hint(name: str, release: KeptRelease) -> str:

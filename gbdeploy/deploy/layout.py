@@ -226,6 +226,17 @@ def _token_of(holder: str) -> str:
 # --- the service: stop, swap, start
 # How the service itself stops, starts and is seen running is `service.py`'s; the scripts below
 # place those fragments among the swap, the journal and the undo.
+def write_recipe_lines(component: Component, ssh_user: str) -> str:
+    """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
+    return call("write_recipe", service_of(component).recipe(ssh_user))
+
+
+def claim_lines(name: str, token: str) -> str:
+    """The service script `name` begins only while the lock is this deploy's and its undo has not
+    claimed it first (lib.sh's `claim`)."""
+    return call("claim", name, token)
+
+
 def stop_function(component: Component) -> str:
     """`stop_service`, which lib.sh's `restore` calls: the service's own stop (service.py)."""
     return "stop_service() { " + service_of(component).stop_lines() + "; }"

@@ -103,6 +103,7 @@ def scripts(mode: str) -> dict[str, str]:
     return built
 
 
+@pytest.mark.slow  # shellcheck
 def test_every_probe_is_clean_posix_sh():
     annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("probes.sh").read_text()
     path = HOSTILE
@@ -121,6 +122,7 @@ def test_every_probe_is_clean_posix_sh():
         assert dash_n(probe.command) == "", probe.name
 
 
+@pytest.mark.slow  # shellcheck
 def test_every_logs_script_is_clean_posix_sh():
     annotated = FAR_END.joinpath("logs.sh").read_text()
     file_log = standin_component(HOSTILE, HOSTILE + ".log", "gbuser", 8080)

@@ -57,7 +57,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "preflight-ignored",
         "a failed target preflight stops the deploy before anything is stopped",
-        "gbdeploy/deploy/layout.py",
+        "gbdeploy/remote/far_end/steps.sh",
         'if [ "$bad" != 0 ]; then',
         "if false; then",
         ("tests/test_deploy_faults.py::test_a_config_mistake_is_refused_before_anything_stops",),
@@ -65,10 +65,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "lock-not-atomic",
         "the lock is taken atomically: of two deploys at one instant, one holds it",
-        "gbdeploy/deploy/layout.py",
-        """'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T";'""",
-        """'if ! { mkdir -p -- "$L" && mv -f -- "$T/holder" "$L/holder"; } 2>/dev/null;'
-        ' then rm -rf -- "$T";'""",
+        "gbdeploy/remote/far_end/steps.sh",
+        'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T"\n',
+        'if ! { mkdir -p -- "$L" && mv -f -- "$T/holder" "$L/holder"; } 2>/dev/null;'
+        ' then rm -rf -- "$T"\n',
         (P + "test_two_deploys_racing_for_the_lock_never_both_hold_it",),
     ),
     Mutation(
@@ -82,7 +82,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "script-undo-skipped",
         "the service script puts the old binary back itself when a step in it fails",
-        "gbdeploy/deploy/layout.py",
+        "gbdeploy/remote/far_end/steps.sh",
         'phase "undoing"; if restore; then echo restored;',
         'phase "undoing"; if true; then echo restored;',
         (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
@@ -90,17 +90,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "chown-failure-ignored",
         "a failed chown inside the service script is a failure that undoes the deploy",
-        "gbdeploy/deploy/layout.py",
-        "'; } || fail \"chown\"',",
-        "'; } || true',",
+        "gbdeploy/remote/far_end/steps.sh",
+        'chmod 0755 -- "$B"; } || failed "chown"',
+        'chmod 0755 -- "$B"; } || true',
         (P + "test_the_service_script_undoes_itself_when_its_deploy_was_killed",),
     ),
     Mutation(
         "swap-failure-ignored",
         "a failed swap inside the service script is a failure that undoes the deploy",
-        "gbdeploy/deploy/layout.py",
-        """'rename_over "$N" "$B" || fail "swap"',""",
-        """'rename_over "$N" "$B" || true',""",
+        "gbdeploy/remote/far_end/steps.sh",
+        'rename_over "$N" "$B" || failed "swap"',
+        'rename_over "$N" "$B" || true',
         (P + "test_a_failure_inside_the_service_script_restarts_the_old_binary",),
     ),
     Mutation(
@@ -123,24 +123,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "journal-left-after-success",
         "a deploy that ends cleanly leaves no journal",
         "gbdeploy/deploy/layout.py",
-        """else 'rm -f -- "$J"; ')""",
-        """else ':; ')""",
+        'else ["end_journal"]',
+        'else [":"]',
         (P + "test_a_successful_deploy_leaves_no_journal",),
     ),
     Mutation(
         "machine-check-unwired",
         "deploy refuses an artifact built for another machine than the target's",
         "gbdeploy/deploy/command.py",
-        "steps = deployment_steps(deployment, local, machine_of=machine_of)",
-        "steps = deployment_steps(deployment, local, machine_of=None)",
+        "plan = deployment_plan(deployment, local, machine_of=machine_of)",
+        "plan = deployment_plan(deployment, local, machine_of=None)",
         (P + "test_an_artifact_for_another_machine_is_refused_by_deploy",),
     ),
     Mutation(
         "releases-kept-one-too-many",
         "the target keeps exactly keep_releases healthy releases",
-        "gbdeploy/deploy/layout.py",
-        "tail -n {int(keep)} --",
-        "tail -n {int(keep) + 1} --",
+        "gbdeploy/remote/far_end/steps.sh",
+        'tail -n "$3" --',
+        'tail -n "$(($3 + 1))" --',
         ("tests/test_deploy.py::test_kept_releases_are_pruned_to_keep_releases",),
     ),
     Mutation(
@@ -162,9 +162,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "previous-binary-not-kept",
         "the binary that ran before is kept (B.prev) so a failure can put it back",
-        "gbdeploy/deploy/layout.py",
-        """'  same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',""",
-        """'  : || { echo "cannot keep $B as $P" >&2; exit 1; }',""",
+        "gbdeploy/remote/far_end/steps.sh",
+        'same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',
+        ': || { echo "cannot keep $B as $P" >&2; exit 1; }',
         ("tests/test_deploy.py::test_binary_that_fails_to_start_is_rolled_back",),
     ),
     Mutation(
@@ -202,9 +202,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stale-sha-sidecar-trusted",
         "the remembered sha256 is trusted only while the binary's size, mtime and inode match",
-        "gbdeploy/deploy/layout.py",
-        """'  if [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ]; then',""",
-        """'  if [ -f "$S" ]; then',""",
+        "gbdeploy/remote/far_end/lib.sh",
+        '[ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ] && cut -d" " -f1 "$S"',
+        '[ -f "$S" ] && cut -d" " -f1 "$S"',
         (P + "test_a_binary_replaced_by_hand_is_not_taken_for_the_one_deployed",),
     ),
     Mutation(
@@ -269,8 +269,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "logs-ignore-the-count",
         "`logs -n N` shows the last N lines",
         "gbdeploy/logs.py",
-        'reader = f"tail -n {int(lines)}"',
-        'reader = f"tail -n {int(lines) + 10}"',
+        '_call("tail", "-n", int(lines), "--", path)',
+        '_call("tail", "-n", int(lines) + 10, "--", path)',
         ("tests/test_logs.py",),
     ),
     # --- switch ---------------------------------------------------------------------------------
@@ -573,9 +573,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "freeze-not-enforced",
         "a frozen component refuses deploys (the freeze is more than a note)",
-        "gbdeploy/freeze.py",
-        "bad=1; fi'",
-        "bad=0; fi'",
+        "gbdeploy/remote/far_end/steps.sh",
+        'if frozen_record "$1"; then bad=1; fi',
+        'if frozen_record "$1"; then bad=0; fi',
         (
             "tests/test_service_control.py::test_a_frozen_component_refuses_the_next_deploy_with_the_reason",
         ),
@@ -592,8 +592,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "logs-grep-basic-regex",
         "`logs --grep` takes an extended regular expression (ERROR|WARN)",
         "gbdeploy/logs.py",
-        'matcher = f"grep -E -e {quote(grep)}"',
-        'matcher = f"grep -e {quote(grep)}"',
+        'matcher = _call("grep", "-E", "-e", grep)',
+        'matcher = _call("grep", "-e", grep)',
         ("tests/test_logs.py::test_grep_keeps_the_matching_lines_of_the_whole_log",),
     ),
     # --- forge, verify ----------------------------------------------------------------------------

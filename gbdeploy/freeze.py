@@ -33,8 +33,7 @@ def marker(paths: Paths) -> str:
 
 def check_lines(paths: Paths) -> str:
     """Preflight lines (after `bad=0`): print `frozen RECORD` and fail while the marker exists."""
-    frozen = quote(marker(paths))
-    return f'if [ -e {frozen} ]; then printf "frozen %s\\n" "$(head -n 1 -- {frozen})"; bad=1; fi'
+    return layout.call("check_frozen", marker(paths))
 
 
 class Frozen(LockHeld):
@@ -73,41 +72,21 @@ def acquire_command(paths: Paths, record: str, token: str) -> str:
     return "\n".join(
         [
             layout.prelude(paths),
-            f"F={quote(marker(paths))}; T={quote(paths.lock_tmp(token))}",
-            'if [ -e "$F" ]; then printf "frozen %s\\n" "$(head -n 1 -- "$F")"; exit 0; fi',
-            'if [ -e "$L" ]; then held; exit 0; fi',
-            f'if ! err=$( {{ mkdir -- "$T" && printf "%s\\n" {quote(holder)} > "$T/holder"; }}'
-            ' 2>&1 ); then rm -rf -- "$T"; echo "lockfail $err" | tr "\\n" " "; echo; exit 0; fi',
-            'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T"; held; exit 0; fi',
-            f'if ! err=$( {{ printf "%s\\n" {quote(record)} > "$F.tmp" && mv -f -- "$F.tmp" "$F";'
-            ' } 2>&1 ); then echo "lockfail $err" | tr "\\n" " "; echo; fi',
-            'rm -rf -- "$L"',
-            '[ -e "$F" ] && echo acquired',
+            f"T={quote(paths.lock_tmp(token))}",
+            layout.call("freeze_take", marker(paths), holder, record),
         ]
     )
 
 
 def release_command(paths: Paths) -> str:
     """Remove the marker; prints `released RECORD`, or `none` when there was no freeze."""
-    frozen = quote(marker(paths))
-    return (
-        f"if [ -e {frozen} ]; then r=$(head -n 1 -- {frozen}); rm -f -- {frozen} && "
-        'printf "released %s\\n" "$r"; else echo none; fi'
-    )
+    return f"{layout.prelude(paths)}\n{layout.call('freeze_lift', marker(paths))}"
 
 
 def status_command(paths: Paths) -> str:
     """Prints `frozen RECORD` when frozen, and `held AGE` + `holder …` when a deploy holds the
     deploy lock."""
-    frozen = quote(marker(paths))
-    return "\n".join(
-        [
-            layout.prelude(paths),
-            f'[ -e {frozen} ] && printf "frozen %s\\n" "$(head -n 1 -- {frozen})"',
-            '[ -e "$L" ] && held',
-            "true",
-        ]
-    )
+    return f"{layout.prelude(paths)}\n{layout.call('freeze_status', marker(paths))}"
 
 
 # --- the command

@@ -24,22 +24,16 @@ from datetime import datetime, timedelta, timezone
 from .config import Component, Settings
 from .errors import RemoteError, UsageError
 from .output import Reporter
+from .remote import far_end
 from .remote.connection import Remote, quote
 
 STOP_WAIT = 5.0  # seconds for the remote follower to end once our side is closed
 MISSING_EXIT = 66  # the remote command's "no such log" answer, distinct from tail's own failures
 BAD_PATTERN_EXIT = 67  # grep on the target refused the --grep pattern
-UNSTAMPED = "gbdeploy: no line starts with a timestamp"  # awk's word on stderr for --since
+# what far_end/logs.sh's `since` says on stderr when no line of the log is stamped
+UNSTAMPED = "gbdeploy: no line starts with a timestamp"
 _AGO = re.compile(r"^(\d{1,9})\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-# Keeps the lines from the first one stamped at or after `since` (see the module docstring).
-SINCE_AWK = r"""{ s = $0; sub(/^\[/, "", s) }
-s ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9]/ {
-  t = substr(s, 1, 19); sub(/ /, "T", t); keep = (t >= since); stamped = 1
-}
-keep { print }
-END { if (NR > 0 && !stamped) print "UNSTAMPED" > "/dev/stderr" }""".replace("UNSTAMPED", UNSTAMPED)
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -87,17 +81,14 @@ def tail_command(
     if since is not None or grep is not None:
         return _filtered_command(component, lines, follow=follow, since=since, grep=grep)
     if uses_journal(component):
-        check = ""
-        unit = quote(component.restart.unit)
-        reader = f"journalctl --no-pager -u {unit} -n {int(lines)}" + (" -f" if follow else "")
-    else:
-        path = quote(component.log_path)
-        check = f"[ -e {path} ] || {{ echo 'no such file' >&2; exit {MISSING_EXIT}; }}\n"
-        reader = f"tail -n {int(lines)}" + (" -F" if follow else "") + f" -- {path}"
-    if not follow:
-        return check + reader
-    # The follower runs in the background; `cat` returns when we close our side of the channel.
-    return f'{check}{reader} &\nfollower=$!\ncat >/dev/null\nkill "$follower" 2>/dev/null\nexit 0'
+        reader = ["journalctl", "--no-pager", "-u", component.restart.unit, "-n", int(lines)]
+        if not follow:
+            return _call(*reader)
+        return _script(_call("follow", *reader, "-f"))
+    path = component.log_path
+    if follow:
+        return _script(_exists(path), _call("follow", "tail", "-n", int(lines), "-F", "--", path))
+    return _script(_exists(path), _call("tail", "-n", int(lines), "--", path))
 
 
 def _filtered_command(
@@ -113,35 +104,39 @@ def _filtered_command(
             "--since picks from the lines already written; with -f use -n N",
             hint="e.g. gbdeploy logs botserver -f -n 100 --grep ERROR",
         )
-    check = ""
-    if grep is not None:
-        check = (
-            f"printf '' | grep -E -e {quote(grep)} >/dev/null; [ $? -le 1 ] || "
-            f"exit {BAD_PATTERN_EXIT}\n"
-        )
+    checks = [_call("pattern", grep, BAD_PATTERN_EXIT)] if grep is not None else []
     if uses_journal(component):
-        unit = quote(component.restart.unit)
-        stamp = f" --since @{int(since.timestamp())}" if since is not None else ""
-        reader = f"journalctl --no-pager -u {unit}{stamp}"
+        reader = ["journalctl", "--no-pager", "-u", component.restart.unit]
+        if since is not None:
+            reader += ["--since", f"@{int(since.timestamp())}"]
         if follow:
-            reader += f" -n {int(lines)} -f"
+            reader += ["-n", int(lines), "-f"]
+        read = _call(*reader)
     else:
-        path = quote(component.log_path)
-        check = f"[ -e {path} ] || {{ echo 'no such file' >&2; exit {MISSING_EXIT}; }}\n" + check
-        reader = f"tail -n {int(lines)} -F -- {path}" if follow else f"cat -- {path}"
-    if since is not None and not uses_journal(component):
-        moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        reader += f" | awk -v since={quote(moment)} {quote(SINCE_AWK)}"
-    matcher = f"grep -E -e {quote(grep)}" if grep is not None else "cat"
-    if not follow:
-        return f"{check}{reader} | {matcher} | tail -n {int(lines)}"
-    # The follower writes into a fifo that grep reads; both are stopped by their pids.
-    return (
-        f'{check}d=$(mktemp -d) && mkfifo -- "$d/f" || exit 1\n'
-        f'grep --line-buffered -E -e {quote(grep or "")} < "$d/f" &\ng=$!\n'
-        f'{reader} > "$d/f" &\nfollower=$!\n'
-        'cat >/dev/null\nkill "$follower" "$g" 2>/dev/null\nrm -rf -- "$d"\nexit 0'
-    )
+        path = component.log_path
+        checks.insert(0, _exists(path))
+        reader = ["tail", "-n", int(lines), "-F", "--", path] if follow else ["cat", "--", path]
+        read = _call(*reader)
+        if since is not None:
+            moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            read += f" | {_call('since', moment)}"
+    if follow:
+        return _script(*checks, _call("follow_matching", grep or "", *reader))
+    matcher = _call("grep", "-E", "-e", grep) if grep is not None else "cat"
+    return _script(*checks, f"{read} | {matcher} | tail -n {int(lines)}")
+
+
+def _call(*words: object) -> str:
+    return " ".join(quote(str(word)) for word in words)
+
+
+def _exists(path: str) -> str:
+    return _call("log_file", path, MISSING_EXIT)
+
+
+def _script(*lines: str) -> str:
+    """far_end/logs.sh's functions, then `lines`."""
+    return "\n".join([far_end.logs(), *lines])
 
 
 def _missing(component: Component, where: str) -> RemoteError:

@@ -69,7 +69,9 @@ class Reporter:
     # Lines that many remote scripts begin with (a deploy's paths and shell functions): with -v
     # they are shown in full once, and in every later script as one line that says so.
     shared: str = ""
-    _shared_shown: bool = field(default=False, repr=False)
+    # Further blocks shown the same way (the probes' functions inside a deploy's checks).
+    more_shared: list[str] = field(default_factory=list)
+    _shared_shown: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         if self.color is None:
@@ -145,25 +147,37 @@ class Reporter:
                 self.say("$ " + self.once_shared(command).replace("\n", "\n  "))
 
     def once_shared(self, text: str) -> str:
-        """`text` with the `shared` lines (matched line by line, whatever their indent; the
+        """`text` with each `shared` block (matched line by line, whatever their indent; the
         first may follow a label such as `lock: `) in full the first time, then as one line."""
-        block = [line.strip() for line in self.shared.splitlines() if line.strip()]
-        lines = text.splitlines()
-        if not block or len(lines) < len(block):
-            return text
-        for at in range(len(lines) - len(block) + 1):
-            head = lines[at]
-            if not head.rstrip().endswith(block[0]):
-                continue
-            if [line.strip() for line in lines[at + 1 : at + len(block)]] != block[1:]:
-                continue
-            if not self._shared_shown:
-                self._shared_shown = True
-                return text
-            label = head.rstrip()[: -len(block[0])]
-            said = f"{label}[the {len(block)} shared lines shown in full above]"
-            return "\n".join([*lines[:at], said, *lines[at + len(block) :]])
+        for shared in [self.shared, *self.more_shared]:
+            text = self._once(shared, text)
         return text
+
+    def _once(self, shared: str, text: str) -> str:
+        block = [line.strip() for line in shared.splitlines() if line.strip()]
+        lines = text.splitlines()
+        if not block:
+            return text
+        out: list[str] = []
+        at = 0
+        while at < len(lines):
+            head = lines[at]
+            found = (
+                head.rstrip().endswith(block[0])
+                and [line.strip() for line in lines[at + 1 : at + len(block)]] == block[1:]
+            )
+            if not found:
+                out.append(head)
+                at += 1
+            elif shared not in self._shared_shown:
+                self._shared_shown.add(shared)
+                out += lines[at : at + len(block)]
+                at += len(block)
+            else:
+                label = head.rstrip()[: -len(block[0])]
+                out.append(f"{label}[the {len(block)} shared lines shown in full above]")
+                at += len(block)
+        return "\n".join(out) if out != lines else text
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:

@@ -15,7 +15,7 @@ import sys
 from .config import Component, Settings, token_values
 from .deploy import engine, layout
 from .deploy.deployment import Deployment
-from .deploy.engine import Step, Undo
+from .deploy.engine import Command, Step, Undo
 from .deploy.service import run_as_prefix, service_of
 from .deploy.words import first_line, message
 from .errors import DeployFailed, GbdeployError, RemoteError, UsageError, redact
@@ -35,32 +35,18 @@ def service_script(deployment: Deployment, action: str) -> str:
         layout.prelude(deployment.paths),
     ]
     if action in ("stop", "restart"):
-        lines += [
-            'phase "stopping"',
-            "stop_service() {\n" + service_of(component).stop_lines() + "\n}",
-            'stopped=$(stop_service) || { echo "$stopped"; echo "failed stop" >&2; exit 3; }',
-            'echo "$stopped"',
-            'phase "stopped"',
-        ]
+        lines += [layout.stop_function(component), "control_stop"]
     if action == "start":
-        lines += [
-            service_of(component).running_lines(),
-            'if [ "$up" = 1 ]; then echo already-running; exit 0; fi',
-        ]
+        lines += [service_of(component).running_lines(), "start_unless_running"]
     if action in ("start", "restart"):
-        lines += [
-            layout.write_recipe_lines(component, deployment.ssh_user),
-            'launch "$L/recipe" || { echo "failed start" >&2; exit 3; }',
-            'cp -p -- "$L/recipe" "$G"',
-            'phase "started"',
-        ]
+        recipe = service_of(component).recipe(deployment.ssh_user)
+        lines.append(layout.call("control_start", recipe))
     return "\n".join(lines)
 
 
 def control_steps(deployment: Deployment, action: str) -> list[Step]:
     begin = deployment.begin_step(upload=False, machine_of=None)
-    unlock = deployment.unlock_command()
-    begin.undo = Undo([unlock], lambda: _unlock(deployment, unlock))
+    begin.undo = Undo([deployment.unlock], lambda: _unlock(deployment))
     begin.summary = (
         f"take {deployment.paths.lock} (atomic) as a deploy does, preflight, freeze check"
     )
@@ -75,16 +61,14 @@ def control_steps(deployment: Deployment, action: str) -> list[Step]:
             raise
 
     begin.run = take_lock
-    script = service_script(deployment, action)
+    script = Command(action, lambda: service_script(deployment, action))
     state: dict[str, str] = {}
 
     def service() -> str:
         deployment.touched = True
         if action != "stop":
             deployment.log_offset = deployment.log_size()
-        result = deployment.session.run(
-            script, check=False, timeout=deployment.component.stop_timeout + 60
-        )
+        result = deployment.exchange(script, timeout=deployment.component.stop_timeout + 60)
         state["out"] = result.stdout
         if not result.ok:
             why = (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
@@ -103,12 +87,12 @@ def control_steps(deployment: Deployment, action: str) -> list[Step]:
         Step(action, [script], service, summary=_SUMMARY[action]),
     ]
     if action == "stop":
-        steps.append(
-            Step("check", [deployment.state_command()], lambda: _check_stopped(deployment))
-        )
+        steps.append(Step("check", [deployment.state_check], lambda: _check_stopped(deployment)))
     else:
         steps.append(deployment.health_step())
-    steps.append(Step("unlock", [unlock], lambda: _unlock(deployment, unlock) or "lock released"))
+    steps.append(
+        Step("unlock", [deployment.unlock], lambda: _unlock(deployment) or "lock released")
+    )
     return steps
 
 
@@ -119,8 +103,8 @@ _SUMMARY = {
 }
 
 
-def _unlock(deployment: Deployment, unlock: str) -> None:
-    deployment.run_again_if_dropped(unlock + " || true")
+def _unlock(deployment: Deployment) -> None:
+    deployment.run_again_if_dropped(deployment.unlock, check=False)
 
 
 def _check_stopped(deployment: Deployment) -> str:
@@ -136,23 +120,26 @@ def run_service(
     action: str,
     *,
     dry_run: bool = False,
-) -> None:
+) -> engine.Plan:
+    """Returns the plan: with `dry_run` what would run (printed here), else the one that ran."""
     if action not in ACTIONS:
         raise UsageError(f"unknown service action {action!r} (known: {', '.join(ACTIONS)})")
     comp = settings.component(component)
     if comp.switch is not None:  # its health URL and PORT: the port it serves on now
         comp = comp.on_port(comp.switch.ports[0] if dry_run else _live_port(settings, comp))
     deployment = Deployment(settings, comp, reporter, action=action, commit=None, strategy=action)
-    steps = control_steps(deployment, action)
-    title = f"{action} {comp.name} on {deployment.remote.description}"
+    plan = engine.Plan(
+        f"{action} {comp.name} on {deployment.remote.description}",
+        control_steps(deployment, action),
+    )
     if dry_run:
-        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-        return
+        engine.show_plan(plan, reporter, verbose=reporter.verbose)
+        return plan
     deployment.refuse_a_foreign_ssh_user()
-    reporter.say(title)
+    reporter.say(plan.title)
     try:
         engine.execute(
-            steps,
+            plan.steps,
             reporter,
             interrupts=lambda: engine.interrupts_abort(deployment.cut),
             before_undo=deployment.drop_connection,
@@ -163,6 +150,7 @@ def run_service(
     finally:
         deployment.close()
     reporter.summary()
+    return plan
 
 
 def _live_port(settings: Settings, component: Component) -> int:

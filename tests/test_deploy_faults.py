@@ -17,6 +17,7 @@ from gbdeploy.artifact import file_sha256
 from gbdeploy.deploy import layout
 from gbdeploy.errors import ConfigError, DeployFailed, PreflightError, UsageError
 from gbdeploy.output import Reporter
+from gbdeploy.remote import far_end as far_end_library  # (the tests name a parameter far_end)
 from gbdeploy.remote import session, transfer
 from gbdeploy.remote.connection import Remote
 from gbdeploy.remote.session import Session
@@ -184,7 +185,8 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     same = {"clock": lambda: 1_900_000_000.0, "token": "feedc0de0123", "commit": NEW}
     out = io.StringIO()
     new_binary = artifacts(NEW, fault)
-    planned = world.deploy(new_binary, dry_run=True, verbose=True, out=out, **same)
+    plan = world.deploy(new_binary, dry_run=True, verbose=True, out=out, **same)
+    planned = [(step.name, [c.text for c in step.commands]) for step in plan.steps]
     sent = mocker.spy(Session, "run")
     put = mocker.spy(Session, "put")
     opened = mocker.spy(Remote, "channel")
@@ -192,26 +194,30 @@ def test_the_commands_executed_are_the_ones_dry_run_printed(
     world.deploy(new_binary, **same)
 
     executed = [call.args[1] for call in sent.call_args_list]
-    shared = layout.prelude(layout.Paths(str(world.binary)))
+    paths = layout.Paths(str(world.binary))
+    blocks = (layout.prelude(paths), layout.prelude(paths, steps=False), far_end_library.probes())
+    shared = {sum(1 for line in block.splitlines() if line.strip()): block for block in blocks}
     whole = re.sub(
-        r"\[the \d+ shared lines shown in full above\]", lambda _: shared, out.getvalue()
+        r"\[the (\d+) shared lines shown in full above\]",
+        lambda named: shared[int(named.group(1))],
+        out.getvalue(),
     )
     printed = "".join(whole.split())  # lines are indented and numbered when printed
     at = 0
     for command in executed:  # each one planned, in its step; the steps in the plan's order
-        step = next((i for i in range(at, len(planned)) if command in planned[i].commands), None)
+        step = next((i for i in range(at, len(planned)) if command in planned[i][1]), None)
         assert step is not None, f"not in the plan (or out of order):\n{command}"
         at = step  # within a step, a command may repeat: health checks again until ready
         assert "".join(command.split()) in printed
-    service = next(step for step in planned if step.name == "restart").commands[-1]
+    service = dict(planned)["restart"][-1]
     assert service in executed and "kill -TERM" in service  # the fused script really ran
 
-    health = next(step for step in planned if step.name == "health").commands
+    health = dict(planned)["health"]
     if fault is Fault.SLOW_START:  # not ready at the first check: checked again, as planned
         assert sum(command == health[0] for command in executed) > 1
 
     channels = [call.args[1] for call in opened.call_args_list]
-    upload = next(step for step in planned if step.name == "upload").commands
+    upload = dict(planned)["upload"]
     new, size = f"{world.binary}.new", new_binary.stat().st_size
     if far_end == "python3":
         assert channels == [session.launcher_command()]  # one channel for the whole deploy

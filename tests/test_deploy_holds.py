@@ -149,12 +149,12 @@ def test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service(
     world, artifacts, monkeypatch, cut
 ):
     deploy_with(world, artifacts(OLD), commit=OLD)
-    real_run = Deployment.run
+    real_send = Deployment.send
     fired = []
 
-    def run(self, command, **kwargs):
-        out = real_run(self, command, **kwargs)
-        if "echo unlocked" in command and not fired:  # the finish ran on the target
+    def send(self, command, **kwargs):
+        out = real_send(self, command, **kwargs)
+        if command is self.finish and not fired:  # the finish ran on the target
             fired.append(command)
             if cut == "drop":
                 self.cut()
@@ -162,7 +162,7 @@ def test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service(
             raise KeyboardInterrupt
         return out
 
-    monkeypatch.setattr(Deployment, "run", run)
+    monkeypatch.setattr(Deployment, "send", send)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW), commit=NEW)
 
@@ -176,15 +176,15 @@ def test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service(
 
 def test_a_cancel_after_health_passed_keeps_the_new_release(world, artifacts, monkeypatch):
     deploy_with(world, artifacts(OLD), commit=OLD)
-    real_run = Deployment.run
+    real_send = Deployment.send
 
-    def run(self, command, **kwargs):
-        if "echo unlocked" in command and not getattr(self, "cancelled", False):
+    def send(self, command, **kwargs):
+        if command is self.finish and not getattr(self, "cancelled", False):
             self.cancelled = True
             raise KeyboardInterrupt  # before the finish was sent
-        return real_run(self, command, **kwargs)
+        return real_send(self, command, **kwargs)
 
-    monkeypatch.setattr(Deployment, "run", run)
+    monkeypatch.setattr(Deployment, "send", send)
     with pytest.raises(DeployFailed) as raised:
         world.deploy(artifacts(NEW), commit=NEW)
 
@@ -200,7 +200,7 @@ def cancel_the_service_script(monkeypatch) -> None:
     real_run = Session.run
 
     def run(self, command, **kwargs):
-        if re.search(r"^claim ", command, re.MULTILINE):  # lib.sh's claim, called first
+        if re.search(r"^service_begin ", command, re.MULTILINE):  # the script's first call
             raise KeyboardInterrupt
         return real_run(self, command, **kwargs)
 

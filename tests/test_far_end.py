@@ -11,16 +11,18 @@ import json
 import os
 import subprocess
 import tokenize
+from datetime import datetime, timezone
 from importlib.resources import files
 from types import SimpleNamespace
 
 import pytest
 
-from gbdeploy import freeze, service_control
+from gbdeploy import freeze, logs, service_control
 from gbdeploy.config import Restart
 from gbdeploy.deploy import layout
 from gbdeploy.deploy.service import service_of
-from gbdeploy.remote import far_end, session, transfer
+from gbdeploy.deploy.state import inspect_command
+from gbdeploy.remote import far_end, probes, session, transfer
 from gbdeploy.remote.connection import quote
 from gbdeploy_sandbox.settings import standin_component
 
@@ -47,9 +49,10 @@ def dash_n(text: str) -> str:
 
 
 FAR_END = files("gbdeploy.remote.far_end")
+LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh"])
+@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -87,8 +90,13 @@ def scripts(mode: str) -> dict[str, str]:
             started_epoch=1,
             keep_release=("b" * 64, "abc1234", 3),
         ),
-        "inspect": freeze.status_command(paths),
+        "freeze-status": freeze.status_command(paths),
         "freeze": freeze.acquire_command(paths, json.dumps({"by": "me"}), "t0k"),
+        "unfreeze": freeze.release_command(paths),
+        "inspect": inspect_command(paths),
+        "finish-restore-failed": layout.finish_command(
+            paths, token="t0k", log_entry={}, started_epoch=1, phase="failed-restore-failed"
+        ),
         "recipe": service_of(component).recipe("gbops"),
     }
     run = SimpleNamespace(component=component, paths=paths, ssh_user="gbops")
@@ -97,13 +105,54 @@ def scripts(mode: str) -> dict[str, str]:
     return built
 
 
+@pytest.mark.slow  # shellcheck
+def test_every_probe_is_clean_posix_sh():
+    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("probes.sh").read_text()
+    path = HOSTILE
+    for probe in (
+        probes.probe_processes(path),
+        probes.probe_stat(path),
+        probes.probe_sha256(path),
+        probes.probe_contains(path, "it's $HOME"),
+        probes.probe_last_line(path),
+        probes.probe_tail(path, from_byte=10),
+        probes.probe_health("http://localhost:8080/health?x=1"),
+        probes.probe_health("https://localhost/health"),
+    ):
+        checked = probe.command.replace(far_end.processes(), "").replace(far_end.probes(), "")
+        assert shellcheck(annotated + checked, exclude=GENERATED_EXCLUDES) == "", probe.name
+        assert dash_n(probe.command) == "", probe.name
+
+
+@pytest.mark.slow  # shellcheck
+def test_every_logs_script_is_clean_posix_sh():
+    annotated = FAR_END.joinpath("logs.sh").read_text()
+    file_log = standin_component(HOSTILE, HOSTILE + ".log", "gbuser", 8080)
+    journal = dataclasses.replace(file_log, log=None, restart=Restart("systemd", "bot.service"))
+    since = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    for component in (file_log, journal):
+        for options in (
+            {},
+            {"follow": True},
+            {"grep": "it's $(id)"},
+            {"grep": "x|y", "follow": True},
+            {"since": since, "grep": "x"},
+        ):
+            text = logs.tail_command(component, 7, **options)
+            checked = text.replace(far_end.logs(), annotated)
+            # SC2317: a function this one call line leaves unused reads as unreachable
+            assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", options
+            assert dash_n(text) == "", options
+
+
 @pytest.mark.parametrize("mode", ["process", "systemd"])
 def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
     # The library is sent without its comments; checked with them, its directives apply.
-    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    annotated = "".join(FAR_END.joinpath(name).read_text() for name in LIBRARY)
     for name, text in scripts(mode).items():
-        assert far_end.library() in text or name == "recipe", name
-        checked = text.replace(far_end.library(), annotated)
+        library = far_end.library(steps=name != "state")
+        assert library in text or name == "recipe", name
+        checked = text.replace(library, annotated)
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
         assert dash_n(text) == "", name
 

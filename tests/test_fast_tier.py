@@ -3,7 +3,9 @@ test in milliseconds. The same text runs here as over ssh; the end-to-end tests 
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,12 +13,25 @@ from pathlib import Path
 import pytest
 
 from gbdeploy.artifact import file_sha256
+from gbdeploy.config import (
+    DoctorSettings,
+    GitSettings,
+    MaintenanceSettings,
+    ReleaseSettings,
+    Settings,
+    SshSettings,
+    Target,
+)
 from gbdeploy.deploy import layout
+from gbdeploy.deploy.command import deployment_plan
+from gbdeploy.deploy.deployment import Deployment
 from gbdeploy.deploy.service import parse_report, service_of
 from gbdeploy.deploy.state import inspect_command, parse_facts
+from gbdeploy.errors import GbdeployError, LockHeld
+from gbdeploy.output import Reporter
 from gbdeploy.remote.local import LocalRemote
 from gbdeploy_sandbox.procs import kill_pids, pids_running, wait_for
-from gbdeploy_sandbox.settings import standin_component
+from gbdeploy_sandbox.settings import UNREACHABLE_FORGE, standin_component
 
 USER = getpass.getuser()
 
@@ -116,3 +131,118 @@ def test_an_undo_that_finds_the_service_untouched_changes_nothing(target):
     claimed = remote.run(script, check=False)
     assert claimed.exit_code == 4 and "claimed by the undo" in claimed.stderr
     assert not Path(paths.binary).exists()
+
+
+# --- the plan is what runs ------------------------------------------------------------------------
+class LocalTarget(LocalRemote):
+    """A `LocalRemote` that stands in for both the deploy's `Remote` and its `Session`."""
+
+    alive = True
+
+    def cut(self) -> None:
+        """Nothing to cut: each command is its own process."""
+
+    close_quietly = cut
+
+
+def local_deployment(component, tmp_path, *, sha256: str, token: str) -> Deployment:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host here\n  HostName 127.0.0.1\n")
+    settings = Settings(
+        forge=UNREACHABLE_FORGE,
+        git=GitSettings("main", ["origin"], ["alm"], "m"),
+        ssh=SshSettings(config=str(config)),
+        release=ReleaseSettings(),
+        targets={"system": Target("system", "here")},
+        components={component.name: component},
+        doctor=DoctorSettings(),
+        maintenance=MaintenanceSettings(),
+    )
+    deployment = Deployment(
+        settings,
+        component,
+        Reporter(stream=io.StringIO()),
+        action="deploy",
+        commit="c1",
+        strategy="staged",
+        token=token,
+    )
+    deployment.remote = deployment.session = LocalTarget()  # type: ignore[assignment]
+    deployment.sha256, deployment.compressed = sha256, False  # the upload: through the session
+    return deployment
+
+
+def deployed_once(component, paths, remote) -> str:
+    """A first deploy of a copy of `sleep`, through the far-end scripts; its sha256."""
+    assert begin(component, paths, remote, "t0").acquired
+    shutil.copy2(shutil.which("sleep"), paths.new)
+    sha = file_sha256(Path(paths.new))
+    remote.run(layout.service_command(paths, component, USER, sha256=sha, token="t0", name="r"))
+    finish = layout.finish_command(
+        paths, token="t0", log_entry={"result": "ok"}, started_epoch=0, keep_release=(sha, "c1", 3)
+    )
+    assert remote.run(finish).stdout.splitlines()[-1] == "unlocked"
+    return sha
+
+
+def sent_by_step(deployment: Deployment, steps) -> tuple[list[str], list[str]]:
+    """Each command sent, named by the step (or undo) of the plan that holds that very object."""
+    owners = {}
+    for step in steps:
+        owners.update({id(c): step.name for c in step.commands})
+        if step.undo:
+            owners.update({id(c): f"undo {step.name}" for c in step.undo.commands})
+    named = [f"{owners.get(id(c), 'in no plan')}: {c.name}" for c in deployment.sent]
+    return named, [line for line in named if line.endswith("in no plan")]
+
+
+def test_an_unchanged_redeploy_runs_exactly_the_commands_of_its_plan(target, tmp_path):
+    component, paths, remote = target
+    component = dataclasses.replace(component, health="", health_settle=0.0)
+    sha = deployed_once(component, paths, remote)
+    assert wait_for(lambda: pids_running(paths.binary) != [])
+    deployment = local_deployment(component, tmp_path, sha256=sha, token="t1")
+    plan = deployment_plan(deployment, Path(paths.binary), machine_of=None)
+
+    deployment.execute(plan.steps)
+
+    named, strays = sent_by_step(deployment, plan.steps)
+    assert strays == []
+    assert named == ["lock: begin", "health: check", "finish: finish"]  # nothing else ran
+    [finish] = next(step for step in plan.steps if step.name == "finish").commands
+    assert deployment.sent[-1] is finish
+    log = Path(paths.deploy_log).read_text().splitlines()
+    assert json.loads(log[-1])["result"] == "unchanged"  # the planned finish, rendered as it ran
+    assert not Path(paths.lock).exists()
+
+
+def test_the_undo_of_a_failed_unchanged_redeploy_runs_the_plans_undo(target, tmp_path):
+    component, paths, remote = target
+    component = dataclasses.replace(component, health="", health_settle=0.0)
+    sha = deployed_once(component, paths, remote)
+    kill_pids(pids_running(paths.binary))  # unchanged, but it does not run: health fails
+    deployment = local_deployment(component, tmp_path, sha256=sha, token="t1")
+    plan = deployment_plan(deployment, Path(paths.binary), machine_of=None)
+
+    with pytest.raises(GbdeployError, match="unchanged but the service does not run"):
+        deployment.execute(plan.steps)
+
+    named, strays = sent_by_step(deployment, plan.steps)
+    assert strays == []
+    assert named == ["lock: begin", "health: check", "undo lock: finish after failure"]
+    log = json.loads(Path(paths.deploy_log).read_text().splitlines()[-1])
+    assert log["result"] == "failed, nothing changed" and not Path(paths.lock).exists()
+
+
+def test_a_refused_lock_is_given_back_only_by_the_unlock_in_the_plan(target, tmp_path):
+    component, paths, remote = target
+    assert begin(component, paths, remote, "someone-else").acquired
+    deployment = local_deployment(component, tmp_path, sha256="a" * 64, token="t1")
+    plan = deployment_plan(deployment, Path(paths.binary), machine_of=None)
+
+    with pytest.raises(LockHeld):
+        deployment.execute(plan.steps)
+
+    named, strays = sent_by_step(deployment, plan.steps)
+    assert strays == [] and named == ["lock: begin", "undo lock: unlock"]
+    assert "someone-else" in Path(paths.holder).read_text()  # another's lock is left alone

@@ -63,7 +63,7 @@ def test_a_hostile_log_path_is_quoted(sshd, remote_root, service_user):
 def test_systemd_components_without_a_log_file_read_their_units_journal():
     component = Component("botui", "/opt/gbo/bin/botui", restart=Restart("systemd", "ui.service"))
     assert logs.tail_command(component, 7) == "journalctl --no-pager -u ui.service -n 7"
-    assert "journalctl --no-pager -u ui.service -n 7 -f &" in logs.tail_command(
+    assert "\nfollow journalctl --no-pager -u ui.service -n 7 -f" in logs.tail_command(
         component, 7, follow=True
     )
     with_file = Component("b", "/b", log="/var/log/b.log", restart=Restart("systemd", "u"))

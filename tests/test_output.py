@@ -172,3 +172,14 @@ def test_shared_lines_are_shown_in_full_once_then_named():
     assert text.count("f() { :; }") == 1 and "mkdir L" in text and "rm L" in text
     assert "    undo: [the 2 shared lines shown in full above]" in text
     assert "$ [the 2 shared lines shown in full above]\n  run" in text
+
+
+def test_each_shared_block_is_shown_in_full_once_wherever_it_recurs():
+    out = io.StringIO()
+    reporter = Reporter(stream=out, verbosity=1, color=False)
+    reporter.shared, reporter.more_shared = "A=1\nf() { :; }", ["g() { :; }\nh() { :; }"]
+    check = "A=1\nf() { :; }\n( g() { :; }\nh() { :; }\ng\n)"
+    reporter.remote_commands([check, check])
+    text = out.getvalue()
+    assert text.count("f() { :; }") == 1 and text.count("h() { :; }") == 1
+    assert "( [the 2 shared lines shown in full above]" in text and text.count("\n  g\n") == 2

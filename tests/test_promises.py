@@ -164,6 +164,7 @@ def test_a_failure_inside_the_service_script_restarts_the_old_binary(
 
     assert raised.value.exit_code == 1
     assert "rolled back" in str(raised.value)
+    assert f"failed {step}" in str(raised.value)  # the script saw it, not only the health check
     assert (hook.directory / "term-received").exists()  # the failure came after the stop
     assert_old_service_back(world, old_sha)
     assert not Path(f"{world.binary}.lock").exists()

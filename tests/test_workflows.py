@@ -37,6 +37,13 @@ def actionlint() -> str:
     return found
 
 
+def shellcheck() -> str:
+    found = shutil.which("shellcheck")
+    if not found:
+        pytest.fail("shellcheck not found (Debian's shellcheck, installed by .ci/setup)")
+    return found
+
+
 def lint(
     path: Path, labels: tuple[str, ...] = ("gbo", "docker")
 ) -> subprocess.CompletedProcess[str]:
@@ -44,8 +51,17 @@ def lint(
     config = path.parent / f".actionlint-{path.stem}.yaml"
     config.write_text(yaml.safe_dump({"self-hosted-runner": {"labels": list(labels)}}))
     try:
+        # shellcheck named explicitly: actionlint silently skips the `run:` shell without one.
         return subprocess.run(
-            [actionlint(), "-no-color", "-config-file", str(config), str(path)],
+            [
+                actionlint(),
+                "-no-color",
+                "-shellcheck",
+                shellcheck(),
+                "-config-file",
+                str(config),
+                path,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -122,6 +138,56 @@ def test_actionlint_is_a_real_check(tmp_path):
         "      - run: echo ${{ secrets }}\n        uses: actions/checkout@v4\n"
     )
     assert lint(broken).returncode != 0
+
+
+def test_actionlint_checks_the_run_shell_with_shellcheck(tmp_path):
+    unquoted = tmp_path / "unquoted.yaml"
+    unquoted.write_text(
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - shell: bash\n        run: |\n          x=$1\n          rm -rf $x/\n"
+    )
+    result = lint(unquoted)
+    assert result.returncode != 0 and "SC2086" in result.stdout
+
+
+def run_blocks(text: str) -> list[tuple[str, str]]:
+    """(job/step, the `run:` shell) of each step of a workflow."""
+    data = yaml.safe_load(text)
+    return [
+        (f"{job}/{step.get('name', index)}", step["run"])
+        for job, body in data["jobs"].items()
+        for index, step in enumerate(body.get("steps", []))
+        if "run" in step
+    ]
+
+
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [default_settings, systemd_settings, component_settings],
+    ids=["default", "systemd", "component"],
+)
+def test_the_run_shell_of_every_rendered_workflow_passes_shellcheck(make):
+    # Each step runs as `bash --noprofile --norc -eo pipefail` (`shell: bash`); an expression
+    # `${{ … }}` is replaced by the runner before bash reads it, here by a plain word.
+    blocks = [
+        (f"{name}: {where}", script)
+        for name, text in rendered_files(make()).items()
+        if name.endswith((".yaml", ".yml"))
+        for where, script in run_blocks(text)
+    ]
+    assert blocks
+    for where, script in blocks:
+        text = "set -eo pipefail\n" + EXPRESSION.sub("EXPRESSION", script)
+        checked = subprocess.run(
+            [shellcheck(), "--shell=bash", "--severity=style", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+        )
+        assert checked.returncode == 0, f"{where}:\n{checked.stdout}{checked.stderr}"
 
 
 def test_component_workflow_triggers_build_and_deploy():

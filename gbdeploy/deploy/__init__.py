@@ -16,15 +16,18 @@
 
 Where a change goes: how the service stops or starts → `service.py` (and, for the far end's
 own functions, `gbdeploy/remote/far_end/procs.sh`, `lib.sh`); which files a deploy writes on the
-target → `layout.py` (paths and scripts) with `lib.sh`; the order of the steps → `command.py`;
-what a failure says → `outcome.py`.
+target → `layout.py` (paths, and which steps a script calls) with the steps themselves in
+`far_end/steps.sh`; the order of the steps → `command.py`; what a failure says → `outcome.py`.
 
 Naming conventions:
     *_command   a whole script, ready to send: `layout.prelude(paths)` (the quoted variables
-                B, N, P, L, J, S, R, W, G and the far end's library), then its calls
+                B, N, P, L, J, S, R, W, G and the far end's library), then one call line per
+                step (`layout.call`: a far-end function, every argument quoted); no shell
+                beyond one-line calls lives in Python
     *_lines     a fragment of sh for such a script (it expects the prelude), no exit of its own
     *_function  an sh function definition (e.g. `stop_function`: `stop_service() {…}`)
-    *_step      an `engine.Step`: the commands it runs (as planned and as sent) and its undo
+    *_step      an `engine.Step`: the `engine.Command`s it sends (the same objects the plan
+                prints, rendered as they are sent) and its undo
     probe_*     a read-only fact (`remote.probes`): its command and the parser of its output
 The far end's words (what its scripts print, one per line: `acquired`, `held AGE`, `stopped
 PIDS`, `launched PID`, `restored …`) are parsed next to the code that makes them print:

@@ -47,6 +47,25 @@ def deployment_steps(
     return [begin, upload, service, health, finish]
 
 
+def deployment_plan(
+    deployment: Deployment, local: Path, *, machine_of: Callable[[str], None] | None
+) -> engine.Plan:
+    """The deploy's plan: its title and steps. A dry run returns it; a deploy executes it."""
+    comp = deployment.component
+    title = (
+        f"deploy {comp.name}: {local} ({_describe_local(local, deployment)}) to {comp.binary} "
+        f"on {deployment.remote.description}, strategy {deployment.strategy}, "
+        f"restart {service_of(comp).describe()}"
+    )
+    if deployment.target.container:
+        title += f"; every command runs as `{deployment.remote.wrap('COMMAND')}`"
+    return engine.Plan(
+        title,
+        deployment_steps(deployment, local, machine_of=machine_of),
+        note=engine.PLAN_NOTE,
+    )
+
+
 def _unless_unchanged(deployment: Deployment, step: Step) -> Step:
     """The step is skipped when the target already has this binary (and not `--force`)."""
     step.skip_when = lambda: "unchanged" if deployment.unchanged else ""
@@ -68,9 +87,9 @@ def run_deploy(
     clock: Callable[[], float] = time.time,
     token: str | None = None,
     before_change: Callable[[Deployment], None] | None = None,
-) -> list[Step]:
+) -> engine.Plan:
     """Deploy `artifact` as `component`'s binary on its target (see the module docstring).
-    Returns the steps (what ran, or with --dry-run what would run)."""
+    Returns the plan: with --dry-run what would run (printed here), else the one that ran."""
     comp = settings.component(component)
     if recover:
         from .rollback import run_rollback  # rollback builds on this module
@@ -111,22 +130,9 @@ def run_deploy(
             deployment.sha256, deployment.size = file_sha256(local), local.stat().st_size
         else:
             deployment.sha256 = "0" * 64
-        steps = deployment_steps(deployment, local, machine_of=None)
-        full = verbose or reporter.verbose
-        reporter.plan(
-            f"deploy {comp.name}: {local} ({_describe_local(local, deployment)}) to {comp.binary} "
-            f"on {deployment.remote.description}, strategy {strategy}, "
-            f"restart {service_of(comp).describe()}"
-            + (
-                f"; every command runs as `{deployment.remote.wrap('COMMAND')}`"
-                if deployment.target.container
-                else ""
-            ),
-            engine.plan_lines(steps, verbose=full),
-        )
-        if not full:
-            reporter.say("(each step in one line: -v prints every remote script in full)")
-        return steps
+        plan = deployment_plan(deployment, local, machine_of=None)
+        engine.show_plan(plan, reporter, verbose=verbose or reporter.verbose)
+        return plan
     deployment.refuse_a_foreign_ssh_user()
     machine_of = check_artifact(local)
     deployment.size = local.stat().st_size
@@ -149,16 +155,16 @@ def run_deploy(
         f"deploy {comp.name}: {local} ({_describe_local(local, deployment)}) → "
         f"{comp.binary} on {deployment.remote.description} (strategy {strategy})"
     )
-    steps = deployment_steps(deployment, local, machine_of=machine_of)
+    plan = deployment_plan(deployment, local, machine_of=machine_of)
     try:
-        deployment.execute(steps)
+        deployment.execute(plan.steps)
     finally:
         deployment.close()
     reporter.summary()
     built = deployment.commit or f"sha256 {(deployment.sha256 or '?')[:12]}"
     done = "unchanged (it was there already)" if deployment.unchanged else "deployed"
     reporter.say(f"{comp.name} {built} {done} on {deployment.remote.description}, healthy")
-    return steps
+    return plan
 
 
 def _describe_local(local: Path, deployment: Deployment) -> str:

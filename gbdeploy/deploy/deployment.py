@@ -27,10 +27,9 @@ import json
 import os
 import secrets
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,12 +50,12 @@ from ..errors import (
     UsageError,
 )
 from ..output import Reporter, StepProgress, human_bytes
-from ..remote import probes, transfer
-from ..remote.connection import Remote, quote
+from ..remote import far_end, transfer
+from ..remote.connection import CommandResult, Remote, quote
 from ..remote.session import Session, put_line
 from . import engine, layout
-from .engine import Step, Undo
-from .health import PROGRESS_EVERY, ServiceChecks
+from .engine import Command, Step, Undo
+from .health import ServiceChecks
 from .layout import Paths
 from .outcome import lock_held, outcome
 from .service import service_of
@@ -96,6 +95,7 @@ class Deployment(ServiceChecks):
         self.session = Session(self.remote)
         self.paths = Paths(component.binary)
         reporter.shared = layout.prelude(self.paths)  # -v: shown once
+        reporter.more_shared = [layout.prelude(self.paths, steps=False), far_end.probes()]
         self.token = token or secrets.token_hex(8)
         self.who = f"{local_user()}@{socket.gethostname()}"
         now = clock()
@@ -127,6 +127,18 @@ class Deployment(ServiceChecks):
         # Called once the lock is held and the preflight passed, before anything changes (the
         # pre_deploy hook); what it raises ends the deploy with nothing changed.
         self.before_change: Callable[[Deployment], None] | None = None
+        # The commands its steps and undos send, each one object from plan to run (see `send`);
+        # the text is rendered as it is sent, from the state then.
+        self.sent: list[Command] = []
+        self.unlock = Command("unlock", self.unlock_command)
+        self.finish = Command("finish", lambda: self.finish_command(self.finish_result()))
+        self.finish_after_failure = Command(
+            "finish after failure", lambda: self.finish_command(self.result_after_failure())
+        )
+        self.restore = Command("restore", self.restore_command)
+        self.health_check = Command("check", lambda: self.state_command(health=True))
+        self.state_check = Command("state", self.state_command)
+        self.log_stat = Command("log size", lambda: self.log_probe().command)
 
     # -- connection
     @property
@@ -135,6 +147,17 @@ class Deployment(ServiceChecks):
 
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> str:
         return self.session.run(command, timeout=timeout, check=check).stdout
+
+    def send(self, command: Command, *, timeout: float = 120.0, check: bool = True) -> str:
+        """The output of one of the plan's commands, sent (recorded in `sent`: what runs is the
+        plan's own objects)."""
+        self.sent.append(command)
+        return self.run(command.text, timeout=timeout, check=check)
+
+    def exchange(self, command: Command, *, timeout: float = 120.0) -> CommandResult:
+        """`send` with the whole result (exit code, stderr), never raised on."""
+        self.sent.append(command)
+        return self.session.run(command.text, timeout=timeout, check=False)
 
     def drop_connection(self, error: BaseException | None = None) -> None:
         """Close the session and the connection (either may be dropped or cut mid-exchange): the
@@ -248,10 +271,10 @@ class Deployment(ServiceChecks):
         )
 
     def begin_step(self, *, upload: bool, machine_of: Callable[[str], None] | None) -> Step:
-        command = self.begin_command(upload=upload)
+        command = Command("begin", lambda: self.begin_command(upload=upload))
 
         def run() -> str:
-            self.facts = parse_facts(self.run(command))
+            self.facts = parse_facts(self.send(command))
             facts = self.facts
             if facts.lockfail:
                 raise RemoteError(
@@ -294,7 +317,7 @@ class Deployment(ServiceChecks):
                 try:
                     machine_of(facts.machine)
                 except UsageError:
-                    self.run(self.unlock_command())
+                    self.send(self.unlock)
                     self.facts.released = True  # given back with its journal: nothing to record
                     raise
             if self.before_change is not None:
@@ -312,12 +335,17 @@ class Deployment(ServiceChecks):
                 return f"{self.paths.lock}; no binary on the target yet"
             return f"{self.paths.lock}; target has {facts.current[:12]}"
 
-        undo_commands = [self.finish_command(result) for result in _FAILED_RESULTS]
+        # The undo: record the result and unlock when the lock is ours; else the unlock (which
+        # removes only a lock holding this deploy's token).
         return Step(
             "lock",
             [command],
             run,
-            Undo(undo_commands, self.unlock_after_failure, shown=lambda: self.facts.acquired),
+            Undo(
+                [self.finish_after_failure, self.unlock],
+                self.unlock_after_failure,
+                shown=lambda: self.facts.acquired,
+            ),
             summary=f"take {self.paths.lock} (atomic), journal, preflight, compare sha256",
         )
 
@@ -333,11 +361,10 @@ class Deployment(ServiceChecks):
     def unlock_after_failure(self) -> None:
         if not self.facts.acquired or self.facts.released:  # not held, or given back already
             with suppress(GbdeployError):
-                self.run_again_if_dropped(self.unlock_command() + " || true")
+                self.run_again_if_dropped(self.unlock, check=False)
             return
-        result = self.result_after_failure()
         try:
-            self.run_again_if_dropped(self.finish_command(result))
+            self.run_again_if_dropped(self.finish_after_failure)
         except GbdeployError as error:
             removal = quote(self.remote.wrap(layout.remove_lock_command(self.paths)))
             self.reporter.say(
@@ -353,14 +380,21 @@ class Deployment(ServiceChecks):
             return _FAILED_RESULTS[0]
         return _FAILED_RESULTS[2] if self.restore_failed else _FAILED_RESULTS[1]
 
-    def run_again_if_dropped(self, command: str, *, timeout: float = 120.0) -> str:
+    def run_again_if_dropped(
+        self, command: Command | str, *, timeout: float = 120.0, check: bool = True
+    ) -> str:
+        if isinstance(command, str):
+            command = Command.fixed(command)
         try:
-            return self.run(command, timeout=timeout)
+            return self.send(command, timeout=timeout, check=check)
         except RemoteError:
             if self.remote.alive:
                 raise
             self.drop_connection()
-            return self.run(command, timeout=timeout)
+            return self.send(command, timeout=timeout, check=check)
+
+    def finish_result(self) -> str:
+        return "unchanged" if self.unchanged else "ok"
 
     def finish_command(self, result: str) -> str:
         keep = None
@@ -378,8 +412,8 @@ class Deployment(ServiceChecks):
 
     def upload_step(self, local: Path) -> Step:
         new = self.paths.new
-        hash_command = f'{layout.prelude(self.paths)}\nsha_of "$N"'
-        uploaded = f"{layout.prelude(self.paths)}\nphase uploaded"
+        hash_command = Command.fixed(f'{layout.prelude(self.paths)}\nsha_of "$N"', "hash B.new")
+        uploaded = Command.fixed(f"{layout.prelude(self.paths)}\nphase uploaded", "uploaded")
 
         def upload() -> str:
             progress = StepProgress("upload", self.reporter.stream, end_line=False)
@@ -406,14 +440,14 @@ class Deployment(ServiceChecks):
                 ) from None
             got = result.remote_sha256
             if got is None:  # the target could not hash while writing: one more pass there
-                got = self.run(hash_command, timeout=300).strip()
+                got = self.send(hash_command, timeout=300).strip()
             if got != self.sha256:
                 raise DeployFailed(
                     f"the upload at {new} has sha256 {got or 'none'}, the artifact has "
                     f"{self.sha256}: the copy is damaged"
                 )
             if not self.touched:
-                self.run(uploaded)
+                self.send(uploaded)
             rate = result.size / result.seconds if result.seconds > 0 else 0.0
             return (
                 f"{human_bytes(result.size)} in {result.seconds:.1f}s ({human_bytes(rate)}/s, "
@@ -421,7 +455,7 @@ class Deployment(ServiceChecks):
                 f"sha256 {got[:12]} matches"
             )
 
-        remove = layout.remove_new_command(self.paths)
+        remove = Command.fixed(layout.remove_new_command(self.paths), "remove B.new")
         decided = self.compresses(local) if local.is_file() else None
         channel = transfer.upload_plan(local, new, compress=decided, remote=self.remote)
         if decided is False:
@@ -439,19 +473,23 @@ class Deployment(ServiceChecks):
         self, name: str, *, source: str | None = None, stop: bool = True, start: bool = True
     ) -> Step:
         assert self.sha256
-        command = layout.service_command(
-            self.paths,
-            self.component,
-            self.ssh_user,
-            sha256=self.sha256,
-            token=self.token,
-            name=name,
-            source=source,
-            stop=stop,
-            start=start,
+        sha256 = self.sha256
+        command = Command(
+            name,
+            lambda: layout.service_command(
+                self.paths,
+                self.component,
+                self.ssh_user,
+                sha256=sha256,
+                token=self.token,
+                name=name,
+                source=source,
+                stop=stop,
+                start=start,
+            ),
         )
+        command.render()  # a config mistake in it (run_as, env) is refused as the step is built
         self.service_names.append(name)
-        restore = self.restore_command()
 
         def run() -> str:
             self.touched = True
@@ -462,9 +500,7 @@ class Deployment(ServiceChecks):
                 f"{self.component.stop_timeout:g}s for SIGTERM before SIGKILL)"
             )
             with self.progress(note):
-                result = self.session.run(
-                    command, check=False, timeout=self.component.stop_timeout + 60
-                )
+                result = self.exchange(command, timeout=self.component.stop_timeout + 60)
             out = result.stdout
             self.was_running = self.was_running or "was-running 1" in out
             if result.exit_code == 3:  # the script failed and undid itself
@@ -494,7 +530,7 @@ class Deployment(ServiceChecks):
                 "service script, then stops, puts back and starts)"
             ):
                 out = self.run_again_if_dropped(
-                    self.restore_command(), timeout=2 * self.component.stop_timeout + 120
+                    self.restore, timeout=2 * self.component.stop_timeout + 120
                 )
             words = out.split()
             self.on_target = next(
@@ -508,32 +544,15 @@ class Deployment(ServiceChecks):
                     self.wait_for_restored()
                 self.restored = True
 
+        # The undo waits for the restored binary as the health step does (its checks).
+        restored = [self.restore, self.health_check, self.state_check]
         return Step(
             name,
-            [probes.probe_stat(self.component.log_path).command, command] if start else [command],
+            [self.log_stat, command] if start else [command],
             run,
-            Undo([restore], self.guard_restore(undo), restores_service=True),
+            Undo(restored, self.guard_restore(undo), restores_service=True),
             summary=_SERVICE_SUMMARY[(stop, start)],
         )
-
-    @contextmanager
-    def progress(self, note: str) -> Iterator[None]:
-        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
-        seconds says so."""
-        done = threading.Event()
-        started = time.monotonic()
-
-        def tell() -> None:
-            while not done.wait(PROGRESS_EVERY):
-                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
-
-        teller = threading.Thread(target=tell, daemon=True)
-        teller.start()
-        try:
-            yield
-        finally:
-            done.set()
-            teller.join()
 
     def restore_command(self) -> str:
         return layout.restore_command(
@@ -568,12 +587,8 @@ class Deployment(ServiceChecks):
 
     # -- health
     def finish_step(self) -> Step:
-        results = ("ok", "unchanged")
-        commands = {result: self.finish_command(result) for result in results}
-
         def run() -> str:
-            result = "unchanged" if self.unchanged else "ok"
-            out = self.run(self.finish_command(result))
+            out = self.send(self.finish)
             if "lock not ours" in out:
                 raise OperationFailed(
                     f"{self.component.name}: the lock {self.paths.lock} is no longer this "
@@ -592,7 +607,7 @@ class Deployment(ServiceChecks):
 
         return Step(
             "finish",
-            [commands["unchanged" if self.unchanged else "ok"]],
+            [self.finish],
             run,
             summary="keep the release, append the deploy log, end the journal, unlock",
         )

@@ -1,8 +1,9 @@
 """A transaction of steps: run them in order; on any failure (Ctrl-C and SIGTERM too) run the undo
 of each step that began, newest first, and report what could not be undone.
 
-Nothing here knows about ssh or deploys: a step holds the exact commands it runs (for the plan)
-and a function that runs them; its undo likewise. Tested with fake steps.
+Nothing here knows about ssh or deploys: a step holds the command objects it runs (the plan
+prints them, and its function sends these same objects) and a function that runs them; its undo
+likewise. A dry run returns the `Plan`; a run executes that plan's steps. Tested with fake steps.
 """
 
 from __future__ import annotations
@@ -16,22 +17,47 @@ from dataclasses import dataclass, field
 from ..output import Reporter
 
 
+@dataclass(eq=False)
+class Command:
+    """One script a step sends to the target. The plan lists these objects and the step's function
+    sends these same objects; the text is rendered when it is shown or sent, from the state of
+    that moment (a `finish` sent after the lock found the binary unchanged says `unchanged`)."""
+
+    name: str
+    render: Callable[[], str]
+
+    @property
+    def text(self) -> str:
+        return self.render()
+
+    @classmethod
+    def fixed(cls, text: str, name: str = "") -> Command:
+        return cls(name or (text.splitlines() or [""])[0], lambda: text)
+
+
+def _commands(commands: list[Command] | list[str]) -> list[Command]:
+    return [c if isinstance(c, Command) else Command.fixed(c) for c in commands]
+
+
 @dataclass
 class Undo:
-    commands: list[str]
+    commands: list[Command]  # (text is taken too, as a fixed command)
     run: Callable[[], None]
     restores_service: bool = False  # part of putting the running service back
     # Whether there is anything of ours to undo that the user should see: when not (e.g. the
     # lock was refused, so it is not ours), the undo still runs, unreported and best-effort.
     shown: Callable[[], bool] = lambda: True
 
+    def __post_init__(self) -> None:
+        self.commands = _commands(self.commands)
+
 
 @dataclass
 class Step:
-    """One operation: the exact commands it runs, how to run them, and how to undo them."""
+    """One operation: the commands it runs, how to run them, and how to undo them."""
 
     name: str
-    commands: list[str]
+    commands: list[Command]  # (text is taken too, as a fixed command)
     run: Callable[[], str | None]
     undo: Undo | None = None
     summary: str = ""  # one line for the short plan; default: the first command's first line
@@ -39,14 +65,17 @@ class Step:
     # begun: it is not undone.
     skip_when: Callable[[], str] | None = None
 
+    def __post_init__(self) -> None:
+        self.commands = _commands(self.commands)
+
     def plan_lines(self, *, verbose: bool = False) -> list[str]:
         if not verbose:
-            line = self.summary or (self.commands[0].splitlines()[0] if self.commands else "")
+            line = self.summary or (self.commands[0].text.splitlines()[0] if self.commands else "")
             undo = "  (undone on failure)" if self.undo else ""
             return [f"{self.name}: {line}{undo}"]
-        lines = [f"{self.name}: {_indent(c)}" for c in self.commands] or [self.name]
+        lines = [f"{self.name}: {_indent(c.text)}" for c in self.commands] or [self.name]
         if self.undo:
-            lines += [f"    undo on failure: {_indent(c)}" for c in self.undo.commands]
+            lines += [f"    undo on failure: {_indent(c.text)}" for c in self.undo.commands]
         return lines
 
 
@@ -56,6 +85,25 @@ def _indent(command: str) -> str:
 
 def plan_lines(steps: list[Step], *, verbose: bool = False) -> list[str]:
     return [line for step in steps for line in step.plan_lines(verbose=verbose)]
+
+
+@dataclass
+class Plan:
+    """What an operation does, in order: a dry run returns it (the command layer prints it with
+    `show_plan`), a run executes these same steps."""
+
+    title: str
+    steps: list[Step]
+    note: str = ""  # a line after the plan
+
+
+PLAN_NOTE = "(each step in one line: -v prints every remote script in full)"
+
+
+def show_plan(plan: Plan, reporter: Reporter, *, verbose: bool = False) -> None:
+    reporter.plan(plan.title, plan_lines(plan.steps, verbose=verbose))
+    if plan.note and not verbose:
+        reporter.say(plan.note)
 
 
 @dataclass
@@ -94,7 +142,7 @@ def execute(
                     continue  # not begun: nothing to undo
                 done.append(step)
                 with reporter.step(step.name) as record:
-                    reporter.remote_commands(step.commands)  # -v: what runs on the target
+                    reporter.remote_commands([c.text for c in step.commands])  # -v
                     record.detail = step.run() or ""
     except BaseException as error:
         raise undo(done, error, reporter, before_undo=before_undo, cause=cause) from error

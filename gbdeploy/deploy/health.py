@@ -1,11 +1,15 @@
 """Whether the service a deploy started runs and answers healthy: one exchange per check (the
-processes and the health answer together), first-ready, then a settle window; and the log lines
-shown when it does not. A part of `Deployment` (a base class): it reads the deploy's session,
-component, commit and reporter."""
+processes and the health answer together), first-ready, then a settle window; the log lines
+shown when it does not; and a line now and then while one long exchange runs (`progress`). A
+part of `Deployment` (a base class): it reads the deploy's session, component, commit and
+reporter."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..config import Component
@@ -15,7 +19,7 @@ from ..remote import probes
 from ..remote.connection import CommandResult
 from ..remote.session import Session
 from . import layout
-from .engine import Step
+from .engine import Command, Step
 from .layout import Paths
 from .service import service_of
 
@@ -40,6 +44,11 @@ class ServiceChecks:
     users: list[str]
     log_offset: int
     run: Callable[..., str]
+    send: Callable[..., str]
+    exchange: Callable[..., CommandResult]
+    health_check: Command  # `state_command(health=True)`, one object from plan to run
+    state_check: Command  # `state_command()`
+    log_stat: Command  # `log_probe().command`
 
     def state_command(self, *, health: bool = False) -> str:
         probe = self.health_probe() if health else None
@@ -52,10 +61,8 @@ class ServiceChecks:
         binary when it started none) and their users, `starting` or `down`; and what the health
         URL answers (None without one)."""
         probe = self.health_probe()
-        result = self.session.run(
-            self.state_command(health=True),
-            check=False,
-            timeout=probe.timeout if probe is not None else 30.0,
+        result = self.exchange(
+            self.health_check, timeout=probe.timeout if probe is not None else 30.0
         )
         head, mark, rest = result.stdout.partition(f"{layout.HEALTH_MARK}\n")
         words = head.split()
@@ -77,7 +84,7 @@ class ServiceChecks:
 
     def service_state(self) -> tuple[str, list[int]]:
         """`up` with the pids of the processes this deploy started, `starting`, or `down`."""
-        words = self.run(self.state_command()).split()
+        words = self.send(self.state_check).split()
         state = words[0] if words else "down"
         return state, [int(w.partition(":")[0]) for w in words[1:] if w.partition(":")[0].isdigit()]
 
@@ -170,8 +177,8 @@ class ServiceChecks:
         return ""
 
     def health_step(self) -> Step:
-        healthy = layout.healthy_command(self.paths, self.token)
-        commands = [self.state_command(health=True)]
+        self.health_probe()  # a URL it cannot use is the config's error, before anything runs
+        healthy = Command("healthy", lambda: layout.healthy_command(self.paths, self.token))
 
         def run() -> str:
             settle = 0.0 if self.unchanged else self.component.health_settle
@@ -183,21 +190,44 @@ class ServiceChecks:
                     f"{self.component.user}: check `run_as` of {self.component.name} in the config"
                 )
             if not self.unchanged:
-                self.run(healthy)
+                self.send(healthy)
             return detail
 
         return Step(
             "health",
-            [*commands, healthy],
+            [self.health_check, healthy],
             run,
             summary=f"{self.component.health or 'the process runs'}: first-ready, "
             f"every {HEALTH_INTERVAL}s up to {self.component.health_timeout:g}s, then "
             f"{self.component.health_settle:g}s settle",
         )
 
+    @contextmanager
+    def progress(self, note: str) -> Iterator[None]:
+        """While the body runs (one exchange that may take long), a line every PROGRESS_EVERY
+        seconds says so."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tell() -> None:
+            while not done.wait(PROGRESS_EVERY):
+                self.reporter.say(f"  … {int(time.monotonic() - started)}s, {note}")
+
+        teller = threading.Thread(target=tell, daemon=True)
+        teller.start()
+        try:
+            yield
+        finally:
+            done.set()
+            teller.join()
+
     # -- logs
+    def log_probe(self) -> probes.Probe[probes.FileStat | None]:
+        return probes.probe_stat(self.component.log_path)
+
     def log_size(self) -> int:
-        found = probes.probe_stat(self.component.log_path).run(self.session)
+        probe = self.log_probe()
+        found = probe.parse(self.exchange(self.log_stat, timeout=probe.timeout))
         return found.size if found else 0
 
     def log_tail(self) -> str:

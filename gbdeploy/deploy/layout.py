@@ -22,7 +22,9 @@ Paths on the target, for a component whose binary is B:
                        SHA.start beside each binary is its recipe
     B.deploys.log      one JSON line per deploy and rollback, appended
 
-Every function here returns text; nothing connects. Every value goes through `quote`.
+Every function here returns text; nothing connects. A script is the quoted variables and the far
+end's library (`prelude`), then one call line per step: the steps are functions of
+`remote/far_end/steps.sh` (and lib.sh, procs.sh), every value an argument through `quote`.
 """
 
 from __future__ import annotations
@@ -106,85 +108,68 @@ def variables(paths: Paths) -> str:
     )
 
 
-def prelude(paths: Paths) -> str:
+def prelude(paths: Paths, *, steps: bool = True) -> str:
     """What every script begins with: the quoted variables, then the far end's functions
-    (`remote/far_end/procs.sh`, `lib.sh`). `-v` shows it once (`Reporter.shared`)."""
-    return f"{variables(paths)}\n{far_end.library()}"
+    (`remote/far_end/procs.sh`, `lib.sh`, and `steps.sh` unless `steps` is False: a check that
+    calls none of them). `-v` shows each once (`Reporter.shared`, `more_shared`)."""
+    return f"{variables(paths)}\n{far_end.library(steps=steps)}"
 
 
-def current_sha_lines() -> str:
-    """Prints `current SHA` (from B.sha256 while size, mtime, ctime and inode match; else hashed
-    once and remembered) or `current none`."""
-    return "\n".join(
-        [
-            'if [ -f "$B" ]; then',
-            '  if [ -f "$S" ] && [ "$(cut -d" " -f2- "$S")" = "$(stat_of "$B")" ]; then',
-            '    cur=$(cut -d" " -f1 "$S")',
-            '  else cur=$(sha_of "$B") || exit 1; remember_sha "$cur"',
-            "  fi",
-            '  echo "current $cur"',
-            'else echo "current none"; fi',
-        ]
-    )
+def call(function: str, *arguments: object) -> str:
+    """One call line of a far-end function, every argument quoted (a reserved word too, such as
+    the phase `done`: sh reads it as a word there, shellcheck would not)."""
+    return " ".join([function, *(_word(argument) for argument in arguments)])
 
 
-def releases_lines() -> str:
-    return '[ -f "$R/list" ] && sed "s/^/release /" -- "$R/list"; true'
+_RESERVED = frozenset(
+    [
+        "!",
+        "{",
+        "}",
+        "case",
+        "do",
+        "done",
+        "elif",
+        "else",
+        "esac",
+        "fi",
+        "for",
+        "if",
+        "in",
+        "then",
+        "until",
+        "while",
+    ]
+)
+
+
+def _word(argument: object) -> str:
+    text = str(argument)
+    return f"'{text}'" if text in _RESERVED else quote(text)
 
 
 # --- the preflight
 def preflight_lines(component: Component, ssh_user: str, *, upload_kib: int | None) -> str:
-    """Checks that print `fail KEY WHY` (and set bad=1) for each problem; change nothing that
-    matters (the log's directory and file are created, as the start would)."""
+    """Checks that print `fail KEY WHY` (steps.sh's `refuse`, which sets bad=1) for each problem;
+    change nothing that matters (the log's directory and file are created, as the start would)."""
     key = f"components.{component.name}"
-    lines = [
-        "bad=0",
-        'fail() { printf "fail %s %s\\n" "$1" "$(printf %s "$2" | tr "\\n" " " | cut -c1-300)";'
-        " bad=1; }",
-        f"id -u -- {quote(component.user)} >/dev/null 2>&1 || fail {key}.user "
-        f"{quote(f'no user {component.user!r} on the target')}",
-    ]
+    lines = ["bad=0", call("check_user", f"{key}.user", component.user)]
     prefix = run_as_prefix(component, ssh_user)
     if prefix:
-        lines.append(
-            f"out=$({prefix} true 2>&1 </dev/null) || fail {key}.run_as "
-            f'"\\`{_dq(prefix)} true\\` failed on the target: $out"'
-        )
+        lines.append(f"{call('check_run_as', f'{key}.run_as', prefix)} {prefix}")
     log = component.log_path
-    log_dir = os.path.dirname(log) or "/"
-    lines.append(
-        f"out=$( {{ mkdir -p -- {quote(log_dir)} && : >> {quote(log)}; }} 2>&1 ) || "
-        f'fail {key}.log "cannot write {_dq(log)}: $out"'
-    )
-    directory = quote(os.path.dirname(component.binary) or "/")
-    lines.append(
-        f"if [ ! -d {directory} ] || [ ! -w {directory} ]; then fail {key}.binary "
-        f"{quote(f'the directory of {component.binary} is missing or not writable')}; fi"
-    )
+    lines.append(call("check_log", f"{key}.log", os.path.dirname(log) or "/", log))
+    directory = os.path.dirname(component.binary) or "/"
+    lines.append(call("check_directory", f"{key}.binary", directory, component.binary))
     if upload_kib is not None:
-        # B.new, plus B.prev and the kept release when they cannot be hard links of B (copies
-        # then), plus room for the journal, the recipes, the release list and the deploy log.
-        lines.append(
-            f"need={int(upload_kib) + WORKING_KIB}\n"
-            'if [ -f "$B" ] && ! { ln -- "$B" "$L/link" 2>/dev/null && rm -f -- "$L/link"; }\n'
-            "then\n"
-            '  rm -f -- "$L/link"; need=$((need + 2 * ($(stat -c %s -- "$B") / 1024 + 1)))\nfi\n'
-            f"avail=$(df -Pk -- {directory} 2>/dev/null | awk 'NR==2 {{print $4}}')\n"
-            f'[ -z "$avail" ] || [ "$avail" -ge "$need" ] || fail {key}.binary '
-            f'"only ${{avail}} KiB free in {_dq(os.path.dirname(component.binary))}, '
-            f'the deploy writes up to ${{need}} KiB (the artifact, kept copies, records)"'
-        )
+        # B.new, plus room for the journal, the recipes, the release list and the deploy log.
+        lines.append(call("check_room", f"{key}.binary", int(upload_kib) + WORKING_KIB, directory))
     lines += service_of(component).preflight_lines(key)
     lines.append('echo "machine $(uname -m)"')
     return "\n".join(lines)
 
 
 WORKING_KIB = 64  # what a deploy writes besides binaries: journal, recipes, lists, logs
-
-
-def _dq(text: str) -> str:
-    """`text` inside a double-quoted shell string."""
-    return re.sub(r'(["\\$`])', r"\\\1", text)
 
 
 def begin_command(
@@ -206,28 +191,15 @@ def begin_command(
     of an interrupted deploy found without a lock. `steal`: the token of a stale lock to take over
     (`--recover`); only a lock still holding that token is removed.
     """
-    tmp = quote(paths.lock_tmp(_token_of(holder)))
-    lines = [prelude(paths), f"T={tmp}"]
+    lines = [prelude(paths), f"T={quote(paths.lock_tmp(_token_of(holder)))}"]
     if steal:
         lines.append(steal_lines(steal, force=force))
     lines += [
-        'if [ -e "$L" ]; then held; journal; exit 0; fi',
-        'rm -rf -- "$T"',
-        f'if ! err=$( {{ mkdir -- "$T" && printf "%s\\n" {quote(holder)} > "$T/holder"; }} 2>&1 );'
-        ' then rm -rf -- "$T"; echo "lockfail $err" | tr "\\n" " "; echo; exit 0; fi',
-        'if ! mv -T -- "$T" "$L" 2>/dev/null; then rm -rf -- "$T";'
-        ' if [ -e "$L" ]; then held; journal; else echo "lockfail cannot rename $T"; fi; exit 0;'
-        " fi",
-        "echo acquired",
-        # the far end of this deploy's session: while it lives, the deploy is still connected
-        'echo "$PPID" > "$L/session" 2>/dev/null',
-        "journal",
-        f'printf "%s\\n" {quote(journal)} > "$J" || {{ rm -rf -- "$L"; echo "lockfail journal";'
-        " exit 0; }",
+        call("take_lock", holder, journal),
         preflight,
-        'if [ "$bad" != 0 ]; then rm -f -- "$J"; rm -rf -- "$L"; echo released; exit 0; fi',
-        current_sha_lines(),
-        releases_lines(),
+        "end_preflight",
+        "current_sha",
+        "list_releases",
     ]
     return "\n".join(lines)
 
@@ -237,30 +209,10 @@ ORPHAN_WAIT = 180  # seconds --recover waits for a service script a killed deplo
 
 
 def steal_lines(steal: str, *, force: bool = False) -> str:
-    """Remove the stale lock whose holder has token `steal` (HOLDERLESS: one without a holder),
-    once every service script it began has ended (a deploy killed here leaves its script running
-    on the target: it ignores signals, and it must not swap or start anything after this), and
-    only when the far end of its session has ended too: a deploy still connected to the target,
-    from whatever machine, is alive (prints `live-session PID` and keeps the lock; `force` takes
-    it anyway). A killed deploy's session ends within moments of its connection."""
-    if steal == HOLDERLESS:
-        stale = '[ -d "$L" ] && [ ! -s "$L/holder" ]'
-    else:
-        stale = f'[ -e "$L" ] && grep -q -F -e {quote(steal)} -- "$L/holder" 2>/dev/null'
-    looks = ORPHAN_WAIT * 10
-    return "\n".join(
-        [
-            f"if {stale}; then",
-            f"  wait_for_scripts {looks}",
-            f'  s=$(cat "$L/session" 2>/dev/null); i=0; forced={int(force)}',
-            '  while [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s" && [ "$i" -lt 50 ]; do',
-            "    sleep 0.1; i=$((i + 1))",
-            "  done",
-            '  if [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s"; then echo "live-session $s"',
-            '  else rm -rf -- "$L"; fi',
-            "fi",
-        ]
-    )
+    """Remove the stale lock whose holder has token `steal` (HOLDERLESS: one without a holder)
+    once the service scripts it began have ended, and only when the far end of its session has
+    ended too, unless `force` (steps.sh's `steal_stale`)."""
+    return call("steal_stale", steal, int(force), ORPHAN_WAIT * 10)
 
 
 def steal_command(paths: Paths, steal: str, *, force: bool = False) -> str:
@@ -276,19 +228,18 @@ def _token_of(holder: str) -> str:
 # place those fragments among the swap, the journal and the undo.
 def write_recipe_lines(component: Component, ssh_user: str) -> str:
     """The recipe of the current config, as `$L/recipe`: what starts a binary that has none."""
-    text = service_of(component).recipe(ssh_user)
-    return f"( umask 077; printf '%s\\n' {quote(text)} > \"$L/recipe\" )"
+    return call("write_recipe", service_of(component).recipe(ssh_user))
 
 
 def claim_lines(name: str, token: str) -> str:
     """The service script `name` begins only while the lock is this deploy's and its undo has not
     claimed it first (lib.sh's `claim`)."""
-    return f"claim {quote(name)} {quote(token)}"
+    return call("claim", name, token)
 
 
 def stop_function(component: Component) -> str:
     """`stop_service`, which lib.sh's `restore` calls: the service's own stop (service.py)."""
-    return "stop_service() {\n" + service_of(component).stop_lines() + "\n}"
+    return "stop_service() { " + service_of(component).stop_lines() + "; }"
 
 
 HEALTH_MARK = "__gbdeploy_health__"
@@ -301,7 +252,7 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
     a HEALTH_MARK line, that command's output, and `HEALTH_MARK STATUS`."""
     return "\n".join(
         [
-            prelude(paths),
+            prelude(paths, steps=False),  # sent with every health check: the smallest
             f"resolve {quote(component.binary)}",
             "state",
             *(
@@ -313,23 +264,9 @@ def state_command(paths: Paths, component: Component, health: str | None = None)
     )
 
 
-def _stop_and_note(component: Component) -> list[str]:
-    """Stop, and note whether anything ran (in `up`, and in B.lock/was-running for the undo):
-    the stop's own search for the processes says it, no second search is needed."""
-    lines = service_of(component).running_before_stop_lines()
-    lines += [
-        'stopped=$(stop_service) || { echo "$stopped"; fail "stop"; }',
-        'echo "$stopped"',
-        "case $stopped in *stopped*|*killed*) up=1 ;; esac",
-        'echo "was-running $up"',
-        '[ "$up" = 1 ] && : > "$W"',
-    ]
-    return lines
-
-
-def ownership_lines(component: Component) -> str:
+def owner(component: Component) -> str:
     # `user:` gives the user's login group, which is what `chown user:user` means where they match.
-    return f'chown -- {quote(component.user + ":")} "$B" && chmod 0755 -- "$B"'
+    return component.user + ":"
 
 
 def service_command(
@@ -352,57 +289,24 @@ def service_command(
     Prints `was-running 0|1`, the stop's outcome, then `launched PID`. On a failure after the stop
     it puts B.prev back, starts it as it was started if it ran, and exits 3 (prints `restored` or
     `restore-failed`). Signals are ignored: once begun it finishes, even if the deploy that sent
-    it is killed; it begins only once (see `claim_lines`). `stop=False` (strategy seed, second
+    it is killed; it begins only once (lib.sh's `claim`). `stop=False` (strategy seed, second
     half): the service was stopped by an earlier script."""
     lines = [
         "trap '' HUP INT TERM PIPE",
         prelude(paths),
-        claim_lines(name, token),
-        write_recipe_lines(component, ssh_user),
-        '[ -f "$W" ] && up=1 || up=0',
+        call("service_begin", name, token, service_of(component).recipe(ssh_user)),
         stop_function(component),
-        'fail() { echo "failed $1" >&2; phase "undoing"; if restore; then echo restored;'
-        ' phase "restored"; else echo restore-failed; phase "restore-failed"; fi; exit 3; }',
     ]
     if stop:
         lines += [
-            "had=0",
-            'if [ -f "$B" ]; then had=1',
-            '  cur=$(cut -d" " -f1 "$S" 2>/dev/null)',
-            '  same_bytes "$B" "$P" || { echo "cannot keep $B as $P" >&2; exit 1; }',
-            '  if [ -f "$G" ]; then cp -p -- "$G" "$P.start" ||'
-            ' { echo "cannot keep $G as $P.start" >&2; exit 1; }; else rm -f -- "$P.start"; fi',
-            '  if [ -n "$cur" ] && ! grep -q "^$cur " "$R/list" 2>/dev/null; then',
-            '    mkdir -p -- "$R" && same_bytes "$B" "$R/$cur" &&'
-            ' { [ ! -f "$G" ] || cp -p -- "$G" "$R/$cur.start"; } &&'
-            ' echo "$cur unknown $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$R/list"',
-            "  fi",
-            "fi",
-            'printf "%s\\n" "$had" > "$L/had" || { echo "cannot write $L/had" >&2; exit 1; }',
-            'phase "stopping" || { echo "cannot write the journal $J" >&2; exit 1; }',
-            *_stop_and_note(component),
-            'phase "stopped" || fail "journal"',
+            "keep_previous",
+            *service_of(component).running_before_stop_lines(),
+            "stop_noting",
         ]
     else:
-        lines += ['had=$(cat "$L/had" 2>/dev/null)', 'echo "was-running $up"']
+        lines.append("stopped_before")
     if start:
-        recipe = 'cp -p -- "$L/recipe" "$G.new"'
-        if source:
-            lines.append(
-                f'rm -f -- "$N"; same_bytes {quote(source)} "$N" || fail "copy {_dq(source)}"'
-            )
-            kept = quote(source + ".start")
-            recipe = f'if [ -f {kept} ]; then cp -p -- {kept} "$G.new"; else {recipe}; fi'
-        lines += [
-            f'{recipe} || fail "recipe"',
-            'rename_over "$N" "$B" || fail "swap"',
-            'phase "swapped" || fail "journal"',
-            "{ " + ownership_lines(component) + '; } || fail "chown"',
-            f'remember_sha {quote(sha256)} || fail "remember sha256"',
-            'mv -f -- "$G.new" "$G" || fail "recipe"',
-            'launch "$G" || fail "start"',
-            'phase "started" || fail "journal"',
-        ]
+        lines += [call("stage", source or ""), call("swap_in", sha256, owner(component))]
     return "\n".join(lines)
 
 
@@ -422,40 +326,20 @@ def restore_command(
     started if it ran. Prints `not-ours` (the deploy ended on the target, or was taken over),
     `untouched`, `kept`, `restored had=… up=…`, or `restore-failed` (exit 1)."""
     looks = max(1, int(wait_seconds / 0.1))
-    lines = [
-        "trap '' HUP INT TERM PIPE",
-        prelude(paths),
-    ]
-    lines += [f"claim_or_wait {quote(name)} {looks}" for name in names]
-    lines += [
-        f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null || {{ echo not-ours; exit 0; }}',
-        '[ -f "$W" ] && up=1 || up=0',
-        'grep -q \'"phase": "stopping"\' -- "$J" 2>/dev/null || { echo untouched; exit 0; }',
-        'last=$(tail -n 1 -- "$J" | sed -n \'s/.*"phase": "\\([a-z-]*\\)".*/\\1/p\')',
-        "case $last in",
-        "  healthy|done) echo kept; exit 0 ;;",
-        '  restored) echo "restored up=$up"; exit 0 ;;',
-        "  restore-failed) echo restore-failed; exit 1 ;;",
-        "esac",
-        write_recipe_lines(component, ssh_user),
-        'had=$(cat "$L/had" 2>/dev/null)',
-        stop_function(component),
-        'phase "undoing"',
-        'if ! restore; then phase "restore-failed"; echo restore-failed; exit 1; fi',
-        'phase "restored"',
-        'echo "restored had=$had up=$up"',
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            "trap '' HUP INT TERM PIPE",
+            prelude(paths),
+            *(call("claim_or_wait", name, looks) for name in names),
+            stop_function(component),
+            call("undo_service", token, service_of(component).recipe(ssh_user)),
+        ]
+    )
 
 
 def healthy_command(paths: Paths, token: str) -> str:
     """Journal `healthy` (the new binary passed health and settled): from here an undo keeps it."""
-    return "\n".join(
-        [
-            prelude(paths),
-            f'grep -q -F -e {quote(token)} -- "$L/holder" && phase healthy',
-        ]
-    )
+    return "\n".join([prelude(paths), f"{call('ours', token)} && phase healthy"])
 
 
 def remove_new_command(paths: Paths) -> str:
@@ -487,40 +371,18 @@ def finish_command(
     lines = [
         "trap '' HUP INT TERM PIPE",
         prelude(paths),
-        f'grep -q -F -e {quote(token)} -- "$L/holder" 2>/dev/null ||'
-        ' { echo "lock not ours"; exit 0; }',
-        f"phase '{_phase(phase)}'",
+        call("finish_phase", token, _phase(phase)),
     ]
     if keep_release:
         sha, commit, keep = keep_release
         if not SHA256.match(sha) or not _FIELD.match(commit):
             raise ValueError(f"not a release: {sha!r} {commit!r}")
-        lines += [
-            f"c={quote(commit)}",
-            'if [ "$c" = unknown ]; then',
-            f"  c=$(awk -v s={sha} '$1 == s {{c = $2}} END {{print c}}' \"$R/list\" 2>/dev/null)",
-            '  [ -n "$c" ] || c=unknown',
-            "fi",
-            f'if err=$( {{ mkdir -p -- "$R" && same_bytes "$B" "$R/{sha}" &&'
-            f' {{ [ ! -f "$G" ] || cp -p -- "$G" "$R/{sha}.start"; }} &&'
-            f' {{ grep -v "^{sha} " "$R/list" 2>/dev/null; echo {sha} "$c"'
-            ' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$R/list.tmp" &&'
-            f' tail -n {int(keep)} -- "$R/list.tmp" > "$R/list.new" &&'
-            ' mv -f -- "$R/list.new" "$R/list"; } 2>&1 ); then echo kept',
-            'else echo "keep-failed $err" | tr "\\n" " "; echo; fi',
-            'rm -f -- "$R/list.tmp" "$R/list.new"',
-            # The list's sha256s read once, not an awk per kept file: the finish runs after the
-            # settle window, on the deploy's path.
-            'listed=" $(while read -r k _ || [ -n "$k" ]; do printf \'%s \' "$k"; done 2>/dev/null'
-            ' < "$R/list")"',
-            'for f in "$R"/*; do n=${f##*/}; n=${n%.start}; case $n in list|list.*) continue ;;'
-            ' esac; case $listed in *" $n "*) ;; *) rm -f -- "$f" ;; esac; done',
-        ]
+        lines.append(call("keep_release", sha, commit, int(keep)))
     lines += [
-        f"d=$(( $(date +%s) - {int(started_epoch)} ))",
-        f'printf \'%s, "duration": %s}}\\n\' {quote(entry[:-1])} "$d" >> {quote(paths.deploy_log)}',
+        call("log_deploy", entry[:-1], int(started_epoch), paths.deploy_log),
         # After a restore that failed, the journal stays: `status` and the next deploy say so.
-        ("" if "restore" in phase else 'rm -f -- "$J"; ') + 'rm -rf -- "$L"; echo unlocked',
+        *([] if "restore" in phase else ["end_journal"]),
+        "unlock",
     ]
     return "\n".join(lines)
 

@@ -9,7 +9,6 @@ from ..errors import LockHeld, PreflightError
 from ..output import Reporter
 from . import engine, layout
 from .deployment import Deployment
-from .engine import Step
 from .state import (
     Facts,
     KeptRelease,
@@ -35,7 +34,7 @@ def run_rollback(
     before_change: Callable[[Deployment], None] | None = None,
     force: bool = False,
     confirm_change: Callable[[str], None] | None = None,
-) -> list[Step]:
+) -> engine.Plan:
     """Put a kept release back (the previous healthy one, or the one with commit `to`), restart
     it and check health; undone on failure. `recover`: first take over the lock of a deploy that
     was killed (never one whose deploy still runs here, unless `force`; a service script it left
@@ -78,7 +77,7 @@ def run_rollback(
                     f"recover {comp.name}: nothing to recover (no lock, no interrupted deploy); "
                     f"{running_release(facts)} runs, left as it is"
                 )
-                return []
+                return engine.Plan(f"recover {comp.name}: nothing to recover", [])
             release = facts.releases[-1] if facts.releases else None
             if release is None:
                 if deployment.steal and not dry_run:
@@ -125,11 +124,10 @@ def run_rollback(
             f"to release {release.commit or 'unknown'} (sha256 {release.sha256[:12]}) on "
             f"{deployment.remote.description}"
         )
+        plan = engine.Plan(title, steps, note=engine.PLAN_NOTE)
         if dry_run:
-            reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-            if not reporter.verbose:
-                reporter.say("(each step in one line: -v prints every remote script in full)")
-            return steps
+            engine.show_plan(plan, reporter, verbose=reporter.verbose)
+            return plan
         if confirm_change is not None:
             confirm_change(
                 f"{'recover' if recover else 'roll back'} {comp.name} from "
@@ -137,7 +135,7 @@ def run_rollback(
                 f"{release_name(release.sha256, facts.releases)} on {deployment.remote.description}"
             )
         reporter.info(title)
-        deployment.execute(steps)
+        deployment.execute(plan.steps)
     finally:
         deployment.close()
     reporter.summary()
@@ -146,10 +144,10 @@ def run_rollback(
         f"{deployment.remote.description}, healthy"
     )
     reporter.say(_verify_hint(comp.name, release))
-    return steps
+    return plan
 
 
-def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> list[Step]:
+def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> engine.Plan:
     """`--recover` of a switch component: whatever the journal says, the port Caddy runs keeps
     its process, and everything else is made to agree with it (see `switch.recover_step`)."""
     assert isinstance(deployment, SwitchDeployment)
@@ -161,17 +159,18 @@ def _recover_switch(deployment: Deployment, facts: Facts, *, dry_run: bool) -> l
         deployment.finish_step(),
     ]
     title = f"recover {deployment.base.name} on {deployment.remote.description}: found {found}"
+    plan = engine.Plan(title, steps)
     if dry_run:
-        reporter.plan(title, engine.plan_lines(steps, verbose=reporter.verbose))
-        return steps
+        engine.show_plan(plan, reporter, verbose=reporter.verbose)
+        return plan
     reporter.info(title)
-    deployment.execute(steps)
+    deployment.execute(plan.steps)
     reporter.summary()
     reporter.say(
         f"{deployment.base.name} serves on port {deployment.live} behind Caddy, healthy, "
         "alone (one process)"
     )
-    return steps
+    return plan
 
 
 def _verify_hint(name: str, release: KeptRelease) -> str:

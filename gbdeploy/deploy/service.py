@@ -107,13 +107,7 @@ class Service:
     # -- running
     def running_lines(self) -> str:
         """Sets `up=1` when it runs (`up=0` otherwise)."""
-        component = self.component
-        return "\n".join(
-            [
-                "up=0",
-                f'( resolve {quote(component.binary)}; [ -n "$(pids)" ] ) && up=1',
-            ]
-        )
+        return f"note_running {quote(self.component.binary)}"
 
     # -- the rest
     def preflight_lines(self, key: str) -> list[str]:
@@ -206,12 +200,11 @@ class SystemdService(Service):
 
     def running_lines(self) -> str:
         active = f"systemctl is-active --quiet {quote(self.unit)} 2>/dev/null && up=1"
-        first, rest = super().running_lines().split("\n", 1)
-        return "\n".join([first, active, rest])
+        return f"{super().running_lines()}\n{active}"
 
     def preflight_lines(self, key: str) -> list[str]:
         return [
-            f"command -v systemctl >/dev/null 2>&1 || fail {key}.restart "
+            f"command -v systemctl >/dev/null 2>&1 || refuse {key}.restart "
             "'no systemctl on the target'"
         ]
 

@@ -183,16 +183,7 @@ def holder_alive(holder: dict[str, object] | None) -> int | None:
 
 def inspect_command(paths: Paths) -> str:
     """Read-only: the lock, the journal, the kept releases and the current binary's sha256."""
-    return "\n".join(
-        [
-            layout.prelude(paths),
-            '[ -e "$L" ] && held',
-            "journal",
-            layout.releases_lines(),
-            'if cur=$(remembered); then echo "current $cur"',
-            'elif [ -f "$B" ]; then echo "current $(sha_of "$B")"; else echo "current none"; fi',
-        ]
-    )
+    return f"{layout.prelude(paths)}\ninspect_target"
 
 
 def release_name(sha256: str | None, releases: list[KeptRelease]) -> str:

@@ -1,9 +1,10 @@
 """Facts about a target, one probe each: the exact shell command, and a parser for its output.
 
-Each `probe_*` function returns a `Probe`: `probe.command` is the POSIX sh command line (every value
-quoted), `probe.parse(result)` turns the command's result into a value, and `probe.run(remote)` does
-both over a `Remote`. Commands look for the tools they need (`command -v`) and fall back, because a
-production container may lack curl, sha256sum or python3, so one round trip answers on any target.
+Each `probe_*` function returns a `Probe`: `probe.command` is the POSIX sh script (the functions of
+`far_end/probes.sh`, then one call line, every value quoted), `probe.parse(result)` turns the
+command's result into a value, and `probe.run(remote)` does both over a `Remote`. The functions
+look for the tools they need (`command -v`) and fall back, because a production container may lack
+curl, sha256sum or python3, so one round trip answers on any target.
 The commands never match processes by pattern: a process is found by its executable
 (/proc/PID/exe), so the ssh shell that carries the command (whose command line holds the same path)
 is never mistaken for the service.
@@ -47,6 +48,13 @@ class Probe(Generic[T]):
         return self.parse(remote.run(self.command, check=False, timeout=self.timeout))
 
 
+def _script(function: str, *arguments: object, processes: bool = False) -> str:
+    """The probes' functions (after procs.sh's, for `processes`), then one call line."""
+    call = " ".join([function, *(quote(argument) for argument in arguments)])
+    library = [far_end.processes()] if processes else []
+    return "\n".join([*library, far_end.probes(), call])
+
+
 def _failed(name: str, result: CommandResult) -> RemoteError:
     detail = (result.stderr.strip() or result.stdout.strip())[-500:]
     return RemoteError(
@@ -66,18 +74,7 @@ class ProcessInfo:
 
 def probe_processes(binary: str) -> Probe[list[ProcessInfo]]:
     """Processes whose /proc/PID/exe is exactly `binary`, with their user."""
-    command = "\n".join(
-        [
-            far_end.processes(),
-            f"resolve {quote(binary)}",
-            "for pid in $(pids); do",
-            '  e=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue',
-            '  owner=$(stat -c "%u %U" "/proc/$pid" 2>/dev/null) || continue',
-            '  case $e in "$b") d=- ;; *) d=deleted ;; esac',
-            '  printf "%s %s %s\\n" "$pid" "$owner" "$d"',
-            "done",
-        ]
-    )
+    command = _script("processes_of", binary, processes=True)
     return Probe("processes", command, _parse_processes, timeout=30.0)
 
 
@@ -105,18 +102,7 @@ class FileStat:
 
 def probe_stat(path: str) -> Probe[FileStat | None]:
     """mtime, size, owner and mode of `path` (None when it does not exist)."""
-    p = quote(path)
-    python = (
-        "import grp,os,pwd,sys\ns=os.stat(sys.argv[1])\n"
-        "def name(f,i):\n try: return f(i)[0]\n except KeyError: return 'UNKNOWN'\n"
-        "print(int(s.st_mtime),s.st_size,s.st_uid,name(pwd.getpwuid,s.st_uid),"
-        "name(grp.getgrgid,s.st_gid),'%o'%(s.st_mode&0o7777))"
-    )
-    command = (
-        f"[ -e {p} ] || {{ echo missing; exit 0; }}\n"
-        f"stat -c '%Y %s %u %U %G %a' -- {p} 2>/dev/null"
-        f" || python3 -c {quote(python)} {p}"
-    )
+    command = _script("file_stat", path)
     return Probe("stat", command, _parse_stat)
 
 
@@ -135,23 +121,7 @@ def probe_sha256(path: str) -> Probe[str | None]:
 
     Uses the first of sha256sum, busybox, shasum, openssl, python3 that the target has.
     """
-    p = quote(path)
-    python = (
-        "import hashlib,sys\nh=hashlib.sha256()\nwith open(sys.argv[1],'rb') as f:\n"
-        " for b in iter(lambda: f.read(1<<20), b''): h.update(b)\nprint(h.hexdigest())"
-    )
-    command = "\n".join(
-        [
-            f"[ -e {p} ] || {{ echo missing; exit 0; }}",
-            "if command -v sha256sum >/dev/null 2>&1; then sha256sum -- " + p,
-            "elif command -v busybox >/dev/null 2>&1; then busybox sha256sum " + p,
-            "elif command -v shasum >/dev/null 2>&1; then shasum -a 256 " + p,
-            "elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r " + p,
-            f"elif command -v python3 >/dev/null 2>&1; then python3 -c {quote(python)} {p}",
-            "else echo 'no sha256 tool (sha256sum busybox shasum openssl python3)' >&2; exit 127",
-            "fi",
-        ]
-    )
+    command = _script("file_sha256", path)
     return Probe("sha256", command, _parse_sha256, timeout=300.0)
 
 
@@ -175,22 +145,7 @@ def probe_contains(path: str, needle: str | bytes) -> Probe[bool | None]:
     text = needle.decode() if isinstance(needle, bytes) else needle
     if not text or "\n" in text:
         raise ValueError("the needle must be a non-empty single line")
-    p, n = quote(path), quote(text)
-    python = (
-        "import sys\nn=sys.argv[2].encode();t=b''\nwith open(sys.argv[1],'rb') as f:\n"
-        " for b in iter(lambda: f.read(1<<20), b''):\n"
-        "  t+=b\n  if n in t: print('yes'); sys.exit(0)\n  t=t[-len(n):]\nprint('no')"
-    )
-    command = "\n".join(
-        [
-            f"[ -e {p} ] || {{ echo missing; exit 0; }}",
-            "if command -v grep >/dev/null 2>&1; then",
-            f"  grep -a -q -F -e {n} -- {p}; rc=$?",
-            '  case $rc in 0) echo yes ;; 1) echo no ;; *) exit "$rc" ;; esac',
-            f"else python3 -c {quote(python)} {p} {n}",
-            "fi",
-        ]
-    )
+    command = _script("file_contains", path, text)
     return Probe("contains", command, _parse_contains, timeout=300.0)
 
 
@@ -205,8 +160,7 @@ def _parse_contains(result: CommandResult) -> bool | None:
 
 def probe_last_line(path: str) -> Probe[str | None]:
     """The last line of a text file (None when it does not exist or is empty)."""
-    p = quote(path)
-    command = f"[ -e {p} ] || {{ echo missing; exit 0; }}\necho present\ntail -n 1 -- {p}"
+    command = _script("last_line", path)
 
     def parse(result: CommandResult) -> str | None:
         lines = result.stdout.splitlines()
@@ -275,34 +229,16 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
     if not _HOST.match(parts.hostname):
         raise ValueError(f"not a host name or address: {parts.hostname!r} in {url!r}")
     seconds = max(1, round(timeout))
-    u = quote(url)
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    # bash tries only the first address: localhost may be ::1 first, services listen on IPv4.
-    tcp_host = "127.0.0.1" if host == "localhost" else host
-    dev_tcp = (
-        f"exec 3<>/dev/tcp/{quote(tcp_host)}/{int(port)} || exit 7\n"
-        f"printf %s {quote(request)} >&3\ncat <&3"
-    )
-    lines = [
-        "if command -v curl >/dev/null 2>&1; then",
-        f"  curl -sS -k --max-time {seconds} -w '\\n{_STATUS_MARK}%{{http_code}}\\n' {u}",
-        "elif command -v wget >/dev/null 2>&1; then",
-        f"  wget -q -S -O - -T {seconds} --no-check-certificate {u} 2>&1",
-    ]
-    if parts.scheme == "http":
-        lines += [
-            "elif command -v bash >/dev/null 2>&1; then",
-            f"  if command -v timeout >/dev/null 2>&1; then t='timeout {seconds}'; else t=; fi",
-            f"  $t bash -c {quote(dev_tcp)}",
-        ]
-    lines += [
-        "else echo 'no HTTP client on the target (curl, wget, bash)' >&2; exit 127",
-        "fi",
-    ]
-    return Probe("health", "\n".join(lines), lambda r: parse_health(url, r), timeout=timeout + 10)
+    arguments: list[object] = [_STATUS_MARK, url, seconds]
+    if parts.scheme == "http":  # bash's /dev/tcp as the last resort: plain http only
+        request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        # bash tries only the first address: localhost may be ::1 first, services listen on IPv4.
+        arguments += ["127.0.0.1" if host == "localhost" else host, int(port), request]
+    command = _script("http_get", *arguments)
+    return Probe("health", command, lambda r: parse_health(url, r), timeout=timeout + 10)
 
 
 def health_probe(component: Component) -> Probe[Health] | None:

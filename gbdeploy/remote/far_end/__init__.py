@@ -19,9 +19,21 @@ def processes() -> str:
     return _stripped(text("procs.sh"))
 
 
-def library() -> str:
-    """`procs.sh` and `lib.sh`: every function of the deploy's scripts."""
-    return processes() + "\n" + _stripped(text("lib.sh"))
+def probes() -> str:
+    """`probes.sh`: the probes' functions (`remote/probes.py`)."""
+    return _stripped(text("probes.sh"))
+
+
+def logs() -> str:
+    """`logs.sh`: reading a component's log (`gbdeploy/logs.py`)."""
+    return _stripped(text("logs.sh"))
+
+
+def library(*, steps: bool = True) -> str:
+    """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts (without
+    `steps`, what its checks need: the one sent most often, every health check)."""
+    files = [processes(), _stripped(text("lib.sh"))]
+    return "\n".join([*files, _stripped(text("steps.sh"))] if steps else files)
 
 
 @cache

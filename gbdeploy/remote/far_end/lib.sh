@@ -93,7 +93,7 @@ state() {
   else echo down; fi
 }
 
-# --- the service scripts' claims (see layout.claim_lines)
+# --- the service scripts' claims (steps.sh's service_begin claims; undo_service's caller claim_or_wait)
 # claim NAME TOKEN: the service script NAME begins only while the lock holds TOKEN and its undo
 # has not claimed it first (then it exits 4 having changed nothing); `run.NAME/done` marks its end.
 claim() {

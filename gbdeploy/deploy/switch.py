@@ -131,8 +131,15 @@ class SwitchDeployment(Deployment):
         return result.stdout
 
     def new_caddy_switch(self, old: int, new: int) -> CaddySwitch:
+        site = self.switch.site
         return CaddySwitch(
-            self.switch.caddyfile, self.switch.upstream_host, old, new, caddy=self.switch.caddy
+            self.switch.caddyfile,
+            self.switch.upstream_host,
+            old,
+            new,
+            caddy=self.switch.caddy,
+            site_url=self.switch.site_url(self.base.health or "/") if site else None,
+            site_ca=self.switch.site_ca,
         )
 
     # -- records
@@ -292,7 +299,9 @@ class SwitchDeployment(Deployment):
             try:
                 caddy_switch.apply(self.proxy_session)
                 self.note({"phase": "reloaded", "backup": caddy_switch.backup_path})
-                caddy_switch.confirm(self.proxy_session)
+                confirmed = caddy_switch.confirm(
+                    self.proxy_session, lambda answer: self.unhealthy(answer, self.commit)
+                )
             except ProxySwitchFailed as error:
                 self.proxy_error = error
                 raise
@@ -302,7 +311,7 @@ class SwitchDeployment(Deployment):
             return (
                 f"{moved} upstream{'s' if moved != 1 else ''} {self.switch.upstream_host}:"
                 f"{self.live} → :{self.idle}, backup {caddy_switch.backup_path}, reloaded; "
-                f"Caddy dials :{self.idle}"
+                f"{confirmed}"
             )
 
         def undo() -> None:
@@ -347,6 +356,14 @@ class SwitchDeployment(Deployment):
                 f"(back up, write beside, caddy validate, rename: {path})",
                 reload(path, caddy).command,
                 "(confirm: Caddy's admin API GET /config/ dials the new port alone)",
+                *(
+                    [
+                        f"(confirm: {caddy_switch.site_url} through Caddy on the proxy answers the "
+                        "new commit)"
+                    ]
+                    if caddy_switch.site_url
+                    else []
+                ),
             ],
             run,
             Undo(

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..output import Reporter
 from ..remote.connection import Remote, quote
+from ..remote.probes import Health
 from ..remote.session import Session
 from ..switch_process import (
     POLL,
@@ -299,9 +300,7 @@ class SwitchDeployment(Deployment):
             try:
                 caddy_switch.apply(self.proxy_session)
                 self.note({"phase": "reloaded", "backup": caddy_switch.backup_path})
-                confirmed = caddy_switch.confirm(
-                    self.proxy_session, lambda answer: self.unhealthy(answer, self.commit)
-                )
+                confirmed = caddy_switch.confirm(self.proxy_session, self.unhealthy_through_site)
             except ProxySwitchFailed as error:
                 self.proxy_error = error
                 raise
@@ -375,6 +374,16 @@ class SwitchDeployment(Deployment):
             f"dialling {self.switch.upstream_host}:<live> to <idle>, validate, rename, caddy "
             "reload, confirm from Caddy's admin API",
         )
+
+    def unhealthy_through_site(self, answer: Health) -> str:
+        """Why an answer through `switch.site` is not the new process's ("" when it is)."""
+        why = self.unhealthy(answer, self.commit)
+        if why and answer.ok:  # healthy, another commit: the site sends elsewhere
+            return (
+                f"{answer.url} answers for commit {answer.commit}, not {self.commit}: that site "
+                f"does not reach the new process on port {self.idle}"
+            )
+        return why
 
     def drain_step(self) -> Step:
         command = drain_command(self.live, self.switch.drain)

@@ -216,3 +216,25 @@ def test_a_wrong_site_exits_2_naming_the_key(
     assert f"gbdeploy: error: config: components.botserver.{key}:" in result.err
     assert said in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("site", [None, "https://bots.example.com"])
+def test_doctor_suggests_a_site_when_the_switch_cannot_confirm_through_caddy(
+    project: Path, site: str | None
+):
+    from gbdeploy.doctor.model import FollowUp
+    from gbdeploy.doctor.switch import upstream_check
+    from gbdeploy.remote.connection import CommandResult
+
+    (project / "gbdeploy.yaml").write_text(GOOD + (f"      site: {site}\n" if site else ""))
+    component = load_settings(start=project).component("botserver")
+    assert component.switch is not None
+    check = upstream_check(component, component.switch, "proxy")
+    caddyfile = "bots.example.com {\n\treverse_proxy 10.16.164.33:5858\n}\n"
+    follow = check.judge(CommandResult(check.command, 0, caddyfile, ""))
+    assert isinstance(follow, FollowUp)
+    curl = '{"status": "ok", "commit": "abc"}\n__gbdeploy_http_status=200\n'
+    verdict = follow.judge(CommandResult(follow.command, 0, curl, ""))
+    assert verdict.status == "pass"
+    suggests = "set components.botserver.switch.site" in verdict.saw
+    assert suggests == (site is None), verdict.saw

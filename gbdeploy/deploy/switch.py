@@ -27,6 +27,7 @@ running B is stopped by pid, and B is made the binary of the process that serves
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from ..caddy_switch import CaddySwitch, ProxySwitchFailed, read_file, reload
@@ -56,6 +57,7 @@ from .engine import Step, Undo
 from .words import first_line, message
 
 IDLE_BUSY = 5  # the beside script's exit when something already listens on the idle port
+SURVIVED = re.compile(r"survived SIGKILL: ?(\d+)")  # what stop_pid says of a pid it could not end
 
 
 class SwitchDeployment(Deployment):
@@ -78,6 +80,7 @@ class SwitchDeployment(Deployment):
         self.undo_said = ""  # what the beside undo reported
         # the proxy's undo could not see Caddy back on the old port: the new process stays
         self.traffic_stuck = False
+        self.old_survivors: list[int] = []  # old pids the stop left running (after SIGKILL)
 
     def close(self) -> None:
         super().close()
@@ -418,8 +421,15 @@ class SwitchDeployment(Deployment):
         def run() -> str:
             if not self.old_pids:
                 return "nothing ran before"
-            out = self.run(self.stop_old_command(), timeout=self.component.stop_timeout + 60)
-            return "; ".join(out.split("\n")).strip("; ")
+            result = self.session.run(
+                self.stop_old_command(), check=False, timeout=self.component.stop_timeout + 60
+            )
+            if not result.ok:
+                survived = [int(pid) for pid in SURVIVED.findall(result.stderr)]
+                self.old_survivors = survived or self.old_pids
+                said = (result.stderr.strip() or f"exit {result.exit_code}").splitlines()[-1]
+                raise DeployFailed(f"stopping the old process failed: {said}")
+            return "; ".join(result.stdout.split("\n")).strip("; ")
 
         return Step(
             "stop old",
@@ -553,6 +563,18 @@ class SwitchDeployment(Deployment):
                 hint=f"a person must act: `gbdeploy deploy {self.base.name} --recover` keeps the "
                 f"process Caddy dials and stops the other once {self.switch.caddyfile} and Caddy "
                 "agree (check `caddy reload` on the proxy by hand first)",
+            )
+        if self.old_survivors and self.on_target == "kept" and not undone.problems:
+            still = ", ".join(map(str, self.old_survivors))
+            return DeployFailed(
+                f"{self.action} of {self.base.name}: Caddy dials port {self.idle}, where the new "
+                f"binary serves and was kept (nothing was undone); but the old process still "
+                f"runs: pid {still} survived SIGKILL ({message(undone.error)})",
+                hint=f"Caddy sends it nothing now. On {self.remote.description}, "
+                f"`ps -o pid,stat,wchan -p {still}`: state D waits in the kernel (a disk, NFS) "
+                "and ends once that returns (else only a reboot ends it); then "
+                f"`gbdeploy deploy {self.base.name} --recover` stops, by pid, whatever of the "
+                "binary runs beside the process Caddy dials",
             )
         if undone.problems or self.restore_failed or self.on_target != "restored":
             return super().outcome(undone)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -325,16 +325,19 @@ def probe_through_proxy(url: str, *, ca: str | None = None, timeout: float = 5.0
     python = (
         "import socket,ssl,sys\n"
         "scheme,host,port,path,ca,t=sys.argv[1:7]\n"
-        "s=socket.create_connection(('127.0.0.1',int(port)),timeout=float(t))\n"
-        "if scheme=='https':\n"
-        " s=ssl.create_default_context(cafile=ca or None).wrap_socket(s,server_hostname=host)\n"
-        "s.sendall(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n'"
+        "try:\n"
+        " s=socket.create_connection(('127.0.0.1',int(port)),timeout=float(t))\n"
+        " if scheme=='https':\n"
+        "  s=ssl.create_default_context(cafile=ca or None).wrap_socket(s,server_hostname=host)\n"
+        " s.sendall(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n'"
         "%(path,host if port in ('80','443') else host+':'+port)).encode())\n"
-        "b=b''\n"
-        "while True:\n"
-        " c=s.recv(65536)\n"
-        " if not c: break\n"
-        " b+=c\n"
+        " b=b''\n"
+        " while True:\n"
+        "  c=s.recv(65536)\n"
+        "  if not c: break\n"
+        "  b+=c\n"
+        "except Exception as e:\n"
+        " sys.exit('%s: %s'%(type(e).__name__,e))\n"
         "sys.stdout.write(b.decode('utf-8','replace'))"
     )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -349,7 +352,15 @@ def probe_through_proxy(url: str, *, ca: str | None = None, timeout: float = 5.0
             "fi",
         ]
     )
-    return Probe("through proxy", command, lambda r: parse_health(url, r), timeout=timeout + 10)
+
+    def parse(result: CommandResult) -> Health:
+        answer = parse_health(url, result)
+        said = result.stderr.strip().splitlines()
+        if answer.http_status is None and said:  # curl's first line says why (then its advice)
+            return replace(answer, error=said[0][:300])
+        return answer
+
+    return Probe("through proxy", command, parse, timeout=timeout + 10)
 
 
 def health_probe(component: Component) -> Probe[Health] | None:

@@ -7,7 +7,8 @@
     health    the strict health of the new process on the idle port: alive, its commit, settled
     proxy     on targets[switch.proxy]: back up the Caddyfile, move only the upstreams that dial
               this component's live host:port, validate beside, rename, `caddy reload`, confirm
-              from Caddy's admin API that it dials the new port alone (`caddy_switch`)
+              from Caddy's admin API that it dials the new port alone (`caddy_switch`) and,
+              with `switch.site`, that the site answers the new commit through Caddy
     drain     wait until nothing is connected to the old port (at most `switch.drain` seconds)
     stop old  the processes that ran before, each by its pid (both run from the same path)
     finish    keep the release, the deploy log with `switch: {live, previous}`, unlock
@@ -375,7 +376,8 @@ class SwitchDeployment(Deployment):
             ),
             summary=f"on {self.proxy.description}: back up {path}, move only the upstreams "
             f"dialling {self.switch.upstream_host}:<live> to <idle>, validate, rename, caddy "
-            "reload, confirm from Caddy's admin API",
+            "reload, confirm from Caddy's admin API"
+            + (f" and through {self.switch.site}" if self.switch.site else ""),
         )
 
     def unhealthy_through_site(self, answer: Health) -> str:

@@ -300,6 +300,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "                pass\n",
         ("tests/test_switch_deploy.py::test_a_failure_leaves_traffic_where_it_was",),
     ),
+    Mutation(
+        "switch-site-not-asked-through-caddy",
+        "with switch.site, a switch is kept only once the new commit answers there through Caddy",
+        "gbdeploy/caddy_switch.py",
+        "return self.confirm_site(remote, unhealthy, dials_new=None if dials is None else True)",
+        'return f"Caddy dials {new}"',
+        (
+            "tests/test_switch_deploy.py::test_a_site_that_does_not_answer_the_new_commit_undoes_"
+            "the_switch[site-routes-elsewhere]",
+        ),
+    ),
     # --- verify ---------------------------------------------------------------------------------
     Mutation(
         "verify-accepts-a-root-copy",

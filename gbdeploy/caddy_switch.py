@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from .caddyfile import Change, admin_address, switch_upstream
 from .errors import OperationFailed, RemoteError
 from .remote.connection import CommandResult, quote
-from .remote.probes import Runner, probe_health
+from .remote.probes import Health, Runner, probe_health, probe_through_proxy
 
 ADAPTER = "--adapter caddyfile"
 # The new file travels inside the command (printf '%s' WORD), which reaches the proxy as one
 # argument of `sh -c` (quoted once more through `lxc exec`): Linux takes 128 KiB per argument.
 # A full proxy config of ~25 sites is a few KiB.
 MAX_CADDYFILE_BYTES = 60_000
+# How long the answer through Caddy may take to come from the new process: a reload is graceful,
+# so a request on a connection opened before it may still reach the old upstream for a moment.
+SITE_CONFIRM_SECONDS = 10.0
+SITE_CONFIRM_INTERVAL = 0.2
 CHANGED = 3  # the exit code of a script that found the Caddyfile changed since it was read
 
 
@@ -160,6 +164,8 @@ class CaddySwitch:
     backup_path: str | None = None  # set once the backup exists
     changes: tuple[Change, ...] = ()
     new_text: str = ""  # the Caddyfile as the switch writes it
+    site_url: str | None = None  # the health as users reach it through Caddy (`switch.site`)
+    site_ca: str | None = None  # the CA file on the proxy that signs the site's certificate
 
     def operations(self, current: str) -> Iterator[Operation]:
         """What `apply` runs after reading `current`: the plan `--dry-run` prints."""
@@ -190,26 +196,57 @@ class CaddySwitch:
             if operation.name == "back up the Caddyfile":
                 self.backup_path = result.stdout.strip().splitlines()[-1]
 
-    def confirm(self, remote: Runner) -> None:
+    def confirm(self, remote: Runner, unhealthy: Callable[[Health], str] | None = None) -> str:
         """That the Caddy on the proxy runs a config dialling `host:new_port` and no longer
-        `host:old_port`: the reload took. ProxySwitchFailed otherwise (the caller undoes the
-        switch, and stops the new process only once Caddy is seen dialling the old port)."""
+        `host:old_port`: the reload took; and, with `site_url`, that the site answers through
+        Caddy's listener on the proxy as `unhealthy` (why an answer is not the new process's,
+        "" when it is) accepts. ProxySwitchFailed otherwise (the caller undoes the switch, and
+        stops the new process only once Caddy is seen dialling the old port). Says what it
+        saw."""
         dials = self.running_dials(remote)
         new, old = self.dial(self.new_port), self.dial(self.old_port)
-        if dials is None:
+        if dials is None and self.site_url is None:
             raise ProxySwitchFailed(
                 f"Caddy's running config cannot be read from its admin API (see {self.path}'s "
                 "`admin` option)",
                 restored=False,
                 dials_new=None,
             )
-        if new not in dials or old in dials:
+        # with the admin API off, the answer through the site is the proof
+        if dials is not None and (new not in dials or old in dials):
             raise ProxySwitchFailed(
                 f"Caddy runs a config that dials {', '.join(sorted(dials)) or 'nothing'}, not "
                 f"{new} alone for this service: the reload did not take",
                 restored=False,
                 dials_new=new in dials,
             )
+        if self.site_url is None or unhealthy is None:
+            return f"Caddy dials {new}"
+        return self.confirm_site(remote, unhealthy, dials_new=None if dials is None else True)
+
+    def confirm_site(
+        self, remote: Runner, unhealthy: Callable[[Health], str], *, dials_new: bool | None
+    ) -> str:
+        """Ask `site_url` through Caddy's own listener on the proxy until an answer is the new
+        process's, for at most SITE_CONFIRM_SECONDS."""
+        assert self.site_url is not None
+        probe = probe_through_proxy(self.site_url, ca=self.site_ca)
+        deadline = time.monotonic() + SITE_CONFIRM_SECONDS
+        while True:
+            answer = probe.run(remote)
+            why = unhealthy(answer)
+            if not why:
+                return f"{self.site_url} answers through Caddy: commit {answer.commit or '?'}"
+            if time.monotonic() >= deadline:
+                raise ProxySwitchFailed(
+                    f"through Caddy, {why} (for {SITE_CONFIRM_SECONDS:g}s after the reload)",
+                    restored=False,
+                    dials_new=dials_new,
+                    hint=f"the site of `switch.site` must be served by this component's "
+                    f"reverse_proxy in {self.path}; a certificate that does not verify needs "
+                    "`switch.site_ca` (the CA file on the proxy target)",
+                )
+            time.sleep(SITE_CONFIRM_INTERVAL)
 
     def running_dials(self, remote: Runner) -> set[str] | None:
         """The upstreams the Caddy on the proxy dials now, from its admin API (`GET /config/`

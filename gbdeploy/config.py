@@ -17,6 +17,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from invoke import Config as InvokeConfig
 
@@ -39,6 +40,7 @@ from .config_values import (
     Seconds,
     SecretName,
     Sibling,
+    SiteUrl,
     SshHost,
     TargetPath,
     ToolchainPath,
@@ -169,7 +171,10 @@ class Switch:
     between the two `ports` (`PORT` in its environment, `{port}` in `start` and `health`); Caddy
     runs on the target `proxy` and dials it as `upstream_host:PORT` in `caddyfile`; the old
     process gets `drain` seconds for its in-flight requests before it is stopped; `caddy` is how
-    the proxy target runs Caddy's command line."""
+    the proxy target runs Caddy's command line. `site` (optional) is the address users reach the
+    component by through Caddy: the switch then confirms the new commit answers there, asking
+    Caddy's own listener from the proxy target, its certificate verified (against `site_ca`, a
+    CA file on the proxy target, when the site's certificate is Caddy's internal one)."""
 
     ports: list[Port]
     proxy: Name
@@ -177,6 +182,15 @@ class Switch:
     caddyfile: TargetPath = "/opt/gbo/conf/config"
     drain: Annotated[float, between(0, 3600, "a number of seconds from 0 to 3600")] = 10.0
     caddy: OneLine = "caddy"  # the caddy command on the proxy target
+    site: SiteUrl | None = None
+    site_ca: TargetPath | None = None
+
+    def site_url(self, health: str) -> str:
+        """The component's health (its URL's path and query) as users reach it through Caddy."""
+        assert self.site is not None
+        parts = urlsplit(health)
+        path = self.site.rstrip("/") + (parts.path or "/")
+        return path + (f"?{parts.query}" if parts.query else "")
 
     def idle_port(self, live: int) -> int:
         """The port the next switch starts the new binary on, while `live` serves."""
@@ -545,6 +559,16 @@ def _switch(raw: dict[str, Any], key: str, targets: dict[str, Target]) -> Switch
             f"{key}.proxy",
             f"no target named {switch.proxy!r} (targets: {known})",
             hint="add the target where Caddy runs under `targets:`",
+        )
+    if switch.site_ca and not switch.site:
+        raise ConfigError(
+            f"{key}.site_ca",
+            "is the CA that signs the certificate of `site`, and no site is set",
+            hint=f"set {key}.site (e.g. https://bots.example.com), or remove site_ca",
+        )
+    if switch.site_ca and not switch.site.startswith("https://"):
+        raise ConfigError(
+            f"{key}.site_ca", f"applies to an https:// site, and site is {switch.site}"
         )
     return switch
 

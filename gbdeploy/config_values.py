@@ -195,6 +195,17 @@ HealthUrl = Annotated[
         _http_url(port_required=True),
     ),
 ]
+# Where users reach a switch component through Caddy: scheme, host, optional port and path prefix;
+# the component's health path is appended (see `Switch.site_url`).
+SiteUrl = Annotated[
+    str,
+    _matching(
+        "an http:// or https:// URL of the site Caddy serves the component on, without query, "
+        "e.g. https://bots.example.com (the health path is appended)",
+        r"[^?#{}]+",
+        _http_url(port_required=False),
+    ),
+]
 CommitMessage = Annotated[
     str,
     _matching(

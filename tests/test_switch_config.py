@@ -178,3 +178,63 @@ def test_the_rendered_workflow_of_a_switch_component_deploys_with_switch(project
     assert '--strategy "${STRATEGY:-switch}"' in text
     assert "default: switch" in text
     assert "- staged" not in text
+
+
+def test_the_site_is_where_the_switch_confirms_the_health_through_caddy(project: Path):
+    site = "      site: https://bots.example.com/api/\n      site_ca: /var/lib/caddy/root.crt\n"
+    (project / "gbdeploy.yaml").write_text(GOOD + site)
+    component = load_settings(start=project).component("botserver")
+    assert component.switch is not None and component.health is not None
+    assert component.switch.site_ca == "/var/lib/caddy/root.crt"
+    assert component.switch.site_url(component.health) == "https://bots.example.com/api/health"
+    (project / "gbdeploy.yaml").write_text(GOOD)
+    assert load_settings(start=project).component("botserver").switch.site is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "said"),
+    [
+        ("site: bots.example.com", "switch.site", "http:// or https:// URL"),
+        ("site: ftp://bots.example.com", "switch.site", "http:// or https:// URL"),
+        ("site: https://bots.example.com/health?x=1", "switch.site", "without query"),
+        ("site: https://user@bots.example.com", "switch.site", "http:// or https:// URL"),
+        ("site_ca: /var/lib/caddy/root.crt", "switch.site_ca", "no site is set"),
+        (
+            "site: http://bots.example.com\n      site_ca: /root.crt",
+            "switch.site_ca",
+            "applies to an https:// site",
+        ),
+        ("site: https://bots.example.com\n      site_ca: root.crt", "switch.site_ca", ""),
+    ],
+)
+def test_a_wrong_site_exits_2_naming_the_key(
+    project: Path, run_gbdeploy, lines: str, key: str, said: str
+):
+    (project / "gbdeploy.yaml").write_text(GOOD + f"      {lines}\n")
+    result = run_gbdeploy("release", "botserver", "--no-wait")
+    assert result.code == 2, result.text
+    assert f"gbdeploy: error: config: components.botserver.{key}:" in result.err
+    assert said in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("site", [None, "https://bots.example.com"])
+def test_doctor_suggests_a_site_when_the_switch_cannot_confirm_through_caddy(
+    project: Path, site: str | None
+):
+    from gbdeploy.doctor.model import FollowUp
+    from gbdeploy.doctor.switch import upstream_check
+    from gbdeploy.remote.connection import CommandResult
+
+    (project / "gbdeploy.yaml").write_text(GOOD + (f"      site: {site}\n" if site else ""))
+    component = load_settings(start=project).component("botserver")
+    assert component.switch is not None
+    check = upstream_check(component, component.switch, "proxy")
+    caddyfile = "bots.example.com {\n\treverse_proxy 10.16.164.33:5858\n}\n"
+    follow = check.judge(CommandResult(check.command, 0, caddyfile, ""))
+    assert isinstance(follow, FollowUp)
+    curl = '{"status": "ok", "commit": "abc"}\n__gbdeploy_http_status=200\n'
+    verdict = follow.judge(CommandResult(follow.command, 0, curl, ""))
+    assert verdict.status == "pass"
+    suggests = "set components.botserver.switch.site" in verdict.saw
+    assert suggests == (site is None), verdict.saw

@@ -57,6 +57,8 @@ class SwitchWorld:
     caddy_command: str = "caddy"
     health_timeout: float = 30.0  # a bound on a poll: generous for a loaded machine
     caddyfile: Path | None = None  # default: the Caddy's own
+    site: str | None = None
+    site_ca: str | None = None
 
     def settings(self) -> Settings:
         base = self.world.settings(
@@ -70,6 +72,8 @@ class SwitchWorld:
                 caddyfile=str(self.caddyfile or self.caddy.caddyfile),
                 drain=10.0,
                 caddy=self.caddy_command,
+                site=self.site,
+                site_ca=self.site_ca,
             ),
         )
         proxy = Target("proxy", self.world.sshd.alias)
@@ -240,6 +244,87 @@ def test_a_failure_leaves_traffic_where_it_was(
     left_as_it_was(made, before, caddy_pid, old_pids)
     assert made.world.binary.read_bytes() == old_binary
     assert [e["result"] for e in made.world.deploy_log()] == ["failed, rolled back"]
+
+
+def serve_named_site(made: SwitchWorld, body: str) -> str:
+    """Add `https://bots.localhost:PORT` to the proxy's Caddyfile, with Caddy's internal
+    certificate and `body` as its directives, reload Caddy the way its operator would, and wait
+    until it answers with a certificate its CA verifies; that site's URL."""
+    port = free_port()
+    text = made.caddy.text().replace(
+        "\tauto_https off\n", "\tauto_https disable_redirects\n\tskip_install_trust\n"
+    )
+    text += f"\nhttps://bots.localhost:{port} {{\n\tbind 127.0.0.1\n\ttls internal\n{body}}}\n"
+    made.caddy.caddyfile.write_text(text)
+    caddy = ["caddy", "reload", "--adapter", "caddyfile", "--config", str(made.caddy.caddyfile)]
+    subprocess.run(caddy, env=made.caddy.environment(), check=True, capture_output=True)
+    made.site_ca = str(made.caddy.storage / "pki/authorities/local/root.crt")
+    url = f"https://bots.localhost:{port}"
+    curl = ["curl", "-sf", "--resolve", f"bots.localhost:{port}:127.0.0.1"]
+
+    def answers() -> bool:
+        asked = [*curl, "--cacert", made.site_ca, f"{url}/health"]
+        return (
+            Path(made.site_ca).exists()
+            and subprocess.run(asked, capture_output=True).returncode == 0
+        )
+
+    assert wait_for(answers, deadline_seconds=30)
+    return url
+
+
+def test_a_switch_confirms_the_new_commit_through_the_site_on_caddy(
+    switch_world: SwitchWorld, artifacts: Artifacts
+):
+    """`switch.site`: the new commit is asked for at the site's name through Caddy's own
+    listener on the proxy, its certificate (Caddy's internal CA, `site_ca`) verified."""
+    made = switch_world
+    made.site = serve_named_site(made, f"\treverse_proxy 127.0.0.1:{made.ports[0]}\n")
+
+    with under_load(made) as load:
+        assert load.wait_for_requests(50)
+        out = made.deploy(NEW, artifacts(NEW))
+        assert load.wait_for_requests(50)
+
+    assert f"{made.site}/health answers through Caddy: commit {NEW}" in out
+    assert load.result.failed == 0, load.result.summary()
+    assert made.through_caddy() == NEW
+    assert len(pids_running(made.world.binary)) == 1
+
+
+@pytest.mark.parametrize(
+    "routes, says",
+    [
+        (f'\trespond `{{"status":"ok","commit":"{OLD}"}}` 200\n', f"answers for commit {OLD}"),
+        (None, "certificate"),
+    ],
+    ids=["site-routes-elsewhere", "certificate-not-verified"],
+)
+def test_a_site_that_does_not_answer_the_new_commit_undoes_the_switch(
+    switch_world: SwitchWorld, artifacts: Artifacts, routes: str | None, says: str
+):
+    """Caddy's reload took and dials the new port, but the site users reach does not answer the
+    new commit through Caddy (its site sends elsewhere; its certificate does not verify without
+    `site_ca`): the switch is undone with no request failed."""
+    made = switch_world
+    made.site = serve_named_site(made, routes or f"\treverse_proxy 127.0.0.1:{made.ports[0]}\n")
+    if routes is None:
+        made.site_ca = None  # Caddy's internal CA is in no trust store of the proxy
+    before = made.caddy.caddyfile.read_bytes()
+    caddy_pid = made.caddy.pid
+    old_pids = pids_running(made.world.binary)
+
+    with under_load(made) as load:
+        assert load.wait_for_requests(50)
+        with pytest.raises(DeployFailed, match="through Caddy") as failed:
+            made.deploy(NEW, artifacts(NEW))
+        assert load.wait_for_requests(50)
+
+    assert failed.value.exit_code == 1
+    assert says in str(failed.value)
+    assert "traffic stayed where it was" in str(failed.value)
+    assert load.result.failed == 0, load.result.summary()
+    left_as_it_was(made, before, caddy_pid, old_pids)
 
 
 def test_a_switch_component_refuses_another_strategy_and_the_reverse(

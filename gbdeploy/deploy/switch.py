@@ -7,7 +7,8 @@
     health    the strict health of the new process on the idle port: alive, its commit, settled
     proxy     on targets[switch.proxy]: back up the Caddyfile, move only the upstreams that dial
               this component's live host:port, validate beside, rename, `caddy reload`, confirm
-              from Caddy's admin API that it dials the new port alone (`caddy_switch`)
+              from Caddy's admin API that it dials the new port alone (`caddy_switch`) and,
+              with `switch.site`, that the site answers the new commit through Caddy
     drain     wait until nothing is connected to the old port (at most `switch.drain` seconds)
     stop old  the processes that ran before, each by its pid (both run from the same path)
     finish    keep the release, the deploy log with `switch: {live, previous}`, unlock
@@ -27,6 +28,7 @@ running B is stopped by pid, and B is made the binary of the process that serves
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from ..caddy_switch import CaddySwitch, ProxySwitchFailed, read_file, reload
@@ -41,6 +43,7 @@ from ..errors import (
 )
 from ..output import Reporter
 from ..remote.connection import Remote, quote
+from ..remote.probes import Health
 from ..remote.session import Session
 from ..switch_process import (
     POLL,
@@ -55,6 +58,7 @@ from .engine import Step, Undo
 from .words import first_line, message
 
 IDLE_BUSY = 5  # the beside script's exit when something already listens on the idle port
+SURVIVED = re.compile(r"survived SIGKILL: ?(\d+)")  # what stop_pid says of a pid it could not end
 
 
 class SwitchDeployment(Deployment):
@@ -77,6 +81,7 @@ class SwitchDeployment(Deployment):
         self.undo_said = ""  # what the beside undo reported
         # the proxy's undo could not see Caddy back on the old port: the new process stays
         self.traffic_stuck = False
+        self.old_survivors: list[int] = []  # old pids the stop left running (after SIGKILL)
 
     def close(self) -> None:
         super().close()
@@ -131,8 +136,15 @@ class SwitchDeployment(Deployment):
         return result.stdout
 
     def new_caddy_switch(self, old: int, new: int) -> CaddySwitch:
+        site = self.switch.site
         return CaddySwitch(
-            self.switch.caddyfile, self.switch.upstream_host, old, new, caddy=self.switch.caddy
+            self.switch.caddyfile,
+            self.switch.upstream_host,
+            old,
+            new,
+            caddy=self.switch.caddy,
+            site_url=self.switch.site_url(self.base.health or "/") if site else None,
+            site_ca=self.switch.site_ca,
         )
 
     # -- records
@@ -292,7 +304,7 @@ class SwitchDeployment(Deployment):
             try:
                 caddy_switch.apply(self.proxy_session)
                 self.note({"phase": "reloaded", "backup": caddy_switch.backup_path})
-                caddy_switch.confirm(self.proxy_session)
+                confirmed = caddy_switch.confirm(self.proxy_session, self.unhealthy_through_site)
             except ProxySwitchFailed as error:
                 self.proxy_error = error
                 raise
@@ -302,7 +314,7 @@ class SwitchDeployment(Deployment):
             return (
                 f"{moved} upstream{'s' if moved != 1 else ''} {self.switch.upstream_host}:"
                 f"{self.live} → :{self.idle}, backup {caddy_switch.backup_path}, reloaded; "
-                f"Caddy dials :{self.idle}"
+                f"{confirmed}"
             )
 
         def undo() -> None:
@@ -347,6 +359,14 @@ class SwitchDeployment(Deployment):
                 f"(back up, write beside, caddy validate, rename: {path})",
                 reload(path, caddy).command,
                 "(confirm: Caddy's admin API GET /config/ dials the new port alone)",
+                *(
+                    [
+                        f"(confirm: {caddy_switch.site_url} through Caddy on the proxy answers the "
+                        "new commit)"
+                    ]
+                    if caddy_switch.site_url
+                    else []
+                ),
             ],
             run,
             Undo(
@@ -356,8 +376,19 @@ class SwitchDeployment(Deployment):
             ),
             summary=f"on {self.proxy.description}: back up {path}, move only the upstreams "
             f"dialling {self.switch.upstream_host}:<live> to <idle>, validate, rename, caddy "
-            "reload, confirm from Caddy's admin API",
+            "reload, confirm from Caddy's admin API"
+            + (f" and through {self.switch.site}" if self.switch.site else ""),
         )
+
+    def unhealthy_through_site(self, answer: Health) -> str:
+        """Why an answer through `switch.site` is not the new process's ("" when it is)."""
+        why = self.unhealthy(answer, self.commit)
+        if why and answer.ok:  # healthy, another commit: the site sends elsewhere
+            return (
+                f"{answer.url} answers for commit {answer.commit}, not {self.commit}: that site "
+                f"does not reach the new process on port {self.idle}"
+            )
+        return why
 
     def drain_step(self) -> Step:
         command = drain_command(self.live, self.switch.drain)
@@ -392,8 +423,15 @@ class SwitchDeployment(Deployment):
         def run() -> str:
             if not self.old_pids:
                 return "nothing ran before"
-            out = self.run(self.stop_old_command(), timeout=self.component.stop_timeout + 60)
-            return "; ".join(out.split("\n")).strip("; ")
+            result = self.session.run(
+                self.stop_old_command(), check=False, timeout=self.component.stop_timeout + 60
+            )
+            if not result.ok:
+                survived = [int(pid) for pid in SURVIVED.findall(result.stderr)]
+                self.old_survivors = survived or self.old_pids
+                said = (result.stderr.strip() or f"exit {result.exit_code}").splitlines()[-1]
+                raise DeployFailed(f"stopping the old process failed: {said}")
+            return "; ".join(result.stdout.split("\n")).strip("; ")
 
         return Step(
             "stop old",
@@ -527,6 +565,18 @@ class SwitchDeployment(Deployment):
                 hint=f"a person must act: `gbdeploy deploy {self.base.name} --recover` keeps the "
                 f"process Caddy dials and stops the other once {self.switch.caddyfile} and Caddy "
                 "agree (check `caddy reload` on the proxy by hand first)",
+            )
+        if self.old_survivors and self.on_target == "kept" and not undone.problems:
+            still = ", ".join(map(str, self.old_survivors))
+            return DeployFailed(
+                f"{self.action} of {self.base.name}: Caddy dials port {self.idle}, where the new "
+                f"binary serves and was kept (nothing was undone); but the old process still "
+                f"runs: pid {still} survived SIGKILL ({message(undone.error)})",
+                hint=f"Caddy sends it nothing now. On {self.remote.description}, "
+                f"`ps -o pid,stat,wchan -p {still}`: state D waits in the kernel (a disk, NFS) "
+                "and ends once that returns (else only a reboot ends it); then "
+                f"`gbdeploy deploy {self.base.name} --recover` stops, by pid, whatever of the "
+                "binary runs beside the process Caddy dials",
             )
         if undone.problems or self.restore_failed or self.on_target != "restored":
             return super().outcome(undone)

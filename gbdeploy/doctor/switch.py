@@ -223,8 +223,15 @@ def upstream_check(component: Component, switch: Switch, container: str) -> Chec
     def answered(port: int, lines: str, health: Health) -> Verdict:
         if health.ok:
             commit = f" (commit {health.commit})" if health.commit else ""
+            unconfirmed = (
+                ""
+                if switch.site
+                else f"; set components.{name}.switch.site (the address users reach {name} by "
+                "through Caddy) so that a switch confirms the new commit answers there"
+            )
             return Verdict(
-                "pass", f"Caddy dials {host}:{port} (line {lines}), which answers ok{commit}"
+                "pass",
+                f"Caddy dials {host}:{port} (line {lines}), which answers ok{commit}{unconfirmed}",
             )
         return Verdict(
             "fail",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -239,6 +239,64 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
         arguments += ["127.0.0.1" if host == "localhost" else host, int(port), request]
     command = _script("http_get", *arguments)
     return Probe("health", command, lambda r: parse_health(url, r), timeout=timeout + 10)
+
+
+def probe_through_proxy(url: str, *, ca: str | None = None, timeout: float = 5.0) -> Probe[Health]:
+    """GET `url` (a site Caddy serves) from the proxy target itself: its host resolved to
+    127.0.0.1, so the request reaches Caddy's own listener whatever DNS says, and an https
+    certificate verified against the site's name (with `ca` as the trust anchor when given;
+    never unverified). curl, else python3."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    seconds = max(1, round(timeout))
+    # curl's --resolve names an IPv6 host without brackets
+    cacert = f" --cacert {quote(ca)}" if ca else ""
+    curl = (
+        f"curl -sS --max-time {seconds} --resolve {quote(f'{host}:{port}:127.0.0.1')}{cacert} "
+        f"-w '\n{_STATUS_MARK}%{{http_code}}\n' {quote(url)}"
+    )
+    python = (
+        "import socket,ssl,sys\n"
+        "scheme,host,port,path,ca,t=sys.argv[1:7]\n"
+        "try:\n"
+        " s=socket.create_connection(('127.0.0.1',int(port)),timeout=float(t))\n"
+        " if scheme=='https':\n"
+        "  s=ssl.create_default_context(cafile=ca or None).wrap_socket(s,server_hostname=host)\n"
+        " s.sendall(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n'"
+        "%(path,host if port in ('80','443') else host+':'+port)).encode())\n"
+        " b=b''\n"
+        " while True:\n"
+        "  c=s.recv(65536)\n"
+        "  if not c: break\n"
+        "  b+=c\n"
+        "except Exception as e:\n"
+        " sys.exit('%s: %s'%(type(e).__name__,e))\n"
+        "sys.stdout.write(b.decode('utf-8','replace'))"
+    )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    arguments = " ".join(
+        quote(a) for a in (parts.scheme, host, str(port), path, ca or "", str(seconds))
+    )
+    command = "\n".join(
+        [
+            f"if command -v curl >/dev/null 2>&1; then {curl}",
+            f"elif command -v python3 >/dev/null 2>&1; then python3 -c {quote(python)} {arguments}",
+            "else echo 'no HTTP client on the proxy target (curl, python3)' >&2; exit 127",
+            "fi",
+        ]
+    )
+
+    def parse(result: CommandResult) -> Health:
+        answer = parse_health(url, result)
+        said = result.stderr.strip().splitlines()
+        if answer.http_status is None and said:  # curl's first line says why (then its advice)
+            return replace(answer, error=said[0][:300])
+        return answer
+
+    return Probe("through proxy", command, parse, timeout=timeout + 10)
 
 
 def health_probe(component: Component) -> Probe[Health] | None:

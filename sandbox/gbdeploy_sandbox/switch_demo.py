@@ -56,6 +56,7 @@ def run_switch_demo(reporter: Reporter) -> None:
                     upstream_host="127.0.0.1",
                     caddyfile=str(caddy.caddyfile),
                     drain=10.0,
+                    site=caddy.url,  # each switch confirms the new commit answers there
                 ),
             )
             base = target_settings(sshd, component)

@@ -252,42 +252,9 @@ def probe_through_proxy(url: str, *, ca: str | None = None, timeout: float = 5.0
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     seconds = max(1, round(timeout))
-    # curl's --resolve names an IPv6 host without brackets
-    cacert = f" --cacert {quote(ca)}" if ca else ""
-    curl = (
-        f"curl -sS --max-time {seconds} --resolve {quote(f'{host}:{port}:127.0.0.1')}{cacert} "
-        f"-w '\n{_STATUS_MARK}%{{http_code}}\n' {quote(url)}"
-    )
-    python = (
-        "import socket,ssl,sys\n"
-        "scheme,host,port,path,ca,t=sys.argv[1:7]\n"
-        "try:\n"
-        " s=socket.create_connection(('127.0.0.1',int(port)),timeout=float(t))\n"
-        " if scheme=='https':\n"
-        "  s=ssl.create_default_context(cafile=ca or None).wrap_socket(s,server_hostname=host)\n"
-        " s.sendall(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n'"
-        "%(path,host if port in ('80','443') else host+':'+port)).encode())\n"
-        " b=b''\n"
-        " while True:\n"
-        "  c=s.recv(65536)\n"
-        "  if not c: break\n"
-        "  b+=c\n"
-        "except Exception as e:\n"
-        " sys.exit('%s: %s'%(type(e).__name__,e))\n"
-        "sys.stdout.write(b.decode('utf-8','replace'))"
-    )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    arguments = " ".join(
-        quote(a) for a in (parts.scheme, host, str(port), path, ca or "", str(seconds))
-    )
-    command = "\n".join(
-        [
-            f"if command -v curl >/dev/null 2>&1; then {curl}",
-            f"elif command -v python3 >/dev/null 2>&1; then python3 -c {quote(python)} {arguments}",
-            "else echo 'no HTTP client on the proxy target (curl, python3)' >&2; exit 127",
-            "fi",
-        ]
-    )
+    arguments: list[object] = [_STATUS_MARK, url, parts.scheme, host, port, path, seconds]
+    command = _script("site_get", *arguments, *([ca] if ca else []))
 
     def parse(result: CommandResult) -> Health:
         answer = parse_health(url, result)

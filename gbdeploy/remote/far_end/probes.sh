@@ -59,6 +59,44 @@ print("no")' "$1" "$2"
 }
 # last_line PATH: `present` and its last line.
 last_line() { [ -e "$1" ] || { echo missing; return 0; }; echo present; tail -n 1 -- "$1"; }
+# site_get MARK URL SCHEME HOST PORT PATH SECONDS [CA]: GET URL, a site the proxy on this host
+# serves, from its own listener: HOST resolved to 127.0.0.1 whatever DNS says, an https
+# certificate verified against HOST (CA, when given, as the trust anchor; never unverified).
+# curl (the status follows a MARK line), else python3 (the raw answer).
+site_get() {
+  if command -v curl >/dev/null 2>&1; then
+    # (curl's --resolve names an IPv6 host without brackets, as HOST is)
+    set -- "$1" "$2" "$4:$5:127.0.0.1" "$7" "${8:-}"
+    if [ -n "$5" ]; then
+      curl -sS --max-time "$4" --resolve "$3" --cacert "$5" -w "\n$1%{http_code}\n" "$2"
+    else curl -sS --max-time "$4" --resolve "$3" -w "\n$1%{http_code}\n" "$2"; fi
+  elif command -v python3 >/dev/null 2>&1; then
+    shift 2
+    python3 - "$@" <<'PY'
+import socket, ssl, sys
+scheme, host, port, path, seconds = sys.argv[1:6]
+ca = sys.argv[6] if len(sys.argv) > 6 else ""
+try:
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=float(seconds))
+    if scheme == "https":
+        context = ssl.create_default_context(cafile=ca or None)
+        s = context.wrap_socket(s, server_hostname=host)
+    name = host if port in ("80", "443") else host + ":" + port
+    request = "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, name)
+    s.sendall(request.encode())
+    answer = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+except Exception as e:
+    sys.exit("%s: %s" % (type(e).__name__, e))
+sys.stdout.write(answer.decode("utf-8", "replace"))
+PY
+  else echo 'no HTTP client on the proxy target (curl, python3)' >&2; return 127
+  fi
+}
 # http_get MARK URL SECONDS [HOST PORT REQUEST]: GET URL within SECONDS: curl (https allowed with
 # verification off: the services serve their own certificate; the status follows a MARK line),
 # else wget (its headers on stderr, shown), else, given a REQUEST (plain http), bash's /dev/tcp to

@@ -187,13 +187,13 @@ def _release_facts(
     release's own preflight says what is wrong with the repositories."""
     import git
 
-    from . import git_release
+    from . import git_repos
     from .deploy.words import local_user
 
     fallback = f"{local_user()}@{socket.gethostname()}"
     try:
-        root_dir = git_release.find_root(root, settings.project_dir)
-        recorded = git_release.recorded_commit(root_dir, submodule)
+        root_dir = git_repos.find_root(root, settings.project_dir)
+        recorded = git_repos.recorded_commit(root_dir, submodule)
         head = git.Repo(root_dir / submodule).head.commit.hexsha
         reader = git.Repo(root_dir).config_reader()
         name = reader.get_value("user", "name", default="")

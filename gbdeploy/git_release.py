@@ -7,7 +7,7 @@ declare the exact git command they run (so `--dry-run` prints them), then their 
 
 Repositories are read through GitPython (`git.Repo`: HEAD, branches, the submodule's recorded
 commit, remotes and their URLs, ancestry); what changes them is a `GitCommand`, an exact git
-command line that GitPython's `Git` runs and `--dry-run` prints.
+command line that GitPython's `Git` runs and `--dry-run` prints (both from `git_repos`).
 
 The order is the safety: the submodule commit reaches every submodule remote before the root
 repo records it, so no root commit ever points at a commit a remote lacks. A failed step leaves a
@@ -18,159 +18,26 @@ committed only when it differs).
 from __future__ import annotations
 
 import os
-import shlex
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from git import Git, Repo
-from git.exc import (
-    GitCommandError,
-    GitCommandNotFound,
-    InvalidGitRepositoryError,
-    NoSuchPathError,
-)
+from git import Repo
+from git.exc import GitCommandError
 
 from .config import Settings
 from .errors import ConfigError, OperationFailed, PreflightError, PushRejected
+from .git_repos import (
+    NETWORK_TIMEOUT,
+    GitCommand,
+    git_in,
+    git_line,
+    opened_repo,
+    recorded_in,
+    run_git,
+)
 from .output import Reporter
-
-LOCAL_TIMEOUT = 60.0
-NETWORK_TIMEOUT = 300.0
-# Never prompt for credentials: a prompt would hang a release.
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
-
-
-@dataclass(frozen=True)
-class GitCommand:
-    """`git -C <cwd> <args…>`; `str()` is the shell line a user could paste (path shown relative
-    to the current directory when it is inside it)."""
-
-    cwd: Path
-    args: tuple[str, ...]
-
-    def __str__(self) -> str:
-        shown = _shown(self.cwd)
-        prefix = ["git"] if shown == "." else ["git", "-C", shown]
-        return shlex.join([*prefix, *self.args])
-
-
-@dataclass(frozen=True)
-class GitResult:
-    command: GitCommand
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-def run_git(command: GitCommand, *, timeout: float = LOCAL_TIMEOUT) -> GitResult:
-    """Run exactly `command` with GitPython's `Git`; a timeout kills it (exit status -9)."""
-    try:
-        status, stdout, stderr = Git(command.cwd).execute(
-            ["git", *command.args],
-            with_extended_output=True,
-            with_exceptions=False,
-            kill_after_timeout=timeout,
-            env=GIT_ENV,
-            strip_newline_in_stdout=False,
-        )
-    except GitCommandNotFound:
-        raise PreflightError("git is not installed (or not on PATH)") from None
-    return GitResult(command, int(status or 0), str(stdout), str(stderr))
-
-
-def _git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> GitResult:
-    return run_git(GitCommand(cwd, args), timeout=timeout)
-
-
-def _line(repo: Path, *args: str) -> str:
-    """A git command line for a hint, spelled the way the plan spells its commands."""
-    return str(GitCommand(repo, args))
-
-
-def _shown(path: Path) -> str:
-    try:
-        relative = path.resolve().relative_to(Path.cwd().resolve())
-    except (ValueError, OSError):
-        return str(path)
-    return str(relative)
-
-
-@contextmanager
-def _opened(path: Path, what: str) -> Iterator[Repo]:
-    """The repository at `path` (GitPython), closed afterwards."""
-    try:
-        repo = Repo(path)
-    except (InvalidGitRepositoryError, NoSuchPathError):
-        raise PreflightError(f"{what} ({path}) is not a git repository") from None
-    try:
-        yield repo
-    finally:
-        repo.close()
-
-
-# --- reading repositories (also for other commands) -------------------------------------------
-
-
-def recorded_commit(root: Path, path: str) -> str | None:
-    """The commit the root repository's HEAD records for the submodule at `path`, or None when
-    HEAD has no submodule there."""
-    with _opened(root, "the root repository") as repo:
-        return _recorded(repo, path)
-
-
-def _recorded(repo: Repo, path: str) -> str | None:
-    try:
-        item = repo.head.commit.tree / path
-    except (KeyError, ValueError):
-        return None
-    return item.hexsha if item.type == "submodule" else None
-
-
-def remote_url(repo_path: Path, remote: str) -> str | None:
-    """The URL of `remote` in the repository at `repo_path`, or None when it has no such remote."""
-    with _opened(repo_path, "the repository") as repo:
-        names = {r.name for r in repo.remotes}
-        return repo.remote(remote).url if remote in names else None
-
-
-# --- finding the root repository ------------------------------------------------------------
-
-
-def find_root(root: str | Path | None, project_dir: Path | None) -> Path:
-    """The root repository: `--root`, else the directory holding gbdeploy.yaml, else the
-    repository of the current directory (its superproject when that is a submodule)."""
-    if root is not None:
-        start, why = Path(root).expanduser(), "--root"
-    elif project_dir is not None:
-        start, why = project_dir, "the directory of gbdeploy.yaml"
-    else:
-        start, why = Path.cwd(), "the current directory"
-    if not start.is_dir():
-        raise PreflightError(f"{why} ({start}) is not a directory", hint="pass --root PATH")
-    try:
-        repo = Repo(start, search_parent_directories=True)
-    except (InvalidGitRepositoryError, NoSuchPathError):
-        repo = None
-    if repo is None or repo.working_tree_dir is None:
-        raise PreflightError(
-            f"{why} ({start}) is not inside a git repository",
-            hint="run release from the root repository, or pass --root PATH",
-        )
-    with repo:
-        top = Path(repo.working_tree_dir)
-        if root is None and project_dir is None:
-            superproject = repo.git.rev_parse("--show-superproject-working-tree")
-            if superproject.strip():
-                return Path(superproject.strip())
-    return top
-
 
 # --- preflight --------------------------------------------------------------------------------
 
@@ -208,9 +75,9 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
     root_label = f"the root repository ({root.name})"
 
     tips: dict[str, str | None] = {}
-    with _opened(root, root_label) as root_repo:
+    with opened_repo(root, root_label) as root_repo:
         _require_on_branch(root_repo, branch, what=root_label)
-        recorded = _recorded(root_repo, path)
+        recorded = recorded_in(root_repo, path)
         if recorded is None:
             raise PreflightError(
                 f"{path!r} is not a submodule of {root} (components.{component.name}.submodule)",
@@ -220,9 +87,9 @@ def preflight(settings: Settings, component_name: str, root: Path) -> ReleaseSta
         if not (submodule / ".git").exists():
             raise PreflightError(
                 f"the submodule {path} is not checked out",
-                hint=_line(root, "submodule", "update", "--init", "--", path),
+                hint=git_line(root, "submodule", "update", "--init", "--", path),
             )
-        with _opened(submodule, f"the submodule {path}") as sub_repo:
+        with opened_repo(submodule, f"the submodule {path}") as sub_repo:
             sha, short_sha = _check_submodule(settings, sub_repo, root_repo, path, recorded, tips)
         _require_remotes(root_repo, settings.git.root_remotes, what=root_label)
         other = [line for line in _root_changes(root_repo) if line[3:] != path]
@@ -269,7 +136,7 @@ def _check_submodule(
         changes = repo.git.status("--porcelain=v1").splitlines()
         raise PreflightError(
             f"{path} has uncommitted changes:\n" + _listing(changes),
-            hint=f"commit them (or `{_line(submodule, 'stash', '-u')}`), then run release again",
+            hint=f"commit them (or `{git_line(submodule, 'stash', '-u')}`), then run release again",
         )
     _require_on_branch(repo, branch, what=f"the submodule {path}")
     _require_remotes(
@@ -284,7 +151,7 @@ def _check_submodule(
         raise PreflightError(
             f"{path} at {short_sha} does not contain {recorded[:12]}, the commit the root "
             "repository records for it: releasing would drop commits",
-            hint=f"bring them in (`{_line(submodule, 'merge', recorded[:12])}`, after a fetch "
+            hint=f"bring them in (`{git_line(submodule, 'merge', recorded[:12])}`, after a fetch "
             "if it is missing), then run release again",
         )
     for remote in settings.git.submodule_remotes:
@@ -309,16 +176,19 @@ def _require_on_branch(repo: Repo, branch: str, *, what: str) -> None:
         sha = repo.git.rev_parse("--short", "HEAD")
         local = f"refs/heads/{branch}"
         on_branch = local in {ref.path for ref in repo.branches} and _contains(repo, local, "HEAD")
-        hint = _line(where, "switch", branch)
+        hint = git_line(where, "switch", branch)
         if not on_branch:
-            hint += f" && {_line(where, 'merge', '--ff-only', sha)}  (keeps the commits made there)"
+            hint += (
+                f" && {git_line(where, 'merge', '--ff-only', sha)}  (keeps the commits made there)"
+            )
         raise PreflightError(f"{what} is on a detached HEAD ({sha}), not on {branch}", hint=hint)
     current = repo.active_branch.name
     if current == branch:
         return
     raise PreflightError(
         f"{what} is on branch {current!r}, not on {branch!r} (git.branch)",
-        hint=f"{_line(where, 'switch', branch)}  (and merge {current} into it if it should ship)",
+        hint=f"{git_line(where, 'switch', branch)}  "
+        f"(and merge {current} into it if it should ship)",
     )
 
 
@@ -338,7 +208,7 @@ def _require_remotes(
         raise PreflightError(
             f"{what} has no remote {remote!r} (from {key}; it has: "
             f"{', '.join(sorted(present)) or 'none'})",
-            hint=_line(_workdir(repo), "remote", "add", remote, url or "URL"),
+            hint=git_line(_workdir(repo), "remote", "add", remote, url or "URL"),
         )
 
 
@@ -411,7 +281,7 @@ def _require_identity(repo: Repo, *, what: str) -> None:
     if missing:
         keys = " and ".join(key for key, _ in missing)
         fix = " && ".join(
-            _line(_workdir(repo), "config", "--global", key, example) for key, example in missing
+            git_line(_workdir(repo), "config", "--global", key, example) for key, example in missing
         )
         raise PreflightError(
             f"git has no {keys} for {what}: the release commit needs an author; nothing was pushed",
@@ -425,11 +295,12 @@ def _require_fast_forward(
     """Refuse if pushing `head` to the remote's branch would not fast-forward (a remote without
     the branch gets it new). Returns the remote's tip, None when it has no such branch."""
     where = _workdir(repo)
-    listed = _git(where, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
+    listed = git_in(where, "ls-remote", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     if not listed.ok:
         raise PreflightError(
             f"cannot read remote {remote!r} of {label}: {listed.stderr.strip()}",
-            hint=f"check its URL (`{_line(where, 'remote', 'get-url', remote)}`) and your access",
+            hint=f"check its URL (`{git_line(where, 'remote', 'get-url', remote)}`) "
+            "and your access",
         )
     fields_ = listed.stdout.split()
     if not fields_:
@@ -441,7 +312,7 @@ def _require_fast_forward(
         raise PreflightError(
             f"{label} {branch} is behind {remote}{by} ({remote} has {tip[:12]}, which "
             f"{head[:12]} does not contain): a push would not fast-forward",
-            hint=f"{_line(where, 'pull', '--rebase', remote, branch)}  (or merge), "
+            hint=f"{git_line(where, 'pull', '--rebase', remote, branch)}  (or merge), "
             "then run release again",
         )
     return tip
@@ -556,12 +427,12 @@ def execute_plan(plan: ReleasePlan, reporter: Reporter) -> ReleaseResult:
                         hint="fix the cause above, then run release again",
                     )
                 committed = True
-                record.detail = _git(state.root, "rev-parse", "--short", "HEAD").stdout.strip()
+                record.detail = git_in(state.root, "rev-parse", "--short", "HEAD").stdout.strip()
                 continue
             assert step.remote is not None
             record.detail = _push(step, state, pushed[step.kind], committed=committed)
             pushed[step.kind].append(step.remote)
-    root_sha = _git(state.root, "rev-parse", "HEAD").stdout.strip()
+    root_sha = git_in(state.root, "rev-parse", "HEAD").stdout.strip()
     return ReleaseResult(root_sha=root_sha, submodule_sha=state.sha, committed=committed)
 
 
@@ -587,7 +458,7 @@ def _push(step: GitStep, state: ReleaseState, done: list[str], *, committed: boo
             "pointer once"
         )
     else:
-        root_sha = _git(state.root, "rev-parse", "--short", "HEAD").stdout.strip()
+        root_sha = git_in(state.root, "rev-parse", "--short", "HEAD").stdout.strip()
         what = f"{state.root.name} {state.branch} ({root_sha})"
         made = "was made" if committed else "was already"
         where = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import git_release
+from . import git_release, git_repos
 from .config import Component, Settings
 from .errors import CIRunFailed, ForgeAuthError, ForgeNotFound, ForgeUnavailable, PreflightError
 from .forge.client import ForgeClient
@@ -41,7 +41,7 @@ def run_release(
     when the workflow runs in the component's repository; None in a dry run that would make a
     new root commit)."""
     chosen = settings.component(component)
-    root_dir = git_release.find_root(root, settings.project_dir)
+    root_dir = git_repos.find_root(root, settings.project_dir)
     with reporter.step(f"preflight {component}") as record:
         state = git_release.preflight(settings, component, root_dir)
         record.detail = f"{state.submodule_path} {state.branch} at {state.short_sha}"

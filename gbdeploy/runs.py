@@ -17,7 +17,7 @@ from .forge.client import Clock, ForgeClient, Sleep
 from .forge.models import Run
 from .forge.placement import WorkflowHome, workflow_home
 from .forge.waiting import format_seconds, wait_for_run
-from .git_release import find_root
+from .git_repos import find_root
 from .output import Reporter
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")

@@ -274,7 +274,7 @@ def verify_deployed(
 
 def expected_commit_of(settings: Settings, component: Component) -> str:
     """The submodule commit the root repository records: what the last release pushed."""
-    from .git_release import GitCommand, find_root, run_git
+    from .git_repos import GitCommand, find_root, run_git
 
     try:
         root = find_root(None, settings.project_dir)

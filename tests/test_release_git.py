@@ -431,7 +431,7 @@ def test_the_token_never_appears_in_output(git_world: GitWorld, run_gbdeploy):
 def test_without_config_or_root_the_superproject_of_a_submodule_is_the_root(
     git_world: GitWorld, monkeypatch: pytest.MonkeyPatch
 ):
-    from gbdeploy.git_release import find_root
+    from gbdeploy.git_repos import find_root
 
     monkeypatch.chdir(git_world.submodule / "src")
     assert find_root(None, None) == git_world.root
@@ -508,7 +508,7 @@ def test_behind_a_fetched_remote_says_by_how_many_commits(git_world: GitWorld, r
 
 
 def test_recorded_commit_and_remote_url_read_the_repositories(git_world: GitWorld):
-    from gbdeploy.git_release import recorded_commit, remote_url
+    from gbdeploy.git_repos import recorded_commit, remote_url
 
     sha = git_world.commit_in_submodule()
     git(git_world.root, "commit", "-q", "-m", "pointer", "--", "botserver")

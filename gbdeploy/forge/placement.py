@@ -26,7 +26,7 @@ import yaml
 
 from ..config import Component, ForgeSettings, Settings
 from ..errors import PreflightError, UsageError
-from ..git_release import GitCommand, run_git
+from ..git_repos import GitCommand, run_git
 
 WORKFLOW_DIR = ".forgejo/workflows"
 Placement = Literal["root", "component"]

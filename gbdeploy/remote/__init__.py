@@ -4,6 +4,7 @@ connection.py  `Remote`: one SSH connection (Fabric) to a target, its transport 
                `close_quietly`), the container wrapper, `quote` for every remote value.
 session.py     `Session`: one helper process on the target answering many requests on one channel.
 transfer.py    The upload: hashed, optionally compressed, into a temporary file renamed in place.
+artifact_source.py  The artifact as the upload reads it: once, hashed, optionally through zstd.
 probes.py      Read-only facts about a target: each a command and the parser of its output.
 
 far_end/   the code that runs on the target, as real files shipped with the package:

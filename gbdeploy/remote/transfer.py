@@ -16,11 +16,9 @@ writes, in the same pass:
 so the caller compares `UploadResult.remote_sha256` with `UploadResult.sha256` instead of reading
 150 MB a second time on the target. Both python3 writers fdatasync the file before they answer, so
 it is on disk before anyone renames it over the running binary (and the rename has no data left to
-flush while the service is down). Locally the artifact is read once, into reused buffers (fresh
-1 MiB `bytes` per read cost a page fault per 4 KiB), and hashed as it is read, unless the caller
-hashed it already (`Fingerprint`: then a file whose inode, size or mtime changed is refused).
-Never more than the size announced is sent; a file that changed while it was read (a build still
-writing it) is refused.
+flush while the service is down). Locally the artifact is read once and hashed as it is read
+(`remote.artifact_source`); never more than the size announced is sent, and a file that changed
+while it was read (a build still writing it) is refused.
 
 Compression: `zstd -1 -T0` when this machine has zstd, a sample of the artifact shrinks, and the
 bytes cross a network. Over a loopback connection compressing only adds CPU work to the two ends
@@ -44,35 +42,27 @@ unusably slow). The cipher matters: `connection.aead_first_transport` prefers AE
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import ipaddress
 import re
 import shutil
-import subprocess
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import paramiko
 
-from ..artifact import Fingerprint, identity
+from ..artifact import Fingerprint
 from ..errors import OperationFailed, RemoteError
 from . import far_end
+from .artifact_source import COMPRESSOR, ArtifactSource, worth_compressing
 from .connection import Remote, quote
 
 Progress = Callable[[int, int], None]  # (bytes of the artifact done, artifact size)
 
-BLOCK = 1 << 20
-COMPRESSOR = ("zstd", "-1", "-T0", "-q", "-c")  # level 1: ~2.4x on ELF binaries
-SAMPLE = 256 << 10  # bytes taken from the start, middle and end to judge compressibility
-WORTH_COMPRESSING = 0.9  # compress when a sample shrinks below this fraction
 DEFAULT_TIMEOUT = 60.0  # seconds the link may stand still before the upload is abandoned
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 ZSTD = "zstd"
 STREAM = "stream"
@@ -164,26 +154,6 @@ def receive_command(method: str, remote_path: str, size: int) -> str:
         "fi",
     ]
     return "\n".join(lines)
-
-
-def worth_compressing(path: Path) -> bool:
-    """Whether zstd shrinks blocks from the start, middle and end of `path` noticeably."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if size <= 3 * SAMPLE:
-            sample = f.read()
-        else:
-            pieces = []
-            for offset in (0, size // 2, size - SAMPLE):
-                f.seek(offset)
-                pieces.append(f.read(SAMPLE))
-            sample = b"".join(pieces)
-    if not sample:
-        return False
-    compressed = subprocess.run(COMPRESSOR, input=sample, capture_output=True, check=False)
-    if compressed.returncode != 0:  # a broken local zstd: send it plain
-        return False
-    return len(compressed.stdout) < WORTH_COMPRESSING * len(sample)
 
 
 def over_loopback(remote: Remote) -> bool:
@@ -347,7 +317,7 @@ class PendingUpload:
         assert channel is not None
         remote, local, remote_path = self.remote, self.local, self.remote_path
         try:
-            source = _ArtifactSource(local, known, announced=self.size)
+            source = ArtifactSource(local, known, announced=self.size)
             channel.settimeout(self.timeout)
             sent = 0
             try:
@@ -400,7 +370,7 @@ def upload_through(
     to open and no shell to start. Always a plain stream (the helper does not decompress)."""
     started = time.monotonic()
     local = Path(local)
-    source = _ArtifactSource(local, known)
+    source = ArtifactSource(local, known)
 
     def chunks() -> Iterator[memoryview]:
         with source.chunks(compressed=False) as blocks:
@@ -459,143 +429,6 @@ def _parse_answer(remote: Remote, remote_path: str, answer: str) -> tuple[str, s
 
 class _TargetLacksZstd(Exception):
     pass
-
-
-class _ArtifactSource:
-    """Reads the artifact once into reused buffers, hashing each block as it goes (unless its
-    fingerprint is known: then the file must still be the one that was hashed)."""
-
-    def __init__(
-        self, path: Path, known: Fingerprint | None, *, announced: int | None = None
-    ) -> None:
-        self.path = path
-        self.known = known
-        try:
-            self._identity = identity(path.stat())
-        except OSError as error:
-            raise OperationFailed(f"cannot read the artifact {path}: {error}") from None
-        self.size = self._identity[1]
-        self.done = 0
-        self._digest = None if known else hashlib.sha256()
-        self._error: OperationFailed | None = None
-        announced_other = announced is not None and announced != self.size
-        if (known and known.identity != self._identity) or announced_other:
-            since = "it was hashed" if known else "the upload was prepared"
-            raise OperationFailed(
-                f"the artifact {path} changed since {since}",
-                hint="wait for the build that writes it to finish, then deploy again",
-            )
-
-    @property
-    def sha256(self) -> str:
-        if self.known is not None:
-            return self.known.sha256
-        assert self._digest is not None
-        return self._digest.hexdigest()
-
-    def changed_error(self) -> OperationFailed:
-        return OperationFailed(
-            f"the artifact {self.path} changed while it was uploaded "
-            f"({self.size} bytes when it started, {self.done} read, {self.size_now()} now)",
-            hint="wait for the build that writes it to finish, then deploy again",
-        )
-
-    def size_now(self) -> int | None:
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return None
-
-    def changed(self) -> bool:
-        """Whether a build still writes the file: read other than stat'd, or touched since.
-
-        A build that appends after our last read would otherwise ship its first part.
-        """
-        if self.done != self.size:
-            return True
-        try:
-            return identity(self.path.stat()) != self._identity
-        except OSError:
-            return True
-
-    def _blocks(self) -> Iterator[memoryview]:
-        buffer = bytearray(BLOCK)
-        view = memoryview(buffer)
-        try:
-            with open(self.path, "rb", buffering=0) as f:
-                # Never more than the size announced: what a build appends is noticed by changed().
-                while self.done < self.size and (
-                    count := f.readinto(view[: min(BLOCK, self.size - self.done)])
-                ):
-                    block = view[:count]
-                    if self._digest is not None:
-                        self._digest.update(block)
-                    self.done += count
-                    if self.done == self.size and self.changed():
-                        # Not even the last block: the receiver gets a short stream and removes
-                        # the file, instead of a complete one it would keep.
-                        raise self.changed_error()
-                    yield block
-        except OSError as error:
-            raise OperationFailed(f"cannot read the artifact {self.path}: {error}") from None
-
-    def _feed(self, stdin: IO[bytes]) -> None:
-        try:
-            for block in self._blocks():
-                stdin.write(block)
-        except OperationFailed as error:
-            self._error = error
-        except OSError:  # the compressor went away: its exit status tells why
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                stdin.close()
-
-    @contextlib.contextmanager
-    def chunks(self, *, compressed: bool) -> Iterator[Iterator[memoryview]]:
-        """The chunks to send (each valid until the next one is taken)."""
-        if not compressed:
-            yield self._blocks()
-            return
-        process = subprocess.Popen(
-            COMPRESSOR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-        )
-        assert process.stdin and process.stdout and process.stderr
-        for pipe in (process.stdin, process.stdout):
-            with contextlib.suppress(OSError):  # a wider pipe: fewer, bigger steps (Linux)
-                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, BLOCK)
-        feeder = threading.Thread(target=self._feed, args=(process.stdin,), daemon=True)
-        feeder.start()
-        try:
-            yield _compressed(process.stdout)
-        except BaseException:
-            process.kill()  # our own child; unblocks the feeder
-            raise
-        finally:
-            feeder.join()
-            process.wait()
-            stderr = process.stderr.read().decode(errors="replace").strip()
-            process.stdout.close()
-            process.stderr.close()
-        if process.returncode != 0:
-            raise OperationFailed(
-                f"the local compressor `{' '.join(COMPRESSOR)}` failed "
-                f"(exit {process.returncode}): {stderr}",
-                hint="check that zstd works on this machine, or upload with compress=False",
-            )
-        if self._error:
-            raise self._error
-
-
-def _compressed(output: IO[bytes]) -> Iterator[memoryview]:
-    buffer = bytearray(BLOCK)
-    view = memoryview(buffer)
-    while count := output.readinto(buffer):  # type: ignore[attr-defined]
-        yield view[:count]
 
 
 def _wait_for_exit(

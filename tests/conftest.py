@@ -295,3 +295,31 @@ def production(doctor_host, remote_root: Path, service_user: str) -> Iterator[Pr
 
 
 # --- end doctor ---------------------------------------------------------------------------------
+
+
+# --- tiers --------------------------------------------------------------------------------------
+# `-m "not slow"` is the fast tier: pure code and LocalRemote, no sshd, no git world, no emulator,
+# no compiled stand-in. A test is marked slow by the fixtures it uses, so a new end-to-end test is
+# marked without anyone remembering to; a test that starts its real part itself (Caddy, a
+# compiler, a linter, a subprocess of gbdeploy) carries the mark itself.
+SLOW_FIXTURES = {
+    "sshd",  # also behind world, remote, session
+    "doctor_host",  # also behind production
+    "barrier_sshd",
+    "incus_host",
+    "host_of_a_non_root_user",
+    "git_world",
+    "forgejo_factory",  # also behind forgejo
+    "artifacts",  # compiles the stand-in service
+    "checkout",  # test_runner's git repos, built by the emulated runner's real jobs
+    "root_checkout",  # the same, as test_workflows imports it
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# --- end tiers ----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def dash_n(text: str) -> str:
 FAR_END = files("gbdeploy.remote.far_end")
 
 
+@pytest.mark.slow  # shellcheck
 @pytest.mark.parametrize("name", ["lib.sh", "procs.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
@@ -95,6 +96,7 @@ def scripts(mode: str) -> dict[str, str]:
     return built
 
 
+@pytest.mark.slow  # shellcheck
 @pytest.mark.parametrize("mode", ["process", "systemd"])
 def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
     # The library is sent without its comments; checked with them, its directives apply.

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gbdeploy_sandbox import service as testing_service
 from gbdeploy_sandbox.forgejo import ForgejoEmulator
@@ -265,6 +267,52 @@ def forgejo(forgejo_factory: Callable[..., ForgejoEmulator]) -> ForgejoEmulator:
 
 
 # --- end forgejo --------------------------------------------------------------------------------
+
+
+# --- the emulated runner's persistent home ------------------------------------------------------
+INSTALL_STEP = "Install gbdeploy (pinned)"
+
+
+@pytest.fixture(scope="session")
+def share_runner_venvs() -> Iterator[Callable[[Path], None]]:
+    """`share_runner_venvs(sandbox.runner_home)`: the sandbox's runner finds gbdeploy installed
+    in its venv cache (`$HOME/.cache/gbdeploy`), as a host-mode runner that ran a job before does
+    (a real runner keeps its HOME; the job still checks the lock's key and runs what it finds).
+    The cache is filled once a session by the rendered install step itself: a fresh install,
+    checked here."""
+    from gbdeploy.config import DEFAULTS, Settings
+    from gbdeploy.install_lock import install_files
+    from gbdeploy.workflows import render_workflow
+    from gbdeploy_sandbox.runner import DAEMON_PATH
+
+    home = _world_directory("gbdeploy-runner-home-")
+    workspace = home / "workspace"
+    for relative, data in install_files(with_wheel=True).items():
+        (workspace / relative).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / relative).write_bytes(data)
+    workflow = yaml.safe_load(render_workflow(Settings.from_mapping(DEFAULTS), "botserver"))
+    [step] = [s for s in workflow["jobs"]["deploy"]["steps"] if s.get("name") == INSTALL_STEP]
+    installed = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=workspace,
+        env={**step["env"], "HOME": str(home), "PATH": DAEMON_PATH, "RUNNER_TEMP": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    venvs = home / ".cache" / "gbdeploy"
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert list(venvs.glob("venv-*/.installed")), installed.stdout + installed.stderr
+
+    def share(runner_home: Path) -> None:
+        (runner_home / ".cache").mkdir(parents=True, exist_ok=True)
+        (runner_home / ".cache" / "gbdeploy").symlink_to(venvs, target_is_directory=True)
+
+    yield share
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --- end the emulated runner's persistent home --------------------------------------------------
 
 
 # --- doctor -------------------------------------------------------------------------------------

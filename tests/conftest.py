@@ -188,12 +188,34 @@ def gbdeploy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def git_world_template(tmp_path_factory: pytest.TempPathFactory) -> GitWorld:
+    """The world `git_world` copies: built once (some thirty git commands), never changed."""
+    world = GitWorld.build(tmp_path_factory.mktemp("git-world-template") / "world")
+    world.write_config(WORLD_CONFIG)
+    return world
+
+
+def copy_git_world(template: GitWorld, base: Path) -> GitWorld:
+    """A copy of `template` at `base`: the same repositories and commits, with every absolute path
+    into the template (remote urls in the clones' `config`, `FETCH_HEAD`, reflogs) moved along."""
+    shutil.copytree(template.base, base, symlinks=True)
+    old, new = str(template.base).encode(), str(base).encode()
+    for path in base.rglob("*"):
+        if path.is_file() and "objects" not in path.parts:
+            data = path.read_bytes()
+            if old in data:
+                path.write_bytes(data.replace(old, new))
+    return GitWorld(base, template.submodule_name, template.branch)
+
+
 @pytest.fixture
-def git_world(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> GitWorld:
+def git_world(
+    tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, git_world_template
+) -> GitWorld:
     """A fresh gb-like world (see gbdeploy_sandbox.gitworld) with a committed gbdeploy.yaml, the
     current directory at its root clone, and GBDEPLOY_FORGE_TOKEN set to TEST_TOKEN."""
-    world = GitWorld.build(tmp_path / "world")
-    world.write_config(WORLD_CONFIG)
+    world = copy_git_world(git_world_template, tmp_path / "world")
     monkeypatch.chdir(world.root)
     monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
     return world

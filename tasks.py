@@ -16,7 +16,7 @@ PYTHON = sys.executable
 def test(c: Context, k: str = "", fast: bool = False) -> None:
     """Run the test suite (the same command as README.md and CI), or with --fast its fast tier."""
     selector = f" -k {k!r}" if k else ""
-    tier = " -m 'not slow'" if fast else ""
+    tier = " -m 'not slow' -n 0" if fast else ""  # one process: workers cost more than this tier
     c.run(f"{PYTHON} -m pytest -q{selector}{tier}", pty=False)
 
 

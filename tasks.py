@@ -12,11 +12,12 @@ from gbdeploy.tasks import namespace as gbdeploy_tasks
 PYTHON = sys.executable
 
 
-@task
-def test(c: Context, k: str = "") -> None:
-    """Run the test suite (the same command as README.md and CI)."""
+@task(help={"fast": "only the fast tier (-m 'not slow'): no sshd, git world, emulator or tool"})
+def test(c: Context, k: str = "", fast: bool = False) -> None:
+    """Run the test suite (the same command as README.md and CI), or with --fast its fast tier."""
     selector = f" -k {k!r}" if k else ""
-    c.run(f"{PYTHON} -m pytest -q{selector}", pty=False)
+    tier = " -m 'not slow' -n 0" if fast else ""  # one process: workers cost more than this tier
+    c.run(f"{PYTHON} -m pytest -q{selector}{tier}", pty=False)
 
 
 @task

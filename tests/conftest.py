@@ -6,6 +6,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gbdeploy_sandbox import service as testing_service
 from gbdeploy_sandbox.forgejo import ForgejoEmulator
@@ -186,12 +188,34 @@ def gbdeploy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def git_world_template(tmp_path_factory: pytest.TempPathFactory) -> GitWorld:
+    """The world `git_world` copies: built once (some thirty git commands), never changed."""
+    world = GitWorld.build(tmp_path_factory.mktemp("git-world-template") / "world")
+    world.write_config(WORLD_CONFIG)
+    return world
+
+
+def copy_git_world(template: GitWorld, base: Path) -> GitWorld:
+    """A copy of `template` at `base`: the same repositories and commits, with every absolute path
+    into the template (remote urls in the clones' `config`, `FETCH_HEAD`, reflogs) moved along."""
+    shutil.copytree(template.base, base, symlinks=True)
+    old, new = str(template.base).encode(), str(base).encode()
+    for path in base.rglob("*"):
+        if path.is_file() and "objects" not in path.parts:
+            data = path.read_bytes()
+            if old in data:
+                path.write_bytes(data.replace(old, new))
+    return GitWorld(base, template.submodule_name, template.branch)
+
+
 @pytest.fixture
-def git_world(tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch) -> GitWorld:
+def git_world(
+    tmp_path: Path, gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, git_world_template
+) -> GitWorld:
     """A fresh gb-like world (see gbdeploy_sandbox.gitworld) with a committed gbdeploy.yaml, the
     current directory at its root clone, and GBDEPLOY_FORGE_TOKEN set to TEST_TOKEN."""
-    world = GitWorld.build(tmp_path / "world")
-    world.write_config(WORLD_CONFIG)
+    world = copy_git_world(git_world_template, tmp_path / "world")
     monkeypatch.chdir(world.root)
     monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", TEST_TOKEN)
     return world
@@ -267,6 +291,52 @@ def forgejo(forgejo_factory: Callable[..., ForgejoEmulator]) -> ForgejoEmulator:
 # --- end forgejo --------------------------------------------------------------------------------
 
 
+# --- the emulated runner's persistent home ------------------------------------------------------
+INSTALL_STEP = "Install gbdeploy (pinned)"
+
+
+@pytest.fixture(scope="session")
+def share_runner_venvs() -> Iterator[Callable[[Path], None]]:
+    """`share_runner_venvs(sandbox.runner_home)`: the sandbox's runner finds gbdeploy installed
+    in its venv cache (`$HOME/.cache/gbdeploy`), as a host-mode runner that ran a job before does
+    (a real runner keeps its HOME; the job still checks the lock's key and runs what it finds).
+    The cache is filled once a session by the rendered install step itself: a fresh install,
+    checked here."""
+    from gbdeploy.config import DEFAULTS, Settings
+    from gbdeploy.install_lock import install_files
+    from gbdeploy.workflows import render_workflow
+    from gbdeploy_sandbox.runner import DAEMON_PATH
+
+    home = _world_directory("gbdeploy-runner-home-")
+    workspace = home / "workspace"
+    for relative, data in install_files(with_wheel=True).items():
+        (workspace / relative).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / relative).write_bytes(data)
+    workflow = yaml.safe_load(render_workflow(Settings.from_mapping(DEFAULTS), "botserver"))
+    [step] = [s for s in workflow["jobs"]["deploy"]["steps"] if s.get("name") == INSTALL_STEP]
+    installed = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=workspace,
+        env={**step["env"], "HOME": str(home), "PATH": DAEMON_PATH, "RUNNER_TEMP": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    venvs = home / ".cache" / "gbdeploy"
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert list(venvs.glob("venv-*/.installed")), installed.stdout + installed.stderr
+
+    def share(runner_home: Path) -> None:
+        (runner_home / ".cache").mkdir(parents=True, exist_ok=True)
+        (runner_home / ".cache" / "gbdeploy").symlink_to(venvs, target_is_directory=True)
+
+    yield share
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --- end the emulated runner's persistent home --------------------------------------------------
+
+
 # --- doctor -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def doctor_host() -> Iterator[tuple[LoopbackSshd, StandinWorld]]:
@@ -295,3 +365,31 @@ def production(doctor_host, remote_root: Path, service_user: str) -> Iterator[Pr
 
 
 # --- end doctor ---------------------------------------------------------------------------------
+
+
+# --- tiers --------------------------------------------------------------------------------------
+# `-m "not slow"` is the fast tier: pure code and LocalRemote, no sshd, no git world, no emulator,
+# no compiled stand-in. A test is marked slow by the fixtures it uses, so a new end-to-end test is
+# marked without anyone remembering to; a test that starts its real part itself (Caddy, a
+# compiler, a linter, a subprocess of gbdeploy) carries the mark itself.
+SLOW_FIXTURES = {
+    "sshd",  # also behind world, remote, session
+    "doctor_host",  # also behind production
+    "barrier_sshd",
+    "incus_host",
+    "host_of_a_non_root_user",
+    "git_world",
+    "forgejo_factory",  # also behind forgejo
+    "artifacts",  # compiles the stand-in service
+    "checkout",  # test_runner's git repos, built by the emulated runner's real jobs
+    "root_checkout",  # the same, as test_workflows imports it
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# --- end tiers ----------------------------------------------------------------------------------

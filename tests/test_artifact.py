@@ -80,6 +80,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 # --- real binaries ------------------------------------------------------------------------------
+@pytest.mark.slow  # the C compiler
 def test_the_compiled_stand_in_service_is_an_executable_for_this_machine(tmp_path):
     info = check(build_service(tmp_path / "botserver", "c0ffee1"))
     assert info.machine == uname_machine(HERE)
@@ -89,11 +90,13 @@ def test_the_compiled_stand_in_service_is_an_executable_for_this_machine(tmp_pat
     assert info.size == (tmp_path / "botserver").stat().st_size
 
 
+@pytest.mark.slow  # the C compiler
 def test_a_padded_stand_in_still_passes(tmp_path):
     info = check(build_service(tmp_path / "botserver", "c0ffee1", pad_to=3 << 20))
     assert info.matches(HERE)
 
 
+@pytest.mark.slow  # the C compiler
 @pytest.mark.parametrize(
     ("flags", "pie"),
     [(("-static",), False), (("-static-pie",), True)],
@@ -106,6 +109,7 @@ def test_static_executables_pass(tmp_path, flags, pie):
     assert "static" in info.description
 
 
+@pytest.mark.slow  # the C compiler
 @pytest.mark.parametrize(
     ("flags", "what"),
     [(("-shared", "-fPIC"), "a shared library (.so)"), (("-c",), "an object file (.o)")],

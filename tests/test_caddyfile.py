@@ -141,6 +141,7 @@ SITES = {
 }
 
 
+@pytest.mark.slow  # Debian's caddy
 @pytest.mark.parametrize("form", list(SITES))
 def test_only_the_dials_of_the_host_and_port_change(tmp_path: Path, form: str):
     before = caddyfile(tmp_path / "storage", SITES[form])

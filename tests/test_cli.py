@@ -229,6 +229,7 @@ def test_v_and_q_set_the_reporters_verbosity(run_gbdeploy, empty_dir, argv, verb
     output.options.verbosity = 0
 
 
+@pytest.mark.slow  # a python process
 def test_list_loads_no_network_ssh_or_git_library(empty_dir):
     probe = (
         "import sys\n"
@@ -261,6 +262,7 @@ def test_the_program_leaves_its_objects_out_of_the_collections_at_exit(empty_dir
 
 
 # --- under invoke -------------------------------------------------------------------------------
+@pytest.mark.slow  # a python process
 def test_under_invoke_the_project_file_is_found_as_under_gbdeploy(empty_dir):
     """A two-line tasks.py beside gbdeploy.yaml, `invoke` run for real from a subdirectory."""
     (empty_dir / "gbdeploy.yaml").write_text(
@@ -378,6 +380,7 @@ def test_completion_offers_the_configured_components(run_gbdeploy, empty_dir, wo
         assert result.out.split() == offered
 
 
+@pytest.mark.slow  # a python process
 def test_help_into_a_closed_pipe_is_not_an_internal_error(empty_dir):
     process = subprocess.Popen(
         [sys.executable, "-m", "gbdeploy", "--help"],

@@ -99,6 +99,7 @@ HOSTILE_CONFIGS = [
 ]
 
 
+@pytest.mark.slow  # a gbdeploy process each
 @pytest.mark.parametrize("text", HOSTILE_CONFIGS)
 @pytest.mark.parametrize("command", [["status", "botserver"], ["deploy", "botserver"], ["runs"]])
 def test_hostile_config_exits_2_at_load_in_a_real_process(
@@ -227,17 +228,33 @@ HOSTILE_ANSWERS = {
 }
 
 
-@pytest.fixture(params=sorted(HOSTILE_ANSWERS))
+# A 502 is retried as a gateway error, on the real clock: seconds.
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name == "error-html" else name
+        for name in sorted(HOSTILE_ANSWERS)
+    ]
+)
 def hostile_forge(request: pytest.FixtureRequest) -> Iterator[HostileForge]:
     server = HostileForge(*HOSTILE_ANSWERS[request.param])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: 0.05 s, not the default half second
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
 
 
-@pytest.mark.parametrize("args", [("runs",), ("wait", "--run-id", "7", "--timeout", "2")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("runs",),
+        # waits out its 2 s timeout on the real clock
+        pytest.param(("wait", "--run-id", "7", "--timeout", "2"), marks=pytest.mark.slow),
+    ],
+)
 def test_a_hostile_forge_answer_never_shows_a_traceback(
     project: Path, run_gbdeploy, hostile_forge: HostileForge, args
 ):

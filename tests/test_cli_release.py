@@ -15,8 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
-    yield from make_sandbox("root", monkeypatch, forgejo_schema)
+def sandbox(
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema, share_runner_venvs
+) -> Iterator:
+    yield from make_sandbox("root", monkeypatch, forgejo_schema, share_runner_venvs)
 
 
 def test_after_a_failed_ci_run_the_hint_verifies_what_still_runs(sandbox, run_gbdeploy):
@@ -59,11 +61,14 @@ def test_history_of_a_release_names_the_person_and_the_ci_run(sandbox, run_gbdep
 
 
 @pytest.fixture
-def container_sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema):
+def container_sandbox(
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema, share_runner_venvs
+):
     from gbdeploy_sandbox import sandbox as sandbox_module
 
     directory = Path(sandbox_module.tempfile.mkdtemp(prefix="gbdeploy-e2e-"))
     box = sandbox_module.create(directory, container=True)
+    share_runner_venvs(box.runner_home)
     for key, value in box.environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")

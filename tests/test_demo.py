@@ -56,11 +56,31 @@ def test_demo_releases_for_real_and_leaves_nothing_behind():
     assert pids_under(directory) == []
 
 
-def test_demo_with_the_workflow_in_the_component_repository():
-    process = demo_process("--placement", "component")
-    output, _ = process.communicate(timeout=300)
+@pytest.fixture
+def demo_in_process(gbdeploy_env, run_gbdeploy, mocker, share_runner_venvs):
+    """`gbdeploy demo ARGS` run in this process, its (real) sandbox's runner finding gbdeploy
+    installed as a runner that ran a job before does: the variants of the demo each release for
+    real, and the fresh install is the demo above's. (exit code, output)."""
+    create = sandbox_module.create
 
-    assert process.returncode == 0, output
+    def create_sharing_the_runners_venvs(*args, **kwargs):
+        box = create(*args, **kwargs)
+        share_runner_venvs(box.runner_home)
+        return box
+
+    mocker.patch.object(sandbox_module, "create", side_effect=create_sharing_the_runners_venvs)
+
+    def run(*args: str) -> tuple[int, str]:
+        result = run_gbdeploy("demo", *args)
+        return result.code, result.text
+
+    return run
+
+
+def test_demo_with_the_workflow_in_the_component_repository(demo_in_process):
+    code, output = demo_in_process("--placement", "component")
+
+    assert code == 0, output
     assert "workflow in the botserver repository" in output
     assert re.search(
         r"find the CI run of [0-9a-f]{12} \(botserver.yaml in GeneralBots/botserver\)", output
@@ -69,11 +89,10 @@ def test_demo_with_the_workflow_in_the_component_repository():
     assert not sandbox_directory(output).exists()
 
 
-def test_demo_releases_into_a_container_through_sudo_and_incus():
-    process = demo_process("--container")
-    output, _ = process.communicate(timeout=300)
+def test_demo_releases_into_a_container_through_sudo_and_incus(demo_in_process):
+    code, output = demo_in_process("--container")
 
-    assert process.returncode == 0, output
+    assert code == 0, output
     assert "botserver in the container system, entered with sudo incus" in output
     assert "in container system (sudo incus exec system -- …)" in output
     assert re.search(r"success\s+Deploy botserver", output)

@@ -563,6 +563,7 @@ def test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a gbdeploy process
 def test_cli_without_a_host_exits_2(tmp_path):
     (tmp_path / "gbdeploy.yaml").write_text("doctor: {min_vhosts: 20}\n")
     result = gbdeploy(tmp_path, "doctor")

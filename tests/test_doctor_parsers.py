@@ -311,6 +311,7 @@ def test_adding_storage_keeps_every_other_byte():
         with_file_system_storage(changed, "/elsewhere")
 
 
+@pytest.mark.slow  # Debian's caddy
 @pytest.mark.parametrize(
     "original",
     [

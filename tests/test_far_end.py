@@ -52,6 +52,7 @@ FAR_END = files("gbdeploy.remote.far_end")
 LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
+@pytest.mark.slow  # shellcheck
 @pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh"])
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
@@ -145,6 +146,7 @@ def test_every_logs_script_is_clean_posix_sh():
             assert dash_n(text) == "", options
 
 
+@pytest.mark.slow  # shellcheck
 @pytest.mark.parametrize("mode", ["process", "systemd"])
 def test_every_script_the_deploy_sends_is_clean_posix_sh(mode):
     # The library is sent without its comments; checked with them, its directives apply.
@@ -217,6 +219,7 @@ def test_the_session_helper_and_the_upload_receiver_are_one_file():
     assert quote(helper) in receiving and "receive /srv/bot/botserver.new 10 stream" in (receiving)
 
 
+@pytest.mark.slow  # shellcheck
 def test_every_script_a_switch_sends_is_clean_posix_sh():
     """`deploy --strategy switch`'s own scripts (deploy/switch.py), with a hostile path."""
     from gbdeploy.config import Switch

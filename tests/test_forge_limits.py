@@ -62,7 +62,9 @@ def serve() -> Iterator:
 
     def start(status: int, body: bytes, *, trickle: bool = False) -> LoopbackForge:
         server = LoopbackForge(status, body, trickle=trickle)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # shutdown() waits for the loop's next poll: 0.05 s, not the default half second
+        poll = {"poll_interval": 0.05}
+        threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True).start()
         servers.append(server)
         return server
 

@@ -613,6 +613,7 @@ def test_a_dispatch_answered_with_a_gateway_error_is_not_sent_again(forgejo):
 
 
 # --- workflows: the deploy checks the target's host key -------------------------------------------
+@pytest.mark.slow  # the emulated runner's job
 def test_the_ci_deploy_is_given_the_known_hosts_from_its_secret(request, tmp_path):
     """The deploy step's gbdeploy verifies the target's host key against DEPLOY_KNOWN_HOSTS
     (GBDEPLOY_SSH_KNOWN_HOSTS names the file), never against whatever the runner has."""

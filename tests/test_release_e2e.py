@@ -26,10 +26,15 @@ pytestmark = pytest.mark.slow
 
 
 def make_sandbox(
-    placement: str, monkeypatch: pytest.MonkeyPatch, forgejo_schema, version: str = "16.0.0"
+    placement: str,
+    monkeypatch: pytest.MonkeyPatch,
+    forgejo_schema,
+    share_runner_venvs,
+    version: str = "16.0.0",
 ) -> Iterator:
     directory = Path(sandbox_module.tempfile.mkdtemp(prefix="gbdeploy-e2e-"))
     box = sandbox_module.create(directory, placement=placement, forge_version=version)
+    share_runner_venvs(box.runner_home)
     for key, value in box.environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GBDEPLOY_RELEASE_POLL_INTERVAL", "0.2")
@@ -44,15 +49,17 @@ def make_sandbox(
 
 
 @pytest.fixture
-def sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
-    yield from make_sandbox("root", monkeypatch, forgejo_schema)
+def sandbox(
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema, share_runner_venvs
+) -> Iterator:
+    yield from make_sandbox("root", monkeypatch, forgejo_schema, share_runner_venvs)
 
 
 @pytest.fixture
 def component_sandbox(
-    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema, share_runner_venvs
 ) -> Iterator:
-    yield from make_sandbox("component", monkeypatch, forgejo_schema)
+    yield from make_sandbox("component", monkeypatch, forgejo_schema, share_runner_venvs)
 
 
 def health(box) -> dict:
@@ -97,8 +104,12 @@ def test_release_pushes_builds_deploys_and_verifies_the_new_commit(sandbox, run_
 
 
 @pytest.fixture
-def v13_sandbox(gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema) -> Iterator:
-    yield from make_sandbox("root", monkeypatch, forgejo_schema, version="13.0.0")
+def v13_sandbox(
+    gbdeploy_env: Path, monkeypatch: pytest.MonkeyPatch, forgejo_schema, share_runner_venvs
+) -> Iterator:
+    yield from make_sandbox(
+        "root", monkeypatch, forgejo_schema, share_runner_venvs, version="13.0.0"
+    )
 
 
 def test_a_release_against_forgejo_13_says_what_it_does_to_concurrency(v13_sandbox, run_gbdeploy):

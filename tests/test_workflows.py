@@ -100,6 +100,7 @@ def component_settings(**workflows: str) -> Settings:
     )
 
 
+@pytest.mark.slow  # actionlint
 @pytest.mark.parametrize(
     "make",
     [default_settings, systemd_settings, component_settings],
@@ -114,6 +115,7 @@ def test_every_rendered_workflow_passes_actionlint(make, tmp_path):
         assert result.returncode == 0, f"{path.name}:\n{result.stdout}{result.stderr}"
 
 
+@pytest.mark.slow  # actionlint
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_workflows_pass_actionlint(path):
     result = lint(path)
@@ -131,6 +133,7 @@ def test_project_has_ci_and_maintenance_workflows():
     assert any('gbdeploy" maintain' in run for run in runs)
 
 
+@pytest.mark.slow  # actionlint
 def test_actionlint_is_a_real_check(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(
@@ -414,6 +417,7 @@ def test_runs_on_comes_from_config():
     assert data["jobs"]["deploy"]["runs-on"] == "self-hosted"
 
 
+@pytest.mark.slow  # pip download locks the dependencies
 def test_the_component_placement_renders_the_file_for_the_component_repository(tmp_path):
     settings = component_settings()
     data = yaml.safe_load(render_workflow(settings, "botui"))
@@ -468,6 +472,7 @@ def test_bad_component_values_are_config_errors(key, value):
         render_workflow(settings, "botserver")
 
 
+@pytest.mark.slow  # pip download locks the dependencies
 def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
     settings = Settings.from_mapping(DEFAULTS, project_dir=tmp_path)
     out = io.StringIO()
@@ -500,6 +505,7 @@ def test_run_workflows_writes_into_the_project_and_reports_each_file(tmp_path):
     assert f"unchanged {wheels[0]}" in again.getvalue()  # the same code makes the same wheel
 
 
+@pytest.mark.slow  # pip download locks the dependencies
 @pytest.mark.parametrize(("version", "noted"), [("13.0.0", True), ("16.0.0", False)])
 def test_run_workflows_says_when_the_forge_does_not_queue_deploys(
     forgejo_factory, tmp_path, version, noted
@@ -520,6 +526,7 @@ def test_run_workflows_outside_a_repository_says_to_use_out(tmp_path, monkeypatc
         run_workflows(default_settings(), Reporter(stream=io.StringIO()))
 
 
+@pytest.mark.slow  # pip download locks the dependencies
 def test_run_workflows_uses_the_git_toplevel(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "sub").mkdir()
@@ -655,6 +662,7 @@ def test_the_job_token_counts_as_a_secret_for_the_check():
     assert any("prints a secret" in problem for problem in secret_exposures(leaky))
 
 
+@pytest.mark.slow  # git over a loopback git server
 def test_a_git_pin_the_job_cannot_read_anonymously_is_said_when_rendering(tmp_path):
     from gbdeploy_sandbox.githttp import GitHttpServer
 

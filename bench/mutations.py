@@ -717,7 +717,7 @@ TEST_TIMEOUT = 900  # seconds; tests still running then count as failed (a break
 def run_tests(mutation: Mutation, checkout: Path) -> subprocess.CompletedProcess[str]:
     # The copy's own packages come first, so the tests import the broken code, not this checkout.
     env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'sandbox'}")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0"]
     try:
         return subprocess.run(
             [*command, *mutation.tests],

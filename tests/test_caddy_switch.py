@@ -252,7 +252,8 @@ def test_the_plan_is_the_exact_commands_and_changes_nothing(proxied: Proxied):
         "reload Caddy",
     ]
     assert operations[0].plan_line().endswith(f"cp -p {path} {path}.bak-{switch.stamp}")
-    assert 'caddy validate --adapter caddyfile --config "$new"' in operations[1].command
+    write = operations[1].command  # proxy.sh's caddy_write, validating with `caddy`
+    assert f"\ncaddy_write {path} " in write and write.endswith(" caddy")
     assert operations[2].command == f"caddy reload --adapter caddyfile --config {path}"
     assert "restart" not in " ".join(op.command for op in operations)
     assert proxied.caddy.caddyfile.read_bytes() == before

@@ -52,7 +52,9 @@ FAR_END = files("gbdeploy.remote.far_end")
 LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh"])
+@pytest.mark.parametrize(
+    "name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh", "proxy.sh"]
+)
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -241,7 +243,7 @@ def test_every_script_a_switch_sends_is_clean_posix_sh():
         sha256="a" * 64,
         old_pids=[12, 34],
     )
-    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    annotated = "".join(FAR_END.joinpath(name).read_text() for name in LIBRARY)
     built = {
         "beside": SwitchDeployment.beside_command(run, HOSTILE + ".new"),  # type: ignore[arg-type]
         "unplace": SwitchDeployment.unplace_command(run),  # type: ignore[arg-type]
@@ -252,6 +254,34 @@ def test_every_script_a_switch_sends_is_clean_posix_sh():
     for name, text in built.items():
         checked = text.replace(far_end.library(), annotated)
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
+        assert dash_n(text) == "", name
+
+
+def test_every_script_of_the_switchs_processes_and_proxy_is_clean_posix_sh():
+    """switch_process.py's and caddy_switch.py's scripts (one call line after procs.sh or
+    proxy.sh), with a hostile path, backup, Caddyfile text and caddy command."""
+    from gbdeploy import caddy_switch, switch_process
+
+    sha = "a" * 64
+    built = {
+        "serving-pids": (switch_process.serving_pid_command(HOSTILE, 5858), "procs.sh"),
+        "drain": (switch_process.drain_command(5858, 2.5), "procs.sh"),
+        "stop-pid": (switch_process.stop_pid_command(HOSTILE, 12, 3.0), "procs.sh"),
+        **{
+            operation.name: (operation.command, "proxy.sh")
+            for operation in (
+                caddy_switch.backup(HOSTILE, "202612071015", sha),
+                caddy_switch.write(HOSTILE, 'a {\n\trespond "it\'s $(id)"\n}\n', sha, HOSTILE),
+                caddy_switch.restore(HOSTILE, HOSTILE + ".bak-202612071015"),
+            )
+        },
+    }
+    stripped = {"procs.sh": far_end.processes(), "proxy.sh": far_end.proxy()}
+    for name, (text, source) in built.items():
+        assert stripped[source] in text, name
+        checked = text.replace(stripped[source], FAR_END.joinpath(source).read_text())
+        # SC2317: a function this one call line leaves unused reads as unreachable
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", name
         assert dash_n(text) == "", name
 
 

@@ -29,6 +29,11 @@ def logs() -> str:
     return _stripped(text("logs.sh"))
 
 
+def proxy() -> str:
+    """`proxy.sh`: changing the Caddyfile on the proxy target (`gbdeploy/caddy_switch.py`)."""
+    return _stripped(text("proxy.sh"))
+
+
 def library(*, steps: bool = True) -> str:
     """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts (without
     `steps`, what its checks need: the one sent most often, every health check)."""

@@ -144,16 +144,19 @@ def test_a_caddyfile_that_fails_validation_is_never_put_in_place(proxied: Proxie
     caddy = proxied.caddy
     broken = caddy.caddyfile.read_text() + "\nhttp://127.0.0.1:9 {\n\tno_such_directive\n}\n"
     caddy.caddyfile.write_text(broken)
-    pid = caddy.pid
+    pid, inode = caddy.pid, caddy.caddyfile.stat().st_ino
 
     with proxied.load() as load:
         assert load.wait_for_requests(30)
-        with pytest.raises(ProxySwitchFailed, match="no_such_directive") as failed:
+        with pytest.raises(
+            ProxySwitchFailed, match=r"write the new Caddyfile failed: .*no_such_dir"
+        ) as failed:
             proxied.switch().apply(proxied.remote)
         assert load.wait_for_requests(30)
 
     assert failed.value.restored and failed.value.dials_new is False
     assert caddy.caddyfile.read_text() == broken
+    assert caddy.caddyfile.stat().st_ino == inode  # never replaced, not even for a moment
     assert proxied.commit_through_caddy() == OLD
     assert load.result.failed == 0, load.result.summary()
     assert caddy.pid == pid

@@ -53,7 +53,7 @@ LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
 @pytest.mark.parametrize(
-    "name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh", "proxy.sh"]
+    "name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh", "proxy.sh", "doctor.sh"]
 )
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
@@ -280,6 +280,45 @@ def test_every_script_of_the_switchs_processes_and_proxy_is_clean_posix_sh():
     for name, (text, source) in built.items():
         assert stripped[source] in text, name
         checked = text.replace(stripped[source], FAR_END.joinpath(source).read_text())
+        # SC2317: a function this one call line leaves unused reads as unreachable
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", name
+        assert dash_n(text) == "", name
+
+
+def test_every_doctor_script_is_clean_posix_sh():
+    """doctor's scripts that are more than one command (one call line after doctor.sh), with
+    hostile paths, names and texts."""
+    from gbdeploy.config import DoctorSettings
+    from gbdeploy.doctor import components, daemons, host, proxy, switch, system
+
+    hostile = "it's $(id) `x`"
+    built = {
+        "listeners": switch.listeners_command([5858, 5868]),
+        "service-units": components.UNITS_COMMAND,
+        "process-owners": components.process_owners_command(HOSTILE),
+        "schedules": daemons.schedules_command(HOSTILE),
+        "caddy-storage": proxy.caddy_storage_script(
+            HOSTILE,
+            "a {}\n",
+            f"{{\n\tstorage file_system {HOSTILE}\n}}\na {{}}\n",
+            root=HOSTILE,
+            caddy=HOSTILE,
+        ),
+        "resolve": proxy.resolve_command(("example.com", hostile)),
+        "flood-jail": proxy.flood_jail_command(hostile),
+        "jail-files": proxy.jail_files_command(HOSTILE),
+        "file-guard": system.file_guard_command(HOSTILE),
+        "service-files": host.SERVICE_FILES,
+        "files-mentioning": host.files_mentioning([HOSTILE, HOSTILE + ".2"], hostile),
+        "container-configs": host.proxy_devices_check(
+            DoctorSettings(via="incus", sudo=True)
+        ).command,
+    }
+    annotated = FAR_END.joinpath("doctor.sh").read_text()
+    for name, text in built.items():
+        call = text.removeprefix(far_end.doctor() + "\n")  # then one call of a doctor.sh function
+        assert call != text and f"\n{call.split()[0]}() {{" in annotated, name
+        checked = text.replace(far_end.doctor(), annotated)
         # SC2317: a function this one call line leaves unused reads as unreachable
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", name
         assert dash_n(text) == "", name

@@ -34,6 +34,11 @@ def proxy() -> str:
     return _stripped(text("proxy.sh"))
 
 
+def doctor() -> str:
+    """`doctor.sh`: what doctor's checks read, and its Caddyfile repair (`gbdeploy/doctor/`)."""
+    return _stripped(text("doctor.sh"))
+
+
 def library(*, steps: bool = True) -> str:
     """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts (without
     `steps`, what its checks need: the one sent most often, every health check)."""

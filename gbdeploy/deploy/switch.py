@@ -396,7 +396,7 @@ class SwitchDeployment(Deployment):
 
         return Step(
             "stop old",
-            ["stop_pid PID (each pid that ran the binary before the new one started)"],
+            ["stop_old LOOKS PID… (each pid that ran the binary before the new one started)"],
             run,
             summary="SIGTERM each old process by its pid (never by path), SIGKILL after "
             f"{self.component.stop_timeout:g}s",

@@ -4,10 +4,10 @@ existing backup), write the new file atomically (a file beside it, validated, th
 it: never a partial file, never an invalid one in place), `caddy reload` (never a restart), and on
 a failed reload put the backup back and reload again.
 
-Each operation is the exact shell text it runs on the proxy target, so `--dry-run` prints what
-would run. `CaddySwitch.apply` runs them over a `Remote` or a `Session`; `CaddySwitch.undo` puts
-the backup back (a later step — the check through Caddy — failed). Which upstreams change is
-`caddyfile`'s.
+Each operation is the exact shell text it runs on the proxy target (`far_end/proxy.sh`, then one
+call line), so `--dry-run` prints what would run. `CaddySwitch.apply` runs them over a `Remote` or
+a `Session`; `CaddySwitch.undo` puts the backup back (a later step — the check through Caddy —
+failed). Which upstreams change is `caddyfile`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from .caddyfile import Change, admin_address, switch_upstream
+from .deploy.layout import call
 from .errors import OperationFailed, RemoteError
+from .remote import far_end
 from .remote.connection import CommandResult, quote
 from .remote.probes import Health, Runner, probe_health, probe_through_proxy
 
@@ -32,7 +34,7 @@ MAX_CADDYFILE_BYTES = 60_000
 # so a request on a connection opened before it may still reach the old upstream for a moment.
 SITE_CONFIRM_SECONDS = 10.0
 SITE_CONFIRM_INTERVAL = 0.2
-CHANGED = 3  # the exit code of a script that found the Caddyfile changed since it was read
+CHANGED = 3  # proxy.sh's exit when the Caddyfile changed since it was read
 
 
 @dataclass(frozen=True)
@@ -75,45 +77,20 @@ def read_file(path: str) -> Operation:
 def backup(path: str, stamp: str, sha256: str) -> Operation:
     """Copy the file, as it was read, to `PATH.bak-STAMP`; a backup of that name holding other
     bytes is never overwritten (the next free `-N` is taken). Prints the backup's path."""
-    f, b = quote(path), quote(f"{path}.bak-{stamp}")
-    command = "\n".join(
-        [
-            "set -e",
-            f"f={f} b={b}",
-            _unchanged_since_read(sha256),
-            'if [ -e "$b" ] && ! cmp -s -- "$f" "$b"; then',
-            '    n=2; while [ -e "$b-$n" ]; do n=$((n + 1)); done; b="$b-$n"',
-            "fi",
-            '[ -e "$b" ] || cp -p -- "$f" "$b"',
-            "printf '%s\\n' \"$b\"",
-        ]
-    )
+    command = _script(call("caddy_backup", path, f"{path}.bak-{stamp}", sha256))
     return Operation("back up the Caddyfile", command, f"cp -p {path} {path}.bak-{stamp}")
 
 
 def write(path: str, content: str, sha256: str, caddy: str) -> Operation:
     """Put `content` in place of the file read with `sha256`: written beside it with its owner
     and mode, validated by Caddy there, then renamed over it (atomic in one directory)."""
-    f, new = quote(path), quote(_beside(path, ".gbdeploy-new"))
-    command = "\n".join(
-        [
-            "set -e",
-            f"f={f} new={new}",
-            'if [ -L "$f" ]; then echo "$f is a symbolic link: give switch.caddyfile the file '
-            'it points to" >&2; exit 2; fi',
-            _unchanged_since_read(sha256),
-            "trap 'rm -f -- \"$new\"' EXIT",
-            'cp -p -- "$f" "$new"',
-            f"printf '%s' {quote(content)} > \"$new\"",
-            f'{quote(caddy)} validate {ADAPTER} --config "$new"',
-            'mv -f -- "$new" "$f"',
-        ]
-    )
+    new = _beside(path, ".gbdeploy-new")
+    command = _script(call("caddy_write", path, new, sha256, content, caddy))
     size = len(content.encode())
     return Operation(
         "write the new Caddyfile",
         command,
-        f"{size} bytes to {_beside(path, '.gbdeploy-new')}, caddy validate it, mv it over {path}",
+        f"{size} bytes to {new}, caddy validate it, mv it over {path}",
     )
 
 
@@ -124,17 +101,7 @@ def reload(path: str, caddy: str) -> Operation:
 
 def restore(path: str, backup_path: str) -> Operation:
     """The backup's bytes back in place, atomically, with the live file's owner and mode."""
-    f, b, new = quote(path), quote(backup_path), quote(_beside(path, ".gbdeploy-new"))
-    command = "\n".join(
-        [
-            "set -e",
-            f"f={f} b={b} new={new}",
-            "trap 'rm -f -- \"$new\"' EXIT",
-            'cp -p -- "$f" "$new"',
-            'cat -- "$b" > "$new"',
-            'mv -f -- "$new" "$f"',
-        ]
-    )
+    command = _script(call("caddy_restore", path, backup_path, _beside(path, ".gbdeploy-new")))
     return Operation("put the backup back", command, f"{backup_path} back to {path}")
 
 
@@ -143,12 +110,9 @@ def _beside(path: str, suffix: str) -> str:
     return str(p.with_name(f".{p.name}{suffix}"))
 
 
-def _unchanged_since_read(sha256: str) -> str:
-    return (
-        f"printf '%s  %s\\n' {sha256} \"$f\" | sha256sum -c --status || "
-        '{ echo "$f changed since it was read: nothing done, deploy again" >&2; '
-        f"exit {CHANGED}; }}"
-    )
+def _script(line: str) -> str:
+    """`far_end/proxy.sh`, then its one call `line`."""
+    return f"{far_end.proxy()}\n{line}"
 
 
 @dataclass

@@ -144,16 +144,19 @@ def test_a_caddyfile_that_fails_validation_is_never_put_in_place(proxied: Proxie
     caddy = proxied.caddy
     broken = caddy.caddyfile.read_text() + "\nhttp://127.0.0.1:9 {\n\tno_such_directive\n}\n"
     caddy.caddyfile.write_text(broken)
-    pid = caddy.pid
+    pid, inode = caddy.pid, caddy.caddyfile.stat().st_ino
 
     with proxied.load() as load:
         assert load.wait_for_requests(30)
-        with pytest.raises(ProxySwitchFailed, match="no_such_directive") as failed:
+        with pytest.raises(
+            ProxySwitchFailed, match=r"write the new Caddyfile failed: .*no_such_dir"
+        ) as failed:
             proxied.switch().apply(proxied.remote)
         assert load.wait_for_requests(30)
 
     assert failed.value.restored and failed.value.dials_new is False
     assert caddy.caddyfile.read_text() == broken
+    assert caddy.caddyfile.stat().st_ino == inode  # never replaced, not even for a moment
     assert proxied.commit_through_caddy() == OLD
     assert load.result.failed == 0, load.result.summary()
     assert caddy.pid == pid
@@ -252,7 +255,8 @@ def test_the_plan_is_the_exact_commands_and_changes_nothing(proxied: Proxied):
         "reload Caddy",
     ]
     assert operations[0].plan_line().endswith(f"cp -p {path} {path}.bak-{switch.stamp}")
-    assert 'caddy validate --adapter caddyfile --config "$new"' in operations[1].command
+    write = operations[1].command  # proxy.sh's caddy_write, validating with `caddy`
+    assert f"\ncaddy_write {path} " in write and write.endswith(" caddy")
     assert operations[2].command == f"caddy reload --adapter caddyfile --config {path}"
     assert "restart" not in " ".join(op.command for op in operations)
     assert proxied.caddy.caddyfile.read_bytes() == before

@@ -53,7 +53,9 @@ LIBRARY = ("procs.sh", "lib.sh", "steps.sh")  # far_end.library(), in its order
 
 
 @pytest.mark.slow  # shellcheck
-@pytest.mark.parametrize("name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh"])
+@pytest.mark.parametrize(
+    "name", ["lib.sh", "procs.sh", "steps.sh", "probes.sh", "logs.sh", "proxy.sh", "doctor.sh"]
+)
 def test_each_far_end_file_is_clean_posix_sh(name):
     text = FAR_END.joinpath(name).read_text()
     assert shellcheck(text) == ""
@@ -244,7 +246,7 @@ def test_every_script_a_switch_sends_is_clean_posix_sh():
         sha256="a" * 64,
         old_pids=[12, 34],
     )
-    annotated = FAR_END.joinpath("procs.sh").read_text() + FAR_END.joinpath("lib.sh").read_text()
+    annotated = "".join(FAR_END.joinpath(name).read_text() for name in LIBRARY)
     built = {
         "beside": SwitchDeployment.beside_command(run, HOSTILE + ".new"),  # type: ignore[arg-type]
         "unplace": SwitchDeployment.unplace_command(run),  # type: ignore[arg-type]
@@ -255,6 +257,75 @@ def test_every_script_a_switch_sends_is_clean_posix_sh():
     for name, text in built.items():
         checked = text.replace(far_end.library(), annotated)
         assert shellcheck(checked, exclude=GENERATED_EXCLUDES) == "", name
+        assert dash_n(text) == "", name
+
+
+@pytest.mark.slow  # shellcheck
+def test_every_script_of_the_switchs_processes_and_proxy_is_clean_posix_sh():
+    """switch_process.py's and caddy_switch.py's scripts (one call line after procs.sh or
+    proxy.sh), with a hostile path, backup, Caddyfile text and caddy command."""
+    from gbdeploy import caddy_switch, switch_process
+
+    sha = "a" * 64
+    built = {
+        "serving-pids": (switch_process.serving_pid_command(HOSTILE, 5858), "procs.sh"),
+        "drain": (switch_process.drain_command(5858, 2.5), "procs.sh"),
+        "stop-pid": (switch_process.stop_pid_command(HOSTILE, 12, 3.0), "procs.sh"),
+        **{
+            operation.name: (operation.command, "proxy.sh")
+            for operation in (
+                caddy_switch.backup(HOSTILE, "202612071015", sha),
+                caddy_switch.write(HOSTILE, 'a {\n\trespond "it\'s $(id)"\n}\n', sha, HOSTILE),
+                caddy_switch.restore(HOSTILE, HOSTILE + ".bak-202612071015"),
+            )
+        },
+    }
+    stripped = {"procs.sh": far_end.processes(), "proxy.sh": far_end.proxy()}
+    for name, (text, source) in built.items():
+        assert stripped[source] in text, name
+        checked = text.replace(stripped[source], FAR_END.joinpath(source).read_text())
+        # SC2317: a function this one call line leaves unused reads as unreachable
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", name
+        assert dash_n(text) == "", name
+
+
+@pytest.mark.slow  # shellcheck
+def test_every_doctor_script_is_clean_posix_sh():
+    """doctor's scripts that are more than one command (one call line after doctor.sh), with
+    hostile paths, names and texts."""
+    from gbdeploy.config import DoctorSettings
+    from gbdeploy.doctor import components, daemons, host, proxy, switch, system
+
+    hostile = "it's $(id) `x`"
+    built = {
+        "listeners": switch.listeners_command([5858, 5868]),
+        "service-units": components.UNITS_COMMAND,
+        "process-owners": components.process_owners_command(HOSTILE),
+        "schedules": daemons.schedules_command(HOSTILE),
+        "caddy-storage": proxy.caddy_storage_script(
+            HOSTILE,
+            "a {}\n",
+            f"{{\n\tstorage file_system {HOSTILE}\n}}\na {{}}\n",
+            root=HOSTILE,
+            caddy=HOSTILE,
+        ),
+        "resolve": proxy.resolve_command(("example.com", hostile)),
+        "flood-jail": proxy.flood_jail_command(hostile),
+        "jail-files": proxy.jail_files_command(HOSTILE),
+        "file-guard": system.file_guard_command(HOSTILE),
+        "service-files": host.SERVICE_FILES,
+        "files-mentioning": host.files_mentioning([HOSTILE, HOSTILE + ".2"], hostile),
+        "container-configs": host.proxy_devices_check(
+            DoctorSettings(via="incus", sudo=True)
+        ).command,
+    }
+    annotated = FAR_END.joinpath("doctor.sh").read_text()
+    for name, text in built.items():
+        call = text.removeprefix(far_end.doctor() + "\n")  # then one call of a doctor.sh function
+        assert call != text and f"\n{call.split()[0]}() {{" in annotated, name
+        checked = text.replace(far_end.doctor(), annotated)
+        # SC2317: a function this one call line leaves unused reads as unreachable
+        assert shellcheck(checked, exclude=GENERATED_EXCLUDES + ",SC2317") == "", name
         assert dash_n(text) == "", name
 
 

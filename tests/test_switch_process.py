@@ -125,7 +125,7 @@ def test_an_old_process_that_ignores_term_is_killed_after_the_timeout(pair: Pair
 def test_a_pid_that_no_longer_runs_the_binary_is_left_alone(pair: Pair):
     other = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        assert pair.stop(other.pid) == "none"
+        assert pair.stop(other.pid) == f"none {other.pid}"
         assert other.poll() is None
     finally:
         other.kill()

@@ -42,19 +42,14 @@ from ..errors import (
     RestoreFailed,
 )
 from ..output import Reporter
-from ..remote.connection import Remote, quote
+from ..remote.connection import Remote
 from ..remote.probes import Health
 from ..remote.session import Session
-from ..switch_process import (
-    POLL,
-    drain_command,
-    listening_inodes,
-    parse_pids,
-    serving_pid_command,
-)
+from ..switch_process import POLL, QUIET_LOOKS, drain_call, looks, parse_pids
 from . import engine, layout
 from .deployment import Deployment
 from .engine import Step, Undo
+from .service import service_of
 from .words import first_line, message
 
 IDLE_BUSY = 5  # the beside script's exit when something already listens on the idle port
@@ -158,14 +153,7 @@ class SwitchDeployment(Deployment):
         """Append `record` (with its time) to the journal, while the lock is this deploy's."""
         line = json.dumps(record, sort_keys=True)
         assert line.endswith("}")
-        return "\n".join(
-            [
-                layout.prelude(self.paths),
-                f'grep -q -F -e {quote(self.token)} -- "$L/holder" 2>/dev/null || exit 0',
-                f'printf \'%s, "time": "%s"}}\\n\' {quote(line[:-1])} '
-                '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"',
-            ]
-        )
+        return f"{layout.prelude(self.paths)}\n{layout.call('note', self.token, line[:-1])}"
 
     def note(self, record: dict[str, object]) -> None:
         self.run(self.note_command(record))
@@ -183,22 +171,16 @@ class SwitchDeployment(Deployment):
                 "trap '' HUP INT TERM PIPE",
                 layout.prelude(self.paths),
                 layout.claim_lines("beside", self.token),
-                f"resolve {quote(self.paths.binary)}",
-                listening_inodes(self.idle),
-                f'[ -z "$inodes" ] || {{ echo "port {self.idle} is in use" >&2; '
-                f"exit {IDLE_BUSY}; }}",
-                'before=$(pids | tr "\\n" " ")',
-                'echo "before $before"',
-                f'printf \'%s, "old_pids": "%s", "time": "%s"}}\\n\' {quote(placing[:-1])} '
-                '"$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J" || exit 1',
-                layout.write_recipe_lines(self.component, self.ssh_user),
-                f"switch_place {quote(source)} {quote(self.component.user + ':')} || "
-                '{ echo "cannot put the new binary in place" >&2; exit 3; }',
-                f"remember_sha {quote(self.sha256 or '')} || exit 3",
-                'cp -p -- "$L/recipe" "$G" || exit 3',
-                'launch "$G" || { echo "the start failed" >&2; exit 3; }',
-                'printf \'{"phase": "started", "launcher": "%s", "time": "%s"}\\n\' '
-                '"$(cat "$L/launcher" 2>/dev/null)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"',
+                layout.call(
+                    "switch_beside",
+                    self.idle,
+                    IDLE_BUSY,
+                    placing[:-1],
+                    service_of(self.component).recipe(self.ssh_user),
+                    source,
+                    self.component.user + ":",
+                    self.sha256 or "",
+                ),
             ]
         )
 
@@ -207,25 +189,13 @@ class SwitchDeployment(Deployment):
         ours (`not-ours`), the switch was confirmed (`kept`) or nothing was placed
         (`untouched`); else stop every process running B but those that ran before, put B.prev
         back (`restored`, or `restore-failed`, exit 1)."""
-        looks = max(1, round(self.component.stop_timeout / POLL))
+        wait = max(1, int((self.component.stop_timeout + 60) * 10))
         return "\n".join(
             [
                 "trap '' HUP INT TERM PIPE",
                 layout.prelude(self.paths),
-                f"claim_or_wait beside {max(1, int((self.component.stop_timeout + 60) * 10))}",
-                f'grep -q -F -e {quote(self.token)} -- "$L/holder" 2>/dev/null || '
-                "{ echo not-ours; exit 0; }",
-                'grep -q \'"phase": "switched"\' -- "$J" 2>/dev/null && { echo kept; exit 0; }',
-                'grep -q \'"phase": "placing"\' -- "$J" 2>/dev/null || { echo untouched; exit 0; }',
-                f"resolve {quote(self.paths.binary)}",
-                'before=$(sed -n \'s/.*"old_pids": "\\([0-9 ]*\\)".*/\\1/p\' -- "$J" | head -n 1)',
-                'phase "undoing"',
-                "# shellcheck disable=SC2086  # the pids, one word each",
-                f"if ! {{ stop_all_but {looks} $before && switch_unplace; }}; then",
-                '  phase "restore-failed"; echo restore-failed; exit 1',
-                "fi",
-                'phase "restored"',
-                "echo restored",
+                layout.call("claim_or_wait", "beside", wait),
+                layout.call("switch_undo", self.token, looks(self.component.stop_timeout)),
             ]
         )
 
@@ -391,7 +361,7 @@ class SwitchDeployment(Deployment):
         return why
 
     def drain_step(self) -> Step:
-        command = drain_command(self.live, self.switch.drain)
+        command = f"{layout.prelude(self.paths)}\n{drain_call(self.live, self.switch.drain)}"
 
         def run() -> str:
             self.note({"phase": "draining", "port": self.live})
@@ -406,18 +376,9 @@ class SwitchDeployment(Deployment):
         )
 
     def stop_old_command(self) -> str:
-        looks = max(1, round(self.component.stop_timeout / POLL))
-        pids = " ".join(str(pid) for pid in self.old_pids)
-        return "\n".join(
-            [
-                layout.prelude(self.paths),
-                f"resolve {quote(self.paths.binary)}",
-                "rc=0",
-                f'for p in {pids}; do stop_pid "$p" {looks} || rc=1; done',
-                'phase "old-stopped"',
-                '[ "$rc" = 0 ]  # the exit status: whether each old process stopped',
-            ]
-        )
+        """Stop each old pid (exit 1 unless each one stopped), then the phase `old-stopped`."""
+        stop = layout.call("stop_old", looks(self.component.stop_timeout), *self.old_pids)
+        return f"{layout.prelude(self.paths)}\n{stop}"
 
     def stop_old_step(self) -> Step:
         def run() -> str:
@@ -435,7 +396,7 @@ class SwitchDeployment(Deployment):
 
         return Step(
             "stop old",
-            ["stop_pid PID (each pid that ran the binary before the new one started)"],
+            ["stop_old LOOKS PID… (each pid that ran the binary before the new one started)"],
             run,
             summary="SIGTERM each old process by its pid (never by path), SIGKILL after "
             f"{self.component.stop_timeout:g}s",
@@ -486,23 +447,20 @@ class SwitchDeployment(Deployment):
         other process running B stopped by pid, B made the kept process's binary, its recipe
         for `port` in place. Prints `keep PID`, the stops, and what became of B; `serving none`
         (exit 3) when nothing of ours listens on `port`."""
-        other = self.switch.idle_port(port)
-        looks = max(1, round(self.component.stop_timeout / POLL))
         return "\n".join(
             [
                 "trap '' HUP INT TERM PIPE",
                 layout.prelude(self.paths),
-                f"keep=$( {serving_pid_command(self.paths.binary, port)}\n)",
-                f"resolve {quote(self.paths.binary)}",
-                'keep=$(printf "%s\\n" "$keep" | head -n 1)',
-                '[ -n "$keep" ] || { echo "serving none"; exit 3; }',
-                'echo "keep $keep"',
-                f"( {drain_command(other, self.switch.drain)}\n)",
-                f'stop_all_but {looks} "$keep" || exit 1',
-                'keep_binary_of "$keep" || exit 1',
-                layout.write_recipe_lines(self.base.on_port(port), self.ssh_user),
-                'cp -p -- "$L/recipe" "$G"',
-                'phase "recovered"',
+                layout.call(
+                    "keep_serving",
+                    port,
+                    self.switch.idle_port(port),
+                    looks(self.component.stop_timeout),
+                    looks(self.switch.drain),
+                    QUIET_LOOKS,
+                    POLL,
+                    service_of(self.base.on_port(port)).recipe(self.ssh_user),
+                ),
             ]
         )
 

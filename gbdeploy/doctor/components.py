@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..config import Component
 from ..remote.connection import CommandResult, quote
-from .model import ACTIVE_STATES, Check, Repair, Verdict, output_of
+from .model import ACTIVE_STATES, Check, Repair, Verdict, doctor_call, output_of
 from .parsers import parse_process_owners, parse_unit_table
 
 
@@ -43,14 +43,7 @@ def owner_check(component: Component, container: str) -> Check:
     )
 
 
-UNITS_COMMAND = (
-    "command -v systemctl >/dev/null || exit 127; "
-    "systemctl list-units --type=service --all --plain --no-legend --no-pager | "
-    "while read -r unit load active rest; do "
-    'printf \'%s\\t%s\\t%s\\t%s\\n\' "$unit" "$active" '
-    '"$(systemctl is-enabled "$unit" 2>/dev/null)" '
-    '"$(systemctl show -p ExecStart --value "$unit")"; done'
-)
+UNITS_COMMAND = doctor_call("service_units")
 ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
@@ -92,11 +85,7 @@ def not_in_systemd_check(component: Component, container: str) -> Check:
 
 def process_owners_command(binary: str) -> str:
     """`PID USER` of every process running exactly `binary` (by /proc/PID/exe)."""
-    return (
-        "for p in /proc/[0-9]*; do "
-        f'[ "$(readlink -- "$p/exe" 2>/dev/null)" = {quote(binary)} ] || continue; '
-        'printf \'%s %s\\n\' "${p#/proc/}" "$(stat -c %U -- "$p")"; done; true'
-    )
+    return doctor_call("process_owners", binary)
 
 
 def ssh_user_check(component: Component, container: str, ssh_user: str, target: str) -> Check:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..remote.connection import CommandResult, quote
-from .model import Check, Verdict, output_of
+from .model import Check, Verdict, doctor_call, output_of
 from .parsers import (
     CRON_DIRECTORIES,
     SCHEDULE_MARKER,
@@ -61,22 +61,8 @@ def fail2ban_jail_check(name: str, place: str | None, where: str, jails: list[st
 
 def schedules_command(cron_etc: str) -> str:
     """Everything cron and systemd timers run here, as parse_schedules reads it."""
-    etc = quote(cron_etc.rstrip("/") or "/")
-    marker = SCHEDULE_MARKER
-    return (
-        f"printf '{marker}crontab -l\\n'; crontab -l 2>/dev/null; "
-        f'for f in {etc}/crontab {etc}/cron.d/*; do [ -f "$f" ] || continue; '
-        f'printf \'{marker}file %s\\n\' "$f"; cat -- "$f"; echo; done; '
-        f"for d in {' '.join(CRON_DIRECTORIES)}; do "
-        f'for f in {etc}/cron.$d/*; do [ -f "$f" ] || continue; '
-        f'printf \'{marker}%s %s\\n\' "$d" "$f"; cat -- "$f"; echo; done; done; '
-        f"printf '{marker}timers\\n'; command -v systemctl >/dev/null || exit 0; "
-        "systemctl list-timers --all --plain --no-legend --no-pager | "
-        "awk 'NF >= 2 {print $(NF-1), $NF}' | while read -r timer unit; do "
-        'printf \'%s\\t%s\\t%s\\t%s\\n\' "$timer" "$unit" '
-        '"$(systemctl show -p TimersCalendar --value "$timer" | tr "\\n" " ")" '
-        '"$(systemctl show -p ExecStart --value "$unit" | tr "\\n" " ")"; done'
-    )
+    etc = cron_etc.rstrip("/") or "/"
+    return doctor_call("schedules", SCHEDULE_MARKER, etc, *CRON_DIRECTORIES)
 
 
 def describe(job: ScheduledJob) -> str:

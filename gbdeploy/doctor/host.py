@@ -15,6 +15,7 @@ from .model import (
     FollowUp,
     Verdict,
     container_tool,
+    doctor_call,
     list_containers,
     output_of,
     read_command,
@@ -129,10 +130,7 @@ def runner_mounts_check(name: str, tool: str = "lxc") -> Check:
 
 def proxy_devices_check(d: DoctorSettings) -> Check:
     tool = container_tool(d)
-    command = (
-        f"for c in $({list_containers(tool)}); do printf '{CONTAINER_MARKER}%s\\n' \"$c\"; "
-        f'{tool} config show "$c" --expanded; done'
-    )
+    command = doctor_call("container_configs", CONTAINER_MARKER, *tool.split())
 
     def judge(result: CommandResult) -> Verdict:
         if not result.ok:
@@ -327,13 +325,7 @@ def ufw_forward_check(d: DoctorSettings) -> Check:
     )
 
 
-SERVICE_FILES = (
-    "command -v systemctl >/dev/null || exit 127; "
-    "systemctl list-unit-files --type=service --no-legend --no-pager | "
-    "while read -r unit state rest; do "
-    'printf \'%s\\t%s\\t%s\\n\' "$unit" "$state" '
-    '"$(systemctl show -p ExecStart --value "$unit" | tr "\\n" " ")"; done'
-)
+SERVICE_FILES = doctor_call("service_files")
 ENABLED_STATES = ("enabled", "enabled-runtime")
 
 
@@ -342,11 +334,7 @@ NETFILTER_PERSISTENT = "netfilter-persistent.service"  # iptables-persistent's u
 
 def files_mentioning(paths: list[str], word: str) -> str:
     """Each of `paths` that is a text file holding `word`, after a `### PATH` line."""
-    quoted = " ".join(quote(p) for p in paths)
-    return (
-        f'for f in {quoted}; do [ -f "$f" ] && grep -Iqs -- {quote(word)} "$f" || continue; '
-        'printf \'### %s\\n\' "$f"; cat -- "$f"; echo; done'
-    )
+    return doctor_call("files_mentioning", word, *paths)
 
 
 def forward_rule_check(d: DoctorSettings) -> Check:

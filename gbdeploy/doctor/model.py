@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..config import DoctorSettings, Target
+from ..deploy.layout import call
+from ..remote import far_end
 from ..remote.connection import CommandResult, quote
 from ..remote.connection import container_tool as shared_container_tool
 
@@ -102,6 +104,20 @@ def last_line(text: str) -> str:
 
 def output_of(result: CommandResult) -> str:
     return last_line(result.stderr) or last_line(result.stdout) or f"exit {result.exit_code}"
+
+
+def doctor_call(function: str, *arguments: object) -> str:
+    """A check's script that is more than one command: `far_end/doctor.sh`, then the one call of
+    its `function`, every argument quoted (`--dry-run`'s plan shows the call: `shown`)."""
+    return f"{far_end.doctor()}\n{call(function, *arguments)}"
+
+
+def shown(command: str) -> str:
+    """`command` as the plan shows it: a doctor.sh call as `[doctor.sh] CALL`."""
+    library = far_end.doctor() + "\n"
+    return (
+        f"[doctor.sh] {command.removeprefix(library)}" if command.startswith(library) else command
+    )
 
 
 def read_command(path: str) -> str:

@@ -21,7 +21,7 @@ from .host import (
     ufw_forward_check,
     zfs_schedule_check,
 )
-from .model import Check, container_tool, disabled_check, where
+from .model import Check, container_tool, disabled_check, shown, where
 from .proxy import (
     caddy_storage_check,
     caddy_valid_check,
@@ -146,7 +146,7 @@ def doctor_plan(settings: Settings) -> list[str]:
     return [
         f"{c.name}: skipped ({c.disabled})"
         if c.disabled
-        else f"{c.name}: on {where(c.place, host, tool)}: {c.command}"
+        else f"{c.name}: on {where(c.place, host, tool)}: {shown(c.command)}"
         for c in build_checks(settings)
     ]
 

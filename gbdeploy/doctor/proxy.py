@@ -8,7 +8,7 @@ import hashlib
 from ..config import DoctorSettings
 from ..remote.connection import CommandResult, quote
 from .daemons import fail2ban_trouble
-from .model import Check, FollowUp, Repair, Verdict, last_line, output_of, read_command
+from .model import Check, FollowUp, Repair, Verdict, doctor_call, last_line, output_of, read_command
 from .parsers import (
     fail2ban_jail_switch,
     fail2ban_regex_host,
@@ -78,26 +78,8 @@ def caddy_storage_script(path: str, original: str, candidate: str, *, root: str,
     failed reload the backup goes back and is reloaded. Refuses if the file changed since it was
     read, or the storage root does not exist yet (the certificates must be copied there first)."""
     digest = hashlib.sha256(original.encode()).hexdigest()
-    f, new, c, r = quote(path), quote(path + ".gbdeploy-new"), quote(caddy), quote(root)
-    adapter = "--adapter caddyfile"
-    return "\n".join(
-        [
-            "set -e",
-            f"test -d {r} || {{ echo 'storage root {root} does not exist: create it and copy the "
-            "certificates from ~/.local/share/caddy into it first' >&2; exit 3; }",
-            f"printf '%s  %s\\n' {digest} {f} | sha256sum -c --status || "
-            f"{{ echo '{path} changed since doctor read it: run doctor again' >&2; exit 3; }}",
-            f"trap 'rm -f {new}' EXIT",
-            f"printf '%s' {quote(candidate)} > {new}",
-            f"{c} validate --config {new} {adapter}",
-            f"backup={f}.bak-$(date +%Y%m%d%H%M%S)",
-            f'cp -p -- {f} "$backup"',
-            f"cat {new} > {f}",
-            f"{c} reload --config {f} {adapter} || "
-            f'{{ cat "$backup" > {f}; {c} reload --config {f} {adapter}; '
-            "echo 'reload failed: the backup is back in place' >&2; exit 4; }",
-            'echo "backup: $backup"',
-        ]
+    return doctor_call(
+        "caddy_storage", path, path + ".gbdeploy-new", digest, candidate, caddy, root
     )
 
 
@@ -156,11 +138,7 @@ def caddy_vhosts_check(d: DoctorSettings, container: str) -> Check:
 
 def resolve_command(names: tuple[str, ...]) -> str:
     """Each name resolved here with getent (the system resolver, as Caddy's ACME client uses)."""
-    quoted = " ".join(quote(n) for n in names)
-    return (
-        f'for n in {quoted}; do printf \'### %s\\n\' "$n"; getent hosts "$n"; '
-        "printf '## exit %s\\n' \"$?\"; done"
-    )
+    return doctor_call("resolve_names", *names)
 
 
 def dead_domains_check(d: DoctorSettings, container: str) -> Check:
@@ -217,11 +195,7 @@ def dead_domains_check(d: DoctorSettings, container: str) -> Check:
 
 
 def flood_jail_command(jail: str) -> str:
-    j = quote(jail)
-    return (
-        f"fail2ban-client status {j} >/dev/null && for k in maxretry findtime bantime logpath "
-        f'failregex; do printf \'### %s\\n\' "$k"; fail2ban-client get {j} "$k" || exit $?; done'
-    )
+    return doctor_call("flood_jail", jail)
 
 
 # What Caddy writes to its JSON access log for a request (one line; only `status` differs).
@@ -287,16 +261,10 @@ def flood_jail_check(d: DoctorSettings, container: str) -> Check:
     )
 
 
-JAIL_FILES = ("jail.conf", "jail.d/*.conf", "jail.local", "jail.d/*.local")
-
-
 def jail_files_command(directory: str) -> str:
     """Each file fail2ban reads for its jails, after a `### PATH` line (PATH relative to
     `directory`); nothing when the directory does not exist."""
-    return (
-        f"cd -- {quote(directory)} 2>/dev/null || exit 0; for f in {' '.join(JAIL_FILES)}; do "
-        '[ -f "$f" ] || continue; printf \'### %s\\n\' "$f"; cat -- "$f"; echo; done'
-    )
+    return doctor_call("jail_files", directory)
 
 
 def proxy_sshd_jail_check(d: DoctorSettings, container: str) -> Check:

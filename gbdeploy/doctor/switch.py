@@ -14,7 +14,7 @@ from ..caddyfile import CaddyfileRefused, dialled_ports, switch_upstream
 from ..config import Component, DoctorSettings, Switch
 from ..remote.connection import CommandResult, quote
 from ..remote.probes import Health, probe_health
-from .model import Check, FollowUp, Verdict, output_of, read_command
+from .model import Check, FollowUp, Verdict, doctor_call, output_of, read_command
 from .parsers import ParseError, parse_environment, split_sections
 from .proxy import caddy_storage_check
 
@@ -42,15 +42,7 @@ def switch_checks(d: DoctorSettings, component: Component, system: str, proxy: s
 def listeners_command(ports: list[int]) -> str:
     """For each port, `### PORT` then `PID EXE` of each process listening on it (`? ?` for a
     socket whose process this user cannot see)."""
-    return (
-        "command -v ss >/dev/null || exit 127; "
-        f"for port in {' '.join(str(p) for p in ports)}; do printf '### %s\\n' \"$port\"; "
-        'ss -Htlnp "sport = :$port" | while read -r line; do '
-        "pids=$(printf '%s\\n' \"$line\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); "
-        '[ -n "$pids" ] || { echo "? ?"; continue; }; '
-        'for pid in $pids; do printf \'%s %s\\n\' "$pid" "$(readlink -- "/proc/$pid/exe")"; '
-        "done; done; done"
-    )
+    return doctor_call("listeners", *(int(p) for p in ports))
 
 
 def ports_check(component: Component, switch: Switch, container: str) -> Check:

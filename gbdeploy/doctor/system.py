@@ -7,7 +7,7 @@ import os
 
 from ..config import DoctorSettings
 from ..remote.connection import CommandResult, quote
-from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, output_of
+from .model import VALKEY_TIMEOUT, Check, Repair, Verdict, doctor_call, output_of
 from .parsers import (
     loopback_verdict,
     parse_environment,
@@ -104,13 +104,7 @@ def botui_url_check(d: DoctorSettings, container: str) -> Check:
 def file_guard_command(path: str) -> str:
     """`MODE OWNER GROUP` of `path`, then `git DIR` for each directory at or above it that holds
     a `.git` (a git work tree), or `missing`."""
-    p = quote(path)
-    return (
-        f"[ -e {p} ] || {{ echo missing; exit 0; }}; stat -c '%a %U %G' -- {p} && "
-        f"d=$(dirname -- {p}) && while :; do "
-        'if [ -e "$d/.git" ]; then printf \'git %s\\n\' "$d"; fi; '
-        '[ "$d" = / ] && break; d=$(dirname -- "$d"); done'
-    )
+    return doctor_call("file_guard", path)
 
 
 def vault_init_check(d: DoctorSettings, container: str) -> Check:

@@ -9,7 +9,8 @@ probes.py      Read-only facts about a target: each a command and the parser of 
 
 far_end/   the code that runs on the target, as real files shipped with the package:
            `procs.sh` and `lib.sh` (the shell functions every deploy script calls), and
-           `helper.py` (the session helper and the upload's receiver, Python 3.4).
+           `helper.py` (the session helper and the upload's receiver, Python 3.4); `proxy.sh`
+           (the switch's Caddyfile changes) and `doctor.sh` (what doctor's checks read).
            Python sends the library after the quoted variable prelude, then the script's own
            lines (`deploy/layout.py`); the files and every script built from them are linted
            in the tests (shellcheck, `dash -n`; the helper against Python 3.4's syntax).

@@ -29,6 +29,16 @@ def logs() -> str:
     return _stripped(text("logs.sh"))
 
 
+def proxy() -> str:
+    """`proxy.sh`: changing the Caddyfile on the proxy target (`gbdeploy/caddy_switch.py`)."""
+    return _stripped(text("proxy.sh"))
+
+
+def doctor() -> str:
+    """`doctor.sh`: what doctor's checks read, and its Caddyfile repair (`gbdeploy/doctor/`)."""
+    return _stripped(text("doctor.sh"))
+
+
 def library(*, steps: bool = True) -> str:
     """`procs.sh`, `lib.sh` and `steps.sh`: every function of the deploy's scripts (without
     `steps`, what its checks need: the one sent most often, every health check)."""

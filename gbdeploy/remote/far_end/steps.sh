@@ -280,3 +280,72 @@ control_start() {
   cp -p -- "$L/recipe" "$G"
   phase "started"
 }
+
+# --- strategy switch (deploy/switch.py): the new binary beside the old process, each stopped by pid
+# note TOKEN RECORD: RECORD (a JSON object without its closing brace) and its time appended to the
+# journal, while the lock holds TOKEN.
+note() { ours "$1" || return 0; printf '%s, "time": "%s"}\n' "$2" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"; }
+# switch_beside IDLE BUSY PLACING RECIPE SOURCE OWNER SHA (after `claim beside`): SOURCE placed
+# at B with nothing stopped (switch_place) and started with RECIPE on the idle port. Prints `before
+# PIDS` (what ran B: journalled with PLACING, the `placing` record without its closing brace),
+# then `launched PID`. Ends the script: BUSY (nothing changed) when something listens on IDLE, 3
+# when placing or starting failed.
+switch_beside() {
+  resolve "$B"
+  listening_inodes "$1"
+  [ -z "$inodes" ] || { echo "port $1 is in use" >&2; exit "$2"; }
+  before=$(pids | tr '\n' ' ')
+  echo "before $before"
+  printf '%s, "old_pids": "%s", "time": "%s"}\n' "$3" "$before" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J" || exit 1
+  write_recipe "$4"
+  switch_place "$5" "$6" || { echo "cannot put the new binary in place" >&2; exit 3; }
+  remember_sha "$7" || exit 3
+  cp -p -- "$L/recipe" "$G" || exit 3
+  launch "$G" || { echo "the start failed" >&2; exit 3; }
+  printf '{"phase": "started", "launcher": "%s", "time": "%s"}\n' \
+    "$(cat "$L/launcher" 2>/dev/null)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$J"
+}
+# switch_undo TOKEN LOOKS (after `claim_or_wait beside`): the beside step's undo, decided on the
+# journal: nothing when the lock does not hold TOKEN (`not-ours`), the switch was confirmed
+# (`kept`) or nothing was placed (`untouched`); else stop_all_but LOOKS the processes that ran
+# before, and switch_unplace (`restored`, or `restore-failed`, exit 1).
+switch_undo() {
+  ours "$1" || { echo not-ours; exit 0; }
+  grep -q '"phase": "switched"' -- "$J" 2>/dev/null && { echo kept; exit 0; }
+  grep -q '"phase": "placing"' -- "$J" 2>/dev/null || { echo untouched; exit 0; }
+  resolve "$B"
+  before=$(sed -n 's/.*"old_pids": "\([0-9 ]*\)".*/\1/p' -- "$J" | head -n 1)
+  phase "undoing"
+  # shellcheck disable=SC2086  # the pids, one word each
+  if ! { stop_all_but "$2" $before && switch_unplace; }; then
+    phase "restore-failed"; echo restore-failed; exit 1
+  fi
+  phase "restored"
+  echo restored
+}
+# stop_old LOOKS PID…: stop_pid each PID (the processes that ran B before the switch), then the
+# phase `old-stopped`; returns 1 unless each one stopped.
+stop_old() {
+  resolve "$B"
+  looks=$1; shift; rc=0
+  for p in "$@"; do stop_pid "$p" "$looks" || rc=1; done
+  phase "old-stopped"
+  return "$rc"
+}
+# keep_serving PORT OTHER LOOKS DRAIN_LOOKS QUIET SLEEP RECIPE (`--recover`): the process running
+# B that serves PORT kept (`keep PID`; `serving none` and exit 3 when none does), OTHER drained
+# (drain DRAIN_LOOKS QUIET SLEEP), every other process running B stopped by pid, B made the kept
+# process's binary (keep_binary_of), RECIPE its recipe.
+keep_serving() {
+  keep=$(serving_pids "$B" "$1" | head -n 1)
+  resolve "$B"
+  [ -n "$keep" ] || { echo "serving none"; exit 3; }
+  echo "keep $keep"
+  drain "$2" "$4" "$5" "$6"
+  stop_all_but "$3" "$keep" || exit 1
+  keep_binary_of "$keep" || exit 1
+  write_recipe "$7"
+  cp -p -- "$L/recipe" "$G"
+  phase "recovered"
+}

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 from .config import Component, Settings
@@ -192,8 +194,12 @@ def follow_logs(
     channel = remote.channel(tail_command(component, lines, follow=True, grep=grep))
     channel.settimeout(0.5)  # wake up now and then, so Ctrl-C is seen at once
     pending = b""
+    # Ctrl-C only sets a flag the loop reads: a KeyboardInterrupt raised inside paramiko's
+    # buffers can leave one of its locks held, and the close below would then wait forever.
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     try:
-        while True:
+        while not interrupted.is_set():
             try:
                 chunk = channel.recv(65536)
             except TimeoutError:
@@ -204,9 +210,8 @@ def follow_logs(
             complete, _, pending = pending.rpartition(b"\n")
             if complete:
                 reporter.write(complete.decode(errors="replace") + "\n")
-    except KeyboardInterrupt:
-        pass
     finally:
+        signal.signal(signal.SIGINT, previous)
         with contextlib.suppress(OSError, EOFError):
             channel.shutdown_write()  # the remote `cat` sees end of input and stops the follower
             channel.status_event.wait(STOP_WAIT)

@@ -20,13 +20,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def demo_process(*args: str) -> subprocess.Popen[str]:
+def demo_process(*args: str, ignoring_interrupts: bool = False) -> subprocess.Popen[str]:
+    """`gbdeploy demo ARGS` as its own process; `ignoring_interrupts`: started with SIGINT and
+    SIGQUIT ignored, as a shell starts a background job (`cmd &` without job control)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     for name in list(env):
         if name.startswith(("GBDEPLOY_", "FORGEJO_")):
             del env[name]
+    command = [sys.executable, "-m", "gbdeploy", "demo", *args]
+    if ignoring_interrupts:  # an ignored signal stays ignored across exec
+        command = ["sh", "-c", 'trap "" INT QUIT; exec "$@"', "sh", *command]
     return subprocess.Popen(
-        [sys.executable, "-m", "gbdeploy", "demo", *args],
+        command,
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -110,7 +115,8 @@ def test_demo_refuses_an_unknown_placement():
 
 
 def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
-    process = demo_process("--keep")
+    # Started with SIGINT ignored, as from a script's `cmd &`: Ctrl-C must end it all the same.
+    process = demo_process("--keep", ignoring_interrupts=True)
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
@@ -124,7 +130,12 @@ def test_demo_keep_stays_up_until_interrupted_then_cleans_up():
         assert pids_under(directory), "the released service should still run"
     finally:
         process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # its SIGTERM cleans the sandbox up; a test must not leave it
+            rest, _ = process.communicate(timeout=60)
+            rest = "(Ctrl-C did not end it; SIGTERM did)\n" + rest
     assert process.returncode == 0, output + rest
     assert not directory.exists()
     assert pids_under(directory) == []

@@ -574,8 +574,13 @@ def _describe(sandbox: Sandbox) -> list[str]:
 
 
 def _keep_up(sandbox: Sandbox, reporter: Reporter) -> None:
-    """Print how to use the sandbox by hand, wait for Ctrl-C or SIGTERM, then clean up."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Print how to use the sandbox by hand, wait for Ctrl-C or SIGTERM, then clean up. Both
+    are handled here, whatever was inherited: a shell's background job (`&` without job
+    control) starts with SIGINT ignored, and the sandbox must still end on Ctrl-C."""
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         token_file = sandbox.directory / "token"
         token_file.write_text(sandbox.token + "\n")
@@ -600,7 +605,8 @@ def _keep_up(sandbox: Sandbox, reporter: Reporter) -> None:
     except KeyboardInterrupt:
         reporter.say("stopping the sandbox")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sandbox.close()
 
 

@@ -396,9 +396,13 @@ class Remote:
 
     def cut(self) -> None:
         """Shut the connection's socket down at once, so every wait on it ends now (a cancel);
-        safe from another thread and on a connection that is gone."""
+        safe from another thread, from a signal handler and on a connection that is gone. It
+        takes no lock, and marks the transport dead as paramiko's own close does, so nothing sends
+        on it again: the interrupt that follows a cut may have left one of paramiko's locks
+        held, and a send would then wait for that lock forever (a SIGTERM sweep hung that way)."""
         transport = self.connection.transport
         if transport is not None and transport.sock is not None:
+            transport.active = False
             with suppress(OSError):
                 transport.sock.shutdown(socket.SHUT_RDWR)
 

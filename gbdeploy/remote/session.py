@@ -167,7 +167,9 @@ class Session:
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
-        if channel is not None:
+        # A cut or dropped connection is left as it is: closing a channel sends on it and takes
+        # its locks, which an interrupted exchange may still hold.
+        if channel is not None and self.remote.alive:
             with suppress(OSError, EOFError, paramiko.SSHException):
                 channel.close()
 

@@ -96,6 +96,11 @@ class ArtifactSource:
         except OSError:
             return None
 
+    def sending(self) -> int:
+        """The bytes to show as sent while they travel: what was read, held one short of the
+        whole, which is shown only once the target has the file."""
+        return min(self.done, self.size - 1)
+
     def changed(self) -> bool:
         """Whether a build still writes the file: read other than stat'd, or touched since.
 

@@ -327,7 +327,7 @@ class PendingUpload:
                         channel.sendall(chunk)
                         sent += len(chunk)
                         if progress:
-                            progress(min(source.done, source.size - 1), source.size)
+                            progress(source.sending(), source.size)
                 if source.changed():
                     if source.done == source.size:  # the stream is whole: it would be kept
                         # One byte too many: the receiver refuses it and removes the file.
@@ -377,7 +377,7 @@ def upload_through(
             for block in blocks:
                 yield block
                 if progress:
-                    progress(min(source.done, source.size - 1), source.size)
+                    progress(source.sending(), source.size)
         if source.done != source.size:
             raise source.changed_error()
 

@@ -277,8 +277,11 @@ def test_follow_with_grep_prints_only_matching_new_lines_and_ends_both(
     log.write_text("fresh old\nnoise old\n")
     config = _config(tmp_path, sshd, log, remote_root / "botserver")
     command = [sys.executable, "-m", "gbdeploy", "-f", str(config), "logs", "botserver", "-f"]
+    # Started as a script's `cmd &` starts it, with SIGINT ignored: Ctrl-C must end it all the same
+    # (an ignored signal stays ignored across exec).
+    ignoring = ["sh", "-c", 'trap "" INT QUIT; exec "$@"', "sh"]
     process = subprocess.Popen(
-        [*command, "--grep", "fresh"],
+        [*ignoring, *command, "--grep", "fresh"],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
 
 import pytest
 
-from gbdeploy.deploy.engine import Step, Undo, Undone, execute, plan_lines
+from gbdeploy.deploy.engine import Step, Undo, Undone, execute, interrupts_abort, plan_lines
 from gbdeploy.output import Reporter
 
 
@@ -121,6 +124,60 @@ def test_ctrl_c_is_undone_too_and_reconnects_first():
         )
     assert isinstance(raised.value.error, KeyboardInterrupt)
     assert seen == ["KeyboardInterrupt"] and target.log[-1] == "undo lock"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_cancel_never_raises_inside_a_step_it_cuts_and_the_step_ends_interrupted(signum):
+    """The handler raises nothing where it lands: an exception raised there can land inside
+    paramiko between taking a lock and the `try` that gives it back, and the undo's next send
+    then waits for that lock forever (a SIGTERM sweep hung so). The cut ends the step's wait;
+    whatever the step does then counts as interrupted, and no further step begins."""
+    target, out = Target(), io.StringIO()
+    cuts: list[str] = []
+    lock = threading.Lock()  # as paramiko takes one: acquire(), then the try
+    reached: list[str] = []
+    before = signal.getsignal(signum)
+
+    def uploading() -> str:
+        lock.acquire()
+        os.kill(os.getpid(), signum)  # the handler runs at the next instruction, here
+        reached.append("after the signal")
+        lock.release()
+        assert cuts == ["cut"]  # the wait on the socket now fails:
+        raise EOFError("connection closed")
+
+    steps = [target.step("lock"), Step("upload", ["send"], uploading), target.step("restart")]
+    with pytest.raises(Undone) as raised:
+        execute(
+            steps,
+            Reporter(stream=out),
+            interrupts=lambda: interrupts_abort(lambda: cuts.append("cut")),
+        )
+    assert reached == ["after the signal"] and not lock.locked()
+    assert isinstance(raised.value.error, KeyboardInterrupt)
+    assert target.log == ["run lock", "undo lock"]  # restart never began
+    assert "→ upload … interrupted" in out.getvalue()
+    assert signal.getsignal(signum) is before  # the handler is the caller's again
+
+
+def test_a_cancel_during_a_step_that_still_succeeds_stops_before_the_next():
+    target = Target()
+    cuts: list[str] = []
+
+    def finishing() -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "done on the target all the same"
+
+    steps = [target.step("lock"), Step("finish", ["send"], finishing), target.step("health")]
+    with pytest.raises(Undone) as raised:
+        execute(
+            steps,
+            Reporter(stream=io.StringIO()),
+            interrupts=lambda: interrupts_abort(lambda: cuts.append("cut")),
+        )
+    assert isinstance(raised.value.error, KeyboardInterrupt)
+    assert raised.value.done == ["lock", "finish"] and target.log == ["run lock", "undo lock"]
+    assert cuts == ["cut"]
 
 
 def test_the_plan_shows_each_command_and_its_undo():

@@ -124,17 +124,21 @@ def execute(
     steps: list[Step],
     reporter: Reporter,
     *,
-    interrupts: Callable[[], AbstractContextManager[object]] | None = None,
+    interrupts: Callable[[], AbstractContextManager[threading.Event | None]] | None = None,
     before_undo: Callable[[BaseException], None] | None = None,
     cause: Callable[[BaseException], str] = lambda e: str(e),
 ) -> None:
     """Run `steps`; on failure undo the ones that began (the failing one too: its undo copes with
     a partial run) and raise `Undone`. `interrupts()` is a context manager active while the
-    steps run (see `interrupts_abort`); `before_undo` runs first (e.g. drop the connection)."""
+    steps run that gives the event a cancel sets (see `interrupts_abort`): once set, the step
+    that runs ends as interrupted however it ends, and no further step begins. `before_undo`
+    runs first (e.g. drop the connection)."""
     done: list[Step] = []
+    cancelled: threading.Event | None = None
     try:
-        with interrupts() if interrupts else nullcontext():
+        with interrupts() if interrupts else nullcontext() as cancelled:
             for step in steps:
+                _stop_if(cancelled)
                 reason = step.skip_when() if step.skip_when is not None else ""
                 if reason:
                     with reporter.step(step.name) as record:
@@ -143,9 +147,21 @@ def execute(
                 done.append(step)
                 with reporter.step(step.name) as record:
                     reporter.remote_commands([c.text for c in step.commands])  # -v
-                    record.detail = step.run() or ""
+                    try:
+                        record.detail = step.run() or ""
+                    except Exception as error:
+                        _stop_if(cancelled, error)
+                        raise
+                    _stop_if(cancelled)
     except BaseException as error:
         raise undo(done, error, reporter, before_undo=before_undo, cause=cause) from error
+
+
+def _stop_if(cancelled: threading.Event | None, error: BaseException | None = None) -> None:
+    """A cancel came: whatever the step did after it (most often: failed on the cut
+    connection) counts as interrupted."""
+    if cancelled is not None and cancelled.is_set():
+        raise KeyboardInterrupt from error
 
 
 def undo(
@@ -185,21 +201,25 @@ def undo(
 
 
 @contextmanager
-def interrupts_abort(cut: Callable[[], None]) -> Iterator[None]:
+def interrupts_abort(cut: Callable[[], None]) -> Iterator[threading.Event | None]:
     """Ctrl-C and SIGTERM (a cancelled CI job) call `cut` (e.g. shut the connection's socket,
-    which wakes any wait inside paramiko with an error), then raise KeyboardInterrupt, so the
-    undo runs. Only in the main thread, where Python delivers signals."""
+    which ends any wait on it with an error) and set the event `execute` reads, so the undo
+    runs. The handler raises nothing: an exception raised from a signal handler lands on
+    whatever bytecode the main thread was running, e.g. inside paramiko between taking a lock
+    and the `try` that releases it, and the undo's next send then waits for that lock forever.
+    Only in the main thread, where Python delivers signals."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield None
         return
+    cancelled = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
+        cancelled.set()
         cut()
-        raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield cancelled
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -235,7 +235,7 @@ def sidecar_command(binary: str) -> str:
 
 def parse_sidecar(stdout: str) -> str | None:
     words = stdout.split()
-    return words[0] if words and _HEX64.match(words[0]) else None
+    return words[0] if words and _HEX64.fullmatch(words[0]) else None
 
 
 def read_history(settings: Settings, component: Component) -> History:

@@ -403,9 +403,13 @@ def test_recover_waits_for_the_script_a_killed_deploy_left_and_checks_what_runs(
 
 
 # --- 8, 9, 10. injection ---
-def test_a_commit_with_a_newline_is_refused(world, artifacts):
+@pytest.mark.parametrize(
+    "forged",
+    [f"{NEW}\n{'0' * 64} evil 2026-01-01T00:00:00Z", f"{NEW}\n"],
+    ids=["a-line-after", "a-trailing-newline"],  # `$` of a pattern matches before a last \n
+)
+def test_a_commit_with_a_newline_is_refused(world, artifacts, forged):
     deploy_with(world, artifacts(OLD), commit=OLD)
-    forged = f"{NEW}\n{'0' * 64} evil 2026-01-01T00:00:00Z"
     with pytest.raises(UsageError) as raised:
         world.deploy(artifacts(NEW), commit=forged)
     assert raised.value.exit_code == 2

@@ -103,7 +103,7 @@ def run_deploy(
             force=force,
             before_change=before_change,
         )
-    if commit is not None and not COMMIT.match(commit):
+    if commit is not None and not COMMIT.fullmatch(commit):
         raise UsageError(
             f"--commit {commit!r} is not a commit: letters, digits, `.`, `_`, `+` and `-` only "
             "(no spaces or newlines), at most 100",

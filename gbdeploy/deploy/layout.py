@@ -375,7 +375,7 @@ def finish_command(
     ]
     if keep_release:
         sha, commit, keep = keep_release
-        if not SHA256.match(sha) or not _FIELD.match(commit):
+        if not SHA256.fullmatch(sha) or not _FIELD.fullmatch(commit):
             raise ValueError(f"not a release: {sha!r} {commit!r}")
         lines.append(call("keep_release", sha, commit, int(keep)))
     lines += [

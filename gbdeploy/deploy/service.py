@@ -240,7 +240,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def check_env_names(component: Component) -> None:
     for name in component.env:
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise UsageError(f"components.{component.name}.env: bad variable name {name!r}")
 
 

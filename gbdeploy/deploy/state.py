@@ -77,7 +77,7 @@ def parse_facts(stdout: str) -> Facts:
         elif word == "release":
             parts = rest.split()
             # a path is built from the sha256: anything but 64 hex digits is no release
-            if len(parts) == 3 and layout.SHA256.match(parts[0]) and COMMIT.match(parts[1]):
+            if len(parts) == 3 and layout.SHA256.fullmatch(parts[0]) and COMMIT.fullmatch(parts[1]):
                 commit = None if parts[1] == "unknown" else parts[1]
                 facts.releases.append(KeptRelease(parts[0], commit, parts[2]))
     return facts

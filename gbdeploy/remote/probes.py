@@ -226,7 +226,7 @@ def probe_health(url: str, *, timeout: float = 5.0) -> Probe[Health]:
         parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
     except ValueError:
         raise ValueError(f"not a valid port in {url!r}") from None
-    if not _HOST.match(parts.hostname):
+    if not _HOST.fullmatch(parts.hostname):
         raise ValueError(f"not a host name or address: {parts.hostname!r} in {url!r}")
     seconds = max(1, round(timeout))
     host = parts.hostname

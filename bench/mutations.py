@@ -35,6 +35,7 @@ class Mutation:
 
 
 P = "tests/test_promises.py::"
+H = "tests/test_deploy_holds.py::"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # --- deploy ---------------------------------------------------------------------------------
@@ -631,6 +632,119 @@ MUTATIONS: tuple[Mutation, ...] = (
         'ok = status == "ok" and commits_match(expected_commit, commit)',
         "ok = commits_match(expected_commit, commit)",
         ("tests/test_verify_judge.py",),
+    ),
+    # --- the holds of a deploy on a real service (issue 19), and its cancel -----------------------
+    Mutation(
+        "cancel-raises-in-handler",
+        "a cancel only sets a flag and cuts: nothing is raised where the signal lands (inside "
+        "paramiko it would leave a lock held, and the undo then waits for it forever)",
+        "gbdeploy/deploy/engine.py",
+        "        cancelled.set()\n        cut()\n",
+        "        cancelled.set()\n        cut()\n        raise KeyboardInterrupt\n",
+        (
+            "tests/test_deploy_engine.py::"
+            "test_a_cancel_never_raises_inside_a_step_it_cuts_and_the_step_ends_interrupted",
+        ),
+    ),
+    Mutation(
+        "commit-trailing-newline-accepted",
+        "a --commit with a newline anywhere, a last one too, is refused before anything runs",
+        "gbdeploy/deploy/command.py",
+        "not COMMIT.fullmatch(commit)",
+        "not COMMIT.match(commit)",
+        (H + "test_a_commit_with_a_newline_is_refused",),
+    ),
+    Mutation(
+        "launch-keeps-ignored-signals",
+        "a service gbdeploy starts has default signal dispositions (the script's ignored "
+        "TERM is not inherited), so SIGTERM stops it, also where env has no --default-signal",
+        "gbdeploy/remote/far_end/lib.sh",
+        '( trap - HUP INT QUIT TERM PIPE; . "$1" )',
+        '( . "$1" )',
+        (
+            H + "test_a_service_gbdeploy_started_has_default_signals_and_stops_on_sigterm",
+            "tests/test_service.py::"
+            "test_a_launched_service_keeps_sigterm_though_the_script_starting_it_ignores_it",
+        ),
+    ),
+    Mutation(
+        "launch-without-env-default-signal",
+        "a started service does not ignore the INT and QUIT that `&` ignores for a background "
+        "command (GNU env --default-signal resets them)",
+        "gbdeploy/deploy/service.py",
+        '            "$reset",\n',
+        "",
+        (
+            "tests/test_service.py::"
+            "test_a_launched_service_keeps_sigterm_though_the_script_starting_it_ignores_it",
+        ),
+    ),
+    Mutation(
+        "restore-deletes-b-on-no-record",
+        "a restore that does not know whether a binary was there before leaves B in place",
+        "gbdeploy/remote/far_end/lib.sh",
+        '  0) rm -f -- "$B" "$G" ;;',
+        '  0|"") rm -f -- "$B" "$G" ;;',
+        (H + "test_a_restore_with_an_empty_record_never_deletes_the_binary",),
+    ),
+    Mutation(
+        "undo-after-done-restores",
+        "the undo after the target finished (journal `done`) leaves the new service running",
+        "gbdeploy/remote/far_end/steps.sh",
+        "    healthy|done) echo kept; exit 0 ;;",
+        "    healthy) echo kept; exit 0 ;;",
+        (
+            H + "test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service",
+            H + "test_an_undo_meeting_a_finish_under_way_keeps_the_new_service",
+        ),
+    ),
+    Mutation(
+        "settle-window-skipped",
+        "a release is kept only after it stayed healthy through health_settle",
+        "gbdeploy/deploy/health.py",
+        "if settled_from is not None and now - settled_from >= settle:",
+        "if settled_from is not None:",
+        (
+            H + "test_a_binary_that_dies_after_its_first_healthy_answer_is_not_kept",
+            H + "test_a_health_that_flaps_is_not_kept",
+        ),
+    ),
+    Mutation(
+        "forge-message-cut-before-redact",
+        "a forge message that echoes the token shows none of it, also where the cut falls",
+        "gbdeploy/forge/client.py",
+        "redact(message, sent.partition(' ')[2].strip())[:300]",
+        "redact(message[:300], sent.partition(' ')[2].strip())",
+        (
+            "tests/test_forge_limits.py::test_a_server_message_echoing_the_token_at_the_cut_shows_none_of_it",
+        ),
+    ),
+    Mutation(
+        "forge-body-without-deadline",
+        "a forge that trickles its answer ends at forge.timeout, not when it stops sending",
+        "gbdeploy/forge/transport.py",
+        "            if self._overdue():\n",
+        "            if False:\n",
+        (
+            "tests/test_forge_limits.py::test_runs_from_a_trickling_forge_ends_at_forge_timeout",
+            "tests/test_forge_limits.py::test_wait_on_a_trickling_forge_ends_at_forge_timeout",
+        ),
+    ),
+    Mutation(
+        "recover-ignores-a-live-session",
+        "--recover keeps the lock of a deploy whose session is still connected, unless forced",
+        "gbdeploy/remote/far_end/steps.sh",
+        '  if [ "$forced" = 0 ] && [ -n "$s" ] && connected "$s"; then echo "live-session $s"',
+        '  if false; then echo "live-session $s"',
+        (H + "test_recover_refuses_a_lock_whose_deploy_is_still_connected_from_elsewhere",),
+    ),
+    Mutation(
+        "unchanged-redeploy-forgets-the-commit",
+        "an unchanged redeploy without --commit keeps the commit the releases know for its sha256",
+        "gbdeploy/deploy/deployment.py",
+        "                self.commit = known[-1] if known else None\n",
+        "                self.commit = None\n",
+        (H + "test_an_unchanged_redeploy_without_commit_keeps_the_known_commit",),
     ),
     # --- switch -----------------------------------------------------------------------------------
     Mutation(

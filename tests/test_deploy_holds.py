@@ -20,7 +20,9 @@ import pytest
 
 from gbdeploy import deploy
 from gbdeploy.artifact import file_sha256
+from gbdeploy.deploy import layout
 from gbdeploy.deploy.deployment import Deployment
+from gbdeploy.deploy.engine import Command
 from gbdeploy.deploy.state import describe_journal
 from gbdeploy.errors import DeployFailed, LockHeld, PreflightError, RemoteError, UsageError
 from gbdeploy.output import Reporter
@@ -169,6 +171,37 @@ def test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service(
     assert "nothing was undone" in str(raised.value)
     the_service(world, NEW)
     assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert [commit for _, commit in kept(world)] == [OLD, NEW]
+    assert [entry["result"] for entry in world.deploy_log()] == ["ok", "ok"]
+    no_lock_no_journal(world)
+
+
+def test_an_undo_meeting_a_finish_under_way_keeps_the_new_service(world, artifacts, monkeypatch):
+    """The finish runs on the target to its end whatever happens here (it ignores signals). An
+    undo that reconnects while it runs can find the journal at `done` and the lock not yet
+    removed: that release is kept, never restored over. Here the finish stops right there and
+    the connection drops."""
+    deploy_with(world, artifacts(OLD), commit=OLD)
+    real_send = Deployment.send
+
+    def send(self, command, **kwargs):
+        if command is self.finish:
+            halfway = (
+                f"{layout.prelude(self.paths)}\n{layout.call('finish_phase', self.token, 'done')}"
+            )
+            real_send(self, Command.fixed(halfway, "finish up to `done`"), **kwargs)
+            self.cut()
+            raise RemoteError("connection dropped")
+        return real_send(self, command, **kwargs)
+
+    monkeypatch.setattr(Deployment, "send", send)
+    with pytest.raises(DeployFailed) as raised:
+        world.deploy(artifacts(NEW), commit=NEW)
+
+    assert "it runs and was kept, nothing was undone" in str(raised.value)
+    the_service(world, NEW)
+    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert file_sha256(Path(f"{world.binary}.prev")) == file_sha256(artifacts(OLD))
     assert [commit for _, commit in kept(world)] == [OLD, NEW]
     assert [entry["result"] for entry in world.deploy_log()] == ["ok", "ok"]
     no_lock_no_journal(world)

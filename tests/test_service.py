@@ -4,11 +4,19 @@ parser of their output without a target, and the stop by exact path over sshd.""
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import os
+import shlex
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from gbdeploy.config import Restart
 from gbdeploy.deploy import service
+from gbdeploy.deploy.layout import Paths, prelude
 from gbdeploy.remote import probes
 from gbdeploy_sandbox.procs import wait_for
 from gbdeploy_sandbox.settings import standin_component
@@ -82,3 +90,69 @@ def test_stop_terms_the_binary_and_spares_everything_else(remote, running, remot
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# --- started with default signal dispositions, by each of the two layers alone ------------------
+def _ignored(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
+
+
+def _bit(sig: signal.Signals) -> int:
+    return 1 << (sig - 1)
+
+
+@pytest.mark.parametrize("gnu_env", [True, False], ids=["gnu-env", "env-without-default-signal"])
+def test_a_launched_service_keeps_sigterm_though_the_script_starting_it_ignores_it(
+    tmp_path, gnu_env
+):
+    """The scripts that start a service ignore HUP INT TERM PIPE, and ignored signals survive
+    exec. Two layers give the service its defaults back: `launch` sources the recipe in a
+    subshell with the traps reset, and GNU `env --default-signal` resets INT and QUIT too (which
+    `&` ignores). Each must hold alone: busybox's env and coreutils before 8.31 have no
+    --default-signal (here: an `env` first on PATH that refuses it, as they do)."""
+    user = getpass.getuser()
+    binary = tmp_path / "botserver"
+    shutil.copyfile("/bin/sleep", binary)
+    binary.chmod(0o755)
+    started = dataclasses.replace(
+        component(),
+        binary=str(binary),
+        log=str(tmp_path / "botserver.log"),
+        start="./botserver 600",
+    )
+    started = dataclasses.replace(started, user=user, env={})
+    recipe = tmp_path / "recipe"
+    recipe.write_text(service.service_of(started).recipe(user))
+    paths = Paths(str(binary))
+    Path(paths.lock).mkdir()
+    shadow = tmp_path / "path"
+    shadow.mkdir()
+    if not gnu_env:
+        (shadow / "env").write_text(
+            '#!/bin/sh\ncase $1 in --default-signal*) echo "env: unknown option $1" >&2; '
+            'exit 125 ;; esac\nexec /usr/bin/env "$@"\n'
+        )
+        (shadow / "env").chmod(0o755)
+    script = "\n".join(
+        ["trap '' HUP INT TERM PIPE", prelude(paths), f"launch {shlex.quote(str(recipe))}"]
+    )
+    ran = subprocess.run(
+        ["sh", "-c", script],
+        env={**os.environ, "PATH": f"{shadow}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "launched " in ran.stdout, ran.stderr
+    pid = int(ran.stdout.split("launched ", 1)[1].split()[0])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == str(binary))
+        ignored = _ignored(pid)
+        assert ignored & (_bit(signal.SIGTERM) | _bit(signal.SIGHUP) | _bit(signal.SIGPIPE)) == 0
+        if gnu_env:
+            assert ignored == 0  # INT and QUIT too, which `&` had ignored
+    finally:
+        os.kill(pid, signal.SIGKILL)

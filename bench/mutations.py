@@ -616,7 +616,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/release.py",
         "return plan.message is not None or any(tip != state.root_head for tip in tips)",
         "return plan.message is not None",
-        (),
+        (
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+            "tests/test_release_git.py::"
+            "test_rejected_root_push_is_finished_by_running_again_with_one_commit",
+        ),
     ),
     Mutation(
         "workflow-on-key-missed",
@@ -625,7 +630,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/placement.py",
         'triggers = data.get("on", data.get(True))',
         'triggers = data.get("on")',
-        (),
+        (
+            "tests/test_release_e2e.py::test_a_workflow_in_both_placements_is_refused_before_any_push",
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+        ),
     ),
     Mutation(
         "dispatch-at-the-branch",
@@ -633,7 +642,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/waiting.py",
         "dispatched = client.dispatch(workflow, sha, inputs)",
         "dispatched = client.dispatch(workflow, ref, inputs)",
-        (),
+        (
+            "tests/test_forge.py::"
+            "test_a_dispatch_builds_the_released_commit_even_when_the_branch_moved",
+        ),
     ),
     Mutation(
         "cancelled-run-superseded-by-itself",
@@ -641,7 +653,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/waiting.py",
         "other.id > run.id",
         "other.id >= run.id",
-        (),
+        (P + "test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow",),
     ),
     Mutation(
         "runs-pages-rounded-down",
@@ -650,7 +662,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/client.py",
         "pages = max(1, math.ceil(first.total_count / PAGE_LIMIT))",
         "pages = max(1, first.total_count // PAGE_LIMIT)",
-        (),
+        (
+            "tests/test_forge.py::test_iter_runs_pages_by_total_count",
+            "tests/test_forge.py::test_runs_are_listed_newest_first_whatever_order_the_server_sends",
+        ),
     ),
     Mutation(
         "skipped-run-succeeds",
@@ -658,7 +673,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/forge/models.py",
         'return self.status == "success"',
         'return self.status in ("success", "skipped")',
-        (),
+        (
+            "tests/test_forge.py::test_wait_on_a_failed_run_is_exit_3_with_the_log_tail",
+            "tests/test_forge.py::test_cli_wait_by_sha_of_a_failed_run_exits_3",
+        ),
     ),
     Mutation(
         "deploy-key-left-on-the-runner",
@@ -666,7 +684,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/workflows.py",
         """f"trap 'rm -f \\"{SSH_DIR}/deploy_key\\"' EXIT\\n\"""",
         '""',
-        (),
+        (
+            "tests/test_runner.py::test_rendered_workflow_builds_with_the_commit_and_deploys",
+            "tests/test_workflows.py::test_secrets_are_never_echoed_by_the_rendered_text",
+        ),
     ),
     Mutation(
         "build-embeds-the-root-commit",
@@ -674,7 +695,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/workflow_build.py",
         """'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\\n'""",
         """'BOTSERVER_COMMIT="$(git -C "$workspace" rev-parse --short HEAD)"\\n'""",
-        (),
+        (
+            "tests/test_runner.py::test_rendered_workflow_builds_with_the_commit_and_deploys",
+            "tests/test_release_e2e.py::test_release_pushes_builds_deploys_and_verifies_the_new_commit",
+        ),
     ),
     Mutation(
         "verify-stops-at-the-first-pass",
@@ -682,7 +706,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/verify.py",
         "if all(r.ok for r in results) or clock() >= deadline:",
         "if any(r.ok for r in results) or clock() >= deadline:",
-        (),
+        (
+            "tests/test_verify_judge.py::test_verification_retries_until_the_service_is_up_then_passes",
+        ),
     ),
     Mutation(
         "runs-limit-one-too-many",
@@ -690,7 +716,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/runs.py",
         "            if len(runs) >= limit:\n",
         "            if len(runs) > limit:\n",
-        (),
+        ("tests/test_forge.py::test_cli_runs_prints_a_table",),
     ),
     # --- forge, verify ----------------------------------------------------------------------------
     Mutation(

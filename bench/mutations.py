@@ -618,6 +618,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return plan.message is not None",
         (
             "tests/test_release_e2e.py::"
+            "test_dispatch_after_a_rejected_root_push_follows_the_push_run_of_the_retry",
+            "tests/test_release_e2e.py::"
             "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
             "tests/test_release_git.py::"
             "test_rejected_root_push_is_finished_by_running_again_with_one_commit",
@@ -674,6 +676,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         'return self.status == "success"',
         'return self.status in ("success", "skipped")',
         (
+            "tests/test_forge.py::test_cli_wait_on_a_skipped_run_exits_3_it_deployed_nothing",
             "tests/test_forge.py::test_wait_on_a_failed_run_is_exit_3_with_the_log_tail",
             "tests/test_forge.py::test_cli_wait_by_sha_of_a_failed_run_exits_3",
         ),
@@ -685,6 +688,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         """f"trap 'rm -f \\"{SSH_DIR}/deploy_key\\"' EXIT\\n\"""",
         '""',
         (
+            "tests/test_runner.py::test_the_deploy_key_is_gone_as_soon_as_the_deploy_step_ends",
             "tests/test_runner.py::test_rendered_workflow_builds_with_the_commit_and_deploys",
             "tests/test_workflows.py::test_secrets_are_never_echoed_by_the_rendered_text",
         ),
@@ -716,7 +720,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/runs.py",
         "            if len(runs) >= limit:\n",
         "            if len(runs) > limit:\n",
-        ("tests/test_forge.py::test_cli_runs_prints_a_table",),
+        (
+            "tests/test_forge.py::test_cli_runs_lists_no_more_than_its_limit",
+            "tests/test_forge.py::test_cli_runs_prints_a_table",
+        ),
     ),
     # --- forge, verify ----------------------------------------------------------------------------
     Mutation(

@@ -608,6 +608,123 @@ MUTATIONS: tuple[Mutation, ...] = (
         'matcher = _call("grep", "-e", grep)',
         ("tests/test_logs.py::test_grep_keeps_the_matching_lines_of_the_whole_log",),
     ),
+    # --- release, forge, workflows, runs, verify (issue 24, second round) ------------------------
+    Mutation(
+        "dispatch-beside-an-unpushed-root-commit",
+        "with --dispatch, a retry whose root commit is made but not yet pushed follows the push "
+        "run it starts, not a second (dispatched) deploy",
+        "gbdeploy/release.py",
+        "return plan.message is not None or any(tip != state.root_head for tip in tips)",
+        "return plan.message is not None",
+        (
+            "tests/test_release_e2e.py::"
+            "test_dispatch_after_a_rejected_root_push_follows_the_push_run_of_the_retry",
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+            "tests/test_release_git.py::"
+            "test_rejected_root_push_is_finished_by_running_again_with_one_commit",
+        ),
+    ),
+    Mutation(
+        "workflow-on-key-missed",
+        "a workflow's `on:` (which YAML 1.1 reads as the key True) is read: a push trigger in "
+        "both placements is refused before any push",
+        "gbdeploy/forge/placement.py",
+        'triggers = data.get("on", data.get(True))',
+        'triggers = data.get("on")',
+        (
+            "tests/test_release_e2e.py::test_a_workflow_in_both_placements_is_refused_before_any_push",
+            "tests/test_release_e2e.py::"
+            "test_release_with_dispatch_follows_the_push_run_instead_of_deploying_twice",
+        ),
+    ),
+    Mutation(
+        "dispatch-at-the-branch",
+        "a dispatch names the released commit itself, never the branch (which may have moved)",
+        "gbdeploy/forge/waiting.py",
+        "dispatched = client.dispatch(workflow, sha, inputs)",
+        "dispatched = client.dispatch(workflow, ref, inputs)",
+        (
+            "tests/test_forge.py::"
+            "test_a_dispatch_builds_the_released_commit_even_when_the_branch_moved",
+        ),
+    ),
+    Mutation(
+        "cancelled-run-superseded-by-itself",
+        "a cancelled run is blamed on a *later* run only; with none, it is a plain failure",
+        "gbdeploy/forge/waiting.py",
+        "other.id > run.id",
+        "other.id >= run.id",
+        (P + "test_a_cancelled_run_is_not_blamed_on_a_later_run_of_another_workflow",),
+    ),
+    Mutation(
+        "runs-pages-rounded-down",
+        "every page of runs is read (51 runs are two pages), so the newest run of a server that "
+        "lists oldest first is found",
+        "gbdeploy/forge/client.py",
+        "pages = max(1, math.ceil(first.total_count / PAGE_LIMIT))",
+        "pages = max(1, first.total_count // PAGE_LIMIT)",
+        (
+            "tests/test_forge.py::test_iter_runs_pages_by_total_count",
+            "tests/test_forge.py::test_runs_are_listed_newest_first_whatever_order_the_server_sends",
+        ),
+    ),
+    Mutation(
+        "skipped-run-succeeds",
+        "a skipped CI run did not deploy: release ends with exit 3, not as a success",
+        "gbdeploy/forge/models.py",
+        'return self.status == "success"',
+        'return self.status in ("success", "skipped")',
+        (
+            "tests/test_forge.py::test_cli_wait_on_a_skipped_run_exits_3_it_deployed_nothing",
+            "tests/test_forge.py::test_wait_on_a_failed_run_is_exit_3_with_the_log_tail",
+            "tests/test_forge.py::test_cli_wait_by_sha_of_a_failed_run_exits_3",
+        ),
+    ),
+    Mutation(
+        "deploy-key-left-on-the-runner",
+        "the deploy key written for the deploy step is removed when the step ends",
+        "gbdeploy/workflows.py",
+        """f"trap 'rm -f \\"{SSH_DIR}/deploy_key\\"' EXIT\\n\"""",
+        '""',
+        (
+            "tests/test_runner.py::test_the_deploy_key_is_gone_as_soon_as_the_deploy_step_ends",
+            "tests/test_runner.py::test_rendered_workflow_builds_with_the_commit_and_deploys",
+            "tests/test_workflows.py::test_secrets_are_never_echoed_by_the_rendered_text",
+        ),
+    ),
+    Mutation(
+        "build-embeds-the-root-commit",
+        "the build embeds the component's own commit (what verify looks for), not the root's",
+        "gbdeploy/workflow_build.py",
+        """'BOTSERVER_COMMIT="$(git rev-parse --short HEAD)"\\n'""",
+        """'BOTSERVER_COMMIT="$(git -C "$workspace" rev-parse --short HEAD)"\\n'""",
+        (
+            "tests/test_runner.py::test_rendered_workflow_builds_with_the_commit_and_deploys",
+            "tests/test_release_e2e.py::test_release_pushes_builds_deploys_and_verifies_the_new_commit",
+        ),
+    ),
+    Mutation(
+        "verify-stops-at-the-first-pass",
+        "release's verify retries until every check passes (a service may still be starting)",
+        "gbdeploy/verify.py",
+        "if all(r.ok for r in results) or clock() >= deadline:",
+        "if any(r.ok for r in results) or clock() >= deadline:",
+        (
+            "tests/test_verify_judge.py::test_verification_retries_until_the_service_is_up_then_passes",
+        ),
+    ),
+    Mutation(
+        "runs-limit-one-too-many",
+        "`runs --limit N` lists at most N runs",
+        "gbdeploy/runs.py",
+        "            if len(runs) >= limit:\n",
+        "            if len(runs) > limit:\n",
+        (
+            "tests/test_forge.py::test_cli_runs_lists_no_more_than_its_limit",
+            "tests/test_forge.py::test_cli_runs_prints_a_table",
+        ),
+    ),
     # --- forge, verify ----------------------------------------------------------------------------
     Mutation(
         "wait-follows-the-oldest-run",

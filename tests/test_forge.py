@@ -641,6 +641,18 @@ def test_cli_runs_prints_a_table(project, forgejo, capsys):
     assert "Update submodule botserver to 3f2a9c0" in rows[1]
 
 
+def test_cli_runs_lists_no_more_than_its_limit(project, forgejo, capsys):
+    shas = [f"{n:040x}" for n in range(1, 5)]
+    for sha in shas:
+        forgejo.on_push(sha, workflows=["botserver.yaml"])
+
+    code, out, err = gbdeploy("runs", "botserver", "--limit", "2", capsys=capsys)
+
+    assert code == 0, err
+    rows = out.splitlines()[2:]
+    assert [row.split()[4] for row in rows] == [shas[3][:10], shas[2][:10]]
+
+
 def test_cli_wait_for_a_run_id(project, forgejo, capsys):
     (run_id, _) = forgejo.on_push(SHA)
 
@@ -657,6 +669,16 @@ def test_cli_wait_by_sha_of_a_failed_run_exits_3(project, forgejo, capsys):
 
     assert code == 3
     assert "| boom" in err
+
+
+def test_cli_wait_on_a_skipped_run_exits_3_it_deployed_nothing(project, forgejo, capsys):
+    # Forgejo marks a run `skipped` when all its jobs were (an `if:` that was false): no deploy.
+    forgejo.on_push(SHA, workflows=["botserver.yaml"], script=Script("skipped", log=""))
+
+    code, out, err = gbdeploy("wait", "--sha", SHA[:12], capsys=capsys)
+
+    assert code == 3, out + err
+    assert "finished with status skipped" in err and "succeeded" not in out
 
 
 def test_cli_wait_with_a_bad_token_exits_2_without_the_token(project, forgejo, capsys, monkeypatch):

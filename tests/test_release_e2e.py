@@ -266,6 +266,22 @@ def test_dispatch_after_everything_is_pushed_runs_the_workflow_again(sandbox, ru
     assert [r.trigger_event for r in sandbox.forge.runs] == ["push", "workflow_dispatch"]
 
 
+def test_dispatch_after_a_rejected_root_push_follows_the_push_run_of_the_retry(
+    sandbox, run_gbdeploy
+):
+    commit = developer_commit(sandbox)
+    sandbox.git.reject_pushes("alm", "gb")
+    assert run_gbdeploy("release", "botserver", "--dispatch").code == 1  # root commit made, kept
+    sandbox.git.accept_pushes("alm", "gb")
+
+    retry = run_gbdeploy("release", "botserver", "--dispatch")
+
+    assert retry.code == 0, retry.text
+    assert "not dispatching botserver.yaml" in retry.out  # the retry's root push starts the run
+    assert [r.trigger_event for r in sandbox.forge.runs] == ["push"]  # deployed once
+    assert health(sandbox)["commit"] == commit[:7]
+
+
 def test_a_read_only_token_with_dispatch_is_refused_before_any_push(sandbox, run_gbdeploy):
     sandbox.forge.tokens[sandbox.token] = {"read:repository"}
     refs_before = sandbox.git.refs()

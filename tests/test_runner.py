@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gbdeploy.config import DEFAULTS, Settings
 from gbdeploy.workflows import render_workflow
@@ -154,6 +155,21 @@ def test_rendered_workflow_builds_with_the_commit_and_deploys(checkout, stub_gbd
     assert held.stat().st_mode & 0o777 == 0o600
     assert not Path(identity).exists()  # removed when the deploy step ended
     assert "c2VjcmV0LWtleS1ieXRlcw" not in result.log  # the secret is never in the log
+
+
+def test_the_deploy_key_is_gone_as_soon_as_the_deploy_step_ends(checkout, stub_gbdeploy):
+    # The job's temp dir goes only when the whole job ends: a step after the deploy (one a
+    # person adds, say a notification) must not find the production key there.
+    workflow = yaml.safe_load(render_workflow(settings(), "botserver"))
+    workflow["jobs"]["deploy"]["steps"].append(
+        {"name": "After the deploy", "run": 'ls -A "$RUNNER_TEMP/gbdeploy-ssh"'}
+    )
+    ctx = context(checkout, stub_gbdeploy, secrets={"DEPLOY_SSH_KEY": "a-private-key"})
+
+    result = run_job(workflow, checkout, ctx)
+
+    assert result.ok, result.log
+    assert "deploy_key" not in result.step("After the deploy").output
 
 
 def test_dispatch_input_chooses_the_strategy(checkout, stub_gbdeploy, tmp_path):

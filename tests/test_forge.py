@@ -379,6 +379,28 @@ def test_find_run_follows_the_newest_push_run_of_the_commit(forgejo, clock):
     assert f"found run {released} " in out.getvalue()
 
 
+def test_find_run_follows_the_newer_of_two_push_runs_of_the_commit_on_the_branch(forgejo, clock):
+    # The commit reached main twice (main was reset and the release pushed again): two push
+    # runs of it on main; the first failed. The newer one is the release's.
+    [first] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+    forgejo.finish(first, "failure")
+    [again] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
+
+    run = find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=capture()[0],
+        poll_interval=5,
+    )
+
+    assert run.id == again != first
+    assert not run.finished
+
+
 def test_find_run_ignores_a_newer_push_of_the_commit_to_another_branch(forgejo, clock):
     # Released to main, then the same commit pushed to a branch: that run builds the branch's
     # workflow (no deploy), so waiting for it would report a deploy that never happened.

@@ -771,14 +771,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         'kill -0 "$1" 2>/dev/null || { echo "none $1"; return 0; }',
         ("tests/test_switch_process.py",),
     ),
-    # --- config, doctor, maintenance, status, history, the remote layer, output (issue 24) ---------
+    # --- config, doctor, maintenance, status, history, the remote layer, output (issue 24) -------
     Mutation(
         "env-false-read-as-true",
         "a GBDEPLOY_* variable set to false (no, off, 0) turns a true/false key off",
         "gbdeploy/config_layers.py",
         "        return text.strip().lower() in _TRUE\n",
         "        return bool(text.strip())\n",
-        ("TESTS",),
+        ("tests/test_config.py::test_false_from_a_variable_is_false",),
     ),
     Mutation(
         "target-path-with-dotdot-accepted",
@@ -786,7 +786,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/config_values.py",
         'return all(part not in ("", ".", "..") and not part.startswith("-") for part in parts)',
         'return all(part not in ("", ".") and not part.startswith("-") for part in parts)',
-        ("TESTS",),
+        ("tests/test_config.py::test_a_wrong_key_or_value_exits_2_naming_the_key",),
     ),
     Mutation(
         "doctor-json-fix-notes-on-stdout",
@@ -794,7 +794,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/doctor/report.py",
         "notes = Reporter(stream=sys.stderr, secrets=reporter.secrets) if as_json else reporter",
         "notes = reporter",
-        ("TESTS",),
+        (
+            "tests/test_doctor.py::"
+            "test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr",
+        ),
     ),
     Mutation(
         "doctor-fix-not-rechecked",
@@ -802,7 +805,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/doctor/report.py",
         'if any(line.startswith("changed:") for line in changes):',
         'if any(line.startswith("changed ") for line in changes):',
-        ("TESTS",),
+        ("tests/test_doctor.py::test_fix_repairs_exactly_the_safe_ones",),
     ),
     Mutation(
         "maintain-follows-links-inside",
@@ -810,7 +813,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/maintenance.py",
         "info = entry.stat(follow_symlinks=False)",
         "info = entry.stat()",
-        ("TESTS",),
+        ("tests/test_maintenance.py::test_symlinks_are_removed_as_links_never_followed",),
     ),
     Mutation(
         "history-time-labelled-utc",
@@ -818,7 +821,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/history.py",
         "parsed = parsed.astimezone(timezone.utc)",
         "parsed = parsed.replace(tzinfo=timezone.utc)",
-        ("TESTS",),
+        (
+            "tests/test_history.py::"
+            "test_times_in_any_zone_are_shown_in_utc_and_odd_values_as_they_are",
+        ),
     ),
     Mutation(
         "status-misses-a-lock-without-holder",
@@ -826,7 +832,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/deploy/status.py",
         "if facts.held_age is not None or facts.holder is not None:",
         "if facts.held_age is not None and facts.holder is not None:",
-        ("TESTS",),
+        ("tests/test_deploy_faults.py::test_a_lock_without_holder_is_shown_by_status",),
     ),
     Mutation(
         "session-run-without-timeout",
@@ -834,7 +840,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/remote/session.py",
         "words = self._read_line(channel, timeout).split()",
         "words = self._read_line(channel, None).split()",
-        ("TESTS",),
+        (
+            "tests/test_session.py::"
+            "test_a_command_that_outlives_its_timeout_ends_the_session_with_an_error",
+        ),
     ),
     Mutation(
         "internal-error-unredacted",
@@ -842,7 +851,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/errors.py",
         "    return redact(text, *secrets)\n",
         "    return text\n",
-        ("TESTS",),
+        (
+            "tests/test_cli_errors.py::"
+            "test_an_unexpected_exception_is_reported_as_a_bug_with_exit_1",
+        ),
     ),
     Mutation(
         "far-end-call-naive-quotes",
@@ -850,7 +862,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "gbdeploy/deploy/layout.py",
         """return f"'{text}'" if text in _RESERVED else quote(text)""",
         "return f\"'{text}'\"",
-        ("TESTS",),
+        ("tests/test_service_control.py",),
     ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(

@@ -864,6 +864,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return f\"'{text}'\"",
         ("tests/test_service_control.py",),
     ),
+    Mutation(
+        "doctor-fix-repairs-passing-checks",
+        "doctor --fix changes only what fails: a passing loopback check gets no second ACCEPT rule",
+        "gbdeploy/doctor/runner.py",
+        'if finding.status != "fail" or check.repair is None:',
+        "if check.repair is None:",
+        (
+            "tests/test_doctor.py::"
+            "test_fix_changes_only_what_fails_and_leaves_each_passing_check_alone",
+        ),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

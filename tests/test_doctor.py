@@ -176,6 +176,27 @@ def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
     assert sorted(failed.failed) == sorted(set(CHECKS[1:]) - set(now_passing))
 
 
+def test_fix_changes_only_what_fails_and_leaves_each_passing_check_alone(production, gbuser):
+    production.make_good()
+    os.chown(production.botserver, 0, 0)  # the one failing check: the binary owned by root
+    rules, persisted = production.rules(), production.rules_file.exists()
+    vault_mode = production.vault_init.stat().st_mode
+    caddyfile = production.caddyfile.read_bytes()
+
+    text, failed = doctor(production.settings(), fix=True)
+
+    assert failed is None, text
+    assert production.owner(production.botserver) == gbuser
+    changed = [line for line in text.splitlines() if line.startswith("changed:")]
+    assert len(changed) == 1 and changed[0].startswith("changed: system.owner.botserver:"), text
+    # a passing loopback check gets no second ACCEPT rule, live or persisted
+    assert production.rules() == rules
+    assert production.rules_file.exists() == persisted
+    assert production.vault_init.stat().st_mode == vault_mode
+    assert production.caddyfile.read_bytes() == caddyfile
+    assert production.caddy_reloads() == []
+
+
 def test_fix_adds_caddy_storage_after_a_backup_validates_and_reloads(production, gbuser):
     production.make_good()
     full = production.caddyfile.read_text()

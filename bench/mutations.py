@@ -875,6 +875,14 @@ MUTATIONS: tuple[Mutation, ...] = (
             "test_fix_changes_only_what_fails_and_leaves_each_passing_check_alone",
         ),
     ),
+    Mutation(
+        "receiver-writes-through-a-dangling-link",
+        "an upload never writes through a symlink planted at its path, a dangling one too",
+        "gbdeploy/remote/transfer.py",
+        "if [ -f {path} ] || [ -L {path} ]; then",
+        "if [ -f {path} ]; then",
+        ("tests/test_transfer.py::test_upload_never_writes_through_a_link_left_at_the_path",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

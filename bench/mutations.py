@@ -883,6 +883,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if [ -f {path} ]; then",
         ("tests/test_transfer.py::test_upload_never_writes_through_a_link_left_at_the_path",),
     ),
+    Mutation(
+        "redact-misses-an-escaped-token",
+        "the token is masked also where a message escapes it (a repr doubles a backslash)",
+        "gbdeploy/errors.py",
+        "forms = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}",
+        "forms = {secret}",
+        (
+            "tests/test_cli_errors.py::"
+            "test_an_internal_error_hides_a_token_also_where_its_message_escapes_it",
+        ),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

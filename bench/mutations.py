@@ -894,6 +894,33 @@ MUTATIONS: tuple[Mutation, ...] = (
             "test_an_internal_error_hides_a_token_also_where_its_message_escapes_it",
         ),
     ),
+    Mutation(
+        "known-hosts-overwritten-on-accept",
+        "accepting a new host key appends it: every other known host stays in known_hosts",
+        "gbdeploy/remote/connection.py",
+        'with open(self.save_to, "a") as f:',
+        'with open(self.save_to, "w") as f:',
+        ("tests/test_connection.py::test_accepting_a_new_host_key_keeps_every_other_known_host",),
+    ),
+    Mutation(
+        "ssh-config-accept-new-ignored",
+        "StrictHostKeyChecking accept-new in the ssh config records and trusts a new host's key",
+        "gbdeploy/remote/connection.py",
+        'accept_new = ssh.accept_new_host_keys or strict in ("accept-new", "no", "off")',
+        "accept_new = ssh.accept_new_host_keys",
+        (
+            "tests/test_connection.py::"
+            "test_stricthostkeychecking_accept_new_in_the_ssh_config_is_honoured",
+        ),
+    ),
+    Mutation(
+        "maintain-crate-dir-by-mtime",
+        "a cache directory one of whose files a build read recently (atime) is kept whole",
+        "gbdeploy/maintenance.py",
+        "newest = max(newest, _last_used(entry))",
+        "newest = max(newest, entry.st_mtime)",
+        ("tests/test_maintenance.py::test_a_crate_whose_sources_a_build_read_recently_is_kept",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

@@ -921,6 +921,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "newest = max(newest, entry.st_mtime)",
         ("tests/test_maintenance.py::test_a_crate_whose_sources_a_build_read_recently_is_kept",),
     ),
+    Mutation(
+        "doctor-missing-tool-skipped",
+        "a check whose tool is not installed fails doctor (unless the check says skip)",
+        "gbdeploy/doctor/runner.py",
+        "                check.when_missing,\n",
+        '                "skip",\n',
+        ("tests/test_doctor.py::test_a_check_whose_tool_is_not_installed_fails_naming_where",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

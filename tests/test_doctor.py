@@ -146,6 +146,18 @@ def test_a_broken_production_fails_every_rule_with_what_it_saw(production, gbuse
     assert "28 checks: 1 passed, 27 failed, 0 skipped" in text
 
 
+def test_a_check_whose_tool_is_not_installed_fails_naming_where(production, gbuser):
+    """No fail2ban-client on the host means no fail2ban there: a failure, never a skip."""
+    production.make_good()
+    (production.standins.bin / "fail2ban-client").unlink()
+
+    text, failed = doctor(production.settings())
+
+    status, saw = rows(text)["host.fail2ban-sshd"]
+    assert status == "FAIL" and "not installed on" in saw, saw
+    assert failed is not None and "host.fail2ban-sshd" in failed.failed
+
+
 def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
     production.make_broken()
     caddyfile_before = production.caddyfile.read_bytes()

@@ -929,6 +929,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         '                "skip",\n',
         ("tests/test_doctor.py::test_a_check_whose_tool_is_not_installed_fails_naming_where",),
     ),
+    Mutation(
+        "logs-grep-on-two-lines-accepted",
+        "`logs --grep` refuses a pattern on two lines (grep would read it as two patterns), exit 2",
+        "gbdeploy/logs.py",
+        '(not grep or "\\n" in grep or "\\0" in grep)',
+        '(not grep or "\\0" in grep)',
+        ("tests/test_logs.py::test_a_hostile_or_broken_pattern_is_quoted_or_refused",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

@@ -247,6 +247,10 @@ def test_a_hostile_or_broken_pattern_is_quoted_or_refused(sshd, remote_root, ser
     assert raised.value.exit_code == 2
     with pytest.raises(UsageError, match="with -f use -n"):
         _shown(settings, lines=5, follow=True, since="1h")
+    # grep reads a pattern on two lines as two patterns: `other` would match the second
+    with pytest.raises(UsageError, match="on one line") as raised:
+        _shown(settings, lines=5, grep="zzz\nother")
+    assert raised.value.exit_code == 2
 
 
 def test_logs_dry_run_prints_the_remote_command(sshd, remote_root, service_user):

@@ -937,6 +937,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         '(not grep or "\\0" in grep)',
         ("tests/test_logs.py::test_a_hostile_or_broken_pattern_is_quoted_or_refused",),
     ),
+    Mutation(
+        "comments-only-config-refused",
+        "a config file of comments only (YAML reads nothing) gives the defaults, not an error",
+        "gbdeploy/config_layers.py",
+        "    if data is None:\n        return {}\n",
+        "",
+        ("tests/test_config.py::test_a_config_file_of_comments_only_gives_the_defaults",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

@@ -945,6 +945,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "",
         ("tests/test_config.py::test_a_config_file_of_comments_only_gives_the_defaults",),
     ),
+    Mutation(
+        "logs-since-without-zone-local",
+        "`logs --since` reads an ISO time without a zone as UTC (as the log stamps), not local",
+        "gbdeploy/logs.py",
+        "moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)",
+        "moment = moment if moment.tzinfo else moment.astimezone(timezone.utc)",
+        ("tests/test_logs.py::test_an_iso_time_without_a_zone_is_utc_whatever_this_machines_zone",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

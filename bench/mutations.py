@@ -888,6 +888,188 @@ MUTATIONS: tuple[Mutation, ...] = (
         'kill -0 "$1" 2>/dev/null || { echo "none $1"; return 0; }',
         ("tests/test_switch_process.py",),
     ),
+    # --- config, doctor, maintenance, status, history, the remote layer, output (issue 24) -------
+    Mutation(
+        "env-false-read-as-true",
+        "a GBDEPLOY_* variable set to false (no, off, 0) turns a true/false key off",
+        "gbdeploy/config_layers.py",
+        "        return text.strip().lower() in _TRUE\n",
+        "        return bool(text.strip())\n",
+        ("tests/test_config.py::test_false_from_a_variable_is_false",),
+    ),
+    Mutation(
+        "target-path-with-dotdot-accepted",
+        "a path on the target with a `..` part is a config error naming the key",
+        "gbdeploy/config_values.py",
+        'return all(part not in ("", ".", "..") and not part.startswith("-") for part in parts)',
+        'return all(part not in ("", ".") and not part.startswith("-") for part in parts)',
+        ("tests/test_config.py::test_a_wrong_key_or_value_exits_2_naming_the_key",),
+    ),
+    Mutation(
+        "doctor-json-fix-notes-on-stdout",
+        "with --json, stdout holds only the JSON list: what --fix changed goes to stderr",
+        "gbdeploy/doctor/report.py",
+        "notes = Reporter(stream=sys.stderr, secrets=reporter.secrets) if as_json else reporter",
+        "notes = reporter",
+        (
+            "tests/test_doctor.py::"
+            "test_cli_json_fix_keeps_stdout_pure_json_and_says_what_changed_on_stderr",
+        ),
+    ),
+    Mutation(
+        "doctor-fix-not-rechecked",
+        "after --fix changed something, doctor checks again: what it repaired passes (exit 0)",
+        "gbdeploy/doctor/report.py",
+        'if any(line.startswith("changed:") for line in changes):',
+        'if any(line.startswith("changed ") for line in changes):',
+        ("tests/test_doctor.py::test_fix_repairs_exactly_the_safe_ones",),
+    ),
+    Mutation(
+        "maintain-follows-links-inside",
+        "a symlink inside a cache is removed as a link: what it points to is never touched",
+        "gbdeploy/maintenance.py",
+        "info = entry.stat(follow_symlinks=False)",
+        "info = entry.stat()",
+        ("tests/test_maintenance.py::test_symlinks_are_removed_as_links_never_followed",),
+    ),
+    Mutation(
+        "history-time-labelled-utc",
+        "history shows each time in UTC, whatever zone the log recorded it in",
+        "gbdeploy/history.py",
+        "parsed = parsed.astimezone(timezone.utc)",
+        "parsed = parsed.replace(tzinfo=timezone.utc)",
+        (
+            "tests/test_history.py::"
+            "test_times_in_any_zone_are_shown_in_utc_and_odd_values_as_they_are",
+        ),
+    ),
+    Mutation(
+        "status-misses-a-lock-without-holder",
+        "status shows a held lock (and fails) also when the lock has no holder record",
+        "gbdeploy/deploy/status.py",
+        "if facts.held_age is not None or facts.holder is not None:",
+        "if facts.held_age is not None and facts.holder is not None:",
+        ("tests/test_deploy_faults.py::test_a_lock_without_holder_is_shown_by_status",),
+    ),
+    Mutation(
+        "session-run-without-timeout",
+        "a command run through the deploy's session ends at its timeout (RemoteError), not never",
+        "gbdeploy/remote/session.py",
+        "words = self._read_line(channel, timeout).split()",
+        "words = self._read_line(channel, None).split()",
+        (
+            "tests/test_session.py::"
+            "test_a_command_that_outlives_its_timeout_ends_the_session_with_an_error",
+        ),
+    ),
+    Mutation(
+        "internal-error-unredacted",
+        "an internal error's message never shows the token",
+        "gbdeploy/errors.py",
+        "    return redact(text, *secrets)\n",
+        "    return text\n",
+        (
+            "tests/test_cli_errors.py::"
+            "test_an_unexpected_exception_is_reported_as_a_bug_with_exit_1",
+        ),
+    ),
+    Mutation(
+        "far-end-call-naive-quotes",
+        "every value in a far-end call reaches it as typed, a quote in it too (a freeze reason)",
+        "gbdeploy/deploy/layout.py",
+        """return f"'{text}'" if text in _RESERVED else quote(text)""",
+        "return f\"'{text}'\"",
+        ("tests/test_service_control.py",),
+    ),
+    Mutation(
+        "doctor-fix-repairs-passing-checks",
+        "doctor --fix changes only what fails: a passing loopback check gets no second ACCEPT rule",
+        "gbdeploy/doctor/runner.py",
+        'if finding.status != "fail" or check.repair is None:',
+        "if check.repair is None:",
+        (
+            "tests/test_doctor.py::"
+            "test_fix_changes_only_what_fails_and_leaves_each_passing_check_alone",
+        ),
+    ),
+    Mutation(
+        "receiver-writes-through-a-dangling-link",
+        "an upload never writes through a symlink planted at its path, a dangling one too",
+        "gbdeploy/remote/transfer.py",
+        "if [ -f {path} ] || [ -L {path} ]; then",
+        "if [ -f {path} ]; then",
+        ("tests/test_transfer.py::test_upload_never_writes_through_a_link_left_at_the_path",),
+    ),
+    Mutation(
+        "redact-misses-an-escaped-token",
+        "the token is masked also where a message escapes it (a repr doubles a backslash)",
+        "gbdeploy/errors.py",
+        "forms = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}",
+        "forms = {secret}",
+        (
+            "tests/test_cli_errors.py::"
+            "test_an_internal_error_hides_a_token_also_where_its_message_escapes_it",
+        ),
+    ),
+    Mutation(
+        "known-hosts-overwritten-on-accept",
+        "accepting a new host key appends it: every other known host stays in known_hosts",
+        "gbdeploy/remote/connection.py",
+        'with open(self.save_to, "a") as f:',
+        'with open(self.save_to, "w") as f:',
+        ("tests/test_connection.py::test_accepting_a_new_host_key_keeps_every_other_known_host",),
+    ),
+    Mutation(
+        "ssh-config-accept-new-ignored",
+        "StrictHostKeyChecking accept-new in the ssh config records and trusts a new host's key",
+        "gbdeploy/remote/connection.py",
+        'accept_new = ssh.accept_new_host_keys or strict in ("accept-new", "no", "off")',
+        "accept_new = ssh.accept_new_host_keys",
+        (
+            "tests/test_connection.py::"
+            "test_stricthostkeychecking_accept_new_in_the_ssh_config_is_honoured",
+        ),
+    ),
+    Mutation(
+        "maintain-crate-dir-by-mtime",
+        "a cache directory one of whose files a build read recently (atime) is kept whole",
+        "gbdeploy/maintenance.py",
+        "newest = max(newest, _last_used(entry))",
+        "newest = max(newest, entry.st_mtime)",
+        ("tests/test_maintenance.py::test_a_crate_whose_sources_a_build_read_recently_is_kept",),
+    ),
+    Mutation(
+        "doctor-missing-tool-skipped",
+        "a check whose tool is not installed fails doctor (unless the check says skip)",
+        "gbdeploy/doctor/runner.py",
+        "                check.when_missing,\n",
+        '                "skip",\n',
+        ("tests/test_doctor.py::test_a_check_whose_tool_is_not_installed_fails_naming_where",),
+    ),
+    Mutation(
+        "logs-grep-on-two-lines-accepted",
+        "`logs --grep` refuses a pattern on two lines (grep would read it as two patterns), exit 2",
+        "gbdeploy/logs.py",
+        '(not grep or "\\n" in grep or "\\0" in grep)',
+        '(not grep or "\\0" in grep)',
+        ("tests/test_logs.py::test_a_hostile_or_broken_pattern_is_quoted_or_refused",),
+    ),
+    Mutation(
+        "comments-only-config-refused",
+        "a config file of comments only (YAML reads nothing) gives the defaults, not an error",
+        "gbdeploy/config_layers.py",
+        "    if data is None:\n        return {}\n",
+        "",
+        ("tests/test_config.py::test_a_config_file_of_comments_only_gives_the_defaults",),
+    ),
+    Mutation(
+        "logs-since-without-zone-local",
+        "`logs --since` reads an ISO time without a zone as UTC (as the log stamps), not local",
+        "gbdeploy/logs.py",
+        "moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)",
+        "moment = moment if moment.tzinfo else moment.astimezone(timezone.utc)",
+        ("tests/test_logs.py::test_an_iso_time_without_a_zone_is_utc_whatever_this_machines_zone",),
+    ),
     # --- doctor, maintenance ----------------------------------------------------------------------
     Mutation(
         "doctor-weekly-cleanup-passes",

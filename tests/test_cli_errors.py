@@ -71,6 +71,21 @@ def test_gbdeploy_debug_shows_the_traceback_still_without_the_token(
     assert TEST_TOKEN not in result.text
 
 
+def test_an_internal_error_hides_a_token_also_where_its_message_escapes_it(
+    project: Path, run_gbdeploy, mocker, monkeypatch: pytest.MonkeyPatch
+):
+    """A KeyError's message is the repr of its argument: a backslash in the token is doubled."""
+    token = "gbd\\token-with-a-backslash"
+    monkeypatch.setenv("GBDEPLOY_FORGE_TOKEN", token)
+    mocker.patch("gbdeploy.runs.run_runs", side_effect=KeyError(f"state for token {token}"))
+
+    result = run_gbdeploy("runs")
+
+    assert result.code == 1
+    assert "token ***" in result.err
+    assert "with-a-backslash" not in result.text
+
+
 def test_an_exception_outside_any_command_is_reported_as_a_bug(project: Path, run_gbdeploy, mocker):
     """Before a task runs (config creation): the program itself catches it."""
     mocker.patch("gbdeploy.config_layers.find_project_dir", side_effect=OSError("disk on fire"))

@@ -47,6 +47,17 @@ def settings_in(directory: Path, text: str | None = None) -> Settings:
 # --- defaults ----------------------------------------------------------------------------------
 
 
+def test_a_config_file_of_comments_only_gives_the_defaults(project: Path, run_gbdeploy):
+    """Every key commented out (or a file just created): YAML reads nothing, not an error."""
+    (project / "gbdeploy.yaml").write_text("# forge:\n#   url: https://forge.example\n")
+
+    result = run_gbdeploy("config")
+
+    assert result.code == 0, result.text
+    assert "http://alm.pragmatismo.com.br" in result.out
+    assert settings_in(project).project_dir == project
+
+
 def test_the_defaults_are_general_bots_production(project: Path):
     settings = settings_in(project)
 

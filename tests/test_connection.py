@@ -87,6 +87,34 @@ def test_accept_new_records_the_key_then_trusts_it(sshd, tmp_path):
         assert remote.run("echo again").stdout == "again\n"
 
 
+def test_accepting_a_new_host_key_keeps_every_other_known_host(sshd, tmp_path):
+    config = tmp_path / "ssh_config"
+    known = tmp_path / "known"
+    other_host = (
+        "other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherHostKeyStaysWhereItWas0000\n"
+    )
+    known.write_text(other_host)
+    config.write_text(sshd.ssh_config.read_text().replace(str(sshd.known_hosts), str(known)))
+    settings = SshSettings(config=str(config), accept_new_host_keys=True)
+    with Remote(Target("system", sshd.alias), settings) as remote:
+        remote.run("true")
+    lines = known.read_text().splitlines(keepends=True)
+    assert lines[0] == other_host
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in lines[1]
+
+
+def test_stricthostkeychecking_accept_new_in_the_ssh_config_is_honoured(sshd, tmp_path):
+    """As OpenSSH does: the config's accept-new records an unknown host's key and trusts it."""
+    config = tmp_path / "ssh_config"
+    known = tmp_path / "known"
+    text = sshd.ssh_config.read_text().replace(str(sshd.known_hosts), str(known))
+    assert "StrictHostKeyChecking yes" in text
+    config.write_text(text.replace("StrictHostKeyChecking yes", "StrictHostKeyChecking accept-new"))
+    with Remote(Target("system", sshd.alias), SshSettings(config=str(config))) as remote:
+        assert remote.run("echo in").stdout == "in\n"
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in known.read_text()
+
+
 def test_a_changed_host_key_is_always_refused(sshd, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)

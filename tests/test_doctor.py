@@ -146,6 +146,18 @@ def test_a_broken_production_fails_every_rule_with_what_it_saw(production, gbuse
     assert "28 checks: 1 passed, 27 failed, 0 skipped" in text
 
 
+def test_a_check_whose_tool_is_not_installed_fails_naming_where(production, gbuser):
+    """No fail2ban-client on the host means no fail2ban there: a failure, never a skip."""
+    production.make_good()
+    (production.standins.bin / "fail2ban-client").unlink()
+
+    text, failed = doctor(production.settings())
+
+    status, saw = rows(text)["host.fail2ban-sshd"]
+    assert status == "FAIL" and "not installed on" in saw, saw
+    assert failed is not None and "host.fail2ban-sshd" in failed.failed
+
+
 def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
     production.make_broken()
     caddyfile_before = production.caddyfile.read_bytes()
@@ -174,6 +186,27 @@ def test_fix_repairs_exactly_the_safe_ones(production, gbuser):
         assert found[name][0] == ("pass" if name in now_passing else "FAIL"), name
     assert failed is not None
     assert sorted(failed.failed) == sorted(set(CHECKS[1:]) - set(now_passing))
+
+
+def test_fix_changes_only_what_fails_and_leaves_each_passing_check_alone(production, gbuser):
+    production.make_good()
+    os.chown(production.botserver, 0, 0)  # the one failing check: the binary owned by root
+    rules, persisted = production.rules(), production.rules_file.exists()
+    vault_mode = production.vault_init.stat().st_mode
+    caddyfile = production.caddyfile.read_bytes()
+
+    text, failed = doctor(production.settings(), fix=True)
+
+    assert failed is None, text
+    assert production.owner(production.botserver) == gbuser
+    changed = [line for line in text.splitlines() if line.startswith("changed:")]
+    assert len(changed) == 1 and changed[0].startswith("changed: system.owner.botserver:"), text
+    # a passing loopback check gets no second ACCEPT rule, live or persisted
+    assert production.rules() == rules
+    assert production.rules_file.exists() == persisted
+    assert production.vault_init.stat().st_mode == vault_mode
+    assert production.caddyfile.read_bytes() == caddyfile
+    assert production.caddy_reloads() == []
 
 
 def test_fix_adds_caddy_storage_after_a_backup_validates_and_reloads(production, gbuser):

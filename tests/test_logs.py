@@ -237,6 +237,22 @@ def test_since_accepts_an_age_or_an_iso_time_and_refuses_anything_else():
         logs.parse_since("yesterday", now)
 
 
+def test_an_iso_time_without_a_zone_is_utc_whatever_this_machines_zone(monkeypatch):
+    """The log's stamps are read as UTC: a --since without a zone is UTC too, not local time."""
+    import time
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("TZ", "BRT3")  # POSIX: three hours behind UTC, no tz database needed
+    time.tzset()
+    try:
+        assert time.timezone == 3 * 3600
+        since = logs.parse_since("2026-12-07T09:30")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert since == datetime(2026, 12, 7, 9, 30, tzinfo=timezone.utc)
+
+
 def test_a_hostile_or_broken_pattern_is_quoted_or_refused(sshd, remote_root, service_user):
     settings, log = settings_for(sshd, remote_root, service_user)
     log.write_text("a'; touch pwned; echo 'b\nother\n")
@@ -247,6 +263,10 @@ def test_a_hostile_or_broken_pattern_is_quoted_or_refused(sshd, remote_root, ser
     assert raised.value.exit_code == 2
     with pytest.raises(UsageError, match="with -f use -n"):
         _shown(settings, lines=5, follow=True, since="1h")
+    # grep reads a pattern on two lines as two patterns: `other` would match the second
+    with pytest.raises(UsageError, match="on one line") as raised:
+        _shown(settings, lines=5, grep="zzz\nother")
+    assert raised.value.exit_code == 2
 
 
 def test_logs_dry_run_prints_the_remote_command(sshd, remote_root, service_user):

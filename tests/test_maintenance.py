@@ -107,6 +107,21 @@ def test_size_removes_the_least_recently_used_first(tmp_path, caches):
     assert "(freed 1.3 KiB: 0 by age, 3 by size)" in output
 
 
+def test_a_crate_whose_sources_a_build_read_recently_is_kept(tmp_path):
+    """A build reads a crate's unpacked sources without writing them: one file read yesterday
+    (its atime) keeps the whole crate directory, though every file was written long ago."""
+    crates = tmp_path / "cargo/registry/src/index.x"
+    read = put(crates / "tokio-1.0.0/src/lib.rs", 300, 60)
+    os.utime(read, (NOW - 1 * DAY, NOW - 60 * DAY))  # (atime, mtime)
+    put(crates / "serde-1.0.0/src/lib.rs", 300, 60)
+    age_directories(tmp_path, 60)
+
+    maintain(tmp_path, max_age_days=14, max_size_gb=10)
+
+    assert (crates / "tokio-1.0.0/src/lib.rs").exists()
+    assert not (crates / "serde-1.0.0").exists()
+
+
 def test_dry_run_lists_what_would_go_and_removes_nothing(tmp_path, caches):
     before = sorted(p for p in tmp_path.rglob("*"))
     output = maintain(tmp_path, dry_run=True, max_age_days=14, max_size_gb=10)

@@ -189,8 +189,8 @@ def test_upload_replaces_an_existing_file(sshd, remote_root, artifacts):
 def test_upload_never_writes_through_a_link_left_at_the_path(
     sshd, remote_root, artifacts, tmp_path, mocker, receiver
 ):
-    """A symlink planted at `.new`, or a hard link to the running binary there: both stay as they
-    were, and `.new` becomes a file of its own."""
+    """A symlink planted at `.new` (to a file, or dangling: to one it would create), or a hard
+    link to the running binary there: each stays as it was, and `.new` becomes a file of its own."""
     if receiver == "tee":
         mocker.patch.object(transfer, "PYTHONS", ("python3",))
     bin_dir = bin_dir_with(tmp_path / "bin", "cat", "tee", "sha256sum", "rm")
@@ -203,6 +203,7 @@ def test_upload_never_writes_through_a_link_left_at_the_path(
         for target, link in (
             (remote_root / "a.new", lambda t: t.symlink_to(victim)),
             (remote_root / "b.new", lambda t: os.link(running, t)),
+            (remote_root / "c.new", lambda t: t.symlink_to(remote_root / "cron.d-job")),
         ):
             link(target)
             result = upload(remote, local, str(target))
@@ -212,6 +213,7 @@ def test_upload_never_writes_through_a_link_left_at_the_path(
     assert victim.read_text() == "root:x:0:0\n"
     assert running.read_bytes() == b"\x7fELF the running binary"
     assert running.stat().st_nlink == 1
+    assert not (remote_root / "cron.d-job").exists()
 
 
 def test_target_without_zstd_falls_back_to_a_plain_stream(sshd, remote_root, artifacts, tmp_path):

@@ -1170,6 +1170,9 @@ def main(argv: list[str] | None = None) -> int:
     controls: dict[tuple[str, ...], str | None] = {}  # tests → why they fail unbroken, or None
     for mutation in chosen:
         with tempfile.TemporaryDirectory(prefix="gbdeploy-mutant-") as scratch:
+            # The service user of the tests runs the copy's stand-ins over ssh: mkdtemp's 0700
+            # would make their tests fail in the copy alone (BASELINE, though nothing is wrong).
+            os.chmod(scratch, 0o755)
             checkout = copy_checkout(Path(scratch) / "main")
             try:  # first: a break whose text is gone no longer applies (the source changed)
                 apply(mutation, checkout, dry_run=True)

@@ -767,8 +767,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "commit-trailing-newline-accepted",
         "a --commit with a newline anywhere, a last one too, is refused before anything runs",
         "gbdeploy/deploy/command.py",
-        "not COMMIT.fullmatch(commit)",
-        "not COMMIT.match(commit)",
+        "not layout.COMMIT.fullmatch(commit)",
+        "not layout.COMMIT.match(commit)",
         (H + "test_a_commit_with_a_newline_is_refused",),
     ),
     Mutation(

@@ -12,7 +12,6 @@ rule), else hashed on the target.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +24,6 @@ from .provenance import describe_person
 from .remote import probes
 from .remote.connection import Remote, quote
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SUCCESS_RESULTS = ("ok", "unchanged")
 
 
@@ -235,7 +233,7 @@ def sidecar_command(binary: str) -> str:
 
 def parse_sidecar(stdout: str) -> str | None:
     words = stdout.split()
-    return words[0] if words and _HEX64.fullmatch(words[0]) else None
+    return words[0] if words and layout.SHA256.fullmatch(words[0]) else None
 
 
 def read_history(settings: Settings, component: Component) -> History:

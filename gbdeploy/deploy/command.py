@@ -13,11 +13,10 @@ from ..artifact import file_sha256, find_artifact, fingerprint, prefetch_fingerp
 from ..config import Settings
 from ..errors import GbdeployError, UsageError
 from ..output import Reporter, human_bytes
-from . import STRATEGIES, engine
+from . import STRATEGIES, engine, layout
 from .deployment import Deployment
 from .engine import Step
 from .service import service_of
-from .state import COMMIT
 from .switch import SwitchDeployment, refuse_mismatch
 
 __all__ = ["find_artifact", "run_deploy"]
@@ -103,7 +102,7 @@ def run_deploy(
             force=force,
             before_change=before_change,
         )
-    if commit is not None and not COMMIT.fullmatch(commit):
+    if commit is not None and not layout.COMMIT.fullmatch(commit):
         raise UsageError(
             f"--commit {commit!r} is not a commit: letters, digits, `.`, `_`, `+` and `-` only "
             "(no spaces or newlines), at most 100",

@@ -347,8 +347,9 @@ def remove_new_command(paths: Paths) -> str:
 
 
 # --- the end
-_FIELD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # a commit in B.releases/list
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Whole values (always `fullmatch`: `$` would match before a last newline).
+COMMIT = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,99}")  # --commit, a commit in B.releases/list
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def finish_command(
@@ -375,7 +376,7 @@ def finish_command(
     ]
     if keep_release:
         sha, commit, keep = keep_release
-        if not SHA256.fullmatch(sha) or not _FIELD.fullmatch(commit):
+        if not SHA256.fullmatch(sha) or not COMMIT.fullmatch(commit):
             raise ValueError(f"not a release: {sha!r} {commit!r}")
         lines.append(call("keep_release", sha, commit, int(keep)))
     lines += [

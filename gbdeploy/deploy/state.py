@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 
@@ -14,8 +13,6 @@ from .. import freeze
 from ..errors import PreflightError
 from . import layout
 from .layout import Paths
-
-COMMIT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,99}$")  # what --commit and the list may hold
 
 
 # --- what the begin exchange found
@@ -77,7 +74,11 @@ def parse_facts(stdout: str) -> Facts:
         elif word == "release":
             parts = rest.split()
             # a path is built from the sha256: anything but 64 hex digits is no release
-            if len(parts) == 3 and layout.SHA256.fullmatch(parts[0]) and COMMIT.fullmatch(parts[1]):
+            if (
+                len(parts) == 3
+                and layout.SHA256.fullmatch(parts[0])
+                and layout.COMMIT.fullmatch(parts[1])
+            ):
                 commit = None if parts[1] == "unknown" else parts[1]
                 facts.releases.append(KeptRelease(parts[0], commit, parts[2]))
     return facts

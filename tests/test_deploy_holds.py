@@ -76,6 +76,16 @@ def no_lock_no_journal(world: World) -> None:
     assert not Path(f"{world.binary}.journal").exists()
 
 
+def the_new_release_is_kept(world: World, artifacts) -> None:
+    """NEW runs from B and is the newest kept release, both deploys logged ok; no lock, no
+    journal."""
+    the_service(world, NEW)
+    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    assert [commit for _, commit in kept(world)] == [OLD, NEW]
+    assert [entry["result"] for entry in world.deploy_log()] == ["ok", "ok"]
+    no_lock_no_journal(world)
+
+
 # --- 1. a started service keeps SIGTERM ---
 def test_a_service_gbdeploy_started_has_default_signals_and_stops_on_sigterm(world, artifacts):
     deploy_with(world, artifacts(OLD), commit=OLD)
@@ -169,11 +179,7 @@ def test_a_cancel_or_drop_after_the_target_finished_leaves_the_new_service(
         world.deploy(artifacts(NEW), commit=NEW)
 
     assert "nothing was undone" in str(raised.value)
-    the_service(world, NEW)
-    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
-    assert [commit for _, commit in kept(world)] == [OLD, NEW]
-    assert [entry["result"] for entry in world.deploy_log()] == ["ok", "ok"]
-    no_lock_no_journal(world)
+    the_new_release_is_kept(world, artifacts)
 
 
 def test_an_undo_meeting_a_finish_under_way_keeps_the_new_service(world, artifacts, monkeypatch):
@@ -199,12 +205,8 @@ def test_an_undo_meeting_a_finish_under_way_keeps_the_new_service(world, artifac
         world.deploy(artifacts(NEW), commit=NEW)
 
     assert "it runs and was kept, nothing was undone" in str(raised.value)
-    the_service(world, NEW)
-    assert file_sha256(world.binary) == file_sha256(artifacts(NEW))
+    the_new_release_is_kept(world, artifacts)
     assert file_sha256(Path(f"{world.binary}.prev")) == file_sha256(artifacts(OLD))
-    assert [commit for _, commit in kept(world)] == [OLD, NEW]
-    assert [entry["result"] for entry in world.deploy_log()] == ["ok", "ok"]
-    no_lock_no_journal(world)
 
 
 def test_a_cancel_after_health_passed_keeps_the_new_release(world, artifacts, monkeypatch):
@@ -222,10 +224,7 @@ def test_a_cancel_after_health_passed_keeps_the_new_release(world, artifacts, mo
         world.deploy(artifacts(NEW), commit=NEW)
 
     assert "it runs and was kept" in str(raised.value)
-    the_service(world, NEW)
-    assert [commit for _, commit in kept(world)] == [OLD, NEW]
-    assert world.deploy_log()[-1]["result"] == "ok"
-    no_lock_no_journal(world)
+    the_new_release_is_kept(world, artifacts)
 
 
 def cancel_the_service_script(monkeypatch) -> None:

@@ -24,6 +24,7 @@ from gbdeploy.errors import (
     WaitTimeout,
 )
 from gbdeploy.forge import ForgeClient, RunSearch, find_run, planned_requests, wait_for_run
+from gbdeploy.forge.models import Run
 from gbdeploy.forge.placement import repository_of_url, workflow_home
 from gbdeploy.output import Reporter
 from gbdeploy.program import optional_positionals, program
@@ -332,6 +333,21 @@ def test_the_dry_run_plan_is_what_the_release_then_sends(forgejo_factory, clock)
 # ---------------------------------------------------------------------------- find_run
 
 
+def find_push_run(forgejo, clock, reporter: Reporter | None = None) -> Run:
+    """`find_run` of botserver.yaml for SHA released to main: the push run, waited for 30 s
+    (polled every 5 s), else a dispatch."""
+    return find_run(
+        client_for(forgejo, clock),
+        SHA,
+        "botserver.yaml",
+        appear_timeout=30,
+        dispatch=False,
+        ref="main",
+        reporter=reporter or capture()[0],
+        poll_interval=5,
+    )
+
+
 def test_find_run_waits_for_the_push_run_to_appear(forgejo_factory, clock):
     forgejo = forgejo_factory(appear_after=3)
     forgejo.on_push(SHA)
@@ -363,16 +379,7 @@ def test_find_run_follows_the_newest_push_run_of_the_commit(forgejo, clock):
     [released] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
     reporter, out = capture()
 
-    run = find_run(
-        client_for(forgejo, clock),
-        SHA,
-        "botserver.yaml",
-        appear_timeout=30,
-        dispatch=False,
-        ref="main",
-        reporter=reporter,
-        poll_interval=5,
-    )
+    run = find_push_run(forgejo, clock, reporter)
 
     assert run.id == released != on_the_branch
     assert not run.finished
@@ -386,16 +393,7 @@ def test_find_run_follows_the_newer_of_two_push_runs_of_the_commit_on_the_branch
     forgejo.finish(first, "failure")
     [again] = forgejo.on_push(SHA, workflows=["botserver.yaml"])
 
-    run = find_run(
-        client_for(forgejo, clock),
-        SHA,
-        "botserver.yaml",
-        appear_timeout=30,
-        dispatch=False,
-        ref="main",
-        reporter=capture()[0],
-        poll_interval=5,
-    )
+    run = find_push_run(forgejo, clock)
 
     assert run.id == again != first
     assert not run.finished
@@ -408,16 +406,7 @@ def test_find_run_ignores_a_newer_push_of_the_commit_to_another_branch(forgejo, 
     [on_the_branch] = forgejo.on_push(SHA, ref="refs/heads/try", workflows=["botserver.yaml"])
     reporter, _ = capture()
 
-    run = find_run(
-        client_for(forgejo, clock),
-        SHA,
-        "botserver.yaml",
-        appear_timeout=30,
-        dispatch=False,
-        ref="main",
-        reporter=reporter,
-        poll_interval=5,
-    )
+    run = find_push_run(forgejo, clock, reporter)
 
     assert run.id == released != on_the_branch
 
@@ -426,16 +415,7 @@ def test_find_run_dispatches_when_no_push_run_appears(forgejo, clock):
     forgejo.on_push(SHA, workflows=["botui.yaml"])  # the push started only the other workflow
     reporter, out = capture()
 
-    run = find_run(
-        client_for(forgejo, clock),
-        SHA,
-        "botserver.yaml",
-        appear_timeout=30,
-        dispatch=False,
-        ref="main",
-        reporter=reporter,
-        poll_interval=5,
-    )
+    run = find_push_run(forgejo, clock, reporter)
 
     assert run.cause == "workflow_dispatch" and run.workflow_id == "botserver.yaml"
     assert run.commit_sha == SHA
